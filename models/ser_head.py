@@ -1,0 +1,119 @@
+"""The SER head: the paper's feed-forward classifier over utterance features.
+
+A head directory holds `head.safetensors` (network weights and the feature scaler; no pickle)
+and `head.json` (classes, feature set, architecture, training provenance and report).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+WEIGHTS_FILE = "head.safetensors"
+META_FILE = "head.json"
+SHIPPED_LITE_HEAD = Path(__file__).parent / "artifacts" / "ser_lite"
+
+
+class HeadError(ValueError):
+    """A head directory that cannot be loaded or does not fit the features."""
+
+
+def build_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_features
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(dropout)]
+        width = units
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class SerHead:
+    classes: list[str]
+    feature_set: str
+    hidden: tuple[int, ...]
+    dropout: float
+    network: nn.Sequential
+    scaler_mean: np.ndarray
+    scaler_scale: np.ndarray
+    metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, n_features: int, classes: list[str], feature_set: str, hidden=(64, 32), dropout=0.3,
+            scaler_mean=None, scaler_scale=None, metadata=None) -> "SerHead":
+        network = build_network(n_features, len(classes), tuple(hidden), dropout)
+        mean = np.zeros(n_features, np.float32) if scaler_mean is None else np.asarray(scaler_mean, np.float32)
+        scale = np.ones(n_features, np.float32) if scaler_scale is None else np.asarray(scaler_scale, np.float32)
+        return cls(list(classes), feature_set, tuple(hidden), float(dropout), network, mean, scale, dict(metadata or {}))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.scaler_mean.shape[0])
+
+    def standardise(self, features: np.ndarray) -> np.ndarray:
+        return (np.asarray(features, np.float32) - self.scaler_mean) / self.scaler_scale
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities for (N, n_features) raw features."""
+        features = np.atleast_2d(np.asarray(features, np.float32))
+        if features.shape[1] != self.n_features:
+            raise HeadError(f"head expects {self.n_features} features ({self.feature_set}), got {features.shape[1]}")
+        self.network.eval()
+        with torch.no_grad():
+            logits = self.network(torch.from_numpy(self.standardise(features)))
+            return torch.softmax(logits.double(), dim=1).numpy()
+
+    def save(self, directory) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"network.{k}": v.detach().contiguous() for k, v in self.network.state_dict().items()}
+        tensors["scaler.mean"] = torch.from_numpy(self.scaler_mean.copy())
+        tensors["scaler.scale"] = torch.from_numpy(self.scaler_scale.copy())
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        meta = dict(self.metadata, classes=self.classes, feature_set=self.feature_set,
+                    hidden=list(self.hidden), dropout=self.dropout, n_features=self.n_features)
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "SerHead":
+        directory = Path(directory)
+        weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
+        if not weights.is_file() or not meta_path.is_file():
+            raise HeadError(f"{directory} is not a SER head directory (needs {WEIGHTS_FILE} and {META_FILE})")
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(weights))
+        head = cls.new(int(meta["n_features"]), meta["classes"], meta["feature_set"], tuple(meta["hidden"]),
+                       float(meta["dropout"]), tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy(),
+                       {k: v for k, v in meta.items() if k not in {"classes", "feature_set", "hidden", "dropout", "n_features"}})
+        state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
+        head.network.load_state_dict(state)
+        head.network.eval()
+        return head
+
+    def sha256(self) -> str:
+        """Hash of the weights and class list: what pins this head in a report signature."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.network.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().numpy().tobytes())
+        digest.update(self.scaler_mean.tobytes())
+        digest.update(self.scaler_scale.tobytes())
+        digest.update(json.dumps(self.classes).encode())
+        return digest.hexdigest()
+
+
+def entropy_uncertainty(probs: np.ndarray) -> np.ndarray:
+    """Entropy of each row of probabilities divided by log K: 0 = certain, 1 = uniform."""
+    probs = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)
+    k = probs.shape[1]
+    if k < 2:
+        return np.zeros(probs.shape[0])
+    return -(probs * np.log(probs)).sum(axis=1) / np.log(k)
