@@ -1,0 +1,132 @@
+"""`emopres evaluate` and `emopres validate`: the offline evaluation of pairs files."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.cli import CommandError
+from models.registry import PROFILES, ProfileError, ProfileSpec, load_head
+from models.ser_head import HeadError
+from worker.pairs import ManifestError, read_pairs_file
+from worker.pipeline import DEFAULT_MAX_SECONDS, Evaluator, prosody_signature
+from worker.report import build_report, format_summary, utc_now
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("EMOPRES_CACHE_DIR"):
+        return Path(os.environ["EMOPRES_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emopres" / "features"
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)")
+    parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("EMOPRES_PROFILE", "lite"))
+    parser.add_argument("--head", help="SER head directory (default: the profile's shipped/default head)")
+    parser.add_argument("--model-dir", help="paper-profile model folder (default: $EMOPRES_MODEL_DIR)")
+    parser.add_argument("--device", default="cpu", help="paper profile: torch device (cpu, cuda, cuda:1)")
+    parser.add_argument("--fast", action="store_true", help="paper profile: bf16 autocast (recorded in the signature)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
+    parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core for lite)")
+    parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: ~/.cache/emopres/features)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="refuse longer audio files")
+
+
+def register(subparsers) -> None:
+    evaluate = subparsers.add_parser("evaluate", help="evaluate a pairs file (CSV/JSONL) offline")
+    evaluate.add_argument("pairs", help="CSV or JSONL with pair_id, source, target[, label][, group column]")
+    evaluate.add_argument("--out", help="write the JSON report here")
+    evaluate.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
+    add_engine_arguments(evaluate)
+    evaluate.set_defaults(handler=run_evaluate)
+
+    validate = subparsers.add_parser("validate", help="check that every metric tracks a known preservation rate")
+    validate.add_argument("pairs", help="CSV shaped like shared/data/pairs/en-ja.csv (source, target_preserved, target_swapped, emotion)")
+    validate.add_argument("--rates", default="0,0.25,0.5,0.75,1", help="preservation rates of the simulated systems")
+    validate.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
+    validate.add_argument("--out", help="write the JSON result here")
+    add_engine_arguments(validate)
+    validate.set_defaults(handler=run_validate)
+
+
+def make_evaluator(args) -> Evaluator:
+    spec = ProfileSpec(args.profile, args.model_dir, args.device, args.fast)
+    try:
+        head = load_head(spec, args.head)
+        cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+        return Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache_dir, max_seconds=args.max_seconds)
+    except (HeadError, ProfileError) as error:
+        raise CommandError(str(error)) from None
+
+
+def progress_bar(total: int, description: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="file", file=sys.stderr, disable=total == 0)
+
+
+def path_resolver(root: Path):
+    return lambda relative: str(root / relative)
+
+
+def evaluate_to_report(evaluator: Evaluator, pairs, resolve, *, n_bootstrap: int, seed: int, use_groups: bool,
+                       job: dict, utterances=None) -> dict:
+    if utterances is None:
+        distinct_files = len({resolve(p.source) for p in pairs} | {resolve(p.target) for p in pairs})
+        with progress_bar(distinct_files, "evaluating") as bar:
+            rows, failures = evaluator.evaluate_pairs(pairs, resolve, progress=bar.update)
+    else:
+        rows, failures = evaluator.evaluate_pairs(pairs, resolve, utterances=utterances)
+    profile = evaluator.profile
+    return build_report(
+        job={**job, "pair_order": [p.pair_id for p in pairs]}, pairs=rows, failures=failures,
+        classes=evaluator.head.classes, profile_name=evaluator.spec.name, profile_parts=profile.signature_parts(),
+        prosody=prosody_signature(), head_sha256=evaluator.head.sha256(),
+        models={**profile.models_info(), "ser_head": head_info(evaluator.head)},
+        n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups, unavailable=profile.unavailable())
+
+
+def head_info(head) -> dict:
+    return {"source": head.metadata.get("source", "SER head"), "sha256": head.sha256(),
+            "version": head.metadata.get("version", "1"), "classes": head.classes, "feature_set": head.feature_set}
+
+
+def run_evaluate(args) -> int:
+    pairs_path = Path(args.pairs)
+    try:
+        pairs = read_pairs_file(pairs_path, group_column=args.group_column)
+    except ManifestError as error:
+        raise CommandError(str(error)) from None
+    root = Path(args.audio_root) if args.audio_root else pairs_path.resolve().parent
+    if not root.is_dir():
+        raise CommandError(f"audio root {root} is not a folder")
+    created = utc_now()
+    with make_evaluator(args) as evaluator:
+        report = evaluate_to_report(evaluator, pairs, path_resolver(root), n_bootstrap=args.bootstrap,
+                                    seed=args.seed, use_groups=args.group_column is not None or any(p.group for p in pairs),
+                                    job={"id": None, "status": "succeeded", "created_at": created, "finished_at": None})
+    report["job"]["finished_at"] = utc_now()
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    print(format_summary(report))
+    if report["failures"]:
+        print(f"\n{report['job']['n_failed']} pair(s) failed; see 'failures' in the report", file=sys.stderr)
+    if report["job"]["n_failed"] == report["job"]["n_pairs"]:
+        return 1
+    return 0
+
+
+def run_validate(args) -> int:
+    from worker.validation import ValidationError, run_validation
+
+    try:
+        result = run_validation(args, make_evaluator, evaluate_to_report, progress_bar)
+    except (ValidationError, ManifestError) as error:
+        raise CommandError(str(error)) from None
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0

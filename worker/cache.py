@@ -1,0 +1,46 @@
+"""On-disk per-utterance feature cache, keyed by audio sha256 and the feature signature.
+
+Entries are .npz files of plain arrays (loaded without pickle), written atomically so that
+several worker processes can share one directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+class FeatureCache:
+    def __init__(self, directory) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(audio_sha256: str, feature_signature: str) -> str:
+        return hashlib.sha256(f"{audio_sha256}|{feature_signature}".encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        path = self._path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, features: dict[str, np.ndarray]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **{k: np.asarray(v) for k, v in features.items()})
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,236 @@
+"""The evaluation pipeline.
+
+decode once per file -> features once per file (cached by audio sha256 + feature signature,
+process-parallel on CPU) -> SER probabilities -> per-pair rows (the report's `pairs` entries).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from models.registry import ProfileSpec, create_profile
+from models.ser_head import SerHead, entropy_uncertainty
+from models.syllables import METHOD as SYLLABLE_METHOD
+from models.syllables import count_in_segments, syllable_times
+from models.vad import SileroVad, pause_rate, speech_seconds
+from worker.audio import SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
+from worker.cache import FeatureCache
+from worker.pairs import PairSpec
+
+DEFAULT_MAX_SECONDS = 600.0
+
+
+@dataclass
+class Utterance:
+    """One analysed audio file: its features, or why it could not be analysed."""
+
+    sha256: str | None
+    features: dict[str, np.ndarray] | None = None
+    error: str | None = None
+
+
+def prosody_signature() -> str:
+    return f"vad:{SileroVad.version()}|syl:{SYLLABLE_METHOD}"
+
+
+def _prosody_features(vad: SileroVad, wave: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "speech_segments": vad.speech_segments(wave),
+        "syllable_times": syllable_times(wave),
+        "duration_s": np.float64(len(wave) / SAMPLE_RATE),
+    }
+
+
+class UtteranceAnalyzer:
+    """A profile's models plus the prosody models, loaded once per process and kept resident."""
+
+    def __init__(self, spec: ProfileSpec, cache_dir=None, max_seconds: float | None = DEFAULT_MAX_SECONDS):
+        self.spec = spec
+        self.profile = create_profile(spec)
+        self.vad = SileroVad()
+        self.cache = FeatureCache(cache_dir) if cache_dir else None
+        self.max_seconds = max_seconds
+        self.feature_signature = "|".join([f"profile:{spec.name}", *self.profile.signature_parts(), prosody_signature()])
+
+    def _features_batch(self, waves: list[np.ndarray]) -> list[dict | str]:
+        """Profile features for a batch; if the batch fails, retry one by one to isolate the culprit."""
+        try:
+            return list(self.profile.utterance_features(waves))
+        except Exception:
+            if len(waves) == 1:
+                raise
+        results: list[dict | str] = []
+        for wave in waves:
+            try:
+                results.append(self.profile.utterance_features([wave])[0])
+            except Exception as error:  # a model failing on one utterance fails only that utterance
+                results.append(f"feature extraction failed: {type(error).__name__}: {error}")
+        return results
+
+    def analyze(self, paths: list[str]) -> list[Utterance]:
+        results: list[Utterance | None] = [None] * len(paths)
+        pending: list[tuple[int, str, np.ndarray]] = []
+        for index, path in enumerate(paths):
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError as error:
+                results[index] = Utterance(None, error=f"cannot read audio: {error.strerror or error}")
+                continue
+            sha = sha256_bytes(data)
+            cached = self.cache.get(FeatureCache.key(sha, self.feature_signature)) if self.cache else None
+            if cached is not None:
+                results[index] = Utterance(sha, cached)
+                continue
+            try:
+                pending.append((index, sha, decode_audio(data, max_seconds=self.max_seconds)))
+            except AudioError as error:
+                results[index] = Utterance(sha, error=str(error))
+        if pending:
+            try:
+                batch = self._features_batch([wave for _, _, wave in pending])
+            except Exception as error:
+                batch = [f"feature extraction failed: {type(error).__name__}: {error}"] * len(pending)
+            for (index, sha, wave), features in zip(pending, batch):
+                if isinstance(features, str):
+                    results[index] = Utterance(sha, error=features)
+                    continue
+                features = {**features, **_prosody_features(self.vad, wave)}
+                if self.cache:
+                    self.cache.put(FeatureCache.key(sha, self.feature_signature), features)
+                results[index] = Utterance(sha, features)
+        return results  # type: ignore[return-value]
+
+
+_PROCESS_ANALYZER: UtteranceAnalyzer | None = None
+
+
+def _init_process(spec: ProfileSpec, cache_dir, max_seconds) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe the cores
+    global _PROCESS_ANALYZER
+    _PROCESS_ANALYZER = UtteranceAnalyzer(spec, cache_dir, max_seconds)
+
+
+def _analyze_in_process(paths: list[str]) -> list[Utterance]:
+    assert _PROCESS_ANALYZER is not None
+    return _PROCESS_ANALYZER.analyze(paths)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def default_jobs(spec: ProfileSpec) -> int:
+    """Lite features are single-threaded C++: one process per core. Paper models batch on one device."""
+    return max(1, os.cpu_count() or 1) if spec.name == "lite" else 1
+
+
+class Evaluator:
+    """Evaluates pairs with one resident profile, SER head and (optionally) a process pool."""
+
+    def __init__(self, spec: ProfileSpec, head: SerHead, *, n_jobs: int | None = None, cache_dir=None,
+                 max_seconds: float | None = DEFAULT_MAX_SECONDS, chunk_size: int = 4):
+        self.spec, self.head, self.chunk_size = spec, head, chunk_size
+        self.n_jobs = default_jobs(spec) if n_jobs is None else max(1, n_jobs)
+        self._local = UtteranceAnalyzer(spec, cache_dir, max_seconds)
+        self.profile = self._local.profile
+        self._pool = None
+        if self.n_jobs > 1:
+            context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
+            self._pool = ProcessPoolExecutor(self.n_jobs, mp_context=context, initializer=_init_process,
+                                             initargs=(spec, cache_dir, max_seconds))
+
+    @property
+    def feature_signature(self) -> str:
+        return self._local.feature_signature
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def analyze_files(self, paths: list[str], progress: Callable[[int], None] | None = None) -> dict[str, Utterance]:
+        unique = list(dict.fromkeys(paths))
+        chunks = list(_chunks(unique, self.chunk_size if self._pool else max(len(unique), 1)))
+        results: dict[str, Utterance] = {}
+        mapped = self._pool.map(_analyze_in_process, chunks) if self._pool else map(self._local.analyze, chunks)
+        for chunk, analysed in zip(chunks, mapped):
+            results.update(zip(chunk, analysed))
+            if progress:
+                progress(len(chunk))
+        return results
+
+    def predict(self, utterances: dict[str, Utterance]) -> dict[str, np.ndarray]:
+        """SER probabilities per analysed file, in one batch."""
+        keys = [k for k, u in utterances.items() if u.features is not None]
+        if not keys:
+            return {}
+        inputs = np.stack([self.profile.ser_input(utterances[k].features) for k in keys])
+        return dict(zip(keys, self.head.predict_proba(inputs)))
+
+    def evaluate_pairs(self, pairs: list[PairSpec], resolve: Callable[[str], str],
+                       progress: Callable[[int], None] | None = None,
+                       utterances: dict[str, Utterance] | None = None) -> tuple[list[dict], list[dict]]:
+        """Per-pair report rows and failures, in the pairs' order (`utterances`: already analysed files)."""
+        paths = {p.pair_id: (resolve(p.source), resolve(p.target)) for p in pairs}
+        if utterances is None:
+            utterances = self.analyze_files([path for both in paths.values() for path in both], progress)
+        probabilities = self.predict(utterances)
+        rows, failures = [], []
+        for pair in pairs:
+            source, target = (utterances[path] for path in paths[pair.pair_id])
+            failed = [(side, u.error) for side, u in (("source", source), ("target", target)) if u.error]
+            if failed:
+                failures += [{"pair_id": pair.pair_id, "side": side, "error": error} for side, error in failed]
+                continue
+            rows.append(self.pair_row(pair, source, target, probabilities[paths[pair.pair_id][0]],
+                                      probabilities[paths[pair.pair_id][1]]))
+        return rows, failures
+
+    def pair_row(self, pair: PairSpec, source: Utterance, target: Utterance,
+                 source_probs: np.ndarray, target_probs: np.ndarray) -> dict:
+        warnings: list[str] = []
+        sides = {}
+        for side, utterance, probs in (("source", source, source_probs), ("target", target, target_probs)):
+            sides[side], side_warnings = utterance_summary(utterance.features, probs, self.head.classes)
+            warnings += [f"{side}: {w}" for w in side_warnings]
+        scores, score_warnings = self.profile.pair_scores(source.features, target.features)
+        warnings += score_warnings
+        row = {"pair_id": pair.pair_id, "label": pair.label, "group": pair.group,
+               "source": sides["source"], "target": sides["target"],
+               "agree": sides["source"]["pred"] == sides["target"]["pred"]}
+        for name in ("emo_sim", "emo_sim_utterance", "va_sim", "acoustic_sim", "acoustic_sim_utterance", "vsim", "autopcp"):
+            value = scores.get(name)
+            row[name] = None if value is None else float(value)
+        row["warnings"] = warnings
+        return row
+
+
+def utterance_summary(features: dict, probs: np.ndarray, classes: list[str]) -> tuple[dict, list[str]]:
+    segments = np.asarray(features["speech_segments"]).reshape(-1, 2)
+    speech = speech_seconds(segments)
+    syllables = count_in_segments(np.asarray(features["syllable_times"]), segments)
+    warnings = [] if len(segments) else ["no speech found: pause rate and speech rate are undefined"]
+    summary = {
+        "pred": classes[int(np.argmax(probs))],
+        "probs": {c: float(p) for c, p in zip(classes, probs)},
+        "uncertainty": float(entropy_uncertainty(probs[None, :])[0]),
+        "duration_s": float(features["duration_s"]),
+        "pause_rate": pause_rate(segments),
+        "speech_rate": syllables / speech if speech > 0 else None,
+    }
+    return summary, warnings

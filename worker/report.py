@@ -1,0 +1,66 @@
+"""The versioned JSON report (DESIGN.md "Report") and its printed summary."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from app import __version__
+from worker.corpus import compute_corpus
+
+SCHEMA_VERSION = "1"
+HEADLINE_METRICS = ("bar", "epr", "kappa", "ua_source", "ua_target", "emo_sim", "acoustic_sim", "va_sim", "vsim",
+                    "autopcp", "pause", "rate")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def make_signature(profile_name: str, profile_parts: list[str], head_sha256: str, prosody: str, *,
+                   n_bootstrap: int, seed: int, unit: str) -> str:
+    parts = [f"profile:{profile_name}", f"ser:{head_sha256[:12]}", *profile_parts, prosody,
+             f"bs:{n_bootstrap}", f"seed:{seed}", f"unit:{unit}", f"emopres:{__version__}"]
+    return "|".join(parts)
+
+
+def build_report(*, job: dict, pairs: list[dict], failures: list[dict], classes: list[str],
+                 profile_name: str, profile_parts: list[str], prosody: str, head_sha256: str,
+                 models: dict, n_bootstrap: int, seed: int, use_groups: bool,
+                 unavailable: dict[str, str]) -> dict:
+    order = {pair_id: i for i, pair_id in enumerate(job.get("pair_order", []))}
+    pairs = sorted(pairs, key=lambda row: order.get(row["pair_id"], len(order)))
+    corpus = compute_corpus(pairs, classes, n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups,
+                            unavailable=unavailable)
+    unit = corpus.get("bootstrap", {}).get("unit", "pair")
+    failed_ids = {f["pair_id"] for f in failures}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "job": {"id": job.get("id"), "status": job.get("status", "succeeded"), "created_at": job.get("created_at"),
+                "finished_at": job.get("finished_at"), "n_pairs": len(pairs) + len(failed_ids),
+                "n_failed": len(failed_ids)},
+        "signature": make_signature(profile_name, profile_parts, head_sha256, prosody,
+                                    n_bootstrap=n_bootstrap, seed=seed, unit=unit),
+        "models": models,
+        "corpus": corpus,
+        "pairs": pairs,
+        "failures": failures,
+    }
+
+
+def _format_value(metric: dict) -> str:
+    if metric.get("value") is None:
+        return f"null ({metric.get('reason')})"
+    text = f"{metric['value']:.3f}"
+    if metric.get("ci_low") is not None and metric.get("ci_high") is not None:
+        text += f"  [{metric['ci_low']:.3f}, {metric['ci_high']:.3f}]"
+    return text + f"  n={metric.get('n')}"
+
+
+def format_summary(report: dict) -> str:
+    lines = [f"pairs: {report['job']['n_pairs']}  failed: {report['job']['n_failed']}",
+             f"signature: {report['signature']}", ""]
+    width = max(len(m) for m in HEADLINE_METRICS)
+    for name in HEADLINE_METRICS:
+        metric = report["corpus"].get(name)
+        if metric is not None:
+            lines.append(f"{name:<{width}}  {_format_value(metric)}")
+    return "\n".join(lines)
