@@ -11,8 +11,8 @@ from app.cli import CommandError
 from models.registry import PROFILES, ProfileError, ProfileSpec, load_head
 from models.ser_head import HeadError
 from worker.pairs import ManifestError, read_pairs_file
-from worker.pipeline import DEFAULT_MAX_SECONDS, Evaluator, prosody_signature
-from worker.report import build_report, format_summary, utc_now
+from worker.pipeline import DEFAULT_MAX_SECONDS, Evaluator
+from worker.report import format_summary, report_for_evaluator, utc_now
 
 
 def default_cache_dir() -> Path:
@@ -81,18 +81,8 @@ def evaluate_to_report(evaluator: Evaluator, pairs, resolve, *, n_bootstrap: int
             rows, failures = evaluator.evaluate_pairs(pairs, resolve, progress=bar.update)
     else:
         rows, failures = evaluator.evaluate_pairs(pairs, resolve, utterances=utterances)
-    profile = evaluator.profile
-    return build_report(
-        job={**job, "pair_order": [p.pair_id for p in pairs]}, pairs=rows, failures=failures,
-        classes=evaluator.head.classes, profile_name=evaluator.spec.name, profile_parts=profile.signature_parts(),
-        prosody=prosody_signature(), head_sha256=evaluator.head.sha256(),
-        models={**profile.models_info(), "ser_head": head_info(evaluator.head)},
-        n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups, unavailable=profile.unavailable())
-
-
-def head_info(head) -> dict:
-    return {"source": head.metadata.get("source", "SER head"), "sha256": head.sha256(),
-            "version": head.metadata.get("version", "1"), "classes": head.classes, "feature_set": head.feature_set}
+    return report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],
+                                job=job, n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups)
 
 
 def run_evaluate(args) -> int:

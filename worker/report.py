@@ -64,3 +64,21 @@ def format_summary(report: dict) -> str:
         if metric is not None:
             lines.append(f"{name:<{width}}  {_format_value(metric)}")
     return "\n".join(lines)
+
+
+def head_info(head) -> dict:
+    return {"source": head.metadata.get("source", "SER head"), "sha256": head.sha256(),
+            "version": head.metadata.get("version", "1"), "classes": head.classes, "feature_set": head.feature_set}
+
+
+def report_for_evaluator(evaluator, *, rows: list[dict], failures: list[dict], pair_order: list[str], job: dict,
+                         n_bootstrap: int, seed: int, use_groups: bool) -> dict:
+    """The report of pairs evaluated by `evaluator` (a worker.pipeline.Evaluator): CLI and service alike."""
+    from worker.pipeline import prosody_signature
+
+    profile = evaluator.profile
+    return build_report(
+        job={**job, "pair_order": pair_order}, pairs=rows, failures=failures, classes=evaluator.head.classes,
+        profile_name=evaluator.spec.name, profile_parts=profile.signature_parts(), prosody=prosody_signature(),
+        head_sha256=evaluator.head.sha256(), models={**profile.models_info(), "ser_head": head_info(evaluator.head)},
+        n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups, unavailable=profile.unavailable())
