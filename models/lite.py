@@ -53,7 +53,11 @@ class LiteProfile:
         }
 
     def utterance_features(self, waves: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        return [{"ser_input": self._egemaps.functionals(w), "lld": self._egemaps.low_level(w)} for w in waves]
+        features = []
+        for wave in waves:
+            functionals, low_level = self._egemaps.extract(wave)
+            features.append({"ser_input": functionals, "lld": low_level})
+        return features
 
     def ser_input(self, feats: dict) -> np.ndarray:
         return feats["ser_input"]
