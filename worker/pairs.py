@@ -24,10 +24,13 @@ class PairSpec:
 
 
 def _records_from_csv(text: str) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise ManifestError("pairs file is empty")
-    return [dict(row) for row in reader]
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames:
+            raise ManifestError("pairs file is empty")
+        return [dict(row) for row in reader]
+    except csv.Error as error:
+        raise ManifestError(f"not a valid CSV file (line {reader.line_num}: {error})") from None
 
 
 def _records_from_jsonl(text: str) -> list[dict]:
@@ -50,7 +53,7 @@ def _looks_like_jsonl(text: str, name: str | None) -> bool:
         return True
     if name and Path(name).suffix.lower() in {".csv", ".tsv"}:
         return False
-    return text.lstrip().startswith("{")
+    return text.lstrip()[:1] in {"{", "["}
 
 
 def _text(value) -> str | None:
