@@ -1,0 +1,113 @@
+"""Lite-profile throughput on the en-ja test split: per-stage cost and cold end-to-end pairs/s.
+
+    python bench/lite_throughput.py [--split test] [--jobs 2] [--stage-files 30]
+
+"Cold" means a fresh Evaluator (worker processes started inside the timing) and no feature cache.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.egemaps import Egemaps  # noqa: E402
+from models.registry import ProfileSpec, load_head  # noqa: E402
+from models.syllables import syllable_times  # noqa: E402
+from models.vad import SileroVad  # noqa: E402
+from worker.audio import load_audio_file  # noqa: E402
+from worker.pairs import PairSpec  # noqa: E402
+from worker.pipeline import Evaluator  # noqa: E402
+from worker.report import report_for_evaluator  # noqa: E402
+
+DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def stage_costs(paths: list[str]) -> dict[str, float]:
+    """Mean seconds per utterance of each stage, one process, one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    egemaps, vad = Egemaps(), SileroVad()
+    totals = {"decode": 0.0, "egemaps (functionals+LLD)": 0.0, "silero-vad": 0.0, "syllable nuclei": 0.0}
+    audio_seconds = 0.0
+    for path in paths:
+        (wave, _), seconds = timed(load_audio_file, path)
+        totals["decode"] += seconds
+        totals["egemaps (functionals+LLD)"] += timed(egemaps.extract, wave)[1]
+        totals["silero-vad"] += timed(vad.speech_segments, wave)[1]
+        totals["syllable nuclei"] += timed(syllable_times, wave)[1]
+        audio_seconds += len(wave) / 16_000
+    costs = {name: total / len(paths) for name, total in totals.items()}
+    costs["mean utterance seconds"] = audio_seconds / len(paths)
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", default=str(DATA / "pairs" / "en-ja.csv"))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--stage-files", type=int, default=30)
+    args = parser.parse_args()
+
+    rows = [r for r in csv.DictReader(open(args.pairs)) if r["split"] == args.split]
+    pairs = [PairSpec(r["pair_id"], r["source"], r["target_preserved"], r["emotion"]) for r in rows]
+    root = Path(args.pairs).resolve().parent
+    resolve = lambda relative: str(root / relative)  # noqa: E731
+    files = list(dict.fromkeys(resolve(p) for pair in pairs for p in (pair.source, pair.target)))
+
+    print(f"lite profile, {len(pairs)} pairs ({len(files)} distinct files) of split {args.split!r}, "
+          f"{os.cpu_count()} cores, jobs={args.jobs}")
+    print("\nper-stage cost, one process (ms per utterance):")
+    costs = stage_costs(files[: args.stage_files])
+    for name, value in costs.items():
+        print(f"  {name:<28}{value * 1000:9.1f}" if name != "mean utterance seconds" else f"  {name:<28}{value:9.2f} s")
+
+    spec = ProfileSpec("lite")
+    head = load_head(spec)
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        evaluator = Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache)
+        started = time.perf_counter()
+        utterances = evaluator.analyze_files([resolve(p) for pair in pairs for p in (pair.source, pair.target)])
+        analysed = time.perf_counter()
+        rows_out, failures = evaluator.evaluate_pairs(pairs, resolve, utterances=utterances)
+        paired = time.perf_counter()
+        report_for_evaluator(evaluator, rows=rows_out, failures=failures, pair_order=[p.pair_id for p in pairs],
+                             job={"id": "bench"}, n_bootstrap=1000, seed=12345, use_groups=False)
+        done = time.perf_counter()
+        evaluator.close()
+        warm_start = time.perf_counter()
+        with Evaluator(spec, head, n_jobs=1, cache_dir=cache) as warm:
+            warm.evaluate_pairs(pairs, resolve)
+        warm_seconds = time.perf_counter() - warm_start
+
+    total = done - start
+    print("\ncold end to end (no feature cache, worker start-up included):")
+    print(f"  start-up (models, {args.jobs} processes)  {started - start:7.2f} s")
+    print(f"  decode + features + prosody    {analysed - started:7.2f} s  ({len(files) / (analysed - started):.1f} files/s)")
+    print(f"  SER + pair metrics             {paired - analysed:7.2f} s")
+    print(f"  corpus metrics + 1000 bootstrap{done - paired:7.2f} s")
+    print(f"  total                          {total:7.2f} s  -> {len(pairs) / total:.2f} pairs/s "
+          f"({len(pairs) - len({f['pair_id'] for f in failures})} pairs ok)")
+    print(f"\nwarm feature cache, one process: {warm_seconds:.2f} s -> {len(pairs) / warm_seconds:.1f} pairs/s "
+          f"({total / warm_seconds:.1f}x cold)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""`emopres evaluate` as a user runs it, on synthetic audio."""
+import json
+
+import pytest
+
+from app.cli import main
+
+
+@pytest.fixture
+def corpus(write_wav, tmp_path):
+    for i in range(6):
+        write_wav(f"audio/src{i}.wav", seconds=1.5 + 0.2 * i, seed=i, pitch=100 + 20 * i)
+        write_wav(f"audio/tgt{i}.flac", seconds=1.8 + 0.1 * i, seed=10 + i, pitch=120 + 15 * i, rate=22_050, channels=2)
+    lines = ["pair_id,source,target,label,speaker"]
+    lines += [f"p{i},audio/src{i}.wav,audio/tgt{i}.flac,{['joy', 'anger', 'sadness'][i % 3]},s{i % 3}" for i in range(6)]
+    (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def run(args, capsys):
+    status = main(args)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_report_has_the_designed_shape(corpus, random_lite_head, capsys):
+    out = corpus / "report.json"
+    status, stdout, _ = run([
+        "evaluate", str(corpus / "pairs.csv"), "--out", str(out), "--head", str(random_lite_head),
+        "--bootstrap", "200", "--jobs", "1", "--no-cache", "--group-column", "speaker"], capsys)
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["schema_version"] == "1"
+    assert set(report) == {"schema_version", "job", "signature", "models", "corpus", "pairs", "failures"}
+    assert report["job"]["n_pairs"] == 6 and report["job"]["n_failed"] == 0
+    assert "profile:lite" in report["signature"] and "bs:200" in report["signature"] and "unit:group" in report["signature"]
+    assert [p["pair_id"] for p in report["pairs"]] == [f"p{i}" for i in range(6)]
+    corpus_metrics = report["corpus"]
+    for metric in ("bar", "epr", "kappa", "emo_sim", "va_sim", "vsim", "autopcp", "acoustic_sim", "pause", "rate"):
+        entry = corpus_metrics[metric]
+        assert set(entry) >= {"value", "ci_low", "ci_high", "n", "reason"}
+        assert entry["value"] is not None or entry["reason"]  # never a silent null
+    assert corpus_metrics["va_sim"]["value"] is None and "paper profile" in corpus_metrics["va_sim"]["reason"]
+    assert "epr" in stdout and "signature:" in stdout
+
+
+def test_bad_audio_is_listed_and_the_rest_evaluated(corpus, random_lite_head, capsys):
+    (corpus / "audio" / "src0.wav").write_bytes(b"RIFF....garbage")
+    out = corpus / "report.json"
+    status, _, stderr = run(["evaluate", str(corpus / "pairs.csv"), "--out", str(out), "--head",
+                             str(random_lite_head), "--bootstrap", "0", "--jobs", "1", "--no-cache"], capsys)
+    report = json.loads(out.read_text())
+    assert status == 0 and report["job"]["n_failed"] == 1 and len(report["pairs"]) == 5
+    assert report["failures"][0]["pair_id"] == "p0" and report["failures"][0]["side"] == "source"
+    assert "1 pair(s) failed" in stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("pair_id,source\np0,a.wav\n", "missing column"),
+    ("pair_id,source,target\np0,a,b\np0,c,d\n", "duplicate pair_id"),
+])
+def test_unusable_pairs_file_exits_2_with_one_message(tmp_path, content, message, capsys):
+    (tmp_path / "pairs.csv").write_text(content)
+    status, stdout, stderr = run(["evaluate", str(tmp_path / "pairs.csv")], capsys)
+    assert status == 2 and message in stderr and stderr.count("\n") == 1 and stdout == ""
+
+
+def test_missing_head_is_a_clear_error(corpus, tmp_path, capsys):
+    status, _, stderr = run(["evaluate", str(corpus / "pairs.csv"), "--head", str(tmp_path / "nohead")], capsys)
+    assert status == 2 and "not a SER head directory" in stderr
+
+
+def test_every_pair_failing_exits_1(tmp_path, random_lite_head, capsys):
+    (tmp_path / "pairs.csv").write_text("pair_id,source,target\np0,missing.wav,missing2.wav\n")
+    status, stdout, _ = run(["evaluate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head),
+                             "--jobs", "1", "--no-cache"], capsys)
+    assert status == 1 and "failed: 1" in stdout
