@@ -1,0 +1,126 @@
+"""Service settings: one object read from the environment (prefix EMOPRES_).
+
+The defaults give the embedded mode of `emopres serve`: a SQLite file and the blob store under
+the data folder, an in-process queue, the lite profile. Production sets at least
+EMOPRES_DATABASE_URL (PostgreSQL) and EMOPRES_BROKER_URL (Redis).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "emopres"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMOPRES_", extra="ignore")
+
+    # where things live
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="SQLite file, blob store and feature cache of the embedded default")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/emopres.db")
+    broker_url: str | None = Field(None, description="Celery broker (redis://...); unset = in-process queue")
+    blob_store: Literal["fs", "database"] = Field(
+        "fs", description="fs: files under blob_dir (shared volume between api and workers); "
+                          "database: audio bytes in the database (workers on any machine, no shared volume)")
+    blob_dir: Path | None = Field(None, description="default <data_dir>/blobs")
+    cache_dir: Path | None = Field(None, description="feature cache; default <data_dir>/features")
+    no_cache: bool = False
+    auto_migrate: bool | None = Field(None, description="upgrade the schema at start; default: only for SQLite")
+
+    # evaluation
+    profile: Literal["lite", "paper"] = "lite"
+    model_dir: str | None = None
+    head: str | None = Field(None, description="SER head folder; default: the profile's shipped head")
+    device: str = "cpu"
+    fast: bool = False
+    bootstrap: int = Field(1000, ge=0, le=100_000)
+    seed: int = 12345
+
+    # access
+    auth_disabled: bool = False
+
+    # caps on what a client may send
+    max_upload_bytes: int = Field(1024 * MiB, gt=0, description="whole request body")
+    max_file_bytes: int = Field(100 * MiB, gt=0, description="one audio file")
+    max_audio_seconds: float = Field(600.0, gt=0)
+    max_pairs: int = Field(10_000, gt=0)
+    max_files: int = Field(20_001, gt=0, description="form fields / archive members")
+    max_metadata_bytes: int = Field(16 * 1024, gt=0)
+
+    # workers and the queue
+    queue: str = Field("emopres", description="Celery queue prefix; jobs go to <queue>.<profile>")
+    chunk_size: int = Field(8, ge=1, le=1000, description="pairs per task")
+    worker_concurrency: int = Field(1, ge=1, description="processes per `emopres worker` (one per GPU)")
+    embedded_jobs: int = Field(1, ge=1, description="`emopres serve` without broker: evaluation processes "
+                                                     "(1 = a thread of the server process)")
+    lease_seconds: float = Field(120.0, gt=0, description="a running chunk with no heartbeat for this long is re-queued")
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    requeue_after_seconds: float = Field(900.0, gt=0, description="a queued chunk not started after this is re-sent")
+    reconcile_seconds: float = Field(30.0, gt=0, description="how often the reconciler looks for lost work")
+    max_attempts: int = Field(3, ge=1, description="worker losses tolerated per chunk before its pairs fail")
+    visibility_timeout: int = Field(3600, gt=0, description="Redis: unacknowledged tasks come back after this")
+
+    @field_validator("broker_url", "database_url", "model_dir", "head", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'emopres.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def blob_path(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def feature_cache_path(self) -> Path | None:
+        if self.no_cache:
+            return None
+        return self.cache_dir or self.data_dir / "features"
+
+    @property
+    def should_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.queue}.{self.profile}"
+
+    def public(self) -> dict:
+        """Settings safe to show (no credentials in URLs)."""
+        return {"profile": self.profile, "embedded": self.embedded, "database": _redact(self.sqlalchemy_url),
+                "broker": _redact(self.broker_url) if self.broker_url else "in-process", "blob_store": self.blob_store}
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
