@@ -1,0 +1,132 @@
+"""Content-addressed audio: each distinct file is stored once, named by its sha256.
+
+Two back ends, chosen by EMOPRES_BLOB_STORE:
+
+* ``fs`` (default): files ``<blob_dir>/<sha[:2]>/<sha>``, written atomically; api and workers
+  share the folder (one machine, or a shared volume).
+* ``database``: the bytes live in ``blobs.content``, written in the same transaction as the job,
+  so workers on any machine need only the database; each worker keeps a local copy under
+  ``<cache_dir>/blobs`` (content-addressed, so a copy never goes stale).
+
+The ``blobs`` table lists every stored blob in both cases; pairs reference it by foreign key.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.orm import Session
+
+from app.db import Blob, Pair, insert_for
+
+
+class BlobMissing(FileNotFoundError):
+    pass
+
+
+def _valid_sha(sha256: str) -> str:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256: {sha256!r}")
+    return sha256
+
+
+class FileBlobs:
+    """A content-addressed folder of files."""
+
+    def __init__(self, root) -> None:
+        self.root = Path(root)
+
+    def path(self, sha256: str) -> Path:
+        sha256 = _valid_sha(sha256)
+        return self.root / sha256[:2] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def write(self, sha256: str, data: bytes) -> Path:
+        path = self.path(sha256)
+        if path.is_file() and path.stat().st_size == len(data):
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    def remove(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
+
+
+class BlobStore:
+    """Store and fetch audio by sha256; the database transaction is the caller's."""
+
+    def __init__(self, kind: str, blob_dir, local_dir=None) -> None:
+        self.kind = kind
+        self.files = FileBlobs(blob_dir)
+        # database store: a worker's local copies; fs store: the store itself
+        self.local = FileBlobs(local_dir) if kind == "database" and local_dir else self.files
+
+    @classmethod
+    def from_settings(cls, settings) -> "BlobStore":
+        local = (settings.feature_cache_path or settings.data_dir) / "blobs" if settings.blob_store == "database" else None
+        return cls(settings.blob_store, settings.blob_path, local)
+
+    @staticmethod
+    def sha256(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def put_many(self, session: Session, blobs: dict[str, Callable[[], bytes]]) -> None:
+        """Record blobs (sha256 -> reader of its bytes) in this transaction; fs: write the files now.
+
+        The row insert takes a row lock (ON CONFLICT DO UPDATE), so a concurrent job deletion
+        cannot remove a blob that this transaction is about to reference.
+        """
+        for sha, read in blobs.items():
+            data = read()
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise ValueError(f"content of blob {sha[:12]} changed while storing it")
+            statement = insert_for(session, Blob.__table__).values(
+                sha256=_valid_sha(sha), size=len(data), content=data if self.kind == "database" else None)
+            statement = statement.on_conflict_do_update(index_elements=["sha256"], set_={"size": statement.excluded.size})
+            session.execute(statement)
+            if self.kind == "fs":
+                self.files.write(sha, data)
+
+    def local_path(self, session_factory, sha256: str) -> Path:
+        """A local file holding the blob (database store: fetched once, then kept)."""
+        path = self.local.path(sha256)
+        if path.is_file():
+            return path
+        if self.kind == "fs":
+            raise BlobMissing(f"audio blob {sha256[:12]} is missing from {self.files.root}")
+        with session_factory() as session:
+            content = session.scalar(select(Blob.content).where(Blob.sha256 == sha256))
+        if content is None:
+            raise BlobMissing(f"audio blob {sha256[:12]} is missing from the database")
+        return self.local.write(sha256, content)
+
+    def delete_unreferenced(self, session: Session, candidates: set[str]) -> list[str]:
+        """Delete blobs among `candidates` that no pair references (same transaction); return them."""
+        if not candidates:
+            return []
+        referenced = exists().where(or_(Pair.source_sha256 == Blob.sha256, Pair.target_sha256 == Blob.sha256))
+        gone = list(session.scalars(delete(Blob).where(Blob.sha256.in_(sorted(candidates)), ~referenced)
+                                    .returning(Blob.sha256)))
+        return gone
+
+    def remove_files(self, shas: list[str]) -> None:
+        for sha in shas:
+            self.files.remove(sha)
+            if self.local is not self.files:
+                self.local.remove(sha)

@@ -1,0 +1,65 @@
+"""The one error shape of every 4xx/5xx: {"error": {"code", "message", "details"}}."""
+from __future__ import annotations
+
+
+class APIError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: dict | None = None, status: int | None = None,
+                 code: str | None = None, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.status = status or self.status
+        self.code = code or self.code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(code: str, message: str, details: dict | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+class InvalidRequest(APIError):
+    status, code = 422, "invalid_request"
+
+
+class InvalidManifest(APIError):
+    status, code = 422, "invalid_manifest"
+
+
+class InvalidAudio(APIError):
+    status, code = 422, "invalid_audio"
+
+
+class InvalidArchive(APIError):
+    status, code = 422, "invalid_archive"
+
+
+class TooLarge(APIError):
+    status, code = 413, "payload_too_large"
+
+
+class Unauthorized(APIError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "a valid bearer token is required (Authorization: Bearer <token>)") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(APIError):
+    status, code = 404, "not_found"
+
+
+class Conflict(APIError):
+    status, code = 409, "conflict"
+
+
+class Unavailable(APIError):
+    status, code = 503, "service_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 5, details: dict | None = None) -> None:
+        super().__init__(message, details=details, headers={"Retry-After": str(retry_after)})

@@ -1,0 +1,234 @@
+"""Jobs in the database: create (with idempotency), read, list, delete, report, per-pair CSV.
+
+Routes call these; they know nothing of HTTP beyond raising APIError.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, case, delete, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.blobstore import BlobStore
+from app.db import Chunk, Job, Pair, PairResult, Report
+from app.errors import Conflict, InvalidRequest, NotFound
+from app.intake import JobRequest
+
+STATUSES = ("queued", "running", "succeeded", "failed")
+FINISHED = ("succeeded", "failed")
+MAX_FAILURES_SHOWN = 100
+
+
+def find_by_idempotency_key(session: Session, project: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.project == project, Job.idempotency_key == key))
+
+
+def check_replay(job: Job, fingerprint: str) -> Job:
+    if job.request_sha256 != fingerprint:
+        raise Conflict("this Idempotency-Key was used for a different request", code="idempotency_conflict",
+                       details={"job_id": job.id})
+    return job
+
+
+def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, project: str,
+               idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int) -> tuple[Job, bool]:
+    """Store the blobs, the job, its pairs and chunks in one transaction. (job, created)."""
+    job_id = str(uuid.uuid4())
+    n_pairs = len(request.pairs)
+    n_chunks = math.ceil(n_pairs / chunk_size)
+    with session_factory() as session:
+        try:
+            blobs.put_many(session, {sha: audio.read for sha, audio in request.blobs.items()})
+            session.execute(insert(Job), [dict(
+                id=job_id, project=project, name=request.name, profile=request.profile,
+                metadata_json=request.metadata, status="queued", n_pairs=n_pairs, n_chunks=n_chunks,
+                use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
+                request_sha256=request.fingerprint)])
+            session.execute(insert(Pair), [dict(
+                job_id=job_id, pair_id=pair.pair_id, idx=i, chunk=i // chunk_size, source_path=pair.source,
+                target_path=pair.target, source_sha256=request.files[pair.source].sha256,
+                target_sha256=request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
+                for i, pair in enumerate(request.pairs)])
+            session.execute(insert(Chunk), [dict(job_id=job_id, idx=i, status="pending", attempts=0)
+                                            for i in range(n_chunks)])
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if idempotency_key:
+                existing = find_by_idempotency_key(session, project, idempotency_key)
+                if existing is not None:
+                    return check_replay(existing, request.fingerprint), False
+            raise
+        return session.get(Job, job_id), True
+
+
+def get_job(session: Session, project: str, job_id: str) -> Job:
+    job = session.get(Job, job_id) if _is_uuid(job_id) else None
+    if job is None or job.project != project:  # another project's job is as absent as a missing one
+        raise NotFound(f"no job {job_id}", details={"job_id": job_id})
+    return job
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+        return True
+    except ValueError:
+        return False
+
+
+def progress(session: Session, job_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """job id -> (done, failed) pairs."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(PairResult.job_id, func.count(), func.sum(case((PairResult.row.is_(None), 1), else_=0)))
+        .where(PairResult.job_id.in_(job_ids)).group_by(PairResult.job_id))
+    return {job_id: (int(done), int(failed or 0)) for job_id, done, failed in rows}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True) -> dict:
+    done, failed = done_failed if done_failed is not None else progress(session, [job.id]).get(job.id, (0, 0))
+    view = {
+        "id": job.id, "name": job.name, "status": job.status, "profile": job.profile, "metadata": job.metadata_json,
+        "progress": {"done": done, "total": job.n_pairs, "failed": failed},
+        "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
+        "error": job.error,
+        "links": {"self": f"/v1/jobs/{job.id}", "report": f"/v1/jobs/{job.id}/report",
+                  "pairs_csv": f"/v1/jobs/{job.id}/pairs.csv"},
+    }
+    if detail:
+        view["failures"] = failures_of(session, job.id, limit=MAX_FAILURES_SHOWN)
+        view["errors"] = ([job.error] if job.error else []) + [
+            e for e in session.scalars(select(Chunk.last_error).where(Chunk.job_id == job.id,
+                                                                      Chunk.last_error.is_not(None)).distinct())]
+    return view
+
+
+def failures_of(session: Session, job_id: str, limit: int | None = None) -> list[dict]:
+    query = (select(PairResult.failures).join(Pair, and_(Pair.job_id == PairResult.job_id,
+                                                         Pair.pair_id == PairResult.pair_id))
+             .where(PairResult.job_id == job_id, PairResult.row.is_(None)).order_by(Pair.idx))
+    if limit:
+        query = query.limit(limit)
+    return [f for failures in session.scalars(query) for f in (failures or [])]
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except Exception:
+        raise InvalidRequest("invalid cursor (use next_cursor from a previous page)", code="invalid_cursor") from None
+
+
+def list_jobs(session: Session, project: str, *, status: str | None, name: str | None, limit: int,
+              cursor: str | None) -> tuple[list[dict], str | None]:
+    query = select(Job).where(Job.project == project)
+    if status:
+        if status not in STATUSES:
+            raise InvalidRequest(f"unknown status {status!r} (one of {', '.join(STATUSES)})", code="invalid_status")
+        query = query.where(Job.status == status)
+    if name:
+        query = query.where(Job.name == name)
+    if cursor:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    counts = progress(session, [j.id for j in jobs])
+    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False) for j in jobs]
+    return items, (encode_cursor(jobs[-1]) if more and jobs else None)
+
+
+def delete_job(session: Session, blobs: BlobStore, project: str, job_id: str) -> None:
+    """Delete the job, its pairs, results and report, and the audio no other job uses."""
+    job = get_job(session, project, job_id)
+    shas = set()
+    for source, target in session.execute(select(Pair.source_sha256, Pair.target_sha256).where(Pair.job_id == job.id)):
+        shas.update((source, target))
+    session.execute(delete(Job).where(Job.id == job.id))
+    try:
+        with session.begin_nested():
+            gone = blobs.delete_unreferenced(session, shas)
+            blobs.remove_files(gone)  # before commit: the rows stay locked until the files are gone
+    except IntegrityError:  # a concurrent upload took one of them: keep them all, it is only storage
+        pass
+    session.commit()
+
+
+def report_text(session: Session, project: str, job_id: str) -> str:
+    job = get_job(session, project, job_id)
+    content = session.scalar(select(Report.content).where(Report.job_id == job.id))
+    if content is None:
+        done, failed = progress(session, [job.id]).get(job.id, (0, 0))
+        raise Conflict(f"job {job.id} is {job.status}: its report is not ready", code="report_not_ready",
+                       details={"status": job.status, "progress": {"done": done, "total": job.n_pairs}},
+                       headers={"Retry-After": "2"})
+    return content
+
+
+SIDE_FIELDS = ("pred", "uncertainty", "duration_s", "pause_rate", "speech_rate")
+PAIR_SCORES = ("agree", "emo_sim", "emo_sim_utterance", "va_sim", "acoustic_sim", "acoustic_sim_utterance", "vsim",
+               "autopcp")
+
+
+def pairs_csv(session: Session, project: str, job_id: str) -> str:
+    """Per-pair rows in manifest order: finished pairs with their values, failed with the error, others pending."""
+    job = get_job(session, project, job_id)
+    rows = session.execute(
+        select(Pair.pair_id, Pair.label, Pair.group_id, PairResult.row, PairResult.failures)
+        .outerjoin(PairResult, and_(PairResult.job_id == Pair.job_id, PairResult.pair_id == Pair.pair_id))
+        .where(Pair.job_id == job.id).order_by(Pair.idx)).all()
+    classes: list[str] = []
+    for *_, row, _failures in rows:
+        if row:
+            classes = list(row["source"]["probs"])
+            break
+    header = (["pair_id", "label", "group", "status"] + [f"{side}_{f}" for side in ("source", "target") for f in SIDE_FIELDS]
+              + list(PAIR_SCORES) + [f"{side}_p_{c}" for side in ("source", "target") for c in classes]
+              + ["warnings", "error"])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for pair_id, label, group, row, failures in rows:
+        status = "pending" if row is None and failures is None else ("ok" if row else "failed")
+        values = [pair_id, label or "", group or "", status]
+        if row:
+            values += [_cell(row[side].get(f)) for side in ("source", "target") for f in SIDE_FIELDS]
+            values += [_cell(row.get(s)) for s in PAIR_SCORES]
+            values += [_cell(row[side]["probs"].get(c)) for side in ("source", "target") for c in classes]
+            values += ["; ".join(row.get("warnings") or []), ""]
+        else:
+            values += [""] * (2 * len(SIDE_FIELDS) + len(PAIR_SCORES) + 2 * len(classes)) + [""]
+            values.append("; ".join(f"{f['side']}: {f['error']}" for f in failures or []))
+        writer.writerow(values)
+    return out.getvalue()
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
