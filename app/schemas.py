@@ -1,0 +1,105 @@
+"""Response shapes of API v1 (for the OpenAPI document at /docs; routes return plain dicts)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["invalid_manifest"])
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: JobStatus
+
+
+class Progress(BaseModel):
+    done: int = Field(description="pairs with a result (evaluated or failed)")
+    total: int
+    failed: int
+
+
+class Failure(BaseModel):
+    pair_id: str
+    side: str = Field(description="source, target, or pair")
+    error: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    report: str
+    pairs_csv: str
+
+
+class JobSummary(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    profile: str
+    metadata: dict[str, Any] | None
+    progress: Progress
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    links: JobLinks
+
+
+class JobDetail(JobSummary):
+    failures: list[Failure] = Field(description="the first 100 pair failures (all of them are in the report)")
+    errors: list[str] = Field(description="job-level problems (e.g. a worker that cannot load its models)")
+
+
+class JobList(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, dict[str, Any]]
+
+
+JOB_FORM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "manifest": {"type": "string", "format": "binary",
+                     "description": "CSV or JSONL pairs file (pair_id, source, target[, label][, group])"},
+        "archive": {"type": "string", "format": "binary",
+                    "description": "instead of manifest + files: a zip or tar holding manifest.csv and the audio"},
+        "name": {"type": "string", "maxLength": 200},
+        "profile": {"type": "string", "enum": ["lite", "paper"]},
+        "metadata": {"type": "string", "description": "a JSON object, e.g. {\"system\": \"...\", \"commit\": \"...\"}"},
+        "group_column": {"type": "string", "description": "manifest column with speaker/dialogue ids"},
+    },
+    "additionalProperties": {"type": "string", "format": "binary",
+                             "description": "audio files, each field named by its path in the manifest"},
+}
+
+PAIR_FORM_SCHEMA = {
+    "type": "object",
+    "required": ["source", "target"],
+    "properties": {
+        "source": {"type": "string", "format": "binary"},
+        "target": {"type": "string", "format": "binary"},
+        "label": {"type": "string", "description": "gold emotion of the source"},
+        "pair_id": {"type": "string"},
+        "name": {"type": "string"},
+        "profile": {"type": "string", "enum": ["lite", "paper"]},
+        "metadata": {"type": "string"},
+    },
+}
