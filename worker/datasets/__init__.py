@@ -1,0 +1,1 @@
+"""Readers of published corpora, turned into emopres pairs files and SER manifests."""
