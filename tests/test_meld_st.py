@@ -276,7 +276,7 @@ def test_reproduce_lite_prints_both_tables_and_writes_figures(meld_root, tmp_pat
     test_rows = {(r["language"], r["balance"]): r for r in result["table2"]}
     assert test_rows[("ENG", "none")]["test_n"] == 8 and test_rows[("JPN", "none")]["test_n"] == 8
     assert test_rows[("JPN", "none")]["dev_n"] == 5
-    # Table 1's SER on the source side of the test pairs equals the shared head's own predictions
+    # the class list: MELD's emotions present in training, in MELD order
     assert result["classes"] == ["anger", "joy", "sadness"]
     assert (out / "tables.md").read_text().startswith("Table 1.")
 
