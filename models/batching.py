@@ -1,0 +1,296 @@
+"""Length-bucketed batching by total (padded) audio seconds, shared by the paper-profile models.
+
+Every paper model pads a batch to its longest item, so the cost of a batch is
+``n_items * longest_item``. :func:`plan_batches` sorts utterances by length and packs
+neighbours greedily so that this padded cost stays under a budget given in seconds of
+16 kHz audio; a single utterance longer than the budget runs alone. The models make the
+padded computation exact (see each model's module docstring), so batching changes speed,
+never results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+#: Default padded-audio budget per forward pass. On CPU a larger batch buys little (the
+#: GEMMs are already large) and costs memory; on GPU bigger batches keep the device busy.
+DEFAULT_BATCH_SECONDS = {"cpu": 40.0, "cuda": 160.0}
+
+T = TypeVar("T")
+
+
+def default_batch_seconds(device: str | torch.device) -> float:
+    kind = torch.device(device).type
+    return DEFAULT_BATCH_SECONDS.get(kind, DEFAULT_BATCH_SECONDS["cpu"])
+
+
+def plan_batches(
+    lengths: Sequence[int],
+    max_batch_seconds: float,
+    sample_rate: int = SAMPLE_RATE,
+    max_items: int | None = None,
+) -> list[list[int]]:
+    """Group item indices into batches whose padded size stays under ``max_batch_seconds``.
+
+    Items are sorted by length (longest first, ties by index, so the plan is deterministic),
+    then packed greedily: an item joins the current batch while
+    ``(n + 1) * longest <= budget`` (and ``n + 1 <= max_items``). Returns lists of original
+    indices; every index appears exactly once.
+    """
+    if max_batch_seconds <= 0:
+        raise ValueError("max_batch_seconds must be positive")
+    if max_items is not None and max_items < 1:
+        raise ValueError("max_items must be >= 1")
+    budget = float(max_batch_seconds) * sample_rate
+    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n = int(lengths[i])
+        if current:
+            # Sorted longest first: the batch's padded width is its first item's length.
+            fits = (len(current) + 1) * longest <= budget
+            if max_items is not None and len(current) >= max_items:
+                fits = False
+            if not fits:
+                batches.append(current)
+                current = []
+        if not current:
+            longest = n
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def run_batched(
+    items: Sequence[T],
+    lengths: Sequence[int],
+    fn: Callable[[list[T]], list],
+    max_batch_seconds: float,
+    sample_rate: int = SAMPLE_RATE,
+    max_items: int | None = None,
+) -> list:
+    """Apply ``fn`` (list of items -> list of per-item results) batch by batch; results come
+    back in the order of ``items``."""
+    out: list = [None] * len(items)
+    for batch in plan_batches(lengths, max_batch_seconds, sample_rate, max_items):
+        results = fn([items[i] for i in batch])
+        if len(results) != len(batch):
+            raise RuntimeError("batched function returned a wrong number of results")
+        for i, r in zip(batch, results):
+            out[i] = r
+    return out
+
+
+def pad_waves(
+    waves: Sequence[np.ndarray | torch.Tensor], device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D waveforms with zeros: returns ``(B, L_max)`` float32 and ``(B,)`` lengths."""
+    tensors = [
+        (w if isinstance(w, torch.Tensor) else torch.from_numpy(np.asarray(w, dtype=np.float32)))
+        .reshape(-1)
+        .to(device=device, dtype=torch.float32)
+        for w in waves
+    ]
+    lengths = torch.tensor([t.numel() for t in tensors], dtype=torch.long, device=device)
+    batch = torch.zeros(len(tensors), int(lengths.max()) if len(tensors) else 0, device=device)
+    for i, t in enumerate(tensors):
+        batch[i, : t.numel()] = t
+    return batch, lengths
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, T)`` bool mask, True on real (non-padded) positions."""
+    max_len = int(lengths.max()) if max_len is None else int(max_len)
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def conv_output_lengths(lengths: torch.Tensor, layers: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Output lengths of a stack of unpadded 1-D convolutions given ``(kernel, stride)`` pairs."""
+    out = lengths.clone()
+    for kernel, stride in layers:
+        out = torch.div(out - kernel, stride, rounding_mode="floor") + 1
+    return out.clamp_min(0)
+
+
+def as_float_waves(waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Validate a list of mono 16 kHz waveforms and return them as contiguous float32 1-D arrays."""
+    out = []
+    for i, w in enumerate(waves):
+        a = np.ascontiguousarray(np.asarray(w, dtype=np.float32).reshape(-1))
+        if a.size == 0:
+            raise ValueError(f"utterance {i} is empty")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"utterance {i} has NaN or infinite samples")
+        out.append(a)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Shared runtime helpers (file hashing, precision) used by every paper-profile model.
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, cached in-process by (path, size, mtime) so reloads stay cheap."""
+    p = os.path.realpath(path)
+    st = os.stat(p)
+    key = (p, st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN has bf16 kernels for this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - very old/odd builds
+        return False
+
+
+def resolve_precision(device: str | torch.device, fast: bool, precision: str | None = None) -> str:
+    """Pick the numeric mode: ``"fp32"`` (exact) or ``"bf16"`` (autocast).
+
+    ``fast=True`` means bf16 autocast where the hardware runs it natively (CUDA with bf16,
+    CPUs with AVX512-BF16/AMX). Elsewhere bf16 is emulated and several times *slower*, so
+    fast mode falls back to fp32 with a warning and the signature records ``mode:fp32``.
+    ``precision`` forces a mode (used by the benchmark to measure bf16 anyway).
+    """
+    if precision is not None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
+        return precision
+    if not fast:
+        return "fp32"
+    kind = torch.device(device).type
+    if kind == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    elif kind == "cpu":
+        ok = cpu_has_native_bf16()
+    else:
+        ok = False
+    if not ok:
+        logger.warning(
+            "fast mode requested but %s has no native bf16 support; running fp32 (exact) instead",
+            kind,
+        )
+        return "fp32"
+    return "bf16"
+
+
+def autocast_context(device: str | torch.device, precision: str):
+    """Autocast context for ``precision`` (a no-op context for fp32)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def load_torch_file(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load`` restricted to tensors and plain containers (no arbitrary pickles)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # UnpicklingError and friends
+        raise ValueError(
+            f"cannot read {path} as a weights-only torch checkpoint ({type(e).__name__}: {e}); "
+            "is it the published file, unmodified?"
+        ) from e
+
+
+# --------------------------------------------------------------------------------------
+# transformers-format folders (wav2vec2 / WavLM / XLS-R)
+
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hf_weight_files(folder: str | os.PathLike) -> list[str]:
+    """Weight files of a ``save_pretrained`` folder (single or sharded), sorted."""
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    single = [n for n in HF_WEIGHT_FILES if n in names]
+    if single:
+        return [os.path.join(folder, single[0])]
+    shards = [n for n in names if n.endswith(".safetensors") or (n.startswith("pytorch_model-") and n.endswith(".bin"))]
+    return [os.path.join(folder, n) for n in shards]
+
+
+def hf_missing_files(folder: str | os.PathLike) -> list[str]:
+    """What a transformers folder lacks to be loadable (empty list when complete)."""
+    if not os.path.isdir(folder):
+        return [os.fspath(folder) + "/"]
+    missing = []
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        missing.append("config.json")
+    if not hf_weight_files(folder):
+        missing.append("model.safetensors (or pytorch_model.bin)")
+    return missing
+
+
+def hf_weights_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of the weights: the file's own hash, or for shards the hash of their hashes."""
+    files = hf_weight_files(folder)
+    if not files:
+        raise FileNotFoundError(f"no weight files in {folder}")
+    if len(files) == 1:
+        return file_sha256(files[0])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def read_do_normalize(folder: str | os.PathLike, default: bool = True) -> bool:
+    """``do_normalize`` of a folder's ``preprocessor_config.json`` (the feature extractor's
+    per-utterance zero-mean/unit-variance step), ``default`` when the file is absent."""
+    import json
+
+    path = os.path.join(folder, "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return bool(json.load(f).get("do_normalize", default))
+
+
+def zero_mean_unit_var(wave: torch.Tensor) -> torch.Tensor:
+    """Per-utterance normalisation of ``Wav2Vec2FeatureExtractor(do_normalize=True)``."""
+    return (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
+
+
+def hf_frame_lengths(config, lengths: torch.Tensor) -> torch.Tensor:
+    """Frames produced by a wav2vec2-style conv feature encoder for ``lengths`` samples."""
+    return conv_output_lengths(lengths, list(zip(config.conv_kernel, config.conv_stride)))
+
+
+def hf_min_samples(config) -> int:
+    n = 1
+    for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+        n = (n - 1) * s + k
+    return n
+
+
+def hf_exact_batching(config) -> bool:
+    """Padding is invisible to real frames when the conv encoder normalises per frame
+    (``feat_extract_norm == "layer"``); the group-norm variant normalises over time."""
+    return getattr(config, "feat_extract_norm", "layer") == "layer"

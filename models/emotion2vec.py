@@ -1,0 +1,526 @@
+"""emotion2vec / emotion2vec+ feature extractor reading the published funasr folder, batched and exact.
+
+Folder layout (as published on ModelScope ``iic/emotion2vec_plus_large`` and Hugging Face
+``emotion2vec/emotion2vec_plus_large``)::
+
+    config.yaml         funasr config: ``model: Emotion2vec``, ``model_conf``, ``scope_map``
+    model.pt            torch checkpoint, ``{"model": state_dict}``, keys ``d2v_model.*`` + ``proj.*``
+    tokens.txt          the 9 emotion labels of the ``proj`` head (optional here)
+    configuration.json  optional; its ``file_path_metas`` may rename the three files above
+
+The network is rebuilt here (data2vec 2.0 audio encoder: conv feature extractor, conv
+positional encoder, ALiBi transformer with extra tokens) with the same module tree as funasr's
+``Emotion2vec``, so the checkpoint's keys load unchanged, without importing funasr at run time
+(importing funasr costs ~20 s and pulls in its whole model zoo). Outputs equal funasr's
+``AutoModel(model=folder).generate(..., extract_embedding=True)`` (checked by the tests).
+
+Exact batching. funasr runs one utterance at a time because padding changes its output: the
+5-layer conv positional encoder reads past the end of a shorter utterance. Here, before
+*every* positional conv layer, frames beyond each utterance's own length are set to zero, which
+is exactly what the convolution's zero padding shows a lone utterance; attention masks padded
+keys (-inf) and the utterance mean runs over real frames only. The conv feature extractor has
+no padding and per-frame norms, so its real frames never see the padding. A batched item
+therefore equals its one-at-a-time result up to float rounding (~1e-6).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.batching import (
+    as_float_waves,
+    autocast_context,
+    conv_output_lengths,
+    count_parameters,
+    default_batch_seconds,
+    file_sha256,
+    lengths_to_mask,
+    load_torch_file,
+    pad_waves,
+    resolve_precision,
+    run_batched,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.pt"
+TOKENS_FILE = "tokens.txt"
+FRAME_RATE_HZ = 50
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _safe_eval_spec(spec: str) -> list[tuple[int, int, int]]:
+    """Evaluate a fairseq ``feature_encoder_spec`` such as
+    ``"[(512, 10, 5)] + [(512, 3, 2)] * 4"`` without ``eval`` (lists, tuples, ints, + and *)."""
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.List):
+            return [ev(e) for e in node.elts]
+        if isinstance(node, ast.Tuple):
+            return tuple(ev(e) for e in node.elts)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            a, b = ev(node.left), ev(node.right)
+            return a + b if isinstance(node.op, ast.Add) else a * b
+        raise ValueError(f"unsupported element in feature_encoder_spec: {ast.dump(node)}")
+
+    layers = ev(ast.parse(spec, mode="eval"))
+    if not layers or not all(isinstance(t, tuple) and len(t) == 3 for t in layers):
+        raise ValueError(f"bad feature_encoder_spec: {spec!r}")
+    return [tuple(int(v) for v in t) for t in layers]
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a YAML mapping")
+    return data
+
+
+def resolve_files(folder: str | Path) -> dict[str, Path]:
+    """Locate config/model/tokens files of a funasr-format folder (honours configuration.json)."""
+    folder = Path(folder)
+    names = {"config": CONFIG_FILE, "model": MODEL_FILE, "tokens": TOKENS_FILE}
+    conf_json = folder / "configuration.json"
+    if conf_json.is_file():
+        try:
+            metas = json.loads(conf_json.read_text(encoding="utf-8")).get("file_path_metas", {})
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{conf_json} is not valid JSON: {e}") from e
+        names["config"] = metas.get("config", names["config"])
+        names["model"] = metas.get("init_param", names["model"])
+        tok = metas.get("tokenizer_conf", {})
+        if isinstance(tok, dict) and "token_list" in tok:
+            names["tokens"] = tok["token_list"]
+    return {k: folder / v for k, v in names.items()}
+
+
+def missing_files(folder: str | Path) -> list[str]:
+    """Required files absent from an emotion2vec folder (empty list when loadable)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [str(folder) + "/"]
+    files = resolve_files(folder)
+    return [files[k].name for k in ("config", "model") if not files[k].is_file()]
+
+
+class _E2VConfig:
+    def __init__(self, raw: dict):
+        if raw.get("model") not in (None, "Emotion2vec"):
+            raise ValueError(f"config.yaml names model {raw.get('model')!r}, expected 'Emotion2vec'")
+        mc = raw.get("model_conf")
+        if not isinstance(mc, dict):
+            raise ValueError("config.yaml has no model_conf mapping")
+        audio = (mc.get("modalities") or {}).get("audio")
+        if not isinstance(audio, dict):
+            raise ValueError("config.yaml has no model_conf.modalities.audio mapping")
+        self.raw = raw
+        self.embed_dim = int(mc["embed_dim"])
+        self.num_heads = int(mc["num_heads"])
+        self.depth = int(mc["depth"])
+        self.mlp_ratio = float(mc.get("mlp_ratio", 4.0))
+        self.norm_eps = float(mc.get("norm_eps", 1e-5))
+        self.norm_affine = bool(mc.get("norm_affine", True))
+        self.layer_norm_first = bool(mc.get("layer_norm_first", False))
+        self.normalize = bool(mc.get("normalize", False))
+        if self.layer_norm_first:
+            raise ValueError("layer_norm_first=True emotion2vec configs are not supported")
+        self.conv_layers = _safe_eval_spec(
+            audio.get("feature_encoder_spec", "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]")
+        )
+        self.extractor_mode = audio.get("extractor_mode", "layer_norm")
+        if self.extractor_mode not in ("layer_norm", "default"):
+            raise ValueError(f"unknown extractor_mode {self.extractor_mode!r}")
+        self.conv_pos_width = int(audio.get("conv_pos_width", 95))
+        self.conv_pos_depth = int(audio.get("conv_pos_depth", 5))
+        self.conv_pos_groups = int(audio.get("conv_pos_groups", 16))
+        self.conv_pos_pre_ln = bool(audio.get("conv_pos_pre_ln", False))
+        self.prenet_depth = int(audio.get("prenet_depth", 4))
+        self.num_extra_tokens = int(audio.get("num_extra_tokens", 0))
+        self.use_alibi = bool(audio.get("use_alibi_encoder", False))
+        self.num_alibi_heads = int(audio.get("num_alibi_heads", self.num_heads))
+        self.alibi_per_layer = bool(audio.get("learned_alibi_scale_per_layer", False))
+        self.alibi_per_head = bool(audio.get("learned_alibi_scale_per_head", False))
+        self.alibi_init = float(audio.get("alibi_scale", 1.0))
+        self.model_depth = int(audio.get("model_depth", self.depth))
+        if audio.get("learned_alibi", False):
+            raise ValueError("learned_alibi=True emotion2vec configs are not supported")
+        if self.use_alibi and self.num_alibi_heads != self.num_heads:
+            raise ValueError("num_alibi_heads must equal num_heads")
+        self.scope_map = raw.get("scope_map") or []
+
+    def describe(self) -> str:
+        return (
+            f"emotion2vec dim={self.embed_dim} heads={self.num_heads} "
+            f"blocks={self.prenet_depth}+{self.depth} extra_tokens={self.num_extra_tokens}"
+        )
+
+
+# ----------------------------------------------------------------------------- network
+# Module tree mirrors funasr.models.emotion2vec so that state-dict keys match one to one.
+
+
+class _Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(-2, -1)
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.num_heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None if bias is None else bias.to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, n, c))
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class _Block(nn.Module):
+    """data2vec 2.0 ``AltBlock`` with post-norm (``layer_norm_first=False``)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, eps: float, affine: bool):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+        self.attn = _Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x, bias):
+        x = self.norm1(x + self.attn(x, bias))
+        return self.norm2(x + self.mlp(x))
+
+
+class _BlockList(nn.Module):
+    def __init__(self, blocks: list[nn.Module], norm: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = norm
+
+
+class _AudioEncoder(nn.Module):
+    def __init__(self, cfg: _E2VConfig):
+        super().__init__()
+        d = cfg.embed_dim
+        convs = []
+        in_ch = 1
+        for i, (ch, k, s) in enumerate(cfg.conv_layers):
+            conv = nn.Conv1d(in_ch, ch, k, stride=s, bias=False)
+            if cfg.extractor_mode == "layer_norm":
+                norm = nn.Sequential(_Transpose(), nn.LayerNorm(ch), _Transpose())
+            elif i == 0:
+                norm = nn.GroupNorm(ch, ch, affine=True)
+            else:
+                norm = _Identity()
+            convs.append(nn.Sequential(conv, _Identity(), norm, nn.GELU()))
+            in_ch = ch
+        self.local_encoder = nn.Module()
+        self.local_encoder.conv_layers = nn.ModuleList(convs)
+        self.project_features = nn.Sequential(_Transpose(), nn.LayerNorm(in_ch), nn.Linear(in_ch, d))
+        k = max(3, cfg.conv_pos_width // cfg.conv_pos_depth)
+        self.pos_kernel = k
+        pos = nn.Sequential(
+            _Transpose(),
+            *[
+                nn.Sequential(
+                    nn.Conv1d(d, d, kernel_size=k, padding=k // 2, groups=cfg.conv_pos_groups),
+                    _Identity(),
+                    _Transpose(),
+                    nn.LayerNorm(d, elementwise_affine=False),
+                    _Transpose(),
+                    nn.GELU(),
+                )
+                for _ in range(cfg.conv_pos_depth)
+            ],
+            _Transpose(),
+        )
+        self.relative_positional_encoder = (
+            nn.Sequential(nn.LayerNorm(d), pos) if cfg.conv_pos_pre_ln else pos
+        )
+        blocks = [
+            _Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.norm_affine)
+            for _ in range(cfg.prenet_depth)
+        ]
+        norm = nn.LayerNorm(d, eps=cfg.norm_eps, elementwise_affine=cfg.norm_affine)
+        self.context_encoder = _BlockList(blocks, norm)
+        self.extra_tokens = (
+            nn.Parameter(torch.zeros(1, cfg.num_extra_tokens, d)) if cfg.num_extra_tokens > 0 else None
+        )
+        if cfg.use_alibi:
+            n_layers = cfg.prenet_depth + cfg.model_depth if cfg.alibi_per_layer else 1
+            n_heads = cfg.num_heads if cfg.alibi_per_head else 1
+            self.alibi_scale = nn.Parameter(torch.full((n_layers, 1, n_heads, 1, 1), cfg.alibi_init))
+        else:
+            self.alibi_scale = None
+
+
+class _Emotion2VecNet(nn.Module):
+    def __init__(self, cfg: _E2VConfig, vocab_size: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.modality_encoders = nn.ModuleDict({"AUDIO": _AudioEncoder(cfg)})
+        self.blocks = nn.ModuleList(
+            [
+                _Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.norm_affine)
+                for _ in range(cfg.depth)
+            ]
+        )
+        self.proj = nn.Linear(cfg.embed_dim, vocab_size) if vocab_size > 0 else None
+
+    # ------------------------------------------------------------------ exact batched forward
+
+    def _positional(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Conv positional encoder; zeroes padded frames before every conv (the exactness fix)."""
+        keep = valid[:, None, :].to(x.dtype)  # (B, 1, T) for (B, C, T) activations
+
+        def run(mod: nn.Module, h: torch.Tensor) -> torch.Tensor:
+            if isinstance(mod, nn.Sequential) and len(mod) and isinstance(mod[0], nn.Conv1d):
+                return mod(h * keep.to(h.dtype))
+            if isinstance(mod, nn.Sequential):
+                for child in mod:
+                    h = run(child, h)
+                return h
+            return mod(h)
+
+        return run(self.modality_encoders["AUDIO"].relative_positional_encoder, x)
+
+    def forward_frames(self, wav: torch.Tensor, lengths: torch.Tensor, transformer_context=None):
+        """``wav`` (B, L) already normalised and zero-padded -> ((B, T, D), frame lengths (B,)).
+        ``transformer_context`` (e.g. a bf16 autocast) wraps the transformer blocks only; the conv
+        front end stays fp32."""
+        cfg = self.cfg
+        enc = self.modality_encoders["AUDIO"]
+        h = wav[:, None, :]
+        for layer in enc.local_encoder.conv_layers:
+            h = layer(h)
+        x = enc.project_features(h)  # (B, T, D)
+        b, t, _ = x.shape
+        frames = conv_output_lengths(lengths, [(k, s) for _, k, s in cfg.conv_layers])
+        valid = lengths_to_mask(frames, t)
+        x = x + self._positional(x, valid)
+
+        n_extra = cfg.num_extra_tokens
+        if enc.extra_tokens is not None:
+            x = torch.cat([enc.extra_tokens.expand(b, -1, -1).to(x.dtype), x], dim=1)
+            valid = F.pad(valid, (n_extra, 0), value=True)
+        # additive attention bias: ALiBi (+ per-layer scale) and -inf on padded keys
+        key_bias = torch.zeros(b, 1, 1, t + n_extra, device=x.device)
+        key_bias = key_bias.masked_fill(~valid[:, None, None, :], float("-inf"))
+        base = None
+        if enc.alibi_scale is not None:
+            base = F.pad(_alibi(t, cfg.num_heads, x.device), (n_extra, 0, n_extra, 0))[None]
+        scales = enc.alibi_scale.clamp_min(0) if enc.alibi_scale is not None else None
+
+        shared = None if base is None or scales.size(0) > 1 else base * scales[0] + key_bias
+
+        def bias_for(layer_idx: int) -> torch.Tensor:
+            if base is None:
+                return key_bias  # broadcasts over heads and queries
+            if shared is not None:
+                return shared  # (B, H, T', T')
+            return base * scales[layer_idx] + key_bias
+
+        ctx = enc.context_encoder
+        with transformer_context or contextlib.nullcontext():
+            x = ctx.norm(x)
+            for i, blk in enumerate(ctx.blocks):
+                x = blk(x, bias_for(i))
+            for i, blk in enumerate(self.blocks):
+                x = blk(x, bias_for(cfg.prenet_depth + i))
+        return x[:, n_extra:].float(), frames
+
+
+def _alibi_slopes(n: int) -> list[float]:
+    def pow2(m: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(m) - 3)))
+        return [start * start**i for i in range(m)]
+
+    if math.log2(n).is_integer():
+        return pow2(n)
+    low = 2 ** math.floor(math.log2(n))
+    return pow2(low) + _alibi_slopes(2 * low)[0::2][: n - low]
+
+
+def _alibi(t: int, heads: int, device) -> torch.Tensor:
+    """Symmetric ALiBi bias ``-slope_h * |i - j|`` as (H, T, T) float32."""
+    pos = torch.arange(t, device=device)
+    dist = -(pos[None, :] - pos[:, None]).abs().to(torch.float32)
+    slopes = torch.tensor(_alibi_slopes(heads), device=device, dtype=torch.float32)
+    return slopes[:, None, None] * dist[None]
+
+
+def _map_checkpoint_keys(state: dict, scope_map: Sequence) -> dict:
+    pairs = []
+    items = list(scope_map) + ["module.", "none"]
+    for i in range(0, len(items) - 1, 2):
+        src = "" if str(items[i]).lower() == "none" else str(items[i])
+        dst = "" if str(items[i + 1]).lower() == "none" else str(items[i + 1])
+        if src:
+            pairs.append((src, dst))
+    out = {}
+    for k, v in state.items():
+        for src, dst in pairs:
+            if k.startswith(src):
+                k = dst + k[len(src):]
+                break
+        out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+class Emotion2Vec:
+    """Batched, exact emotion2vec feature extractor.
+
+    >>> m = Emotion2Vec.from_pretrained("models/emotion2vec_plus_large")
+    >>> frames = m.frame_features([wave_16k])         # [(T, 1024) float32], 50 frames/s
+    >>> utt = m.utterance_features([wave_16k])        # (1, 1024) float32, mean over frames
+    """
+
+    def __init__(self, net: _Emotion2VecNet, *, device="cpu", precision="fp32", source="",
+                 sha256="", labels: list[str] | None = None, max_batch_seconds: float | None = None):
+        self.net = net.to(device).eval()
+        self.device = torch.device(device)
+        self.precision = precision
+        self.source = source
+        self.sha256 = sha256
+        self.labels = labels or []
+        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
+        self.embed_dim = net.cfg.embed_dim
+        self.min_samples = self._min_samples()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "cpu", fast: bool = False, *,
+                        precision: str | None = None, max_batch_seconds: float | None = None) -> "Emotion2Vec":
+        folder = Path(folder)
+        missing = missing_files(folder)
+        if missing:
+            raise FileNotFoundError(
+                f"emotion2vec folder {folder} is missing {', '.join(missing)} "
+                "(expected the funasr files config.yaml, model.pt, tokens.txt)"
+            )
+        files = resolve_files(folder)
+        cfg = _E2VConfig(_read_yaml(files["config"]))
+        labels = []
+        if files["tokens"].is_file():
+            labels = [ln.strip() for ln in files["tokens"].read_text(encoding="utf-8").splitlines() if ln.strip()]
+        ckpt = load_torch_file(files["model"])
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
+                ckpt = ckpt[key]
+        state = _map_checkpoint_keys(ckpt, cfg.scope_map)
+        vocab = state["proj.weight"].shape[0] if "proj.weight" in state else 0
+        net = _Emotion2VecNet(cfg, vocab_size=vocab)
+        _load_state(net, state, str(files["model"]))
+        return cls(net, device=device, precision=resolve_precision(device, fast, precision),
+                   source=str(folder), sha256=file_sha256(files["model"]), labels=labels,
+                   max_batch_seconds=max_batch_seconds)
+
+    # ------------------------------------------------------------------ metadata
+    def info(self) -> dict:
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "version": self.net.cfg.describe(),
+            "parameters": count_parameters(self.net),
+            "precision": self.precision,
+        }
+
+    def _min_samples(self) -> int:
+        n = 1
+        for _, k, s in reversed(self.net.cfg.conv_layers):
+            n = (n - 1) * s + k
+        return n
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def _run(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
+        tensors = [torch.from_numpy(w).to(self.device) for w in waves]
+        if self.net.cfg.normalize:
+            tensors = [F.layer_norm(w, w.shape) for w in tensors]
+        wav, lengths = pad_waves(tensors, self.device)
+        x, frames = self.net.forward_frames(wav, lengths, autocast_context(self.device, self.precision))
+        return [x[i, : int(frames[i])].cpu() for i in range(len(waves))]
+
+    def features(self, waves: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Frame features and their utterance means in one pass: ``([(T_i, D)], (N, D))``."""
+        waves = as_float_waves(waves)
+        for i, w in enumerate(waves):
+            if w.size < self.min_samples:
+                raise ValueError(
+                    f"utterance {i} has {w.size} samples; emotion2vec needs >= {self.min_samples} (one frame)"
+                )
+        if not waves:
+            return [], np.zeros((0, self.embed_dim), np.float32)
+        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds)
+        frames = [o.numpy().astype(np.float32, copy=False) for o in out]
+        utt = np.stack([o.double().mean(0).float().numpy() for o in out]).astype(np.float32)
+        return frames, utt
+
+    def frame_features(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.features(waves)[0]
+
+    def utterance_features(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        return self.features(waves)[1]
+
+
+def _load_state(net: nn.Module, state: dict, path: str) -> None:
+    """Load ``state`` into ``net``: every inference weight must be present with a matching size
+    (pre-training leftovers such as the decoder are ignored)."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {len(missing)} weights, e.g. {missing[:5]}")
+    fixed = {}
+    for k, v in own.items():
+        src = state[k]
+        if src.shape != v.shape:
+            if src.numel() != v.numel():
+                raise ValueError(f"{path}: {k} has shape {tuple(src.shape)}, expected {tuple(v.shape)}")
+            src = src.reshape(v.shape)
+        fixed[k] = src.to(v.dtype)
+    extra = [k for k in state if k not in own]
+    if extra:
+        logger.debug("%s: ignoring %d weights not used for inference (e.g. %s)", path, len(extra), extra[:3])
+    net.load_state_dict(fixed, strict=True)
