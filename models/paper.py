@@ -130,6 +130,8 @@ def _count_parameters(files: Sequence[Path]) -> int:
                         total += int(np.prod(sl.get_shape()))
             continue
         obj = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+            obj = obj["model"]  # funasr / UniSpeech wrap the state dict; skip optimizer leftovers
         stack = [obj]
         while stack:
             o = stack.pop()
@@ -144,9 +146,11 @@ def _count_parameters(files: Sequence[Path]) -> int:
 
 
 def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
-    """Inventory for ``emopres models check``: one dict per model with ``name``, ``status``
-    ("present" | "missing" | "unreadable"), ``path``, ``sha256``, ``parameters``, ``missing``
-    (files), ``metrics`` (what needs it), ``put`` (where it goes) and ``fetch`` (where from)."""
+    """Inventory for ``emopres models check``: one dict per model with ``name``, ``present``
+    (bool), ``status`` ("present" | "missing" | "unreadable"), ``path``, ``sha256``,
+    ``parameters`` (floating-point values stored in the weights file), ``missing`` (files),
+    ``metrics`` (what needs it), ``put`` (where it goes), ``fetch`` (where from), ``error`` and
+    ``hint`` (one line saying what to do; None when present)."""
     base = Path(model_dir) if model_dir else None
     rows = []
     for slot in SLOTS:
@@ -171,6 +175,14 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
                 row["status"] = "unreadable"
                 row["error"] = f"{type(e).__name__}: {e}"
         rows.append(row)
+    for row in rows:
+        row["present"] = row["status"] == "present"
+        if row["status"] == "missing":
+            row["hint"] = f"missing {', '.join(row['missing'])}: put it at {row['put']} (get it from {row['fetch']})"
+        elif row["status"] == "unreadable":
+            row["hint"] = f"cannot read it ({row['error']}): replace it with the published files (from {row['fetch']})"
+        else:
+            row["hint"] = None
     return rows
 
 
