@@ -229,10 +229,14 @@ def _failures_section(report: dict) -> str:
 
 def _models_section(report: dict) -> str:
     models = report.get("models") or {}
-    rows = "".join(f'<tr><td>{_e(name)}</td><td>{_e((info or {}).get("source"))}</td>'
-                   (f'<td><code>{_e(info["sha256"][:16])}</code></td>' if (info or {}).get("sha256") else "<td>&ndash;</td>")
-                   f'<td>{_e((info or {}).get("version"))}</td></tr>'
-                   for name, info in models.items() if isinstance(info, dict) or info is None)
+    rows = []
+    for name, info in models.items():
+        info = info if isinstance(info, dict) else {}
+        sha = info.get("sha256")
+        sha_cell = f"<td><code>{_e(str(sha)[:16])}</code></td>" if sha else "<td>&ndash;</td>"
+        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(info.get('source'))}</td>{sha_cell}"
+                    f"<td>{_e(info.get('version'))}</td></tr>")
+    rows = "".join(rows)
     bootstrap = (report.get("corpus") or {}).get("bootstrap") or {}
     boot = ""
     if bootstrap:
