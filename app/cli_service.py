@@ -97,12 +97,12 @@ def run_worker(args) -> int:
         from app.db import upgrade
 
         upgrade(settings.sqlalchemy_url)
-    from worker.celery_app import app
+    from worker.celery_app import WORKER_NAME_PREFIX, app
 
     concurrency = args.concurrency or settings.worker_concurrency
     app.worker_main(["worker", "--loglevel", args.log_level.upper(), "--queues", settings.queue_name,
                      "--concurrency", str(concurrency), "--pool", args.pool, "--hostname",
-                     f"emopres-{settings.profile}@%h", "--without-gossip", "--without-mingle"])
+                     f"{WORKER_NAME_PREFIX}{settings.profile}@%h", "--without-gossip", "--without-mingle"])
     return 0
 
 

@@ -14,7 +14,6 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Iterator
 
 from alembic.runtime.migration import MigrationContext
@@ -331,6 +330,7 @@ class Metrics:
 
 
 def models_check(services: Services) -> dict:
+    """Embedded: are the models loaded here? Celery: does a worker of this profile answer?"""
     settings = services.settings
     if services.embedded is not None:
         ctx = services.embedded.ctx
@@ -339,16 +339,11 @@ def models_check(services: Services) -> dict:
         if ctx._evaluator_error:
             return {"ok": False, "profile": settings.profile, "error": ctx._evaluator_error}
         return {"ok": False, "profile": settings.profile, "error": "models are loading"}
-    # workers load their own models; here: are the configured files present?
-    import models
-
-    if settings.profile == "paper":
-        model_dir = settings.model_dir
-        ok = bool(model_dir) and Path(model_dir).is_dir()
-        return {"ok": ok, "profile": "paper", **({} if ok else {"error": "EMOPRES_MODEL_DIR is not a folder here"})}
-    head = Path(settings.head) if settings.head else Path(models.__file__).parent / "artifacts" / "ser_lite"
-    ok = (head / "head.safetensors").is_file() and (head / "head.json").is_file()
-    return {"ok": ok, "profile": "lite", **({} if ok else {"error": f"SER head not found at {head}"})}
+    workers = services.queue.workers(settings.profile)
+    if not workers:
+        return {"ok": False, "profile": settings.profile,
+                "error": f"no {settings.profile} worker answered (start `emopres worker`); jobs wait in the queue"}
+    return {"ok": True, "profile": settings.profile, "workers": workers}
 
 
 def readiness(services: Services) -> dict:
@@ -367,7 +362,11 @@ def readiness(services: Services) -> dict:
         checks["broker"] = {"ok": bool(services.queue.ping()), "kind": "in-process" if services.embedded else "celery"}
     except Exception as error:
         checks["broker"] = {"ok": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
-    checks["models"] = models_check(services)
+    try:
+        checks["models"] = (models_check(services) if checks["broker"]["ok"]
+                            else {"ok": False, "error": "unknown: the broker is unreachable"})
+    except Exception as error:
+        checks["models"] = {"ok": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
     return checks
 
 

@@ -18,6 +18,7 @@ log = logging.getLogger("emopres.worker")
 
 CHUNK_TASK = "emopres.evaluate_chunk"
 FINALIZE_TASK = "emopres.finalize_job"
+WORKER_NAME_PREFIX = "emopres-"  # workers are named emopres-<profile>@<host>
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -60,6 +61,12 @@ class CeleryQueue(TaskQueue):
         with self.celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
             return True
+
+    def workers(self, profile: str, timeout: float = 1.0) -> list[str]:
+        """Names of the live workers of a profile (Celery control ping; the first answer ends the wait)."""
+        replies = self.celery.control.ping(timeout=timeout, limit=1) or []
+        names = [name for reply in replies for name in reply]
+        return sorted(n for n in names if n.startswith(f"{WORKER_NAME_PREFIX}{profile}@"))
 
 
 _context: WorkerContext | None = None

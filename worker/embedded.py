@@ -46,6 +46,9 @@ class EmbeddedQueue(TaskQueue):
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        if not self._thread.is_alive():
+            self.ctx.close()
+            return
         self._reconciler.stop()
         self._queue.put((_STOP,))
         self._thread.join(timeout=timeout)

@@ -311,25 +311,22 @@ def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
         due = or_(Chunk.enqueued_at.is_(None), Chunk.enqueued_at < resend)
         candidates = session.execute(select(Chunk.job_id, Chunk.idx).where(Chunk.status == "pending", due)
                                      .order_by(Chunk.job_id, Chunk.idx).limit(10_000)).all()
-        unfinished = exists().where(Chunk.job_id == Job.id, Chunk.status != "done")
+        # every chunk done, the last one a lease ago, and still no report: the finisher died before writing it
+        unfinished = exists().where(Chunk.job_id == Job.id,
+                                    or_(Chunk.status != "done", Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at > lease))
         to_finalize = list(session.scalars(select(Job.id).where(Job.status.in_(("queued", "running")), ~unfinished)))
     for job_id, idx in candidates:
-        with ctx.sessions() as session:
-            marked = session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx,
-                                                         Chunk.status == "pending", due)
-                                     .values(enqueued_at=now)).rowcount
-            session.commit()
-        if marked != 1:
-            continue
+        # send, then record: a crash in between costs at worst a duplicate message (a no-op), never a delay
         try:
             ctx.queue.send_chunk(job_id, idx)
-            counts["sent"] += 1
         except Exception as error:
             log.warning("cannot enqueue chunk %s/%s: %s", job_id, idx, error)
-            with ctx.sessions() as session:
-                session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx).values(enqueued_at=None))
-                session.commit()
             break  # the broker is away; try again next round
+        counts["sent"] += 1
+        with ctx.sessions() as session:
+            session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx, Chunk.status == "pending")
+                            .values(enqueued_at=now))
+            session.commit()
     for job_id in to_finalize:
         try:
             ctx.queue.send_finalize(job_id)
@@ -387,4 +384,5 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
