@@ -402,8 +402,11 @@ def test_body_cap_holds_without_content_length(capped):
 
 
 def test_jobs_accepted_before_a_restart_are_finished_after_it(tmp_path, random_lite_head, dataset, reference):
-    """Embedded mode: a server that stops with queued work finishes it when it starts again."""
-    settings = service_settings(tmp_path, random_lite_head, auth_disabled=True)
+    """Embedded mode: a server that stops with queued work finishes it when it starts again.
+
+    (With the audio kept in the database: the blob store of workers on other machines.)
+    """
+    settings = service_settings(tmp_path, random_lite_head, auth_disabled=True, blob_store="database")
     first = create_app(settings, start_worker=False)  # accepts, never evaluates: as if it died right after
     with TestClient(first) as client:
         job_id = client.post("/v1/jobs", files=upload_fields(dataset)).json()["id"]
@@ -412,8 +415,24 @@ def test_jobs_accepted_before_a_restart_are_finished_after_it(tmp_path, random_l
         session.execute(Chunk.__table__.update().where(Chunk.job_id == job_id, Chunk.idx == 0)
                         .values(status="running", attempts=1))
         session.commit()
+    with first.state.services.sessions() as session:
+        assert all(blob.content for blob in session.scalars(select(Blob)))
+    assert not settings.blob_path.exists() or not any(p.is_file() for p in settings.blob_path.rglob("*"))
     second = create_app(settings)
     with TestClient(second) as client:
         job = wait_job(client, job_id)
         assert job["status"] == "succeeded" and job["progress"]["done"] == 4
         assert comparable(client.get(f"/v1/jobs/{job_id}/report").json()) == comparable(reference)
+
+
+def test_database_away_is_a_503_with_retry_after(tmp_path, random_lite_head):
+    from tests.service_support import free_port
+
+    settings = service_settings(tmp_path, random_lite_head, auth_disabled=True,
+                                database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    with TestClient(create_app(settings, start_worker=False)) as client:
+        response = client.get("/v1/jobs")
+        assert assert_error(response, 503, "service_unavailable") and response.headers["retry-after"] == "5"
+        ready = assert_error(client.get("/readyz"), 503, "service_unavailable")
+        assert not ready["details"]["checks"]["database"]["ok"]
+        assert client.get("/healthz").status_code == 200
