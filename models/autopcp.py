@@ -48,6 +48,7 @@ from models.batching import (
     lengths_to_mask,
     load_torch_file,
     pad_waves,
+    quiet_transformers,
     read_do_normalize,
     resolve_precision,
     run_batched,
@@ -95,7 +96,8 @@ class XlsrEncoder:
         missing = hf_missing_files(folder)
         if missing:
             raise FileNotFoundError(f"XLS-R folder {folder} is missing {', '.join(missing)}")
-        model = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True)
+        with quiet_transformers():
+            model = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True)
         return cls(model, pick_layer=pick_layer, device=device,
                    precision=resolve_precision(device, fast, precision), source=str(folder),
                    sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),

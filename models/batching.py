@@ -209,14 +209,31 @@ def count_parameters(module: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
 
-def load_torch_file(path: str | os.PathLike, map_location="cpu"):
-    """``torch.load`` restricted to tensors and plain containers (no arbitrary pickles)."""
+#: sha256 of published checkpoints that may be unpickled in full if the weights-only loader
+#: refuses them (emotion2vec/emotion2vec_plus_large@6c303ba, model.pt).
+TRUSTED_PICKLES = frozenset({
+    "be501a01f26fcdc7663a062dff86af839afbaef7c4de32f5e42d7e1ad2784da4",
+})
+TRUST_ENV = "EMOPRES_TRUST_MODEL_PICKLES"
+
+
+def load_torch_file(path: str | os.PathLike, map_location="cpu", mmap: bool = False):
+    """``torch.load`` restricted to tensors and plain containers (no arbitrary code).
+
+    A checkpoint that holds other Python objects is refused, unless its sha256 is a known
+    published file (:data:`TRUSTED_PICKLES`) or ``EMOPRES_TRUST_MODEL_PICKLES=1`` says the model
+    directory is trusted; then it is unpickled in full.
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # UnpicklingError and friends
+        trusted = os.environ.get(TRUST_ENV, "") == "1" or file_sha256(path) in TRUSTED_PICKLES
+        if trusted:
+            logger.warning("%s: not a weights-only checkpoint (%s); unpickling it in full (trusted)", path, e)
+            return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
         raise ValueError(
-            f"cannot read {path} as a weights-only torch checkpoint ({type(e).__name__}: {e}); "
-            "is it the published file, unmodified?"
+            f"cannot read {path} as a weights-only torch checkpoint ({type(e).__name__}: {e}). If it is the "
+            f"published file and you trust it, set {TRUST_ENV}=1 to unpickle it in full."
         ) from e
 
 
@@ -294,3 +311,21 @@ def hf_exact_batching(config) -> bool:
     """Padding is invisible to real frames when the conv encoder normalises per frame
     (``feat_extract_norm == "layer"``); the group-norm variant normalises over time."""
     return getattr(config, "feat_extract_norm", "layer") == "layer"
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report and progress bars while loading (restored afterwards):
+    the checkpoints we load carry keys we deliberately drop (e.g. XLS-R's pre-training heads)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

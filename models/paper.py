@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256
+from models.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256, load_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _count_parameters(files: Sequence[Path]) -> int:
                     if sl.get_dtype().startswith(("F", "BF")):
                         total += int(np.prod(sl.get_shape()))
             continue
-        obj = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        obj = load_torch_file(f, mmap=True)
         if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
             obj = obj["model"]  # funasr / UniSpeech wrap the state dict; skip optimizer leftovers
         stack = [obj]

@@ -19,6 +19,7 @@ from each utterance's real frames only. Batched == one at a time up to float rou
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from models.batching import (
     hf_weights_sha256,
     lengths_to_mask,
     pad_waves,
+    quiet_transformers,
     read_do_normalize,
     resolve_precision,
     run_batched,
@@ -53,6 +55,7 @@ CHUNK_HOP = 12
 LABELS = ("arousal", "dominance", "valence")
 
 
+@functools.lru_cache(maxsize=None)
 def _model_classes():
     """The audeering model card's classes, built lazily so importing this module stays light."""
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model, Wav2Vec2PreTrainedModel
@@ -145,7 +148,8 @@ class ValenceArousal:
         if missing:
             raise FileNotFoundError(f"valence-arousal folder {folder} is missing {', '.join(missing)}")
         _, EmotionModel = _model_classes()
-        model = EmotionModel.from_pretrained(str(folder), local_files_only=True)
+        with quiet_transformers():
+            model = EmotionModel.from_pretrained(str(folder), local_files_only=True)
         if model.config.num_labels != 3:
             raise ValueError(f"{folder}: expected a 3-output (arousal, dominance, valence) head, got {model.config.num_labels}")
         return cls(model, device=device, precision=resolve_precision(device, fast, precision),

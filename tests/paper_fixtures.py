@@ -237,15 +237,23 @@ def build_speaker(path: str | Path, seed: int = 2, hidden: int = 32, layers: int
 
 
 def build_xlsr(folder: str | Path, seed: int = 3, layers: int = 10) -> Path:
-    """facebook/wav2vec2-large-xlsr-53-style folder (tiny): ``Wav2Vec2Model.save_pretrained``."""
-    from transformers import Wav2Vec2Model
+    """facebook/wav2vec2-large-xlsr-53-style folder (tiny), as that repository ships it: a
+    ``Wav2Vec2ForPreTraining`` ``pytorch_model.bin`` (``wav2vec2.`` key prefix, legacy
+    ``weight_g``/``weight_v`` names, quantizer weights) + ``config.json`` + preprocessor."""
+    from transformers import Wav2Vec2ForPreTraining
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = Wav2Vec2Model(tiny_wav2vec2_config(num_hidden_layers=layers, mask_time_prob=0.05))
+    config = tiny_wav2vec2_config(num_hidden_layers=layers, mask_time_prob=0.05,
+                                  architectures=["Wav2Vec2ForPreTraining"], codevector_dim=16,
+                                  proj_codevector_dim=16, num_codevectors_per_group=8)
+    model = Wav2Vec2ForPreTraining(config)
     _randomise(model, seed, scale=0.1)
-    model.save_pretrained(str(folder))
+    config.save_pretrained(str(folder))
+    state = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
+             for k, v in model.state_dict().items()}
+    torch.save(state, folder / "pytorch_model.bin")
     _write_preprocessor(folder)
     return folder
 

@@ -8,6 +8,7 @@ published recipe on single utterances; shapes, metadata, error messages; PaperPr
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import warnings
 
@@ -64,6 +65,20 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
         plan_batches([1], 0)
 
 
+def test_checkpoints_with_python_objects_need_explicit_trust(tmp_path, monkeypatch):
+    import argparse
+
+    from models.batching import TRUST_ENV, load_torch_file
+
+    path = tmp_path / "model.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1.0)}, path)
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(ValueError, match=TRUST_ENV):
+        load_torch_file(path)
+    monkeypatch.setenv(TRUST_ENV, "1")
+    assert torch.equal(load_torch_file(path)["model"]["w"], torch.ones(2))
+
+
 # ----------------------------------------------------------------------------- emotion2vec
 
 
@@ -76,10 +91,18 @@ def test_emotion2vec_equals_funasr_generate(tmp_path, waves, per_layer_alibi):
     folder = fx.build_emotion2vec(tmp_path / "e2v", fx.emotion2vec_config(alibi_per_layer=per_layer_alibi))
     ours = Emotion2Vec.from_pretrained(folder)
     frames, utt = ours.features(waves)
-    reference = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
-                          ncpu=torch.get_num_threads(), log_level="ERROR")
-    ref_frames = reference.generate(waves, granularity="frame", extract_embedding=True)
-    ref_utt = reference.generate(waves, granularity="utterance", extract_embedding=True)
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers), torch.get_num_threads(), torch.random.get_rng_state()
+    try:  # funasr configures the root logger, reseeds torch and sets the thread count: undo it after
+        reference = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
+                              ncpu=torch.get_num_threads(), log_level="ERROR")
+        ref_frames = reference.generate(waves, granularity="frame", extract_embedding=True)
+        ref_utt = reference.generate(waves, granularity="utterance", extract_embedding=True)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        torch.set_num_threads(saved[2])
+        torch.random.set_rng_state(saved[3])
     for i in range(len(waves)):
         assert frames[i].shape == ref_frames[i]["feats"].shape
         assert max_diff(frames[i], ref_frames[i]["feats"]) <= TOL
