@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -79,20 +80,23 @@ def test_embedded_server_killed_mid_job_finishes_it_after_restart(tmp_path, rand
 
 @pytest.fixture(scope="module")
 def stack(postgres_url, redis_url, random_lite_head, tmp_path_factory):
-    """Schema `emopres_service_test` (dropped and created), Redis db 15 (flushed), API + worker processes."""
+    """A PostgreSQL schema of its own, a queue of its own on Redis db 15, API + worker processes.
+
+    (Nothing shared is flushed: other test runs may use the same database and Redis db meanwhile.)
+    """
     import redis
 
-    schema = "emopres_service_test"
+    schema = f"emopres_service_test_{os.getpid()}"
     admin = create_engine(postgres_url)
     with admin.begin() as connection:
         connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     database_url = f"{postgres_url}?options=-csearch_path%3D{schema}"
     broker = redis.Redis.from_url(redis_url)
-    broker.flushdb()
     root = tmp_path_factory.mktemp("stack")
+    queue = f"emopres-test-{uuid.uuid4().hex[:8]}"
     settings = dict(database_url=database_url, broker_url=redis_url, data_dir=root / "data", head=random_lite_head,
-                    bootstrap=BOOTSTRAP, chunk_size=1, queue=f"emopres-test-{uuid.uuid4().hex[:8]}", **FAST_RECOVERY)
+                    bootstrap=BOOTSTRAP, chunk_size=1, queue=queue, **FAST_RECOVERY)
     env = service_env(**settings)
     run_cli(["db", "upgrade"], env)
     token = run_cli(["tokens", "create", "ci", "--project", "team-a"], env).strip()
@@ -116,7 +120,12 @@ def stack(postgres_url, redis_url, random_lite_head, tmp_path_factory):
         stack.api.stop()
         stack.worker.stop()
         stack.engine.dispose()
-        broker.flushdb()
+        for key in broker.scan_iter(match=f"*{queue}*"):
+            broker.delete(key)
+        for tag, message in broker.hgetall("unacked").items():  # the SIGKILLed worker's unacknowledged task
+            if queue.encode() in message:
+                broker.hdel("unacked", tag)
+                broker.zrem("unacked_index", tag)
         with admin.begin() as connection:
             connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()

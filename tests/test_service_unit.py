@@ -1,6 +1,7 @@
 """Service parts without HTTP: settings, migrations, tokens, blob store, leases and the reconciler."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -33,7 +34,7 @@ class FakeQueue(TaskQueue):
 
 
 def test_settings_default_to_the_embedded_mode(tmp_path, monkeypatch):
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("EMOPRES_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EMOPRES_DATA_DIR", str(tmp_path))
@@ -73,7 +74,7 @@ def test_migrations_build_exactly_the_models_sqlite(tmp_path):
 
 @pytest.mark.services
 def test_migrations_build_exactly_the_models_postgres(postgres_url):
-    schema = "emopres_migration_test"
+    schema = f"emopres_migration_test_{os.getpid()}"
     admin = create_engine(postgres_url)
     with admin.begin() as connection:
         connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -249,7 +250,7 @@ def test_celery_is_configured_for_long_idempotent_tasks():
 def test_service_commands(tmp_path, monkeypatch, capsys):
     from app.cli import main
 
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("EMOPRES_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("EMOPRES_DATA_DIR", str(tmp_path))
