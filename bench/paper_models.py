@@ -1,7 +1,7 @@
 """Paper-profile models at full size (random weights): funasr's emotion2vec loop vs ours, and the
 whole paper profile's throughput.
 
-    python bench/paper_models.py                 # ~3 min on 2 CPU cores (first run also writes ~650 MB)
+    python bench/paper_models.py                 # ~2-4 min on 2 shared CPU cores (first run also writes ~650 MB)
     python bench/paper_models.py --n 40 --max-seconds 12 --per-model --device cuda
 
 emotion2vec_plus_large architecture (1024-d, 4+8 blocks) with random weights, written once as a
@@ -102,9 +102,10 @@ def bench_emotion2vec(args, waves, folder) -> None:
         warnings.simplefilter("ignore")
         from funasr import AutoModel
 
+        logging.getLogger().setLevel(logging.ERROR)  # funasr logs every loaded key at INFO
         ref = AutoModel(model=str(folder), device=args.device, disable_update=True, disable_pbar=True,
                         ncpu=torch.get_num_threads(), log_level="ERROR")
-    logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger().setLevel(logging.ERROR)
     ref.generate(warm, granularity="frame", extract_embedding=True)
     res, t_funasr = timed(lambda: ref.generate(waves, granularity="frame", extract_embedding=True))
     ref_frames = [r["feats"] for r in res]
@@ -197,7 +198,7 @@ def bench_profile(args, waves, folder) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=6, help="number of utterances (default 6)")
+    ap.add_argument("--n", type=int, default=4, help="number of utterances (default 4)")
     ap.add_argument("--max-seconds", type=float, default=5.0, help="cut utterances at this length (default 5)")
     ap.add_argument("--audio-dir", default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
