@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "app.cli_train",      # train-ser
     "app.cli_models",     # models check
     "app.cli_service",    # serve, worker, db, tokens
+    "app.cli_client",     # submit
     "app.cli_datasets",   # datasets meld-st, reproduce meld-st
 )
 
