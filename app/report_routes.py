@@ -1,0 +1,248 @@
+"""Routes that turn a finished job's report into things people look at (mounted by app.main):
+
+* ``GET /v1/jobs/{id}/plots``: which plots this report has, and why the others were skipped.
+* ``GET /v1/jobs/{id}/plots/{name}?format=png|svg``: one plot (worker.plots).
+* ``GET /v1/jobs/{id}/report.html[?worst=10&audio=true&baseline=JOB_ID]``: the self-contained page
+  (worker.html_report), the worst pairs' audio embedded from the blob store.
+* ``GET /v1/jobs/{id}/compare/{baseline_id}``: paired bootstrap of every metric over the shared
+  pair ids (worker.compare), with the pairs that flipped from agree to disagree.
+* ``GET /v1/schema/report[?version=1]``: the report's JSON Schema (public: it holds no data).
+
+A report never changes once written, so responses carry an ETag (304 on If-None-Match) and
+rendered plots are kept in a small in-process cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import jobs as crud
+from app.db import Blob, Pair
+from app.errors import APIError, NotFound
+from app.main import ERRORS, PrincipalDep, ServicesDep, SessionDep
+
+router = APIRouter(tags=["reports"])
+
+RENDER_VERSION = "1"  # bump when plots or the page change, so ETags change with them
+AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg",
+              ".opus": "audio/ogg", ".mp3": "audio/mpeg"}
+HTML_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+class PlotUnavailableError(APIError):
+    status, code = 404, "plot_unavailable"
+
+
+class _RenderCache:
+    """A few rendered plots (bytes) by (report hash, name, format); bounded by total size."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024):
+        self.max_bytes, self.size = max_bytes, 0
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: bytes) -> None:
+        with self._lock:
+            if key in self._items or len(value) > self.max_bytes:
+                return
+            self._items[key] = value
+            self.size += len(value)
+            while self.size > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.size -= len(old)
+
+
+_cache = _RenderCache()
+
+
+def _report(session: Session, project: str, job_id: str) -> tuple[dict, str]:
+    """The job's report (409 report_not_ready while it runs) and a hash of its text."""
+    text = crud.report_text(session, project, job_id)
+    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
+
+
+def _end_transaction(session: Session) -> None:
+    """Done reading: release the database before the slow part (drawing, bootstrapping).
+
+    The embedded SQLite database begins every transaction IMMEDIATE (one writer at a time), so a
+    transaction held while plots are drawn would stall the worker writing results.
+    """
+    session.commit()
+
+
+def _etag(*parts: str) -> str:
+    return '"' + hashlib.sha256("|".join((RENDER_VERSION, *parts)).encode()).hexdigest()[:32] + '"'
+
+
+def _not_modified(request: Request, etag: str) -> Response | None:
+    match = request.headers.get("if-none-match")
+    if match and etag in [m.strip() for m in match.split(",")]:
+        return Response(status_code=304, headers={"ETag": etag})
+    return None
+
+
+def _cache_headers(etag: str) -> dict:
+    return {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+
+
+@router.get("/v1/jobs/{job_id}/plots", responses=ERRORS)
+def list_plots(job_id: str, principal: PrincipalDep, session: SessionDep):
+    """The plots of this job's report (with what each shows) and the skipped ones with their reasons."""
+    from worker.plots import plan_plots
+
+    report, _ = _report(session, principal.project, job_id)
+    _end_transaction(session)
+    specs, skipped = plan_plots(report)
+    return {"plots": [{"name": s.name, "title": s.title,
+                       "links": {fmt: f"/v1/jobs/{job_id}/plots/{s.name}?format={fmt}" for fmt in ("png", "svg")}}
+                      for s in specs],
+            "skipped": [{"name": name, "reason": reason} for name, reason in skipped.items()]}
+
+
+@router.get("/v1/jobs/{job_id}/plots/{name}", responses={
+    200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the plot"}, **ERRORS})
+def get_plot(job_id: str, name: str, request: Request, principal: PrincipalDep, session: SessionDep,
+             format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png"):
+    """One plot of the job's report. 404 plot_unavailable (with the reason) for a plot this report cannot have."""
+    from worker.plots import MIME, PlotUnavailable, get_spec, plot_names, render
+
+    report, digest = _report(session, principal.project, job_id)
+    _end_transaction(session)
+    etag = _etag(digest, name, format)
+    cached = _not_modified(request, etag)
+    if cached is not None:
+        return cached
+    key = (digest, name, format)
+    body = _cache.get(key)
+    if body is None:
+        try:
+            spec = get_spec(report, name)
+        except PlotUnavailable as error:
+            raise PlotUnavailableError(f"plot {name!r} is not available for this report: {error.reason}",
+                                       details={"plot": name, "reason": error.reason}) from None
+        except KeyError:
+            raise NotFound(f"no plot named {name!r}", code="unknown_plot",
+                           details={"plot": name, "plots": plot_names(report)}) from None
+        body = render(spec, format)
+        _cache.put(key, body)
+    return Response(body, media_type=MIME[format], headers=_cache_headers(etag))
+
+
+def _audio_resolver(services, session: Session, job_id: str):
+    """audio(pair_id, side) -> (bytes, mime) from the blob store, for the page's worst pairs.
+
+    Reads through the request's own session: a second session would wait on the first one's
+    SQLite write lock (the embedded database begins every transaction IMMEDIATE).
+    """
+
+    def resolve(pair_id: str, side: str):
+        pair = session.get(Pair, (job_id, pair_id))
+        if pair is None:
+            return None
+        sha, path = ((pair.source_sha256, pair.source_path) if side == "source"
+                     else (pair.target_sha256, pair.target_path))
+        mime = AUDIO_MIME.get(PurePosixPath(path).suffix.lower())
+        if services.blobs.kind == "fs":
+            file = services.blobs.files.path(sha)
+            return (file.read_bytes(), mime) if file.is_file() else None
+        content = session.scalar(select(Blob.content).where(Blob.sha256 == sha))
+        return None if content is None else (bytes(content), mime)
+
+    return resolve
+
+
+@router.get("/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS})
+def get_report_html(job_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
+                    services: ServicesDep,
+                    worst: Annotated[int, Query(ge=0, le=100, description="worst pairs listed")] = 10,
+                    audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
+                    baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None):
+    """The report as one self-contained HTML page."""
+    from worker.html_report import render_html
+
+    report, digest = _report(session, principal.project, job_id)
+    comparison, baseline_label, parts = None, None, [digest, str(worst), str(audio)]
+    if baseline:
+        baseline_report, baseline_digest = _report(session, principal.project, baseline)
+        parts.append(baseline_digest)
+    etag = _etag("html", *parts)
+    cached = _not_modified(request, etag)
+    if cached is not None:
+        return cached
+    job = crud.get_job(session, principal.project, job_id)
+    title = f"emopres report: {job.name}" if job.name else None
+    clips: dict[tuple[str, str], object] = {}
+    if audio:  # only the worst pairs' audio, read now, before the transaction ends
+        from worker.html_report import worst_pairs
+
+        resolve = _audio_resolver(services, session, job.id)
+        for pair in worst_pairs(report, worst)[0]:
+            for side in ("source", "target"):
+                try:
+                    clips[(pair["pair_id"], side)] = resolve(pair["pair_id"], side)
+                except Exception as error:  # shown on the page for that pair, not a failed page
+                    clips[(pair["pair_id"], side)] = error
+    _end_transaction(session)
+
+    def clip(pair_id: str, side: str):
+        value = clips.get((pair_id, side))
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    if baseline:
+        from worker.compare import compare_reports
+
+        comparison = compare_reports(report, baseline_report)
+        baseline_label = baseline
+    page = render_html(report, title=title, audio=clip if audio else None, worst_n=worst, comparison=comparison,
+                       baseline_label=baseline_label)
+    return Response(page, media_type="text/html; charset=utf-8", headers={**HTML_HEADERS, **_cache_headers(etag)})
+
+
+@router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses=ERRORS)
+def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
+                 bootstrap: Annotated[int | None, Query(ge=1, le=20_000, description="resamples (default: the job's)")] = None,
+                 seed: Annotated[int | None, Query(description="default: the job's seed")] = None):
+    """Per-metric difference (job - baseline) with a paired bootstrap 95% CI and p-value over the shared pair ids."""
+    from worker.compare import compare_reports
+
+    report, digest = _report(session, principal.project, job_id)
+    baseline, baseline_digest = _report(session, principal.project, baseline_id)
+    _end_transaction(session)
+    etag = _etag("compare", digest, baseline_digest, str(bootstrap), str(seed))
+    cached = _not_modified(request, etag)
+    if cached is not None:
+        return cached
+    result = compare_reports(report, baseline, n_bootstrap=bootstrap, seed=seed)
+    return JSONResponse(result, headers=_cache_headers(etag))
+
+
+@router.get("/v1/schema/report", responses={200: {"content": {"application/schema+json": {}}}, 404: ERRORS[404]})
+def report_schema_route(version: Annotated[str | None, Query(max_length=10)] = None):
+    """The JSON Schema of the report (draft 2020-12). No token needed: it describes the format, not data."""
+    from worker.report import SCHEMA_VERSION
+    from worker.report_schema import SCHEMA_VERSIONS, report_schema
+
+    version = version or SCHEMA_VERSION
+    if version not in SCHEMA_VERSIONS:
+        raise NotFound(f"no report schema version {version!r}", code="unknown_schema_version",
+                       details={"versions": sorted(SCHEMA_VERSIONS)})
+    return Response(json.dumps(report_schema(version), indent=1), media_type="application/schema+json",
+                    headers={"Cache-Control": "public, max-age=86400"})
