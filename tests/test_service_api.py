@@ -9,6 +9,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -260,8 +261,12 @@ def test_error_shape_everywhere(service):
     if response.status_code != 200:  # the worker may already be done with it
         assert assert_error(response, 409, "report_not_ready")["details"]["status"] in ("queued", "running")
     assert service.get("/healthz").json() == {"status": "ok"}
-    ready = service.get("/readyz").json()
-    assert ready["status"] == "ok" and all(check["ok"] for check in ready["checks"].values())
+    deadline = time.monotonic() + 120
+    while (ready := service.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        assert ready.json()["error"]["details"]["checks"]["models"]["error"] == "models are loading"
+        time.sleep(0.2)
+    assert ready.json()["status"] == "ok" and all(check["ok"] for check in ready.json()["checks"].values())
+    wait_job(service, queued)
     metrics = service.get("/metrics").text
     assert "emopres_http_requests_total" in metrics and 'emopres_jobs{status="succeeded"}' in metrics
     assert "/v1/jobs" in service.get("/openapi.json").json()["paths"]
