@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     evaluate = subparsers.add_parser("evaluate", help="evaluate a pairs file (CSV/JSONL) offline")
     evaluate.add_argument("pairs", help="CSV or JSONL with pair_id, source, target[, label][, group column]")
     evaluate.add_argument("--out", help="write the JSON report here")
+    evaluate.add_argument("--plots", metavar="DIR", help="write the plots (PNG, SVG, plots.json) in this folder")
+    evaluate.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page")
     evaluate.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
     add_engine_arguments(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
@@ -102,6 +104,12 @@ def run_evaluate(args) -> int:
     report["job"]["finished_at"] = utc_now()
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.plots or args.html:
+        from worker.html_report import write_outputs
+
+        files = {p.pair_id: {"source": root / p.source, "target": root / p.target} for p in pairs}
+        write_outputs(report, plots_dir=args.plots, html_file=args.html,
+                      audio=lambda pair_id, side: files[pair_id][side].read_bytes())
     print(format_summary(report))
     if report["failures"]:
         print(f"\n{report['job']['n_failed']} pair(s) failed; see 'failures' in the report", file=sys.stderr)

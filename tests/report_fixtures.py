@@ -74,33 +74,34 @@ def make_report(rows: list[dict] | None = None, failures: list[dict] | None = No
 _REAL: dict = {}
 
 
-def real_report_from(shared_data, head, folder, n_pairs: int = 4) -> tuple[dict, dict]:
-    """A report of `emopres evaluate` on a few real en-ja pairs (half with the emotion swapped).
+def real_run(shared_data, head, folder, n_pairs: int = 4) -> dict:
+    """`emopres evaluate --out --plots --html` on a few real en-ja pairs (half with the emotion swapped).
 
-    Returns (report, audio paths {pair_id: {"source": Path, "target": Path}}); computed once per session.
+    Returns {"report", "audio" ({pair_id: {"source": Path, "target": Path}}), "plots" (folder),
+    "html" (file)}; run once per session.
     """
     import csv
 
     from app.cli import main
 
-    if "report" in _REAL:
-        return _REAL["report"], _REAL["paths"]
+    if _REAL:
+        return _REAL
     with open(shared_data / "pairs" / "en-ja.csv", newline="", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
     chosen = rows[:: max(1, len(rows) // n_pairs)][:n_pairs]
     pairs_csv = folder / "pairs.csv"
-    paths = {}
+    audio = {}
     with open(pairs_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["pair_id", "source", "target", "label"])
         for i, row in enumerate(chosen):
             target = row["target_preserved"] if i % 2 == 0 else row["target_swapped"]
             writer.writerow([row["pair_id"], row["source"], target, row["emotion"]])
-            paths[row["pair_id"]] = {"source": shared_data / row["source"], "target": shared_data / target}
-    out = folder / "report.json"
+            audio[row["pair_id"]] = {"source": shared_data / row["source"], "target": shared_data / target}
+    out, plots, html = folder / "report.json", folder / "plots", folder / "report.html"
     status = main(["evaluate", str(pairs_csv), "--audio-root", str(shared_data), "--out", str(out), "--head",
-                   str(head), "--bootstrap", "100", "--jobs", "1", "--no-cache"])
+                   str(head), "--bootstrap", "100", "--jobs", "1", "--no-cache", "--plots", str(plots),
+                   "--html", str(html)])
     assert status == 0
-    _REAL["report"] = json.loads(out.read_text())
-    _REAL["paths"] = paths
-    return _REAL["report"], paths
+    _REAL.update(report=json.loads(out.read_text()), audio=audio, plots=plots, html=html)
+    return _REAL

@@ -10,7 +10,7 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
-from tests.report_fixtures import make_report, make_rows, real_report_from
+from tests.report_fixtures import make_report, make_rows, real_run
 from worker.plots import CMAP, DPI, PlotUnavailable, get_spec, plan_plots, render, render_plot, write_plots
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -152,13 +152,18 @@ def test_svg_is_reproducible_and_user_labels_are_drawn_literally():
 
 
 @pytest.mark.shared_data
-def test_plots_of_a_real_report(shared_data, random_lite_head, tmp_path_factory):
-    report, _ = real_report_from(shared_data, random_lite_head, tmp_path_factory.mktemp("real"))
-    out = tmp_path_factory.mktemp("plots")
-    index = write_plots(report, out, formats=["png"])
-    assert "confusion_source" in index["plots"] and "uncertainty" in index["plots"]
-    assert "dist_va_sim" in index["skipped"]  # lite profile
+def test_plots_of_a_real_report_written_by_evaluate(shared_data, random_lite_head, tmp_path_factory):
+    """`emopres evaluate --plots DIR` on real speech: the files are the report's plots."""
+    run = real_run(shared_data, random_lite_head, tmp_path_factory.mktemp("real"))
+    report, out = run["report"], run["plots"]
+    index = json.loads((out / "plots.json").read_text())
+    specs, skipped = plan_plots(report)
+    assert list(index["plots"]) == [s.name for s in specs] and index["skipped"] == skipped
+    assert "confusion_source" in index["plots"] and "dist_va_sim" in index["skipped"]  # lite profile
+    for name in index["plots"]:
+        png_image((out / f"{name}.png").read_bytes())
+        svg_root((out / f"{name}.svg").read_bytes())
     spec = get_spec(report, "confusion_source")
-    assert spec.data["counts"] == report["corpus"]["ser"]["source"]["confusion"]
+    assert index["plots"]["confusion_source"]["data"]["counts"] == report["corpus"]["ser"]["source"]["confusion"]
     colours = cell_colours(spec, (out / "confusion_source.png").read_bytes())
     assert np.abs(colours - expected_colours(spec.data["row_normalised"])).max() <= 3

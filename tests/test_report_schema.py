@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("jsonschema")
 
-from tests.report_fixtures import make_report, make_rows, real_report_from  # noqa: E402
+from tests.report_fixtures import make_report, make_rows, real_run  # noqa: E402
 from worker.report import SCHEMA_VERSION  # noqa: E402
 from worker.report_schema import ReportSchemaError, report_schema, validate_report  # noqa: E402
 
@@ -32,8 +32,7 @@ def test_an_empty_report_validates():
 
 @pytest.mark.shared_data
 def test_a_real_report_validates(shared_data, random_lite_head, tmp_path_factory):
-    report, _ = real_report_from(shared_data, random_lite_head, tmp_path_factory.mktemp("real"))
-    validate_report(report)
+    validate_report(real_run(shared_data, random_lite_head, tmp_path_factory.mktemp("real"))["report"])
 
 
 def mutated(change):

@@ -311,3 +311,21 @@ def render_html(report: dict, *, title: str | None = None, plots: dict[str, byte
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{_e(heading)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + "\n</body></html>\n")
+
+
+def write_outputs(report: dict, *, plots_dir=None, html_file=None, audio: AudioResolver | None = None,
+                  worst_n: int = 10) -> None:
+    """`emopres evaluate --plots DIR --html FILE`: the plots (PNG, SVG, plots.json) and/or the page.
+
+    With both, the page embeds the PNGs just written instead of drawing them again.
+    """
+    from pathlib import Path
+
+    from worker.plots import write_plots
+
+    pngs = None
+    if plots_dir:
+        index = write_plots(report, plots_dir)
+        pngs = {name: (Path(plots_dir) / f"{name}.png").read_bytes() for name in index["plots"]}
+    if html_file:
+        Path(html_file).write_text(render_html(report, plots=pngs, audio=audio, worst_n=worst_n), encoding="utf-8")
