@@ -30,7 +30,10 @@ def register(subparsers) -> None:
     submit.add_argument("--profile", help="evaluation profile (default: the service's)")
     submit.add_argument("--metadata", help="JSON object stored with the job, e.g. '{\"commit\": \"abc123\"}'")
     submit.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
-    submit.add_argument("--baseline", metavar="JOB_ID", help="compare with this job (paired bootstrap over shared pair ids)")
+    baseline = submit.add_mutually_exclusive_group()
+    baseline.add_argument("--baseline", metavar="JOB_ID", help="compare with this job (paired bootstrap over shared pair ids)")
+    baseline.add_argument("--baseline-name", metavar="NAME",
+                          help="compare with the newest succeeded job of this name (e.g. system@main)")
     submit.add_argument("--gate", action="append", default=[], metavar="EXPR",
                         help='e.g. "bar>=0.5", "epr.ci_low>=0.25" (repeatable; a null metric fails its gate)')
     submit.add_argument("--max-drop", action="append", default=[], metavar="METRIC=AMOUNT",
@@ -66,8 +69,8 @@ def _parse_args(args):
         drops = [parse_max_drop(d, METRICS) for d in args.max_drop]
     except ValueError as error:
         raise CommandError(str(error)) from None
-    if drops and not args.baseline:
-        raise CommandError("--max-drop needs --baseline JOB_ID")
+    if drops and not (args.baseline or args.baseline_name):
+        raise CommandError("--max-drop needs --baseline JOB_ID or --baseline-name NAME")
     return metadata, gates, drops
 
 
@@ -123,6 +126,10 @@ def run_submit(args) -> int:
     token = args.token or os.environ.get("EMOPRES_TOKEN") or None
     try:
         with Client(args.server, token, retries=max(0, args.retries)) as client:
+            baseline_id = args.baseline
+            if args.baseline_name:  # resolved first: a missing baseline fails before the upload
+                baseline_id = client.latest_job(args.baseline_name)["id"]
+                print(f"baseline: job {baseline_id} ({args.baseline_name})", file=sys.stderr)
             upload = _bar(0, "uploading", "B", args.quiet)
 
             def on_upload(sent: int, total: int) -> None:
@@ -154,7 +161,7 @@ def run_submit(args) -> int:
                 errors = "; ".join(view.get("errors") or []) or view.get("error") or "no detail"
                 raise CommandError(f"job {job_id} {view.get('status')}: {errors}")
             report = client.report(job_id)
-            comparison = client.compare(job_id, args.baseline) if args.baseline else None
+            comparison = client.compare(job_id, baseline_id) if baseline_id else None
     except ClientError as error:
         raise CommandError(str(error)) from None
     except ManifestError as error:

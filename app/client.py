@@ -353,6 +353,14 @@ class Client:
             self._sleep(interval)
             interval = min(interval * 1.5, max(poll, 0.1))
 
+    def latest_job(self, name: str) -> dict:
+        """The newest succeeded job with this name (e.g. the last run of the main branch)."""
+        found = self._json("GET", "/v1/jobs", params={"name": name, "status": "succeeded", "limit": 1})
+        items = found.get("items") or []
+        if not items:
+            raise ClientError(f"no succeeded job named {name!r} on {self.server}", code="no_baseline")
+        return items[0]
+
     def report(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}/report")
 

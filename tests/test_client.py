@@ -223,8 +223,9 @@ def test_max_drop_against_a_baseline(server, datasets, tmp_path):
     assert comparison["baseline_id"] == server["baseline_id"] and comparison["n_shared"] == 3
     assert sim["diff"] < -0.05 and sim["baseline"] == pytest.approx(1.0)
     assert "compared with baseline" in dropped.stdout
-    tolerant = submit(server, datasets["system"], "--baseline", server["baseline_id"], "--max-drop", "acoustic_sim=3")
+    tolerant = submit(server, datasets["system"], "--baseline-name", "system@base", "--max-drop", "acoustic_sim=3")
     assert tolerant.returncode == 0, tolerant.stdout + tolerant.stderr
+    assert f"baseline: job {server['baseline_id']} (system@base)" in tolerant.stderr
 
 
 def test_submit_exits_2_on_service_errors(server, datasets, capsys, monkeypatch):
@@ -241,6 +242,8 @@ def test_submit_exits_2_on_service_errors(server, datasets, capsys, monkeypatch)
     assert status == 2 and "is not a gate" in err
     status, err = run("--server", server["url"], "--max-drop", "bar=0.1")
     assert status == 2 and "--max-drop needs --baseline" in err
+    status, err = run("--server", server["url"], "--baseline-name", "never-ran", token=server["token"])
+    assert status == 2 and "no succeeded job named 'never-ran'" in err
     status, err = run("--server", f"http://127.0.0.1:{free_port()}")
     assert status == 2 and "cannot reach" in err
     monkeypatch.delenv("EMOPRES_SERVER", raising=False)
