@@ -47,7 +47,7 @@ def hostile_report():
 
 
 def test_page_is_self_contained_and_escapes_user_text(hostile_report):
-    page = render_html(hostile_report, title="system <b>x</b>")
+    page = render_html(hostile_report, title="system <b>x</b>", plots={})
     tags = parse(page)
     assert "<script" not in page.lower()  # escaped everywhere, and the page has no script of its own
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page or EVIL not in page
@@ -104,13 +104,14 @@ def test_audio_players_only_for_the_worst_pairs_within_the_cap():
             raise FileNotFoundError("blob gone")
         return wav
 
-    page = render_html(report, audio=audio, worst_n=3)
+    page = render_html(report, audio=audio, worst_n=3, plots={})  # plots={}: none drawn, faster
     worst = [p["pair_id"] for p in worst_pairs(report, 3)[0]]
     assert sorted(calls) == sorted((pid, side) for pid in worst for side in ("source", "target"))
     players = [a for t, a in parse(page) if t == "audio"]
     expected = 6 - (1 if report["pairs"][0]["pair_id"] in worst else 0)
     assert len(players) == expected and all(a["src"].startswith("data:audio/wav;base64,") for a in players)
-    small = render_html(report, audio=lambda *_: (b"fLaC" + b"\x00" * 4000, None), worst_n=2, max_audio_bytes=1000)
+    small = render_html(report, audio=lambda *_: (b"fLaC" + b"\x00" * 4000, None), worst_n=2, max_audio_bytes=1000,
+                        plots={})
     assert "audio not embedded" in small and "<audio" not in small
     assert sniff_audio_mime(b"fLaC...") == "audio/flac" and sniff_audio_mime(b"OggS") == "audio/ogg"
 
