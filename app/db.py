@@ -169,6 +169,7 @@ class Report(Base):
     __tablename__ = "reports"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     content: Mapped[str] = mapped_column(Text)  # the JSON text, served as is
+    headline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # worker.report.headline, for listings
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -155,7 +155,9 @@ def list_jobs(session: Session, project: str, *, status: str | None, name: str |
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = progress(session, [j.id for j in jobs])
-    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False) for j in jobs]
+    headlines = dict(session.execute(select(Report.job_id, Report.headline).where(Report.job_id.in_([j.id for j in jobs]))).all())
+    items = [{**job_view(session, j, counts.get(j.id, (0, 0)), detail=False), "headline": headlines.get(j.id)}
+             for j in jobs]
     return items, (encode_cursor(jobs[-1]) if more and jobs else None)
 
 

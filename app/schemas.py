@@ -60,8 +60,21 @@ class JobDetail(JobSummary):
     errors: list[str] = Field(description="job-level problems (e.g. a worker that cannot load its models)")
 
 
+class HeadlineMetric(BaseModel):
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    reason: str | None = None
+
+
+class JobListItem(JobSummary):
+    headline: dict[str, HeadlineMetric] | None = Field(
+        default=None, description="headline corpus metrics of a finished job (null until its report exists)")
+
+
 class JobList(BaseModel):
-    items: list[JobSummary]
+    items: list[JobListItem]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 

@@ -223,6 +223,10 @@ def test_listing_filters_and_pages(service, dataset):
         wait_job(service, job_id)
     done = service.get("/v1/jobs", params={"status": "succeeded", "name": "paged"}).json()["items"]
     assert {j["id"] for j in done} == set(ids) and all(j["progress"]["done"] == 4 for j in done)
+    for job in done:  # dashboards plot headline metrics across system versions from the listing alone
+        report = service.get(f"/v1/jobs/{job['id']}/report").json()
+        assert job["headline"]["epr"]["value"] == report["corpus"]["epr"]["value"]
+        assert set(job["headline"]) >= {"bar", "epr", "kappa", "acoustic_sim", "pause", "rate"}
     assert_error(service.get("/v1/jobs", params={"status": "bogus"}), 422, "invalid_status")
     assert_error(service.get("/v1/jobs", params={"cursor": "%%%"}), 422, "invalid_cursor")
     assert_error(service.get("/v1/jobs", params={"limit": 0}), 422, "validation_error")

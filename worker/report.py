@@ -46,6 +46,13 @@ def build_report(*, job: dict, pairs: list[dict], failures: list[dict], classes:
     }
 
 
+def headline(report: dict) -> dict:
+    """The headline metrics of a report (value, CI, reason): what a dashboard plots across system versions."""
+    corpus = report.get("corpus", {})
+    return {name: {key: corpus[name].get(key) for key in ("value", "ci_low", "ci_high", "n", "reason")}
+            for name in HEADLINE_METRICS if name in corpus}
+
+
 def _format_value(metric: dict) -> str:
     if metric.get("value") is None:
         return f"null ({metric.get('reason')})"

@@ -246,7 +246,7 @@ def _report_time(value: datetime | None) -> str | None:
 
 def finalize_job(ctx: WorkerContext, job_id: str) -> str:
     """Build and store the report once every pair has a result (idempotent)."""
-    from worker.report import report_for_evaluator
+    from worker.report import headline, report_for_evaluator
 
     with ctx.sessions() as session:
         job = session.get(Job, job_id)
@@ -280,7 +280,7 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
         if job is None or job.status in FINISHED:
             return "skipped"
         if content is not None:
-            session.add(Report(job_id=job_id, content=content, created_at=finished))
+            session.add(Report(job_id=job_id, content=content, headline=headline(report), created_at=finished))
         job.status, job.finished_at, job.error = status, finished, error
         session.commit()
     log.info("job %s %s (%d pairs, %d failed)", job_id, status, job.n_pairs, len({f["pair_id"] for f in failures}))
