@@ -9,10 +9,11 @@ from pathlib import Path
 
 from app.cli import CommandError
 from models.registry import PROFILES, ProfileError, ProfileSpec, load_head
-from models.ser_head import HeadError
+from worker.audio import DEFAULT_MAX_SECONDS
 from worker.pairs import ManifestError, read_pairs_file
-from worker.pipeline import DEFAULT_MAX_SECONDS, Evaluator
-from worker.report import format_summary, report_for_evaluator, utc_now
+
+# The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for
+# any `emopres` command, `submit --help` included, should not pay seconds of model-library imports.
 
 
 def default_cache_dir() -> Path:
@@ -55,7 +56,10 @@ def register(subparsers) -> None:
     validate.set_defaults(handler=run_validate)
 
 
-def make_evaluator(args) -> Evaluator:
+def make_evaluator(args):
+    from models.ser_head import HeadError
+    from worker.pipeline import Evaluator
+
     spec = ProfileSpec(args.profile, args.model_dir, args.device, args.fast)
     try:
         head = load_head(spec, args.head)
@@ -75,8 +79,10 @@ def path_resolver(root: Path):
     return lambda relative: str(root / relative)
 
 
-def evaluate_to_report(evaluator: Evaluator, pairs, resolve, *, n_bootstrap: int, seed: int, use_groups: bool,
+def evaluate_to_report(evaluator, pairs, resolve, *, n_bootstrap: int, seed: int, use_groups: bool,
                        job: dict, utterances=None) -> dict:
+    from worker.report import report_for_evaluator
+
     if utterances is None:
         distinct_files = len({resolve(p.source) for p in pairs} | {resolve(p.target) for p in pairs})
         with progress_bar(distinct_files, "evaluating") as bar:
@@ -88,6 +94,8 @@ def evaluate_to_report(evaluator: Evaluator, pairs, resolve, *, n_bootstrap: int
 
 
 def run_evaluate(args) -> int:
+    from worker.report import format_summary, utc_now
+
     pairs_path = Path(args.pairs)
     try:
         pairs = read_pairs_file(pairs_path, group_column=args.group_column)

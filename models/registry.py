@@ -5,8 +5,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.ser_head import SHIPPED_LITE_HEAD, HeadError, SerHead
-
 PROFILES = ("lite", "paper")
 
 
@@ -45,13 +43,18 @@ def create_profile(spec: ProfileSpec):
 
 
 def default_head_path(spec: ProfileSpec) -> Path:
+    from models.ser_head import SHIPPED_LITE_HEAD
+
     if spec.name == "lite":
         return SHIPPED_LITE_HEAD
     model_dir = model_dir_from_env(spec.model_dir)
     return Path(model_dir or ".") / "ser_head"
 
 
-def load_head(spec: ProfileSpec, head_path=None) -> SerHead:
+def load_head(spec: ProfileSpec, head_path=None):
+    """The SER head for a profile (models.ser_head.SerHead); imported lazily: torch is slow to import."""
+    from models.ser_head import HeadError, SerHead
+
     path = Path(head_path) if head_path else default_head_path(spec)
     try:
         head = SerHead.load(path)

@@ -9,6 +9,7 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16_000
+DEFAULT_MAX_SECONDS = 600.0
 
 
 class AudioError(ValueError):

@@ -18,11 +18,9 @@ from models.ser_head import SerHead, entropy_uncertainty
 from models.syllables import METHOD as SYLLABLE_METHOD
 from models.syllables import count_in_segments, syllable_times
 from models.vad import SileroVad, pause_rate, speech_seconds
-from worker.audio import SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
+from worker.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
 from worker.cache import FeatureCache
 from worker.pairs import PairSpec
-
-DEFAULT_MAX_SECONDS = 600.0
 
 
 @dataclass
