@@ -219,7 +219,8 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
 @router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses=ERRORS)
 def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
                  bootstrap: Annotated[int | None, Query(ge=1, le=20_000, description="resamples (default: the job's)")] = None,
-                 seed: Annotated[int | None, Query(description="default: the job's seed")] = None):
+                 seed: Annotated[int | None, Query(ge=0, le=2**32 - 1,
+                                                 description="default: the job's seed")] = None):
     """Per-metric difference (job - baseline) with a paired bootstrap 95% CI and p-value over the shared pair ids."""
     from worker.compare import compare_reports
 

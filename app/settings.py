@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     device: str = "cpu"
     fast: bool = False
     bootstrap: int = Field(1000, ge=0, le=100_000)
-    seed: int = 12345
+    seed: int = Field(12345, ge=0, le=2**32 - 1, description="bootstrap seed (numpy needs a non-negative one)")
 
     # access
     auth_disabled: bool = False
