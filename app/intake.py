@@ -52,13 +52,19 @@ def normalise_path(path: str, what: str = "audio path") -> str:
         raise InvalidManifest(f"{what}: {error}", details={"path": path}) from None
 
 
+def _no_constant(name: str):
+    """NaN and Infinity are not JSON (RFC 8259); Python's parser takes them, and they came back as null."""
+    raise InvalidRequest(f"metadata is not valid JSON: {name} is not a JSON value (send null or a string)",
+                         code="invalid_metadata")
+
+
 def parse_metadata(text: str | None, max_bytes: int) -> dict | None:
     if text is None or not text.strip():
         return None
     if len(text.encode()) > max_bytes:
         raise TooLarge(f"metadata is over {max_bytes} bytes", details={"limit": max_bytes})
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise InvalidRequest(f"metadata is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
                              code="invalid_metadata") from None

@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.blobstore import BlobMissing, BlobStore
@@ -178,9 +178,10 @@ def store_results(ctx: WorkerContext, job_id: str, idx: int, pairs: list[Pair], 
         try:
             for pair in pairs:
                 row = by_pair.get(pair.pair_id)
+                # SQL NULL, not the JSON value null (what None becomes in a JSON column): readers ask `row IS NULL`
                 statement = insert_for(session, PairResult.__table__).values(
-                    job_id=job_id, pair_id=pair.pair_id, row=row,
-                    failures=None if row is not None else failed.get(pair.pair_id) or
+                    job_id=job_id, pair_id=pair.pair_id, row=row if row is not None else null(),
+                    failures=null() if row is not None else failed.get(pair.pair_id) or
                     [{"pair_id": pair.pair_id, "side": "pair", "error": "no result"}],
                     finished_at=now)
                 session.execute(statement.on_conflict_do_nothing(index_elements=["job_id", "pair_id"]))
