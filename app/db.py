@@ -198,7 +198,11 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, json_serializer=dumps, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {}
+    if url.startswith("postgresql") and "connect_timeout" not in url:
+        connect_args["connect_timeout"] = 10  # an unreachable server is a prompt 503, not a request hanging for minutes
+    return create_engine(url, json_serializer=dumps, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                         connect_args=connect_args)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -70,8 +70,17 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:
-    with services.sessions() as session:
+    session = services.sessions()
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except OperationalError as error:
+            # the database went away after the route had answered: the client has its response already
+            # (an error here would be raised after it started, and uvicorn would drop the connection);
+            # the pool has invalidated the connection, so the next request reconnects
+            log.warning("database connection lost while ending a request: %s", str(error).splitlines()[0])
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
