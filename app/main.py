@@ -10,6 +10,7 @@ import csv
 import importlib
 import io
 import logging
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -42,6 +43,7 @@ from app.settings import Settings, get_settings
 
 log = logging.getLogger("emopres.api")
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 ROUTER_MODULES = ("app.report_routes",)  # more v1 routes (plots, HTML report, comparisons), when present
 TEXT_FIELDS = ("name", "profile", "metadata", "group_column")
 ERRORS = {r: {"model": ErrorResponse} for r in (401, 404, 409, 413, 422, 503)}
@@ -225,7 +227,9 @@ async def _read_form(request: Request, settings: Settings):
     return await request.form(max_files=settings.max_files + 4, max_fields=64)
 
 
-def _created_response(job, created: bool) -> JSONResponse:
+def _created_response(request: Request, principal: Principal, job, created: bool) -> JSONResponse:
+    log.info("job %s %s: %d pairs, project %s, request_id=%s", job.id, "created" if created else "replayed",
+             job.n_pairs, principal.project, request.scope.get("state", {}).get("request_id"))
     headers = {"Location": f"/v1/jobs/{job.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -246,7 +250,10 @@ class RequestMiddleware:
             return await self.app(scope, receive, send)
         services: Services = self.services_getter()
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        # a client's id is kept only when it is a plain token: it goes into logs (no control characters, no
+        # forged log lines) and back into a response header
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_holder = {"status": 500}
@@ -475,7 +482,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
             job, created = await run_in_threadpool(submit_form, services, principal, idempotency_key, form)
         finally:
             await form.close()
-        return _created_response(job, created)
+        return _created_response(request, principal, job, created)
 
     @app.post("/v1/pairs", status_code=202, response_model=JobCreated, responses=ERRORS, tags=["v1"],
               openapi_extra={"requestBody": {"required": True,
@@ -487,7 +494,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
             job, created = await run_in_threadpool(submit_pair, services, principal, idempotency_key, form)
         finally:
             await form.close()
-        return _created_response(job, created)
+        return _created_response(request, principal, job, created)
 
     @app.get("/v1/jobs", response_model=JobList, responses=ERRORS, tags=["v1"])
     def list_jobs(principal: PrincipalDep, session: SessionDep,
