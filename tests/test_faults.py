@@ -147,24 +147,29 @@ class PrivateRedis:
     def __init__(self, root: Path) -> None:
         self.port = free_port()
         self.root = root
+        self.password = f"redis-pw-{uuid.uuid4().hex}"  # a secret that must never reach a log
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> "PrivateRedis":
         log = open(self.root / "redis.log", "ab")
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(self.root)],
+                                         "--save", "", "--appendonly", "no", "--dir", str(self.root),
+                                         "--requirepass", self.password],
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                    reply = b""
+                    while len(reply) < 12 and (data := sock.recv(64)):
+                        reply += data
+                    if reply == b"+OK\r\n+PONG\r\n":
                         return self
             except OSError:
                 time.sleep(0.1)
@@ -191,7 +196,10 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
     with admin.begin() as connection:
         connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         connection.execute(text(f"CREATE SCHEMA {schema}"))
-    proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    pg_password = f"pg-pw-{uuid.uuid4().hex}"  # PostgreSQL here trusts localhost: the password is never checked
+    proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}").replace(
+        "postgres@", f"postgres:{pg_password}@", 1)
+    assert pg_password in proxied
     app_name = f"emopres-faults-{os.getpid()}"  # to end this test's own connections at the end, and no others
     settings = dict(database_url=f"{proxied}?options=-csearch_path%3D{schema}&application_name={app_name}",
                     broker_url=redis.url,
@@ -217,6 +225,8 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
 
     stack = Stack()
     stack.root, stack.env, stack.redis, stack.proxy, stack.api, stack.worker = root, env, redis, proxy, api, worker
+    stack.secrets = {"redis password": redis.password, "postgres password": pg_password, "token": token,
+                     "token secret": token.split("_", 2)[2]}
     stack.engine = create_engine(f"{postgres_url}?options=-csearch_path%3D{schema}")  # direct, never cut
     stack.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
                                 headers={"Authorization": f"Bearer {token}"})
@@ -358,3 +368,13 @@ def test_postgres_unavailable_mid_job(stack):
         assert connection.execute(select(func.count()).select_from(Chunk)
                                   .where(Chunk.job_id == job_id, Chunk.status != "done")).scalar() == 0
     assert stack.worker.alive() and stack.api.alive()
+
+
+def test_no_secret_in_any_service_log(stack):
+    """After all of the above (errors, reconnections, tracebacks): the processes' logs and the CLI's
+    output name neither password in the URLs nor the token."""
+    assert stack.client.get("/v1/jobs").status_code == 200
+    text = "\n".join((stack.root / name).read_text(errors="replace") for name in ("api.log", "worker.log"))
+    assert "Connected to redis" in text and "serving" in text  # the logs did see the settings and the broker
+    leaked = [name for name, secret in stack.secrets.items() if secret in text]
+    assert not leaked, leaked
