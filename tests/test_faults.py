@@ -374,6 +374,10 @@ def test_no_secret_in_any_service_log(stack):
     """After all of the above (errors, reconnections, tracebacks): the processes' logs and the CLI's
     output name neither password in the URLs nor the token."""
     assert stack.client.get("/v1/jobs").status_code == 200
+    deadline = time.monotonic() + 120
+    while stack.client.get("/readyz").status_code != 200:  # the worker is connected (when this test runs alone)
+        assert time.monotonic() < deadline, logs(stack)
+        time.sleep(0.5)
     text = "\n".join((stack.root / name).read_text(errors="replace") for name in ("api.log", "worker.log"))
     assert "Connected to redis" in text and "serving" in text  # the logs did see the settings and the broker
     leaked = [name for name, secret in stack.secrets.items() if secret in text]
