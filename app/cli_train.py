@@ -34,6 +34,10 @@ def register(subparsers) -> None:
     parser.add_argument("--classes", default=None,
                         help="comma-separated class list in head order, or 'meld' for MELD's 7 "
                              "(default: the labels found, sorted)")
+    parser.add_argument("--normalization", choices=("per_utterance", "per_side"), default="per_utterance",
+                        help="per_utterance: every utterance on its own (works anywhere); per_side: z-score each "
+                             "corpus split with its own statistics, and at inference each side of a job with its "
+                             "own (better across corpora, but the head then needs a whole side at once)")
     parser.add_argument("--max-epochs", type=int, default=80)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--model-dir", default=None,
@@ -68,7 +72,8 @@ def handle(args) -> int:
         report = train_ser(dataset, args.out, features=args.features, balance=args.balance,
                            config=TrainConfig(max_epochs=args.max_epochs, learning_rate=args.learning_rate,
                                               seed=args.seed),
-                           classes=classes, model_dir=args.model_dir, cache_dir=args.cache_dir, log=log)
+                           classes=classes, model_dir=args.model_dir, cache_dir=args.cache_dir, log=log,
+                           normalization=args.normalization)
     except (TrainingError, HeadError) as error:
         raise CommandError(str(error)) from None
     print(report["table2"])

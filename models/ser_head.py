@@ -18,6 +18,11 @@ from torch import nn
 WEIGHTS_FILE = "head.safetensors"
 META_FILE = "head.json"
 SHIPPED_LITE_HEAD = Path(__file__).parent / "artifacts" / "ser_lite"
+# How features are standardised before the head's own scaler (head.json "normalization"):
+#   per_utterance  each utterance on its own (the default; what predict_proba does)
+#   per_side       the caller z-scores all utterances of one side of a job (every source, or every target) with
+#                  that side's own mean and std first: use predict_proba_side(all features of the side)
+NORMALIZATIONS = ("per_utterance", "per_side")
 
 
 class HeadError(ValueError):
@@ -57,11 +62,40 @@ class SerHead:
     def n_features(self) -> int:
         return int(self.scaler_mean.shape[0])
 
+    @property
+    def normalization(self) -> str:
+        """"per_utterance" (default) or "per_side" (see NORMALIZATIONS)."""
+        return str(self.metadata.get("normalization", "per_utterance"))
+
     def standardise(self, features: np.ndarray) -> np.ndarray:
         return (np.asarray(features, np.float32) - self.scaler_mean) / self.scaler_scale
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """(N, K) class probabilities for (N, n_features) raw features."""
+        """(N, K) class probabilities for (N, n_features) raw features, each row on its own.
+
+        A per_side head refuses: its input must first be standardised with the statistics of the
+        whole side (predict_proba_side).
+        """
+        if self.normalization != "per_utterance":
+            raise HeadError(f"this head was trained with {self.normalization} normalisation: pass all features of one "
+                            "side of a job to predict_proba_side() instead of predicting utterances one by one")
+        return self._predict(features)
+
+    def predict_proba_side(self, features: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities for all N utterances of one side of a job.
+
+        per_utterance heads: the same as predict_proba (rows independent). per_side heads: each
+        feature is z-scored with the mean and standard deviation over these N rows (population std;
+        a constant feature becomes 0), then the head's scaler and network apply. Needs N >= 2.
+        """
+        if self.normalization == "per_utterance":
+            return self.predict_proba(features)
+        features = np.atleast_2d(np.asarray(features, np.float32))
+        if features.shape[0] < 2:
+            raise HeadError("per_side normalisation needs at least 2 utterances on a side")
+        return self._predict(side_standardise(features))
+
+    def _predict(self, features: np.ndarray) -> np.ndarray:
         features = np.atleast_2d(np.asarray(features, np.float32))
         if features.shape[1] != self.n_features:
             raise HeadError(f"head expects {self.n_features} features ({self.feature_set}), got {features.shape[1]}")
@@ -89,6 +123,9 @@ class SerHead:
         if not weights.is_file() or not meta_path.is_file():
             raise HeadError(f"{directory} is not a SER head directory (needs {WEIGHTS_FILE} and {META_FILE})")
         meta = json.loads(meta_path.read_text())
+        if meta.get("normalization", "per_utterance") not in NORMALIZATIONS:
+            raise HeadError(f"{directory}: unknown normalization {meta['normalization']!r} "
+                            f"(this version knows {', '.join(NORMALIZATIONS)})")
         tensors = load_file(str(weights))
         head = cls.new(int(meta["n_features"]), meta["classes"], meta["feature_set"], tuple(meta["hidden"]),
                        float(meta["dropout"]), tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy(),
@@ -107,7 +144,16 @@ class SerHead:
         digest.update(self.scaler_mean.tobytes())
         digest.update(self.scaler_scale.tobytes())
         digest.update(json.dumps(self.classes).encode())
+        if self.normalization != "per_utterance":  # changes the outputs; per_utterance hashes stay as they were
+            digest.update(f"normalization:{self.normalization}".encode())
         return digest.hexdigest()
+
+
+def side_standardise(features: np.ndarray) -> np.ndarray:
+    """z-score each column with the rows' own mean and population std (constant columns -> 0)."""
+    features = np.atleast_2d(np.asarray(features, np.float64))
+    std = features.std(axis=0)
+    return ((features - features.mean(axis=0)) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
 
 
 def entropy_uncertainty(probs: np.ndarray) -> np.ndarray:

@@ -118,7 +118,7 @@ def speaker_independent_split(speakers: Sequence[str], seed: int = 42,
 
 def load_manifest(manifest, audio_root=None, *, split_column: str = "split", label_map=None,
                   seed: int = 42, corpus: str | None = None) -> Dataset:
-    """Read a CSV manifest (`path`, `emotion`, a split column or a `speaker` column).
+    """Read a CSV manifest (`path`, `emotion`, a split column or a `speaker` column; optional `corpus`).
 
     `path` is relative to `audio_root` (default: the manifest's folder). When the split column is
     absent, a speaker-independent split is made from `speaker` with `seed` and recorded in
@@ -151,6 +151,10 @@ def load_manifest(manifest, audio_root=None, *, split_column: str = "split", lab
     labels = np.array([label for _, label in keep])
     speakers = np.array([(row.get("speaker") or "").strip() for row, _ in keep])
     corpus_name = corpus or manifest.parent.name or manifest.stem
+    if "corpus" in columns and corpus is None:  # a manifest of several corpora names each row's corpus
+        corpora = np.array([(row.get("corpus") or "").strip() or corpus_name for row, _ in keep])
+    else:
+        corpora = np.array([corpus_name] * len(paths))
     info: dict = {"manifest": str(manifest), "label_map": mapping}
     if split_column in columns:
         splits = []
@@ -171,7 +175,7 @@ def load_manifest(manifest, audio_root=None, *, split_column: str = "split", lab
     missing = [split for split in ("train", "dev") if not np.any(splits == split)]
     if missing:
         raise TrainingError(f"manifest {manifest}: no utterances in the {' and '.join(missing)} split")
-    return Dataset(paths, labels, speakers, splits, np.array([corpus_name] * len(paths)), {corpus_name: info})
+    return Dataset(paths, labels, speakers, splits, corpora, {corpus_name: info})
 
 
 def concat_datasets(datasets: Sequence[Dataset]) -> Dataset:
@@ -455,12 +459,35 @@ def epoch_printer(label: str, write: Callable[[str], None] = _stderr) -> Callabl
     return report
 
 
+def standardise_sides(features: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    """per_side normalisation: z-score every side (group of utterances evaluated together) with its own statistics."""
+    from models.ser_head import side_standardise
+
+    out = np.empty_like(features, dtype=np.float32)
+    for side in np.unique(sides):
+        mask = sides == side
+        if mask.sum() < 2:
+            raise TrainingError(f"per_side normalisation: side {side!r} has fewer than 2 utterances")
+        out[mask] = side_standardise(features[mask])
+    return out
+
+
 def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, classes: Sequence[str], *,
               feature_set: str, balance: str, config: TrainConfig, metadata: dict | None = None,
-              progress: Callable[[dict], None] | None = None) -> RunResult:
-    """Scale on the training split, balance it, train, keep the dev-best epoch; return the head and its scores."""
+              progress: Callable[[dict], None] | None = None, normalization: str = "per_utterance",
+              sides: np.ndarray | None = None) -> RunResult:
+    """Scale on the training split, balance it, train, keep the dev-best epoch; return the head and its scores.
+
+    normalization="per_side" first z-scores each group of `sides` (default: one per split) with its own
+    statistics, as the pipeline must do at inference with each side of a job.
+    """
     from models.ser_head import SerHead
 
+    if normalization == "per_side":
+        features = standardise_sides(features, splits if sides is None else np.asarray(sides))
+    elif normalization != "per_utterance":
+        raise TrainingError(f"unknown normalization {normalization!r} (choose per_utterance or per_side)")
+    metadata = dict(metadata or {}, normalization=normalization)
     train, dev = splits == "train", splits == "dev"
     mean = features[train].mean(axis=0)
     scale = features[train].std(axis=0)
@@ -536,9 +563,12 @@ def run_report(run: RunResult, classes: Sequence[str]) -> dict:
 def train_ser(dataset: Dataset, out_dir, *, features: str = "egemaps", balance: str = "clustercentroids",
               config: TrainConfig | None = None, classes: Sequence[str] | None = None, model_dir=None,
               cache_dir=None, extractor=None, log: Callable[[str], None] | None = _stderr,
-              extra_metadata: dict | None = None) -> dict:
+              extra_metadata: dict | None = None, normalization: str = "per_utterance") -> dict:
     """The whole recipe: features, scaler, balancing ("clustercentroids", "none" or "both"), training,
     dev-best epoch, Table 2, confusion matrices (JSON + PNG); writes the head to `out_dir`.
+
+    normalization="per_side" (an explicit option, not the paper's recipe) z-scores each corpus's split
+    with its own statistics before training; such a head predicts only through predict_proba_side.
 
     With balance="both" both settings are trained and reported; the head kept in `out_dir` is the one
     with the higher dev UA (ties: clustercentroids, the paper's setting). Returns the report.
@@ -568,7 +598,9 @@ def train_ser(dataset: Dataset, out_dir, *, features: str = "egemaps", balance: 
         say(f"training: balance={setting}, {int((dataset.splits == 'train').sum())} train / "
             f"{int((dataset.splits == 'dev').sum())} dev utterances, {len(classes)} classes")
         runs[setting] = train_one(matrix, targets, dataset.splits, classes, feature_set=extractor.feature_set,
-                                  balance=setting, config=config,
+                                  balance=setting, config=config, normalization=normalization,
+                                  sides=np.char.add(np.char.add(dataset.corpora.astype(str), ":"),
+                                                    dataset.splits.astype(str)),
                                   progress=epoch_printer(setting, say) if log else None)
     chosen = max(settings, key=lambda s: (runs[s].metrics["dev"]["ua"], s == "clustercentroids"))
     out = Path(out_dir)
@@ -578,7 +610,7 @@ def train_ser(dataset: Dataset, out_dir, *, features: str = "egemaps", balance: 
         "training_data_sha256": data_hash, "n_utterances": len(dataset), "split": dataset.split_info,
         "split_counts": dataset.counts(),
         "corpora": {str(c): int(n) for c, n in zip(*np.unique(dataset.corpora, return_counts=True))},
-        "recipe": recipe_metadata(config), "selected_balance": chosen,
+        "recipe": recipe_metadata(config), "normalization": normalization, "selected_balance": chosen,
         "selection_rule": "higher dev UA (never test); ties -> clustercentroids" if balance == "both" else "as requested",
         "runs": {name: run_report(run, classes) for name, run in runs.items()},
         "table2": table2(runs),
@@ -611,7 +643,7 @@ def recipe_metadata(config: TrainConfig) -> dict:
 
 
 def head_metadata(report: dict, run: RunResult, config: TrainConfig) -> dict:
-    return {"normalization": "per_utterance", "recipe": recipe_metadata(config), "balance": run.balance,
+    return {"normalization": report["normalization"], "recipe": recipe_metadata(config), "balance": run.balance,
             "kept_epoch": run.fit.kept_epoch, "training_data_sha256": report["training_data_sha256"],
             "feature_signature": report["feature_signature"], "split": report["split"],
             "scores": {split: {"ua": s["ua"], "wa": s["wa"], "n": s["n"]} for split, s in run.metrics.items()},
