@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.egemaps import Egemaps  # noqa: E402
-from models.registry import ProfileSpec, load_head  # noqa: E402
+from models.registry import ProfileSpec, default_head_path, load_head  # noqa: E402
 from models.syllables import syllable_times  # noqa: E402
 from models.vad import SileroVad  # noqa: E402
 from worker.audio import load_audio_file  # noqa: E402
@@ -35,6 +35,32 @@ def timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
     return result, time.perf_counter() - start
+
+
+def load_pairs(pairs_file: str, split: str, column: str = "target_preserved", limit: int = 0):
+    """(pairs of one split with `column` as the target, resolve) from a file shaped like en-ja.csv, whose
+    paths are relative to the data folder above pairs/ (data/pairs/en-ja.csv -> data/ravdess/...)."""
+    rows = [r for r in csv.DictReader(open(pairs_file, newline="")) if r["split"] == split]
+    rows = rows[:limit] if limit else rows
+    pairs = [PairSpec(r["pair_id"], r["source"], r[column], r["emotion"]) for r in rows]
+    root = audio_root(pairs_file)
+    return pairs, lambda relative: str(root / relative)
+
+
+def audio_root(pairs_file: str) -> Path:
+    return Path(pairs_file).resolve().parent.parent
+
+
+def bench_head(spec: ProfileSpec, path: str | None = None):
+    """(head, its folder, a note): `path`, else the shipped head, else a random head (plumbing only: the
+    throughput is the same, the predictions are meaningless)."""
+    if path or (default_head_path(spec) / "head.json").is_file():
+        folder = Path(path) if path else default_head_path(spec)
+        return load_head(spec, folder), str(folder), ""
+    from tests.conftest import write_random_lite_head
+
+    folder = write_random_lite_head(Path(tempfile.mkdtemp(prefix="emopres-bench-head-")) / "random_lite")
+    return load_head(spec, folder), str(folder), " (random weights: no shipped head here yet)"
 
 
 def stage_costs(paths: list[str]) -> dict[str, float]:
@@ -63,12 +89,10 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--stage-files", type=int, default=30)
+    parser.add_argument("--head", default=None, help="SER head folder (default: the shipped head, else a random one)")
     args = parser.parse_args()
 
-    rows = [r for r in csv.DictReader(open(args.pairs)) if r["split"] == args.split]
-    pairs = [PairSpec(r["pair_id"], r["source"], r["target_preserved"], r["emotion"]) for r in rows]
-    root = Path(args.pairs).resolve().parent
-    resolve = lambda relative: str(root / relative)  # noqa: E731
+    pairs, resolve = load_pairs(args.pairs, args.split)
     files = list(dict.fromkeys(resolve(p) for pair in pairs for p in (pair.source, pair.target)))
 
     print(f"lite profile, {len(pairs)} pairs ({len(files)} distinct files) of split {args.split!r}, "
@@ -79,7 +103,8 @@ def main() -> None:
         print(f"  {name:<28}{value * 1000:9.1f}" if name != "mean utterance seconds" else f"  {name:<28}{value:9.2f} s")
 
     spec = ProfileSpec("lite")
-    head = load_head(spec)
+    head, head_path, head_note = bench_head(spec, args.head)
+    print(f"\nSER head: {head_path}{head_note}")
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         evaluator = Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache)

@@ -91,6 +91,30 @@ def frame_cosines(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
     return np.array(out)
 
 
+def load_funasr(folder, device: str):
+    """funasr's own AutoModel on the emotion2vec folder, quietly (its generate runs one utterance at a time)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from funasr import AutoModel
+
+        logging.getLogger().setLevel(logging.ERROR)  # funasr logs every loaded key at INFO
+        ref = AutoModel(model=str(folder), device=device, disable_update=True, disable_pbar=True,
+                        ncpu=torch.get_num_threads(), log_level="ERROR")
+        logging.getLogger().setLevel(logging.ERROR)
+    return ref
+
+
+def emotion2vec_folder(workdir) -> Path:
+    """The full-size random emotion2vec_plus_large funasr folder under `workdir`, written once (~650 MB)."""
+    folder = Path(workdir) / "emotion2vec_plus_large_random"
+    if not (folder / "model.pt").is_file():
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            build_emotion2vec(folder, full_size_emotion2vec_config(), randomise=False)
+        print(f"wrote full-size random emotion2vec_plus_large to {folder} in {time.perf_counter() - t:.0f} s")
+    return folder
+
+
 def bench_emotion2vec(args, waves, folder) -> None:
     from models.emotion2vec import Emotion2Vec
 
@@ -98,14 +122,7 @@ def bench_emotion2vec(args, waves, folder) -> None:
     rows = []
     warm = [waves[0][:32000]]
 
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from funasr import AutoModel
-
-        logging.getLogger().setLevel(logging.ERROR)  # funasr logs every loaded key at INFO
-        ref = AutoModel(model=str(folder), device=args.device, disable_update=True, disable_pbar=True,
-                        ncpu=torch.get_num_threads(), log_level="ERROR")
-        logging.getLogger().setLevel(logging.ERROR)
+    ref = load_funasr(folder, args.device)
     ref.generate(warm, granularity="frame", extract_embedding=True)
     res, t_funasr = timed(lambda: ref.generate(waves, granularity="frame", extract_embedding=True))
     ref_frames = [r["feats"] for r in res]
@@ -153,25 +170,38 @@ def bench_emotion2vec(args, waves, folder) -> None:
                   "resolves to fp32 here; the bf16 row is timed on those utterances and scaled to the full set")
 
 
-def full_size_profile(device: str):
-    """The valence-arousal, speaker and AutoPCP models at their published sizes, random weights, in memory."""
+def full_size_models():
+    """The plain modules at their published sizes, random weights: (valence-arousal EmotionModel, WavLM-Large,
+    ECAPA-TDNN, 24-layer XLS-R Wav2Vec2Model, AutoPCP comparator)."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
-    from models.autopcp import AutoPCP, Comparator, XlsrEncoder
-    from models.speaker import EcapaTdnn, SpeakerEncoder
-    from models.valence_arousal import ValenceArousal, _model_classes
+    from models.autopcp import Comparator
+    from models.speaker import EcapaTdnn
+    from models.valence_arousal import _model_classes
 
     large = dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, conv_dim=(512,) * 7,
                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, mask_time_prob=0.0)
     _, EmotionModel = _model_classes()
-    va = ValenceArousal(EmotionModel(Wav2Vec2Config(num_hidden_layers=12, num_labels=3, **large)), device=device)
+    va = EmotionModel(Wav2Vec2Config(num_hidden_layers=12, num_labels=3, **large))
     wavlm = WavLMModel(WavLMConfig(num_hidden_layers=24, num_buckets=320, max_bucket_distance=800,
                                    **{**large, "conv_bias": False}))
-    spk = SpeakerEncoder(wavlm, EcapaTdnn(feat_dim=1024, n_states=25), normalize=True, device=device)
-    xlsr = XlsrEncoder(Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=24, **large)), device=device)
+    xlsr = Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=24, **large))
     comparator = Comparator(idim=1024, odim=1, nhid=[512, 128], dropout=0.1, activation="TANH", input_form="qe",
                             norm_emb=True, output_act=False)
-    return va, spk, AutoPCP(xlsr, comparator)
+    return va, wavlm, EcapaTdnn(feat_dim=1024, n_states=25), xlsr, comparator
+
+
+def full_size_profile(device: str, models=None):
+    """The valence-arousal, speaker and AutoPCP models at their published sizes, random weights, in memory
+    (wrapping `models`, a full_size_models() tuple, when given)."""
+    from models.autopcp import AutoPCP, XlsrEncoder
+    from models.speaker import SpeakerEncoder
+    from models.valence_arousal import ValenceArousal
+
+    va, wavlm, ecapa, xlsr, comparator = models or full_size_models()
+    spk = SpeakerEncoder(wavlm, ecapa, normalize=True, device=device)
+    return (ValenceArousal(va, device=device), spk,
+            AutoPCP(XlsrEncoder(xlsr, device=device), comparator))  # XlsrEncoder keeps layers 1-9 of xlsr
 
 
 def bench_profile(args, waves, folder) -> None:
@@ -217,12 +247,7 @@ def main() -> None:
         if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores{load}, "
           f"native CPU bf16: {cpu_has_native_bf16()}, cuda: {torch.cuda.is_available()}")
-    folder = Path(args.workdir) / "emotion2vec_plus_large_random"
-    if not (folder / "model.pt").is_file():
-        t = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            build_emotion2vec(folder, full_size_emotion2vec_config(), randomise=False)
-        print(f"wrote full-size random emotion2vec_plus_large to {folder} in {time.perf_counter() - t:.0f} s")
+    folder = emotion2vec_folder(args.workdir)
     waves = load_audio(args)
     bench_emotion2vec(args, waves, folder)
     if not args.no_profile:

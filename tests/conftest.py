@@ -32,6 +32,11 @@ def read_csv(path: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def random_lite_head(tmp_path_factory):
     """A random-weight eGeMAPS head: for plumbing tests that do not judge prediction quality."""
+    return write_random_lite_head(tmp_path_factory.mktemp("head") / "random_lite")
+
+
+def write_random_lite_head(folder: Path) -> Path:
+    """Save a random-weight eGeMAPS head (seed 0) in `folder` (also used by bench/ without a shipped head)."""
     import torch
 
     from models.ser_head import SerHead
@@ -41,7 +46,7 @@ def random_lite_head(tmp_path_factory):
     with torch.no_grad():
         for parameter in head.network.parameters():
             parameter.mul_(20)  # spread the logits so that predictions vary across utterances
-    return head.save(tmp_path_factory.mktemp("head") / "random_lite")
+    return head.save(folder)
 
 
 def synthetic_speechlike(seconds: float, rate: int = 16_000, seed: int = 0, pitch: float = 140.0) -> np.ndarray:
