@@ -43,6 +43,7 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
     job_id = str(uuid.uuid4())
     n_pairs = len(request.pairs)
     n_chunks = math.ceil(n_pairs / chunk_size)
+    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
     with session_factory() as session:
         try:
             blobs.put_many(session, {sha: audio.read for sha, audio in request.blobs.items()})

@@ -6,6 +6,7 @@ Celery and runs the reconciler.
 """
 from __future__ import annotations
 
+import asyncio
 import csv
 import importlib
 import io
@@ -25,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -444,6 +446,10 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
                               "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
                               "Errors: `{\"error\": {\"code\", \"message\", \"details\"}}`.")
     app.state.services = services
+    # uploads are decoded, hashed and stored a few at a time: a burst of CI clients queues here (cheaply, in the
+    # event loop) instead of as dozens of threads fighting for the GIL, the database connections and, with
+    # SQLite, its one write lock (which made every upload in a burst slow and some time out)
+    submissions = asyncio.Semaphore(settings.submit_concurrency)
     app.add_middleware(RequestMiddleware, services_getter=lambda: services)
     install_error_handlers(app)
 
@@ -479,7 +485,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         """A job: `manifest` + audio files named by their manifest paths, or one `archive`."""
         form = await _read_form(request, services.settings)
         try:
-            job, created = await run_in_threadpool(submit_form, services, principal, idempotency_key, form)
+            async with submissions:
+                job, created = await run_in_threadpool(submit_form, services, principal, idempotency_key, form)
         finally:
             await form.close()
         return _created_response(request, principal, job, created)
@@ -491,7 +498,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         """A one-pair job: `source` and `target` audio, optional `label` and `pair_id`."""
         form = await _read_form(request, services.settings)
         try:
-            job, created = await run_in_threadpool(submit_pair, services, principal, idempotency_key, form)
+            async with submissions:
+                job, created = await run_in_threadpool(submit_pair, services, principal, idempotency_key, form)
         finally:
             await form.close()
         return _created_response(request, principal, job, created)
@@ -566,6 +574,12 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", []))
         return JSONResponse(error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}",
                                        {"errors": errors}), status_code=422)
+
+    @app.exception_handler(PoolTimeout)
+    async def database_busy(request: Request, error: PoolTimeout):
+        log.warning("database connection pool exhausted: %s", str(error).splitlines()[0])
+        return JSONResponse(error_body("service_unavailable", "the service is busy (no database connection free); "
+                                       "retry shortly"), status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, error: OperationalError):

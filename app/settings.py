@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_pairs: int = Field(10_000, gt=0)
     max_files: int = Field(20_001, gt=0, description="form fields / archive members")
     max_metadata_bytes: int = Field(16 * 1024, gt=0)
+    submit_concurrency: int = Field(4, ge=1, description="uploads validated and stored at once per API process; "
+                                                         "more wait their turn")
 
     # workers and the queue
     queue: str = Field("emopres", description="Celery queue prefix; jobs go to <queue>.<profile>")

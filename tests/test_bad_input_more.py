@@ -219,3 +219,26 @@ def test_another_projects_job_is_404_everywhere_and_leaks_nothing(service):
     # and the owner still sees it, unharmed
     assert service.get(f"/v1/jobs/{mine}").json()["status"] == "succeeded"
     assert service.get(f"/v1/jobs/{theirs}").status_code == 404
+
+
+def test_an_exhausted_connection_pool_is_a_503_with_retry_after(tmp_path, random_lite_head):
+    """Under a burst the database pool may run dry: the client is told to retry (found by bench/load.py, where
+    it was a 500)."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    app = create_app(service_settings(tmp_path, random_lite_head, auth_disabled=True), start_worker=False)
+    with TestClient(app) as client:
+        services = app.state.services
+        real = services.sessions
+
+        def exhausted():
+            raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00")
+
+        services.sessions = exhausted
+        try:
+            for response in (client.get("/v1/jobs"), client.post("/v1/jobs", **job_fields())):
+                assert_error(response, 503, "service_unavailable")
+                assert response.headers["retry-after"].isdigit()
+        finally:
+            services.sessions = real
+        assert client.get("/v1/jobs").status_code == 200
