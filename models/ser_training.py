@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -208,7 +209,11 @@ class EgemapsExtractor:
 
 
 class Emotion2vecExtractor:
-    """emotion2vec_plus_large utterance features (1024) through the paper profile."""
+    """emotion2vec_plus_large utterance features (1024, the paper profile's `ser_input`).
+
+    Only the emotion2vec model is needed (the other paper models may be absent); the cache key is
+    the checkpoint's sha256 and the inference precision.
+    """
 
     feature_set = "emotion2vec_plus_large"
 
@@ -217,12 +222,22 @@ class Emotion2vecExtractor:
             from models.paper import PaperProfile
         except ImportError as error:
             raise TrainingError(f"emotion2vec features need the paper profile (models.paper): {error}") from None
-        self._profile = PaperProfile.from_model_dir(model_dir)
-        signature = getattr(self._profile, "signature_parts", None)
-        parts = signature() if callable(signature) else [str(Path(model_dir).resolve())]
-        self.signature = f"{self.feature_set}|" + "|".join(str(p) for p in parts)
+        try:
+            self._profile = PaperProfile.from_model_dir(model_dir, allow_missing=True)
+        except (FileNotFoundError, ValueError) as error:
+            raise TrainingError(str(error)) from None
+        encoder = getattr(self._profile, "emotion2vec", None)
+        info = encoder.info() if encoder is not None and hasattr(encoder, "info") else {}
+        if info.get("sha256"):
+            self.signature = f"{self.feature_set}|e2v:{info['sha256']}|mode:{info.get('precision')}"
+        else:
+            self.signature = f"{self.feature_set}|" + "|".join(str(p) for p in self._profile.signature_parts())
 
     def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        encoder = getattr(self._profile, "emotion2vec", None)
+        if encoder is not None and hasattr(encoder, "features"):  # only emotion2vec, not every paper model
+            _, utterance = encoder.features(waves)
+            return [np.asarray(row, np.float32) for row in utterance]
         return [np.asarray(f["ser_input"], np.float32) for f in self._profile.utterance_features(waves)]
 
 
@@ -320,12 +335,15 @@ def balance_training_set(features: np.ndarray, targets: np.ndarray, method: str,
         raise TrainingError(f"unknown balancing {method!r} (choose {', '.join(BALANCE_CHOICES)})")
     from imblearn.under_sampling import ClusterCentroids
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     counts = np.bincount(targets)
     if np.count_nonzero(counts) < 2:
         raise TrainingError("balancing needs at least two classes in the training split")
     sampler = ClusterCentroids(random_state=seed, estimator=KMeans(n_init=1, random_state=seed))
-    balanced_x, balanced_y = sampler.fit_resample(features, targets)
+    with warnings.catch_warnings():  # identical feature rows (duplicate recordings) give fewer distinct clusters
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        balanced_x, balanced_y = sampler.fit_resample(features, targets)
     return np.asarray(balanced_x, np.float32), np.asarray(balanced_y, np.int64)
 
 

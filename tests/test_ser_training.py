@@ -296,3 +296,31 @@ def test_unknown_normalization_is_refused(tmp_path):
     head.save(tmp_path)
     with pytest.raises(HeadError, match="normalization"):
         SerHead.load(tmp_path)
+
+
+@needs_data
+def test_train_ser_on_emotion2vec_features_from_a_tiny_checkpoint(subset_manifest, tmp_path):
+    """--features emotion2vec goes through the paper profile's emotion2vec (random tiny funasr checkpoint)."""
+    pytest.importorskip("funasr")
+    from app.cli import main
+    from tests.paper_fixtures import build_emotion2vec, emotion2vec_config
+
+    model_dir = tmp_path / "models"
+    build_emotion2vec(model_dir / "emotion2vec_plus_large")
+    rows = list(csv.DictReader(open(subset_manifest)))
+    few = [r for r in rows if r["speaker"] in {"01", "05"} and r["emotion"] != "calm"]  # 28 train, 28 dev
+    manifest = tmp_path / "few.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(few)
+    out = tmp_path / "head"
+    status = main(["train-ser", str(manifest), "--audio-root", str(DATA / "ravdess"), "--features", "emotion2vec",
+                   "--model-dir", str(model_dir), "--out", str(out), "--max-epochs", "2", "--quiet",
+                   "--cache-dir", str(tmp_path / "cache")])
+    assert status == 0
+    head = SerHead.load(out)
+    assert head.feature_set == "emotion2vec_plus_large"
+    assert head.n_features == emotion2vec_config()["model_conf"]["embed_dim"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["feature_signature"].startswith("emotion2vec_plus_large|e2v:")
