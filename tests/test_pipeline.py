@@ -1,4 +1,6 @@
 """The lite pipeline on synthetic audio: plumbing, caching, failure isolation, parallelism."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
@@ -122,3 +124,20 @@ def test_process_parallel_equals_in_process(files, head):
     with Evaluator(ProfileSpec(), head, n_jobs=2, chunk_size=1) as parallel:
         actual, _ = parallel.evaluate_pairs(pairs, resolver(files))
     assert actual == expected
+
+
+def test_pool_schedule_runs_longest_files_first_and_ends_on_single_files(tmp_path):
+    from worker.pipeline import schedule_chunks
+
+    sizes = [5, 50, 20, 40, 10, 30, 60, 15, 25, 35, 45]
+    paths = []
+    for i, size in enumerate(sizes):
+        (tmp_path / f"f{i}").write_bytes(b"x" * size)
+        paths.append(str(tmp_path / f"f{i}"))
+    paths.append(str(tmp_path / "missing"))  # unreadable: scheduled last, fails in the worker with its reason
+    chunks = schedule_chunks(paths, chunk_size=2, n_jobs=2)
+    flat = [p for chunk in chunks for p in chunk]
+    assert sorted(flat) == sorted(paths)
+    assert [int(Path(p).stat().st_size) for p in flat[:-1]] == sorted(sizes, reverse=True)
+    assert flat[-1].endswith("missing")
+    assert [len(c) for c in chunks] == [2, 2, 2, 2, 1, 1, 1, 1]

@@ -121,9 +121,29 @@ def _analyze_in_process(paths: list[str]) -> list[Utterance]:
     return _PROCESS_ANALYZER.analyze(paths)
 
 
+def _started() -> None:
+    """A no-op task: submitting one per worker starts the workers (and their model loading) early."""
+
+
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # unreadable: fails fast in the worker, with its reason
+
+
+def schedule_chunks(paths: list[str], chunk_size: int, n_jobs: int) -> list[list[str]]:
+    """Chunks for the process pool, longest files first (file size stands in for audio length), the last
+    ``n_jobs * chunk_size`` files one per chunk: the pool ends on short single files, so no process
+    sits idle while another finishes a long chunk (longest-processing-time-first scheduling)."""
+    order = sorted(paths, key=_file_size, reverse=True)  # stable: equal sizes keep their order
+    split = max(0, len(order) - n_jobs * chunk_size)
+    return list(_chunks(order[:split], chunk_size)) + [[path] for path in order[split:]]
 
 
 def default_jobs(spec: ProfileSpec) -> int:
@@ -138,13 +158,19 @@ class Evaluator:
                  max_seconds: float | None = DEFAULT_MAX_SECONDS, chunk_size: int = 4):
         self.spec, self.head, self.chunk_size = spec, head, chunk_size
         self.n_jobs = default_jobs(spec) if n_jobs is None else max(1, n_jobs)
-        self._local = UtteranceAnalyzer(spec, cache_dir, max_seconds)
-        self.profile = self._local.profile
         self._pool = None
         if self.n_jobs > 1:
             context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
             self._pool = ProcessPoolExecutor(self.n_jobs, mp_context=context, initializer=_init_process,
                                              initargs=(spec, cache_dir, max_seconds))
+            for _ in range(self.n_jobs):  # start every worker now: they load their models while we load ours
+                self._pool.submit(_started)
+        try:
+            self._local = UtteranceAnalyzer(spec, cache_dir, max_seconds)
+        except BaseException:
+            self.close()
+            raise
+        self.profile = self._local.profile
 
     @property
     def feature_signature(self) -> str:
@@ -162,15 +188,19 @@ class Evaluator:
         self.close()
 
     def analyze_files(self, paths: list[str], progress: Callable[[int], None] | None = None) -> dict[str, Utterance]:
+        """Each distinct file analysed once; the result in the order of first appearance in `paths`."""
         unique = list(dict.fromkeys(paths))
-        chunks = list(_chunks(unique, self.chunk_size if self._pool else max(len(unique), 1)))
+        if self._pool:
+            chunks = schedule_chunks(unique, self.chunk_size, self.n_jobs)
+        else:
+            chunks = list(_chunks(unique, max(len(unique), 1)))
         results: dict[str, Utterance] = {}
         mapped = self._pool.map(_analyze_in_process, chunks) if self._pool else map(self._local.analyze, chunks)
         for chunk, analysed in zip(chunks, mapped):
             results.update(zip(chunk, analysed))
             if progress:
                 progress(len(chunk))
-        return results
+        return {path: results[path] for path in unique}  # the SER batch keeps the files' order
 
     def predict(self, utterances: dict[str, Utterance]) -> dict[str, np.ndarray]:
         """SER probabilities per analysed file, in one batch."""
