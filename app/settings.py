@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(1, ge=1, description="processes per `emopres worker` (one per GPU)")
     embedded_jobs: int = Field(1, ge=1, description="`emopres serve` without broker: evaluation processes "
                                                      "(1 = a thread of the server process)")
+    embedded_nice: int = Field(10, ge=0, le=19, description="`emopres serve` without broker: how much lower the "
+                                                          "evaluation's CPU priority is than the API's (0: the same)")
     lease_seconds: float = Field(120.0, gt=0, description="a running chunk with no heartbeat for this long is re-queued")
     heartbeat_seconds: float = Field(10.0, gt=0)
     requeue_after_seconds: float = Field(900.0, gt=0, description="a queued chunk not started after this is re-sent")

@@ -7,6 +7,7 @@ restarted server finishes what it had accepted.
 from __future__ import annotations
 
 import logging
+import os
 import queue as queue_module
 import threading
 
@@ -14,6 +15,18 @@ from worker.tasks import Reconciler, TaskQueue, WorkerContext, finalize_job, run
 
 log = logging.getLogger("emopres.worker")
 _STOP = object()
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's CPU priority (Linux: a thread has its own nice value; the threads it starts inherit
+    it), so that the API in the same process answers promptly while evaluation takes what is left."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as error:  # not allowed here: evaluation simply keeps the normal priority
+        log.info("cannot lower the evaluation thread's priority: %s", error)
 
 
 class EmbeddedQueue(TaskQueue):
@@ -56,6 +69,7 @@ class EmbeddedQueue(TaskQueue):
             self.ctx.close()
 
     def _run(self) -> None:
+        _lower_priority(self.ctx.settings.embedded_nice)
         while True:
             message = self._queue.get()
             kind = message[0]
