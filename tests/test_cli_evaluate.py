@@ -75,3 +75,30 @@ def test_every_pair_failing_exits_1(tmp_path, random_lite_head, capsys):
     status, stdout, _ = run(["evaluate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head),
                              "--jobs", "1", "--no-cache"], capsys)
     assert status == 1 and "failed: 1" in stdout
+
+
+def test_validate_refuses_when_no_audio_can_be_read(tmp_path, random_lite_head, capsys):
+    rows = ["pair_id,source,target_preserved,target_swapped,emotion"]
+    rows += [f"p{i},s{i}.wav,tp{i}.wav,ts{i}.wav,joy" for i in range(4)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    status, stdout, stderr = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head),
+                                  "--jobs", "1", "--no-cache", "--bootstrap", "0"], capsys)
+    assert status == 2 and "no audio file could be analysed" in stderr and "--audio-root" in stderr
+
+
+def test_validate_ranks_simulated_systems(write_wav, tmp_path, random_lite_head, capsys):
+    for i in range(8):
+        write_wav(f"s{i}.wav", seconds=1.5, seed=i, pitch=100 + 10 * i)
+        write_wav(f"tp{i}.wav", seconds=1.5, seed=i, pitch=100 + 10 * i)  # same audio: the emotion is kept
+        write_wav(f"ts{i}.wav", seconds=1.5, seed=50 + i, pitch=260 - 10 * i)
+    rows = ["pair_id,source,target_preserved,target_swapped,emotion"]
+    rows += [f"p{i},s{i}.wav,tp{i}.wav,ts{i}.wav,{['joy', 'anger'][i % 2]}" for i in range(8)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "validate.json"
+    status, stdout, _ = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1",
+                             "--no-cache", "--bootstrap", "0", "--out", str(out)], capsys)
+    result = json.loads(out.read_text())
+    assert status == 0 and result["n_failed"] == [0, 0, 0, 0, 0]
+    assert result["metrics"]["acoustic_sim"]["values"][-1] == pytest.approx(1.0)  # rate 1: identical targets
+    assert result["metrics"]["acoustic_sim"]["spearman"] == pytest.approx(1.0)
+    assert "spearman" in stdout

@@ -7,6 +7,7 @@ metric's Spearman correlation with the true rate.
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,17 @@ def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict
     return table
 
 
+def check_analysed(utterances: dict, root: Path) -> None:
+    """Refuse to report correlations of nothing: say why the audio could not be analysed."""
+    errors = [u.error for u in utterances.values() if u.error]
+    if errors and len(errors) == len(utterances):
+        raise ValidationError(f"no audio file could be analysed (first: {errors[0]}); "
+                              f"paths are resolved under {root}: check --audio-root")
+    if errors:
+        print(f"warning: {len(errors)} of {len(utterances)} audio files failed (first: {errors[0]}); "
+              "their pairs are listed as failures", file=sys.stderr)
+
+
 def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> dict:
     path = Path(args.pairs)
     rows = read_validation_pairs(path, args.split)
@@ -89,12 +101,14 @@ def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> di
         files = [resolve(p) for row in rows for p in (row["source"], row["target_preserved"], row["target_swapped"])]
         with progress_bar(len(set(files)), "analysing") as bar:
             utterances = evaluator.analyze_files(files, progress=bar.update)
+        check_analysed(utterances, root)
         reports = [evaluate_to_report(evaluator, pairs, resolve, n_bootstrap=args.bootstrap, seed=args.seed,
                                       use_groups=False, job={"id": f"rate={rate:g}"}, utterances=utterances)
                    for rate, pairs in zip(rates, systems)]
     table = correlation_table(rates, reports)
     print(format_table(rates, table))
-    return {"rates": rates, "n_pairs": len(rows), "signature": reports[0]["signature"], "metrics": table}
+    return {"rates": rates, "n_pairs": len(rows), "n_failed": [r["job"]["n_failed"] for r in reports],
+            "signature": reports[0]["signature"], "metrics": table}
 
 
 def format_table(rates: list[float], table: dict[str, dict]) -> str:
