@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from models.batching import file_sha256
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "valid": "dev", "validation": "dev",
@@ -257,14 +258,6 @@ def make_extractor(features: str, model_dir=None):
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EMOPRES_CACHE_DIR") or Path.home() / ".cache" / "emopres") / "features"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract_features(paths: Sequence[Path], extractor, cache_dir=None, *, batch_size: int = 8,
