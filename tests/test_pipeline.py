@@ -1,4 +1,6 @@
 """The lite pipeline on synthetic audio: plumbing, caching, failure isolation, parallelism."""
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,44 @@ def test_pool_schedule_runs_longest_files_first_and_ends_on_single_files(tmp_pat
     assert [int(Path(p).stat().st_size) for p in flat[:-1]] == sorted(sizes, reverse=True)
     assert flat[-1].endswith("missing")
     assert [len(c) for c in chunks] == [2, 2, 2, 2, 1, 1, 1, 1]
+
+
+def test_decode_windows_overlap_inference_and_change_nothing(files, head, monkeypatch):
+    """The reader thread decodes the next window while the models run on this one; results are as with one window."""
+    from worker.pipeline import UtteranceAnalyzer
+
+    names = ["a.wav", "garbage.wav", "b.wav", "c.wav", "missing.wav", "d.wav", "silence.wav"]
+    paths = [str(files / name) for name in names]
+    whole = UtteranceAnalyzer(ProfileSpec(), decode_window=100).analyze(paths)
+
+    events = []
+    original_load, original_features = UtteranceAnalyzer._load_window, LiteProfile.utterance_features
+
+    def load(self, window):
+        events.append(("load", len(window), threading.current_thread().name))
+        return original_load(self, window)
+
+    def features(self, waves):
+        events.append(("features start", len(waves), threading.current_thread().name))
+        time.sleep(0.3)  # a slow model: the next window's decoding must not wait for it
+        out = original_features(self, waves)
+        events.append(("features end", len(waves), threading.current_thread().name))
+        return out
+
+    monkeypatch.setattr(UtteranceAnalyzer, "_load_window", load)
+    monkeypatch.setattr(LiteProfile, "utterance_features", features)
+    windowed = UtteranceAnalyzer(ProfileSpec(), decode_window=3).analyze(paths)
+
+    assert [u.sha256 for u in windowed] == [u.sha256 for u in whole]
+    assert [u.error for u in windowed] == [u.error for u in whole]
+    assert windowed[1].error and windowed[4].error and windowed[0].error is None
+    for mine, reference in zip(windowed, whole):
+        if reference.features is not None:
+            assert mine.features.keys() == reference.features.keys()
+            for key, value in reference.features.items():
+                np.testing.assert_array_equal(mine.features[key], value)
+    kinds = [kind for kind, *_ in events]
+    assert kinds.count("load") == 3 and all(thread.startswith("emopres-decode") for kind, _, thread in events
+                                            if kind == "load")
+    # window 2 was being decoded before the models finished window 1
+    assert kinds.index("load", 1) < kinds.index("features end")

@@ -25,7 +25,10 @@ def _read_any(data: bytes) -> tuple[np.ndarray, int]:
     try:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as error:
-        raise AudioError(f"not decodable as audio: {error}") from None
+        # libsndfile names the in-memory file object ("Error opening <_io.BytesIO object at 0x...>: ..."):
+        # keep only its reason, so the message is the same for the same bytes
+        reason = str(error).rsplit(">: ", 1)[-1]
+        raise AudioError(f"not decodable as audio: {reason}") from None
     return samples, rate
 
 

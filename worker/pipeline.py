@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -21,6 +21,11 @@ from models.vad import SileroVad, pause_rate, speech_seconds
 from worker.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
 from worker.cache import FeatureCache
 from worker.pairs import PairSpec
+
+
+# Files per decode window: large enough for full length-bucketed batches, small enough that decoding
+# the next window overlaps with inference on this one.
+DECODE_WINDOW = 32
 
 
 @dataclass
@@ -47,8 +52,10 @@ def _prosody_features(vad: SileroVad, wave: np.ndarray) -> dict[str, np.ndarray]
 class UtteranceAnalyzer:
     """A profile's models plus the prosody models, loaded once per process and kept resident."""
 
-    def __init__(self, spec: ProfileSpec, cache_dir=None, max_seconds: float | None = DEFAULT_MAX_SECONDS):
+    def __init__(self, spec: ProfileSpec, cache_dir=None, max_seconds: float | None = DEFAULT_MAX_SECONDS,
+                 decode_window: int = DECODE_WINDOW):
         self.spec = spec
+        self.decode_window = max(1, decode_window)
         self.profile = create_profile(spec)
         self.vad = SileroVad()
         self.cache = FeatureCache(cache_dir) if cache_dir else None
@@ -70,39 +77,65 @@ class UtteranceAnalyzer:
                 results.append(f"feature extraction failed: {type(error).__name__}: {error}")
         return results
 
+    def _load(self, path: str) -> Utterance | tuple[str, np.ndarray]:
+        """Read, hash and decode one file: its cached analysis, an error, or (sha256, wave) to compute."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as error:
+            return Utterance(None, error=f"cannot read audio: {error.strerror or error}")
+        sha = sha256_bytes(data)
+        cached = self.cache.get(FeatureCache.key(sha, self.feature_signature)) if self.cache else None
+        if cached is not None:
+            return Utterance(sha, cached)
+        try:
+            return sha, decode_audio(data, max_seconds=self.max_seconds)
+        except AudioError as error:
+            return Utterance(sha, error=str(error))
+
+    def _compute(self, loaded: list[tuple[str, np.ndarray]]) -> list[Utterance]:
+        """Profile and prosody features of decoded waves (one batch), cached as they finish."""
+        try:
+            batch = self._features_batch([wave for _, wave in loaded])
+        except Exception as error:
+            batch = [f"feature extraction failed: {type(error).__name__}: {error}"] * len(loaded)
+        out = []
+        for (sha, wave), features in zip(loaded, batch):
+            if isinstance(features, str):
+                out.append(Utterance(sha, error=features))
+                continue
+            features = {**features, **_prosody_features(self.vad, wave)}
+            if self.cache:
+                self.cache.put(FeatureCache.key(sha, self.feature_signature), features)
+            out.append(Utterance(sha, features))
+        return out
+
     def analyze(self, paths: list[str]) -> list[Utterance]:
-        results: list[Utterance | None] = [None] * len(paths)
-        pending: list[tuple[int, str, np.ndarray]] = []
-        for index, path in enumerate(paths):
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError as error:
-                results[index] = Utterance(None, error=f"cannot read audio: {error.strerror or error}")
-                continue
-            sha = sha256_bytes(data)
-            cached = self.cache.get(FeatureCache.key(sha, self.feature_signature)) if self.cache else None
-            if cached is not None:
-                results[index] = Utterance(sha, cached)
-                continue
-            try:
-                pending.append((index, sha, decode_audio(data, max_seconds=self.max_seconds)))
-            except AudioError as error:
-                results[index] = Utterance(sha, error=str(error))
-        if pending:
-            try:
-                batch = self._features_batch([wave for _, _, wave in pending])
-            except Exception as error:
-                batch = [f"feature extraction failed: {type(error).__name__}: {error}"] * len(pending)
-            for (index, sha, wave), features in zip(pending, batch):
-                if isinstance(features, str):
-                    results[index] = Utterance(sha, error=features)
-                    continue
-                features = {**features, **_prosody_features(self.vad, wave)}
-                if self.cache:
-                    self.cache.put(FeatureCache.key(sha, self.feature_signature), features)
-                results[index] = Utterance(sha, features)
-        return results  # type: ignore[return-value]
+        """Every file's analysis, in order. Files go through in windows of `decode_window`: a reader thread
+        decodes the next window while the models run on this one (decoding releases the GIL)."""
+        windows = list(_chunks(paths, self.decode_window))
+        if len(windows) <= 1:
+            return self._analyze_window(self._load_window(paths))
+        results: list[Utterance] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="emopres-decode") as reader:
+            upcoming = reader.submit(self._load_window, windows[0])
+            for k in range(len(windows)):
+                loaded = upcoming.result()
+                if k + 1 < len(windows):
+                    upcoming = reader.submit(self._load_window, windows[k + 1])
+                results += self._analyze_window(loaded)
+        return results
+
+    def _load_window(self, paths: list[str]) -> list:
+        return [self._load(path) for path in paths]
+
+    def _analyze_window(self, loaded: list) -> list[Utterance]:
+        pending = [i for i, item in enumerate(loaded) if not isinstance(item, Utterance)]
+        computed = self._compute([loaded[i] for i in pending]) if pending else []
+        results = list(loaded)
+        for i, utterance in zip(pending, computed):
+            results[i] = utterance
+        return results
 
 
 _PROCESS_ANALYZER: UtteranceAnalyzer | None = None
@@ -193,7 +226,7 @@ class Evaluator:
         if self._pool:
             chunks = schedule_chunks(unique, self.chunk_size, self.n_jobs)
         else:
-            chunks = list(_chunks(unique, max(len(unique), 1)))
+            chunks = [sorted(unique, key=_file_size, reverse=True)]  # similar lengths share decode windows
         results: dict[str, Utterance] = {}
         mapped = self._pool.map(_analyze_in_process, chunks) if self._pool else map(self._local.analyze, chunks)
         for chunk, analysed in zip(chunks, mapped):
