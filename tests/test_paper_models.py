@@ -277,6 +277,29 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
     assert enc.info()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_speaker_attention_gets_a_time_major_input(model_dir, waves):
+    """F.linear on WavLM's transposed attention input is a per-frame bmm under CPU bf16 autocast (250x slower):
+    the attention must see a (time, batch, dim)-contiguous tensor, and the embeddings stay the same."""
+    from models.speaker import SpeakerEncoder
+
+    enc = SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth")
+    seen = []
+    hooks = [layer.attention.register_forward_pre_hook(
+        lambda m, a, k: seen.append((a[0] if a else k["hidden_states"]).transpose(0, 1).is_contiguous()),
+        with_kwargs=True) for layer in enc.wavlm.encoder.layers]
+    try:
+        fp32 = enc.embeddings(waves)
+        enc.precision = "bf16"
+        bf16 = enc.embeddings(waves)
+    finally:
+        enc.precision = "fp32"
+        for hook in hooks:
+            hook.remove()
+    assert seen and all(seen)
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.99
+
+
 # ----------------------------------------------------------------------------- AutoPCP
 
 
