@@ -40,6 +40,14 @@ def model_dir(tmp_path_factory):
         return fx.build_model_dir(tmp_path_factory.mktemp("paper_models"))
 
 
+@pytest.fixture(autouse=True)
+def batch_on_cpu(monkeypatch):
+    """The CPU default runs each utterance alone (faster there); these tests must run real padded batches."""
+    from models import batching
+
+    monkeypatch.setitem(batching.DEFAULT_BATCH_SECONDS, "cpu", 40.0)
+
+
 def max_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
@@ -63,6 +71,15 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
     assert plan_batches([10 * 16000], 1.0) == [[0]]  # too long for the budget: runs alone
     with pytest.raises(ValueError):
         plan_batches([1], 0)
+
+
+def test_cpu_default_runs_real_utterances_alone_and_gpu_batches(monkeypatch):
+    from models import batching
+
+    monkeypatch.undo()  # the shipped defaults, not this module's batching budget
+    three_seconds = [48_000, 47_000, 49_000, 46_000]
+    assert plan_batches(three_seconds, batching.default_batch_seconds("cpu")) == [[2], [0], [1], [3]]
+    assert plan_batches(three_seconds, batching.default_batch_seconds("cuda")) == [[2, 0, 1, 3]]
 
 
 def test_checkpoints_with_python_objects_need_explicit_trust(tmp_path, monkeypatch):
