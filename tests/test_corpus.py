@@ -243,7 +243,7 @@ def test_constant_and_too_few_rates():
         p["source"]["speech_rate"] = float("nan")
     c = compute_corpus(pairs, CLASSES, n_bootstrap=FAST)
     assert c["pause"]["value"] is None
-    assert c["pause"]["reason"].startswith("source pause rates is constant")
+    assert c["pause"]["reason"].startswith("source pause rates all equal ")
     assert c["pause"]["n"] == 10
     assert c["rate"]["value"] is None and "fewer than 3" in c["rate"]["reason"]
     assert c["rate"]["n"] == 2

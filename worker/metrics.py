@@ -207,9 +207,8 @@ def spearman_finite(
     x_const = bool(np.all(x == x[0]))
     y_const = bool(np.all(y == y[0]))
     if x_const or y_const:
-        which = " and ".join(nm for nm, c in zip(names, (x_const, y_const)) if c)
-        verb = "are" if (x_const and y_const) else "is"
-        raise MetricUndefined(f"{which} {verb} constant, Spearman correlation undefined")
+        which = " and ".join(f"{nm} all equal {v[0]:g}" for nm, v, c in zip(names, (x, y), (x_const, y_const)) if c)
+        raise MetricUndefined(f"{which}, Spearman correlation undefined")
     rx = _average_ranks(x)
     ry = _average_ranks(y)
     rx -= rx.mean()
