@@ -102,3 +102,5 @@ def test_validate_ranks_simulated_systems(write_wav, tmp_path, random_lite_head,
     assert result["metrics"]["acoustic_sim"]["values"][-1] == pytest.approx(1.0)  # rate 1: identical targets
     assert result["metrics"]["acoustic_sim"]["spearman"] == pytest.approx(1.0)
     assert "spearman" in stdout
+    # a metric the profile cannot compute says so, not "fewer than 3 finite pairs"
+    assert result["metrics"]["va_sim"]["reason"].startswith("needs the paper profile")

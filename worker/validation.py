@@ -70,6 +70,10 @@ def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict
     for metric in TRACKED_METRICS:
         values = [report["corpus"][metric]["value"] for report in reports]
         entry: dict = {"values": values}
+        if all(value is None for value in values):  # the metric's own reason, not Spearman's "n=0"
+            entry["spearman"], entry["reason"] = None, reports[0]["corpus"][metric]["reason"]
+            table[metric] = entry
+            continue
         try:
             entry["spearman"], entry["reason"] = spearman(rates, values), None
         except MetricUndefined as error:
