@@ -38,6 +38,9 @@ def register(subparsers) -> None:
                         help="per_utterance: every utterance on its own (works anywhere); per_side: z-score each "
                              "corpus split with its own statistics, and at inference each side of a job with its "
                              "own (better across corpora, but the head then needs a whole side at once)")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="N",
+                        help="train N networks of the recipe (seeds SEED..SEED+N-1, each with its own dev-best "
+                             "epoch) and average their probabilities (default 1: the paper's single network)")
     parser.add_argument("--max-epochs", type=int, default=80)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--model-dir", default=None,
@@ -56,6 +59,8 @@ def handle(args) -> int:
 
     if args.max_epochs < 1:
         raise CommandError("--max-epochs must be at least 1")
+    if args.ensemble < 1:
+        raise CommandError("--ensemble must be at least 1")
     if args.audio_root is not None and not args.audio_root.is_dir():
         raise CommandError(f"--audio-root {args.audio_root} is not a folder")
     classes = None
@@ -71,7 +76,7 @@ def handle(args) -> int:
         log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
         report = train_ser(dataset, args.out, features=args.features, balance=args.balance,
                            config=TrainConfig(max_epochs=args.max_epochs, learning_rate=args.learning_rate,
-                                              seed=args.seed),
+                                              seed=args.seed, ensemble=args.ensemble),
                            classes=classes, model_dir=args.model_dir, cache_dir=args.cache_dir, log=log,
                            normalization=args.normalization)
     except (TrainingError, HeadError) as error:

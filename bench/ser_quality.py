@@ -10,7 +10,7 @@ for variants: calm handling, balancing, per-utterance vs per-side (per-corpus) s
 training-data augmentation.
 
     python bench/ser_quality.py [--seeds 3] [--only NAME ...]
-    python bench/ser_quality.py --ship      # train and write models/artifacts/ser_lite
+    python bench/ser_quality.py --ship --ensemble 5   # train and write models/artifacts/ser_lite
 
 Features are cached under .cache/features (extracted once per file and augmentation).
 """
@@ -260,8 +260,9 @@ def portable_paths(out: Path) -> None:
         (out / name).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
-def ship(data: dict, seeds, out: Path) -> dict:
-    """Train the shipped lite head on both corpora (seed kept by dev UA) and write it to `out`."""
+def ship(data: dict, seeds, out: Path, ensemble: int = 1) -> dict:
+    """Train the shipped lite head on both corpora and write it to `out`: one network per seed, the seed
+    kept by dev UA; or, with `ensemble` > 1, one head averaging networks from seeds 1..ensemble."""
     import shutil
     import tempfile
 
@@ -275,10 +276,11 @@ def ship(data: dict, seeds, out: Path) -> dict:
         for seed in seeds:
             folder = Path(tmp) / f"seed{seed}"
             report = train_ser(dataset, folder, features="egemaps", balance="both", classes=MELD_CLASSES,
-                               config=TrainConfig(seed=seed), cache_dir=CACHE, log=None,
+                               config=TrainConfig(seed=seed, ensemble=ensemble), cache_dir=CACHE, log=None,
                                extra_metadata={"source": "bench/ser_quality.py --ship", "split_rule": SHIP_SPLIT_RULE,
                                                "label_map": {"calm": "neutral"}, "seed_selection":
-                                               f"seeds {list(seeds)}, kept by dev UA"})
+                                               f"seeds {list(seeds)}, kept by dev UA" if ensemble == 1 else
+                                               f"ensemble of {ensemble} networks, seeds 1-{ensemble}"})
             dev_ua = report["runs"][report["selected_balance"]]["metrics"]["dev"]["ua"]
             print(f"seed {seed}: balance={report['selected_balance']} dev UA {dev_ua:.4f}\n{report['table2']}", flush=True)
             if best is None or dev_ua > best[0]:
@@ -315,6 +317,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--json", type=Path, default=ROOT / ".cache" / "ser_quality.json")
     parser.add_argument("--ship", action="store_true", help="train the shipped head (models/artifacts/ser_lite)")
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="with --ship: one head averaging this many networks (seeds 1..N) instead of "
+                             "the best of --seeds single networks")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
@@ -323,7 +328,8 @@ def main(argv=None) -> int:
     if args.ship:
         from models.ser_head import SHIPPED_LITE_HEAD
 
-        ship(data, tuple(range(1, args.seeds + 1)), SHIPPED_LITE_HEAD)
+        seeds = (1,) if args.ensemble > 1 else tuple(range(1, args.seeds + 1))
+        ship(data, seeds, SHIPPED_LITE_HEAD, ensemble=args.ensemble)
         return 0
     results = study(data, seeds=tuple(range(1, args.seeds + 1)), only=args.only)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The SER head: the paper's feed-forward classifier over utterance features.
 
 A head directory holds `head.safetensors` (network weights and the feature scaler; no pickle)
-and `head.json` (classes, feature set, architecture, training provenance and report).
+and `head.json` (classes, feature set, architecture, training provenance and report). A head may
+average several networks of the same recipe trained from different seeds (head.json "members").
 """
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ def build_network(n_features: int, n_classes: int, hidden: tuple[int, ...], drop
     return nn.Sequential(*layers)
 
 
+class MeanOfMembers(nn.Module):
+    """An ensemble of networks trained alike from different seeds. Its output is the log of the members'
+    mean class probabilities, so softmax (as the head applies to logits) gives exactly that mean."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([torch.softmax(member(x).double(), dim=1) for member in self.members]).mean(0)
+        return torch.log(probabilities)
+
+
+def build_head_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
+                       members: int = 1) -> nn.Module:
+    if members == 1:
+        return build_network(n_features, n_classes, hidden, dropout)
+    return MeanOfMembers([build_network(n_features, n_classes, hidden, dropout) for _ in range(members)])
+
+
 @dataclass
 class SerHead:
     classes: list[str]
@@ -52,8 +73,8 @@ class SerHead:
 
     @classmethod
     def new(cls, n_features: int, classes: list[str], feature_set: str, hidden=(64, 32), dropout=0.3,
-            scaler_mean=None, scaler_scale=None, metadata=None) -> "SerHead":
-        network = build_network(n_features, len(classes), tuple(hidden), dropout)
+            scaler_mean=None, scaler_scale=None, metadata=None, members: int = 1) -> "SerHead":
+        network = build_head_network(n_features, len(classes), tuple(hidden), dropout, members)
         mean = np.zeros(n_features, np.float32) if scaler_mean is None else np.asarray(scaler_mean, np.float32)
         scale = np.ones(n_features, np.float32) if scaler_scale is None else np.asarray(scaler_scale, np.float32)
         return cls(list(classes), feature_set, tuple(hidden), float(dropout), network, mean, scale, dict(metadata or {}))
@@ -61,6 +82,11 @@ class SerHead:
     @property
     def n_features(self) -> int:
         return int(self.scaler_mean.shape[0])
+
+    @property
+    def members(self) -> int:
+        """Networks whose probabilities the head averages (1: the paper's single network)."""
+        return len(self.network.members) if isinstance(self.network, MeanOfMembers) else 1
 
     @property
     def normalization(self) -> str:
@@ -113,6 +139,8 @@ class SerHead:
         save_file(tensors, str(directory / WEIGHTS_FILE))
         meta = dict(self.metadata, classes=self.classes, feature_set=self.feature_set,
                     hidden=list(self.hidden), dropout=self.dropout, n_features=self.n_features)
+        if self.members > 1:
+            meta["members"] = self.members
         (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         return directory
 
@@ -127,11 +155,15 @@ class SerHead:
             raise HeadError(f"{directory}: unknown normalization {meta['normalization']!r} "
                             f"(this version knows {', '.join(NORMALIZATIONS)})")
         tensors = load_file(str(weights))
+        own = {"classes", "feature_set", "hidden", "dropout", "n_features", "members"}
         head = cls.new(int(meta["n_features"]), meta["classes"], meta["feature_set"], tuple(meta["hidden"]),
                        float(meta["dropout"]), tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy(),
-                       {k: v for k, v in meta.items() if k not in {"classes", "feature_set", "hidden", "dropout", "n_features"}})
+                       {k: v for k, v in meta.items() if k not in own}, members=int(meta.get("members", 1)))
         state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
-        head.network.load_state_dict(state)
+        try:
+            head.network.load_state_dict(state)
+        except RuntimeError as error:
+            raise HeadError(f"{directory}: {WEIGHTS_FILE} does not fit {META_FILE}: {error}") from None
         head.network.eval()
         return head
 

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -349,6 +349,7 @@ class TrainConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     seed: int = 42
+    ensemble: int = 1  # networks trained from seeds seed, seed+1, ...; the head averages their probabilities
 
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -452,10 +453,11 @@ def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev
 class RunResult:
     balance: str
     head: object                 # SerHead
-    fit: FitResult
+    fit: FitResult               # the first (or only) network's training
     metrics: dict                # split -> classification_scores (train = the unbalanced training split)
     train_class_counts: list[int]
     balanced_class_counts: list[int]
+    member_fits: list[FitResult] = field(default_factory=list)  # every network of an ensemble, fit first
 
 
 def _stderr(message: str) -> None:
@@ -492,7 +494,7 @@ def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, cla
     normalization="per_side" first z-scores each group of `sides` (default: one per split) with its own
     statistics, as the pipeline must do at inference with each side of a job.
     """
-    from models.ser_head import SerHead
+    from models.ser_head import MeanOfMembers, SerHead
 
     if normalization == "per_side":
         features = standardise_sides(features, splits if sides is None else np.asarray(sides))
@@ -508,16 +510,18 @@ def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, cla
     standardised = head.standardise(features)
     train_x, train_y = standardised[train], targets[train]
     balanced_x, balanced_y = balance_training_set(train_x, train_y, balance, config.seed)
-    fit = fit_network(balanced_x, balanced_y, standardised[dev], targets[dev], len(classes), config, progress)
-    head.network = fit.network
+    fits = [fit_network(balanced_x, balanced_y, standardised[dev], targets[dev], len(classes),
+                        replace(config, seed=config.seed + member), progress)
+            for member in range(max(1, config.ensemble))]
+    head.network = fits[0].network if len(fits) == 1 else MeanOfMembers([f.network for f in fits])
     metrics = {}
     for split in SPLITS:
         mask = splits == split
         if mask.any():
             metrics[split] = classification_scores(targets[mask], predict_classes(head.network, standardised[mask]),
                                                    len(classes))
-    return RunResult(balance, head, fit, metrics, np.bincount(train_y, minlength=len(classes)).tolist(),
-                     np.bincount(balanced_y, minlength=len(classes)).tolist())
+    return RunResult(balance, head, fits[0], metrics, np.bincount(train_y, minlength=len(classes)).tolist(),
+                     np.bincount(balanced_y, minlength=len(classes)).tolist(), fits)
 
 
 def table2(runs: dict[str, RunResult] | dict[str, dict]) -> str:
@@ -564,11 +568,16 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], t
 
 
 def run_report(run: RunResult, classes: Sequence[str]) -> dict:
-    return {"balance": run.balance, "kept_epoch": run.fit.kept_epoch,
-            "dev_ua_at_kept_epoch": run.fit.history[run.fit.kept_epoch - 1]["dev_ua"],
-            "train_class_counts": dict(zip(classes, run.train_class_counts)),
-            "optimiser_class_counts": dict(zip(classes, run.fit.optimiser_class_counts)),
-            "metrics": run.metrics, "history": run.fit.history, "seconds": round(run.fit.seconds, 2)}
+    report = {"balance": run.balance, "kept_epoch": run.fit.kept_epoch,
+              "dev_ua_at_kept_epoch": run.fit.history[run.fit.kept_epoch - 1]["dev_ua"],
+              "train_class_counts": dict(zip(classes, run.train_class_counts)),
+              "optimiser_class_counts": dict(zip(classes, run.fit.optimiser_class_counts)),
+              "metrics": run.metrics, "history": run.fit.history, "seconds": round(run.fit.seconds, 2)}
+    if len(run.member_fits) > 1:  # the fields above describe the first network; metrics are the ensemble's
+        report["members"] = [{"kept_epoch": f.kept_epoch, "dev_ua_at_kept_epoch": f.history[f.kept_epoch - 1]["dev_ua"],
+                              "seconds": round(f.seconds, 2)} for f in run.member_fits]
+        report["seconds"] = round(sum(f.seconds for f in run.member_fits), 2)
+    return report
 
 
 def train_ser(dataset: Dataset, out_dir, *, features: str = "egemaps", balance: str = "clustercentroids",
@@ -650,12 +659,16 @@ def recipe_metadata(config: TrainConfig) -> dict:
             "optimiser": "adam", "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
             "loss": "cross-entropy", "epoch_selection": "best dev UA (first on ties)",
             "balancing_scope": "training split only", "scaler": "standard, fitted on the unbalanced training split",
-            "seed": config.seed, "architecture_note": NKULULEKO_NOTE}
+            "seed": config.seed, "architecture_note": NKULULEKO_NOTE,
+            **({"ensemble": f"{config.ensemble} networks (seeds {config.seed}-{config.seed + config.ensemble - 1}), "
+                            "each with its own dev-best epoch; probabilities averaged (not the paper's recipe)"}
+               if config.ensemble > 1 else {})}
 
 
 def head_metadata(report: dict, run: RunResult, config: TrainConfig) -> dict:
     return {"normalization": report["normalization"], "recipe": recipe_metadata(config), "balance": run.balance,
-            "kept_epoch": run.fit.kept_epoch, "training_data_sha256": report["training_data_sha256"],
+            "kept_epoch": run.fit.kept_epoch if len(run.member_fits) <= 1 else [f.kept_epoch for f in run.member_fits],
+            "training_data_sha256": report["training_data_sha256"],
             "feature_signature": report["feature_signature"], "split": report["split"],
             "scores": {split: {"ua": s["ua"], "wa": s["wa"], "n": s["n"]} for split, s in run.metrics.items()},
             "training_report": "report.json"}
@@ -671,7 +684,10 @@ def markdown_report(report: dict) -> str:
              f"Kept: balance={report['selected_balance']} ({report['selection_rule']}).", ""]
     for name, run in report["runs"].items():
         lines += [f"## balance={name}", "",
-                  f"Kept epoch {run['kept_epoch']} of {len(run['history'])} (dev UA {run['dev_ua_at_kept_epoch']:.4f}).",
+                  f"Kept epoch {run['kept_epoch']} of {len(run['history'])} (dev UA {run['dev_ua_at_kept_epoch']:.4f})"
+                  + ("." if "members" not in run else
+                     f" for the first of {len(run['members'])} networks; kept epochs "
+                     f"{[m['kept_epoch'] for m in run['members']]}, the head averages their probabilities."),
                   f"Training split class counts: {run['train_class_counts']}.",
                   f"Class counts seen by the optimiser per epoch: {run['optimiser_class_counts']}.", ""]
         for split, scores in run["metrics"].items():

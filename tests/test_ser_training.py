@@ -162,6 +162,42 @@ def test_kept_epoch_is_the_dev_best_and_the_saved_head_scores_it(trained, subset
 
 
 @needs_data
+def test_ensemble_averages_independent_runs_of_the_recipe(subset_features, tmp_path):
+    """Members train like single runs (the first equals the single seed-5 run, the others start from seeds 6
+    and 7 on the same balanced set), each keeps its dev-best epoch, and the head averages their probabilities."""
+    dataset, features = subset_features
+    classes = sorted(set(dataset.labels.tolist()))
+    targets = np.array([classes.index(v) for v in dataset.labels])
+    config = dict(max_epochs=6, learning_rate=3e-3)
+    ensemble = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02",
+                         balance="clustercentroids", config=TrainConfig(seed=5, ensemble=3, **config))
+    single = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02",
+                       balance="clustercentroids", config=TrainConfig(seed=5, **config))
+    assert ensemble.head.members == 3 and len(ensemble.member_fits) == 3
+    for fit in ensemble.member_fits:
+        dev_ua = [row["dev_ua"] for row in fit.history]
+        assert fit.kept_epoch == int(np.argmax(dev_ua)) + 1
+    first = ensemble.head.network.members[0]
+    for name, tensor in single.head.network.state_dict().items():
+        assert torch.equal(first.state_dict()[name], tensor), name
+    with torch.no_grad():
+        standardised = torch.from_numpy(ensemble.head.standardise(features))
+        members = [torch.softmax(m(standardised).double(), dim=1).numpy() for m in ensemble.head.network.members]
+    probabilities = ensemble.head.predict_proba(features)
+    np.testing.assert_allclose(probabilities, np.mean(members, axis=0), atol=1e-12)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
+    assert not np.allclose(members[0], members[1])  # the members differ
+    # saved and reloaded: same members, same outputs, same hash; a single network keeps the old format
+    ensemble.head.save(tmp_path / "ensemble")
+    reloaded = SerHead.load(tmp_path / "ensemble")
+    assert json.loads((tmp_path / "ensemble" / "head.json").read_text())["members"] == 3
+    assert reloaded.members == 3 and reloaded.sha256() == ensemble.head.sha256()
+    np.testing.assert_array_equal(reloaded.predict_proba(features), probabilities)
+    single.head.save(tmp_path / "single")
+    assert "members" not in json.loads((tmp_path / "single" / "head.json").read_text())
+
+
+@needs_data
 def test_dev_best_epoch_not_last_epoch(subset_features):
     """A run whose dev UA peaks early must keep that early epoch, not the last one."""
     dataset, features = subset_features
