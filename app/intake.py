@@ -43,6 +43,7 @@ class JobRequest:
     use_groups: bool
     fingerprint: str = ""
     blobs: dict[str, AudioFile] = field(default_factory=dict)  # distinct contents by sha256
+    seconds: dict[str, float] = field(default_factory=dict)  # audio duration by sha256 (validate_audio)
 
 
 def normalise_path(path: str, what: str = "audio path") -> str:
@@ -145,13 +146,14 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
 
 
 def validate_audio(request: JobRequest, max_seconds: float) -> None:
-    """Decode every distinct audio content once; refuse the job if any cannot be evaluated."""
-    from worker.audio import AudioError, decode_audio
+    """Decode every distinct audio content once (recording its duration); refuse the job if any cannot be
+    evaluated."""
+    from worker.audio import SAMPLE_RATE, AudioError, decode_audio
 
     problems = []
     for sha, audio in request.blobs.items():
         try:
-            decode_audio(audio.read(), max_seconds=max_seconds)
+            request.seconds[sha] = len(decode_audio(audio.read(), max_seconds=max_seconds)) / SAMPLE_RATE
         except AudioError as error:
             paths = [p for p, a in request.files.items() if a.sha256 == sha]
             problems += [{"path": p, "error": str(error)} for p in paths]

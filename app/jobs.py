@@ -37,12 +37,27 @@ def check_replay(job: Job, fingerprint: str) -> Job:
     return job
 
 
+def chunk_of_pairs(request: JobRequest, chunk_size: int) -> list[int]:
+    """Each pair's chunk: pairs ranked by audio length (source + target, longest first; ties keep their order)
+    fill the chunks in turn. A chunk's utterances then pad little against each other in a worker's batches,
+    and the longest chunks go to the queue first (longest-processing-time-first across workers)."""
+    def seconds(pair) -> float:
+        return sum(request.seconds.get(request.files[path].sha256, 0.0) for path in (pair.source, pair.target))
+
+    order = sorted(range(len(request.pairs)), key=lambda i: -seconds(request.pairs[i]))
+    chunks = [0] * len(order)
+    for rank, index in enumerate(order):
+        chunks[index] = rank // chunk_size
+    return chunks
+
+
 def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, project: str,
                idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int) -> tuple[Job, bool]:
     """Store the blobs, the job, its pairs and chunks in one transaction. (job, created)."""
     job_id = str(uuid.uuid4())
     n_pairs = len(request.pairs)
     n_chunks = math.ceil(n_pairs / chunk_size)
+    chunks = chunk_of_pairs(request, chunk_size)
     blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
     with session_factory() as session:
         try:
@@ -53,7 +68,7 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
                 use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
                 request_sha256=request.fingerprint)])
             session.execute(insert(Pair), [dict(
-                job_id=job_id, pair_id=pair.pair_id, idx=i, chunk=i // chunk_size, source_path=pair.source,
+                job_id=job_id, pair_id=pair.pair_id, idx=i, chunk=chunks[i], source_path=pair.source,
                 target_path=pair.target, source_sha256=request.files[pair.source].sha256,
                 target_sha256=request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
                 for i, pair in enumerate(request.pairs)])

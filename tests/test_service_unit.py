@@ -158,6 +158,32 @@ def make_job(sessions, store, settings, n_pairs: int = 2, project: str = "p") ->
     return job.id
 
 
+def test_chunks_group_pairs_of_similar_length_longest_first(context):
+    """validate_audio records each file's duration; create_job fills chunks with pairs ranked by length, so a
+    worker's batches pad little and the longest chunk is sent first. The pairs keep their order in the report."""
+    from app.intake import validate_audio
+
+    seconds = {"a": 0.6, "b": 2.4, "c": 1.0, "d": 3.0, "e": 0.8}
+    files, lines = {}, ["pair_id,source,target"]
+    for i, (pair_id, length) in enumerate(seconds.items()):
+        for side in ("s", "t"):
+            data = wav_bytes(length, seed=10 * i + (side == "t"))
+            files[f"{side}{pair_id}.wav"] = AudioFile(f"{side}{pair_id}.wav", len(data), lambda d=data: d)
+        lines.append(f"{pair_id},s{pair_id}.wav,t{pair_id}.wav")
+    request = build_request(manifest_text="\n".join(lines) + "\n", manifest_name="m.csv", files=files, name=None,
+                            profile="lite", metadata=None, group_column=None, settings=context.settings)
+    validate_audio(request, max_seconds=60)
+    assert sorted(round(v, 2) for v in request.seconds.values()) == sorted([v for v in seconds.values()] * 2)
+    job, _ = create_job(context.sessions, context.blobs, request, project="p", idempotency_key=None, chunk_size=2,
+                        bootstrap=50, seed=1)
+    with context.sessions() as session:
+        pairs = session.execute(select(Pair.pair_id, Pair.idx, Pair.chunk).where(Pair.job_id == job.id)
+                                .order_by(Pair.idx)).all()
+        assert session.get(Job, job.id).n_chunks == 3
+    assert [(p, i) for p, i, _ in pairs] == [(p, i) for i, p in enumerate(seconds)]  # manifest order kept
+    assert {p: c for p, _, c in pairs} == {"d": 0, "b": 0, "c": 1, "e": 1, "a": 2}
+
+
 @pytest.fixture
 def context(tmp_path, random_lite_head):
     settings = Settings(data_dir=tmp_path, head=str(random_lite_head), database_url=None, broker_url=None,
