@@ -182,7 +182,8 @@ def test_ensemble_averages_independent_runs_of_the_recipe(subset_features, tmp_p
         assert torch.equal(first.state_dict()[name], tensor), name
     with torch.no_grad():
         standardised = torch.from_numpy(ensemble.head.standardise(features))
-        members = [torch.softmax(m(standardised).double(), dim=1).numpy() for m in ensemble.head.network.members]
+        members = [np.concatenate([torch.softmax(m(standardised[i:i + 1]).double(), dim=1).numpy()
+                                   for i in range(len(standardised))]) for m in ensemble.head.network.members]
     probabilities = ensemble.head.predict_proba(features)
     np.testing.assert_allclose(probabilities, np.mean(members, axis=0), atol=1e-12)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
@@ -274,6 +275,21 @@ def test_shipped_head_is_a_per_utterance_meld_head():
 
 
 @needs_data
+def test_predictions_do_not_depend_on_the_batch():
+    """The same features give bit-identical probabilities alone, in any batch, in any order (BLAS alone would
+    round rows differently by batch size, and the CLI and the service's chunks batch files differently)."""
+    head = SerHead.load(SHIPPED_LITE_HEAD)
+    features = (np.random.default_rng(3).standard_normal((37, 88)) * head.scaler_scale + head.scaler_mean)
+    together = head.predict_proba(features.astype(np.float32))
+    alone = np.concatenate([head.predict_proba(features[i:i + 1].astype(np.float32)) for i in range(37)])
+    split = np.concatenate([head.predict_proba(features[:5].astype(np.float32)),
+                            head.predict_proba(features[5:].astype(np.float32))])
+    reversed_order = head.predict_proba(features[::-1].astype(np.float32))[::-1]
+    assert np.array_equal(together, alone) and np.array_equal(together, split)
+    assert np.array_equal(together, reversed_order)
+    assert head.predict_proba(np.zeros((0, 88), np.float32)).shape == (0, 7)
+
+
 def test_shipped_head_on_unseen_speakers_and_unseen_utterances():
     """The shipped head never saw RAVDESS actors 18-20 nor the JVNV test utterances (number % 5 == 4).
 
