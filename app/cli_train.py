@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
                         help="train N networks of the recipe (seeds SEED..SEED+N-1, each with its own dev-best "
                              "epoch) and average their probabilities (default 1: the paper's single network)")
+    parser.add_argument("--speed-perturb", default="", metavar="FACTORS",
+                        help="comma-separated speed factors, e.g. 0.9,1.1: speed-perturbed copies of the training "
+                             "split are added to it (Kaldi-style; dev and test untouched; not the paper's recipe)")
     parser.add_argument("--max-epochs", type=int, default=80)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--model-dir", default=None,
@@ -61,6 +64,12 @@ def handle(args) -> int:
         raise CommandError("--max-epochs must be at least 1")
     if args.ensemble < 1:
         raise CommandError("--ensemble must be at least 1")
+    try:
+        speed = tuple(float(v) for v in args.speed_perturb.split(",") if v.strip())
+    except ValueError:
+        raise CommandError(f"--speed-perturb takes comma-separated numbers, got {args.speed_perturb!r}") from None
+    if any(not 0.5 <= f <= 2.0 or f == 1.0 for f in speed):
+        raise CommandError("--speed-perturb factors must lie in 0.5-2.0 and differ from 1")
     if args.audio_root is not None and not args.audio_root.is_dir():
         raise CommandError(f"--audio-root {args.audio_root} is not a folder")
     classes = None
@@ -76,7 +85,7 @@ def handle(args) -> int:
         log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
         report = train_ser(dataset, args.out, features=args.features, balance=args.balance,
                            config=TrainConfig(max_epochs=args.max_epochs, learning_rate=args.learning_rate,
-                                              seed=args.seed, ensemble=args.ensemble),
+                                              seed=args.seed, ensemble=args.ensemble, speed_perturb=speed),
                            classes=classes, model_dir=args.model_dir, cache_dir=args.cache_dir, log=log,
                            normalization=args.normalization)
     except (TrainingError, HeadError) as error:

@@ -10,7 +10,7 @@ for variants: calm handling, balancing, per-utterance vs per-side (per-corpus) s
 training-data augmentation.
 
     python bench/ser_quality.py [--seeds 3] [--only NAME ...]
-    python bench/ser_quality.py --ship --ensemble 5   # train and write models/artifacts/ser_lite
+    python bench/ser_quality.py --ship --ensemble 5 --speed-perturb 0.9 1.1   # writes models/artifacts/ser_lite
 
 Features are cached under .cache/features (extracted once per file and augmentation).
 """
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.ser_training import (MELD_CLASSES, TrainConfig, classification_scores, extract_features,  # noqa: E402
-                                 train_one)
+                                 speed_perturb, train_one)
 
 DATA = ROOT.parent / "shared" / "data"
 CACHE = ROOT / ".cache" / "features"
@@ -67,12 +67,10 @@ class Augmented:
         self.signature = f"{base.signature}|aug={name}"
 
     def transform(self, wave: np.ndarray) -> np.ndarray:
-        import soxr
-
         kind, value = self.name.split(":")
         value = float(value)
         if kind == "speed":       # Kaldi-style speed perturbation: tempo, pitch and formants together
-            return soxr.resample(wave, 16000, int(round(16000 / value))).astype(np.float32)
+            return speed_perturb(wave, value)
         if kind == "pitch":       # semitones, tempo kept
             import librosa
 
@@ -260,7 +258,7 @@ def portable_paths(out: Path) -> None:
         (out / name).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
-def ship(data: dict, seeds, out: Path, ensemble: int = 1) -> dict:
+def ship(data: dict, seeds, out: Path, ensemble: int = 1, speed: tuple[float, ...] = ()) -> dict:
     """Train the shipped lite head on both corpora and write it to `out`: one network per seed, the seed
     kept by dev UA; or, with `ensemble` > 1, one head averaging networks from seeds 1..ensemble."""
     import shutil
@@ -276,7 +274,7 @@ def ship(data: dict, seeds, out: Path, ensemble: int = 1) -> dict:
         for seed in seeds:
             folder = Path(tmp) / f"seed{seed}"
             report = train_ser(dataset, folder, features="egemaps", balance="both", classes=MELD_CLASSES,
-                               config=TrainConfig(seed=seed, ensemble=ensemble), cache_dir=CACHE, log=None,
+                               config=TrainConfig(seed=seed, ensemble=ensemble, speed_perturb=speed), cache_dir=CACHE, log=None,
                                extra_metadata={"source": "bench/ser_quality.py --ship", "split_rule": SHIP_SPLIT_RULE,
                                                "label_map": {"calm": "neutral"}, "seed_selection":
                                                f"seeds {list(seeds)}, kept by dev UA" if ensemble == 1 else
@@ -320,6 +318,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ensemble", type=int, default=1,
                         help="with --ship: one head averaging this many networks (seeds 1..N) instead of "
                              "the best of --seeds single networks")
+    parser.add_argument("--speed-perturb", type=float, nargs="*", default=[],
+                        help="with --ship: speed-perturbed copies of the training split at these factors")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
         from models.ser_head import SHIPPED_LITE_HEAD
 
         seeds = (1,) if args.ensemble > 1 else tuple(range(1, args.seeds + 1))
-        ship(data, seeds, SHIPPED_LITE_HEAD, ensemble=args.ensemble)
+        ship(data, seeds, SHIPPED_LITE_HEAD, ensemble=args.ensemble, speed=tuple(args.speed_perturb))
         return 0
     results = study(data, seeds=tuple(range(1, args.seeds + 1)), only=args.only)
     args.json.parent.mkdir(parents=True, exist_ok=True)

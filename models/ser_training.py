@@ -242,6 +242,26 @@ class Emotion2vecExtractor:
         return [np.asarray(f["ser_input"], np.float32) for f in self._profile.utterance_features(waves)]
 
 
+def speed_perturb(wave: np.ndarray, factor: float) -> np.ndarray:
+    """Kaldi-style speed perturbation: the utterance played `factor` times faster (tempo, pitch and formants
+    change together), by resampling 16 kHz audio and reading it back at 16 kHz."""
+    import soxr
+
+    return soxr.resample(wave, 16000, int(round(16000 / factor))).astype(np.float32)
+
+
+class SpeedPerturbed:
+    """An extractor that speed-perturbs the waves first: extra training copies (never dev or test)."""
+
+    def __init__(self, base, factor: float) -> None:
+        self.base, self.factor = base, float(factor)
+        self.feature_set = base.feature_set
+        self.signature = f"{base.signature}|aug=speed:{self.factor:g}"  # its own feature cache
+
+    def __call__(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return self.base([speed_perturb(w, self.factor) for w in waves])
+
+
 def make_extractor(features: str, model_dir=None):
     if features == "egemaps":
         return EgemapsExtractor()
@@ -350,6 +370,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 42
     ensemble: int = 1  # networks trained from seeds seed, seed+1, ...; the head averages their probabilities
+    speed_perturb: tuple[float, ...] = ()  # extra speed-perturbed copies of the training split (e.g. 0.9, 1.1)
 
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -488,11 +509,12 @@ def standardise_sides(features: np.ndarray, sides: np.ndarray) -> np.ndarray:
 def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, classes: Sequence[str], *,
               feature_set: str, balance: str, config: TrainConfig, metadata: dict | None = None,
               progress: Callable[[dict], None] | None = None, normalization: str = "per_utterance",
-              sides: np.ndarray | None = None) -> RunResult:
+              sides: np.ndarray | None = None, augmented: np.ndarray | None = None) -> RunResult:
     """Scale on the training split, balance it, train, keep the dev-best epoch; return the head and its scores.
 
     normalization="per_side" first z-scores each group of `sides` (default: one per split) with its own
-    statistics, as the pipeline must do at inference with each side of a job.
+    statistics, as the pipeline must do at inference with each side of a job. `augmented` marks extra
+    training rows (e.g. speed-perturbed copies): used for the scaler, balancing and fitting, never scored.
     """
     from models.ser_head import MeanOfMembers, SerHead
 
@@ -515,8 +537,9 @@ def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, cla
             for member in range(max(1, config.ensemble))]
     head.network = fits[0].network if len(fits) == 1 else MeanOfMembers([f.network for f in fits])
     metrics = {}
+    original = np.ones(len(splits), bool) if augmented is None else ~np.asarray(augmented, bool)
     for split in SPLITS:
-        mask = splits == split
+        mask = (splits == split) & original
         if mask.any():
             metrics[split] = classification_scores(targets[mask], predict_classes(head.network, standardised[mask]),
                                                    len(classes))
@@ -611,17 +634,26 @@ def train_ser(dataset: Dataset, out_dir, *, features: str = "egemaps", balance: 
     say = log or (lambda message: None)
     matrix, hashes = extract_features(dataset.paths, extractor, cache_dir, progress=say)
     targets = np.array([classes.index(label) for label in dataset.labels], np.int64)
-    data_hash = training_data_hash(hashes, dataset.labels.tolist(), dataset.splits.tolist(), extractor.signature)
+    sides = np.char.add(np.char.add(dataset.corpora.astype(str), ":"), dataset.splits.astype(str))
+    signature = extractor.signature + "".join(f"|aug=speed:{f:g}" for f in config.speed_perturb)
+    data_hash = training_data_hash(hashes, dataset.labels.tolist(), dataset.splits.tolist(), signature)
+    train_rows = np.flatnonzero(dataset.splits == "train")
+    blocks = [(matrix, targets, dataset.splits, sides)]
+    for factor in config.speed_perturb:
+        perturbed, _ = extract_features([dataset.paths[i] for i in train_rows], SpeedPerturbed(extractor, factor),
+                                        cache_dir, progress=say)
+        blocks.append((perturbed, targets[train_rows], dataset.splits[train_rows], sides[train_rows]))
+    augmented = np.concatenate([np.full(len(b[1]), k > 0) for k, b in enumerate(blocks)])
+    all_x, all_y, all_splits, all_sides = (np.concatenate([b[i] for b in blocks]) for i in range(4))
     settings = list(BALANCE_CHOICES) if balance == "both" else [balance]
     runs: dict[str, RunResult] = {}
     for setting in settings:
-        say(f"training: balance={setting}, {int((dataset.splits == 'train').sum())} train / "
-            f"{int((dataset.splits == 'dev').sum())} dev utterances, {len(classes)} classes")
-        runs[setting] = train_one(matrix, targets, dataset.splits, classes, feature_set=extractor.feature_set,
-                                  balance=setting, config=config, normalization=normalization,
-                                  sides=np.char.add(np.char.add(dataset.corpora.astype(str), ":"),
-                                                    dataset.splits.astype(str)),
-                                  progress=epoch_printer(setting, say) if log else None)
+        say(f"training: balance={setting}, {int((dataset.splits == 'train').sum())} train "
+            f"(+{int(augmented.sum())} speed-perturbed copies) / {int((dataset.splits == 'dev').sum())} dev "
+            f"utterances, {len(classes)} classes")
+        runs[setting] = train_one(all_x, all_y, all_splits, classes, feature_set=extractor.feature_set,
+                                  balance=setting, config=config, normalization=normalization, sides=all_sides,
+                                  augmented=augmented, progress=epoch_printer(setting, say) if log else None)
     chosen = max(settings, key=lambda s: (runs[s].metrics["dev"]["ua"], s == "clustercentroids"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -660,6 +692,9 @@ def recipe_metadata(config: TrainConfig) -> dict:
             "loss": "cross-entropy", "epoch_selection": "best dev UA (first on ties)",
             "balancing_scope": "training split only", "scaler": "standard, fitted on the unbalanced training split",
             "seed": config.seed, "architecture_note": NKULULEKO_NOTE,
+            **({"augmentation": f"speed perturbation {', '.join(f'{f:g}' for f in config.speed_perturb)}: "
+                                "extra copies of the training split (not the paper's recipe)"}
+               if config.speed_perturb else {}),
             **({"ensemble": f"{config.ensemble} networks (seeds {config.seed}-{config.seed + config.ensemble - 1}), "
                             "each with its own dev-best epoch; probabilities averaged (not the paper's recipe)"}
                if config.ensemble > 1 else {})}

@@ -199,6 +199,31 @@ def test_ensemble_averages_independent_runs_of_the_recipe(subset_features, tmp_p
 
 
 @needs_data
+def test_speed_perturbed_copies_train_but_are_never_scored(subset_manifest, trained, tmp_path):
+    from app.cli import main
+    from models.ser_training import speed_perturb
+
+    out = tmp_path / "head"
+    status = main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",
+                   "--out", str(out), "--balance", "none", "--label-map", "calm=neutral", "--seed", "7",
+                   "--max-epochs", "3", "--cache-dir", str(CACHE), "--speed-perturb", "0.9,1.1", "--quiet"])
+    assert status == 0
+    report = json.loads((out / "report.json").read_text())
+    run = report["runs"]["none"]
+    originals = {"anger": 32, "joy": 16, "neutral": 48, "sadness": 32}
+    assert run["train_class_counts"] == {k: 3 * v for k, v in originals.items()}  # originals + two copies
+    assert run["optimiser_class_counts"] == run["train_class_counts"]
+    assert run["metrics"]["train"]["n"] == 128 and run["metrics"]["dev"]["n"] == 32  # copies are never scored
+    head = SerHead.load(out)
+    assert "speed perturbation 0.9, 1.1" in head.metadata["recipe"]["augmentation"]
+    assert report["training_data_sha256"] != trained[1]["training_data_sha256"]  # the copies are part of the data
+    wave = np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 220).astype(np.float32)
+    assert len(speed_perturb(wave, 1.1)) == round(16_000 / 1.1) and len(speed_perturb(wave, 0.9)) == round(16_000 / 0.9)
+    assert main(["train-ser", str(subset_manifest), "--features", "egemaps", "--out", str(tmp_path / "x"),
+                 "--speed-perturb", "1.0"]) == 2
+
+
+@needs_data
 def test_dev_best_epoch_not_last_epoch(subset_features):
     """A run whose dev UA peaks early must keep that early epoch, not the last one."""
     dataset, features = subset_features
