@@ -2,37 +2,30 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from app import __version__
+from app import cli_client, cli_datasets, cli_evaluate, cli_models, cli_service, cli_train
+from app.cli_errors import CommandError
+from core import __version__
 
-COMMAND_MODULES = (
-    "app.cli_evaluate",   # evaluate, validate
-    "app.cli_train",      # train-ser
-    "app.cli_models",     # models check
-    "app.cli_service",    # serve, worker, db, tokens
-    "app.cli_client",     # submit
-    "app.cli_datasets",   # datasets meld-st, reproduce meld-st
+__all__ = ["CommandError", "build_parser", "main"]
+
+COMMAND_GROUPS = (
+    cli_evaluate,   # evaluate, validate
+    cli_train,      # train-ser
+    cli_models,     # models check
+    cli_service,    # serve, worker, db, tokens
+    cli_client,     # submit
+    cli_datasets,   # datasets meld-st, reproduce meld-st
 )
-
-
-class CommandError(Exception):
-    """A user error: printed as one clear line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emopres", description="Emotion preservation evaluation for expressive S2ST.")
     parser.add_argument("--version", action="version", version=f"emopres {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name == name:  # command group not built yet
-                continue
-            raise
-        module.register(subparsers)
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
     return parser
 
 

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import CommandError
+from app.cli_errors import CommandError
 
 EXIT_OK, EXIT_GATE_FAILED = 0, 1
 

@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import CommandError
+from app.cli_errors import CommandError
 from worker.datasets.meld_st import MIN_BYTES, PAIRS, MeldStError, check_pair
 
 

@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import CommandError
+from app.cli_errors import CommandError
 from models.registry import PROFILES, ProfileError, ProfileSpec, load_head
-from worker.audio import DEFAULT_MAX_SECONDS
+from core.audio import DEFAULT_MAX_SECONDS
 from worker.pairs import ManifestError, read_pairs_file
 
 # The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from app.cli import CommandError
+from app.cli_errors import CommandError
 from models.registry import model_dir_from_env
 
 

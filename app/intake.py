@@ -148,7 +148,7 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
 def validate_audio(request: JobRequest, max_seconds: float) -> None:
     """Decode every distinct audio content once (recording its duration); refuse the job if any cannot be
     evaluated."""
-    from worker.audio import SAMPLE_RATE, AudioError, decode_audio
+    from core.audio import SAMPLE_RATE, AudioError, decode_audio
 
     problems = []
     for sha, audio in request.blobs.items():

@@ -16,8 +16,8 @@ from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.blobstore import BlobStore
-from app.db import Chunk, Job, Pair, PairResult, Report
+from core.blobstore import BlobStore
+from core.db import Chunk, Job, Pair, PairResult, Report
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.intake import JobRequest
 

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import importlib
 import io
 import logging
 import re
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, Iterator
+from typing import Annotated
 
 from alembic.runtime.migration import MigrationContext
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -27,86 +25,27 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__
 from app import jobs as crud
-from app.auth import DEFAULT_PROJECT, Principal, verify_token
-from app.blobstore import BlobStore
-from app.db import Chunk, Job, head_revision, make_engine, make_session_factory, upgrade
-from app.errors import APIError, InvalidRequest, TooLarge, Unauthorized, Unavailable, error_body
+from app import report_routes
+from app.auth import Principal
+from app.deps import ERRORS, IdempotencyKey, PrincipalDep, Services, SessionDep
+from app.errors import APIError, InvalidRequest, TooLarge, Unavailable, error_body
 from app.intake import (AudioFile, archive_contents, build_request, check_name, check_profile, decode_manifest,
                         normalise_path, parse_metadata, validate_audio)
 from app.schemas import (PAIR_FORM_SCHEMA, JOB_FORM_SCHEMA, ErrorResponse, Health, JobCreated, JobDetail, JobList,
                          Readiness)
-from app.settings import Settings, get_settings
+from core import __version__
+from core.blobstore import BlobStore
+from core.db import Chunk, Job, head_revision, make_engine, make_session_factory, upgrade
+from core.settings import Settings, get_settings
 
 log = logging.getLogger("emopres.api")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-ROUTER_MODULES = ("app.report_routes",)  # more v1 routes (plots, HTML report, comparisons), when present
 TEXT_FIELDS = ("name", "profile", "metadata", "group_column")
-ERRORS = {r: {"model": ErrorResponse} for r in (401, 404, 409, 413, 422, 503)}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    sessions: sessionmaker[Session]
-    blobs: BlobStore
-    queue: object = None
-    embedded: object = None
-    reconciler: object = None
-    metrics: object = None
-    extra: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- dependencies
-
-
-def get_services(request: Request) -> Services:
-    return request.app.state.services
-
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    session = services.sessions()
-    try:
-        yield session
-    finally:
-        try:
-            session.close()
-        except OperationalError as error:
-            # the database went away after the route had answered: the client has its response already
-            # (an error here would be raised after it started, and uvicorn would drop the connection);
-            # the pool has invalidated the connection, so the next request reconnects
-            log.warning("database connection lost while ending a request: %s", str(error).splitlines()[0])
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_principal(services: ServicesDep,
-                  authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
-    if services.settings.auth_disabled:
-        return Principal(DEFAULT_PROJECT, None)
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
-    with services.sessions() as session:  # its own short transaction (SQLite: one writer at a time)
-        principal = verify_token(session, token)
-    if principal is None:
-        raise Unauthorized("invalid or revoked token")
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
-                                              description="a retry with the same key returns the same job")]
 
 
 # ---------------------------------------------------------------- upload handling (runs in a thread)
@@ -534,14 +473,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         crud.delete_job(session, services.blobs, principal.project, job_id)
         return Response(status_code=204)
 
-    for module_name in ROUTER_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        app.include_router(module.router)
+    app.include_router(report_routes.router)
     return app
 
 

@@ -63,7 +63,8 @@ class LiteProfile:
         return feats["ser_input"]
 
     def pair_scores(self, src: dict, tgt: dict) -> tuple[dict, list[str]]:
-        from worker.metrics import MetricUndefined, frame_similarity, utterance_cosine
+        from core.metrics import MetricUndefined
+        from core.similarity import frame_similarity, utterance_cosine
 
         mean, std = self._lld_stats
         source, target = (src["lld"] - mean) / std, (tgt["lld"] - mean) / std

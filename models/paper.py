@@ -303,7 +303,8 @@ class PaperProfile:
 
     # ------------------------------------------------------------------ pair metrics
     def pair_scores(self, src: dict, tgt: dict) -> tuple[dict, list[str]]:
-        from worker.metrics import MetricUndefined, frame_similarity, utterance_cosine, vector_cosine
+        from core.metrics import MetricUndefined
+        from core.similarity import frame_similarity, utterance_cosine, vector_cosine
 
         scores: dict[str, float | None] = {name: None for name in PAIR_METRICS}
         warnings: list[str] = []

@@ -219,10 +219,8 @@ class Emotion2vecExtractor:
     feature_set = "emotion2vec_plus_large"
 
     def __init__(self, model_dir) -> None:
-        try:
-            from models.paper import PaperProfile
-        except ImportError as error:
-            raise TrainingError(f"emotion2vec features need the paper profile (models.paper): {error}") from None
+        from models.paper import PaperProfile
+
         try:
             self._profile = PaperProfile.from_model_dir(model_dir, allow_missing=True)
         except (FileNotFoundError, ValueError) as error:
@@ -283,7 +281,7 @@ def default_cache_dir() -> Path:
 def extract_features(paths: Sequence[Path], extractor, cache_dir=None, *, batch_size: int = 8,
                      progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[str]]:
     """(N, D) features of audio files and their sha256s; each file is extracted once per extractor signature."""
-    from worker.audio import AudioError, load_audio_file
+    from core.audio import AudioError, load_audio_file
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = cache / hashlib.sha256(extractor.signature.encode()).hexdigest()[:16]

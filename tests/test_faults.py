@@ -32,7 +32,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from app.db import Chunk, PairResult
+from core.db import Chunk, PairResult
 from tests.service_support import (BOOTSTRAP, EMOPRES, REPO, ServiceProcess, free_port, service_env, upload_fields,
                                    wait_http, wait_job, wav_bytes, write_dataset)
 

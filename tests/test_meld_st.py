@@ -295,7 +295,7 @@ def test_reproduce_with_one_head_per_language(meld_root, tmp_path, cache, capsys
 
     # the target side was predicted by the Japanese head, the source side by the English head
     from models.ser_head import SerHead
-    from worker.audio import load_audio_file
+    from core.audio import load_audio_file
     from models.lite import LiteProfile
 
     pair = report["pairs"][0]

@@ -1,4 +1,4 @@
-"""worker.metrics against scikit-learn / scipy and hand-worked cases."""
+"""core.metrics against scikit-learn / scipy and hand-worked cases."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from sklearn.metrics import (
 )
 from sklearn.metrics.pairwise import cosine_similarity
 
-from worker import metrics as M
-from worker.metrics import MetricUndefined
+from core import bootstrap as B
+from core import metrics as M
+from core import similarity as S
+from core.metrics import MetricUndefined
 
 SEEDS = [0, 1, 2, 3, 4]
 CLASSES = ["angry", "happy", "neutral", "sad"]
@@ -300,7 +302,7 @@ def test_nearest_neighbour_resample_matches_interp1d_and_round(seed):
     rng = np.random.default_rng(seed)
     t_t, n_rows, d = int(rng.integers(2, 120)), int(rng.integers(1, 150)), 3
     frames = rng.normal(size=(t_t, d))
-    out = M.nearest_neighbour_resample(frames, n_rows)
+    out = S.nearest_neighbour_resample(frames, n_rows)
     assert out.shape == (n_rows, d)
     if n_rows > 1:
         f = interp1d(np.linspace(0, 1, t_t), frames, axis=0, kind="nearest")
@@ -314,13 +316,13 @@ def test_nearest_neighbour_resample_matches_interp1d_and_round(seed):
 def test_nearest_neighbour_resample_edge_cases():
     frames = np.arange(8.0).reshape(4, 2)
     # T_t = 4 -> 3 rows: positions 0, 1.5, 3; the half-way one goes down, as interp1d does
-    assert M.nearest_neighbour_resample(frames, 3)[:, 0].tolist() == [0.0, 2.0, 6.0]
-    assert np.array_equal(M.nearest_neighbour_resample(frames, 4), frames)
-    assert M.nearest_neighbour_resample(frames, 1).tolist() == [[0.0, 1.0]]
-    assert M.nearest_neighbour_resample(frames[:1], 5).tolist() == [[0.0, 1.0]] * 5
-    assert M.nearest_neighbour_resample(frames, 0).shape == (0, 2)
+    assert S.nearest_neighbour_resample(frames, 3)[:, 0].tolist() == [0.0, 2.0, 6.0]
+    assert np.array_equal(S.nearest_neighbour_resample(frames, 4), frames)
+    assert S.nearest_neighbour_resample(frames, 1).tolist() == [[0.0, 1.0]]
+    assert S.nearest_neighbour_resample(frames[:1], 5).tolist() == [[0.0, 1.0]] * 5
+    assert S.nearest_neighbour_resample(frames, 0).shape == (0, 2)
     with pytest.raises(ValueError):
-        M.nearest_neighbour_resample(np.zeros(3), 2)
+        S.nearest_neighbour_resample(np.zeros(3), 2)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -333,29 +335,29 @@ def test_frame_similarity_matches_reference(seed):
     if np.all(et == 0):
         et[0, 0] = 1.0
     expected = _reference_emo_sim(es, et)
-    assert M.frame_similarity(es, et) == pytest.approx(expected, abs=1e-12)
+    assert S.frame_similarity(es, et) == pytest.approx(expected, abs=1e-12)
 
 
 def test_frame_similarity_edge_cases():
     rng = np.random.default_rng(0)
     e = rng.normal(size=(10, 4))
-    assert M.frame_similarity(e, e) == pytest.approx(1.0)
-    assert M.frame_similarity(e, -e) == pytest.approx(-1.0)
+    assert S.frame_similarity(e, e) == pytest.approx(1.0)
+    assert S.frame_similarity(e, -e) == pytest.approx(-1.0)
     # same trajectory at twice the frame rate aligns back to ~identity
-    assert M.frame_similarity(e, np.repeat(e, 2, axis=0)) > 0.5
+    assert S.frame_similarity(e, np.repeat(e, 2, axis=0)) > 0.5
     half_zero = e.copy()
     half_zero[:5] = 0
-    assert M.frame_similarity(e, half_zero) == pytest.approx(0.5)
+    assert S.frame_similarity(e, half_zero) == pytest.approx(0.5)
     with pytest.raises(MetricUndefined, match="zero-norm"):
-        M.frame_similarity(np.zeros((3, 4)), e)
+        S.frame_similarity(np.zeros((3, 4)), e)
     with pytest.raises(MetricUndefined, match="NaN"):
-        M.frame_similarity(e, np.full((3, 4), np.nan))
+        S.frame_similarity(e, np.full((3, 4), np.nan))
     with pytest.raises(MetricUndefined, match="no frames"):
-        M.frame_similarity(np.zeros((0, 4)), e)
+        S.frame_similarity(np.zeros((0, 4)), e)
     with pytest.raises(ValueError):
-        M.frame_similarity(e, rng.normal(size=(10, 5)))
+        S.frame_similarity(e, rng.normal(size=(10, 5)))
     with pytest.raises(ValueError):
-        M.frame_similarity(e[0], e)
+        S.frame_similarity(e[0], e)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -363,27 +365,27 @@ def test_utterance_and_vector_cosine(seed):
     rng = np.random.default_rng(seed)
     es, et = rng.normal(size=(30, 8)), rng.normal(size=(17, 8))
     expected = 1 - scipy_cosine_distance(es.mean(0), et.mean(0))
-    assert M.utterance_cosine(es, et) == pytest.approx(expected, abs=1e-12)
+    assert S.utterance_cosine(es, et) == pytest.approx(expected, abs=1e-12)
     a, b = rng.normal(size=8), rng.normal(size=8)
-    assert M.utterance_cosine(a, b) == pytest.approx(1 - scipy_cosine_distance(a, b), abs=1e-12)
-    assert M.vector_cosine(a, b) == pytest.approx(1 - scipy_cosine_distance(a, b), abs=1e-12)
-    assert M.utterance_cosine(es, es.mean(0)) == pytest.approx(1.0)
+    assert S.utterance_cosine(a, b) == pytest.approx(1 - scipy_cosine_distance(a, b), abs=1e-12)
+    assert S.vector_cosine(a, b) == pytest.approx(1 - scipy_cosine_distance(a, b), abs=1e-12)
+    assert S.utterance_cosine(es, es.mean(0)) == pytest.approx(1.0)
 
 
 def test_cosine_edge_cases():
     with pytest.raises(MetricUndefined, match="zero-norm"):
-        M.vector_cosine([0, 0], [1, 0])
+        S.vector_cosine([0, 0], [1, 0])
     with pytest.raises(MetricUndefined):
-        M.vector_cosine([], [])
+        S.vector_cosine([], [])
     with pytest.raises(MetricUndefined):
-        M.vector_cosine([np.nan, 1], [1, 0])
+        S.vector_cosine([np.nan, 1], [1, 0])
     with pytest.raises(ValueError):
-        M.vector_cosine([1, 2], [1, 2, 3])
+        S.vector_cosine([1, 2], [1, 2, 3])
     with pytest.raises(MetricUndefined, match="zero-norm"):
-        M.utterance_cosine(np.array([[1.0, 0], [-1.0, 0]]), np.ones((2, 2)))
+        S.utterance_cosine(np.array([[1.0, 0], [-1.0, 0]]), np.ones((2, 2)))
     with pytest.raises(MetricUndefined, match="no frames"):
-        M.utterance_cosine(np.zeros((0, 3)), np.ones(3))
-    assert M.vector_cosine([1, 0], [-2, 0]) == -1.0
+        S.utterance_cosine(np.zeros((0, 3)), np.ones(3))
+    assert S.vector_cosine([1, 0], [-2, 0]) == -1.0
 
 
 # ------------------------------------------------------------------------------------ bootstrap
@@ -397,21 +399,21 @@ def test_bootstrap_ci_contains_estimate_and_is_reproducible():
     rng = np.random.default_rng(0)
     x = rng.normal(1.0, 1.0, 200)
     stat = _mean_stat(x)
-    low, high, n_valid = M.bootstrap_ci(stat, x.size, n_resamples=500, seed=3)
+    low, high, n_valid = B.bootstrap_ci(stat, x.size, n_resamples=500, seed=3)
     assert n_valid == 500
     assert low < x.mean() < high
     # ~ normal-theory interval
     se = x.std(ddof=1) / np.sqrt(x.size)
     assert high - low == pytest.approx(2 * 1.96 * se, rel=0.2)
-    assert M.bootstrap_ci(stat, x.size, n_resamples=500, seed=3) == (low, high, n_valid)
-    assert M.bootstrap_ci(stat, x.size, n_resamples=500, seed=4)[:2] != (low, high)
-    wider = M.bootstrap_ci(stat, x.size, n_resamples=500, seed=3, confidence=0.99)
+    assert B.bootstrap_ci(stat, x.size, n_resamples=500, seed=3) == (low, high, n_valid)
+    assert B.bootstrap_ci(stat, x.size, n_resamples=500, seed=4)[:2] != (low, high)
+    wider = B.bootstrap_ci(stat, x.size, n_resamples=500, seed=3, confidence=0.99)
     assert wider[0] < low and wider[1] > high
 
 
 def test_bootstrap_ci_replays_with_default_rng():
     x = np.arange(20.0) ** 2
-    low, high, _ = M.bootstrap_ci(_mean_stat(x), x.size, n_resamples=300, seed=99)
+    low, high, _ = B.bootstrap_ci(_mean_stat(x), x.size, n_resamples=300, seed=99)
     rng = np.random.default_rng(99)
     vals = [x[rng.integers(0, x.size, size=x.size)].mean() for _ in range(300)]
     assert (low, high) == tuple(np.percentile(vals, [2.5, 97.5]))
@@ -426,7 +428,7 @@ def test_bootstrap_ci_skips_undefined_resamples():
         return float(x[idx].mean())
 
     with pytest.raises(MetricUndefined, match="bootstrap resamples"):
-        M.bootstrap_ci(stat, x.size, n_resamples=200, seed=1)
+        B.bootstrap_ci(stat, x.size, n_resamples=200, seed=1)
 
     def stat2(idx):  # undefined when item 0 drawn at least 3 times (~1.4%)
         if np.count_nonzero(idx == 0) >= 3:
@@ -438,9 +440,9 @@ def test_bootstrap_ci_skips_undefined_resamples():
         np.count_nonzero(rng.integers(0, 50, size=50) == 0) < 3 for _ in range(400)
     )
     assert expected_valid < 400
-    assert M.bootstrap_ci(stat2, x.size, n_resamples=400, seed=1)[2] == expected_valid
+    assert B.bootstrap_ci(stat2, x.size, n_resamples=400, seed=1)[2] == expected_valid
     with pytest.raises(MetricUndefined):
-        M.bootstrap_ci(_mean_stat(x), 0)
+        B.bootstrap_ci(_mean_stat(x), 0)
 
 
 def test_bootstrap_groups_draw_whole_groups():
@@ -453,7 +455,7 @@ def test_bootstrap_groups_draw_whole_groups():
         seen.append(idx.copy())
         return float(idx.size)
 
-    M.bootstrap_ci(stat, groups.size, groups=groups, n_resamples=200, seed=5)
+    B.bootstrap_ci(stat, groups.size, groups=groups, n_resamples=200, seed=5)
     sizes = {g: int(np.sum(groups == g)) for g in set(groups)}
     lengths = set()
     for idx in seen:
@@ -467,22 +469,22 @@ def test_bootstrap_groups_draw_whole_groups():
         lengths.add(idx.size)
     assert len(lengths) > 3  # cluster resamples vary in size
     with pytest.raises(ValueError):
-        M.bootstrap_ci(stat, groups.size, groups=groups[:-1])
+        B.bootstrap_ci(stat, groups.size, groups=groups[:-1])
 
 
 def test_group_bootstrap_is_wider_for_clustered_data():
     rng = np.random.default_rng(2)
     groups = np.repeat(np.arange(20), 10)
     x = rng.normal(size=20)[groups] + 0.1 * rng.normal(size=200)  # strongly clustered
-    pl, ph, _ = M.bootstrap_ci(_mean_stat(x), x.size, n_resamples=400, seed=1)
-    gl, gh, _ = M.bootstrap_ci(_mean_stat(x), x.size, groups=groups, n_resamples=400, seed=1)
+    pl, ph, _ = B.bootstrap_ci(_mean_stat(x), x.size, n_resamples=400, seed=1)
+    gl, gh, _ = B.bootstrap_ci(_mean_stat(x), x.size, groups=groups, n_resamples=400, seed=1)
     assert (gh - gl) > 2 * (ph - pl)
     assert gl < x.mean() < gh
 
 
 def test_paired_bootstrap_identical_runs():
     x = np.random.default_rng(0).random(100)
-    res = M.paired_bootstrap(_mean_stat(x), _mean_stat(x), x.size, n_resamples=300)
+    res = B.paired_bootstrap(_mean_stat(x), _mean_stat(x), x.size, n_resamples=300)
     assert res["diff"] == 0.0 and res["ci_low"] == 0.0 and res["ci_high"] == 0.0
     assert res["p_value"] == 1.0 and res["n"] == 100 and res["n_valid"] == 300
 
@@ -492,18 +494,18 @@ def test_paired_bootstrap_clearly_better_and_no_difference():
     a = rng.random(200) < 0.5
     b = a | (rng.random(200) < 0.4)  # b agrees on every pair a agrees on, and more
     sa, sb = _mean_stat(a.astype(float)), _mean_stat(b.astype(float))
-    res = M.paired_bootstrap(sa, sb, 200, n_resamples=500, seed=7)
+    res = B.paired_bootstrap(sa, sb, 200, n_resamples=500, seed=7)
     assert res["diff"] == pytest.approx(b.mean() - a.mean())
     assert res["ci_low"] > 0
     assert res["p_value"] == pytest.approx(2 / 501)
-    rev = M.paired_bootstrap(sb, sa, 200, n_resamples=500, seed=7)
+    rev = B.paired_bootstrap(sb, sa, 200, n_resamples=500, seed=7)
     assert rev["diff"] == pytest.approx(-res["diff"]) and rev["ci_high"] < 0
     assert rev["p_value"] == pytest.approx(2 / 501)
     # b = a with random symmetric noise: no real difference
     x = rng.normal(size=300)
     y = x + rng.normal(scale=0.5, size=300)
     y -= y.mean() - x.mean()
-    res0 = M.paired_bootstrap(_mean_stat(x), _mean_stat(y), 300, n_resamples=500, seed=7)
+    res0 = B.paired_bootstrap(_mean_stat(x), _mean_stat(y), 300, n_resamples=500, seed=7)
     assert res0["diff"] == pytest.approx(0.0, abs=1e-12)
     assert res0["p_value"] > 0.5
     assert res0["ci_low"] < 0 < res0["ci_high"]
@@ -512,7 +514,7 @@ def test_paired_bootstrap_clearly_better_and_no_difference():
 def test_paired_bootstrap_p_value_formula_and_undefined():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=60), rng.normal(0.2, size=60)
-    res = M.paired_bootstrap(_mean_stat(a), _mean_stat(b), 60, n_resamples=400, seed=11)
+    res = B.paired_bootstrap(_mean_stat(a), _mean_stat(b), 60, n_resamples=400, seed=11)
     r = np.random.default_rng(11)
     d = []
     for _ in range(400):
@@ -527,6 +529,6 @@ def test_paired_bootstrap_p_value_formula_and_undefined():
         raise MetricUndefined("nope")
 
     with pytest.raises(MetricUndefined, match="run a: nope"):
-        M.paired_bootstrap(undefined, _mean_stat(b), 60, n_resamples=10)
+        B.paired_bootstrap(undefined, _mean_stat(b), 60, n_resamples=10)
     with pytest.raises(MetricUndefined, match="run b: nope"):
-        M.paired_bootstrap(_mean_stat(a), undefined, 60, n_resamples=10)
+        B.paired_bootstrap(_mean_stat(a), undefined, 60, n_resamples=10)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from app.cli import build_parser
-from app.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"

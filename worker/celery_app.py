@@ -11,7 +11,7 @@ import logging
 
 from celery import Celery, signals
 
-from app.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from worker.tasks import Reconciler, TaskQueue, WorkerContext, finalize_job, run_chunk
 
 log = logging.getLogger("emopres.worker")

@@ -28,14 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from worker.metrics import (
+from core.bootstrap import bootstrap_ci, paired_bootstrap
+from core.metrics import (
     MetricUndefined,
     bar_codes,
-    bootstrap_ci,
     confusion,
     epr_codes,
     kappa_codes,
-    paired_bootstrap,
     per_emotion_preservation,
     spearman_finite,
     ua_codes,
@@ -376,7 +375,7 @@ def compare_runs(
     Returns ``{metric: {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n", "reason"}, ...,
     "flipped": {"agree_to_disagree": [...], "disagree_to_agree": [...]}, "n_shared",
     "n_only_a", "n_only_b", "warnings", "bootstrap"}`` with diff = b - a and the p-value of
-    :func:`worker.metrics.paired_bootstrap`.
+    :func:`core.bootstrap.paired_bootstrap`.
     """
     unavailable = dict(unavailable or {})
     for tag, ps in (("a", pairs_a), ("b", pairs_b)):

@@ -18,8 +18,8 @@ from models.ser_head import SerHead, entropy_uncertainty
 from models.syllables import METHOD as SYLLABLE_METHOD
 from models.syllables import count_in_segments, syllable_times
 from models.vad import SileroVad, pause_rate, speech_seconds
-from worker.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
-from worker.cache import FeatureCache
+from core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
+from core.feature_cache import FeatureCache
 from worker.pairs import PairSpec
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from app import __version__
+from core import __version__
 from worker.corpus import compute_corpus
 
 SCHEMA_VERSION = "1"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.metrics import MetricUndefined, spearman
+from core.metrics import MetricUndefined, spearman
 from worker.pairs import PairSpec
 
 TRACKED_METRICS = ("bar", "epr", "kappa", "ua_target", "emo_sim", "emo_sim_utterance", "acoustic_sim",
