@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 
 def _parse_args(args):
     from app.client import parse_gate, parse_max_drop
-    from worker.corpus import METRICS
+    from core.catalogue import METRICS
 
     if not args.server:
         raise CommandError("no server: pass --server URL or set EMOPRES_SERVER")
@@ -94,7 +94,7 @@ def format_gate_table(results) -> str:
 
 
 def format_comparison(comparison: dict) -> str:
-    from worker.report import HEADLINE_METRICS
+    from core.catalogue import HEADLINE_METRICS
 
     metrics = comparison.get("metrics") or {}
     lines = [f"compared with baseline {comparison.get('baseline_id')}: {comparison.get('n_shared')} shared pairs "

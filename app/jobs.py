@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.blobstore import BlobStore
+from core.catalogue import PAIR_METRICS
 from core.db import Chunk, Job, Pair, PairResult, Report
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.intake import JobRequest
@@ -205,8 +206,7 @@ def report_text(session: Session, project: str, job_id: str) -> str:
 
 
 SIDE_FIELDS = ("pred", "uncertainty", "duration_s", "pause_rate", "speech_rate")
-PAIR_SCORES = ("agree", "emo_sim", "emo_sim_utterance", "va_sim", "acoustic_sim", "acoustic_sim_utterance", "vsim",
-               "autopcp")
+PAIR_SCORES = ("agree", *PAIR_METRICS)
 
 
 def pairs_csv(session: Session, project: str, job_id: str) -> str:

@@ -15,7 +15,7 @@ from app.client import (Client, ClientError, Gate, MaxDrop, check_gates, check_m
                         parse_max_drop)
 from tests.report_fixtures import make_report, make_rows
 from tests.service_support import EMOPRES, REPO, ServiceProcess, free_port, service_env, wait_http, write_dataset
-from worker.corpus import METRICS
+from core.catalogue import METRICS
 
 # ------------------------------------------------------------------------------------------ gate parsing
 

@@ -18,13 +18,9 @@ from sklearn.metrics import (
     confusion_matrix,
 )
 
-from worker.corpus import (
-    METRICS,
-    NO_PAIRS_REASON,
-    SIMILARITY_METRICS,
-    compare_runs,
-    compute_corpus,
-)
+from core.catalogue import METRICS
+from core.catalogue import PAIR_METRICS as SIMILARITY_METRICS
+from worker.corpus import NO_PAIRS_REASON, compare_runs, compute_corpus
 
 CLASSES = ["angry", "happy", "neutral", "sad"]
 SEEDS = [0, 1, 2]

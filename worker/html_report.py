@@ -21,20 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.plots import plan_plots, render
-from worker.report import HEADLINE_METRICS
+from core.catalogue import BY_NAME, CATALOGUE, HEADLINE_METRICS
 
 __all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER"]
 
 AudioResolver = Callable[[str, str], "bytes | tuple[bytes, str | None] | None"]
 SIMILARITY_ORDER = ("emo_sim", "va_sim", "autopcp", "vsim", "acoustic_sim")
-METRIC_LABELS = {
-    "bar": "BAR (UA target / UA source)", "epr": "EPR (prediction agreement)", "kappa": "Cohen's kappa",
-    "ua_source": "UA source", "ua_target": "UA target", "wa_source": "WA source", "wa_target": "WA target",
-    "emo_sim": "emo-sim (frame)", "emo_sim_utterance": "emo-sim (utterance)", "acoustic_sim": "acoustic sim (frame)",
-    "acoustic_sim_utterance": "acoustic sim (utterance)", "va_sim": "va-sim", "vsim": "Vsim", "autopcp": "autoPCP",
-    "pause": "Pause (Spearman)", "rate": "Rate (Spearman)",
-}
-EXTRA_METRICS = ("wa_source", "wa_target", "emo_sim_utterance", "acoustic_sim_utterance")
+# the table order: headline metrics first, then the others, each in catalogue order
+TABLE_METRICS = HEADLINE_METRICS + tuple(m.name for m in CATALOGUE if not m.headline)
 MiB = 1024 * 1024
 
 STYLE = """
@@ -116,7 +110,7 @@ def _data_uri(mime: str, data: bytes) -> str:
 
 def _metric_rows(corpus: dict) -> str:
     rows = []
-    for name in tuple(HEADLINE_METRICS) + EXTRA_METRICS:
+    for name in TABLE_METRICS:
         entry = corpus.get(name)
         if not isinstance(entry, dict):
             continue
@@ -126,7 +120,7 @@ def _metric_rows(corpus: dict) -> str:
         reason = entry.get("reason")
         value_cell = (f'<td class="num">{value:.3f}</td>' if value is not None
                       else '<td class="num null">null</td>')
-        rows.append(f'<tr id="metric-{_e(name)}"><th scope="row">{_e(METRIC_LABELS.get(name, name))}</th>{value_cell}'
+        rows.append(f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
                     f'<td class="num">{ci}</td><td class="num">{_e(entry.get("n"))}</td>'
                     f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
     return ("<table id=\"metrics\"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>note</th>"
@@ -250,14 +244,14 @@ def _models_section(report: dict) -> str:
 
 def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
     rows = []
-    for name in tuple(HEADLINE_METRICS) + EXTRA_METRICS:
+    for name in TABLE_METRICS:
         entry = comparison.get(name)
         if not isinstance(entry, dict):
             continue
         low, high = _num(entry.get("ci_low")), _num(entry.get("ci_high"))
         ci = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "&ndash;"
         diff = _num(entry.get("diff"))
-        rows.append(f"<tr><th scope=\"row\">{_e(METRIC_LABELS.get(name, name))}</th><td class=\"num\">{_fmt(entry.get('a'))}</td>"
+        rows.append(f"<tr><th scope=\"row\">{_e(BY_NAME[name].label)}</th><td class=\"num\">{_fmt(entry.get('a'))}</td>"
                     f"<td class=\"num\">{_fmt(entry.get('b'))}</td>"
                     f"<td class=\"num\">{'&ndash;' if diff is None else f'{diff:+.3f}'}</td><td class=\"num\">{ci}</td>"
                     f"<td class=\"num\">{_fmt(entry.get('p_value'), 4)}</td><td class=\"num\">{_e(entry.get('n'))}</td>"

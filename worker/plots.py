@@ -1,4 +1,4 @@
-"""Plots of a report (DESIGN.md "Report"): PNG and SVG, drawn from the report dict alone.
+"""Plots of a report: PNG and SVG, drawn from the report dict alone.
 
 * ``confusion_source`` / ``confusion_target``: gold vs predicted emotion per side (the paper's
   Fig. 1); cells coloured by row-normalised recall, annotated with counts.
@@ -8,7 +8,7 @@
 * ``per_emotion``: per-emotion preservation P(pred_t = k | pred_s = k) and, with gold labels,
   per-gold-class source/target recall.
 * ``pause_rate`` / ``speech_rate``: source vs target per pair (corpus Pause / Rate = Spearman).
-* ``dist_<metric>``: distribution of each per-pair similarity (emo_sim, acoustic_sim, ...).
+* ``dist_<metric>``: distribution of each pair metric of the catalogue (emo_sim, acoustic_sim, ...).
 
 A plot whose metric is null (or has nothing to draw) is not drawn: :func:`plan_plots` lists it
 under ``skipped`` with the reason. Every drawn plot carries ``data``: the numbers it shows,
@@ -34,22 +34,13 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from core.catalogue import BY_NAME, PAIR_METRICS
+
 __all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "render", "render_plot", "write_plots",
            "plot_names"]
 
 FORMATS = ("png", "svg")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
-SIMILARITY_METRICS = ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim", "vsim",
-                      "autopcp")
-SIMILARITY_LABELS = {
-    "emo_sim": "emo-sim (frame cosine, emotion2vec)",
-    "emo_sim_utterance": "emo-sim, utterance cosine",
-    "acoustic_sim": "acoustic similarity (frame eGeMAPS LLD cosine)",
-    "acoustic_sim_utterance": "acoustic similarity, utterance cosine",
-    "va_sim": "va-sim (valence-arousal cosine)",
-    "vsim": "Vsim (speaker embedding cosine)",
-    "autopcp": "autoPCP (1 = different, 5 = same)",
-}
 RATE_PLOTS = {"pause_rate": ("pause", "pause rate (pauses/s)"), "speech_rate": ("rate", "speech rate (syllables/s)")}
 BASE_PLOTS = ("confusion_source", "confusion_target", "source_vs_target", "uncertainty", "per_emotion",
               "pause_rate", "speech_rate")
@@ -306,7 +297,7 @@ def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None
 
 def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
     corpus = report.get("corpus") or {}
-    for metric_name in SIMILARITY_METRICS:
+    for metric_name in PAIR_METRICS:
         if metric_name not in corpus:
             continue
         name = f"dist_{metric_name}"
@@ -318,7 +309,7 @@ def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) 
         if not values:
             skipped[name] = f"no pair has a {metric_name} value"
             continue
-        label = SIMILARITY_LABELS.get(metric_name, metric_name)
+        label = BY_NAME[metric_name].title
         title = f"{label}: mean {_metric_text(metric)}, n={len(values)}"
         data = {"metric": metric_name, "values": values, "mean": _finite(metric.get("value")),
                 "ci_low": _finite(metric.get("ci_low")), "ci_high": _finite(metric.get("ci_high"))}
@@ -358,7 +349,7 @@ def plan_plots(report: dict) -> tuple[list[PlotSpec], dict[str, str]]:
 def plot_names(report: dict | None = None) -> list[str]:
     """Every plot name (for a report: the similarity distributions of the metrics it has)."""
     corpus = (report or {}).get("corpus") or {}
-    sims = [m for m in SIMILARITY_METRICS if report is None or m in corpus]
+    sims = [m for m in PAIR_METRICS if report is None or m in corpus]
     return list(BASE_PLOTS) + [f"dist_{m}" for m in sims]
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.catalogue import VALIDATED_METRICS
 from core.metrics import MetricUndefined, spearman
 from worker.pairs import PairSpec
 
-TRACKED_METRICS = ("bar", "epr", "kappa", "ua_target", "emo_sim", "emo_sim_utterance", "acoustic_sim",
-                   "acoustic_sim_utterance", "va_sim", "vsim", "autopcp", "pause", "rate")
 REQUIRED = ("source", "target_preserved", "target_swapped", "emotion")
 
 
@@ -67,7 +66,7 @@ def simulated_system(rows: list[dict], rate: float, order: np.ndarray) -> list[P
 
 def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict]:
     table = {}
-    for metric in TRACKED_METRICS:
+    for metric in VALIDATED_METRICS:
         values = [report["corpus"][metric]["value"] for report in reports]
         entry: dict = {"values": values}
         if all(value is None for value in values):  # the metric's own reason, not Spearman's "n=0"
