@@ -10,7 +10,7 @@ import io
 import json
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -94,8 +94,7 @@ def get_job(session: Session, project: str, job_id: str) -> Job:
 
 def _is_uuid(value: str) -> bool:
     try:
-        uuid.UUID(value)
-        return True
+        return str(uuid.UUID(value)) == value  # the canonical form only (no braces, urn: or NUL around it)
     except ValueError:
         return False
 
@@ -147,10 +146,15 @@ def encode_cursor(job: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at in UTC, job id) of a cursor from encode_cursor; anything else (tampered, truncated, a date
+    that cannot be moved to UTC, an id that is no job id) is a 422, on every database alike."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        created = datetime.fromisoformat(created)
+        if created.tzinfo is None or not isinstance(job_id, str) or not _is_uuid(job_id):
+            raise ValueError("not a cursor of ours")
+        return created.astimezone(timezone.utc), job_id
     except Exception:
         raise InvalidRequest("invalid cursor (use next_cursor from a previous page)", code="invalid_cursor") from None
 
