@@ -233,17 +233,26 @@ def pairs_csv(session: Session, project: str, job_id: str) -> str:
     writer.writerow(header)
     for pair_id, label, group, row, failures in rows:
         status = "pending" if row is None and failures is None else ("ok" if row else "failed")
-        values = [pair_id, label or "", group or "", status]
+        values = [_text_cell(pair_id), _text_cell(label or ""), _text_cell(group or ""), status]
         if row:
             values += [_cell(row[side].get(f)) for side in ("source", "target") for f in SIDE_FIELDS]
             values += [_cell(row.get(s)) for s in PAIR_SCORES]
             values += [_cell(row[side]["probs"].get(c)) for side in ("source", "target") for c in classes]
-            values += ["; ".join(row.get("warnings") or []), ""]
+            values += [_text_cell("; ".join(row.get("warnings") or [])), ""]
         else:
             values += [""] * (2 * len(SIDE_FIELDS) + len(PAIR_SCORES) + 2 * len(classes)) + [""]
-            values.append("; ".join(f"{f['side']}: {f['error']}" for f in failures or []))
+            values.append(_text_cell("; ".join(f"{f['side']}: {f['error']}" for f in failures or [])))
         writer.writerow(values)
     return out.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+    """A client's text in a CSV cell: a leading ' keeps a spreadsheet from running it as a formula (OWASP CSV
+    injection). Numbers go through _cell and keep their sign."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _cell(value) -> str:

@@ -36,7 +36,7 @@ from app import jobs as crud
 from app.auth import DEFAULT_PROJECT, Principal, verify_token
 from app.blobstore import BlobStore
 from app.db import Chunk, Job, head_revision, make_engine, make_session_factory, upgrade
-from app.errors import APIError, InvalidRequest, TooLarge, Unauthorized, Unavailable, error_body
+from app.errors import APIError, InvalidRequest, NotFound, TooLarge, Unauthorized, Unavailable, error_body
 from app.forms import read_multipart
 from app.intake import (AudioFile, archive_contents, build_request, check_field, check_name, check_profile,
                         decode_manifest, normalise_path, parse_metadata, validate_audio)
@@ -463,8 +463,11 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
             raise Unavailable(f"not ready: {', '.join(failing)}", details={"checks": checks})
         return {"status": "ok", "checks": checks}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses={404: {"model": ErrorResponse}})
     def metrics():
+        if not services.settings.metrics_enabled:
+            raise NotFound("metrics are off in this deployment (EMOPRES_METRICS_ENABLED=1 turns them on)",
+                           code="metrics_disabled")
         body, content_type = services.metrics.render()
         return Response(body, media_type=content_type)
 

@@ -173,3 +173,41 @@ def test_cli_refuses_the_same_manifests_with_exit_2(tmp_path, capsys, content):
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_pairs_csv_escapes_formulas(service):
+    """Point 8: cells from the client starting with = + - @ are exported with a leading quote; numbers keep
+    their sign."""
+    import csv
+    import io
+
+    manifest = "pair_id,source,target,label,group\n=HYPERLINK(1),s.wav,t.wav,+cmd,@sum\n-p,t.wav,s.wav,plain,g\n"
+    response = service.post("/v1/jobs", files=files(manifest))
+    assert response.status_code == 202, response.text
+    rows = list(csv.DictReader(io.StringIO(service.get(f"/v1/jobs/{response.json()['id']}/pairs.csv").text)))
+    assert [(r["pair_id"], r["label"], r["group"]) for r in rows] == [("'=HYPERLINK(1)", "'+cmd", "'@sum"),
+                                                                       ("'-p", "plain", "g")]
+    # the report keeps the values as sent: only the spreadsheet export is escaped
+    job = service.get(f"/v1/jobs/{response.json()['id']}").json()
+    assert job["progress"]["total"] == 2
+
+
+def test_compare_bootstrap_is_capped(service):
+    from app.report_routes import MAX_COMPARE_BOOTSTRAP
+
+    url = f"/v1/jobs/{service.job_id}/compare/{service.job_id}"
+    error = assert_error(service.get(url, params={"bootstrap": MAX_COMPARE_BOOTSTRAP + 1}), 422, "validation_error")
+    assert "bootstrap" in error["message"]
+    assert_error(service.get(url, params={"bootstrap": 20_000}), 422, "validation_error")
+    assert service.get(url, params={"bootstrap": MAX_COMPARE_BOOTSTRAP}).status_code == 409  # valid; no report yet
+
+
+def test_metrics_are_opt_in(tmp_path, random_lite_head):
+    """Point 8: /metrics (no token, service-wide counts) is served only where the deployment turns it on."""
+    for enabled, status in ((False, 404), (True, 200)):
+        app = create_app(service_settings(tmp_path / str(enabled), random_lite_head, metrics_enabled=enabled),
+                         start_worker=False)
+        with TestClient(app) as client:
+            response = client.get("/metrics")
+            assert response.status_code == status, response.text
+            assert ("emopres_http_requests_total" in response.text) is enabled
