@@ -93,7 +93,8 @@ def test_cli_writes_a_complete_head_directory(trained):
     assert meta["classes"] == ["anger", "joy", "neutral", "sadness"]
     assert meta["feature_set"] == "egemaps-v02" and meta["n_features"] == 88
     assert meta["hidden"] == [64, 32] and meta["dropout"] == 0.3
-    assert meta["recipe"]["batch_size"] == 2 and "32->64" in meta["recipe"]["architecture_note"]
+    assert meta["recipe"]["batch_size"] == 2 and "Linear(32,64)" in meta["recipe"]["architecture_note"]
+    assert meta["architecture"] == "paper" and meta["recipe"]["architecture"] == "paper"
     assert meta["normalization"] == "per_utterance"
     assert meta["balance"] == report["selected_balance"]
     assert len(meta["training_data_sha256"]) == 64
