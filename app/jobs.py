@@ -10,7 +10,7 @@ import io
 import json
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -95,8 +95,7 @@ def get_job(session: Session, project: str, job_id: str) -> Job:
 
 def _is_uuid(value: str) -> bool:
     try:
-        uuid.UUID(value)
-        return True
+        return str(uuid.UUID(value)) == value  # the canonical form only (no braces, urn: or NUL around it)
     except ValueError:
         return False
 
@@ -115,15 +114,24 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True) -> dict:
+def job_links(job_id: str) -> dict:
+    """Every resource of a job; `compare` is a template (put the baseline job's id in it)."""
+    base = f"/v1/jobs/{job_id}"
+    return {"self": base, "report": f"{base}/report", "report_html": f"{base}/report.html",
+            "pairs_csv": f"{base}/pairs.csv", "plots": f"{base}/plots", "compare": base + "/compare/{baseline_id}"}
+
+
+def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True,
+             headline: dict | None = None) -> dict:
+    """The job as the API shows it; `headline` (the report's headline metrics) is read here unless given."""
     done, failed = done_failed if done_failed is not None else progress(session, [job.id]).get(job.id, (0, 0))
+    if headline is None and job.status == "succeeded":
+        headline = session.scalar(select(Report.headline).where(Report.job_id == job.id))
     view = {
         "id": job.id, "name": job.name, "status": job.status, "profile": job.profile, "metadata": job.metadata_json,
         "progress": {"done": done, "total": job.n_pairs, "failed": failed},
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-        "error": job.error,
-        "links": {"self": f"/v1/jobs/{job.id}", "report": f"/v1/jobs/{job.id}/report",
-                  "pairs_csv": f"/v1/jobs/{job.id}/pairs.csv"},
+        "error": job.error, "headline": headline, "links": job_links(job.id),
     }
     if detail:
         view["failures"] = failures_of(session, job.id, limit=MAX_FAILURES_SHOWN)
@@ -148,33 +156,48 @@ def encode_cursor(job: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at in UTC, job id) of a cursor from encode_cursor; anything else (tampered, truncated, a date
+    that cannot be moved to UTC, an id that is no job id) is a 422, on every database alike."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        created = datetime.fromisoformat(created)
+        if created.tzinfo is None or not isinstance(job_id, str) or not _is_uuid(job_id):
+            raise ValueError("not a cursor of ours")
+        return created.astimezone(timezone.utc), job_id
     except Exception:
         raise InvalidRequest("invalid cursor (use next_cursor from a previous page)", code="invalid_cursor") from None
 
 
+ORDERS = ("-created_at", "created_at")  # newest first (the default), oldest first
+
+
 def list_jobs(session: Session, project: str, *, status: str | None, name: str | None, limit: int,
-              cursor: str | None) -> tuple[list[dict], str | None]:
+              cursor: str | None, name_prefix: str | None = None, order: str = "-created_at") -> tuple[list[dict], str | None]:
     query = select(Job).where(Job.project == project)
     if status:
         if status not in STATUSES:
             raise InvalidRequest(f"unknown status {status!r} (one of {', '.join(STATUSES)})", code="invalid_status")
         query = query.where(Job.status == status)
+    if order not in ORDERS:
+        raise InvalidRequest(f"unknown order {order!r} (one of {', '.join(ORDERS)})", code="invalid_order")
     if name:
         query = query.where(Job.name == name)
+    if name_prefix:
+        query = query.where(Job.name.startswith(name_prefix, autoescape=True))  # % and _ match themselves
+    ascending = order == "created_at"
     if cursor:
         created, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+        query = query.where(or_(Job.created_at > created, and_(Job.created_at == created, Job.id > job_id))
+                            if ascending else
+                            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    keys = (Job.created_at.asc(), Job.id.asc()) if ascending else (Job.created_at.desc(), Job.id.desc())
+    jobs = list(session.scalars(query.order_by(*keys).limit(limit + 1)))
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = progress(session, [j.id for j in jobs])
     headlines = dict(session.execute(select(Report.job_id, Report.headline).where(Report.job_id.in_([j.id for j in jobs]))).all())
-    items = [{**job_view(session, j, counts.get(j.id, (0, 0)), detail=False), "headline": headlines.get(j.id)}
-             for j in jobs]
+    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False, headline=headlines.get(j.id)) for j in jobs]
     return items, (encode_cursor(jobs[-1]) if more and jobs else None)
 
 
@@ -229,17 +252,26 @@ def pairs_csv(session: Session, project: str, job_id: str) -> str:
     writer.writerow(header)
     for pair_id, label, group, row, failures in rows:
         status = "pending" if row is None and failures is None else ("ok" if row else "failed")
-        values = [pair_id, label or "", group or "", status]
+        values = [_text_cell(pair_id), _text_cell(label or ""), _text_cell(group or ""), status]
         if row:
             values += [_cell(row[side].get(f)) for side in ("source", "target") for f in SIDE_FIELDS]
             values += [_cell(row.get(s)) for s in PAIR_SCORES]
             values += [_cell(row[side]["probs"].get(c)) for side in ("source", "target") for c in classes]
-            values += ["; ".join(row.get("warnings") or []), ""]
+            values += [_text_cell("; ".join(row.get("warnings") or [])), ""]
         else:
             values += [""] * (2 * len(SIDE_FIELDS) + len(PAIR_SCORES) + 2 * len(classes)) + [""]
-            values.append("; ".join(f"{f['side']}: {f['error']}" for f in failures or []))
+            values.append(_text_cell("; ".join(f"{f['side']}: {f['error']}" for f in failures or [])))
         writer.writerow(values)
     return out.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+    """A client's text in a CSV cell: a leading ' keeps a spreadsheet from running it as a formula (OWASP CSV
+    injection). Numbers go through _cell and keep their sign."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _cell(value) -> str:

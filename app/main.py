@@ -32,9 +32,10 @@ from app import jobs as crud
 from app import report_routes
 from app.auth import Principal
 from app.deps import ERRORS, IdempotencyKey, PrincipalDep, Services, SessionDep
-from app.errors import APIError, InvalidRequest, TooLarge, Unavailable, error_body
-from app.intake import (AudioFile, archive_contents, build_request, check_name, check_profile, decode_manifest,
-                        normalise_path, parse_metadata, validate_audio)
+from app.errors import APIError, InvalidRequest, NotFound, TooLarge, Unavailable, error_body
+from app.forms import read_multipart
+from app.intake import (AudioFile, archive_contents, build_request, check_field, check_name, check_profile,
+                        decode_manifest, normalise_path, parse_metadata, validate_audio)
 from app.schemas import (PAIR_FORM_SCHEMA, JOB_FORM_SCHEMA, ErrorResponse, Health, JobCreated, JobDetail, JobList,
                          Readiness)
 from core import __version__
@@ -84,7 +85,7 @@ def _split_form(form) -> tuple[UploadFile | None, UploadFile | None, dict[str, A
                                      details={"field": key})
             if key in texts:
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
-            texts[key] = value
+            texts[key] = check_field(value, f"form field {key!r}")
     return manifest, archive, files, texts
 
 
@@ -144,7 +145,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
             uploads[key] = value
         elif key in ("label", "pair_id", "name", "profile", "metadata") and not isinstance(value, UploadFile):
-            texts[key] = value
+            texts[key] = check_field(value, f"form field {key!r}")
         else:
             raise InvalidRequest(f"unexpected form field {key!r} (source and target files; label, pair_id, name, "
                                  "profile, metadata text)", code="unknown_field", details={"field": key})
@@ -162,10 +163,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
 
 
 async def _read_form(request: Request, settings: Settings):
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise InvalidRequest("send multipart/form-data", code="unsupported_media_type", status=415)
-    return await request.form(max_files=settings.max_files + 4, max_fields=64)
+    return await read_multipart(request, max_files=settings.max_files + 4, max_fields=64)
 
 
 def _created_response(request: Request, principal: Principal, job, created: bool) -> JSONResponse:
@@ -404,8 +402,11 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
             raise Unavailable(f"not ready: {', '.join(failing)}", details={"checks": checks})
         return {"status": "ok", "checks": checks}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses={404: {"model": ErrorResponse}})
     def metrics():
+        if not services.settings.metrics_enabled:
+            raise NotFound("metrics are off in this deployment (EMOPRES_METRICS_ENABLED=1 turns them on)",
+                           code="metrics_disabled")
         body, content_type = services.metrics.render()
         return Response(body, media_type=content_type)
 
@@ -446,11 +447,16 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     @app.get("/v1/jobs", response_model=JobList, responses=ERRORS, tags=["v1"])
     def list_jobs(principal: PrincipalDep, session: SessionDep,
                   status: Annotated[str | None, Query(description="queued, running, succeeded or failed")] = None,
-                  name: Annotated[str | None, Query(max_length=200)] = None,
+                  name: Annotated[str | None, Query(max_length=200, description="exact name")] = None,
+                  name_prefix: Annotated[str | None, Query(max_length=200, description="names starting with this, "
+                                                           "e.g. my-s2st@ (a system's versions)")] = None,
+                  order: Annotated[str, Query(description="-created_at (newest first) or created_at")] = "-created_at",
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   cursor: Annotated[str | None, Query(max_length=500)] = None):
+        if name is not None:
+            check_field(name, "name")
         items, next_cursor = crud.list_jobs(session, principal.project, status=status, name=name, limit=limit,
-                                            cursor=cursor)
+                                            cursor=cursor, name_prefix=name_prefix, order=order)
         return {"items": items, "next_cursor": next_cursor}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=ERRORS, tags=["v1"])

@@ -22,7 +22,7 @@ import numpy as np
 
 from core.metrics import bar_codes, epr_codes, kappa_codes, spearman_finite, ua_codes, wa_codes
 
-__all__ = ["Metric", "Columns", "KINDS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
+__all__ = ["Metric", "Columns", "KINDS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
            "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "metric"]
 
 Stat = Callable[[np.ndarray], float]  # indices into the subset -> the statistic on those pairs
@@ -34,6 +34,11 @@ KINDS = {
     "pair": "pairs with a per-pair value (the mean of that value; the value is a field of each pair row)",
     "rank": "pairs with both the source and the target utterance value (Spearman between the sides)",
 }
+
+
+# the sections tables group metrics in, in order; a metric's section defaults to its kind's
+SECTIONS = ("SER", "similarity", "prosody")
+_KIND_SECTION = {"label": "SER", "prediction": "SER", "pair": "similarity", "rank": "prosody"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class Metric:
     utterance_field: str | None = None  # kind "rank": the per-utterance field compared
     noun: str | None = None  # kind "rank": plural noun used in reasons ("pause rates")
     validated: bool = True  # `emopres validate` expects it to follow the simulated preservation rate
+    section: str = ""  # one of SECTIONS; "" = its kind's
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -72,6 +78,10 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: a rank metric needs utterance_field and noun")
         if self.from_probabilities is not None and self.kind != "pair":
             raise ValueError(f"metric {self.name!r}: only pair metrics are computed per pair")
+        if not self.section:
+            object.__setattr__(self, "section", _KIND_SECTION[self.kind])
+        if self.section not in SECTIONS:
+            raise ValueError(f"metric {self.name!r}: unknown section {self.section!r}; known: {', '.join(SECTIONS)}")
 
 
 # ---------------------------------------------------------------------------------------------- statistics
