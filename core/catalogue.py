@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.metrics import bar_codes, epr_codes, kappa_codes, spearman_finite, ua_codes, wa_codes
+from core.metrics import bar_codes, epr_codes, expected_agreement, kappa_codes, spearman_finite, ua_codes, wa_codes
 
 __all__ = ["Metric", "Columns", "KINDS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
            "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "metric"]
@@ -141,6 +141,9 @@ CATALOGUE: tuple[Metric, ...] = (
            _bar),
     Metric("epr", "EPR (prediction agreement)", "EPR: share of pairs whose predictions agree", "prediction", True,
            SER, _epr),
+    _pair("expected_agreement", "expected agreement (SER probabilities)",
+          "expected agreement: sum over classes of p_source * p_target", SER, headline=True,
+          from_probabilities=expected_agreement, section="SER"),
     Metric("kappa", "Cohen's kappa", "Cohen's kappa of source and target predictions", "prediction", True, SER,
            _kappa),
     Metric("ua_source", "UA source", "UA (balanced accuracy) of the source side", "label", True, SER,

@@ -38,6 +38,7 @@ __all__ = [
     "cohen_kappa",
     "confusion",
     "per_emotion_preservation",
+    "expected_agreement",
     "spearman",
     "encode_labels",
 ]
@@ -156,6 +157,18 @@ def epr_codes(pred_s: np.ndarray, pred_t: np.ndarray) -> float:
     if pred_s.size == 0:
         raise MetricUndefined("no pairs")
     return float(np.count_nonzero(pred_s == pred_t) / pred_s.size)
+
+
+def expected_agreement(probs_source: Any, probs_target: Any) -> float:
+    """sum_k p_s(k) p_t(k): the probability that a class drawn from the source's SER distribution and one
+    drawn independently from the target's are the same (EPR's per-pair indicator, in probabilities)."""
+    ps = np.asarray(probs_source, dtype=np.float64)
+    pt = np.asarray(probs_target, dtype=np.float64)
+    if ps.ndim != 1 or ps.shape != pt.shape:
+        raise ValueError(f"expected_agreement needs two probability vectors of one length, got {ps.shape} and {pt.shape}")
+    if not (np.all(np.isfinite(ps)) and np.all(np.isfinite(pt))):
+        raise MetricUndefined("SER probabilities contain NaN/inf values")
+    return float(ps @ pt)
 
 
 def kappa_codes(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
