@@ -3,34 +3,20 @@ request, the caller's principal (bearer token) and the idempotency key."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Annotated, Iterator
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.auth import DEFAULT_PROJECT, Principal, verify_token
 from app.errors import Unauthorized
 from app.schemas import ErrorResponse
-from core.blobstore import BlobStore
-from core.settings import Settings
+from app.services import Services
 
 log = logging.getLogger("emopres.api")
 
 ERRORS = {r: {"model": ErrorResponse} for r in (401, 404, 409, 413, 422, 503)}
-
-
-@dataclass
-class Services:
-    settings: Settings
-    sessions: sessionmaker[Session]
-    blobs: BlobStore
-    queue: object = None
-    embedded: object = None
-    reconciler: object = None
-    metrics: object = None
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- dependencies

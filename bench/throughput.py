@@ -447,7 +447,7 @@ def write_manifest(folder: Path, pairs) -> Path:
 
 
 def section_service(args, head_path: str, results: dict) -> None:
-    from app.client import Client
+    from cli.client import Client
     from tests.service_support import ServiceProcess, comparable, free_port, service_env, wait_http
 
     pairs, resolve = load_pairs(args.pairs_file, args.split, "target_preserved", args.pairs)
@@ -460,7 +460,7 @@ def section_service(args, head_path: str, results: dict) -> None:
         tmp = Path(tmp)
         manifest = write_manifest(tmp, pairs)
         emopres = Path(sys.executable).parent / "emopres"
-        command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "app.cli"]
+        command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
         port = free_port()
         server = ServiceProcess(["serve", "--port", str(port), "--log-level", "warning"],
                                 service_env(data_dir=tmp / "service", auth_disabled=1, head=head_path,

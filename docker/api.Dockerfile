@@ -20,6 +20,7 @@ COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY models ./models
+COPY cli ./cli
 RUN pip install ".[server]"
 
 RUN useradd --create-home --uid 10001 emopres && mkdir -p /data && chown emopres /data

@@ -24,6 +24,7 @@ COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY models ./models
+COPY cli ./cli
 RUN pip install ".[server,paper]"
 
 RUN useradd --create-home --uid 10001 emopres && mkdir -p /data /models && chown emopres /data

@@ -83,7 +83,7 @@ def real_run(shared_data, head, folder, n_pairs: int = 4) -> dict:
     """
     import csv
 
-    from app.cli import main
+    from cli.main import main
 
     if _REAL:
         return _REAL

@@ -257,7 +257,7 @@ class InjectedWorker(ServiceProcess):
 
     def start(self) -> "InjectedWorker":
         handle = open(self.log, "ab")
-        code = "import emopres_fault_injection, sys; from app.cli import main; sys.exit(main(['worker']))"
+        code = "import emopres_fault_injection, sys; from cli.main import main; sys.exit(main(['worker']))"
         self.process = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=handle,
                                         stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         handle.close()

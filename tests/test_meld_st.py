@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from app.cli import main
+from cli.main import main
 from tests.conftest import read_csv
 from worker.datasets.meld_st import MIN_BYTES, MeldStError, read_meld_st
 from worker.reproduce import BALANCINGS, PUBLISHED_TABLE1, TABLE1_COLUMNS, TABLE1_ROWS, TABLE2_COLUMNS

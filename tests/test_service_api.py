@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 
 from app.auth import create_token, revoke_token
 from core.db import Blob, Chunk, Job, Pair, Token
-from app.main import create_app, submit
+from app.main import create_app
+from app.uploads import submit
 from core.settings import Settings
 from tests.service_support import BOOTSTRAP, comparable, shared_reference, upload_fields, wait_job, wav_bytes
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli import build_parser
+from cli.main import build_parser
 from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -274,7 +274,7 @@ def test_celery_is_configured_for_long_idempotent_tasks():
 
 
 def test_service_commands(tmp_path, monkeypatch, capsys):
-    from app.cli import main
+    from cli.main import main
 
     for name in list(os.environ):
         if name.startswith("EMOPRES_"):

@@ -32,6 +32,7 @@ import numpy as np
 from core.bootstrap import bootstrap_ci, paired_bootstrap
 from core.catalogue import CATALOGUE, METRICS, Columns, Metric
 from core.catalogue import metric as catalogue_entry
+from core.numbers import finite_or_none
 from core.metrics import MetricUndefined, confusion, per_emotion_preservation, ua_codes, wa_codes
 
 __all__ = ["NO_PAIRS_REASON", "compute_corpus", "compare_runs"]
@@ -51,13 +52,8 @@ def _missing_label(v: Any) -> bool:
 
 
 def _float_or_nan(v: Any) -> float:
-    if v is None or isinstance(v, bool):
-        return np.nan
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return np.nan
-    return f if np.isfinite(f) else np.nan
+    number = finite_or_none(v)
+    return np.nan if number is None else number
 
 
 def _side(pair: dict, side: str) -> dict:

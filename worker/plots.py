@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core.catalogue import BY_NAME, PAIR_METRICS
+from core.numbers import finite_or_none
 
 __all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "render", "render_plot", "write_plots",
            "plot_names"]
@@ -83,16 +84,6 @@ class PlotSpec:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _txt(value: Any) -> str:
     """A user-supplied string (a gold label) drawn literally: no mathtext."""
     return str(value).replace("$", r"\$")
@@ -104,11 +95,11 @@ def _metric(report: dict, name: str) -> dict:
 
 
 def _metric_text(entry: dict) -> str:
-    value = _finite(entry.get("value"))
+    value = finite_or_none(entry.get("value"))
     if value is None:
         return "null"
     text = f"{value:.3f}"
-    low, high = _finite(entry.get("ci_low")), _finite(entry.get("ci_high"))
+    low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
     if low is not None and high is not None:
         text += f" [{low:.3f}, {high:.3f}]"
     return text
@@ -164,7 +155,7 @@ def _confusions(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) ->
         elif entry.get("confusion") is None:
             skipped[name] = entry.get("reason") or "no confusion matrix in the report"
         else:
-            ua = _finite(entry.get("ua"))
+            ua = finite_or_none(entry.get("ua"))
             title = f"SER on the {side} side: gold vs predicted" + (f" (UA {ua:.3f})" if ua is not None else "")
             specs.append(_confusion_spec(name, title, classes, entry["confusion"], "gold emotion",
                                          f"predicted emotion ({side})"))
@@ -182,7 +173,7 @@ def uncertainty_plot(report: dict, specs: list[PlotSpec], skipped: dict[str, str
     """Fig. 2: source vs target uncertainty per pair, as the report's ``uncertainty`` values are scaled."""
     points = []
     for pair in _pairs(report):
-        us, ut = _finite(_side(pair, "source").get("uncertainty")), _finite(_side(pair, "target").get("uncertainty"))
+        us, ut = finite_or_none(_side(pair, "source").get("uncertainty")), finite_or_none(_side(pair, "target").get("uncertainty"))
         agree = pair.get("agree")
         if agree is None and _side(pair, "source").get("pred") is not None:
             agree = _side(pair, "source").get("pred") == _side(pair, "target").get("pred")
@@ -222,9 +213,9 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
     per = (report.get("corpus") or {}).get("per_emotion") or {}
     by_pred = per.get("by_source_prediction") or {}
     by_gold = per.get("by_gold") or {}
-    pred_rows = [(str(c), _finite(e.get("value")), int(e.get("n") or 0)) for c, e in by_pred.items()
-                 if isinstance(e, dict) and _finite(e.get("value")) is not None]
-    gold_rows = [(str(c), _finite(e.get("source_recall")), _finite(e.get("target_recall")), int(e.get("n") or 0))
+    pred_rows = [(str(c), finite_or_none(e.get("value")), int(e.get("n") or 0)) for c, e in by_pred.items()
+                 if isinstance(e, dict) and finite_or_none(e.get("value")) is not None]
+    gold_rows = [(str(c), finite_or_none(e.get("source_recall")), finite_or_none(e.get("target_recall")), int(e.get("n") or 0))
                  for c, e in by_gold.items() if isinstance(e, dict) and int(e.get("n") or 0) > 0]
     if not pred_rows and not gold_rows:
         skipped[name] = "no class has a pair (no successfully evaluated pairs)"
@@ -271,12 +262,12 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
 def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
     for name, (metric_name, axis_label) in RATE_PLOTS.items():
         metric = _metric(report, metric_name)
-        if _finite(metric.get("value")) is None:
+        if finite_or_none(metric.get("value")) is None:
             skipped[name] = f"{metric_name} is null: {metric.get('reason') or 'no value'}"
             continue
         ids, xs, ys = [], [], []
         for pair in _pairs(report):
-            x, y = _finite(_side(pair, "source").get(name)), _finite(_side(pair, "target").get(name))
+            x, y = finite_or_none(_side(pair, "source").get(name)), finite_or_none(_side(pair, "target").get(name))
             if x is not None and y is not None:
                 ids.append(str(pair.get("pair_id")))
                 xs.append(x)
@@ -285,7 +276,7 @@ def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None
             skipped[name] = f"no pair has both source and target {axis_label.split(' (')[0]}s"
             continue
         title = f"{axis_label.split(' (')[0].capitalize()}: source vs target (Spearman {_metric_text(metric)})"
-        data = {"pair_ids": ids, "source": xs, "target": ys, "spearman": _finite(metric.get("value"))}
+        data = {"pair_ids": ids, "source": xs, "target": ys, "spearman": finite_or_none(metric.get("value"))}
 
         def draw(fig: Figure, xs=xs, ys=ys, axis_label=axis_label, title=title) -> None:
             ax = fig.add_subplot()
@@ -309,17 +300,17 @@ def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) 
             continue
         name = f"dist_{metric_name}"
         metric = _metric(report, metric_name)
-        if _finite(metric.get("value")) is None:
+        if finite_or_none(metric.get("value")) is None:
             skipped[name] = f"{metric_name} is null: {metric.get('reason') or 'no value'}"
             continue
-        values = [v for v in (_finite(p.get(metric_name)) for p in _pairs(report)) if v is not None]
+        values = [v for v in (finite_or_none(p.get(metric_name)) for p in _pairs(report)) if v is not None]
         if not values:
             skipped[name] = f"no pair has a {metric_name} value"
             continue
         label = BY_NAME[metric_name].title
         title = f"{label}: mean {_metric_text(metric)}, n={len(values)}"
-        data = {"metric": metric_name, "values": values, "mean": _finite(metric.get("value")),
-                "ci_low": _finite(metric.get("ci_low")), "ci_high": _finite(metric.get("ci_high"))}
+        data = {"metric": metric_name, "values": values, "mean": finite_or_none(metric.get("value")),
+                "ci_low": finite_or_none(metric.get("ci_low")), "ci_high": finite_or_none(metric.get("ci_high"))}
 
         def draw(fig: Figure, values=values, data=data, label=label, title=title) -> None:
             ax = fig.add_subplot()

@@ -1,4 +1,4 @@
-"""Routes that turn a finished job's report into things people look at (included by app.main):
+"""Report routes: what people look at from a finished job's report:
 
 * ``GET /v1/jobs/{id}/plots``: which plots this report has, and why the others were skipped.
 * ``GET /v1/jobs/{id}/plots/{name}?format=png|svg``: one plot (worker.plots).

@@ -4,19 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app import cli_client, cli_datasets, cli_evaluate, cli_models, cli_service, cli_train
-from app.cli_errors import CommandError
+from cli import datasets, evaluate, models, service, submit, train
+from cli.errors import CommandError
 from core import __version__
 
 __all__ = ["CommandError", "build_parser", "main"]
 
 COMMAND_GROUPS = (
-    cli_evaluate,   # evaluate, validate
-    cli_train,      # train-ser
-    cli_models,     # models check
-    cli_service,    # serve, worker, db, tokens
-    cli_client,     # submit
-    cli_datasets,   # datasets meld-st, reproduce meld-st
+    evaluate,   # evaluate, validate
+    train,      # train-ser
+    models,     # models check
+    service,    # serve, worker, db, tokens
+    submit,     # submit
+    datasets,   # datasets meld-st, reproduce meld-st
 )
 
 

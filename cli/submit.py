@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli_errors import CommandError
+from cli.errors import CommandError
 
 EXIT_OK, EXIT_GATE_FAILED = 0, 1
 
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def _parse_args(args):
-    from app.client import parse_gate, parse_max_drop
+    from cli.client import parse_gate, parse_max_drop
     from core.catalogue import METRICS
 
     if not args.server:
@@ -118,7 +118,7 @@ def format_comparison(comparison: dict) -> str:
 
 
 def run_submit(args) -> int:
-    from app.client import Client, ClientError, check_gates, check_max_drops
+    from cli.client import Client, ClientError, check_gates, check_max_drops
     from worker.pairs import ManifestError
     from worker.report import format_summary
 

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli_errors import CommandError
+from cli.errors import CommandError
 from models.registry import model_dir_from_env
 
 

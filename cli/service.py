@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from app.cli_errors import CommandError
+from cli.errors import CommandError
 
 
 def register(subparsers) -> None:
