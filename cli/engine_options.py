@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from core.audio import DEFAULT_MAX_SECONDS
-from models.registry import PROFILES
+from core.profiles import DEFAULT_PROFILE, PROFILES
 
 
 def default_cache_dir() -> Path:
@@ -24,7 +24,7 @@ def cache_dir_from_args(args) -> Path | None:
 
 def add_engine_arguments(parser: argparse.ArgumentParser, *, default_profile: str | None = None,
                          profile_help: str | None = None) -> None:
-    parser.add_argument("--profile", choices=PROFILES, default=default_profile or os.environ.get("EMOPRES_PROFILE", "lite"),
+    parser.add_argument("--profile", choices=PROFILES, default=default_profile or os.environ.get("EMOPRES_PROFILE", DEFAULT_PROFILE),
                         help=profile_help)
     parser.add_argument("--model-dir", help="paper-profile model folder (default: $EMOPRES_MODEL_DIR)")
     parser.add_argument("--device", default="cpu", help="paper profile: torch device (cpu, cuda, cuda:1)")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from models.egemaps import FEATURE_SET, Egemaps
+from models.profile import Profile
 
 LLD_STATS_FILE = Path(__file__).parent / "artifacts" / "egemaps_lld_stats.json"
 NEEDS_PAPER = "needs the paper profile ({model})"
@@ -18,7 +19,7 @@ def load_lld_stats(path: Path = LLD_STATS_FILE) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
 
 
-class LiteProfile:
+class LiteProfile(Profile):
     name = "lite"
 
     @cached_property

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from models.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256, load_torch_file
+from models.profile import Profile
 from models.weights_lock import LOCK_NAME
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
     return rows
 
 
-class PaperProfile:
+class PaperProfile(Profile):
     """emotion2vec+ large SER features, emo-sim, va-sim, Vsim and AutoPCP from local weights."""
 
     name = "paper"
