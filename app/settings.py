@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     max_pairs: int = Field(10_000, gt=0)
     max_files: int = Field(20_001, gt=0, description="form fields / archive members")
     max_metadata_bytes: int = Field(16 * 1024, gt=0)
+    max_connections: int = Field(1000, ge=1, description="open client connections per API process; more are reset "
+                                                         "(the file-handle limit is raised to fit, if it can be)")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="a request's line and headers must arrive within "
+                                                                  "this")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that stalls this long ends its "
+                                                                "connection")
+    keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
     submit_concurrency: int = Field(4, ge=1, description="uploads validated and stored at once per API process; "
                                                          "more wait their turn")
 
