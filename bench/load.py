@@ -178,7 +178,7 @@ class Server:
                                             env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                             start_new_session=True)
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def wait_ready(self, timeout: float = 180, path: str = "/readyz") -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -186,7 +186,7 @@ class Server:
             if self.process.poll() is not None:
                 raise SystemExit(f"emopres serve exited:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(workdir, args.head, overrides)
             base_url = server.url
             print(f"started emopres serve at {base_url} (data in {workdir}); waiting for its models ...", flush=True)
-            server.wait_ready()
+            server.wait_ready(path="/healthz" if args.submit_only else "/readyz")  # submissions need no worker
         load_before = os.getloadavg()
         stats = asyncio.run(run(args, base_url))
         result = summary(args, stats, load_before, os.getloadavg())

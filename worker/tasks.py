@@ -392,12 +392,16 @@ def _broker_restarted(ctx: WorkerContext) -> bool:
     return False
 
 
-def enqueue_job(ctx_or_sessions, queue: TaskQueue, job_id: str) -> None:
-    """Send every chunk of a new job; a chunk that cannot be sent now is left to the reconciler."""
+def enqueue_job(ctx_or_sessions, queue: TaskQueue, job_id: str, n_chunks: int | None = None) -> None:
+    """Send every chunk of a new job (all `n_chunks` of a job just created: no query needed); a chunk that cannot
+    be sent now is left to the reconciler."""
     sessions = getattr(ctx_or_sessions, "sessions", ctx_or_sessions)
-    with sessions() as session:
-        indexes = list(session.scalars(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "pending",
-                                                               Chunk.enqueued_at.is_(None)).order_by(Chunk.idx)))
+    if n_chunks is not None:
+        indexes = list(range(n_chunks))
+    else:
+        with sessions() as session:
+            indexes = list(session.scalars(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "pending",
+                                                                   Chunk.enqueued_at.is_(None)).order_by(Chunk.idx)))
     sent = []
     for idx in indexes:
         try:
