@@ -34,9 +34,10 @@ def build_report(*, job: dict, pairs: list[dict], failures: list[dict], classes:
     failed_ids = {f["pair_id"] for f in failures}
     return {
         "schema_version": SCHEMA_VERSION,
-        "job": {"id": job.get("id"), "status": job.get("status", "succeeded"), "created_at": job.get("created_at"),
-                "finished_at": job.get("finished_at"), "n_pairs": len(pairs) + len(failed_ids),
-                "n_failed": len(failed_ids)},
+        "job": {"id": job.get("id"), "name": job.get("name"), "metadata": job.get("metadata"),
+                "profile": profile_name, "status": job.get("status", "succeeded"),
+                "created_at": job.get("created_at"), "finished_at": job.get("finished_at"),
+                "n_pairs": len(pairs) + len(failed_ids), "n_failed": len(failed_ids)},
         "signature": make_signature(profile_name, profile_parts, head_sha256, prosody,
                                     n_bootstrap=n_bootstrap, seed=seed, unit=unit),
         "models": models,

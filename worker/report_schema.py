@@ -102,6 +102,9 @@ _V1 = {
             "required": ["id", "status", "created_at", "finished_at", "n_pairs", "n_failed"],
             "properties": {
                 "id": _STRING_OR_NULL,
+                "name": {**_STRING_OR_NULL, "description": "the job's name, e.g. system@commit (null offline)"},
+                "metadata": {"type": ["object", "null"], "description": "the metadata the job was submitted with"},
+                "profile": {"type": "string", "description": "the evaluation profile (lite, paper)"},
                 "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
                 "created_at": {"type": ["string", "null"], "format": "date-time"},
                 "finished_at": {"type": ["string", "null"], "format": "date-time"},
@@ -114,7 +117,12 @@ _V1 = {
         "models": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["source"],
             "properties": {"source": {"type": "string"}, "sha256": _STRING_OR_NULL,
-                           "version": {"type": ["string", "null"]}}}},
+                           "version": {"type": ["string", "null"]},
+                           "files_sha256": {"type": ["string", "null"],
+                                            "description": "paper models: sha256 over every file of the model "
+                                                           "(as in the model folder's lock file)"},
+                           "revision": {"type": ["string", "null"],
+                                        "description": "the hub revision from the lock file, when the files match it"}}}},
         "corpus": {
             "type": "object",
             "required": ["n_pairs", *METRICS, "per_emotion", "ser", "bootstrap"],
