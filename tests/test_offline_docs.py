@@ -8,40 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from app.main import create_app
 from tests.browser import OFFLINE_FLAGS, find_browser, load_page
-from tests.service_support import free_port
+from tests.service_support import serving
 from tests.test_service_api import service_settings
 
 needs_browser = pytest.mark.skipif(find_browser() is None, reason="no Chromium installed (apt-get install chromium)")
 SWAGGER_OPERATIONS = "document.querySelectorAll('.opblock').length"
 SWAGGER_PATHS = "JSON.stringify(Array.from(document.querySelectorAll('.opblock-summary-path')).map(e => e.textContent))"
-
-
-@contextmanager
-def serving(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
