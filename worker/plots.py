@@ -186,8 +186,9 @@ def _confusions(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) ->
                                      ser["source_vs_target"], "source prediction", "target prediction"))
 
 
-def _uncertainty(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
-    name = "uncertainty"
+def uncertainty_plot(report: dict, specs: list[PlotSpec], skipped: dict[str, str], *, name: str = "uncertainty",
+                     scale: str = "entropy / log K", subtitle: str = "") -> None:
+    """Fig. 2: source vs target uncertainty per pair, as the report's ``uncertainty`` values are scaled."""
     points = []
     for pair in _pairs(report):
         us, ut = _finite(_side(pair, "source").get("uncertainty")), _finite(_side(pair, "target").get("uncertainty"))
@@ -202,7 +203,7 @@ def _uncertainty(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
     data = {"pair_ids": [p[0] for p in points], "source_uncertainty": [p[1] for p in points],
             "target_uncertainty": [p[2] for p in points], "agree": [p[3] for p in points]}
     n_agree = sum(data["agree"])
-    title = f"SER uncertainty per pair ({n_agree} of {len(points)} agree)"
+    title = f"SER uncertainty per pair ({n_agree} of {len(points)} agree){subtitle}"
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
@@ -217,8 +218,8 @@ def _uncertainty(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")
-        ax.set_xlabel("source uncertainty (entropy / log K)")
-        ax.set_ylabel("target uncertainty (entropy / log K)")
+        ax.set_xlabel(f"source uncertainty ({scale})")
+        ax.set_ylabel(f"target uncertainty ({scale})")
         ax.set_title(title)
         ax.legend(loc="upper left", frameon=False)
 
@@ -352,7 +353,7 @@ def plan_plots(report: dict) -> tuple[list[PlotSpec], dict[str, str]]:
     specs: list[PlotSpec] = []
     skipped: dict[str, str] = {}
     _confusions(report, specs, skipped)
-    _uncertainty(report, specs, skipped)
+    uncertainty_plot(report, specs, skipped)
     _per_emotion(report, specs, skipped)
     _rates(report, specs, skipped)
     _similarities(report, specs, skipped)
