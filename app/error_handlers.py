@@ -6,10 +6,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.errors import APIError, error_body
 
@@ -42,6 +43,10 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", []))
         return JSONResponse(error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}",
                                        {"errors": errors}), status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        return Response(status_code=499)  # never sent: the middleware counts a disconnect (no traceback in the log)
 
     @app.exception_handler(PoolTimeout)
     async def database_busy(request: Request, error: PoolTimeout):

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi_offline import FastAPIOffline
 
 from app.error_handlers import install_error_handlers
 from app.middleware import RequestMiddleware
@@ -36,7 +37,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         finally:
             await run_in_threadpool(stop_services, services)
 
-    app = FastAPI(title="emopres", version=__version__, lifespan=lifespan,
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline ships them): CI hosts and
+    # private clusters often have no route to a CDN
+    app = FastAPIOffline(title="emopres", version=__version__, lifespan=lifespan, static_url="/docs-assets",
                   description="Emotion preservation evaluation for expressive speech-to-speech translation. "
                               "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
                               "Errors: `{\"error\": {\"code\", \"message\", \"details\"}}`.")

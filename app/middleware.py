@@ -50,11 +50,14 @@ class RequestMiddleware:
             self._record(services, scope, status_holder["status"], started, request_id)
             return
         received = 0
+        disconnected = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, disconnected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            elif message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise TooLarge(f"request body is over the {limit}-byte cap", details={"limit": limit})
@@ -63,13 +66,19 @@ class RequestMiddleware:
         try:
             await self.app(scope, limited_receive, send_wrapper)
         finally:
-            self._record(services, scope, status_holder["status"], started, request_id)
+            self._record(services, scope, status_holder["status"], started, request_id, disconnected)
 
     @staticmethod
-    def _record(services, scope, status, started, request_id) -> None:
+    def _record(services, scope, status, started, request_id, disconnected: bool = False) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
+        if disconnected:  # nobody got a response: not a server error
+            if services.metrics:
+                services.metrics.disconnects.labels(scope["method"], template).inc()
+            log.info("%s %s client disconnected after %.1fms request_id=%s", scope["method"], template,
+                     elapsed * 1000, request_id)
+            return
         if services.metrics:
             services.metrics.observe(scope["method"], template, status, elapsed)
         log.info("%s %s %s %.1fms request_id=%s", scope["method"], template, status, elapsed * 1000, request_id)

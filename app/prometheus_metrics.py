@@ -21,6 +21,23 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.jobs_created = Counter("emopres_jobs_created_total", "jobs accepted", registry=self.registry)
         self.pairs_accepted = Counter("emopres_pairs_accepted_total", "pairs accepted", registry=self.registry)
+        self.disconnects = Counter("emopres_client_disconnects_total", "requests whose client went away before the "
+                                   "response (not counted in emopres_http_requests_total)", ["method", "route"],
+                                   registry=self.registry)
+
+        class ConnectionCollector:
+            def collect(self_inner):
+                from prometheus_client.core import CounterMetricFamily
+
+                from app.connections import CONNECTION_EVENTS
+
+                family = CounterMetricFamily("emopres_connections_closed", "connections the server reset or closed",
+                                             labels=["reason"])
+                for reason in ("refused_over_limit", "header_timeout", "body_timeout"):
+                    family.add_metric([reason], CONNECTION_EVENTS[reason])
+                return [family]
+
+        self.registry.register(ConnectionCollector())
 
         class DatabaseCollector:
             def collect(self_inner):

@@ -88,7 +88,7 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     if created:
         from worker.tasks import enqueue_job
 
-        enqueue_job(services.sessions, services.queue, job.id)
+        enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
         if services.metrics:
             services.metrics.jobs_created.inc()
             services.metrics.pairs_accepted.inc(job.n_pairs)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from cli.engine_options import add_engine_arguments, cache_dir_from_args
-from cli.errors import CommandError
+from emopres_client.cli import CommandError
 from worker.datasets.meld_st import MIN_BYTES, PAIRS, MeldStError, check_pair
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cli.engine_options import add_engine_arguments, cache_dir_from_args
-from cli.errors import CommandError
+from emopres_client.cli import CommandError
 from models.registry import ProfileError, ProfileSpec, load_head
 from worker.pairs import ManifestError, read_pairs_file
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import datasets, evaluate, models, service, submit, train
-from cli.errors import CommandError
+from cli import datasets, evaluate, models, service, train
 from core import __version__
+from emopres_client import cli as client_commands
+from emopres_client.cli import CommandError, run  # one error type (exit 2) for every command
 
 __all__ = ["CommandError", "build_parser", "main"]
 
 COMMAND_GROUPS = (
-    evaluate,   # evaluate, validate
-    train,      # train-ser
-    models,     # models check
-    service,    # serve, worker, db, tokens
-    submit,     # submit
-    datasets,   # datasets meld-st, reproduce meld-st
+    evaluate,          # evaluate, validate
+    train,             # train-ser
+    models,            # models check
+    service,           # serve, worker, db, tokens
+    client_commands,   # submit, jobs (the light client's commands)
+    datasets,          # datasets meld-st, reproduce meld-st
 )
 
 
@@ -30,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except CommandError as error:
-        print(f"emopres {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

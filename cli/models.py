@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli.errors import CommandError
+from emopres_client.cli import CommandError
 from models.registry import model_dir_from_env
 
 

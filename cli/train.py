@@ -59,7 +59,7 @@ def register(subparsers) -> None:
 
 
 def handle(args) -> int:
-    from cli.errors import CommandError
+    from emopres_client.cli import CommandError
     from models.ser_head import HeadError
     from models.ser_training import (MELD_CLASSES, TrainConfig, TrainingError, concat_datasets, load_manifest,
                                      train_ser)

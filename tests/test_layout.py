@@ -1,4 +1,4 @@
-"""The package layout: imports only go down (cli -> app -> worker -> models -> core), and no first-party module
+"""The package layout: imports only go down (cli -> app -> worker -> models -> core -> emopres_client), and no first-party module
 is imported optionally (a renamed module must fail loudly, not make routes or commands vanish)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "models", "worker", "app", "cli")  # lowest first: a package may import its own layer and those below
+LAYERS = ("emopres_client", "core", "models", "worker", "app", "cli")  # lowest first: a package imports only its own layer and those below
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 
 
