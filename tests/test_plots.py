@@ -11,7 +11,8 @@ from matplotlib import colormaps
 from PIL import Image
 
 from tests.report_fixtures import make_report, make_rows, real_run
-from worker.plots import CMAP, DPI, PlotUnavailable, get_spec, plan_plots, render, render_plot, write_plots
+from core.confusion_plot import CMAP
+from worker.plots import DPI, PlotUnavailable, get_spec, plan_plots, render, render_plot, write_plots
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 

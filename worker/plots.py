@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core.catalogue import BY_NAME, PAIR_METRICS
+from core.confusion_plot import draw_confusion, literal_text, row_normalised
 from core.numbers import finite_or_none
 
 __all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "render", "render_plot", "write_plots",
@@ -51,7 +52,6 @@ RC = {"svg.fonttype": "none", "svg.hashsalt": "emopres", "font.size": 9, "axes.t
 AGREE_COLOUR, DISAGREE_COLOUR = "#1b9e77", "#d95f02"
 LEGEND_HEADROOM, UNIT_TICKS = 1.32, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # shares in [0, 1], room above for labels
 RATE_MARGIN = 0.04
-CMAP = "Blues"
 
 _LOCK = threading.RLock()
 
@@ -82,11 +82,6 @@ class PlotSpec:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def _txt(value: Any) -> str:
-    """A user-supplied string (a gold label) drawn literally: no mathtext."""
-    return str(value).replace("$", r"\$")
 
 
 def _metric(report: dict, name: str) -> dict:
@@ -120,26 +115,11 @@ def _side(pair: dict, side: str) -> dict:
 def _confusion_spec(name: str, title: str, classes: list[str], matrix: list[list[int]], row_label: str,
                     col_label: str) -> PlotSpec:
     counts = [[int(c) for c in row] for row in matrix]
-    row_sums = [sum(row) for row in counts]
-    normalised = [[(c / s if s else 0.0) for c in row] for row, s in zip(counts, row_sums)]
-    data = {"classes": list(classes), "counts": counts, "row_normalised": normalised,
+    data = {"classes": list(classes), "counts": counts, "row_normalised": row_normalised(counts),
             "rows": row_label, "columns": col_label}
 
     def draw(fig: Figure) -> None:
-        ax = fig.add_subplot()
-        k = len(classes)
-        image = ax.imshow(normalised, cmap=CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_xticks(range(k), labels=[_txt(c) for c in classes], rotation=45, ha="right")
-        ax.set_yticks(range(k), labels=[_txt(c) for c in classes])
-        ax.set_xlabel(col_label)
-        ax.set_ylabel(row_label)
-        ax.set_title(title)
-        for i in range(k):
-            for j in range(k):
-                if counts[i][j]:
-                    ax.text(j, i, str(counts[i][j]), ha="center", va="center", fontsize=8,
-                            color="white" if normalised[i][j] > 0.5 else "black")
-        fig.colorbar(image, ax=ax, label="share of row", shrink=0.8)
+        draw_confusion(fig, classes, counts, title, row_label, col_label)
 
     return PlotSpec(name, title, data, draw, size=(5.8, 5.0))
 
@@ -232,7 +212,7 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
             xs = range(len(pred_rows))
             bars = ax.bar(xs, [v for _, v, _ in pred_rows], color="#4c72b0")
             ax.bar_label(bars, labels=[f"n={n}" for _, _, n in pred_rows], fontsize=8, padding=2)
-            ax.set_xticks(list(xs), labels=[_txt(c) for c, _, _ in pred_rows], rotation=45, ha="right")
+            ax.set_xticks(list(xs), labels=[literal_text(c) for c, _, _ in pred_rows], rotation=45, ha="right")
         ax.set_ylim(0, LEGEND_HEADROOM)
         ax.set_yticks(UNIT_TICKS)
         ax.set_ylabel("P(target pred = k | source pred = k)")
@@ -247,7 +227,7 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
                          label="target recall", color="#c44e52")
             ax.bar_label(tgt, labels=[f"n={n}" for *_, n in gold_rows], fontsize=8, padding=2)
             del src
-            ax.set_xticks(xs, labels=[_txt(c) for c, *_ in gold_rows], rotation=45, ha="right")
+            ax.set_xticks(xs, labels=[literal_text(c) for c, *_ in gold_rows], rotation=45, ha="right")
             ax.set_ylim(0, LEGEND_HEADROOM)
             ax.set_yticks(UNIT_TICKS)
             ax.set_ylabel("recall of the gold emotion")
