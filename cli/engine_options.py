@@ -8,13 +8,8 @@ import os
 from pathlib import Path
 
 from core.audio import DEFAULT_MAX_SECONDS
+from core.feature_cache import default_cache_dir
 from core.profiles import DEFAULT_PROFILE, PROFILES
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get("EMOPRES_CACHE_DIR"):
-        return Path(os.environ["EMOPRES_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emopres" / "features"
 
 
 def cache_dir_from_args(args) -> Path | None:
