@@ -32,7 +32,7 @@ import numpy as np
 from core.bootstrap import bootstrap_ci, paired_bootstrap
 from core.catalogue import CATALOGUE, METRICS, Columns, Metric
 from core.catalogue import metric as catalogue_entry
-from core.numbers import finite_or_none
+from emopres_client.numbers import finite_or_none
 from core.metrics import MetricUndefined, confusion, per_emotion_preservation, ua_codes, wa_codes
 
 __all__ = ["NO_PAIRS_REASON", "compute_corpus", "compare_runs"]

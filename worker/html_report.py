@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.catalogue import BY_NAME, CATALOGUE, SECTIONS
-from core.numbers import finite_or_none
+from emopres_client.numbers import finite_or_none
 from worker.plots import plan_plots, render
 
 __all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER"]

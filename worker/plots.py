@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 
 from core.catalogue import BY_NAME, PAIR_METRICS
 from core.confusion_plot import draw_confusion, literal_text, row_normalised
-from core.numbers import finite_or_none
+from emopres_client.numbers import finite_or_none
 
 __all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "render", "render_plot", "write_plots",
            "plot_names"]
