@@ -54,6 +54,7 @@ from models.batching import (
     run_batched,
     zero_mean_unit_var,
 )
+from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class XlsrEncoder:
         # layers above pick_layer never influence hidden_states[pick_layer]: drop them
         model.encoder.layers = nn.ModuleList(list(model.encoder.layers)[:pick_layer])
         self.model = model.to(device).eval()
+        use_time_major_features(self.model)
         self.pick_layer = pick_layer
         self.full_layers = n_layers
         self.device = torch.device(device)
@@ -119,7 +121,7 @@ class XlsrEncoder:
         if self.do_normalize:
             tensors = [zero_mean_unit_var(w) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
-        mask = lengths_to_mask(lengths, wav.shape[1]).long()
+        mask = padding_mask(lengths, wav.shape[1])
         captured = {}
 
         def grab(module, args, output):
@@ -127,7 +129,7 @@ class XlsrEncoder:
 
         hook = self.model.encoder.layers[self.pick_layer - 1].register_forward_hook(grab)
         try:
-            with autocast_context(self.device, self.precision):
+            with autocast_context(self.device, self.precision), cached_weights(self.model):
                 self.model(wav, attention_mask=mask)
         finally:
             hook.remove()

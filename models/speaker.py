@@ -49,6 +49,7 @@ from models.batching import (
     resolve_precision,
     run_batched,
 )
+from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -364,6 +365,7 @@ class SpeakerEncoder:
         self.wavlm = wavlm.to(device).eval()
         self.ecapa = ecapa.to(device).eval()
         use_time_major_attention(self.wavlm)
+        use_time_major_features(self.wavlm)
         self.normalize = normalize
         self.device = torch.device(device)
         self.precision = precision
@@ -461,8 +463,8 @@ class SpeakerEncoder:
         if self.normalize:
             tensors = [F.layer_norm(w, w.shape) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
-        mask = lengths_to_mask(lengths, wav.shape[1]).long()
-        with autocast_context(self.device, self.precision), warnings.catch_warnings():
+        mask = padding_mask(lengths, wav.shape[1])
+        with autocast_context(self.device, self.precision), cached_weights(self.wavlm), warnings.catch_warnings():
             # transformers' WavLM passes a bool key-padding mask with a float position bias
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
             feats = self._weighted_states(wav, mask)

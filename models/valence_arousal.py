@@ -39,7 +39,6 @@ from models.batching import (
     hf_min_samples,
     hf_missing_files,
     hf_weights_sha256,
-    lengths_to_mask,
     pad_waves,
     quiet_transformers,
     read_do_normalize,
@@ -47,6 +46,7 @@ from models.batching import (
     run_batched,
     zero_mean_unit_var,
 )
+from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class ValenceArousal:
             logger.warning("%s: feat_extract_norm=%r is not padding-invariant; running one utterance at a time",
                            source, cfg.feat_extract_norm)
         self.min_samples = hf_min_samples(cfg)
+        use_time_major_features(self.model.wav2vec2)
         labels = [str(v).lower() for _, v in sorted((int(k), v) for k, v in (cfg.id2label or {}).items())]
         if len(labels) == 3 and set(labels) == set(LABELS):
             self.index = {name: labels.index(name) for name in LABELS}
@@ -173,8 +174,8 @@ class ValenceArousal:
         if self.do_normalize:
             tensors = [zero_mean_unit_var(w) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
-        mask = lengths_to_mask(lengths, wav.shape[1]).long()
-        with autocast_context(self.device, self.precision):
+        mask = padding_mask(lengths, wav.shape[1])
+        with autocast_context(self.device, self.precision), cached_weights(self.model):
             hidden = self.model.wav2vec2(wav, attention_mask=mask)[0]
         hidden = hidden.float()
         frames = hf_frame_lengths(self.model.config, lengths.cpu())
