@@ -1,7 +1,11 @@
-"""`emopres models check`: which paper-profile models are present, where, and what is missing."""
+"""`emopres models check | fetch | lock`: the paper-profile model folder: what is there, downloading it
+(on a machine with internet, never at run time), and the lock file that says which weights exactly."""
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 from app.cli import CommandError
 from models.registry import model_dir_from_env
@@ -15,6 +19,21 @@ def register(subparsers) -> None:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.set_defaults(handler=run_check)
 
+    fetch = actions.add_parser("fetch", help="download paper-profile models (huggingface_hub, or the ModelScope "
+                                             "mirror) into the model folder and lock them; resumable")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all on a hub)")
+    fetch.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
+    fetch.add_argument("--source", choices=("huggingface", "modelscope"), default="huggingface",
+                       help="the hub to download from (no silent fallback: the lock records which; default: %(default)s)")
+    fetch.add_argument("--revision", help="branch, tag or commit (one model only; default: the hub's default branch)")
+    fetch.add_argument("--endpoint", help="hub address (default: $HF_ENDPOINT / the client's own)")
+    fetch.set_defaults(handler=run_fetch)
+
+    lock = actions.add_parser("lock", help="write the lock file (every file's sha256) for a folder filled by hand")
+    lock.add_argument("model_dir", metavar="DIR")
+    lock.add_argument("names", nargs="*", metavar="NAME", help="models to lock (default: every one present)")
+    lock.set_defaults(handler=run_lock)
+
 
 def run_check(args) -> int:
     from models.paper import check_models
@@ -23,6 +42,9 @@ def run_check(args) -> int:
     if not model_dir:
         raise CommandError("no model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
                            "(docs/paper-models.md says what to put there)")
+    from models.paper import lock_verified
+    from models.weights_lock import LOCK_NAME
+
     entries = check_models(model_dir)
     if args.json:
         print(json.dumps(entries, indent=1))
@@ -30,7 +52,62 @@ def run_check(args) -> int:
         for entry in entries:
             status = "present" if entry.get("present") else "MISSING"
             print(f"{entry['name']:<28}{status:<9}{entry.get('path', '')}")
-            for key in ("sha256", "parameters", "hint"):
+            for key in ("sha256", "parameters", "licence"):
                 if entry.get(key) is not None:
                     print(f"{'':<28}{key}: {entry[key]}")
-    return 0 if all(entry.get("present") for entry in entries) else 1
+            print(f"{'':<28}lock: {_lock_line(entry['lock'])}")
+            if entry.get("hint") is not None:
+                print(f"{'':<28}hint: {entry['hint']}")
+        if not any(entry["lock"]["status"] in ("matches", "differs") for entry in entries):
+            print(f"no {LOCK_NAME}: `emopres models lock {model_dir}` records which weights these are")
+    present = all(entry.get("present") for entry in entries)
+    return 0 if present and lock_verified(entries) else 1
+
+
+def _lock_line(lock: dict) -> str:
+    text = lock["status"]
+    source = lock.get("source") or {}
+    if source:
+        text += f" ({source.get('kind')}" + (f" {source['repo_id']}" if source.get("repo_id") else "")
+        text += (f" @ {lock['revision']}" if lock.get("revision") else "") + ")"
+    for key in ("changed", "missing", "extra"):
+        if lock.get(key):
+            text += f"; {key}: {', '.join(lock[key])}"
+    if lock.get("error"):
+        text += f": {lock['error']}"
+    return text
+
+
+def run_fetch(args) -> int:
+    from models.fetch import FetchError, fetch_models
+
+    model_dir = model_dir_from_env(args.model_dir)
+    if not model_dir:
+        raise CommandError("no model directory: set EMOPRES_MODEL_DIR or pass --model-dir")
+    endpoint = args.endpoint or (os.environ.get("HF_ENDPOINT") if args.source == "huggingface" else None)
+    try:
+        result = fetch_models(model_dir, args.names or None, source=args.source, revision=args.revision,
+                              endpoint=endpoint, log=lambda message: print(message, file=sys.stderr, flush=True))
+    except FetchError as error:
+        raise CommandError(str(error)) from None
+    for name, entry in result["fetched"].items():
+        print(f"{name:<28}fetched  {entry['source']['kind']} {entry['source']['repo_id']} @ {entry['revision'] or 'n/a'}"
+              f"  {len(entry['files'])} file(s)")
+    for message in result["by_hand"]:
+        print(message)
+    print(f"lock written: {Path(model_dir) / 'emopres-models.lock.json'}; `emopres models check` verifies it")
+    return 0
+
+
+def run_lock(args) -> int:
+    from models.fetch import FetchError, lock_folder
+    from models.weights_lock import LOCK_NAME, LockError
+
+    try:
+        entries = lock_folder(args.model_dir, args.names or None)
+    except (FetchError, LockError, OSError) as error:
+        raise CommandError(str(error)) from None
+    for name, entry in entries.items():
+        print(f"{name:<28}{entry['source']['kind']:<12}{len(entry['files'])} file(s)  digest {entry['digest'][:12]}")
+    print(f"wrote {Path(args.model_dir) / LOCK_NAME}")
+    return 0

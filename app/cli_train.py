@@ -9,7 +9,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train-ser", help="train a SER head (paper recipe) from a labelled manifest",
-        description="Train the paper's SER head (MLP 64-32, dropout 0.3, batch 2, <= 80 epochs, epoch kept by dev UA, "
+        description="Train the paper's SER head (MLP 64-32 or nkululeko's 32-64, dropout 0.3, batch 2, <= 80 epochs, epoch kept by dev UA, "
                     "ClusterCentroids on the training split) and write a head directory that `emopres evaluate --head` "
                     "and the workers load. Per-epoch progress goes to stderr; Table 2 to stdout.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -44,6 +44,10 @@ def register(subparsers) -> None:
     parser.add_argument("--speed-perturb", default="", metavar="FACTORS",
                         help="comma-separated speed factors, e.g. 0.9,1.1: speed-perturbed copies of the training "
                              "split are added to it (Kaldi-style; dev and test untouched; not the paper's recipe)")
+    parser.add_argument("--architecture", choices=("paper", "nkululeko"), default="paper",
+                        help="paper: the layers the paper states, in->64->32->K with ReLU and dropout after each; "
+                             "nkululeko: what nkululeko builds from the same configuration, Linear(in,32) -> ReLU -> "
+                             "Linear(32,64) -> Dropout(0.3) -> Linear(64,K) (for reproducing the paper's numbers)")
     parser.add_argument("--max-epochs", type=int, default=80)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--model-dir", default=None,
@@ -85,7 +89,8 @@ def handle(args) -> int:
         log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
         report = train_ser(dataset, args.out, features=args.features, balance=args.balance,
                            config=TrainConfig(max_epochs=args.max_epochs, learning_rate=args.learning_rate,
-                                              seed=args.seed, ensemble=args.ensemble, speed_perturb=speed),
+                                              seed=args.seed, ensemble=args.ensemble, speed_perturb=speed,
+                                              architecture=args.architecture),
                            classes=classes, model_dir=args.model_dir, cache_dir=args.cache_dir, log=log,
                            normalization=args.normalization)
     except (TrainingError, HeadError) as error:

@@ -18,6 +18,7 @@ from typing import IO, Callable, Iterator
 
 from app.errors import InvalidArchive, InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
 from worker.pairs import ManifestError, PairSpec, check_relative_path, parse_pairs
+from worker.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
 
 PROFILES = ("lite", "paper")  # models.registry.PROFILES, without importing torch into the api
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
@@ -48,27 +49,34 @@ class JobRequest:
 
 def normalise_path(path: str, what: str = "audio path") -> str:
     try:
+        check_text(path, what, MAX_PATH_CHARS)
         return check_relative_path(path)
+    except UnsafeText as error:
+        raise InvalidManifest(str(error)) from None
     except ManifestError as error:
         raise InvalidManifest(f"{what}: {error}", details={"path": path}) from None
 
 
-def _no_constant(name: str):
-    """NaN and Infinity are not JSON (RFC 8259); Python's parser takes them, and they came back as null."""
-    raise InvalidRequest(f"metadata is not valid JSON: {name} is not a JSON value (send null or a string)",
-                         code="invalid_metadata")
+def check_field(value: str, what: str, max_chars: int | None = None, code: str = "invalid_field") -> str:
+    """A form text field or query value that every later read (and PostgreSQL) can handle, or a 422."""
+    try:
+        return check_text(value, what, max_chars)
+    except UnsafeText as error:
+        raise InvalidRequest(str(error), code=code) from None
 
 
 def parse_metadata(text: str | None, max_bytes: int) -> dict | None:
     if text is None or not text.strip():
         return None
-    if len(text.encode()) > max_bytes:
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
         raise TooLarge(f"metadata is over {max_bytes} bytes", details={"limit": max_bytes})
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = loads_checked(text, "metadata")
     except json.JSONDecodeError as error:
         raise InvalidRequest(f"metadata is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
                              code="invalid_metadata") from None
+    except UnsafeText as error:
+        raise InvalidRequest(f"metadata is refused: {error}", code="invalid_metadata") from None
     if not isinstance(value, dict):
         raise InvalidRequest("metadata must be a JSON object", code="invalid_metadata")
     return value
@@ -87,9 +95,7 @@ def check_profile(profile: str | None, service_profile: str) -> str:
 
 def check_name(name: str | None) -> str | None:
     name = (name or "").strip() or None
-    if name is not None and len(name) > 200:
-        raise InvalidRequest("name is longer than 200 characters", code="invalid_name")
-    return name
+    return None if name is None else check_field(name, "name", 200, code="invalid_name")
 
 
 def decode_manifest(data: bytes, name: str | None) -> str:
@@ -115,8 +121,6 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
     for pair in pairs:
         source = normalise_path(pair.source, f"pair {pair.pair_id!r} source")
         target = normalise_path(pair.target, f"pair {pair.pair_id!r} target")
-        if len(pair.pair_id) > 255:
-            raise InvalidManifest(f"pair_id {pair.pair_id[:40]!r}... is longer than 255 characters")
         normalised.append(PairSpec(pair.pair_id, source, target, pair.label, pair.group))
     referenced = list(dict.fromkeys(p for pair in normalised for p in (pair.source, pair.target)))
     missing = [p for p in referenced if p not in files]

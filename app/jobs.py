@@ -10,7 +10,7 @@ import io
 import json
 import math
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -94,8 +94,7 @@ def get_job(session: Session, project: str, job_id: str) -> Job:
 
 def _is_uuid(value: str) -> bool:
     try:
-        uuid.UUID(value)
-        return True
+        return str(uuid.UUID(value)) == value  # the canonical form only (no braces, urn: or NUL around it)
     except ValueError:
         return False
 
@@ -147,10 +146,15 @@ def encode_cursor(job: Job) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at in UTC, job id) of a cursor from encode_cursor; anything else (tampered, truncated, a date
+    that cannot be moved to UTC, an id that is no job id) is a 422, on every database alike."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        created = datetime.fromisoformat(created)
+        if created.tzinfo is None or not isinstance(job_id, str) or not _is_uuid(job_id):
+            raise ValueError("not a cursor of ours")
+        return created.astimezone(timezone.utc), job_id
     except Exception:
         raise InvalidRequest("invalid cursor (use next_cursor from a previous page)", code="invalid_cursor") from None
 
@@ -229,17 +233,26 @@ def pairs_csv(session: Session, project: str, job_id: str) -> str:
     writer.writerow(header)
     for pair_id, label, group, row, failures in rows:
         status = "pending" if row is None and failures is None else ("ok" if row else "failed")
-        values = [pair_id, label or "", group or "", status]
+        values = [_text_cell(pair_id), _text_cell(label or ""), _text_cell(group or ""), status]
         if row:
             values += [_cell(row[side].get(f)) for side in ("source", "target") for f in SIDE_FIELDS]
             values += [_cell(row.get(s)) for s in PAIR_SCORES]
             values += [_cell(row[side]["probs"].get(c)) for side in ("source", "target") for c in classes]
-            values += ["; ".join(row.get("warnings") or []), ""]
+            values += [_text_cell("; ".join(row.get("warnings") or [])), ""]
         else:
             values += [""] * (2 * len(SIDE_FIELDS) + len(PAIR_SCORES) + 2 * len(classes)) + [""]
-            values.append("; ".join(f"{f['side']}: {f['error']}" for f in failures or []))
+            values.append(_text_cell("; ".join(f"{f['side']}: {f['error']}" for f in failures or [])))
         writer.writerow(values)
     return out.getvalue()
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+    """A client's text in a CSV cell: a leading ' keeps a spreadsheet from running it as a formula (OWASP CSV
+    injection). Numbers go through _cell and keep their sign."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _cell(value) -> str:

@@ -36,9 +36,10 @@ from app import jobs as crud
 from app.auth import DEFAULT_PROJECT, Principal, verify_token
 from app.blobstore import BlobStore
 from app.db import Chunk, Job, head_revision, make_engine, make_session_factory, upgrade
-from app.errors import APIError, InvalidRequest, TooLarge, Unauthorized, Unavailable, error_body
-from app.intake import (AudioFile, archive_contents, build_request, check_name, check_profile, decode_manifest,
-                        normalise_path, parse_metadata, validate_audio)
+from app.errors import APIError, InvalidRequest, NotFound, TooLarge, Unauthorized, Unavailable, error_body
+from app.forms import read_multipart
+from app.intake import (AudioFile, archive_contents, build_request, check_field, check_name, check_profile,
+                        decode_manifest, normalise_path, parse_metadata, validate_audio)
 from app.schemas import (PAIR_FORM_SCHEMA, JOB_FORM_SCHEMA, ErrorResponse, Health, JobCreated, JobDetail, JobList,
                          Readiness)
 from app.settings import Settings, get_settings
@@ -145,7 +146,7 @@ def _split_form(form) -> tuple[UploadFile | None, UploadFile | None, dict[str, A
                                      details={"field": key})
             if key in texts:
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
-            texts[key] = value
+            texts[key] = check_field(value, f"form field {key!r}")
     return manifest, archive, files, texts
 
 
@@ -205,7 +206,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
             uploads[key] = value
         elif key in ("label", "pair_id", "name", "profile", "metadata") and not isinstance(value, UploadFile):
-            texts[key] = value
+            texts[key] = check_field(value, f"form field {key!r}")
         else:
             raise InvalidRequest(f"unexpected form field {key!r} (source and target files; label, pair_id, name, "
                                  "profile, metadata text)", code="unknown_field", details={"field": key})
@@ -223,10 +224,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
 
 
 async def _read_form(request: Request, settings: Settings):
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise InvalidRequest("send multipart/form-data", code="unsupported_media_type", status=415)
-    return await request.form(max_files=settings.max_files + 4, max_fields=64)
+    return await read_multipart(request, max_files=settings.max_files + 4, max_fields=64)
 
 
 def _created_response(request: Request, principal: Principal, job, created: bool) -> JSONResponse:
@@ -465,8 +463,11 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
             raise Unavailable(f"not ready: {', '.join(failing)}", details={"checks": checks})
         return {"status": "ok", "checks": checks}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses={404: {"model": ErrorResponse}})
     def metrics():
+        if not services.settings.metrics_enabled:
+            raise NotFound("metrics are off in this deployment (EMOPRES_METRICS_ENABLED=1 turns them on)",
+                           code="metrics_disabled")
         body, content_type = services.metrics.render()
         return Response(body, media_type=content_type)
 
@@ -510,6 +511,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
                   name: Annotated[str | None, Query(max_length=200)] = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   cursor: Annotated[str | None, Query(max_length=500)] = None):
+        if name is not None:
+            check_field(name, "name")
         items, next_cursor = crud.list_jobs(session, principal.project, status=status, name=name, limit=limit,
                                             cursor=cursor)
         return {"items": items, "next_cursor": next_cursor}

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     # access
     auth_disabled: bool = False
+    metrics_enabled: bool = Field(False, description="serve /metrics (Prometheus; no token, service-wide counts): "
+                                                     "opt in where only the operator's network reaches it")
 
     # caps on what a client may send
     max_upload_bytes: int = Field(1024 * MiB, gt=0, description="whole request body")

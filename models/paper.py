@@ -15,6 +15,7 @@ Model directory layout (each entry in the model's own published format)::
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -24,8 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from models.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256, load_torch_file
+from models.weights_lock import LOCK_NAME
 
 logger = logging.getLogger(__name__)
+
+
+VA_LICENCE = ("CC BY-NC-SA 4.0 (non-commercial, share-alike; the model card of "
+              "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim)")
+LICENCE_UNKNOWN = "not recorded by emopres: read the model's page before use"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class ModelSlot:
     kind: str  # "funasr" | "transformers" | "unispeech" | "autopcp"
     fetch: str  # where a user with internet gets it
     metrics: tuple[str, ...]  # metrics that need it
+    licence: str | None = None  # None: not recorded here (read the model's page)
 
 
 SLOTS: tuple[ModelSlot, ...] = (
@@ -49,6 +57,7 @@ SLOTS: tuple[ModelSlot, ...] = (
         "https://huggingface.co/audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim: "
         "config.json, pytorch_model.bin (or model.safetensors), preprocessor_config.json",
         ("va_sim",),
+        licence=VA_LICENCE,
     ),
     ModelSlot(
         "speaker_wavlm_ecapa", "wavlm_large_finetune.pth", "unispeech",
@@ -145,11 +154,73 @@ def _count_parameters(files: Sequence[Path]) -> int:
     return total
 
 
+def _lock_differences(lock: dict) -> str:
+    return "; ".join(f"{key}: {', '.join(lock[key])}" for key in ("changed", "missing", "extra") if lock[key])
+
+
+def _check_lock(base: Path | None, rows: list[dict]) -> None:
+    """Each row's ``lock``: the folder's files against the lock file (status, source, revision, differences)."""
+    from models.weights_lock import LockError, read_lock, verify_entry
+
+    try:
+        lock = read_lock(base) if base else None
+        error = None
+    except LockError as e:
+        lock, error = None, str(e)
+    for row, slot in zip(rows, SLOTS):
+        locked = (lock or {}).get("models", {}).get(slot.name)
+        result = verify_entry(base / slot.entry, locked) if base else {
+            "status": "missing", "changed": [], "missing": [], "extra": [], "digest": None}
+        if error:
+            result["status"] = "unreadable lock"
+            result["error"] = error
+        result["source"] = (locked or {}).get("source")
+        result["revision"] = (locked or {}).get("revision")
+        row["lock"] = result
+
+
+def lock_verified(rows: list[dict]) -> bool:
+    """Every present model matches the lock file (no lock file at all also passes: nothing to verify)."""
+    statuses = {row["lock"]["status"] for row in rows if row["status"] == "present"}
+    if statuses <= {"not locked"}:
+        return True
+    return statuses <= {"matches"}
+
+
+def weights_identity(base: Path, slots: Sequence[ModelSlot]) -> dict[str, dict]:
+    """Per loaded slot: the sha256 over every file of it (``files_sha256``, as in the lock), and the
+    lock's source and revision when the files match the lock (``lock``: matches | differs | not locked)."""
+    from models.weights_lock import LockError, read_lock, verify_entry
+
+    try:
+        lock = read_lock(base) or {"models": {}}
+    except LockError as error:
+        logger.warning("%s", error)
+        lock = {"models": {}}
+    out = {}
+    for slot in slots:
+        locked = lock["models"].get(slot.name)
+        result = verify_entry(base / slot.entry, locked)
+        matches = result["status"] == "matches"
+        out[slot.name] = {"files_sha256": result["digest"], "lock": result["status"],
+                          "revision": locked.get("revision") if matches else None,
+                          "lock_source": locked.get("source") if matches else None}
+    return out
+
+
+def weights_signature(weights: dict[str, dict]) -> str:
+    """12 hex digits naming every file of every loaded model ("none" when nothing is known)."""
+    if not weights:
+        return "none"
+    lines = "".join(f"{name}\t{weights[name]['files_sha256']}\n" for name in sorted(weights))
+    return hashlib.sha256(lines.encode()).hexdigest()[:12]
+
+
 def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
     """Inventory for ``emopres models check``: one dict per model with ``name``, ``present``
     (bool), ``status`` ("present" | "missing" | "unreadable"), ``path``, ``sha256``,
     ``parameters`` (floating-point values stored in the weights file), ``missing`` (files),
-    ``metrics`` (what needs it), ``put`` (where it goes), ``fetch`` (where from), ``error`` and
+    ``metrics`` (what needs it), ``put`` (where it goes), ``fetch`` (where from), ``licence``, ``error`` and
     ``hint`` (one line saying what to do; None when present)."""
     base = Path(model_dir) if model_dir else None
     rows = []
@@ -159,7 +230,7 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
             "name": slot.name, "path": str(path), "status": "missing", "sha256": None, "parameters": None,
             "missing": [], "metrics": list(slot.metrics),
             "put": f"$EMOPRES_MODEL_DIR/{slot.entry}" + ("" if slot.kind == "unispeech" else "/"),
-            "fetch": slot.fetch, "error": None,
+            "fetch": slot.fetch, "licence": slot.licence or LICENCE_UNKNOWN, "error": None,
         }
         if base is None:
             row["missing"] = ["EMOPRES_MODEL_DIR is not set"]
@@ -175,9 +246,14 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
                 row["status"] = "unreadable"
                 row["error"] = f"{type(e).__name__}: {e}"
         rows.append(row)
+    _check_lock(base, rows)
     for row in rows:
         row["present"] = row["status"] == "present"
-        if row["status"] == "missing":
+        lock = row["lock"]
+        if row["status"] == "present" and lock["status"] == "differs":
+            row["hint"] = (f"differs from {LOCK_NAME} ({_lock_differences(lock)}): fetch it again "
+                           f"(`emopres models fetch {row['name']}`), or `emopres models lock` if you changed it on purpose")
+        elif row["status"] == "missing":
             row["hint"] = f"missing {', '.join(row['missing'])}: put it at {row['put']} (get it from {row['fetch']})"
         elif row["status"] == "unreadable":
             row["hint"] = f"cannot read it ({row['error']}): replace it with the published files (from {row['fetch']})"
@@ -192,7 +268,7 @@ class PaperProfile:
     name = "paper"
 
     def __init__(self, emotion2vec, valence_arousal, speaker, autopcp, *, model_dir: str = "",
-                 precision: str = "fp32", missing: dict[str, str] | None = None):
+                 precision: str = "fp32", missing: dict[str, str] | None = None, weights: dict[str, dict] | None = None):
         self.emotion2vec = emotion2vec
         self.valence_arousal = valence_arousal
         self.speaker = speaker
@@ -200,6 +276,7 @@ class PaperProfile:
         self.model_dir = model_dir
         self.precision = precision
         self._missing = dict(missing or {})
+        self.weights = dict(weights or {})  # slot -> files_sha256 (every file of it), revision, source (from the lock)
 
     @classmethod
     def from_model_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", fast: bool = False, *,
@@ -237,7 +314,8 @@ class PaperProfile:
         if "xlsr_53" not in problems and "autopcp_comparator" not in problems:
             pcp = AutoPCP.from_pretrained(base / SLOT["xlsr_53"].entry, base / SLOT["autopcp_comparator"].entry, **kw)
         missing = {k: f"model not installed: {base / SLOT[k].entry} ({', '.join(v)})" for k, v in problems.items()}
-        return cls(e2v, va, spk, pcp, model_dir=str(base), precision=mode, missing=missing)
+        return cls(e2v, va, spk, pcp, model_dir=str(base), precision=mode, missing=missing,
+                   weights=weights_identity(base, [s for s in SLOTS if s.name not in problems]))
 
     # ------------------------------------------------------------------ metadata
     def _loaded(self) -> dict[str, dict]:
@@ -252,7 +330,8 @@ class PaperProfile:
         return out
 
     def models_info(self) -> dict[str, dict]:
-        return {k: {"source": v["source"], "sha256": v["sha256"], "version": v["version"]}
+        return {k: {"source": v["source"], "sha256": v["sha256"], "version": v["version"],
+                    **self.weights.get(k, {"files_sha256": None, "lock": None, "revision": None, "lock_source": None})}
                 for k, v in self._loaded().items()}
 
     def signature_parts(self) -> list[str]:
@@ -261,6 +340,7 @@ class PaperProfile:
         for key, tag in (("emotion2vec_plus_large", "e2v"), ("valence_arousal", "va"), ("speaker_wavlm_ecapa", "spk"),
                          ("xlsr_53", "xlsr"), ("autopcp_comparator", "pcp")):
             parts.append(f"{tag}:{info[key]['sha256'][:12]}" if key in info else f"{tag}:none")
+        parts.append(f"weights:{weights_signature(self.weights)}")
         parts.append(f"mode:{self.precision}")
         return parts
 

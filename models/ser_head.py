@@ -24,18 +24,39 @@ SHIPPED_LITE_HEAD = Path(__file__).parent / "artifacts" / "ser_lite"
 #   per_side       the caller z-scores all utterances of one side of a job (every source, or every target) with
 #                  that side's own mean and std first: use predict_proba_side(all features of the side)
 NORMALIZATIONS = ("per_utterance", "per_side")
+# The layer sequence of the head's network (head.json "architecture"):
+#   paper      what the paper states: every hidden layer Linear -> ReLU -> Dropout, in the stated order
+#              (64 then 32 for the paper's recipe: in->64->32->K)
+#   nkululeko  what nkululeko, the toolkit the paper used, builds from the same configuration: it sorts the hidden
+#              layers by width and keeps its layers in a dict keyed by kind, so the second ReLU overwrites the first
+#              and only one ReLU (after the first Linear) and one Dropout (before the output Linear) remain:
+#              in->32 -> ReLU -> 32->64 -> Dropout -> 64->K for (64, 32)
+ARCHITECTURES = ("paper", "nkululeko")
 
 
 class HeadError(ValueError):
     """A head directory that cannot be loaded or does not fit the features."""
 
 
-def build_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
+def build_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
+                  architecture: str = "paper") -> nn.Sequential:
+    """The head's feed-forward network (see ARCHITECTURES for the two layer sequences)."""
+    if architecture not in ARCHITECTURES:
+        raise HeadError(f"unknown architecture {architecture!r} (this version knows {', '.join(ARCHITECTURES)})")
     layers: list[nn.Module] = []
     width = n_features
-    for units in hidden:
-        layers += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(dropout)]
-        width = units
+    if architecture == "paper":
+        for units in hidden:
+            layers += [nn.Linear(width, units), nn.ReLU(), nn.Dropout(dropout)]
+            width = units
+    else:
+        for index, units in enumerate(sorted(hidden)):
+            layers.append(nn.Linear(width, units))
+            if index == 0:
+                layers.append(nn.ReLU())
+            width = units
+        if hidden:
+            layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(width, n_classes))
     return nn.Sequential(*layers)
 
@@ -54,10 +75,11 @@ class MeanOfMembers(nn.Module):
 
 
 def build_head_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
-                       members: int = 1) -> nn.Module:
+                       members: int = 1, architecture: str = "paper") -> nn.Module:
     if members == 1:
-        return build_network(n_features, n_classes, hidden, dropout)
-    return MeanOfMembers([build_network(n_features, n_classes, hidden, dropout) for _ in range(members)])
+        return build_network(n_features, n_classes, hidden, dropout, architecture)
+    return MeanOfMembers([build_network(n_features, n_classes, hidden, dropout, architecture)
+                          for _ in range(members)])
 
 
 @dataclass
@@ -70,14 +92,17 @@ class SerHead:
     scaler_mean: np.ndarray
     scaler_scale: np.ndarray
     metadata: dict = field(default_factory=dict)
+    architecture: str = "paper"
 
     @classmethod
     def new(cls, n_features: int, classes: list[str], feature_set: str, hidden=(64, 32), dropout=0.3,
-            scaler_mean=None, scaler_scale=None, metadata=None, members: int = 1) -> "SerHead":
-        network = build_head_network(n_features, len(classes), tuple(hidden), dropout, members)
+            scaler_mean=None, scaler_scale=None, metadata=None, members: int = 1,
+            architecture: str = "paper") -> "SerHead":
+        network = build_head_network(n_features, len(classes), tuple(hidden), dropout, members, architecture)
         mean = np.zeros(n_features, np.float32) if scaler_mean is None else np.asarray(scaler_mean, np.float32)
         scale = np.ones(n_features, np.float32) if scaler_scale is None else np.asarray(scaler_scale, np.float32)
-        return cls(list(classes), feature_set, tuple(hidden), float(dropout), network, mean, scale, dict(metadata or {}))
+        return cls(list(classes), feature_set, tuple(hidden), float(dropout), network, mean, scale, dict(metadata or {}),
+                   architecture)
 
     @property
     def n_features(self) -> int:
@@ -143,7 +168,8 @@ class SerHead:
         tensors["scaler.scale"] = torch.from_numpy(self.scaler_scale.copy())
         save_file(tensors, str(directory / WEIGHTS_FILE))
         meta = dict(self.metadata, classes=self.classes, feature_set=self.feature_set,
-                    hidden=list(self.hidden), dropout=self.dropout, n_features=self.n_features)
+                    hidden=list(self.hidden), dropout=self.dropout, n_features=self.n_features,
+                    architecture=self.architecture)
         if self.members > 1:
             meta["members"] = self.members
         (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -160,10 +186,14 @@ class SerHead:
             raise HeadError(f"{directory}: unknown normalization {meta['normalization']!r} "
                             f"(this version knows {', '.join(NORMALIZATIONS)})")
         tensors = load_file(str(weights))
-        own = {"classes", "feature_set", "hidden", "dropout", "n_features", "members"}
+        if meta.get("architecture", "paper") not in ARCHITECTURES:
+            raise HeadError(f"{directory}: unknown architecture {meta['architecture']!r} "
+                            f"(this version knows {', '.join(ARCHITECTURES)})")
+        own = {"classes", "feature_set", "hidden", "dropout", "n_features", "members", "architecture"}
         head = cls.new(int(meta["n_features"]), meta["classes"], meta["feature_set"], tuple(meta["hidden"]),
                        float(meta["dropout"]), tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy(),
-                       {k: v for k, v in meta.items() if k not in own}, members=int(meta.get("members", 1)))
+                       {k: v for k, v in meta.items() if k not in own}, members=int(meta.get("members", 1)),
+                       architecture=meta.get("architecture", "paper"))
         state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
         try:
             head.network.load_state_dict(state)
@@ -183,6 +213,8 @@ class SerHead:
         digest.update(json.dumps(self.classes).encode())
         if self.normalization != "per_utterance":  # changes the outputs; per_utterance hashes stay as they were
             digest.update(f"normalization:{self.normalization}".encode())
+        if self.architecture != "paper":  # the same tensors mean a different function; paper hashes stay as they were
+            digest.update(f"architecture:{self.architecture}".encode())
         return digest.hexdigest()
 
 

@@ -6,9 +6,11 @@ batch size 2, at most 80 epochs, the epoch kept by unweighted accuracy (UA) on t
 split only. Features are standardised with statistics of the (unbalanced) training split; the
 scaler travels in the head.
 
-Nkululeko, the toolkit the paper used, sorts hidden layers by width and so builds in->32->64->K;
-this module builds the architecture the paper states (in->64->32->K) and records the difference
-in the head's metadata.
+Architecture (TrainConfig.architecture, head.json "architecture"): `paper` (default) is what the
+paper states, in->64->ReLU->Dropout->32->ReLU->Dropout->K. `nkululeko` is what nkululeko, the toolkit
+the paper used, actually builds from the same configuration: Linear(in,32) -> ReLU -> Linear(32,64)
+-> Dropout(0.3) -> Linear(64,K) (it sorts the layers by width, and its second ReLU overwrites the
+first under the same key), offered for reproduction.
 
 Entry points: `load_manifest` / `concat_datasets` (data), `extract_features` (cached features),
 `train_ser` (the whole recipe: both balancing settings when asked, report, head on disk).
@@ -36,9 +38,11 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "valid": "
 BALANCE_CHOICES = ("clustercentroids", "none")
 MELD_CLASSES = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 DROP = "-"  # label-map target meaning "leave these utterances out"
-NKULULEKO_NOTE = ("The paper states hidden layers of 64 and 32 units and this head is built in->64->32->K. "
-                  "Nkululeko, the toolkit the paper used, sorts hidden layers by width and so builds "
-                  "in->32->64->K from the same configuration.")
+NKULULEKO_NOTE = ("The paper states hidden layers of 64 and 32 units, ReLU and dropout 0.3; architecture 'paper' "
+                  "builds in->64->ReLU->Dropout->32->ReLU->Dropout->K. Nkululeko, the toolkit the paper used, builds "
+                  "Linear(in,32) -> ReLU -> Linear(32,64) -> Dropout(0.3) -> Linear(64,K) from the same configuration "
+                  "(it sorts the layers by width and its second ReLU overwrites the first under the same key): "
+                  "architecture 'nkululeko' (train-ser --architecture nkululeko).")
 
 
 class TrainingError(ValueError):
@@ -371,6 +375,7 @@ class TrainConfig:
     seed: int = 42
     ensemble: int = 1  # networks trained from seeds seed, seed+1, ...; the head averages their probabilities
     speed_perturb: tuple[float, ...] = ()  # extra speed-perturbed copies of the training split (e.g. 0.9, 1.1)
+    architecture: str = "paper"  # or "nkululeko" (models.ser_head.ARCHITECTURES)
 
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -426,7 +431,8 @@ def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev
     try:
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        network = build_network(train_x.shape[1], n_classes, tuple(config.hidden), config.dropout)
+        network = build_network(train_x.shape[1], n_classes, tuple(config.hidden), config.dropout,
+                                config.architecture)
         optimiser = _adam(network, config)
         loss_function = nn.CrossEntropyLoss()
         xs = torch.from_numpy(np.ascontiguousarray(train_x, np.float32))
@@ -528,7 +534,7 @@ def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, cla
     scale = features[train].std(axis=0)
     scale = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
     head = SerHead.new(features.shape[1], list(classes), feature_set, config.hidden, config.dropout,
-                       mean.astype(np.float32), scale, metadata)
+                       mean.astype(np.float32), scale, metadata, architecture=config.architecture)
     standardised = head.standardise(features)
     train_x, train_y = standardised[train], targets[train]
     balanced_x, balanced_y = balance_training_set(train_x, train_y, balance, config.seed)
@@ -686,7 +692,8 @@ def train_ser(dataset: Dataset, out_dir, *, features: str = "egemaps", balance: 
 
 
 def recipe_metadata(config: TrainConfig) -> dict:
-    return {"network": "feed-forward", "hidden": list(config.hidden), "activation": "relu",
+    return {"network": "feed-forward", "architecture": config.architecture, "hidden": list(config.hidden),
+            "activation": "relu",
             "dropout": config.dropout, "batch_size": config.batch_size, "max_epochs": config.max_epochs,
             "optimiser": "adam", "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
             "loss": "cross-entropy", "epoch_selection": "best dev UA (first on ties)",

@@ -101,6 +101,12 @@ def test_validate_ranks_simulated_systems(write_wav, tmp_path, random_lite_head,
     assert status == 0 and result["n_failed"] == [0, 0, 0, 0, 0]
     assert result["metrics"]["acoustic_sim"]["values"][-1] == pytest.approx(1.0)  # rate 1: identical targets
     assert result["metrics"]["acoustic_sim"]["spearman"] == pytest.approx(1.0)
-    assert "spearman" in stdout
+    assert "spearman" in stdout and "diff(1-0)" in stdout and "95% CI" in stdout
+    # sensitivity: rate 1 (identical targets) against rate 0, over the same sources
+    acoustic = result["metrics"]["acoustic_sim"]["sensitivity"]
+    assert acoustic["preserved"] == pytest.approx(1.0) and acoustic["preserved"] == result["metrics"]["acoustic_sim"]["values"][-1]
+    assert acoustic["swapped"] == pytest.approx(result["metrics"]["acoustic_sim"]["values"][0])
+    assert acoustic["diff"] == pytest.approx(acoustic["preserved"] - acoustic["swapped"])
+    assert "--bootstrap 0" in acoustic["reason"] and acoustic["z"] is None
     # a metric the profile cannot compute says so, not "fewer than 3 finite pairs"
     assert result["metrics"]["va_sim"]["reason"].startswith("needs the paper profile")

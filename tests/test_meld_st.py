@@ -19,7 +19,7 @@ import soundfile
 from app.cli import main
 from tests.conftest import read_csv
 from worker.datasets.meld_st import MIN_BYTES, MeldStError, read_meld_st
-from worker.reproduce import BALANCINGS, TABLE1_COLUMNS, TABLE1_ROWS, TABLE2_COLUMNS
+from worker.reproduce import BALANCINGS, PUBLISHED_TABLE1, TABLE1_COLUMNS, TABLE1_ROWS, TABLE2_COLUMNS
 
 EMOTIONS = ("joy", "anger", "sadness")
 PER_CLASS = {"train": 4, "valid": 2, "test": 3}         # rows per emotion in each CSV
@@ -247,18 +247,29 @@ def test_reproduce_lite_prints_both_tables_and_writes_figures(meld_root, tmp_pat
         assert by_metric[name][1] == "n/a"
         assert f"{name}: needs the paper profile" in stdout
     assert NUMBER.match(by_metric["EPR"][1]) and re.match(r"^\[-?\d\.\d{3}, -?\d\.\d{3}\]$", by_metric["EPR"][2])
-    for row in rows:
+    for (row, (_, metric)) in zip(rows, TABLE1_ROWS):  # every published value beside this run's, with the difference
         assert NUMBER.match(row[1]) or row[1] == "n/a"
         assert row[3] == "" or row[3].isdigit()
-        assert row[4] == "not found"
+        assert row[4] == PUBLISHED_TABLE1["ENG_JPN"][metric]
+        if row[1] == "n/a":
+            assert row[5] == "n/a"
+        else:
+            assert float(row[5]) == pytest.approx(float(row[1]) - float(row[4]), abs=1.5e-3) and row[5][0] in "+-"
+    assert [by_metric[name][4] for name in ("BAR", "EPR", "kappa", "emo-sim", "va-sim", "autoPCP", "Vsim", "Pause",
+                                            "Rate")] == ["0.577", "0.216", "0.086", "0.890", "0.544", "1.75", "0.0034",
+                                                         "0.501", "-0.09"]
+    assert "quoted by the paper from the MELD-ST paper" in stdout
     assert "7 pairs" in stdout and "of 5 dialogues" in stdout  # CIs resample the test dialogues
 
     header, rows = _table(stdout, "Table 2.")
     assert header == list(TABLE2_COLUMNS)
     assert [(r[0], r[1]) for r in rows] == [(language, BALANCINGS[b]) for language in ("English", "Japanese")
                                             for b in ("clustercentroids", "none")]
+    assert [row[6:8] for row in rows] == [["0.483", "0.452"], ["0.454", "0.627"], ["0.277", "0.182"], ["0.176", "0.481"]]
     for row in rows:
-        assert all(NUMBER.match(cell) for cell in row[2:6]) and row[6:] == ["not found", "not found"]
+        assert all(NUMBER.match(cell) for cell in row[2:6])
+        for run, paper, delta in ((row[4], row[6], row[8]), (row[5], row[7], row[9])):
+            assert delta == f"{float(run) - float(paper):+.3f}" or abs(float(delta) - (float(run) - float(paper))) < 1.5e-3
 
     report = json.loads((out / "report.json").read_text())
     assert report["job"]["n_pairs"] == 7 and report["job"]["n_failed"] == 0

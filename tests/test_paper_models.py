@@ -398,10 +398,11 @@ def test_paper_profile_end_to_end(model_dir, waves):
     assert any("va_sim" in w and "shorter" in w for w in short_warnings)
 
     parts = profile.signature_parts()
-    assert [p.split(":")[0] for p in parts] == ["e2v", "va", "spk", "xlsr", "pcp", "mode"] and parts[-1] == "mode:fp32"
+    assert [p.split(":")[0] for p in parts] == ["e2v", "va", "spk", "xlsr", "pcp", "weights", "mode"] and parts[-1] == "mode:fp32"
     info = profile.models_info()
     assert set(info) == {"emotion2vec_plus_large", "valence_arousal", "speaker_wavlm_ecapa", "xlsr_53", "autopcp_comparator"}
-    assert all(set(v) == {"source", "sha256", "version"} and len(v["sha256"]) == 64 for v in info.values())
+    assert all(set(v) == {"source", "sha256", "version", "files_sha256", "lock", "revision", "lock_source"}
+               and len(v["sha256"]) == 64 and len(v["files_sha256"]) == 64 for v in info.values())
     assert parts[0] == "e2v:" + info["emotion2vec_plus_large"]["sha256"][:12]
     assert set(profile.unavailable()) == {"acoustic_sim", "acoustic_sim_utterance"}
 

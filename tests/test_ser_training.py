@@ -93,7 +93,8 @@ def test_cli_writes_a_complete_head_directory(trained):
     assert meta["classes"] == ["anger", "joy", "neutral", "sadness"]
     assert meta["feature_set"] == "egemaps-v02" and meta["n_features"] == 88
     assert meta["hidden"] == [64, 32] and meta["dropout"] == 0.3
-    assert meta["recipe"]["batch_size"] == 2 and "32->64" in meta["recipe"]["architecture_note"]
+    assert meta["recipe"]["batch_size"] == 2 and "Linear(32,64)" in meta["recipe"]["architecture_note"]
+    assert meta["architecture"] == "paper" and meta["recipe"]["architecture"] == "paper"
     assert meta["normalization"] == "per_utterance"
     assert meta["balance"] == report["selected_balance"]
     assert len(meta["training_data_sha256"]) == 64
@@ -293,7 +294,8 @@ def test_shipped_head_is_a_per_utterance_meld_head():
     assert "18-20 test" in head.metadata["split_rule"] and head.metadata["label_map"] == {"calm": "neutral"}
     assert head.sha256() in (SHIPPED_LITE_HEAD / "MODEL_CARD.md").read_text()
     card = (SHIPPED_LITE_HEAD / "MODEL_CARD.md").read_text()
-    for needle in ("CC BY-NC-SA 4.0", "CC BY-SA 4.0", "calm", "32->64", "UA", "WA"):
+    for needle in ("CC BY-NC-SA 4.0", "CC BY-SA 4.0", "calm", "Linear(in,32) -> ReLU -> Linear(32,64) -> Dropout(0.3)",
+                   "UA", "WA"):
         assert needle in card, needle
     probs = head.predict_proba(np.zeros((3, 88), np.float32) + head.scaler_mean)
     assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1.0)
@@ -401,3 +403,54 @@ def test_train_ser_on_emotion2vec_features_from_a_tiny_checkpoint(subset_manifes
     assert head.n_features == emotion2vec_config()["model_conf"]["embed_dim"]
     report = json.loads((out / "report.json").read_text())
     assert report["feature_signature"].startswith("emotion2vec_plus_large|e2v:")
+
+
+def test_nkululeko_architecture_is_exactly_its_layer_sequence():
+    """nkululeko's network for the paper's configuration: Linear(in,32) -> ReLU -> Linear(32,64) -> Dropout(0.3)
+    -> Linear(64,K); the paper's stated one keeps a ReLU and a Dropout after each of 64 and 32."""
+    from torch import nn
+
+    from models.ser_head import HeadError, build_network
+
+    def layout(network):
+        return [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None),
+                 getattr(m, "p", None)) for m in network]
+
+    assert layout(build_network(88, 7, (64, 32), 0.3, "nkululeko")) == [
+        ("Linear", 88, 32, None), ("ReLU", None, None, None), ("Linear", 32, 64, None),
+        ("Dropout", None, None, 0.3), ("Linear", 64, 7, None)]
+    assert layout(build_network(88, 7, (64, 32), 0.3, "paper")) == [
+        ("Linear", 88, 64, None), ("ReLU", None, None, None), ("Dropout", None, None, 0.3),
+        ("Linear", 64, 32, None), ("ReLU", None, None, None), ("Dropout", None, None, 0.3), ("Linear", 32, 7, None)]
+    assert isinstance(build_network(88, 7, (64, 32), 0.3), nn.Sequential)
+    with pytest.raises(HeadError, match="unknown architecture"):
+        build_network(88, 7, (64, 32), 0.3, "lstm")
+
+
+@needs_data
+def test_nkululeko_head_trains_saves_and_reloads(subset_manifest, tmp_path):
+    from app.cli import main
+
+    out = tmp_path / "head"
+    assert main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",
+                 "--out", str(out), "--balance", "none", "--label-map", "calm=neutral", "--seed", "3",
+                 "--max-epochs", "2", "--cache-dir", str(CACHE), "--architecture", "nkululeko", "--quiet"]) == 0
+    meta = json.loads((out / "head.json").read_text())
+    assert meta["architecture"] == "nkululeko" and meta["recipe"]["architecture"] == "nkululeko"
+    head = SerHead.load(out)
+    assert head.architecture == "nkululeko"
+    assert [type(m).__name__ for m in head.network] == ["Linear", "ReLU", "Linear", "Dropout", "Linear"]
+    assert head.network[0].out_features == 32 and head.network[2].out_features == 64
+    dataset = load_manifest(subset_manifest, DATA / "ravdess", label_map={"calm": "neutral"})
+    features, _ = extract_features(dataset.paths, EgemapsExtractor(), CACHE)
+    head.save(tmp_path / "again")
+    again = SerHead.load(tmp_path / "again")
+    assert again.sha256() == head.sha256()
+    np.testing.assert_array_equal(again.predict_proba(features), head.predict_proba(features))
+    # the same tensors under the paper's layer names would not load: the architecture is part of the format
+    meta["architecture"] = "paper"
+    (tmp_path / "again" / "head.json").write_text(json.dumps(meta))
+    from models.ser_head import HeadError
+
+    with pytest.raises(HeadError, match="does not fit"):
+        SerHead.load(tmp_path / "again")

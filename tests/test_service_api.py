@@ -39,7 +39,7 @@ def reference(tmp_path_factory, random_lite_head) -> dict:
 
 def service_settings(data_dir: Path, head: Path, **overrides) -> Settings:
     values = dict(data_dir=data_dir, head=str(head), bootstrap=BOOTSTRAP, chunk_size=2, reconcile_seconds=0.5,
-                  database_url=None, broker_url=None, cache_dir=None, auth_disabled=False)
+                  database_url=None, broker_url=None, cache_dir=None, auth_disabled=False, metrics_enabled=True)
     values.update(overrides)
     return Settings(**values)
 

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from worker.safe_text import MAX_FIELD_CHARS, MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
+
 REQUIRED_COLUMNS = ("pair_id", "source", "target")
 
 
@@ -39,9 +41,11 @@ def _records_from_jsonl(text: str) -> list[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads_checked(line, f"line {number}")
         except json.JSONDecodeError as error:
             raise ManifestError(f"line {number} is not valid JSON ({error.msg})") from None
+        except UnsafeText as error:
+            raise ManifestError(str(error)) from None
         if not isinstance(record, dict):
             raise ManifestError(f"line {number} is not a JSON object")
         records.append(record)
@@ -56,10 +60,21 @@ def _looks_like_jsonl(text: str, name: str | None) -> bool:
     return text.lstrip()[:1] in {"{", "["}
 
 
-def _text(value) -> str | None:
+FIELD_LIMITS = {"pair_id": MAX_FIELD_CHARS, "source": MAX_PATH_CHARS, "target": MAX_PATH_CHARS,
+                "label": MAX_FIELD_CHARS, "group": MAX_FIELD_CHARS}
+
+
+def _text(value, field: str, number: int) -> str | None:
+    """A manifest cell as stripped text (None when empty), refused when a later read could not handle it."""
     if value is None:
         return None
+    if isinstance(value, (dict, list)):
+        raise ManifestError(f"pair {number}: {field} must be a string or a number, not {type(value).__name__}")
     value = str(value).strip()
+    try:
+        check_text(value, f"pair {number}: {field}", FIELD_LIMITS[field])
+    except UnsafeText as error:
+        raise ManifestError(str(error)) from None
     return value or None
 
 
@@ -76,18 +91,18 @@ def parse_pairs(text: str, *, name: str | None = None, group_column: str | None 
     if missing:
         raise ManifestError(f"missing column(s): {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
     if group_column is not None and group_column not in columns:
-        raise ManifestError(f"group column {group_column!r} not found (columns: {', '.join(sorted(columns))})")
+        raise ManifestError(f"group column {group_column!r} not found (columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})")
     group_key = group_column or ("group" if "group" in columns else None)
     pairs, seen = [], set()
     for number, record in enumerate(records, start=1):
-        pair_id, source, target = (_text(record.get(c)) for c in REQUIRED_COLUMNS)
+        pair_id, source, target = (_text(record.get(c), c, number) for c in REQUIRED_COLUMNS)
         if pair_id is None or source is None or target is None:
             raise ManifestError(f"pair {number}: pair_id, source and target must not be empty")
         if pair_id in seen:
             raise ManifestError(f"duplicate pair_id {pair_id!r}")
         seen.add(pair_id)
-        pairs.append(PairSpec(pair_id, source, target, _text(record.get("label")),
-                              _text(record.get(group_key)) if group_key else None))
+        pairs.append(PairSpec(pair_id, source, target, _text(record.get("label"), "label", number),
+                              _text(record.get(group_key), "group", number) if group_key else None))
     return pairs
 
 

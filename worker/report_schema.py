@@ -114,7 +114,12 @@ _V1 = {
         "models": {"type": "object", "additionalProperties": {
             "type": "object", "required": ["source"],
             "properties": {"source": {"type": "string"}, "sha256": _STRING_OR_NULL,
-                           "version": {"type": ["string", "null"]}}}},
+                           "version": {"type": ["string", "null"]},
+                           "files_sha256": {"type": ["string", "null"],
+                                            "description": "paper models: sha256 over every file of the model "
+                                                           "(as in the model folder's lock file)"},
+                           "revision": {"type": ["string", "null"],
+                                        "description": "the hub revision from the lock file, when the files match it"}}}},
         "corpus": {
             "type": "object",
             "required": ["n_pairs", *METRICS, "per_emotion", "ser", "bootstrap"],

@@ -43,34 +43,59 @@ TABLE1_ROWS: tuple[tuple[str, str], ...] = (
     ("BAR", "bar"), ("EPR", "epr"), ("kappa", "kappa"), ("emo-sim", "emo_sim"), ("va-sim", "va_sim"),
     ("autoPCP", "autopcp"), ("Vsim", "vsim"), ("Pause", "pause"), ("Rate", "rate"),
 )
-TABLE1_COLUMNS = ("metric", "this run", "95% CI", "n", "paper")
+TABLE1_COLUMNS = ("metric", "this run", "95% CI", "n", "paper", "difference")
 # Table 2: balancing setting -> printed name
 BALANCINGS: dict[str, str] = {"clustercentroids": "ClusterCentroids", "none": "none"}
-TABLE2_COLUMNS = ("language", "balancing", "dev UA", "dev WA", "test UA", "test WA", "paper test UA", "paper test WA")
+TABLE2_COLUMNS = ("language", "balancing", "dev UA", "dev WA", "test UA", "test WA", "paper test UA", "paper test WA",
+                  "difference UA", "difference WA")
 PROFILE_FEATURES = {"lite": "egemaps", "paper": "emotion2vec"}
 LANGUAGE_NAMES = {"ENG": "English", "JPN": "Japanese", "DEU": "German"}
 NOT_FOUND = "not found"
 
 # ------------------------------------------------------------------------------------------------
-# The paper's published values.
+# The paper's published values, as printed (the digits kept as strings: 0.0034 is not 0.003).
 #
-# Source: Table 1 and Table 2 of Atmaja, Shirai, Sakti, "Measuring Emotion Preservation in
-# Expressive Speech-to-Speech Translation" (NAIST). NOT FOUND: searching the public reference
-# text available while this was written (web pages, documentation, code and issue corpora; by
-# title, authors, metric names and MELD-ST) returned neither the paper's text nor its tables, so
-# every value is None and prints "not found". A value must only be filled in together with a
-# comment naming where it was read (paper version, table, row), never estimated.
+# Source: Atmaja, Shirai, Sakti, "Measuring Emotion Preservation in Expressive Speech-to-Speech
+# Translation" (NAIST), Table 1 (ENG-JPN / ENG-DEU columns) and Table 2 (test UA / WA, with
+# ClusterCentroids balancing and without), as transcribed in emopres issue 15. The page numbers
+# were not given there and the paper's text could not be read from here, so none is cited.
+# autoPCP, Vsim, Pause and Rate in Table 1 are quoted by the paper from the MELD-ST paper
+# (Chen et al., 2024), not computed by it (PUBLISHED_TABLE1_QUOTED).
 # ------------------------------------------------------------------------------------------------
-PUBLISHED_TABLE1: dict[str, dict[str, float | None]] = {
-    "ENG_JPN": {metric: None for _, metric in TABLE1_ROWS},  # not found
-    "ENG_DEU": {metric: None for _, metric in TABLE1_ROWS},  # not found
+PUBLISHED_SOURCE = ("Atmaja, Shirai, Sakti, 'Measuring Emotion Preservation in Expressive Speech-to-Speech "
+                    "Translation', Tables 1 and 2")
+PUBLISHED_TABLE1: dict[str, dict[str, str]] = {
+    "ENG_JPN": {"bar": "0.577", "epr": "0.216", "kappa": "0.086", "emo_sim": "0.890", "va_sim": "0.544",
+                "autopcp": "1.75", "vsim": "0.0034", "pause": "0.501", "rate": "-0.09"},
+    "ENG_DEU": {"bar": "0.568", "epr": "0.255", "kappa": "0.074", "emo_sim": "0.939", "va_sim": "0.559",
+                "autopcp": "2.00", "vsim": "0.0091", "pause": "0.501", "rate": "0.09"},
 }
-# pair -> language -> balancing -> {"ua", "wa"} on the test split
-PUBLISHED_TABLE2: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {
-    pair: {language: {balance: {"ua": None, "wa": None} for balance in BALANCINGS}  # not found
-           for language in (SOURCE_LANGUAGE, target)}
-    for pair, target in (("ENG_JPN", "JPN"), ("ENG_DEU", "DEU"))
+PUBLISHED_TABLE1_QUOTED = frozenset({"autopcp", "vsim", "pause", "rate"})  # from the MELD-ST paper
+QUOTED_NOTE = ("paper: autoPCP, Vsim, Pause and Rate are quoted by the paper from the MELD-ST paper "
+               "(Chen et al., 2024), not computed by it.")
+# pair -> language -> balancing -> {"ua", "wa"} on the test split (Table 2)
+PUBLISHED_TABLE2: dict[str, dict[str, dict[str, dict[str, str]]]] = {
+    "ENG_JPN": {"ENG": {"clustercentroids": {"ua": "0.483", "wa": "0.452"}, "none": {"ua": "0.454", "wa": "0.627"}},
+                "JPN": {"clustercentroids": {"ua": "0.277", "wa": "0.182"}, "none": {"ua": "0.176", "wa": "0.481"}}},
+    "ENG_DEU": {"ENG": {"clustercentroids": {"ua": "0.477", "wa": "0.437"}, "none": {"ua": "0.414", "wa": "0.623"}},
+                "DEU": {"clustercentroids": {"ua": "0.271", "wa": "0.197"}, "none": {"ua": "0.190", "wa": "0.480"}}},
 }
+
+
+def published_value(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+def decimals(text: str | None) -> int:
+    """Decimal places the paper printed (at least 3, this run's precision)."""
+    if text is None or "." not in text:
+        return 3
+    return max(3, len(text.split(".")[1]))
+
+
+def difference(value: float | None, paper: str | None) -> float | None:
+    """This run minus the paper (None when either is missing)."""
+    return None if value is None or paper is None else float(value) - float(paper)
 
 
 class ReproduceError(ValueError):
@@ -160,8 +185,17 @@ def default_evaluate(evaluator: Evaluator, pairs: list[PairSpec], resolve, *, n_
 # Tables
 # ------------------------------------------------------------------------------------------------
 
-def _num(value) -> str:
-    return NOT_FOUND if value is None else f"{value:.3f}"
+def _num(value, places: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{places}f}"
+
+
+def _paper(text: str | None) -> str:
+    return NOT_FOUND if text is None else text
+
+
+def _diff(value, paper: str | None) -> str:
+    delta = difference(value, paper)
+    return "n/a" if delta is None else f"{delta:+.{decimals(paper)}f}"
 
 
 def markdown_table(columns, rows) -> str:
@@ -177,7 +211,10 @@ def table1_rows(report: dict, pair: str) -> list[dict]:
         entry = corpus.get(metric) or {"value": None, "reason": "not in the report"}
         rows.append({"metric": name, "key": metric, "value": entry.get("value"), "ci_low": entry.get("ci_low"),
                      "ci_high": entry.get("ci_high"), "n": entry.get("n"), "reason": entry.get("reason"),
-                     "paper": PUBLISHED_TABLE1.get(pair, {}).get(metric)})
+                     "paper": published_value(PUBLISHED_TABLE1.get(pair, {}).get(metric)),
+                     "paper_text": PUBLISHED_TABLE1.get(pair, {}).get(metric),
+                     "paper_quoted_from_meld_st": metric in PUBLISHED_TABLE1_QUOTED,
+                     "difference": difference(entry.get("value"), PUBLISHED_TABLE1.get(pair, {}).get(metric))})
     return rows
 
 
@@ -195,11 +232,13 @@ def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, bala
             value, ci = "n/a", ""
             notes.append(f"{row['metric']}: {row['reason']}")
         else:
-            value = f"{row['value']:.3f}"
-            ci = f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if row["ci_low"] is not None else "n/a"
+            places = decimals(row["paper_text"])
+            value = f"{row['value']:.{places}f}"
+            ci = f"[{row['ci_low']:.{places}f}, {row['ci_high']:.{places}f}]" if row["ci_low"] is not None else "n/a"
             if row["reason"]:
                 notes.append(f"{row['metric']}: {row['reason']}")
-        cells.append((row["metric"], value, ci, "" if row["n"] is None else row["n"], _num(row["paper"])))
+        cells.append((row["metric"], value, ci, "" if row["n"] is None else row["n"], _paper(row["paper_text"]),
+                      _diff(row["value"], row["paper_text"])))
     lines = [title, "", markdown_table(TABLE1_COLUMNS, cells)]
     corpus = report["corpus"]
     ser = [f"{name} {corpus[key]['value']:.3f}" for name, key in
@@ -214,8 +253,8 @@ def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, bala
                      if acoustic.get("ci_low") is not None else f"acoustic-sim: {acoustic['value']:.3f}")
     if notes:
         lines += ["", "n/a: " + "; ".join(notes) + "."]
-    if all(row["paper"] is None for row in rows):
-        lines.append(f"paper: the published values were {NOT_FOUND} (see worker/reproduce.py PUBLISHED_TABLE1).")
+    if any(row["paper_quoted_from_meld_st"] and row["paper_text"] is not None for row in rows):
+        lines += ["", QUOTED_NOTE + " difference: this run minus the paper."]
     return "\n".join(lines)
 
 
@@ -223,11 +262,10 @@ def format_table2(rows: list[dict], *, pair: str, heads: str, feature_set: str) 
     title = (f"Table 2. SER unweighted (UA) and weighted accuracy (WA), MELD-ST {pair}, with (ClusterCentroids) "
              f"and without balancing; {feature_set} features; {heads}")
     cells = [(LANGUAGE_NAMES.get(r["language"], r["language"]), BALANCINGS[r["balance"]], _num(r["dev_ua"]),
-              _num(r["dev_wa"]), _num(r["test_ua"]), _num(r["test_wa"]), _num(r["paper_test_ua"]),
-              _num(r["paper_test_wa"])) for r in rows]
-    lines = [title, "", markdown_table(TABLE2_COLUMNS, cells)]
-    if all(r["paper_test_ua"] is None and r["paper_test_wa"] is None for r in rows):
-        lines += ["", f"paper: the published values were {NOT_FOUND} (see worker/reproduce.py PUBLISHED_TABLE2)."]
+              _num(r["dev_wa"]), _num(r["test_ua"]), _num(r["test_wa"]), _paper(r["paper_test_ua_text"]),
+              _paper(r["paper_test_wa_text"]), _diff(r["test_ua"], r["paper_test_ua_text"]),
+              _diff(r["test_wa"], r["paper_test_wa_text"])) for r in rows]
+    lines = [title, "", markdown_table(TABLE2_COLUMNS, cells), "", "difference: this run's test minus the paper's."]
     return "\n".join(lines)
 
 
@@ -365,7 +403,9 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
                                **{f"{split}_{k}": (scores.get(split) or {}).get(k)
                                   for split in ("train", "dev", "test") for k in ("ua", "wa", "n")},
                                "confusion_test": (scores.get("test") or {}).get("confusion"),
-                               "paper_test_ua": published.get("ua"), "paper_test_wa": published.get("wa")})
+                               "paper_test_ua": published_value(published.get("ua")),
+                               "paper_test_wa": published_value(published.get("wa")),
+                               "paper_test_ua_text": published.get("ua"), "paper_test_wa_text": published.get("wa")})
         del extractor  # the paper profile's models: free them before the evaluator loads its own
 
         # 4. the test pairs
@@ -401,7 +441,7 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
         "pair": corpus.pair, "profile": config.profile, "heads": "per-language" if config.ser_per_language else "shared",
         "balance_for_table1": config.balance, "signature": report["signature"], "dataset": dataset_summary,
         "classes": classes, "ser_training": training, "table1": rows1, "table2": table2,
-        "published_source": "not found (see worker/reproduce.py PUBLISHED_TABLE1 / PUBLISHED_TABLE2)",
+        "published_source": PUBLISHED_SOURCE,
         "n_failed": report["job"]["n_failed"], "figures": figures,
         "files": {"report": "report.json", "tables": "tables.md", "plots": "plots/", "data": "data/", "ser": "ser/"},
         "text": {"table1": text1, "table2": text2},

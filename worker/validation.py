@@ -1,23 +1,35 @@
-"""`emopres validate`: do the metrics track a known emotion-preservation rate?
+"""`emopres validate`: do the metrics track a known emotion-preservation rate, and can they tell?
 
 From pairs with a preserving and a swapping target per source (shared/data/pairs/en-ja.csv),
-build systems that keep the emotion in a known share of pairs, evaluate each, and report every
-metric's Spearman correlation with the true rate.
+build systems that keep the emotion in a known share of pairs, evaluate each, and report for every
+metric:
+
+* its value per simulated system and its Spearman correlation with the true rate (order), and
+* its sensitivity: the paired difference between the system that preserves every pair (rate 1)
+  and the one that swaps every pair (rate 0) over the same sources, with the paired bootstrap's
+  95% CI and p (worker.corpus.compare_runs), and z = difference / SE where SE is the bootstrap
+  standard error read from the percentile interval, (ci_high - ci_low) / (2 * 1.96). A metric can
+  rank five systems in order and still not separate 0% from 100% preservation beyond noise: its z
+  says so.
 """
 from __future__ import annotations
 
 import csv
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
+from worker.corpus import METRICS, compare_runs
 from worker.metrics import MetricUndefined, spearman
 from worker.pairs import PairSpec
 
 TRACKED_METRICS = ("bar", "epr", "kappa", "ua_target", "emo_sim", "emo_sim_utterance", "acoustic_sim",
                    "acoustic_sim_utterance", "va_sim", "vsim", "autopcp", "pause", "rate")
 REQUIRED = ("source", "target_preserved", "target_swapped", "emotion")
+EXTREME_RATES = (0.0, 1.0)  # the swapping and the preserving system: what the sensitivity compares
+Z_95 = NormalDist().inv_cdf(0.975)
 
 
 class ValidationError(ValueError):
@@ -82,6 +94,57 @@ def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict
     return table
 
 
+def z_from_interval(diff: float, ci_low: float, ci_high: float) -> float:
+    """diff / SE with the standard error read from a 95% percentile interval (width / (2 * 1.96))."""
+    se = (ci_high - ci_low) / (2 * Z_95)
+    if not se > 0:
+        raise MetricUndefined("the bootstrap interval has zero width: no standard error")
+    return diff / se
+
+
+def sensitivity(preserved_pairs: list[dict], swapped_pairs: list[dict], classes: list[str], metrics,
+                *, n_bootstrap: int, seed: int, unavailable: dict | None = None) -> dict[str, dict]:
+    """Per metric: preserved and swapped values, their paired difference with 95% CI, z and p.
+
+    Both lists are report rows with the same pair ids (the same sources); the difference is
+    preserved - swapped, bootstrapped over pairs (worker.corpus.compare_runs). With n_bootstrap 0 there
+    is no CI, z or p (reason says so).
+    """
+    compared = compare_runs(swapped_pairs, preserved_pairs, classes, [m for m in metrics if m in METRICS],
+                            n_bootstrap=n_bootstrap, seed=seed, unavailable=unavailable)
+    out = {}
+    for metric in metrics:
+        if metric not in METRICS:
+            continue
+        entry = compared[metric]
+        row = {"preserved": entry["b"], "swapped": entry["a"], "diff": entry["diff"], "ci_low": entry["ci_low"],
+               "ci_high": entry["ci_high"], "z": None, "p_value": entry["p_value"], "n": entry["n"],
+               "reason": entry["reason"]}
+        if row["diff"] is not None and row["reason"] is None:
+            if n_bootstrap <= 0:
+                row["reason"] = "--bootstrap 0: no CI, z or p"
+            else:
+                try:
+                    row["z"] = z_from_interval(row["diff"], row["ci_low"], row["ci_high"])
+                except MetricUndefined as error:
+                    row["reason"] = error.reason
+        out[metric] = row
+    return out
+
+
+def add_sensitivity(table: dict[str, dict], preserved_report: dict, swapped_report: dict, *,
+                    n_bootstrap: int, seed: int) -> None:
+    """Put each tracked metric's preserved-vs-swapped sensitivity into its table entry ("sensitivity")."""
+    classes = list(preserved_report["corpus"].get("ser", {}).get("classes") or [])
+    unavailable = {m: preserved_report["corpus"][m]["reason"] for m in table
+                   if m in preserved_report["corpus"] and preserved_report["corpus"][m].get("n") == 0
+                   and preserved_report["corpus"][m].get("value") is None and preserved_report["corpus"][m].get("reason")}
+    rows = sensitivity(preserved_report["pairs"], swapped_report["pairs"], classes, list(table),
+                       n_bootstrap=n_bootstrap, seed=seed, unavailable=unavailable)
+    for metric, entry in table.items():
+        entry["sensitivity"] = rows.get(metric)
+
+
 def check_analysed(utterances: dict, root: Path) -> None:
     """Refuse to report correlations of nothing: say why the audio could not be analysed."""
     errors = [u.error for u in utterances.values() if u.error]
@@ -100,7 +163,8 @@ def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> di
     root = Path(args.audio_root) if args.audio_root else path.resolve().parent
     resolve = lambda relative: str(root / relative)  # noqa: E731
     order = np.random.default_rng(args.seed).permutation(len(rows))
-    systems = [simulated_system(rows, rate, order) for rate in rates]
+    evaluated = sorted(set(rates) | set(EXTREME_RATES))  # the sensitivity needs rates 0 and 1 even if not asked
+    systems = [simulated_system(rows, rate, order) for rate in evaluated]
     with make_evaluator(args) as evaluator:
         files = [resolve(p) for row in rows for p in (row["source"], row["target_preserved"], row["target_swapped"])]
         with progress_bar(len(set(files)), "analysing") as bar:
@@ -108,18 +172,36 @@ def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> di
         check_analysed(utterances, root)
         reports = [evaluate_to_report(evaluator, pairs, resolve, n_bootstrap=args.bootstrap, seed=args.seed,
                                       use_groups=False, job={"id": f"rate={rate:g}"}, utterances=utterances)
-                   for rate, pairs in zip(rates, systems)]
+                   for rate, pairs in zip(evaluated, systems)]
+    by_rate = dict(zip(evaluated, reports))
+    reports = [by_rate[rate] for rate in rates]
     table = correlation_table(rates, reports)
+    add_sensitivity(table, by_rate[1.0], by_rate[0.0], n_bootstrap=args.bootstrap, seed=args.seed)
     print(format_table(rates, table))
     return {"rates": rates, "n_pairs": len(rows), "n_failed": [r["job"]["n_failed"] for r in reports],
-            "signature": reports[0]["signature"], "metrics": table}
+            "signature": reports[0]["signature"], "metrics": table,
+            "sensitivity": {"preserved": "rate 1 (every pair keeps the emotion)",
+                            "swapped": "rate 0 (every pair swaps it)", "diff": "preserved - swapped",
+                            "z": "diff / SE, SE = (ci_high - ci_low) / (2 * 1.96) of the paired bootstrap",
+                            "n_bootstrap": args.bootstrap, "seed": args.seed}}
 
 
 def format_table(rates: list[float], table: dict[str, dict]) -> str:
-    header = f"{'metric':<24}" + "".join(f"{'r=' + format(r, 'g'):>9}" for r in rates) + f"{'spearman':>10}"
+    """Values per rate, Spearman, then the preserved-vs-swapped difference with its 95% CI, z and p."""
+    header = (f"{'metric':<24}" + "".join(f"{'r=' + format(r, 'g'):>9}" for r in rates) + f"{'spearman':>10}"
+              + f"{'diff(1-0)':>11}{'95% CI':>20}{'z':>8}{'p':>8}")
     lines = [header]
     for metric, entry in table.items():
         cells = "".join(f"{'null':>9}" if v is None else f"{v:9.3f}" for v in entry["values"])
-        rho = f"{entry['spearman']:10.3f}" if entry["spearman"] is not None else f"  {entry['reason']}"
-        lines.append(f"{metric:<24}{cells}{rho}")
+        rho = f"{entry['spearman']:10.3f}" if entry["spearman"] is not None else f"{'null':>10}"
+        sens = entry.get("sensitivity") or {}
+        if sens.get("diff") is None:
+            tail = f"{'null':>11}"
+        else:
+            interval = "" if sens["ci_low"] is None else f"[{sens['ci_low']:.3f}, {sens['ci_high']:.3f}]"
+            z = f"{sens['z']:8.2f}" if sens["z"] is not None else f"{'null':>8}"
+            p = f"{sens['p_value']:8.4f}" if sens["p_value"] is not None else f"{'null':>8}"
+            tail = f"{sens['diff']:11.3f}{interval:>20}{z}{p}"
+        reasons = [r for r in (entry["reason"], sens.get("reason")) if r]
+        lines.append(f"{metric:<24}{cells}{rho}{tail}" + (f"  ({'; '.join(dict.fromkeys(reasons))})" if reasons else ""))
     return "\n".join(lines)
