@@ -50,10 +50,10 @@ from models.batching import (
     pad_waves,
     quiet_transformers,
     read_do_normalize,
-    resolve_precision,
     run_batched,
     zero_mean_unit_var,
 )
+from models.precision import check_precision, measure_fast_mode
 from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class XlsrEncoder:
         self.full_layers = n_layers
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.do_normalize = do_normalize
@@ -100,10 +101,13 @@ class XlsrEncoder:
             raise FileNotFoundError(f"XLS-R folder {folder} is missing {', '.join(missing)}")
         with quiet_transformers():
             model = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True)
-        return cls(model, pick_layer=pick_layer, device=device,
-                   precision=resolve_precision(device, fast, precision), source=str(folder),
-                   sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),
-                   max_batch_seconds=max_batch_seconds)
+        loaded = cls(model, pick_layer=pick_layer, device=device,
+                     precision=check_precision(precision), source=str(folder),
+                     sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),
+                     max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.embeddings)
+        return loaded
 
     def info(self) -> dict:
         cfg = self.model.config

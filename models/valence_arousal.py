@@ -42,10 +42,10 @@ from models.batching import (
     pad_waves,
     quiet_transformers,
     read_do_normalize,
-    resolve_precision,
     run_batched,
     zero_mean_unit_var,
 )
+from models.precision import check_precision, measure_fast_mode
 from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ class ValenceArousal:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.do_normalize = do_normalize
@@ -153,9 +154,12 @@ class ValenceArousal:
             model = EmotionModel.from_pretrained(str(folder), local_files_only=True)
         if model.config.num_labels != 3:
             raise ValueError(f"{folder}: expected a 3-output (arousal, dominance, valence) head, got {model.config.num_labels}")
-        return cls(model, device=device, precision=resolve_precision(device, fast, precision),
-                   source=str(folder), sha256=hf_weights_sha256(folder),
-                   do_normalize=read_do_normalize(folder), max_batch_seconds=max_batch_seconds)
+        loaded = cls(model, device=device, precision=check_precision(precision),
+                     source=str(folder), sha256=hf_weights_sha256(folder),
+                     do_normalize=read_do_normalize(folder), max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.analyse)
+        return loaded
 
     def info(self) -> dict:
         cfg = self.model.config
