@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 #: a mode that is in fact slower).
 FAST_MARGIN = 0.9
 #: Probe utterance length, seconds of 16 kHz audio: long enough for the GEMMs to dominate.
-PROBE_SECONDS = 1.5
+PROBE_SECONDS = 1.0
 #: Stop timing bf16 after its warm-up when that alone was this many times slower than fp32's.
 HOPELESS = 2.0
 
