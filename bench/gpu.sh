@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one call (issue 17), within 8 minutes on a machine with CUDA:
 #   1. installs what is missing from the project's own pyproject.toml (pip install -e ".[paper,dev]";
-#      offline machines: point PIP_FIND_LINKS / PIP_NO_INDEX at a wheel folder);
+#      offline machines: point PIP_FIND_LINKS / PIP_NO_INDEX at a wheel folder; gpu mode only);
 #   2. the paper profile at steady-state sizes: 120 utterances of up to 8 s, batches of 160 s of padded
 #      audio, every model against its one-at-a-time loop, exact and fast mode, twice alternating
 #      (bench/throughput.py section 3: audio-s/s, ratio to the loops, spread);
@@ -30,7 +30,10 @@ case "$MODE" in
   *) echo "usage: bench/gpu.sh [gpu|tiny|check]" >&2; exit 2 ;;
 esac
 
-if ! "$PY" -c "import torch, transformers, funasr, fastapi, app, worker, models" 2> /dev/null; then
+if ! "$PY" -c "import torch, transformers, funasr, fastapi, httpx, app, worker, models" 2> /dev/null; then
+  if [ "$MODE" != gpu ]; then  # dry runs never install: they run inside a shared development environment
+    echo "gpu.sh $MODE: the project's dependencies are not importable with $PY" >&2; exit 1
+  fi
   echo "== installing from pyproject.toml (.[paper,dev])"
   "$PY" -m pip install -q -e ".[paper,dev]"
 fi

@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "emopres-bench"))
     args = parser.parse_args()
 
-    from app.client import Client
+    from emopres_client.client import Client
     from tests.service_support import ServiceProcess, free_port, service_env, wait_http
 
     workdir = Path(args.workdir)

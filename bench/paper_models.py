@@ -221,8 +221,11 @@ def write_model_dir(root, models, e2v_folder) -> Path:
     e2v = root / "emotion2vec_plus_large"
     if not e2v.exists():
         e2v.symlink_to(Path(e2v_folder).resolve())
+    from models.batching import quiet_transformers
+
     for module, name in ((va, "wav2vec2-large-robust-12-ft-emotion-msp-dim"), (xlsr, "wav2vec2-large-xlsr-53")):
-        module.save_pretrained(str(root / name))
+        with quiet_transformers():
+            module.save_pretrained(str(root / name))
         _write_preprocessor(root / name)
     state = {"feature_extract.model." + k: v for k, v in hf_wavlm_to_fairseq(wavlm.state_dict()).items()}
     state.update(ecapa.state_dict())

@@ -58,13 +58,18 @@ class FastChoice:
                 "bf16_seconds": self.bf16_seconds, "speedup": self.speedup, "text": self.describe()}
 
 
-def choose_precision(fp32_seconds: float, bf16_seconds: float, margin: float = FAST_MARGIN) -> FastChoice:
-    """The faster mode from two timings of the same work; bf16 must win by the margin."""
-    if not (fp32_seconds > 0 and bf16_seconds > 0):
-        raise ValueError(f"timings must be positive, got fp32 {fp32_seconds!r}, bf16 {bf16_seconds!r}")
-    if bf16_seconds <= margin * fp32_seconds:
-        return FastChoice("bf16", "bf16-faster", fp32_seconds, bf16_seconds)
-    return FastChoice("fp32", "bf16-slower", fp32_seconds, bf16_seconds)
+def choose_precision(fp32_seconds, bf16_seconds, margin: float = FAST_MARGIN) -> FastChoice:
+    """The faster mode from timings of the same work: one number each, or one per alternating round.
+    bf16 must beat fp32 by the margin in its fastest run and in every round (a machine whose load
+    changes mid-measurement must not make fast mode pick the slower mode)."""
+    fp32 = [float(fp32_seconds)] if np.isscalar(fp32_seconds) else [float(t) for t in fp32_seconds]
+    bf16 = [float(bf16_seconds)] if np.isscalar(bf16_seconds) else [float(t) for t in bf16_seconds]
+    if not fp32 or len(fp32) != len(bf16) or not all(t > 0 for t in fp32 + bf16):
+        raise ValueError(f"need positive timings, as many of each: fp32 {fp32_seconds!r}, bf16 {bf16_seconds!r}")
+    best32, best16 = min(fp32), min(bf16)
+    if best16 <= margin * best32 and all(b <= margin * f for f, b in zip(fp32, bf16)):
+        return FastChoice("bf16", "bf16-faster", best32, best16)
+    return FastChoice("fp32", "bf16-slower", best32, best16)
 
 
 def bf16_runs_on(device: str | torch.device) -> bool:
@@ -110,27 +115,26 @@ def _timed(model, run: Callable[[list[np.ndarray]], object], waves: list[np.ndar
 def measure_fast_mode(model, run: Callable[[list[np.ndarray]], object], repeats: int = 2,
                       probe: list[np.ndarray] | None = None) -> FastChoice:
     """Time ``run`` (a model wrapper's batch method) on the probe with ``model.precision`` set to fp32
-    and to bf16, alternately, fastest of ``repeats`` each after a warm-up; set the chosen precision."""
+    and to bf16: a warm-up each, then ``repeats`` alternating rounds (skipped when bf16's warm-up was
+    already :data:`HOPELESS`); set the chosen precision and return it."""
     waves = probe if probe is not None else probe_waves()
     if not bf16_runs_on(model.device):
         model.precision = "fp32"
         return FastChoice("fp32", "no-bf16")
-    best = {mode: float("inf") for mode in MODES}
-    warm = {}
+    rounds: dict[str, list[float]] = {mode: [] for mode in MODES}
     try:
         for mode in MODES:  # warm-up: first calls allocate and pick kernels
             model.precision = mode
-            warm[mode] = _timed(model, run, waves)
-        if warm["bf16"] < HOPELESS * warm["fp32"]:
+            rounds[mode].append(_timed(model, run, waves))
+        if rounds["bf16"][0] < HOPELESS * rounds["fp32"][0]:
+            rounds = {mode: [] for mode in MODES}  # the warm-up does not count
             for _ in range(repeats):
                 for mode in MODES:
                     model.precision = mode
-                    best[mode] = min(best[mode], _timed(model, run, waves))
-        else:
-            best = warm
+                    rounds[mode].append(_timed(model, run, waves))
     finally:
         model.precision = "fp32"
-    choice = choose_precision(best["fp32"], best["bf16"])
+    choice = choose_precision(rounds["fp32"], rounds["bf16"])
     model.precision = choice.mode
     logger.info("fast mode, %s: %s", type(model).__name__, choice.describe())
     return choice

@@ -29,6 +29,12 @@ def test_choice_from_timings():
     assert P.choose_precision(1.0, P.FAST_MARGIN).mode == "bf16"
     with pytest.raises(ValueError):
         P.choose_precision(0.0, 1.0)
+    with pytest.raises(ValueError):
+        P.choose_precision([1.0, 1.0], [0.5])
+    # per round: bf16 must win every round, not only its luckiest one
+    assert P.choose_precision([1.0, 1.0], [0.5, 0.6]).mode == "bf16"
+    assert P.choose_precision([1.0, 1.0], [0.5, 1.2]).mode == "fp32"
+    assert P.choose_precision([1.0, 2.0], [0.5, 0.9]).fp32_seconds == 1.0
     assert "exact fp32 kept" in slower.describe() and "0.59x" in slower.describe()
 
 
