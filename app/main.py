@@ -24,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -439,7 +440,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         finally:
             await run_in_threadpool(stop_services, services)
 
-    app = FastAPI(title="emopres", version=__version__, lifespan=lifespan,
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline ships them): CI hosts and
+    # private clusters often have no route to a CDN
+    app = FastAPIOffline(title="emopres", version=__version__, lifespan=lifespan, static_url="/docs-assets",
                   description="Emotion preservation evaluation for expressive speech-to-speech translation. "
                               "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
                               "Errors: `{\"error\": {\"code\", \"message\", \"details\"}}`.")
