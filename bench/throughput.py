@@ -4,6 +4,8 @@
     python bench/throughput.py --pairs 0                # sections 2 and 4 on the whole en-ja test split too
     python bench/throughput.py --only paper --paper-n 16 --paper-max-seconds 8 --device cuda
     python bench/throughput.py --only cache,workers,service
+    python bench/throughput.py --only paper,workers --paper-n 8 --repeat 3   # issue 17: fast mode, exact ratios, 2 vs 1 workers
+    bash bench/gpu.sh                                   # on a CUDA machine: steady-state GPU sizes + the service
 
 1 cache    lite pairs/s, cold vs warm *source* cache, on the whole test split. One resident evaluator
            (--jobs processes) and one cache folder: system A (target_preserved) on an empty cache, then
