@@ -82,13 +82,16 @@ def run_serve(args) -> int:
     _logging(args.log_level)
     if args.workers > 1 and settings.embedded:
         raise CommandError("--workers > 1 needs EMOPRES_BROKER_URL (the embedded queue lives in one process)")
+    from app.connections import uvicorn_options
+
     if args.workers > 1:
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=False)
+                    log_level=args.log_level, access_log=False, **uvicorn_options(settings))
         return 0
     from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                **uvicorn_options(settings))
     return 0
 
 

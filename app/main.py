@@ -31,6 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app import __version__
 from app import jobs as crud
@@ -181,7 +182,7 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     if created:
         from worker.tasks import enqueue_job
 
-        enqueue_job(services.sessions, services.queue, job.id)
+        enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
         if services.metrics:
             services.metrics.jobs_created.inc()
             services.metrics.pairs_accepted.inc(job.n_pairs)
@@ -278,11 +279,14 @@ class RequestMiddleware:
             self._record(services, scope, status_holder["status"], started, request_id)
             return
         received = 0
+        disconnected = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, disconnected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            elif message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise TooLarge(f"request body is over the {limit}-byte cap", details={"limit": limit})
@@ -291,13 +295,19 @@ class RequestMiddleware:
         try:
             await self.app(scope, limited_receive, send_wrapper)
         finally:
-            self._record(services, scope, status_holder["status"], started, request_id)
+            self._record(services, scope, status_holder["status"], started, request_id, disconnected)
 
     @staticmethod
-    def _record(services, scope, status, started, request_id) -> None:
+    def _record(services, scope, status, started, request_id, disconnected: bool = False) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
+        if disconnected:  # nobody got a response: not a server error
+            if services.metrics:
+                services.metrics.disconnects.labels(scope["method"], template).inc()
+            log.info("%s %s client disconnected after %.1fms request_id=%s", scope["method"], template,
+                     elapsed * 1000, request_id)
+            return
         if services.metrics:
             services.metrics.observe(scope["method"], template, status, elapsed)
         log.info("%s %s %s %.1fms request_id=%s", scope["method"], template, status, elapsed * 1000, request_id)
@@ -319,6 +329,23 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.jobs_created = Counter("emopres_jobs_created_total", "jobs accepted", registry=self.registry)
         self.pairs_accepted = Counter("emopres_pairs_accepted_total", "pairs accepted", registry=self.registry)
+        self.disconnects = Counter("emopres_client_disconnects_total", "requests whose client went away before the "
+                                   "response (not counted in emopres_http_requests_total)", ["method", "route"],
+                                   registry=self.registry)
+
+        class ConnectionCollector:
+            def collect(self_inner):
+                from prometheus_client.core import CounterMetricFamily
+
+                from app.connections import CONNECTION_EVENTS
+
+                family = CounterMetricFamily("emopres_connections_closed", "connections the server reset or closed",
+                                             labels=["reason"])
+                for reason in ("refused_over_limit", "header_timeout", "body_timeout"):
+                    family.add_metric([reason], CONNECTION_EVENTS[reason])
+                return [family]
+
+        self.registry.register(ConnectionCollector())
 
         class DatabaseCollector:
             def collect(self_inner):
@@ -593,6 +620,10 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", []))
         return JSONResponse(error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}",
                                        {"errors": errors}), status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        return Response(status_code=499)  # never sent: the middleware counts a disconnect (no traceback in the log)
 
     @app.exception_handler(PoolTimeout)
     async def database_busy(request: Request, error: PoolTimeout):
