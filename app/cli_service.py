@@ -107,6 +107,7 @@ def run_worker(args) -> int:
     from worker.celery_app import WORKER_NAME_PREFIX, app
 
     concurrency = args.concurrency or settings.worker_concurrency
+    app.conf.worker_concurrency = concurrency  # each pool process sizes its thread pools from it
     app.worker_main(["worker", "--loglevel", args.log_level.upper(), "--queues", settings.queue_name,
                      "--concurrency", str(concurrency), "--pool", args.pool, "--hostname",
                      f"{WORKER_NAME_PREFIX}{settings.profile}@%h", "--without-gossip", "--without-mingle"])
