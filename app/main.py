@@ -35,6 +35,7 @@ from starlette.requests import ClientDisconnect
 
 from app import __version__
 from app import jobs as crud
+from app import webhooks
 from app.auth import DEFAULT_PROJECT, Principal, verify_token
 from app.blobstore import BlobStore
 from app.db import Chunk, Job, head_revision, make_engine, make_session_factory, upgrade
@@ -49,8 +50,8 @@ from app.settings import Settings, get_settings
 log = logging.getLogger("emopres.api")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-ROUTER_MODULES = ("app.report_routes",)  # more v1 routes (plots, HTML report, comparisons), when present
-TEXT_FIELDS = ("name", "profile", "metadata", "group_column")
+ROUTER_MODULES = ("app.report_routes", "app.webhook_routes")  # more v1 routes (plots, HTML report, comparisons), when present
+TEXT_FIELDS = ("name", "profile", "metadata", "group_column", "callback_url")
 ERRORS = {r: {"model": ErrorResponse} for r in (401, 404, 409, 413, 422, 503)}
 
 
@@ -62,6 +63,7 @@ class Services:
     queue: object = None
     embedded: object = None
     reconciler: object = None
+    webhooks: object = None  # app.webhook_delivery.Dispatcher
     metrics: object = None
     extra: dict = field(default_factory=dict)
 
@@ -163,6 +165,7 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     name = check_name(texts.get("name"))
     profile = check_profile(texts.get("profile"), settings.profile)
     metadata = parse_metadata(texts.get("metadata"), settings.max_metadata_bytes)
+    callback_url = webhooks.check_callback_url(texts.get("callback_url"), settings)
     request = build_request(manifest_text=decode_manifest(manifest_bytes, manifest_name), manifest_name=manifest_name,
                             files=files, name=name, profile=profile, metadata=metadata,
                             group_column=(texts.get("group_column") or "").strip() or None, settings=settings)
@@ -172,9 +175,10 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
         if existing is not None:
             return crud.check_replay(existing, request.fingerprint), False
     validate_audio(request, settings.max_audio_seconds)
+    callback = webhooks.callback_row(services.sessions, callback_url, principal.token_name, settings)
     job, created = crud.create_job(services.sessions, services.blobs, request, project=principal.project,
                                    idempotency_key=idempotency_key, chunk_size=settings.chunk_size,
-                                   bootstrap=settings.bootstrap, seed=settings.seed)
+                                   bootstrap=settings.bootstrap, seed=settings.seed, callback=callback)
     if created:
         from worker.tasks import enqueue_job
 
@@ -207,7 +211,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
             if key in uploads:
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
             uploads[key] = value
-        elif key in ("label", "pair_id", "name", "profile", "metadata") and not isinstance(value, UploadFile):
+        elif key in ("label", "pair_id", "name", "profile", "metadata", "callback_url") and not isinstance(value, UploadFile):
             texts[key] = check_field(value, f"form field {key!r}")
         else:
             raise InvalidRequest(f"unexpected form field {key!r} (source and target files; label, pair_id, name, "
@@ -443,9 +447,15 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
         if start_worker:
             ctx = WorkerContext(settings, queue=services.queue, engine=services.extra["engine"])
             services.reconciler = Reconciler(ctx, settings.reconcile_seconds).start()
+    if start_worker:  # in this process in both modes: it reads finished jobs from the database
+        from app.webhook_delivery import Dispatcher
+
+        services.webhooks = Dispatcher(settings, services.sessions).start()
 
 
 def stop_services(services: Services) -> None:
+    if services.webhooks is not None:
+        services.webhooks.stop()
     if services.embedded is not None:
         services.embedded.stop()
     if services.reconciler is not None:
@@ -477,7 +487,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     # uploads are decoded, hashed and stored a few at a time: a burst of CI clients queues here (cheaply, in the
     # event loop) instead of as dozens of threads fighting for the GIL, the database connections and, with
     # SQLite, its one write lock (which made every upload in a burst slow and some time out)
-    submissions = asyncio.Semaphore(settings.submit_concurrency)
+    submissions = asyncio.Semaphore(settings.submit_slots)
     app.add_middleware(RequestMiddleware, services_getter=lambda: services)
     install_error_handlers(app)
 
