@@ -6,19 +6,18 @@ import importlib
 import sys
 
 from app import __version__
+from emopres_client.cli import CommandError, run  # one error type (exit 2) for every command
+
+__all__ = ["CommandError", "build_parser", "main"]
 
 COMMAND_MODULES = (
     "app.cli_evaluate",   # evaluate, validate
     "app.cli_train",      # train-ser
     "app.cli_models",     # models check
     "app.cli_service",    # serve, worker, db, tokens
-    "app.cli_client",     # submit
+    "emopres_client.cli",  # submit, jobs
     "app.cli_datasets",   # datasets meld-st, reproduce meld-st
 )
-
-
-class CommandError(Exception):
-    """A user error: printed as one clear line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,12 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except CommandError as error:
-        print(f"emopres {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -125,9 +125,18 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
     referenced = list(dict.fromkeys(p for pair in normalised for p in (pair.source, pair.target)))
     missing = [p for p in referenced if p not in files]
     if missing:
+        # the uploads that matched no manifest path: usually the same files under other names (a folder prefix
+        # too many or too few), which the client can only see if we list them
+        unmatched = sorted(set(files) - set(referenced))
         raise InvalidManifest(f"{len(missing)} audio file(s) named by the manifest were not uploaded: "
-                              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
-                              code="missing_audio", details={"missing": missing[:100], "n_missing": len(missing)})
+                              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                              + (f"; {len(unmatched)} upload(s) match no manifest path: "
+                                 f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''} "
+                                 "(each file field or archive member must be named exactly as the manifest's "
+                                 "source/target path)" if unmatched else ""),
+                              code="missing_audio", details={"missing": missing[:100], "n_missing": len(missing),
+                                                             "unmatched": unmatched[:100],
+                                                             "n_unmatched": len(unmatched)})
     chosen = {p: files[p] for p in referenced}
     for audio in chosen.values():
         if audio.size > settings.max_file_bytes:

@@ -113,15 +113,24 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True) -> dict:
+def job_links(job_id: str) -> dict:
+    """Every resource of a job; `compare` is a template (put the baseline job's id in it)."""
+    base = f"/v1/jobs/{job_id}"
+    return {"self": base, "report": f"{base}/report", "report_html": f"{base}/report.html",
+            "pairs_csv": f"{base}/pairs.csv", "plots": f"{base}/plots", "compare": base + "/compare/{baseline_id}"}
+
+
+def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True,
+             headline: dict | None = None) -> dict:
+    """The job as the API shows it; `headline` (the report's headline metrics) is read here unless given."""
     done, failed = done_failed if done_failed is not None else progress(session, [job.id]).get(job.id, (0, 0))
+    if headline is None and job.status == "succeeded":
+        headline = session.scalar(select(Report.headline).where(Report.job_id == job.id))
     view = {
         "id": job.id, "name": job.name, "status": job.status, "profile": job.profile, "metadata": job.metadata_json,
         "progress": {"done": done, "total": job.n_pairs, "failed": failed},
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-        "error": job.error,
-        "links": {"self": f"/v1/jobs/{job.id}", "report": f"/v1/jobs/{job.id}/report",
-                  "pairs_csv": f"/v1/jobs/{job.id}/pairs.csv"},
+        "error": job.error, "headline": headline, "links": job_links(job.id),
     }
     if detail:
         view["failures"] = failures_of(session, job.id, limit=MAX_FAILURES_SHOWN)
@@ -159,25 +168,35 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("invalid cursor (use next_cursor from a previous page)", code="invalid_cursor") from None
 
 
+ORDERS = ("-created_at", "created_at")  # newest first (the default), oldest first
+
+
 def list_jobs(session: Session, project: str, *, status: str | None, name: str | None, limit: int,
-              cursor: str | None) -> tuple[list[dict], str | None]:
+              cursor: str | None, name_prefix: str | None = None, order: str = "-created_at") -> tuple[list[dict], str | None]:
     query = select(Job).where(Job.project == project)
     if status:
         if status not in STATUSES:
             raise InvalidRequest(f"unknown status {status!r} (one of {', '.join(STATUSES)})", code="invalid_status")
         query = query.where(Job.status == status)
+    if order not in ORDERS:
+        raise InvalidRequest(f"unknown order {order!r} (one of {', '.join(ORDERS)})", code="invalid_order")
     if name:
         query = query.where(Job.name == name)
+    if name_prefix:
+        query = query.where(Job.name.startswith(name_prefix, autoescape=True))  # % and _ match themselves
+    ascending = order == "created_at"
     if cursor:
         created, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
-    jobs = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+        query = query.where(or_(Job.created_at > created, and_(Job.created_at == created, Job.id > job_id))
+                            if ascending else
+                            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+    keys = (Job.created_at.asc(), Job.id.asc()) if ascending else (Job.created_at.desc(), Job.id.desc())
+    jobs = list(session.scalars(query.order_by(*keys).limit(limit + 1)))
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = progress(session, [j.id for j in jobs])
     headlines = dict(session.execute(select(Report.job_id, Report.headline).where(Report.job_id.in_([j.id for j in jobs]))).all())
-    items = [{**job_view(session, j, counts.get(j.id, (0, 0)), detail=False), "headline": headlines.get(j.id)}
-             for j in jobs]
+    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False, headline=headlines.get(j.id)) for j in jobs]
     return items, (encode_cursor(jobs[-1]) if more and jobs else None)
 
 

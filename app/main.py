@@ -24,6 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -439,7 +440,9 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         finally:
             await run_in_threadpool(stop_services, services)
 
-    app = FastAPI(title="emopres", version=__version__, lifespan=lifespan,
+    # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline ships them): CI hosts and
+    # private clusters often have no route to a CDN
+    app = FastAPIOffline(title="emopres", version=__version__, lifespan=lifespan, static_url="/docs-assets",
                   description="Emotion preservation evaluation for expressive speech-to-speech translation. "
                               "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
                               "Errors: `{\"error\": {\"code\", \"message\", \"details\"}}`.")
@@ -508,13 +511,16 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     @app.get("/v1/jobs", response_model=JobList, responses=ERRORS, tags=["v1"])
     def list_jobs(principal: PrincipalDep, session: SessionDep,
                   status: Annotated[str | None, Query(description="queued, running, succeeded or failed")] = None,
-                  name: Annotated[str | None, Query(max_length=200)] = None,
+                  name: Annotated[str | None, Query(max_length=200, description="exact name")] = None,
+                  name_prefix: Annotated[str | None, Query(max_length=200, description="names starting with this, "
+                                                           "e.g. my-s2st@ (a system's versions)")] = None,
+                  order: Annotated[str, Query(description="-created_at (newest first) or created_at")] = "-created_at",
                   limit: Annotated[int, Query(ge=1, le=200)] = 50,
                   cursor: Annotated[str | None, Query(max_length=500)] = None):
         if name is not None:
             check_field(name, "name")
         items, next_cursor = crud.list_jobs(session, principal.project, status=status, name=name, limit=limit,
-                                            cursor=cursor)
+                                            cursor=cursor, name_prefix=name_prefix, order=order)
         return {"items": items, "next_cursor": next_cursor}
 
     @app.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=ERRORS, tags=["v1"])

@@ -38,7 +38,18 @@ class Failure(BaseModel):
 class JobLinks(BaseModel):
     self: str
     report: str
+    report_html: str
     pairs_csv: str
+    plots: str
+    compare: str = Field(description="a template: replace {baseline_id} with the baseline job's id")
+
+
+class HeadlineMetric(BaseModel):
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    reason: str | None = None
 
 
 class JobSummary(BaseModel):
@@ -52,6 +63,9 @@ class JobSummary(BaseModel):
     started_at: str | None
     finished_at: str | None
     error: str | None
+    headline: dict[str, HeadlineMetric] | None = Field(
+        default=None, description="headline corpus metrics with 95% CIs of a succeeded job (null until its report "
+                                  "exists)")
     links: JobLinks
 
 
@@ -60,17 +74,8 @@ class JobDetail(JobSummary):
     errors: list[str] = Field(description="job-level problems (e.g. a worker that cannot load its models)")
 
 
-class HeadlineMetric(BaseModel):
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n: int | None = None
-    reason: str | None = None
-
-
 class JobListItem(JobSummary):
-    headline: dict[str, HeadlineMetric] | None = Field(
-        default=None, description="headline corpus metrics of a finished job (null until its report exists)")
+    pass
 
 
 class JobList(BaseModel):

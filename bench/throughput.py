@@ -447,7 +447,7 @@ def write_manifest(folder: Path, pairs) -> Path:
 
 
 def section_service(args, head_path: str, results: dict) -> None:
-    from app.client import Client
+    from emopres_client.client import Client
     from tests.service_support import ServiceProcess, comparable, free_port, service_env, wait_http
 
     pairs, resolve = load_pairs(args.pairs_file, args.split, "target_preserved", args.pairs)

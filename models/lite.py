@@ -48,6 +48,7 @@ class LiteProfile:
             "emo_sim": NEEDS_PAPER.format(model="emotion2vec"),
             "emo_sim_utterance": NEEDS_PAPER.format(model="emotion2vec"),
             "va_sim": NEEDS_PAPER.format(model="wav2vec2 valence-arousal"),
+            "va_sim_utterance": NEEDS_PAPER.format(model="wav2vec2 valence-arousal"),
             "vsim": NEEDS_PAPER.format(model="WavLM ECAPA-TDNN"),
             "autopcp": NEEDS_PAPER.format(model="AutoPCP"),
         }

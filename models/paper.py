@@ -56,7 +56,7 @@ SLOTS: tuple[ModelSlot, ...] = (
         "valence_arousal", "wav2vec2-large-robust-12-ft-emotion-msp-dim", "transformers",
         "https://huggingface.co/audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim: "
         "config.json, pytorch_model.bin (or model.safetensors), preprocessor_config.json",
-        ("va_sim",),
+        ("va_sim", "va_sim_utterance"),
         licence=VA_LICENCE,
     ),
     ModelSlot(
@@ -78,7 +78,7 @@ SLOTS: tuple[ModelSlot, ...] = (
 )
 SLOT = {s.name: s for s in SLOTS}
 
-PAIR_METRICS = ("emo_sim", "emo_sim_utterance", "va_sim", "vsim", "autopcp")
+PAIR_METRICS = ("emo_sim", "emo_sim_utterance", "va_sim", "va_sim_utterance", "vsim", "autopcp")
 LITE_ONLY = "lite profile only (eGeMAPS acoustic similarity)"
 
 
@@ -348,6 +348,7 @@ class PaperProfile:
         out = {"acoustic_sim": LITE_ONLY, "acoustic_sim_utterance": LITE_ONLY}
         if self.valence_arousal is None:
             out["va_sim"] = self._missing.get("valence_arousal", "valence-arousal model not loaded")
+            out["va_sim_utterance"] = out["va_sim"]
         if self.speaker is None:
             out["vsim"] = self._missing.get("speaker_wavlm_ecapa", "speaker model not loaded")
         if self.autopcp is None:
@@ -407,6 +408,10 @@ class PaperProfile:
                     warnings.append(f"va_sim: {side} is shorter than one {CHUNK_WINDOW}-frame chunk "
                                     f"({n} frames); one chunk over the whole utterance was used")
             attempt("va_sim", lambda: frame_similarity(src["va_chunks"], tgt["va_chunks"]))
+            from models.valence_arousal import utterance_arousal_valence
+
+            attempt("va_sim_utterance", lambda: vector_cosine(utterance_arousal_valence(src["va_utterance"]),
+                                                              utterance_arousal_valence(tgt["va_utterance"])))
         if self.speaker is not None:
             attempt("vsim", lambda: vector_cosine(src["speaker"], tgt["speaker"]))
         if self.autopcp is not None:

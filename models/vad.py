@@ -6,7 +6,8 @@ import torch
 from silero_vad import get_speech_timestamps, load_silero_vad
 
 SAMPLE_RATE = 16_000
-MIN_PAUSE_S = 0.1
+MIN_PAUSE_S = 0.1   # silences shorter than this are merged into the speech around them
+MIN_SPEECH_S = 0.25  # silero-vad's min_speech_duration_ms default (250 ms): shorter speech is dropped
 
 
 class SileroVad:
@@ -17,13 +18,17 @@ class SileroVad:
         """(S, 2) float array of [start_s, end_s] speech segments.
 
         No padding around segments, and silences shorter than MIN_PAUSE_S are merged, so every gap
-        between two returned segments is a pause in the paper's sense (>= 0.1 s).
+        between two returned segments is a pause in the paper's sense (>= 0.1 s). Speech shorter than
+        MIN_SPEECH_S (silero's ``min_speech_duration_ms``, 250 ms, its default, passed explicitly) is
+        not a segment: a lone sound under 250 ms (a click, a short "uh") counts as silence, so the
+        pause around it counts once, not twice.
         """
         timestamps = get_speech_timestamps(
             torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
             self._model,
             sampling_rate=SAMPLE_RATE,
             min_silence_duration_ms=int(MIN_PAUSE_S * 1000),
+            min_speech_duration_ms=int(MIN_SPEECH_S * 1000),
             speech_pad_ms=0,
         )
         self._model.reset_states()
@@ -38,7 +43,8 @@ class SileroVad:
 
 
 def pause_rate(segments: np.ndarray) -> float | None:
-    """Pauses (gaps >= 0.1 s between speech segments) per second of the first-to-last speech span."""
+    """Pause: pauses per second of the first-to-last speech span. A pause is a gap >= MIN_PAUSE_S (0.1 s)
+    between two silero-vad speech segments, each segment at least MIN_SPEECH_S (0.25 s) long."""
     if len(segments) == 0:
         return None
     span = float(segments[-1, 1] - segments[0, 0])

@@ -101,6 +101,12 @@ def __getattr__(name):  # models.valence_arousal.EmotionModel / RegressionHead, 
     raise AttributeError(name)
 
 
+def utterance_arousal_valence(utterance: np.ndarray) -> np.ndarray:
+    """The utterance-level point EmoCtrlTTS-Eval's ``arousal_valance_sim_utt`` compares: (arousal,
+    valence) - 0.5 of the card's utterance output (the regression head on the mean of all frames)."""
+    return np.asarray(utterance, dtype=np.float64)[[0, 2]] - 0.5
+
+
 @dataclass
 class VAResult:
     chunks: np.ndarray  # (C, 2) float32: (arousal, valence) - 0.5 per chunk

@@ -37,7 +37,7 @@ class BrowserError(RuntimeError):
 
 
 class _Pipe:
-    def __init__(self, browser: str, user_data_dir: str):
+    def __init__(self, browser: str, user_data_dir: str, flags: list[str] = ()):
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
         # the browser reads commands on fd 3 and writes replies/events on fd 4; close_fds=False keeps
@@ -49,7 +49,7 @@ class _Pipe:
             os.dup2(write_end, 4)
 
         self.process = subprocess.Popen(
-            [browser, *FLAGS, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"],
+            [browser, *FLAGS, *flags, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             preexec_fn=setup, close_fds=False)
         os.close(to_browser_r)
@@ -126,13 +126,21 @@ IMAGES_JS = ("JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, 
              "width: i.naturalWidth, height: i.naturalHeight})))")
 
 
-def load_page(path: Path, width: int = 1280, timeout: float = 90.0) -> dict:
-    """Open `path` in headless Chromium; returns {"errors", "images", "text", "title", "screenshot" (PNG bytes)}."""
+# no network but loopback: every other host name fails to resolve (a page that needs a CDN shows it)
+OFFLINE_FLAGS = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]
+
+
+def load_page(path: Path | str, width: int = 1280, timeout: float = 90.0, evaluate: dict[str, str] | None = None,
+              settle: str | None = None, flags: list[str] | None = None) -> dict:
+    """Open `path` (a local file, or a URL) in headless Chromium; returns {"errors", "images", "text", "title",
+    "screenshot" (PNG bytes), "values"}: "values" holds each JavaScript expression of `evaluate` (by name)
+    evaluated after the load (JSON.stringify it for objects). `settle`: an expression to wait for until truthy
+    (a page that renders from a script after its load event)."""
     browser = find_browser()
     if browser is None:
         raise BrowserError("no Chromium found")
     with tempfile.TemporaryDirectory(prefix="emopres-chromium-") as profile:
-        pipe = _Pipe(browser, profile)
+        pipe = _Pipe(browser, profile, flags or [])
         try:
             target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
             session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
@@ -140,8 +148,14 @@ def load_page(path: Path, width: int = 1280, timeout: float = 90.0) -> dict:
                 pipe.send(f"{domain}.enable", session=session)
             pipe.send("Emulation.setDeviceMetricsOverride",
                       {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
-            pipe.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
+            url = path if isinstance(path, str) and "://" in path else Path(path).resolve().as_uri()
+            pipe.send("Page.navigate", {"url": url}, session=session)
             pipe.wait_event("Page.loadEventFired", timeout=timeout)
+            if settle:
+                _wait_for(pipe, session, settle, timeout)
+            values = {name: pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                                      session=session)["result"].get("value")
+                      for name, expression in (evaluate or {}).items()}
             images = json.loads(pipe.send("Runtime.evaluate", {"expression": IMAGES_JS, "returnByValue": True},
                                           session=session)["result"]["value"])
             text = pipe.send("Runtime.evaluate", {"expression": "document.body.innerText", "returnByValue": True},
@@ -158,7 +172,19 @@ def load_page(path: Path, width: int = 1280, timeout: float = 90.0) -> dict:
         finally:
             pipe.close()
     return {"errors": errors, "images": images, "text": text, "title": title,
-            "screenshot": base64.b64decode(shot["data"])}
+            "screenshot": base64.b64decode(shot["data"]), "values": values}
+
+
+def _wait_for(pipe: _Pipe, session: str, expression: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = pipe.send("Runtime.evaluate", {"expression": f"!!({expression})", "returnByValue": True},
+                           session=session)["result"]
+        if result.get("value"):
+            return
+        if time.monotonic() > deadline:
+            raise BrowserError(f"timed out waiting for {expression}")
+        time.sleep(0.2)
 
 
 def _errors(events: list[dict]) -> list[str]:

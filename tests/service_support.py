@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,28 @@ def shared_reference(tmp_path_factory, head: Path) -> tuple[Path, dict]:
         manifest = write_dataset(root / "data", n_pairs=4)
         _REFERENCES[key] = manifest, cli_report(manifest, head, root / "cli.json", bootstrap=BOOTSTRAP)
     return _REFERENCES[key]
+
+
+@contextmanager
+def serving(app, port: int | None = None):
+    """A FastAPI app served by uvicorn on loopback in a thread of this process (its lifespan run); yields the URL."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.client import (Client, ClientError, Gate, MaxDrop, check_gates, check_max_drops, parse_gate,
+from emopres_client.client import (Client, ClientError, Gate, MaxDrop, check_gates, check_max_drops, parse_gate,
                         parse_max_drop)
 from tests.report_fixtures import make_report, make_rows
 from tests.service_support import EMOPRES, REPO, ServiceProcess, free_port, service_env, wait_http, write_dataset

@@ -278,8 +278,15 @@ def test_reproduce_lite_prints_both_tables_and_writes_figures(meld_root, tmp_pat
     assert "profile:lite" in report["signature"] and "bs:200" in report["signature"]
     epr = np.mean([p["source"]["pred"] == p["target"]["pred"] for p in report["pairs"]])
     assert report["corpus"]["epr"]["value"] == pytest.approx(epr) and by_metric["EPR"][1] == f"{epr:.3f}"
-    for figure in ("fig1_confusion_source.png", "fig1_confusion_target.png", "fig2_uncertainty.png"):
+    for figure in ("fig1_confusion_source.png", "fig1_confusion_target.png", "fig2_uncertainty.png",
+                   "fig2_uncertainty_rescaled.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rescaled = json.loads((out / "plots" / "uncertainty_rescaled.json").read_text())  # Fig. 2 as nkululeko scales it
+    default = json.loads((out / "plots" / "plots.json").read_text())["plots"]["uncertainty"]["data"]
+    lowest = min(default["source_uncertainty"] + default["target_uncertainty"])
+    assert rescaled["min_normalised_entropy"] == pytest.approx(lowest)
+    assert rescaled["source_uncertainty"] == pytest.approx([(u - lowest) / (1 - lowest)
+                                                            for u in default["source_uncertainty"]])
 
     result = json.loads((out / "reproduce.json").read_text())
     assert result["dataset"]["counts"] == EXPECTED_COUNTS

@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 from worker.plots import plan_plots, render
-from worker.report import HEADLINE_METRICS
 
 __all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER"]
 
@@ -34,19 +34,29 @@ METRIC_LABELS = {
     "acoustic_sim_utterance": "acoustic sim (utterance)", "va_sim": "va-sim", "vsim": "Vsim", "autopcp": "autoPCP",
     "pause": "Pause (Spearman)", "rate": "Rate (Spearman)",
 }
-EXTRA_METRICS = ("wa_source", "wa_target", "emo_sim_utterance", "acoustic_sim_utterance")
+# the metric tables' rows, grouped: SER agreement, then the similarities (each frame variant before its
+# utterance one), then prosody
+METRIC_GROUPS = (
+    ("SER", ("bar", "epr", "kappa", "ua_source", "ua_target", "wa_source", "wa_target")),
+    ("similarity", ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim", "vsim",
+                    "autopcp")),
+    ("prosody", ("pause", "rate")),
+)
+TABLE_METRICS = tuple(name for _, names in METRIC_GROUPS for name in names)
 MiB = 1024 * 1024
+WIDE_ASPECT = 1.6  # a plot wider than this (several panels) takes the whole row, not half of it
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
 h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .null{color:#8a6d00}.muted{color:#666;font-size:.85rem}.bad{color:#b00020}.good{color:#1b7a3a}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:.75rem}
-figure{margin:0}figure img{width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.8rem;color:#444;max-width:560px}code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
+figure{margin:0}figure.wide{grid-column:1/-1}figure img{width:100%;height:auto;border:1px solid #eee}
+tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
 audio{display:block;width:240px;height:32px;margin-top:.25rem}.meta td:first-child{font-weight:600}
+#models code{word-break:normal;white-space:nowrap}
 """.strip()
 
 
@@ -114,23 +124,31 @@ def _data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _metric_rows(corpus: dict) -> str:
+def _grouped_rows(entries: dict, row, columns: int) -> list[str]:
+    """Table rows of the metrics in `entries`, a heading row before each group; row(name, entry) -> <tr>."""
     rows = []
-    for name in tuple(HEADLINE_METRICS) + EXTRA_METRICS:
-        entry = corpus.get(name)
-        if not isinstance(entry, dict):
-            continue
+    for group, names in METRIC_GROUPS:
+        present = [n for n in names if isinstance(entries.get(n), dict)]
+        if present:
+            rows.append(f'<tr class="group"><th colspan="{columns}">{_e(group)}</th></tr>')
+            rows += [row(name, entries[name]) for name in present]
+    return rows
+
+
+def _metric_rows(corpus: dict) -> str:
+    def row(name: str, entry: dict) -> str:
         value = _num(entry.get("value"))
         low, high = _num(entry.get("ci_low")), _num(entry.get("ci_high"))
         ci = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "&ndash;"
         reason = entry.get("reason")
         value_cell = (f'<td class="num">{value:.3f}</td>' if value is not None
                       else '<td class="num null">null</td>')
-        rows.append(f'<tr id="metric-{_e(name)}"><th scope="row">{_e(METRIC_LABELS.get(name, name))}</th>{value_cell}'
-                    f'<td class="num">{ci}</td><td class="num">{_e(entry.get("n"))}</td>'
-                    f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
+        return (f'<tr id="metric-{_e(name)}"><th scope="row">{_e(METRIC_LABELS.get(name, name))}</th>{value_cell}'
+                f'<td class="num">{ci}</td><td class="num">{_e(entry.get("n"))}</td>'
+                f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
+
     return ("<table id=\"metrics\"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>note</th>"
-            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            "</tr></thead><tbody>" + "".join(_grouped_rows(corpus, row, 5)) + "</tbody></table>")
 
 
 def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
@@ -140,8 +158,10 @@ def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
         png = plots.get(spec.name) if plots is not None else render(spec, "png")
         if png is None:
             continue
-        figures.append(f'<figure id="plot-{_e(spec.name)}"><img alt="{_e(spec.title)}" '
-                       f'src="{_data_uri("image/png", png)}"><figcaption>{_e(spec.title)}</figcaption></figure>')
+        # the title is drawn in the image already: no caption repeating it
+        wide = ' class="wide"' if spec.size[0] / spec.size[1] > WIDE_ASPECT else ""
+        figures.append(f'<figure id="plot-{_e(spec.name)}"{wide}><img alt="{_e(spec.title)}" '
+                       f'src="{_data_uri("image/png", png)}"></figure>')
     out = (f'<div class="plots">{"".join(figures)}</div>' if figures
            else '<p class="muted">No plot could be drawn from this report.</p>')
     if skipped:
@@ -234,7 +254,7 @@ def _models_section(report: dict) -> str:
         info = info if isinstance(info, dict) else {}
         sha = info.get("sha256")
         sha_cell = f"<td><code>{_e(str(sha)[:16])}</code></td>" if sha else "<td>&ndash;</td>"
-        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(info.get('source'))}</td>{sha_cell}"
+        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(_model_description(name, info))}</td>{sha_cell}"
                     f"<td>{_e(info.get('version'))}</td></tr>")
     rows = "".join(rows)
     bootstrap = (report.get("corpus") or {}).get("bootstrap") or {}
@@ -244,28 +264,42 @@ def _models_section(report: dict) -> str:
                 f'{_e(bootstrap.get("unit"))}s, seed {_e(bootstrap.get("seed"))}'
                 + (f"; {_e(bootstrap.get('note'))}" if bootstrap.get("note") else "") + ".</p>")
     return (f'<p>Signature: <code id="signature">{_e(report.get("signature"))}</code></p>{boot}'
-            '<table id="models"><thead><tr><th>model</th><th>source</th><th>sha256</th><th>version</th></tr></thead>'
+            '<table id="models"><thead><tr><th>model</th><th>what</th><th>sha256</th><th>version</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
 
 
+def _model_description(name: str, info: dict) -> str:
+    """What a model is, for a reader: the SER head by its features and classes (its `source` records how it
+    was built, which is provenance for the JSON report, not for this page); the others by their source."""
+    if name == "ser_head":
+        classes = info.get("classes") or []
+        return (f"SER head on {info.get('feature_set') or 'its'} features, {len(classes)} classes"
+                + (f" ({', '.join(map(str, classes))})" if classes else ""))
+    return str(info.get("source") or "")
+
+
 def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
-    rows = []
-    for name in tuple(HEADLINE_METRICS) + EXTRA_METRICS:
-        entry = comparison.get(name)
-        if not isinstance(entry, dict):
-            continue
+    """The table of worker.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p, n."""
+
+    def row(name: str, entry: dict) -> str:
         low, high = _num(entry.get("ci_low")), _num(entry.get("ci_high"))
         ci = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "&ndash;"
         diff = _num(entry.get("diff"))
-        rows.append(f"<tr><th scope=\"row\">{_e(METRIC_LABELS.get(name, name))}</th><td class=\"num\">{_fmt(entry.get('a'))}</td>"
-                    f"<td class=\"num\">{_fmt(entry.get('b'))}</td>"
-                    f"<td class=\"num\">{'&ndash;' if diff is None else f'{diff:+.3f}'}</td><td class=\"num\">{ci}</td>"
-                    f"<td class=\"num\">{_fmt(entry.get('p_value'), 4)}</td><td class=\"num\">{_e(entry.get('n'))}</td>"
-                    f"<td class=\"muted\">{_e(entry.get('reason') or '')}</td></tr>")
+        worse = diff is not None and high is not None and high < 0
+        better = diff is not None and low is not None and low > 0
+        diff_class = "num bad" if worse else "num good" if better else "num"
+        return (f'<tr id="compare-{_e(name)}"><th scope="row">{_e(METRIC_LABELS.get(name, name))}</th>'
+                f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
+                f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
+                f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{_e(entry.get("n"))}</td>'
+                f'<td class="muted">{_e(entry.get("reason") or "")}</td></tr>')
+
+    rows = _grouped_rows(comparison.get("metrics") or {}, row, 8)
+    warnings = "".join(f'<p class="bad">{_e(w)}</p>' for w in comparison.get("warnings") or [])
     flipped = comparison.get("flipped") or {}
     lost = flipped.get("agree_to_disagree") or []
     return (f'<p class="muted">Against baseline {_e(baseline_label or "")}: paired bootstrap over '
-            f'{_e(comparison.get("n_shared"))} shared pairs (diff = this run - baseline).</p>'
+            f'{_e(comparison.get("n_shared"))} shared pairs (diff = this run - baseline).</p>{warnings}'
             '<table id="comparison"><thead><tr><th>metric</th><th>baseline</th><th>this run</th><th>diff</th>'
             "<th>95% CI</th><th>p</th><th>n</th><th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
             f"<p>{len(lost)} pair(s) flipped from agree to disagree"
@@ -280,13 +314,15 @@ def render_html(report: dict, *, title: str | None = None, plots: dict[str, byte
 
     ``plots``: PNG bytes by plot name, when the caller has them already (default: drawn here).
     ``audio(pair_id, side)``: the audio bytes (or ``(bytes, mime)``) of a worst pair's side.
-    ``comparison``: a :func:`worker.corpus.compare_runs` result to show against a baseline.
+    ``comparison``: a :func:`worker.compare.compare_reports` result to show against a baseline.
     """
     job = report.get("job") or {}
     corpus = report.get("corpus") or {}
     heading = title or (f"emopres report {job.get('id')}" if job.get("id") else "emopres report")
     meta_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in (
-        ("job", job.get("id") or "(offline run)"), ("status", job.get("status")), ("created", job.get("created_at")),
+        ("job", job.get("id") or "(offline run)"), ("name", job.get("name")), ("profile", job.get("profile")),
+        ("metadata", json.dumps(job["metadata"], ensure_ascii=False) if job.get("metadata") else None),
+        ("status", job.get("status")), ("created", job.get("created_at")),
         ("finished", job.get("finished_at")), ("pairs", job.get("n_pairs")), ("failed", job.get("n_failed")),
         ("schema version", report.get("schema_version"))))
     sections = [

@@ -57,6 +57,8 @@ DPI = 100
 RC = {"svg.fonttype": "none", "svg.hashsalt": "emopres", "font.size": 9, "axes.titlesize": 10,
       "figure.dpi": DPI, "savefig.dpi": DPI}
 AGREE_COLOUR, DISAGREE_COLOUR = "#1b9e77", "#d95f02"
+LEGEND_HEADROOM, UNIT_TICKS = 1.32, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # shares in [0, 1], room above for labels
+RATE_MARGIN = 0.04
 CMAP = "Blues"
 
 _LOCK = threading.RLock()
@@ -184,8 +186,9 @@ def _confusions(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) ->
                                      ser["source_vs_target"], "source prediction", "target prediction"))
 
 
-def _uncertainty(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
-    name = "uncertainty"
+def uncertainty_plot(report: dict, specs: list[PlotSpec], skipped: dict[str, str], *, name: str = "uncertainty",
+                     scale: str = "entropy / log K", subtitle: str = "") -> None:
+    """Fig. 2: source vs target uncertainty per pair, as the report's ``uncertainty`` values are scaled."""
     points = []
     for pair in _pairs(report):
         us, ut = _finite(_side(pair, "source").get("uncertainty")), _finite(_side(pair, "target").get("uncertainty"))
@@ -200,7 +203,7 @@ def _uncertainty(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
     data = {"pair_ids": [p[0] for p in points], "source_uncertainty": [p[1] for p in points],
             "target_uncertainty": [p[2] for p in points], "agree": [p[3] for p in points]}
     n_agree = sum(data["agree"])
-    title = f"SER uncertainty per pair ({n_agree} of {len(points)} agree)"
+    title = f"SER uncertainty per pair ({n_agree} of {len(points)} agree){subtitle}"
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
@@ -215,8 +218,8 @@ def _uncertainty(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_aspect("equal")
-        ax.set_xlabel("source uncertainty (entropy / log K)")
-        ax.set_ylabel("target uncertainty (entropy / log K)")
+        ax.set_xlabel(f"source uncertainty ({scale})")
+        ax.set_ylabel(f"target uncertainty ({scale})")
         ax.set_title(title)
         ax.legend(loc="upper left", frameon=False)
 
@@ -246,9 +249,10 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
         if pred_rows:
             xs = range(len(pred_rows))
             bars = ax.bar(xs, [v for _, v, _ in pred_rows], color="#4c72b0")
-            ax.bar_label(bars, labels=[f"n={n}" for _, _, n in pred_rows], fontsize=7, padding=2)
+            ax.bar_label(bars, labels=[f"n={n}" for _, _, n in pred_rows], fontsize=8, padding=2)
             ax.set_xticks(list(xs), labels=[_txt(c) for c, _, _ in pred_rows], rotation=45, ha="right")
-        ax.set_ylim(0, 1.1)
+        ax.set_ylim(0, LEGEND_HEADROOM)
+        ax.set_yticks(UNIT_TICKS)
         ax.set_ylabel("P(target pred = k | source pred = k)")
         ax.set_title("by source prediction")
         if gold_rows:
@@ -259,16 +263,18 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
                          label="source recall", color="#55a868")
             tgt = ax.bar([x + width / 2 for x in xs], [t or 0.0 for _, _, t, _ in gold_rows], width,
                          label="target recall", color="#c44e52")
-            ax.bar_label(tgt, labels=[f"n={n}" for *_, n in gold_rows], fontsize=7, padding=2)
+            ax.bar_label(tgt, labels=[f"n={n}" for *_, n in gold_rows], fontsize=8, padding=2)
             del src
             ax.set_xticks(xs, labels=[_txt(c) for c, *_ in gold_rows], rotation=45, ha="right")
-            ax.set_ylim(0, 1.1)
+            ax.set_ylim(0, LEGEND_HEADROOM)
+            ax.set_yticks(UNIT_TICKS)
             ax.set_ylabel("recall of the gold emotion")
             ax.set_title("by gold emotion")
-            ax.legend(loc="upper right", frameon=False, fontsize=7)
+            # in the headroom above 1, in one row: clear of the bars and of their n= labels
+            ax.legend(loc="upper center", ncol=2, frameon=False, fontsize=8)
         fig.suptitle(title)
 
-    specs.append(PlotSpec(name, title, data, draw, size=(9.0 if gold_rows else 5.5, 4.2)))
+    specs.append(PlotSpec(name, title, data, draw, size=(11.0 if gold_rows else 5.5, 4.2)))
 
 
 def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
@@ -294,9 +300,10 @@ def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None
             ax = fig.add_subplot()
             ax.scatter(xs, ys, s=16, alpha=0.7, color="#4c72b0")
             top = max(max(xs), max(ys)) * 1.05 or 1.0
+            low = -RATE_MARGIN * top  # rates of 0 are common (no pause): keep their markers whole inside the axes
             ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
-            ax.set_xlim(0, top)
-            ax.set_ylim(0, top)
+            ax.set_xlim(low, top)
+            ax.set_ylim(low, top)
             ax.set_xlabel(f"source {axis_label}")
             ax.set_ylabel(f"target {axis_label}")
             ax.set_title(title)
@@ -346,7 +353,7 @@ def plan_plots(report: dict) -> tuple[list[PlotSpec], dict[str, str]]:
     specs: list[PlotSpec] = []
     skipped: dict[str, str] = {}
     _confusions(report, specs, skipped)
-    _uncertainty(report, specs, skipped)
+    uncertainty_plot(report, specs, skipped)
     _per_emotion(report, specs, skipped)
     _rates(report, specs, skipped)
     _similarities(report, specs, skipped)

@@ -34,9 +34,10 @@ def build_report(*, job: dict, pairs: list[dict], failures: list[dict], classes:
     failed_ids = {f["pair_id"] for f in failures}
     return {
         "schema_version": SCHEMA_VERSION,
-        "job": {"id": job.get("id"), "status": job.get("status", "succeeded"), "created_at": job.get("created_at"),
-                "finished_at": job.get("finished_at"), "n_pairs": len(pairs) + len(failed_ids),
-                "n_failed": len(failed_ids)},
+        "job": {"id": job.get("id"), "name": job.get("name"), "metadata": job.get("metadata"),
+                "profile": profile_name, "status": job.get("status", "succeeded"),
+                "created_at": job.get("created_at"), "finished_at": job.get("finished_at"),
+                "n_pairs": len(pairs) + len(failed_ids), "n_failed": len(failed_ids)},
         "signature": make_signature(profile_name, profile_parts, head_sha256, prosody,
                                     n_bootstrap=n_bootstrap, seed=seed, unit=unit),
         "models": models,
@@ -53,24 +54,10 @@ def headline(report: dict) -> dict:
             for name in HEADLINE_METRICS if name in corpus}
 
 
-def _format_value(metric: dict) -> str:
-    if metric.get("value") is None:
-        return f"null ({metric.get('reason')})"
-    text = f"{metric['value']:.3f}"
-    if metric.get("ci_low") is not None and metric.get("ci_high") is not None:
-        text += f"  [{metric['ci_low']:.3f}, {metric['ci_high']:.3f}]"
-    return text + f"  n={metric.get('n')}"
-
-
 def format_summary(report: dict) -> str:
-    lines = [f"pairs: {report['job']['n_pairs']}  failed: {report['job']['n_failed']}",
-             f"signature: {report['signature']}", ""]
-    width = max(len(m) for m in HEADLINE_METRICS)
-    for name in HEADLINE_METRICS:
-        metric = report["corpus"].get(name)
-        if metric is not None:
-            lines.append(f"{name:<{width}}  {_format_value(metric)}")
-    return "\n".join(lines)
+    from emopres_client.summary import format_summary as summary
+
+    return summary(report, HEADLINE_METRICS)
 
 
 def head_info(head) -> dict:

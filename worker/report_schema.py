@@ -102,6 +102,9 @@ _V1 = {
             "required": ["id", "status", "created_at", "finished_at", "n_pairs", "n_failed"],
             "properties": {
                 "id": _STRING_OR_NULL,
+                "name": {**_STRING_OR_NULL, "description": "the job's name, e.g. system@commit (null offline)"},
+                "metadata": {"type": ["object", "null"], "description": "the metadata the job was submitted with"},
+                "profile": {"type": "string", "description": "the evaluation profile (lite, paper)"},
                 "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
                 "created_at": {"type": ["string", "null"], "format": "date-time"},
                 "finished_at": {"type": ["string", "null"], "format": "date-time"},

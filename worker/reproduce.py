@@ -15,7 +15,8 @@ German dubbing keeps. :func:`reproduce_meld_st` runs that protocol end to end:
 4. evaluate the test pairs with the head of the chosen balancing (ClusterCentroids, the paper's,
    by default): corpus metrics with 95% bootstrap CIs that resample whole dialogues;
 5. Table 1 (BAR, EPR, kappa, emo-sim, va-sim, autoPCP, Vsim, Pause, Rate) beside the paper's
-   values, Fig. 1 (SER confusion per side) and Fig. 2 (uncertainty vs agreement) as PNG, the
+   values, Fig. 1 (SER confusion per side) and Fig. 2 (uncertainty vs agreement; also with the
+   entropy rescaled within the test set, as nkululeko plots it) as PNG, the
    report JSON and ``reproduce.json`` (everything above, machine-readable).
 """
 from __future__ import annotations
@@ -306,8 +307,12 @@ def _scores(head: SerHead, features: np.ndarray, labels: np.ndarray, splits: np.
 
 
 def _write_figures(report: dict, out: Path, log) -> dict:
-    """Fig. 1 (confusion per side) and Fig. 2 (uncertainty vs agreement) via worker.plots, plus every other plot."""
-    from worker.plots import write_plots
+    """Fig. 1 (confusion per side), Fig. 2 (uncertainty vs agreement; also rescaled as nkululeko does) via
+    worker.plots, plus every other plot."""
+    import json
+
+    from worker.plots import render, write_plots
+    from worker.uncertainty_rescaled import rescaled_figure
 
     index = write_plots(report, out / "plots", formats=("png",))
     figures = {}
@@ -319,6 +324,14 @@ def _write_figures(report: dict, out: Path, log) -> dict:
             figures[figure] = name
         else:
             log(f"{figure} not drawn: {index['skipped'].get(name, 'not available')}")
+    figure = "fig2_uncertainty_rescaled.png"  # Fig. 2 as nkululeko scales it (labelled); the default stays H / log K
+    spec, reason = rescaled_figure(report)
+    if spec is None:
+        log(f"{figure} not drawn: {reason}")
+    else:
+        (out / figure).write_bytes(render(spec, "png"))
+        (out / "plots" / "uncertainty_rescaled.json").write_text(json.dumps(spec.data, indent=1))
+        figures[figure] = spec.name
     return figures
 
 

@@ -269,8 +269,8 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
         with ctx.lock:
             report = report_for_evaluator(
                 ctx.evaluator(), rows=rows, failures=failures, pair_order=[pair_id for pair_id, *_ in results],
-                job={"id": job.id, "status": status, "created_at": _report_time(job.created_at),
-                     "finished_at": _report_time(finished)},
+                job={"id": job.id, "name": job.name, "metadata": job.metadata_json, "status": status,
+                     "created_at": _report_time(job.created_at), "finished_at": _report_time(finished)},
                 n_bootstrap=job.bootstrap, seed=job.seed, use_groups=job.use_groups)
         content = dumps(report)
     except Exception as build_error:  # a report that cannot be built will not be built on retry either

@@ -1,4 +1,4 @@
-"""A small client of the emopres API v1 (httpx), and the CI gates of `emopres submit`.
+"""A small client of the emopres API v1 (httpx only), and the CI gates of `emopres submit`.
 
 Client: upload a pairs file with its audio (multipart: ``manifest`` + one field per audio path),
 poll the job, fetch its report and a comparison with a baseline job. POST retries reuse one
@@ -292,7 +292,7 @@ class Client:
 
     def submit(self, pairs_file: str | Path, *, audio_root: str | Path | None = None, name: str | None = None,
                profile: str | None = None, metadata: dict | None = None, group_column: str | None = None,
-               idempotency_key: str | None = None,
+               idempotency_key: str | None = None, callback_url: str | None = None,
                on_upload: Callable[[int, int], None] | None = None) -> dict:
         """POST /v1/jobs with the pairs file and every audio file it names; returns {"id", "status"}.
 
@@ -300,7 +300,7 @@ class Client:
         """
         import json as _json
 
-        from worker.pairs import check_relative_path, read_pairs_file
+        from emopres_client.pairs import check_relative_path, read_pairs_file
 
         pairs_path = Path(pairs_file)
         pairs = read_pairs_file(pairs_path, group_column=group_column)
@@ -320,6 +320,7 @@ class Client:
                 on_upload(min(sent[0], total), total)
 
         data = {k: v for k, v in {"name": name, "profile": profile, "group_column": group_column,
+                                  "callback_url": callback_url,
                                   "metadata": _json.dumps(metadata) if metadata is not None else None}.items()
                 if v is not None}
 
@@ -355,11 +356,27 @@ class Client:
 
     def latest_job(self, name: str) -> dict:
         """The newest succeeded job with this name (e.g. the last run of the main branch)."""
-        found = self._json("GET", "/v1/jobs", params={"name": name, "status": "succeeded", "limit": 1})
-        items = found.get("items") or []
+        items = self.list_jobs(name=name, status="succeeded", limit=1)["items"]
         if not items:
             raise ClientError(f"no succeeded job named {name!r} on {self.server}", code="no_baseline")
         return items[0]
+
+    def list_jobs(self, *, name: str | None = None, name_prefix: str | None = None, status: str | None = None,
+                  order: str | None = None, limit: int | None = None, cursor: str | None = None) -> dict:
+        """One page of GET /v1/jobs: {"items", "next_cursor"}."""
+        params = {k: v for k, v in {"name": name, "name_prefix": name_prefix, "status": status, "order": order,
+                                    "limit": limit, "cursor": cursor}.items() if v is not None}
+        return self._json("GET", "/v1/jobs", params=params)
+
+    def deliveries(self, job_id: str) -> dict:
+        """The job's webhook deliveries (every attempt, with its outcome)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/deliveries")
+
+    def metric_names(self) -> tuple[str, ...]:
+        """The corpus metrics this service's reports have (from its published report schema)."""
+        schema = self._json("GET", "/v1/schema/report")
+        corpus = schema["properties"]["corpus"]["properties"]
+        return tuple(name for name, entry in corpus.items() if entry.get("$ref", "").endswith("/metric"))
 
     def report(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}/report")

@@ -1,0 +1,128 @@
+"""The pairs file of `emopres evaluate`, of job uploads and of `emopres submit`: CSV or JSONL."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from emopres_client.safe_text import MAX_FIELD_CHARS, MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
+
+REQUIRED_COLUMNS = ("pair_id", "source", "target")
+
+
+class ManifestError(ValueError):
+    """An unusable pairs file; the message names the problem once, for the user."""
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    pair_id: str
+    source: str
+    target: str
+    label: str | None = None
+    group: str | None = None
+
+
+def _records_from_csv(text: str) -> list[dict]:
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames:
+            raise ManifestError("pairs file is empty")
+        return [dict(row) for row in reader]
+    except csv.Error as error:
+        raise ManifestError(f"not a valid CSV file (line {reader.line_num}: {error})") from None
+
+
+def _records_from_jsonl(text: str) -> list[dict]:
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = loads_checked(line, f"line {number}")
+        except json.JSONDecodeError as error:
+            raise ManifestError(f"line {number} is not valid JSON ({error.msg})") from None
+        except UnsafeText as error:
+            raise ManifestError(str(error)) from None
+        if not isinstance(record, dict):
+            raise ManifestError(f"line {number} is not a JSON object")
+        records.append(record)
+    return records
+
+
+def _looks_like_jsonl(text: str, name: str | None) -> bool:
+    if name and Path(name).suffix.lower() in {".jsonl", ".ndjson", ".json"}:
+        return True
+    if name and Path(name).suffix.lower() in {".csv", ".tsv"}:
+        return False
+    return text.lstrip()[:1] in {"{", "["}
+
+
+FIELD_LIMITS = {"pair_id": MAX_FIELD_CHARS, "source": MAX_PATH_CHARS, "target": MAX_PATH_CHARS,
+                "label": MAX_FIELD_CHARS, "group": MAX_FIELD_CHARS}
+
+
+def _text(value, field: str, number: int) -> str | None:
+    """A manifest cell as stripped text (None when empty), refused when a later read could not handle it."""
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        raise ManifestError(f"pair {number}: {field} must be a string or a number, not {type(value).__name__}")
+    value = str(value).strip()
+    try:
+        check_text(value, f"pair {number}: {field}", FIELD_LIMITS[field])
+    except UnsafeText as error:
+        raise ManifestError(str(error)) from None
+    return value or None
+
+
+def parse_pairs(text: str, *, name: str | None = None, group_column: str | None = None) -> list[PairSpec]:
+    """Parse and validate pairs; raise ManifestError on the first problem."""
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise ManifestError("pairs file is empty")
+    records = _records_from_jsonl(text) if _looks_like_jsonl(text, name) else _records_from_csv(text)
+    if not records:
+        raise ManifestError("pairs file has a header but no pairs")
+    columns = set().union(*(r.keys() for r in records))
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ManifestError(f"missing column(s): {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
+    if group_column is not None and group_column not in columns:
+        raise ManifestError(f"group column {group_column!r} not found (columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})")
+    group_key = group_column or ("group" if "group" in columns else None)
+    pairs, seen = [], set()
+    for number, record in enumerate(records, start=1):
+        pair_id, source, target = (_text(record.get(c), c, number) for c in REQUIRED_COLUMNS)
+        if pair_id is None or source is None or target is None:
+            raise ManifestError(f"pair {number}: pair_id, source and target must not be empty")
+        if pair_id in seen:
+            raise ManifestError(f"duplicate pair_id {pair_id!r}")
+        seen.add(pair_id)
+        pairs.append(PairSpec(pair_id, source, target, _text(record.get("label"), "label", number),
+                              _text(record.get(group_key), "group", number) if group_key else None))
+    return pairs
+
+
+def read_pairs_file(path, *, group_column: str | None = None) -> list[PairSpec]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError(f"cannot read pairs file {path}: {error}") from None
+    return parse_pairs(text, name=path.name, group_column=group_column)
+
+
+def check_relative_path(path: str) -> str:
+    """A manifest path that must stay inside its upload: relative, no '..', normalised."""
+    posix = PurePosixPath(path.replace("\\", "/"))
+    if posix.is_absolute() or (posix.parts and ":" in posix.parts[0]):
+        raise ManifestError(f"audio path {path!r} must be relative")
+    if any(part == ".." for part in posix.parts):
+        raise ManifestError(f"audio path {path!r} must not contain '..'")
+    normalised = str(posix)
+    if normalised in {"", "."}:
+        raise ManifestError("empty audio path")
+    return normalised
