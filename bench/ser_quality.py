@@ -554,7 +554,7 @@ def loco_markdown(results: dict, part: str) -> str:
             scores = next(iter(fold.values()))
             pair_name = PAIR_NAMES.get(held)
             sep = scores.get(f"{pair_name}/{part}") if pair_name else None
-            cells = [name, held, f"{scores[f'{held}/{ua_key}']:.3f}"]
+            cells = [name.replace("|", "\\|"), held, f"{scores[f'{held}/{ua_key}']:.3f}"]
             if sep:
                 cells += [f"{pair_name} ({sep['n']})",
                           f"{sep['epr']['preserved']:.3f} / {sep['epr']['swapped']:.3f}", f"{sep['epr']['z']:.1f}",
@@ -572,7 +572,7 @@ def all_corpora_markdown(results: dict) -> str:
              "en-de EPR z / EA z | en-am EPR z / EA z |", "|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         scores = next(iter(result["folds"]["all"].values()))
-        cells = [name.removeprefix("loco:")] + [f"{scores[f'{c}/test_ua']:.3f}" for c in CORPORA]
+        cells = [name.removeprefix("loco:").replace("|", "\\|")] + [f"{scores[f'{c}/test_ua']:.3f}" for c in CORPORA]
         for pair_name in PAIR_NAMES.values():
             sep = scores[f"{pair_name}/test"]
             cells.append(f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f}")
