@@ -26,6 +26,10 @@ from sqlalchemy.orm import Session
 from app.db import Blob, Pair, insert_for
 
 
+INSERT_ROWS = 500  # rows per INSERT (SQLite takes at most 32,766 bound values in one statement)
+INSERT_BYTES = 64 * 1024 * 1024  # database store: audio bytes per INSERT
+
+
 class BlobMissing(FileNotFoundError):
     pass
 
@@ -116,16 +120,28 @@ class BlobStore:
         The row insert takes a row lock (ON CONFLICT DO UPDATE), so a concurrent job deletion
         cannot remove a blob that this transaction is about to reference.
         """
-        for sha, read in blobs.items():
+        rows, held = [], 0
+        for sha, read in sorted(blobs.items()):  # one order for every transaction: concurrent jobs never deadlock
             data = read()
             if hashlib.sha256(data).hexdigest() != sha:
                 raise ValueError(f"content of blob {sha[:12]} changed while storing it")
-            statement = insert_for(session, Blob.__table__).values(
-                sha256=_valid_sha(sha), size=len(data), content=data if self.kind == "database" else None)
-            statement = statement.on_conflict_do_update(index_elements=["sha256"], set_={"size": statement.excluded.size})
-            session.execute(statement)
+            rows.append({"sha256": _valid_sha(sha), "size": len(data),
+                         "content": data if self.kind == "database" else None})
+            held += len(data) if self.kind == "database" else 0
             if self.kind == "fs":
                 self.files.write(sha, data)
+            if len(rows) >= INSERT_ROWS or held >= INSERT_BYTES:
+                self._insert(session, rows)
+                rows, held = [], 0
+        self._insert(session, rows)
+
+    @staticmethod
+    def _insert(session: Session, rows: list[dict]) -> None:
+        """One statement for many rows (one round trip to the database, not one per file)."""
+        if rows:
+            statement = insert_for(session, Blob.__table__).values(rows)
+            statement = statement.on_conflict_do_update(index_elements=["sha256"], set_={"size": statement.excluded.size})
+            session.execute(statement)
 
     def local_path(self, session_factory, sha256: str) -> Path:
         """A local file holding the blob (database store: fetched once, then kept)."""

@@ -1,7 +1,7 @@
 """Turn an upload (manifest + audio fields, or one archive) into a validated job request.
 
-Everything is checked before anything is stored: the manifest, every path, every audio file
-(decoded once per distinct content), the caps. Any problem raises an APIError (4xx).
+Everything is checked before anything is stored: the manifest, every path, every audio file's
+header (once per distinct content; the worker decodes), the caps. Any problem raises an APIError (4xx).
 """
 from __future__ import annotations
 
@@ -159,14 +159,16 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
 
 
 def validate_audio(request: JobRequest, max_seconds: float) -> None:
-    """Decode every distinct audio content once (recording its duration); refuse the job if any cannot be
-    evaluated."""
-    from worker.audio import SAMPLE_RATE, AudioError, decode_audio
+    """Check every distinct audio content's header against the caps (recording its duration); refuse the job if
+    any header rules the file out. Nothing is decoded here: a small file can decode to gigabytes, and decoding a
+    burst of uploads held every request for seconds. The worker decodes, and what only decoding shows (a
+    damaged stream, NaN samples) fails that pair with its reason, as in `emopres evaluate`."""
+    from worker.audio import AudioError, read_header
 
     problems = []
     for sha, audio in request.blobs.items():
         try:
-            request.seconds[sha] = len(decode_audio(audio.read(), max_seconds=max_seconds)) / SAMPLE_RATE
+            request.seconds[sha] = read_header(audio.read(), max_seconds=max_seconds).seconds or 0.0
         except AudioError as error:
             paths = [p for p, a in request.files.items() if a.sha256 == sha]
             problems += [{"path": p, "error": str(error)} for p in paths]

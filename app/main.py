@@ -31,9 +31,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app import __version__
 from app import jobs as crud
+from app import webhooks
 from app.auth import DEFAULT_PROJECT, Principal, verify_token
 from app.blobstore import BlobStore
 from app.db import Chunk, Job, head_revision, make_engine, make_session_factory, upgrade
@@ -48,8 +50,8 @@ from app.settings import Settings, get_settings
 log = logging.getLogger("emopres.api")
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
-ROUTER_MODULES = ("app.report_routes",)  # more v1 routes (plots, HTML report, comparisons), when present
-TEXT_FIELDS = ("name", "profile", "metadata", "group_column")
+ROUTER_MODULES = ("app.report_routes", "app.webhook_routes")  # more v1 routes (plots, HTML report, comparisons), when present
+TEXT_FIELDS = ("name", "profile", "metadata", "group_column", "callback_url")
 ERRORS = {r: {"model": ErrorResponse} for r in (401, 404, 409, 413, 422, 503)}
 
 
@@ -61,6 +63,7 @@ class Services:
     queue: object = None
     embedded: object = None
     reconciler: object = None
+    webhooks: object = None  # app.webhook_delivery.Dispatcher
     metrics: object = None
     extra: dict = field(default_factory=dict)
 
@@ -162,6 +165,7 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     name = check_name(texts.get("name"))
     profile = check_profile(texts.get("profile"), settings.profile)
     metadata = parse_metadata(texts.get("metadata"), settings.max_metadata_bytes)
+    callback_url = webhooks.check_callback_url(texts.get("callback_url"), settings)
     request = build_request(manifest_text=decode_manifest(manifest_bytes, manifest_name), manifest_name=manifest_name,
                             files=files, name=name, profile=profile, metadata=metadata,
                             group_column=(texts.get("group_column") or "").strip() or None, settings=settings)
@@ -171,13 +175,14 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
         if existing is not None:
             return crud.check_replay(existing, request.fingerprint), False
     validate_audio(request, settings.max_audio_seconds)
+    callback = webhooks.callback_row(services.sessions, callback_url, principal.token_name, settings)
     job, created = crud.create_job(services.sessions, services.blobs, request, project=principal.project,
                                    idempotency_key=idempotency_key, chunk_size=settings.chunk_size,
-                                   bootstrap=settings.bootstrap, seed=settings.seed)
+                                   bootstrap=settings.bootstrap, seed=settings.seed, callback=callback)
     if created:
         from worker.tasks import enqueue_job
 
-        enqueue_job(services.sessions, services.queue, job.id)
+        enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
         if services.metrics:
             services.metrics.jobs_created.inc()
             services.metrics.pairs_accepted.inc(job.n_pairs)
@@ -206,7 +211,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
             if key in uploads:
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
             uploads[key] = value
-        elif key in ("label", "pair_id", "name", "profile", "metadata") and not isinstance(value, UploadFile):
+        elif key in ("label", "pair_id", "name", "profile", "metadata", "callback_url") and not isinstance(value, UploadFile):
             texts[key] = check_field(value, f"form field {key!r}")
         else:
             raise InvalidRequest(f"unexpected form field {key!r} (source and target files; label, pair_id, name, "
@@ -274,11 +279,14 @@ class RequestMiddleware:
             self._record(services, scope, status_holder["status"], started, request_id)
             return
         received = 0
+        disconnected = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, disconnected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            elif message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise TooLarge(f"request body is over the {limit}-byte cap", details={"limit": limit})
@@ -287,13 +295,19 @@ class RequestMiddleware:
         try:
             await self.app(scope, limited_receive, send_wrapper)
         finally:
-            self._record(services, scope, status_holder["status"], started, request_id)
+            self._record(services, scope, status_holder["status"], started, request_id, disconnected)
 
     @staticmethod
-    def _record(services, scope, status, started, request_id) -> None:
+    def _record(services, scope, status, started, request_id, disconnected: bool = False) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
+        if disconnected:  # nobody got a response: not a server error
+            if services.metrics:
+                services.metrics.disconnects.labels(scope["method"], template).inc()
+            log.info("%s %s client disconnected after %.1fms request_id=%s", scope["method"], template,
+                     elapsed * 1000, request_id)
+            return
         if services.metrics:
             services.metrics.observe(scope["method"], template, status, elapsed)
         log.info("%s %s %s %.1fms request_id=%s", scope["method"], template, status, elapsed * 1000, request_id)
@@ -315,6 +329,23 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.jobs_created = Counter("emopres_jobs_created_total", "jobs accepted", registry=self.registry)
         self.pairs_accepted = Counter("emopres_pairs_accepted_total", "pairs accepted", registry=self.registry)
+        self.disconnects = Counter("emopres_client_disconnects_total", "requests whose client went away before the "
+                                   "response (not counted in emopres_http_requests_total)", ["method", "route"],
+                                   registry=self.registry)
+
+        class ConnectionCollector:
+            def collect(self_inner):
+                from prometheus_client.core import CounterMetricFamily
+
+                from app.connections import CONNECTION_EVENTS
+
+                family = CounterMetricFamily("emopres_connections_closed", "connections the server reset or closed",
+                                             labels=["reason"])
+                for reason in ("refused_over_limit", "header_timeout", "body_timeout"):
+                    family.add_metric([reason], CONNECTION_EVENTS[reason])
+                return [family]
+
+        self.registry.register(ConnectionCollector())
 
         class DatabaseCollector:
             def collect(self_inner):
@@ -416,9 +447,15 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
         if start_worker:
             ctx = WorkerContext(settings, queue=services.queue, engine=services.extra["engine"])
             services.reconciler = Reconciler(ctx, settings.reconcile_seconds).start()
+    if start_worker:  # in this process in both modes: it reads finished jobs from the database
+        from app.webhook_delivery import Dispatcher
+
+        services.webhooks = Dispatcher(settings, services.sessions).start()
 
 
 def stop_services(services: Services) -> None:
+    if services.webhooks is not None:
+        services.webhooks.stop()
     if services.embedded is not None:
         services.embedded.stop()
     if services.reconciler is not None:
@@ -583,6 +620,10 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", []))
         return JSONResponse(error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}",
                                        {"errors": errors}), status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        return Response(status_code=499)  # never sent: the middleware counts a disconnect (no traceback in the log)
 
     @app.exception_handler(PoolTimeout)
     async def database_busy(request: Request, error: PoolTimeout):

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -59,8 +59,28 @@ class Settings(BaseSettings):
     max_pairs: int = Field(10_000, gt=0)
     max_files: int = Field(20_001, gt=0, description="form fields / archive members")
     max_metadata_bytes: int = Field(16 * 1024, gt=0)
+    max_connections: int = Field(1000, ge=1, description="open client connections per API process; more are reset "
+                                                         "(the file-handle limit is raised to fit, if it can be)")
+    header_timeout_seconds: float = Field(10.0, gt=0, description="a request's line and headers must arrive within "
+                                                                  "this")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that stalls this long ends its "
+                                                                "connection")
+    keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
     submit_concurrency: int = Field(4, ge=1, description="uploads validated and stored at once per API process; "
                                                          "more wait their turn")
+
+    # webhooks (app.webhooks)
+    webhook_allowed_hosts: str = Field("", description="comma-separated hosts a job's callback_url may point at: "
+                                       "names, *.domain, IPs or networks (10.0.0.0/8), each optionally :port; "
+                                       "empty = callbacks refused")
+    webhook_secret: str | None = Field(None, description="signs callbacks when auth_disabled (no token, so no "
+                                                         "token secret)")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt's limit")
+    webhook_max_attempts: int = Field(6, ge=1, description="attempts per callback before it is marked failed")
+    webhook_backoff_seconds: float = Field(2.0, gt=0, description="wait before retry n: backoff * 2**(n-1)")
+    webhook_poll_seconds: float = Field(2.0, gt=0, description="how often the dispatcher looks for due callbacks")
+    webhook_concurrency: int = Field(4, ge=1, description="deliveries in flight at once per API process")
+    public_url: str | None = Field(None, description="the service's external URL: makes webhook links absolute")
 
     # workers and the queue
     queue: str = Field("emopres", description="Celery queue prefix; jobs go to <queue>.<profile>")
@@ -70,14 +90,25 @@ class Settings(BaseSettings):
                                                      "(1 = a thread of the server process)")
     embedded_nice: int = Field(10, ge=0, le=19, description="`emopres serve` without broker: how much lower the "
                                                           "evaluation's CPU priority is than the API's (0: the same)")
-    lease_seconds: float = Field(120.0, gt=0, description="a running chunk with no heartbeat for this long is re-queued")
-    heartbeat_seconds: float = Field(10.0, gt=0)
-    requeue_after_seconds: float = Field(900.0, gt=0, description="a queued chunk not started after this is re-sent")
-    reconcile_seconds: float = Field(30.0, gt=0, description="how often the reconciler looks for lost work")
+    lease_seconds: float = Field(30.0, gt=0, description="a running chunk with no heartbeat for this long is re-queued "
+                                                         "(a killed worker's chunk runs again after this)")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="lease renewal; at most a third of lease_seconds")
+    requeue_after_seconds: float = Field(900.0, gt=0, description="a queued chunk not started after this is re-sent "
+                                                                  "(a restarted Redis is noticed at once instead)")
+    reconcile_seconds: float = Field(5.0, gt=0, description="how often the reconciler looks for lost work")
+    db_retry_seconds: float = Field(300.0, gt=0, description="a worker waits this long for an unreachable database "
+                                                             "before it gives its task back to the broker")
     max_attempts: int = Field(3, ge=1, description="worker losses tolerated per chunk before its pairs fail")
     visibility_timeout: int = Field(3600, gt=0, description="Redis: unacknowledged tasks come back after this")
 
-    @field_validator("broker_url", "database_url", "model_dir", "head", mode="before")
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self):
+        if self.heartbeat_seconds * 3 > self.lease_seconds:
+            raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds:g}) must be at most a third of "
+                             f"lease_seconds ({self.lease_seconds:g}): a live worker would lose its lease")
+        return self
+
+    @field_validator("broker_url", "database_url", "model_dir", "head", "webhook_secret", "public_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

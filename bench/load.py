@@ -71,8 +71,25 @@ class JobSpec:
     fields: list  # multipart fields
 
 
-def make_jobs(n_pairs: int, per_job: int, seconds: float, seed: int) -> list[JobSpec]:
-    """Small jobs with distinct audio (no help from the feature cache: every utterance is new)."""
+def real_pairs(path: Path, n_pairs: int) -> list[tuple[str, bytes, str, bytes]]:
+    """The first n_pairs (source, target_preserved) of a pairs file of shared/data/pairs (real speech, FLAC), as
+    (name, bytes) twice; paths there are relative to the data folder above pairs/."""
+    import csv
+
+    root = path.resolve().parent.parent
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:n_pairs]
+    if len(rows) < n_pairs:
+        raise SystemExit(f"{path} has only {len(rows)} pairs, --pairs asks for {n_pairs}")
+    return [(Path(r["source"]).name, (root / r["source"]).read_bytes(),
+             Path(r["target_preserved"]).name, (root / r["target_preserved"]).read_bytes()) for r in rows]
+
+
+def make_jobs(n_pairs: int, per_job: int, seconds: float, seed: int, real: Path | None = None) -> list[JobSpec]:
+    """Small jobs with distinct audio (no help from the feature cache: every utterance is new), synthetic, or
+    real speech from `real` (a pairs file of shared/data)."""
+    if real is not None:
+        return _real_jobs(real_pairs(real, n_pairs), per_job)
     jobs = []
     for index, start in enumerate(range(0, n_pairs, per_job)):
         ids = [f"j{index}-p{i}" for i in range(min(per_job, n_pairs - start))]
@@ -82,6 +99,21 @@ def make_jobs(n_pairs: int, per_job: int, seconds: float, seed: int) -> list[Job
             rows.append(f"{pair_id},src{i}.wav,tgt{i}.wav")
             fields += [(f"src{i}.wav", (f"src{i}.wav", wav(seconds, k), "audio/wav")),
                        (f"tgt{i}.wav", (f"tgt{i}.wav", wav(seconds * 1.1, k + 1), "audio/wav"))]
+        manifest = ("\n".join(rows) + "\n").encode()
+        jobs.append(JobSpec(index, ids, [("manifest", ("manifest.csv", manifest, "text/csv"))] + fields))
+    return jobs
+
+
+def _real_jobs(pairs: list[tuple[str, bytes, str, bytes]], per_job: int) -> list[JobSpec]:
+    jobs = []
+    for index, start in enumerate(range(0, len(pairs), per_job)):
+        chunk = pairs[start:start + per_job]
+        ids = [f"j{index}-p{i}" for i in range(len(chunk))]
+        rows, fields = ["pair_id,source,target"], []
+        for i, (pair_id, (_, source, _, target)) in enumerate(zip(ids, chunk)):
+            rows.append(f"{pair_id},src{i}.flac,tgt{i}.flac")
+            fields += [(f"src{i}.flac", (f"src{i}.flac", source, "audio/flac")),
+                       (f"tgt{i}.flac", (f"tgt{i}.flac", target, "audio/flac"))]
         manifest = ("\n".join(rows) + "\n").encode()
         jobs.append(JobSpec(index, ids, [("manifest", ("manifest.csv", manifest, "text/csv"))] + fields))
     return jobs
@@ -146,7 +178,7 @@ class Server:
                                             env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                             start_new_session=True)
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def wait_ready(self, timeout: float = 180, path: str = "/readyz") -> None:
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -154,7 +186,7 @@ class Server:
             if self.process.poll() is not None:
                 raise SystemExit(f"emopres serve exited:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}{path}", timeout=5).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -297,7 +329,8 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args, base_url: str) -> Stats:
     print(f"preparing {args.pairs} pairs in jobs of {args.pairs_per_job} ({args.seconds:g} s utterances) ...",
           flush=True)
-    jobs = make_jobs(args.pairs, args.pairs_per_job, args.seconds, args.seed)
+    jobs = make_jobs(args.pairs, args.pairs_per_job, args.seconds, args.seed,
+                     Path(args.real_pairs) if args.real_pairs else None)
     shares = [jobs[i::args.clients] for i in range(args.clients)]
     stats = Stats()
     start, submitted = asyncio.Event(), asyncio.Queue()
@@ -335,7 +368,7 @@ def summary(args, stats: Stats, load_before, load_after) -> dict:
     completed = stats.pairs_ok + stats.pairs_failed
     return {
         "mode": args.mode, "ramp_seconds": args.ramp, "clients": args.clients, "pairs": args.pairs, "pairs_per_job": args.pairs_per_job,
-        "utterance_seconds": args.seconds,
+        "utterance_seconds": args.seconds, "audio": args.real_pairs or "synthetic",
         "jobs_accepted": len(stats.accepted), "pairs_accepted": accepted_pairs, "jobs_refused": len(stats.refused),
         "pairs_completed": completed, "pairs_ok": stats.pairs_ok, "pairs_failed": stats.pairs_failed,
         "lost": len(stats.lost), "pending_at_limit": pending, "transport_errors": len(stats.errors),
@@ -375,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds after the first submission")
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--real-pairs", metavar="CSV",
+                        help="real speech instead of synthetic: the first --pairs (source, target_preserved) of a "
+                             "shared/data pairs file, e.g. ../shared/data/pairs/en-ja.csv")
     parser.add_argument("--json", help="write the summary here too")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.pairs < 1 or args.pairs_per_job < 1:
@@ -393,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             server = Server(workdir, args.head, overrides)
             base_url = server.url
             print(f"started emopres serve at {base_url} (data in {workdir}); waiting for its models ...", flush=True)
-            server.wait_ready()
+            server.wait_ready(path="/healthz" if args.submit_only else "/readyz")  # submissions need no worker
         load_before = os.getloadavg()
         stats = asyncio.run(run(args, base_url))
         result = summary(args, stats, load_before, os.getloadavg())

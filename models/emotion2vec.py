@@ -48,9 +48,10 @@ from models.batching import (
     lengths_to_mask,
     load_torch_file,
     pad_waves,
-    resolve_precision,
     run_batched,
 )
+from models.precision import check_precision, measure_fast_mode
+from models.speedups import conv_stack_time_major
 
 logger = logging.getLogger(__name__)
 
@@ -307,15 +308,22 @@ class _Emotion2VecNet(nn.Module):
         )
         self.proj = nn.Linear(cfg.embed_dim, vocab_size) if vocab_size > 0 else None
 
+    def _time_major_convs(self) -> list | None:
+        """(conv, layer_norm, GELU) of the ``layer_norm`` feature extractor, for the time-major fast path
+        (models/speedups.py); None for the group-norm (``default``) extractor, which keeps the module path."""
+        if self.cfg.extractor_mode != "layer_norm":
+            return None
+        return [(layer[0], layer[2][1], layer[3]) for layer in self.modality_encoders["AUDIO"].local_encoder.conv_layers]
+
     # ------------------------------------------------------------------ exact batched forward
 
     def _positional(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Conv positional encoder; zeroes padded frames before every conv (the exactness fix)."""
-        keep = valid[:, None, :].to(x.dtype)  # (B, 1, T) for (B, C, T) activations
+        keep = None if bool(valid.all()) else valid[:, None, :].to(x.dtype)  # (B, 1, T) for (B, C, T)
 
         def run(mod: nn.Module, h: torch.Tensor) -> torch.Tensor:
             if isinstance(mod, nn.Sequential) and len(mod) and isinstance(mod[0], nn.Conv1d):
-                return mod(h * keep.to(h.dtype))
+                return mod(h if keep is None else h * keep.to(h.dtype))
             if isinstance(mod, nn.Sequential):
                 for child in mod:
                     h = run(child, h)
@@ -330,10 +338,15 @@ class _Emotion2VecNet(nn.Module):
         front end stays fp32."""
         cfg = self.cfg
         enc = self.modality_encoders["AUDIO"]
-        h = wav[:, None, :]
-        for layer in enc.local_encoder.conv_layers:
-            h = layer(h)
-        x = enc.project_features(h)  # (B, T, D)
+        convs = self._time_major_convs()
+        if convs is not None:
+            h = conv_stack_time_major(wav, convs)  # (B, T, C): same values, no transposes
+            x = enc.project_features[2](enc.project_features[1](h))  # project_features minus its transpose
+        else:
+            h = wav[:, None, :]
+            for layer in enc.local_encoder.conv_layers:
+                h = layer(h)
+            x = enc.project_features(h)  # (B, T, D)
         b, t, _ = x.shape
         frames = conv_output_lengths(lengths, [(k, s) for _, k, s in cfg.conv_layers])
         valid = lengths_to_mask(frames, t)
@@ -423,6 +436,7 @@ class Emotion2Vec:
         self.net = net.to(device).eval()
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.labels = labels or []
@@ -453,9 +467,12 @@ class Emotion2Vec:
         vocab = state["proj.weight"].shape[0] if "proj.weight" in state else 0
         net = _Emotion2VecNet(cfg, vocab_size=vocab)
         _load_state(net, state, str(files["model"]))
-        return cls(net, device=device, precision=resolve_precision(device, fast, precision),
-                   source=str(folder), sha256=file_sha256(files["model"]), labels=labels,
-                   max_batch_seconds=max_batch_seconds)
+        loaded = cls(net, device=device, precision=check_precision(precision),
+                     source=str(folder), sha256=file_sha256(files["model"]), labels=labels,
+                     max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.features)
+        return loaded
 
     # ------------------------------------------------------------------ metadata
     def info(self) -> dict:

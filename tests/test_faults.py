@@ -4,14 +4,19 @@
 their own reached through a TCP proxy that the test can cut, and a private `redis-server` that
 the test can kill and restart (the shared Redis on 6379 is never touched). The worker process
 carries one injected model fault: the lite feature extractor raises on utterances of exactly
-FAULT_SECONDS. Short leases and reconcile intervals make recovery take seconds.
+FAULT_SECONDS. The recovery settings are the defaults (lease, heartbeat, reconcile interval, and
+the 900 s re-send timer): every job must finish within RECOVERY_SECONDS of the fault clearing
+(issue 16, point 3), which no timer can give; only noticing the fault can.
 
 * a model failing on one utterance (injected, and a real one: audio too short for eGeMAPS):
   that pair fails with its reason, the job finishes;
-* Redis killed mid-job (queued messages lost) and restarted: the job finishes; a job accepted
-  while Redis is down is not lost;
+* Redis killed mid-job (queued messages lost) and restarted: the reconcilers see a new Redis
+  (run_id) and send the pending chunks again at once; a job accepted while Redis is down is not lost;
 * PostgreSQL unreachable mid-job: the API answers 503 with Retry-After (healthz stays 200),
-  recovers by itself when the database is back, and the job finishes.
+  recovers by itself when the database is back; the worker waits the outage out with the message
+  it holds (retrying with backoff) instead of taking and dropping the queued ones;
+* the worker killed mid-chunk and started again: its chunk's lease (30 s, renewed every 5 s)
+  lapses and the chunk runs again.
 
 In every case every accepted pair ends exactly once in the report or in `failures`.
 """
@@ -39,7 +44,7 @@ from tests.service_support import (BOOTSTRAP, EMOPRES, REPO, ServiceProcess, fre
 pytestmark = pytest.mark.services
 
 FAULT_SECONDS = 1.337  # the injected model fault hits utterances of exactly this length (at 16 kHz)
-FAST_RECOVERY = dict(lease_seconds=3, heartbeat_seconds=0.5, reconcile_seconds=0.5, requeue_after_seconds=4)
+RECOVERY_SECONDS = 60
 
 FAULT_INJECTION = f'''
 """Imported by the test's worker before Celery starts (the pool processes inherit it)."""
@@ -204,7 +209,7 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
     settings = dict(database_url=f"{proxied}?options=-csearch_path%3D{schema}&application_name={app_name}",
                     broker_url=redis.url,
                     data_dir=root / "data", blob_store="database", head=random_lite_head, bootstrap=BOOTSTRAP,
-                    chunk_size=1, queue=f"emopres-faults-{uuid.uuid4().hex[:8]}", **FAST_RECOVERY)
+                    chunk_size=1, queue=f"emopres-faults-{uuid.uuid4().hex[:8]}")
     env = service_env(**settings)
     (root / "inject").mkdir()
     (root / "inject" / "emopres_fault_injection.py").write_text(FAULT_INJECTION)
@@ -236,7 +241,7 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
     finally:
         stack.client.close()
         api.stop()
-        worker.stop()
+        stack.worker.stop()  # the one running now (a test may have restarted it)
         stack.engine.dispose()
         proxy.close()
         redis.kill()
@@ -327,13 +332,15 @@ def test_redis_restarted_mid_job(stack):
     assert stack.client.get("/readyz").status_code == 503
     time.sleep(2)
     stack.redis.start()
+    back = time.monotonic()
 
-    job = wait_job(stack.client, job_id, timeout=240)
+    job = wait_job(stack.client, job_id, timeout=RECOVERY_SECONDS)
     assert job["status"] == "succeeded" and job["progress"] == {"done": 8, "total": 8, "failed": 0}, logs(stack)
     assert_each_pair_once(stack, job_id, [f"p{i}" for i in range(8)])
-    late_job = wait_job(stack.client, late.json()["id"], timeout=120)
+    late_job = wait_job(stack.client, late.json()["id"], timeout=max(back + RECOVERY_SECONDS - time.monotonic(), 1))
     assert late_job["status"] == "succeeded", logs(stack)
     assert_each_pair_once(stack, late_job["id"], ["late"])
+    assert time.monotonic() - back < RECOVERY_SECONDS
     assert stack.worker.alive() and stack.api.alive()
 
 
@@ -353,20 +360,45 @@ def test_postgres_unavailable_mid_job(stack):
         ready = stack.client.get("/readyz")
         assert ready.status_code == 503 and not ready.json()["error"]["details"]["checks"]["database"]["ok"]
         assert stack.client.get("/healthz").status_code == 200  # alive, not ready: no restart needed
-        time.sleep(FAST_RECOVERY["lease_seconds"] + 2)  # long enough for the running chunk's lease to lapse
+        time.sleep(10)  # the worker meanwhile takes queued chunks (it dropped them: issue 16)
     finally:
         stack.proxy.restore()
+    back = time.monotonic()
 
-    deadline = time.monotonic() + 60  # recovers by itself: no restart of anything
+    deadline = back + RECOVERY_SECONDS  # recovers by itself: no restart of anything
     while (response := stack.client.get(f"/v1/jobs/{job_id}")).status_code != 200:
         assert response.status_code == 503 and time.monotonic() < deadline, response.text
         time.sleep(0.5)
-    job = wait_job(stack.client, job_id, timeout=240)
+    job = wait_job(stack.client, job_id, timeout=max(deadline - time.monotonic(), 1))
     assert job["status"] == "succeeded" and job["progress"] == {"done": 8, "total": 8, "failed": 0}, logs(stack)
     assert_each_pair_once(stack, job_id, [f"p{i}" for i in range(8)])
     with stack.engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(Chunk)
                                   .where(Chunk.job_id == job_id, Chunk.status != "done")).scalar() == 0
+    assert stack.worker.alive() and stack.api.alive()
+
+
+def test_worker_killed_mid_chunk(stack):
+    manifest = write_dataset(stack.root / "kill", n_pairs=6, seconds=2.0, seed=500)
+    job_id = stack.client.post("/v1/jobs", files=upload_fields(manifest)).json()["id"]
+    progress_at_least(stack, job_id, 1)
+    deadline = time.monotonic() + 60
+    while True:  # wait until the worker holds a lease (a chunk running), then kill it in the middle of it
+        with stack.engine.connect() as connection:
+            running = connection.execute(select(func.count()).select_from(Chunk).where(
+                Chunk.job_id == job_id, Chunk.status == "running")).scalar()
+        if running or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert running, logs(stack)
+    stack.worker.kill()
+    killed = time.monotonic()
+    stack.worker = InjectedWorker(stack.env, stack.root).start()  # as a supervisor would restart it
+
+    job = wait_job(stack.client, job_id, timeout=RECOVERY_SECONDS)
+    assert job["status"] == "succeeded" and job["progress"] == {"done": 6, "total": 6, "failed": 0}, logs(stack)
+    assert time.monotonic() - killed < RECOVERY_SECONDS
+    assert_each_pair_once(stack, job_id, [f"p{i}" for i in range(6)])
     assert stack.worker.alive() and stack.api.alive()
 
 

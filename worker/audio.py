@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile
@@ -10,6 +11,10 @@ import soxr
 
 SAMPLE_RATE = 16_000
 DEFAULT_MAX_SECONDS = 600.0
+DECODED_RATE_BUDGET = 96_000  # decoded samples per second of the duration cap: 48 kHz stereo, or 96 kHz mono
+MAX_CHANNELS = 32
+BLOCK_FRAMES = 1 << 16
+UNKNOWN_FRAMES = 2**62  # libsndfile reports SF_COUNT_MAX frames when the header holds no length
 
 
 class AudioError(ValueError):
@@ -20,35 +25,94 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read_any(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode to (samples, channels) float32 and the native rate (libsndfile: WAV/FLAC/OGG/MP3)."""
+@dataclass(frozen=True)
+class AudioHeader:
+    """What the container header says, read without decoding the samples."""
+    frames: int | None  # None: the header does not say (a streamed FLAC); decoding stops at the caps
+    rate: int
+    channels: int
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.frames is None else self.frames / self.rate
+
+
+def _reason(error: Exception) -> str:
+    # libsndfile names the in-memory file object ("Error opening <_io.BytesIO object at 0x...>: ..."):
+    # keep only its reason, so the message is the same for the same bytes
+    return str(error).rsplit(">: ", 1)[-1]
+
+
+def sample_budget(max_seconds: float) -> int:
+    """Decoded samples (frames x channels) allowed: max_seconds of DECODED_RATE_BUDGET samples per second."""
+    return int(max_seconds * DECODED_RATE_BUDGET)
+
+
+def read_header(data: bytes, *, max_seconds: float | None = None) -> AudioHeader:
+    """The header of WAV/FLAC/OGG/MP3 bytes, checked against the caps before anything is decoded: a 1 MB FLAC can
+    hold ten minutes of 8 channels at 192 kHz (3.7 GB as float32). AudioError if the header already rules it out."""
+    if not data:
+        raise AudioError("empty file")
     try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        info = soundfile.info(io.BytesIO(data))
     except Exception as error:
-        # libsndfile names the in-memory file object ("Error opening <_io.BytesIO object at 0x...>: ..."):
-        # keep only its reason, so the message is the same for the same bytes
-        reason = str(error).rsplit(">: ", 1)[-1]
-        raise AudioError(f"not decodable as audio: {reason}") from None
-    return samples, rate
+        raise AudioError(f"not decodable as audio: {_reason(error)}") from None
+    frames = int(info.frames)
+    header = AudioHeader(None if frames >= UNKNOWN_FRAMES else frames, int(info.samplerate), int(info.channels))
+    if header.rate <= 0:
+        raise AudioError(f"invalid sample rate {header.rate}")
+    if header.channels <= 0 or header.frames == 0:
+        raise AudioError("audio has no samples")
+    if header.channels > MAX_CHANNELS:
+        raise AudioError(f"audio has {header.channels} channels, over the cap of {MAX_CHANNELS}")
+    if header.frames is None:
+        return header
+    limit = max_seconds if max_seconds is not None else DEFAULT_MAX_SECONDS
+    if max_seconds is not None and header.seconds > max_seconds:
+        raise AudioError(f"audio is {header.seconds:.1f} s long, over the {max_seconds:g} s cap")
+    samples = header.frames * header.channels
+    if samples > sample_budget(limit):
+        raise AudioError(f"audio holds {samples} samples ({header.seconds:.1f} s x {header.rate} Hz x "
+                         f"{header.channels} channels), over the cap of {sample_budget(limit)} "
+                         f"({limit:g} s of {DECODED_RATE_BUDGET} samples per second)")
+    return header
+
+
+def _read_mono(data: bytes, header: AudioHeader, max_seconds: float | None) -> np.ndarray:
+    """Decode block by block, down-mixing each block (a block's mean is the whole file's mean, row for row), so
+    that memory holds one mono copy and never the channels; stop as soon as the caps are passed, whatever the
+    header said."""
+    limit = max_seconds if max_seconds is not None else DEFAULT_MAX_SECONDS
+    max_frames = sample_budget(limit) // header.channels
+    if max_seconds is not None:
+        max_frames = min(max_frames, int(max_seconds * header.rate))
+    blocks, frames = [], 0
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as stream:
+            for block in stream.blocks(blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+                frames += len(block)
+                if frames > max_frames:
+                    said = "no length" if header.frames is None else f"{header.seconds:.1f} s"
+                    raise AudioError(f"audio decodes to more than {max_frames / header.rate:.1f} s, over the cap "
+                                     f"(its header said {said})")
+                if not np.all(np.isfinite(block)):
+                    raise AudioError("audio contains NaN or infinite samples")
+                blocks.append(block.mean(axis=1))
+    except AudioError:
+        raise
+    except Exception as error:
+        raise AudioError(f"not decodable as audio: {_reason(error)}") from None
+    if frames == 0:
+        raise AudioError("audio has no samples")
+    return np.concatenate(blocks)
 
 
 def decode_audio(data: bytes, *, max_seconds: float | None = None) -> np.ndarray:
     """Decode bytes of WAV/FLAC/OGG/MP3 to 16 kHz mono float32, or raise AudioError."""
-    if not data:
-        raise AudioError("empty file")
-    samples, rate = _read_any(data)
-    if samples.size == 0 or samples.shape[0] == 0:
-        raise AudioError("audio has no samples")
-    if rate <= 0:
-        raise AudioError(f"invalid sample rate {rate}")
-    duration = samples.shape[0] / rate
-    if max_seconds is not None and duration > max_seconds:
-        raise AudioError(f"audio is {duration:.1f} s long, over the {max_seconds:g} s cap")
-    if not np.all(np.isfinite(samples)):
-        raise AudioError("audio contains NaN or infinite samples")
-    mono = samples.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+    header = read_header(data, max_seconds=max_seconds)
+    mono = _read_mono(data, header, max_seconds)
+    if header.rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, header.rate, SAMPLE_RATE, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 

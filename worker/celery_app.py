@@ -12,7 +12,8 @@ import logging
 from celery import Celery, signals
 
 from app.settings import Settings, get_settings
-from worker.tasks import Reconciler, TaskQueue, WorkerContext, finalize_job, run_chunk
+from worker.tasks import (DATABASE_AWAY, Reconciler, TaskQueue, WorkerContext, finalize_job, retry_while_database_away,
+                          run_chunk)
 
 log = logging.getLogger("emopres.worker")
 
@@ -50,6 +51,19 @@ app = make_celery(settings)
 class CeleryQueue(TaskQueue):
     def __init__(self, celery: Celery, queue: str) -> None:
         self.celery, self.queue = celery, queue
+        self._redis = None
+
+    def broker_identity(self) -> str | None:
+        """Redis: the server's run_id, new at every start (a restart without persistence loses every queued and
+        unacknowledged message). Other brokers: unknown."""
+        url = self.celery.conf.broker_url or ""
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            return None
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        return str(self._redis.info("server")["run_id"])
 
     def send_chunk(self, job_id: str, idx: int) -> None:
         self.celery.send_task(CHUNK_TASK, args=[job_id, idx], queue=self.queue)
@@ -81,20 +95,31 @@ def process_context() -> WorkerContext:
     return _context
 
 
-@app.task(name=CHUNK_TASK, acks_late=True, ignore_result=True)
-def evaluate_chunk(job_id: str, idx: int) -> str:
-    return run_chunk(process_context(), job_id, idx)
+@app.task(name=CHUNK_TASK, acks_late=True, ignore_result=True, bind=True)
+def evaluate_chunk(self, job_id: str, idx: int) -> str:
+    try:
+        return run_chunk(process_context(), job_id, idx)
+    except DATABASE_AWAY as error:  # away for longer than the retries: put the message back, never drop it
+        raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None)
 
 
-@app.task(name=FINALIZE_TASK, acks_late=True, ignore_result=True)
-def finalize(job_id: str) -> str:
-    return finalize_job(process_context(), job_id)
+@app.task(name=FINALIZE_TASK, acks_late=True, ignore_result=True, bind=True)
+def finalize(self, job_id: str) -> str:
+    try:
+        return retry_while_database_away(process_context(), f"job {job_id}: report", finalize_job,
+                                         process_context(), job_id)
+    except DATABASE_AWAY as error:
+        raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None)
 
 
 @signals.worker_process_init.connect
 def _after_fork(**_kwargs) -> None:
-    """A pool process starts with no inherited connections and builds its own context lazily."""
+    """A pool process starts with no inherited connections and builds its own context lazily, and runs
+    its share of the cores' threads."""
     global _context
+    from worker.threads import pin_threads, threads_per_worker
+
+    pin_threads(threads_per_worker(app.conf.worker_concurrency or settings.worker_concurrency))
     if _reconciler is not None:
         _reconciler.ctx.engine.dispose(close=False)
     _context = None

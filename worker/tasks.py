@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, null, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from app.blobstore import BlobMissing, BlobStore
 from app.db import Chunk, Job, Pair, PairResult, Report, dumps, insert_for, make_engine, make_session_factory, utcnow
@@ -26,6 +26,8 @@ from app.db import Chunk, Job, Pair, PairResult, Report, dumps, insert_for, make
 log = logging.getLogger("emopres.worker")
 
 FINISHED = ("succeeded", "failed")
+DATABASE_AWAY = (OperationalError, InterfaceError)  # connection refused, reset or lost: worth retrying
+RETRY_DELAY_MAX = 5.0  # seconds between retries once backed off: work resumes within this of the database's return
 
 
 class TaskQueue:
@@ -39,6 +41,10 @@ class TaskQueue:
 
     def ping(self) -> bool:
         raise NotImplementedError
+
+    def broker_identity(self) -> str | None:
+        """An id that changes when the broker restarts (and loses what it held); None when unknown."""
+        return None
 
 
 def build_evaluator(settings, n_jobs: int = 1):
@@ -65,6 +71,7 @@ class WorkerContext:
         self._evaluator = None
         self._evaluator_error: str | None = None
         self.lock = threading.RLock()  # one evaluation at a time per evaluator
+        self.broker_seen: str | None = None  # the broker's identity at the last reconcile
 
     def evaluator(self):
         with self.lock:
@@ -88,6 +95,23 @@ class WorkerContext:
             self._evaluator.close()
             self._evaluator = None
         self.engine.dispose()
+
+
+def retry_while_database_away(ctx: WorkerContext, what: str, action, *args):
+    """action(*args), retried with backoff (0.5 s doubling to RETRY_DELAY_MAX) while the database is unreachable,
+    for up to settings.db_retry_seconds; then the error is raised. A task that took a message from the broker
+    keeps it meanwhile, instead of failing (and acknowledging it) and leaving its chunk to the re-send timer."""
+    delay, deadline = 0.5, time.monotonic() + ctx.settings.db_retry_seconds
+    while True:
+        try:
+            return action(*args)
+        except DATABASE_AWAY as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unavailable (%s); retrying in %.1f s", what,
+                        str(error).splitlines()[0][:200], delay)
+            time.sleep(delay)
+            delay = min(2 * delay, RETRY_DELAY_MAX)
 
 
 # ---------------------------------------------------------------- chunks
@@ -130,7 +154,10 @@ def claim_chunk(ctx: WorkerContext, job_id: str, idx: int) -> int | None:
             update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx,
                                 or_(Chunk.status == "pending",
                                     and_(Chunk.status == "running",
-                                         or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < stale))))
+                                         # this process's own lease: a claim whose commit reached the database
+                                         # but whose answer was lost to a dropped connection, retried
+                                         or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < stale,
+                                             Chunk.worker == ctx.name))))
             .values(status="running", attempts=Chunk.attempts + 1, heartbeat_at=now, worker=ctx.name)).rowcount
         if claimed != 1:
             session.rollback()
@@ -206,11 +233,13 @@ def release_chunk(ctx: WorkerContext, job_id: str, idx: int, error: str) -> None
 
 
 def run_chunk(ctx: WorkerContext, job_id: str, idx: int) -> str:
-    """Evaluate one chunk of a job (idempotent: safe to run twice, or after a crash)."""
-    attempts = claim_chunk(ctx, job_id, idx)
+    """Evaluate one chunk of a job (idempotent: safe to run twice, or after a crash). Database outages are waited
+    out (retry_while_database_away); evaluation errors release the chunk."""
+    where = f"job {job_id} chunk {idx}"
+    attempts = retry_while_database_away(ctx, f"{where}: claim", claim_chunk, ctx, job_id, idx)
     if attempts is None:
         return "skipped"
-    pairs = pending_pairs(ctx, job_id, idx)
+    pairs = retry_while_database_away(ctx, f"{where}: pairs", pending_pairs, ctx, job_id, idx)
     if attempts > ctx.settings.max_attempts:
         with ctx.sessions() as session:
             last = session.scalar(select(Chunk.last_error).where(Chunk.job_id == job_id, Chunk.idx == idx))
@@ -229,12 +258,13 @@ def run_chunk(ctx: WorkerContext, job_id: str, idx: int) -> str:
             log.exception("job %s chunk %s failed", job_id, idx)
             release_chunk(ctx, job_id, idx, message)
             raise
-        if not store_results(ctx, job_id, idx, pairs, rows, failures):
+        if not retry_while_database_away(ctx, f"{where}: results", store_results, ctx, job_id, idx, pairs, rows,
+                                         failures):
             return "job deleted"
         log.info("job %s chunk %s: %d pairs in %.1f s", job_id, idx, len(pairs), time.monotonic() - started)
     else:
-        store_results(ctx, job_id, idx, [], [], [])
-    finalize_job(ctx, job_id)
+        retry_while_database_away(ctx, f"{where}: results", store_results, ctx, job_id, idx, [], [], [])
+    retry_while_database_away(ctx, f"job {job_id}: report", finalize_job, ctx, job_id)
     return "done"
 
 
@@ -299,8 +329,14 @@ def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
     now = utcnow()
     lease = now - timedelta(seconds=settings.lease_seconds)
     resend = now - timedelta(seconds=settings.requeue_after_seconds)
-    counts = {"lost": 0, "sent": 0, "finalize": 0}
+    counts = {"lost": 0, "sent": 0, "finalize": 0, "broker_restarted": 0}
+    broker_lost_all = _broker_restarted(ctx)
     with ctx.sessions() as session:
+        if broker_lost_all:  # every message it held is gone: send each pending chunk again now, not after the timer
+            counts["broker_restarted"] = 1
+            counts["lost"] += session.execute(update(Chunk).where(Chunk.status == "pending",
+                                                                  Chunk.enqueued_at.is_not(None))
+                                              .values(enqueued_at=None)).rowcount
         if restart:
             counts["lost"] += session.execute(
                 update(Chunk).where(Chunk.status.in_(("pending", "running")))
@@ -340,12 +376,32 @@ def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
     return counts
 
 
-def enqueue_job(ctx_or_sessions, queue: TaskQueue, job_id: str) -> None:
-    """Send every chunk of a new job; a chunk that cannot be sent now is left to the reconciler."""
+def _broker_restarted(ctx: WorkerContext) -> bool:
+    """True once when the broker's identity differs from the one the last round saw (it restarted meanwhile)."""
+    try:
+        identity = ctx.queue.broker_identity()
+    except Exception as error:  # the broker is away: nothing to compare yet
+        log.debug("broker identity unknown: %s", error)
+        return False
+    if identity is None:
+        return False
+    seen, ctx.broker_seen = ctx.broker_seen, identity
+    if seen is not None and seen != identity:
+        log.warning("the broker restarted (%s -> %s): pending chunks are sent again", seen, identity)
+        return True
+    return False
+
+
+def enqueue_job(ctx_or_sessions, queue: TaskQueue, job_id: str, n_chunks: int | None = None) -> None:
+    """Send every chunk of a new job (all `n_chunks` of a job just created: no query needed); a chunk that cannot
+    be sent now is left to the reconciler."""
     sessions = getattr(ctx_or_sessions, "sessions", ctx_or_sessions)
-    with sessions() as session:
-        indexes = list(session.scalars(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "pending",
-                                                               Chunk.enqueued_at.is_(None)).order_by(Chunk.idx)))
+    if n_chunks is not None:
+        indexes = list(range(n_chunks))
+    else:
+        with sessions() as session:
+            indexes = list(session.scalars(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "pending",
+                                                                   Chunk.enqueued_at.is_(None)).order_by(Chunk.idx)))
     sent = []
     for idx in indexes:
         try:
