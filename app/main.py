@@ -487,7 +487,7 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     # uploads are decoded, hashed and stored a few at a time: a burst of CI clients queues here (cheaply, in the
     # event loop) instead of as dozens of threads fighting for the GIL, the database connections and, with
     # SQLite, its one write lock (which made every upload in a burst slow and some time out)
-    submissions = asyncio.Semaphore(settings.submit_concurrency)
+    submissions = asyncio.Semaphore(settings.submit_slots)
     app.add_middleware(RequestMiddleware, services_getter=lambda: services)
     install_error_handlers(app)
 

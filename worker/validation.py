@@ -168,7 +168,7 @@ def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> di
     with make_evaluator(args) as evaluator:
         files = [resolve(p) for row in rows for p in (row["source"], row["target_preserved"], row["target_swapped"])]
         with progress_bar(len(set(files)), "analysing") as bar:
-            utterances = evaluator.analyze_files(files, progress=bar.update)
+            utterances = evaluator.analyze_files(files, progress=bar.advance)
         check_analysed(utterances, root)
         reports = [evaluate_to_report(evaluator, pairs, resolve, n_bootstrap=args.bootstrap, seed=args.seed,
                                       use_groups=False, job={"id": f"rate={rate:g}"}, utterances=utterances)
