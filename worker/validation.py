@@ -202,6 +202,7 @@ def format_table(rates: list[float], table: dict[str, dict]) -> str:
             z = f"{sens['z']:8.2f}" if sens["z"] is not None else f"{'null':>8}"
             p = f"{sens['p_value']:8.4f}" if sens["p_value"] is not None else f"{'null':>8}"
             tail = f"{sens['diff']:11.3f}{interval:>20}{z}{p}"
-        reasons = [r for r in (entry["reason"], sens.get("reason")) if r]
+        reasons = [r for r in (entry["reason"], sens.get("reason")) if r and not (entry["reason"] and entry["reason"] in r
+                                                                                and r != entry["reason"])]
         lines.append(f"{metric:<24}{cells}{rho}{tail}" + (f"  ({'; '.join(dict.fromkeys(reasons))})" if reasons else ""))
     return "\n".join(lines)
