@@ -234,8 +234,8 @@ def report_text(session: Session, project: str, job_id: str) -> str:
 
 
 SIDE_FIELDS = ("pred", "uncertainty", "duration_s", "pause_rate", "speech_rate")
-PAIR_SCORES = ("agree", "emo_sim", "emo_sim_utterance", "va_sim", "acoustic_sim", "acoustic_sim_utterance", "vsim",
-               "autopcp")
+PAIR_SCORES = ("agree", "emo_sim", "emo_sim_utterance", "va_sim", "va_sim_utterance", "acoustic_sim",
+               "acoustic_sim_utterance", "vsim", "autopcp")
 
 
 def pairs_csv(session: Session, project: str, job_id: str) -> str:

@@ -59,6 +59,7 @@ SIMILARITY_METRICS = (
     "acoustic_sim",
     "acoustic_sim_utterance",
     "va_sim",
+    "va_sim_utterance",
     "vsim",
     "autopcp",
 )

@@ -31,15 +31,16 @@ METRIC_LABELS = {
     "bar": "BAR (UA target / UA source)", "epr": "EPR (prediction agreement)", "kappa": "Cohen's kappa",
     "ua_source": "UA source", "ua_target": "UA target", "wa_source": "WA source", "wa_target": "WA target",
     "emo_sim": "emo-sim (frame)", "emo_sim_utterance": "emo-sim (utterance)", "acoustic_sim": "acoustic sim (frame)",
-    "acoustic_sim_utterance": "acoustic sim (utterance)", "va_sim": "va-sim", "vsim": "Vsim", "autopcp": "autoPCP",
+    "acoustic_sim_utterance": "acoustic sim (utterance)", "va_sim": "va-sim",
+    "va_sim_utterance": "va-sim (utterance)", "vsim": "Vsim", "autopcp": "autoPCP",
     "pause": "Pause (Spearman)", "rate": "Rate (Spearman)",
 }
 # the metric tables' rows, grouped: SER agreement, then the similarities (each frame variant before its
 # utterance one), then prosody
 METRIC_GROUPS = (
     ("SER", ("bar", "epr", "kappa", "ua_source", "ua_target", "wa_source", "wa_target")),
-    ("similarity", ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim", "vsim",
-                    "autopcp")),
+    ("similarity", ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim",
+                    "va_sim_utterance", "vsim", "autopcp")),
     ("prosody", ("pause", "rate")),
 )
 TABLE_METRICS = tuple(name for _, names in METRIC_GROUPS for name in names)

@@ -274,7 +274,8 @@ class Evaluator:
         row = {"pair_id": pair.pair_id, "label": pair.label, "group": pair.group,
                "source": sides["source"], "target": sides["target"],
                "agree": sides["source"]["pred"] == sides["target"]["pred"]}
-        for name in ("emo_sim", "emo_sim_utterance", "va_sim", "acoustic_sim", "acoustic_sim_utterance", "vsim", "autopcp"):
+        for name in ("emo_sim", "emo_sim_utterance", "va_sim", "va_sim_utterance", "acoustic_sim",
+                     "acoustic_sim_utterance", "vsim", "autopcp"):
             value = scores.get(name)
             row[name] = None if value is None else float(value)
         row["warnings"] = warnings

@@ -39,14 +39,15 @@ __all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "rend
 
 FORMATS = ("png", "svg")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
-SIMILARITY_METRICS = ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim", "vsim",
-                      "autopcp")
+SIMILARITY_METRICS = ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim",
+                      "va_sim_utterance", "vsim", "autopcp")
 SIMILARITY_LABELS = {
     "emo_sim": "emo-sim (frame cosine, emotion2vec)",
     "emo_sim_utterance": "emo-sim, utterance cosine",
     "acoustic_sim": "acoustic similarity (frame eGeMAPS LLD cosine)",
     "acoustic_sim_utterance": "acoustic similarity, utterance cosine",
     "va_sim": "va-sim (valence-arousal cosine)",
+    "va_sim_utterance": "va-sim, utterance cosine",
     "vsim": "Vsim (speaker embedding cosine)",
     "autopcp": "autoPCP (1 = different, 5 = same)",
 }
