@@ -53,8 +53,9 @@ def chunk_of_pairs(request: JobRequest, chunk_size: int) -> list[int]:
 
 
 def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, project: str,
-               idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int) -> tuple[Job, bool]:
-    """Store the blobs, the job, its pairs and chunks in one transaction. (job, created)."""
+               idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int,
+               callback: dict | None = None) -> tuple[Job, bool]:
+    """Store the blobs, the job, its pairs and chunks (and its webhook callback) in one transaction. (job, created)."""
     job_id = str(uuid.uuid4())
     n_pairs = len(request.pairs)
     n_chunks = math.ceil(n_pairs / chunk_size)
@@ -75,6 +76,10 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
                 for i, pair in enumerate(request.pairs)])
             session.execute(insert(Chunk), [dict(job_id=job_id, idx=i, status="pending", attempts=0)
                                             for i in range(n_chunks)])
+            if callback is not None:
+                from core.db import Webhook
+
+                session.execute(insert(Webhook), [dict(job_id=job_id, **callback)])
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -118,7 +123,8 @@ def job_links(job_id: str) -> dict:
     """Every resource of a job; `compare` is a template (put the baseline job's id in it)."""
     base = f"/v1/jobs/{job_id}"
     return {"self": base, "report": f"{base}/report", "report_html": f"{base}/report.html",
-            "pairs_csv": f"{base}/pairs.csv", "plots": f"{base}/plots", "compare": base + "/compare/{baseline_id}"}
+            "pairs_csv": f"{base}/pairs.csv", "plots": f"{base}/plots", "compare": base + "/compare/{baseline_id}",
+            "deliveries": f"{base}/deliveries"}
 
 
 def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True,

@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from app.error_handlers import install_error_handlers
 from app.middleware import RequestMiddleware
 from app.prometheus_metrics import Metrics
-from app.routes import jobs, ops, reports
+from app.routes import jobs, ops, reports, webhooks
 from app.services import build_services, start_services, stop_services
 from core import __version__
 from core.settings import Settings, get_settings
@@ -46,6 +46,6 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     app.state.services = services
     app.add_middleware(RequestMiddleware, services_getter=lambda: services)
     install_error_handlers(app)
-    for router in (ops.router, jobs.router, reports.router):
+    for router in (ops.router, jobs.router, reports.router, webhooks.router):
         app.include_router(router)
     return app

@@ -44,6 +44,7 @@ class JobLinks(BaseModel):
     pairs_csv: str
     plots: str
     compare: str = Field(description="a template: replace {baseline_id} with the baseline job's id")
+    deliveries: str = Field(description="the job's webhook deliveries")
 
 
 class HeadlineMetric(BaseModel):
@@ -105,6 +106,8 @@ JOB_FORM_SCHEMA = {
         "profile": {"type": "string", "enum": list(PROFILES)},
         "metadata": {"type": "string", "description": "a JSON object, e.g. {\"system\": \"...\", \"commit\": \"...\"}"},
         "group_column": {"type": "string", "description": "manifest column with speaker/dialogue ids"},
+        "callback_url": {"type": "string", "description": "webhook: the signed job summary is POSTed here when the "
+                                                          "job finishes (host on the operator's allow-list)"},
     },
     "additionalProperties": {"type": "string", "format": "binary",
                              "description": "audio files, each field named by its path in the manifest"},
@@ -121,5 +124,6 @@ PAIR_FORM_SCHEMA = {
         "name": {"type": "string"},
         "profile": {"type": "string", "enum": list(PROFILES)},
         "metadata": {"type": "string"},
+        "callback_url": {"type": "string"},
     },
 }

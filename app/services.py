@@ -21,6 +21,7 @@ class Services:
     queue: object = None
     embedded: object = None
     reconciler: object = None
+    webhooks: object = None  # app.webhook_delivery.Dispatcher
     metrics: object = None
     # uploads are decoded, hashed and stored a few at a time: a burst of CI clients queues here (cheaply, in the
     # event loop) instead of as dozens of threads fighting for the GIL, the database connections and, with
@@ -32,7 +33,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     engine = make_engine(settings.sqlalchemy_url)
     services = Services(settings, make_session_factory(engine), BlobStore.from_settings(settings),
-                        submissions=asyncio.Semaphore(settings.submit_concurrency))
+                        submissions=asyncio.Semaphore(settings.submit_slots))
     services.extra["engine"] = engine
     return services
 
@@ -56,9 +57,15 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
         if start_worker:
             ctx = WorkerContext(settings, queue=services.queue, engine=services.extra["engine"])
             services.reconciler = Reconciler(ctx, settings.reconcile_seconds).start()
+    if start_worker:  # in this process in both modes: it reads finished jobs from the database
+        from app.webhook_delivery import Dispatcher
+
+        services.webhooks = Dispatcher(settings, services.sessions).start()
 
 
 def stop_services(services: Services) -> None:
+    if services.webhooks is not None:
+        services.webhooks.stop()
     if services.embedded is not None:
         services.embedded.stop()
     if services.reconciler is not None:

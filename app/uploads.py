@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from app import jobs as crud
+from app import webhooks
 from app.auth import Principal
 from app.errors import InvalidRequest
 from app.forms import read_multipart
@@ -22,7 +23,7 @@ from core.settings import Settings
 
 log = logging.getLogger("emopres.api")
 
-TEXT_FIELDS = ("name", "profile", "metadata", "group_column")
+TEXT_FIELDS = ("name", "profile", "metadata", "group_column", "callback_url")
 
 
 def _reader(upload: UploadFile):
@@ -73,6 +74,7 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     name = check_name(texts.get("name"))
     profile = check_profile(texts.get("profile"), settings.profile)
     metadata = parse_metadata(texts.get("metadata"), settings.max_metadata_bytes)
+    callback_url = webhooks.check_callback_url(texts.get("callback_url"), settings)
     request = build_request(manifest_text=decode_manifest(manifest_bytes, manifest_name), manifest_name=manifest_name,
                             files=files, name=name, profile=profile, metadata=metadata,
                             group_column=(texts.get("group_column") or "").strip() or None, settings=settings)
@@ -82,9 +84,10 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
         if existing is not None:
             return crud.check_replay(existing, request.fingerprint), False
     validate_audio(request, settings.max_audio_seconds)
+    callback = webhooks.callback_row(services.sessions, callback_url, principal.token_name, settings)
     job, created = crud.create_job(services.sessions, services.blobs, request, project=principal.project,
                                    idempotency_key=idempotency_key, chunk_size=settings.chunk_size,
-                                   bootstrap=settings.bootstrap, seed=settings.seed)
+                                   bootstrap=settings.bootstrap, seed=settings.seed, callback=callback)
     if created:
         from worker.tasks import enqueue_job
 
@@ -117,7 +120,7 @@ def submit_pair(services: Services, principal: Principal, idempotency_key: str |
             if key in uploads:
                 raise InvalidRequest(f"form field {key!r} given twice", code="duplicate_field")
             uploads[key] = value
-        elif key in ("label", "pair_id", "name", "profile", "metadata") and not isinstance(value, UploadFile):
+        elif key in ("label", "pair_id", "name", "profile", "metadata", "callback_url") and not isinstance(value, UploadFile):
             texts[key] = check_field(value, f"form field {key!r}")
         else:
             raise InvalidRequest(f"unexpected form field {key!r} (source and target files; label, pair_id, name, "

@@ -12,7 +12,7 @@ funasr folder (``--workdir``, reused across runs). On the same audio it times:
   ours fp32  our exact batched path (length-bucketed, padding-blind) with the device's default budget
              (1 s on CPU, where each utterance runs alone; 160 s on GPU)
   ours bf16  the same with bf16 autocast (forced even where the hardware lacks native bf16, so the
-             accuracy numbers are always printed; fast mode itself only picks bf16 where it is native)
+             accuracy numbers are always printed; fast mode itself picks bf16 only where it measures faster)
 
 and prints audio-seconds per second, ratios to funasr, max |ours - funasr|, the bf16 frame cosine
 to fp32 and the agreement of the 9-class ``proj`` head argmax (an SER-prediction proxy: the
@@ -41,10 +41,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.batching import cpu_has_native_bf16  # noqa: E402
+from models.precision import cpu_bf16_flags  # noqa: E402
 from tests.paper_fixtures import build_emotion2vec, full_size_emotion2vec_config, random_waves  # noqa: E402
 
 DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX instructions (where bf16 is not emulated)."""
+    flags = cpu_bf16_flags()
+    return flags["avx512_bf16"] or flags["amx_bf16"]
 
 
 def load_audio(args) -> list[np.ndarray]:
@@ -105,14 +111,19 @@ def load_funasr(folder, device: str):
     return ref
 
 
-def emotion2vec_folder(workdir) -> Path:
-    """The full-size random emotion2vec_plus_large funasr folder under `workdir`, written once (~650 MB)."""
-    folder = Path(workdir) / "emotion2vec_plus_large_random"
+def emotion2vec_folder(workdir, tiny: bool = False) -> Path:
+    """The random emotion2vec_plus_large funasr folder under `workdir`, written once (~650 MB; `tiny`: the
+    tests' few-kB architecture, for dry runs)."""
+    folder = Path(workdir) / ("emotion2vec_tiny_random" if tiny else "emotion2vec_plus_large_random")
     if not (folder / "model.pt").is_file():
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            build_emotion2vec(folder, full_size_emotion2vec_config(), randomise=False)
-        print(f"wrote full-size random emotion2vec_plus_large to {folder} in {time.perf_counter() - t:.0f} s")
+            if tiny:
+                build_emotion2vec(folder)
+            else:
+                build_emotion2vec(folder, full_size_emotion2vec_config(), randomise=False)
+        print(f"wrote {'tiny' if tiny else 'full-size'} random emotion2vec_plus_large to {folder} in "
+              f"{time.perf_counter() - t:.0f} s")
     return folder
 
 
@@ -167,29 +178,65 @@ def bench_emotion2vec(args, waves, folder) -> None:
         print(f"bf16 vs fp32 on {n16} utterances: frame cosine mean {cos.mean():.5f}, worst utterance {cos.min():.5f}; "
               f"proj-head argmax agreement {agree * 100:.1f}% (SER proxy)")
         if not native:
-            print("  this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and slower, so fast mode "
-                  "resolves to fp32 here; the bf16 row is timed on those utterances and scaled to the full set")
+            print("  this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated; fast mode times both and keeps "
+                  "the faster; the bf16 row is timed on those utterances and scaled to the full set")
 
 
-def full_size_models():
+def full_size_models(tiny: bool = False):
     """The plain modules at their published sizes, random weights: (valence-arousal EmotionModel, WavLM-Large,
-    ECAPA-TDNN, 24-layer XLS-R Wav2Vec2Model, AutoPCP comparator)."""
+    ECAPA-TDNN, 24-layer XLS-R Wav2Vec2Model, AutoPCP comparator). `tiny`: the same architectures 32 wide
+    (seconds to build; for dry runs of the benchmarks, not for timing)."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
     from models.autopcp import Comparator
     from models.speaker import EcapaTdnn
     from models.valence_arousal import _model_classes
 
-    large = dict(hidden_size=1024, num_attention_heads=16, intermediate_size=4096, conv_dim=(512,) * 7,
-                 feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True, mask_time_prob=0.0)
+    dim = 32 if tiny else 1024
+    large = dict(hidden_size=dim, num_attention_heads=4 if tiny else 16, intermediate_size=4 * dim,
+                 conv_dim=((16,) if tiny else (512,)) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
+                 conv_bias=True, mask_time_prob=0.0)
+    if tiny:
+        large.update(num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
     _, EmotionModel = _model_classes()
     va = EmotionModel(Wav2Vec2Config(num_hidden_layers=12, num_labels=3, **large))
-    wavlm = WavLMModel(WavLMConfig(num_hidden_layers=24, num_buckets=320, max_bucket_distance=800,
+    wavlm = WavLMModel(WavLMConfig(num_hidden_layers=24, num_buckets=32 if tiny else 320, max_bucket_distance=800,
                                    **{**large, "conv_bias": False}))
     xlsr = Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=24, **large))
-    comparator = Comparator(idim=1024, odim=1, nhid=[512, 128], dropout=0.1, activation="TANH", input_form="qe",
+    comparator = Comparator(idim=dim, odim=1, nhid=[512, 128], dropout=0.1, activation="TANH", input_form="qe",
                             norm_emb=True, output_act=False)
-    return va, wavlm, EcapaTdnn(feat_dim=1024, n_states=25), xlsr, comparator
+    ecapa = (EcapaTdnn(feat_dim=dim, n_states=25, channels=32, last_channels=48, emb_dim=16, se_bottleneck=8,
+                       attention_channels=8) if tiny else EcapaTdnn(feat_dim=dim, n_states=25))
+    return va, wavlm, ecapa, xlsr, comparator
+
+
+def write_model_dir(root, models, e2v_folder) -> Path:
+    """A complete EMOPRES_MODEL_DIR from full_size_models() modules, each in its published format."""
+    from models.speaker import hf_wavlm_to_fairseq
+    from tests.paper_fixtures import _write_preprocessor
+
+    va, wavlm, ecapa, xlsr, comparator = models
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    e2v = root / "emotion2vec_plus_large"
+    if not e2v.exists():
+        e2v.symlink_to(Path(e2v_folder).resolve())
+    from models.batching import quiet_transformers
+
+    for module, name in ((va, "wav2vec2-large-robust-12-ft-emotion-msp-dim"), (xlsr, "wav2vec2-large-xlsr-53")):
+        with quiet_transformers():
+            module.save_pretrained(str(root / name))
+        _write_preprocessor(root / name)
+    state = {"feature_extract.model." + k: v for k, v in hf_wavlm_to_fairseq(wavlm.state_dict()).items()}
+    state.update(ecapa.state_dict())
+    torch.save({"model": state}, root / "wavlm_large_finetune.pth")
+    inner = root / "AutoPCP-multilingual-v2" / "AutoPCP_multilingual_v2"
+    inner.mkdir(parents=True, exist_ok=True)
+    config = {"input_form": "qe", "dropout": 0.1, "idim": comparator.idim, "odim": 1, "nhid": [512, 128],
+              "activation": "TANH", "norm_emb": True, "output_act": False, "trainable_pooler": False}
+    torch.save(config, inner / "comparator.config")
+    torch.save(comparator.state_dict(), inner / "comparator.pt")
+    return root
 
 
 def full_size_profile(device: str, models=None):
@@ -247,7 +294,7 @@ def main() -> None:
     load = ", load average %.1f (other processes share these cores: timings are noisy when it is high)" % os.getloadavg()[0] \
         if hasattr(os, "getloadavg") else ""
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores{load}, "
-          f"native CPU bf16: {cpu_has_native_bf16()}, cuda: {torch.cuda.is_available()}")
+          f"native CPU bf16: {cpu_has_native_bf16()} ({cpu_bf16_flags()}), cuda: {torch.cuda.is_available()}")
     folder = emotion2vec_folder(args.workdir)
     waves = load_audio(args)
     bench_emotion2vec(args, waves, folder)

@@ -4,6 +4,8 @@
     python bench/throughput.py --pairs 0                # sections 2 and 4 on the whole en-ja test split too
     python bench/throughput.py --only paper --paper-n 16 --paper-max-seconds 8 --device cuda
     python bench/throughput.py --only cache,workers,service
+    python bench/throughput.py --only paper,workers --paper-n 8 --repeat 3   # issue 17: fast mode, exact ratios, 2 vs 1 workers
+    bash bench/gpu.sh                                   # on a CUDA machine: steady-state GPU sizes + the service
 
 1 cache    lite pairs/s, cold vs warm *source* cache, on the whole test split. One resident evaluator
            (--jobs processes) and one cache folder: system A (target_preserved) on an empty cache, then
@@ -12,9 +14,11 @@
 2 workers  lite pairs/s with one worker process vs two (--pairs pairs), cold (no cache), model start-up
            timed apart, and CPU-ms per file (grows when two processes share the machine's cores).
 3 paper    the paper profile at full model sizes (random weights from the published configs), in a
-           process of its own: audio-seconds/s of our batched pipeline (exact fp32; bf16 fast mode where
-           the hardware runs it natively, else the fallback is stated) vs a one-at-a-time loop through
-           funasr (emotion2vec) and transformers (valence-arousal, WavLM+ECAPA, XLS-R), per model.
+           process of its own: audio-seconds/s of our batched exact fp32 pipeline and of fast mode (each
+           model timed in fp32 and bf16 on a probe first, the faster kept, as a worker does) vs a
+           one-at-a-time loop through funasr (emotion2vec) and the plain transformers modules
+           (valence-arousal, WavLM+ECAPA, XLS-R), per model and for the whole profile, with the spread
+           over --repeat alternating rounds.
 4 service  the same corpus through POST /v1/jobs of `emopres serve` (embedded, a subprocess, models
            loaded before the clock starts) vs `emopres evaluate` (a subprocess, as users run it).
 
@@ -47,6 +51,7 @@ from proc_accounting import Clock, Measured, cmdline, descendants, parallel_capa
 from models.registry import ProfileSpec  # noqa: E402
 from worker.pipeline import Evaluator  # noqa: E402
 from worker.report import report_for_evaluator  # noqa: E402
+from worker.threads import threads_per_worker  # noqa: E402
 
 
 
@@ -136,12 +141,14 @@ def section_workers(args, spec, head, results: dict) -> None:
             warm_pool(evaluators[jobs])
         starts[jobs] = start.result
     best: dict[int, Measured] = {}
+    rounds: dict[int, list[float]] = {jobs: [] for jobs in evaluators}
     try:
         for _ in range(args.repeat):
             for jobs, evaluator in evaluators.items():
                 with Clock() as clock:
                     report = evaluate_system(evaluator, pairs, resolve, args.bootstrap)
                 assert not report["failures"], report["failures"][:3]
+                rounds[jobs].append(clock.result.seconds)
                 if jobs not in best or clock.result.seconds < best[jobs].seconds:
                     best[jobs] = clock.result
         peaks = {jobs: worker_peaks(ev) if jobs > 1 else [peak_rss_mib()] for jobs, ev in evaluators.items()}
@@ -156,10 +163,12 @@ def section_workers(args, spec, head, results: dict) -> None:
     one, two = best.get(1), best.get(2)
     if one and two:
         ratio = one.seconds / two.seconds
-        print(f"  two / one = {ratio:.2f}x (goal >= 1.7x); CPU per file two / one = "
-              f"{two.own_cpu / one.own_cpu:.2f} (above 1: the cores slow each other down)")
+        spread = [a / b for a, b in zip(rounds[1], rounds[2])]
+        print(f"  two / one = {ratio:.2f}x (goal >= 1.8x; rounds {min(spread):.2f}-{max(spread):.2f}x); CPU per file "
+              f"two / one = {two.own_cpu / one.own_cpu:.2f} (above 1: the processes slow each other down); threads "
+              f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two (worker/threads.py)")
         results["workers_pairs"] = args.pairs
-        results["workers"] = {"ratio": ratio, **{str(k): {"seconds": v.seconds, "load": v.load, "others": v.others,
+        results["workers"] = {"ratio": ratio, "rounds": spread, **{str(k): {"seconds": v.seconds, "load": v.load, "others": v.others,
                                                           "cpu_ms_per_file": v.own_cpu / files * 1000,
                                                           "startup_s": starts[k].seconds, "peak_mib": peaks[k]}
                                                  for k, v in best.items()}}
@@ -169,7 +178,7 @@ def section_workers(args, spec, head, results: dict) -> None:
 
 
 def section_paper(args, results: dict) -> None:
-    print(f"\n3. paper profile at full model sizes (random weights), {args.paper_n} utterances <= "
+    print(f"\n3. paper profile at {args.paper_size} model sizes (random weights), {args.paper_n} utterances <= "
           f"{args.paper_max_seconds:g} s, device={args.device}, in a process of its own; GPU: "
           f"{'yes' if args.device.startswith('cuda') else 'none here, not measured'}", flush=True)
     context = multiprocessing.get_context("spawn")
@@ -183,75 +192,90 @@ def section_paper(args, results: dict) -> None:
 
 def paper_process(options: dict) -> dict:
     """Runs in a fresh process so that its peak memory is the paper worker's own."""
-    import warnings
+    import copy
 
     import numpy as np
     import torch
+    import torch.nn.functional as F
 
-    from models.batching import cpu_has_native_bf16, resolve_precision, zero_mean_unit_var
+    from models.batching import zero_mean_unit_var
     from models.emotion2vec import Emotion2Vec
     from models.paper import PaperProfile
+    from models.precision import cpu_bf16_flags, measure_fast_mode
     from models.valence_arousal import CHUNK_HOP, CHUNK_WINDOW
     from paper_models import emotion2vec_folder, full_size_models, full_size_profile, load_audio, load_funasr
 
     args = argparse.Namespace(**options)
     device = args.device
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     audio_args = argparse.Namespace(n=args.paper_n, max_seconds=args.paper_max_seconds, seed=0,
                                     audio_dir=args.paper_audio_dir or str(DATA / "ravdess" / "audio"))
-    folder = emotion2vec_folder(args.workdir)
+    tiny = args.paper_size == "tiny"
+    folder = emotion2vec_folder(args.workdir, tiny=tiny)
     waves = load_audio(audio_args)
     total = sum(len(w) for w in waves) / 16000
+    torch.set_num_threads(args.threads or threads_per_worker(1))  # after funasr (writing the folder) set its own
 
     started = time.perf_counter()
-    models = full_size_models()
-    xlsr_full_layers = list(models[3].encoder.layers)  # XlsrEncoder keeps 9; the reference recipe runs all 24
+    models = full_size_models(tiny=tiny)
+    # The loops run the libraries' own modules: copies taken before our wrappers switch theirs to the
+    # fast paths of models/speedups.py (which change the modules in place).
+    plain_va, plain_wavlm, plain_ecapa, plain_xlsr, _ = copy.deepcopy(models)
+    for module in (plain_va, plain_wavlm, plain_ecapa, plain_xlsr):
+        module.to(device).eval()
     va, spk, pcp = full_size_profile(device, models)
-    profile = PaperProfile(Emotion2Vec.from_pretrained(folder, device=device), va, spk, pcp)
-    print(f"  models built in {time.perf_counter() - started:.0f} s; {total:.1f} s of audio; "
-          f"torch threads {torch.get_num_threads()}", flush=True)
-    batched = {"emotion2vec": profile.emotion2vec.features, "valence-arousal": va.analyse,
+    e2v = Emotion2Vec.from_pretrained(folder, device=device)
+    profile = PaperProfile(e2v, va, spk, pcp)
+    wrappers = {"emotion2vec": e2v, "valence-arousal": va, "WavLM+ECAPA": spk, "XLS-R layer 9": pcp.encoder}
+    if args.paper_batch_seconds:
+        for wrapper in wrappers.values():
+            wrapper.max_batch_seconds = args.paper_batch_seconds
+    print(f"  models built in {time.perf_counter() - started:.0f} s; {total:.1f} s of audio; torch threads "
+          f"{torch.get_num_threads()}; batches of <= {e2v.max_batch_seconds:g} s of padded audio", flush=True)
+    batched = {"emotion2vec": e2v.features, "valence-arousal": va.analyse,
                "WavLM+ECAPA": spk.embeddings, "XLS-R layer 9": pcp.embeddings}
     warm = [waves[0][:32000]]
     profile.utterance_features(warm)
 
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        fast_mode = resolve_precision(device, fast=True)
-    modes = ["fp32"] + (["bf16"] if fast_mode == "bf16" else [])  # fast mode is timed only where it runs bf16
-    wrappers = (profile.emotion2vec, va, spk, pcp.encoder)
+    # fast mode as a worker runs it: each model timed in fp32 and bf16 on the probe, the faster kept
+    started = time.perf_counter()
+    choices = {name: measure_fast_mode(wrapper, batched[name]) for name, wrapper in wrappers.items()}
+    probe_seconds = time.perf_counter() - started
+    for wrapper in wrappers.values():
+        wrapper.precision = "fp32"
 
-    def ours_fn(name: str, mode: str):
+    def ours(name: str, mode: str):
         def run(ws):
-            for w in wrappers:
-                w.precision = mode
+            wrappers[name].precision = mode
             try:
                 return batched[name](ws)
             finally:
-                for w in wrappers:
-                    w.precision = "fp32"
+                wrappers[name].precision = "fp32"
         return run
 
-    # one at a time, the libraries' own way
-    va_model, xlsr_model = models[0], models[3]
     funasr = []  # loaded after our own peak memory is read
 
     def va_one(wave):
         x = zero_mean_unit_var(torch.from_numpy(wave).to(device))[None]
-        hidden = va_model.wav2vec2(x)[0][0]
+        hidden = plain_va.wav2vec2(x)[0][0]
         t = hidden.shape[0]
         starts = range(0, (t - CHUNK_WINDOW) // CHUNK_HOP * CHUNK_HOP + 1, CHUNK_HOP) if t >= CHUNK_WINDOW else [0]
         chunks = torch.stack([hidden[s: s + CHUNK_WINDOW].mean(0) for s in starts])
-        return va_model.classifier(chunks)[:, [0, 2]].cpu().numpy() - 0.5
+        return plain_va.classifier(chunks)[:, [0, 2]].cpu().numpy() - 0.5
 
-    def xlsr_loop(ws):
-        truncated = xlsr_model.encoder.layers
-        xlsr_model.encoder.layers = torch.nn.ModuleList(xlsr_full_layers)
-        try:
-            return [xlsr_model(zero_mean_unit_var(torch.from_numpy(w).to(device))[None], output_hidden_states=True)
-                    .hidden_states[9][0].mean(0).cpu().numpy() for w in ws]
-        finally:
-            xlsr_model.encoder.layers = truncated
+    def speaker_one(wave):
+        # UniSpeech's recipe: WavLM-Large's 25 hidden states, softmax-weighted, + 1e-6, ECAPA-TDNN unmasked
+        x = F.layer_norm(torch.from_numpy(wave).to(device), wave.shape)[None]
+        out = plain_wavlm(x, output_hidden_states=True)
+        # s3prl's 25: the input of each layer, then the final layer-normed output (transformers' last
+        # hidden state; its hidden_states tuple ends with the last layer's output before that norm)
+        states = [*out.hidden_states[:-1], out.last_hidden_state]
+        weights = torch.softmax(plain_ecapa.feature_weight, dim=0)
+        feats = sum(w * h for w, h in zip(weights, states))
+        return plain_ecapa(feats.transpose(1, 2) + 1e-6)[0].cpu().numpy()
+
+    def xlsr_one(wave):
+        x = zero_mean_unit_var(torch.from_numpy(wave).to(device))[None]
+        return plain_xlsr(x, output_hidden_states=True).hidden_states[9][0].mean(0).cpu().numpy()
 
     def funasr_loop(ws):
         return [r["feats"] for r in funasr[0].generate(ws, granularity="frame", extract_embedding=True)]
@@ -259,63 +283,99 @@ def paper_process(options: dict) -> dict:
     reference = {
         "emotion2vec": funasr_loop,
         "valence-arousal": lambda ws: [va_one(w) for w in ws],
-        "WavLM+ECAPA": lambda ws: [spk.embeddings([w])[0] for w in ws],
-        "XLS-R layer 9": xlsr_loop,
+        "WavLM+ECAPA": lambda ws: [speaker_one(w) for w in ws],
+        "XLS-R layer 9": lambda ws: [xlsr_one(w) for w in ws],
     }
 
-    def best_of(fn):
-        fn(warm)
-        seconds, out = float("inf"), None
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            out = fn(waves)
-            seconds = min(seconds, time.perf_counter() - start)
-        return seconds, out
+    def seconds(fn):
+        start = time.perf_counter()
+        out = fn(waves)
+        return time.perf_counter() - start, out
 
-    times = {"loop": {}, **{mode: {} for mode in modes}}
+    kinds = ["loop", "fp32", "fast"] + (["bf16"] if args.paper_bf16 else [])
+    times = {kind: {} for kind in kinds}
     our_out, ref_out = {}, {}
     with torch.inference_mode(), Clock() as clock:
-        for name in ("valence-arousal", "WavLM+ECAPA", "XLS-R layer 9", "emotion2vec"):  # each model: ours, then loop
-            for mode in modes:
-                times[mode][name], out = best_of(ours_fn(name, mode))
-                our_out.setdefault(name, out)
+        for name in ("valence-arousal", "WavLM+ECAPA", "XLS-R layer 9", "emotion2vec"):
             if name == "emotion2vec":
                 ours_peak = peak_rss_mib()
                 funasr.append(load_funasr(folder, device))
-            times["loop"][name], ref_out[name] = best_of(reference[name])
+            runs = {"loop": reference[name], "fp32": ours(name, "fp32")}
+            if choices[name].mode == "bf16":
+                runs["fast"] = ours(name, "bf16")
+            if args.paper_bf16:
+                runs["bf16"] = ours(name, "bf16")
+            for fn in runs.values():
+                fn(warm)
+            for kind in runs:
+                times[kind][name] = []
+            for _ in range(args.repeat):  # alternating, so a change of load hits every kind alike
+                for kind, fn in runs.items():
+                    t, out = seconds(fn)
+                    times[kind][name].append(t)
+                    (ref_out if kind == "loop" else our_out).setdefault((kind, name), out)
+            if "fast" not in runs:  # fast mode chose fp32: it is the exact run
+                times["fast"][name] = times["fp32"][name]
             print(f"    {name}: done", flush=True)
-    loop, ours, fast = times["loop"], times["fp32"], times.get("bf16")
-    diffs = {
-        "emotion2vec": max(float(np.abs(a - b).max()) for a, b in zip(our_out["emotion2vec"][0], ref_out["emotion2vec"])),
-        "valence-arousal": max(float(np.abs(r.chunks - c).max()) for r, c in zip(our_out["valence-arousal"], ref_out["valence-arousal"])),
-        "XLS-R layer 9": float(np.abs(our_out["XLS-R layer 9"] - np.stack(ref_out["XLS-R layer 9"])).max()),
-    }
+    def worst(ours_items, ref_items) -> tuple[float, float]:
+        """max |ours - reference| over all values, and that over max |reference|."""
+        pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in zip(ours_items, ref_items)]
+        diff = max(float(np.abs(a - b).max()) for a, b in pairs)
+        return diff, diff / max(float(np.abs(b).max()) for _, b in pairs)
 
-    print(f"  {'model':18s} {'one at a time':>14s} {'ours fp32':>12s} {'ratio':>7s}" + (f" {'ours bf16':>12s} {'ratio':>7s}" if fast else ""))
-    for name in batched:
-        line = f"  {name:18s} {total / loop[name]:9.2f} a-s/s {total / ours[name]:7.2f} a-s/s {loop[name] / ours[name]:6.2f}x"
-        if fast:
-            line += f" {total / fast[name]:7.2f} a-s/s {loop[name] / fast[name]:6.2f}x"
+    diffs = {
+        "emotion2vec": worst(our_out["fp32", "emotion2vec"][0], ref_out["loop", "emotion2vec"]),
+        "valence-arousal": worst([r.chunks for r in our_out["fp32", "valence-arousal"]], ref_out["loop", "valence-arousal"]),
+        "WavLM+ECAPA": worst(our_out["fp32", "WavLM+ECAPA"], ref_out["loop", "WavLM+ECAPA"]),
+        "XLS-R layer 9": worst(our_out["fp32", "XLS-R layer 9"], ref_out["loop", "XLS-R layer 9"]),
+    }
+    names = list(batched)
+
+    def ratio(kind: str, which: list[str]) -> tuple[float, float, float]:
+        """loop time over `kind` time: of the fastest runs, and the lowest and highest of the rounds."""
+        best = sum(min(times["loop"][n]) for n in which) / sum(min(times[kind][n]) for n in which)
+        rounds = [sum(times["loop"][n][r] for n in which) / sum(times[kind][n][r] for n in which)
+                  for r in range(args.repeat)]
+        return best, min(rounds), max(rounds)
+
+    def cell(kind: str, which: list[str]) -> str:
+        best, low, high = ratio(kind, which)
+        rate = total / sum(min(times[kind][n]) for n in which)
+        return f"{rate:7.2f} a-s/s {best:5.2f}x ({low:.2f}-{high:.2f})"
+
+    print(f"  {'model':18s} {'one at a time':>14s}   {'ours exact fp32, ratio (spread)':>31s}   "
+          f"{'fast mode, ratio (spread)':>31s}  fast mode chose" + ("   forced bf16" if args.paper_bf16 else ""))
+    for name in names:
+        loop_rate = total / min(times["loop"][name])
+        line = (f"  {name:18s} {loop_rate:8.2f} a-s/s   {cell('fp32', [name]):>31s}   {cell('fast', [name]):>31s}  "
+                f"{choices[name].mode} (probe: bf16 {choices[name].speedup:.2f}x fp32)")
+        if args.paper_bf16:
+            line += f"   {cell('bf16', [name])}"
         print(line)
-    t_loop, t_ours = sum(loop.values()), sum(ours.values())
-    line = f"  {'all paper models':18s} {total / t_loop:9.2f} a-s/s {total / t_ours:7.2f} a-s/s {t_loop / t_ours:6.2f}x"
-    if fast:
-        line += f" {total / sum(fast.values()):7.2f} a-s/s {t_loop / sum(fast.values()):6.2f}x"
-    print(line)
-    print("  one at a time = funasr AutoModel.generate (emotion2vec); transformers forward per utterance: the "
-          "valence-arousal card + chunk recipe, WavLM + ECAPA, XLS-R all 24 layers with output_hidden_states "
-          "(stopes' recipe). The WavLM+ECAPA loop is our own module fed one utterance at a time (no other "
-          "implementation exists).")
-    print(f"  during these measurements (each model: ours, then the loop; fastest of {args.repeat}) {clock.result.note()}")
-    print("  max |ours - one at a time|: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
-    native = device.startswith("cuda") or cpu_has_native_bf16()
-    if fast is None:
-        print(f"  fast mode: resolved to {fast_mode} on {device} (native bf16: {native}); bf16 is emulated here and "
-              "slower, so fast mode falls back to exact fp32 with a warning: fast == exact on this machine")
+    line = (f"  {'all paper models':18s} {total / sum(min(times['loop'][n]) for n in names):8.2f} a-s/s   "
+            f"{cell('fp32', names):>31s}   {cell('fast', names):>31s}")
+    print(line + (f"{'':18s}   {cell('bf16', names)}" if args.paper_bf16 else ""))
+    print("  one at a time = funasr AutoModel.generate (emotion2vec); the libraries' plain modules fed one utterance "
+          "per call: the valence-arousal card + chunk recipe, WavLM + ECAPA-TDNN as UniSpeech (all 25 hidden "
+          "states, unmasked ECAPA), XLS-R all 24 layers with output_hidden_states (stopes' recipe). Ratio: "
+          f"one at a time / ours, fastest of {args.repeat} alternating rounds; spread: lowest-highest round.")
+    print(f"  during these measurements {clock.result.note()}")
+    print("  max |ours exact - one at a time| (relative to the largest value): "
+          + ", ".join(f"{k} {d:.1e} ({r:.1e})" for k, (d, r) in diffs.items()))
+    flags = cpu_bf16_flags()
+    predicted = "bf16" if device.startswith("cuda") or flags["avx512_bf16"] or flags["amx_bf16"] else "fp32"
+    chosen = {c.mode for c in choices.values()}
+    print(f"  fast mode: timed each model in fp32 and bf16 on a probe ({probe_seconds:.0f} s for all four) and chose "
+          + ", ".join(f"{n} {c.mode}" for n, c in choices.items())
+          + f"; the capability test (AVX512-BF16 {flags['avx512_bf16']}, AMX {flags['amx_bf16']}, oneDNN bf16 "
+          f"{flags['onednn_bf16']}) predicts {predicted}: "
+          + ("agrees" if chosen == {predicted} else "DISAGREES (the timing decides)"))
     print(f"  peak RSS of the paper worker process (all five models resident, after our batched run): "
-          f"{ours_peak:.0f} MiB; with funasr's second emotion2vec copy for the reference: {peak_rss_mib():.0f} MiB")
-    return {"audio_seconds": total, "loop": loop, "ours": ours, "fast": fast, "fast_mode": fast_mode,
-            "diffs": diffs, "peak_mib": ours_peak, "threads": torch.get_num_threads(),
+          f"{ours_peak:.0f} MiB; with the plain reference copies and funasr's emotion2vec: {peak_rss_mib():.0f} MiB")
+    return {"audio_seconds": total, "times": times, "choices": {n: c.as_dict() for n, c in choices.items()},
+            "ratios": {kind: {**{n: ratio(kind, [n]) for n in names}, "all": ratio(kind, names)}
+                       for kind in kinds if kind != "loop"},
+            "predicted": predicted, "diffs": diffs, "peak_mib": ours_peak, "threads": torch.get_num_threads(),
             "load": clock.result.load, "others": clock.result.others}
 
 
@@ -416,7 +476,7 @@ def write_manifest_one(folder: Path, pairs) -> Path:
 def main() -> None:
     import torch
 
-    from models.batching import cpu_has_native_bf16
+    from models.precision import cpu_bf16_flags
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="cache,workers,paper,service",
@@ -441,6 +501,12 @@ def main() -> None:
                         help="section 3: audio folder (default: shared RAVDESS, 3-5 s utterances of varied length)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="section 3: torch threads (default: all cores)")
+    parser.add_argument("--paper-size", choices=("full", "tiny"), default="full",
+                        help="section 3: published model sizes, or 32-wide ones for a dry run (not for timing)")
+    parser.add_argument("--paper-bf16", action="store_true",
+                        help="section 3: also time every model in forced bf16 (whatever fast mode chose)")
+    parser.add_argument("--paper-batch-seconds", type=float, default=None,
+                        help="section 3: padded audio per batch (default: the device's, 1 s on CPU, 160 s on GPU)")
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "emopres-bench"))
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
@@ -451,7 +517,7 @@ def main() -> None:
                platform.processor())
     print(f"emopres throughput, {datetime.datetime.now().isoformat(timespec='seconds')}; {cpu}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; torch {torch.__version__}, "
-          f"native CPU bf16 {cpu_has_native_bf16()}, cuda {torch.cuda.is_available()}")
+          f"CPU bf16: {', '.join(f'{k} {v}' for k, v in cpu_bf16_flags().items())}; cuda {torch.cuda.is_available()}")
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; two CPU-bound processes get "
           f"{parallel_capacity():.2f} cores right now (2.00 on an idle 2-core machine)")
     results: dict = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count()}

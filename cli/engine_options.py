@@ -23,7 +23,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, default_profile: st
                         help=profile_help)
     parser.add_argument("--model-dir", help="paper-profile model folder (default: $EMOPRES_MODEL_DIR)")
     parser.add_argument("--device", default="cpu", help="paper profile: torch device (cpu, cuda, cuda:1)")
-    parser.add_argument("--fast", action="store_true", help="paper profile: bf16 autocast (recorded in the signature)")
+    parser.add_argument("--fast", action="store_true", help="paper profile: bf16 autocast where it measures faster than fp32 at load (the choice is in the signature)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core for lite)")

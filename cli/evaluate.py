@@ -53,9 +53,12 @@ def make_evaluator(args):
 
 
 def progress_bar(total: int, description: str):
-    from tqdm import tqdm
+    """Files done, on stderr: redrawn on a terminal, a plain line every few seconds in a CI log."""
+    from emopres_client.progress import Progress
 
-    return tqdm(total=total, desc=description, unit="file", file=sys.stderr, disable=total == 0)
+    bar = Progress(description, "file", enabled=total > 0)
+    bar.update(0, total)
+    return bar
 
 
 def path_resolver(root: Path):
@@ -69,7 +72,7 @@ def evaluate_to_report(evaluator, pairs, resolve, *, n_bootstrap: int, seed: int
     if utterances is None:
         distinct_files = len({resolve(p.source) for p in pairs} | {resolve(p.target) for p in pairs})
         with progress_bar(distinct_files, "evaluating") as bar:
-            rows, failures = evaluator.evaluate_pairs(pairs, resolve, progress=bar.update)
+            rows, failures = evaluator.evaluate_pairs(pairs, resolve, progress=bar.advance)
     else:
         rows, failures = evaluator.evaluate_pairs(pairs, resolve, utterances=utterances)
     return report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],

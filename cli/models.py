@@ -17,6 +17,10 @@ def register(subparsers) -> None:
     check = actions.add_parser("check", help="list each paper-profile model: present or missing, path, sha256")
     check.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument("--fast", action="store_true",
+                       help="also load the present models in fast mode and print what it chose on this machine "
+                            "(each model timed in fp32 and bf16; the faster is kept, as a worker does at start)")
+    check.add_argument("--device", default="cpu", help="device for --fast (default: %(default)s)")
     check.set_defaults(handler=run_check)
 
     fetch = actions.add_parser("fetch", help="download paper-profile models (huggingface_hub, or the ModelScope "
@@ -46,9 +50,12 @@ def run_check(args) -> int:
     from models.weights_lock import LOCK_NAME
 
     entries = check_models(model_dir)
+    if args.fast:
+        _add_fast_choices(entries, model_dir, args.device)
     if args.json:
         print(json.dumps(entries, indent=1))
     else:
+        print(_bf16_line(args.device))
         for entry in entries:
             status = "present" if entry.get("present") else "MISSING"
             print(f"{entry['name']:<28}{status:<9}{entry.get('path', '')}")
@@ -56,12 +63,41 @@ def run_check(args) -> int:
                 if entry.get(key) is not None:
                     print(f"{'':<28}{key}: {entry[key]}")
             print(f"{'':<28}lock: {_lock_line(entry['lock'])}")
+            if entry.get("fast_mode") is not None:
+                print(f"{'':<28}fast mode: {entry['fast_mode']['text']}")
             if entry.get("hint") is not None:
                 print(f"{'':<28}hint: {entry['hint']}")
         if not any(entry["lock"]["status"] in ("matches", "differs") for entry in entries):
             print(f"no {LOCK_NAME}: `emopres models lock {model_dir}` records which weights these are")
     present = all(entry.get("present") for entry in entries)
     return 0 if present and lock_verified(entries) else 1
+
+
+FAST_TAGS = {"emotion2vec_plus_large": "e2v", "valence_arousal": "va", "speaker_wavlm_ecapa": "spk", "xlsr_53": "xlsr"}
+
+
+def _add_fast_choices(entries: list[dict], model_dir, device: str) -> None:
+    """Each network's fast-mode choice (``fast_mode``: mode, reason, timings) from a real fast-mode load."""
+    from models.paper import PaperProfile
+
+    if not any(e.get("present") for e in entries if e["name"] == "emotion2vec_plus_large"):
+        return
+    choices = PaperProfile.from_model_dir(model_dir, device=device, fast=True, allow_missing=True).fast_choices()
+    for entry in entries:
+        entry["fast_mode"] = choices.get(FAST_TAGS.get(entry["name"], ""))
+
+
+def _bf16_line(device: str) -> str:
+    from models.precision import cpu_bf16_flags
+
+    if device.startswith("cuda"):
+        return f"fast mode on {device}: each model is timed in fp32 and bf16 when it loads; the faster is kept"
+    f = cpu_bf16_flags()
+    native = f["avx512_bf16"] or f["amx_bf16"]
+    return (f"bf16 on this CPU: AVX512-BF16 {'yes' if f['avx512_bf16'] else 'no'}, AMX {'yes' if f['amx_bf16'] else 'no'}, "
+            f"oneDNN bf16 kernels {'yes' if f['onednn_bf16'] else 'no'}"
+            f"{'' if native or not f['onednn_bf16'] else ' (emulated: expect bf16 slower than fp32)'}; fast mode times "
+            "each model in both when it loads and keeps the faster (--fast here shows it)")
 
 
 def _lock_line(lock: dict) -> str:

@@ -45,6 +45,10 @@ def register(subparsers) -> None:
     revoke.set_defaults(handler=run_tokens_revoke)
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
     listing.set_defaults(handler=run_tokens_list)
+    secret = token_commands.add_parser("webhook-secret", help="create or replace a token's webhook signing secret "
+                                       "and print it (once); callbacks of its jobs are signed with it from now on")
+    secret.add_argument("name")
+    secret.set_defaults(handler=run_tokens_webhook_secret)
 
 
 def _settings():
@@ -103,6 +107,7 @@ def run_worker(args) -> int:
     from worker.celery_app import WORKER_NAME_PREFIX, app
 
     concurrency = args.concurrency or settings.worker_concurrency
+    app.conf.worker_concurrency = concurrency  # each pool process sizes its thread pools from it
     app.worker_main(["worker", "--loglevel", args.log_level.upper(), "--queues", settings.queue_name,
                      "--concurrency", str(concurrency), "--pool", args.pool, "--hostname",
                      f"{WORKER_NAME_PREFIX}{settings.profile}@%h", "--without-gossip", "--without-mingle"])
@@ -131,13 +136,40 @@ def run_tokens_create(args) -> int:
     from app.auth import TokenError, create_token
 
     settings = _settings()
+    from app.webhooks import new_secret
+
     with _sessions(settings)() as session:
         try:
             token = create_token(session, args.name, args.project)
         except TokenError as error:
             raise CommandError(str(error)) from None
+        secret = new_secret(session, _token_named(session, args.name))
     print(token)
     print(f"token {args.name!r} for project {(args.project or args.name)!r}: shown once, store it now", file=sys.stderr)
+    print(f"webhook signing secret (shown once; your webhook receiver verifies X-Emopres-Signature with it): "
+          f"{secret}", file=sys.stderr)
+    return 0
+
+
+def _token_named(session, name: str):
+    from sqlalchemy import select
+
+    from core.db import Token
+
+    token = session.scalar(select(Token).where(Token.name == name.strip()))
+    if token is None:
+        raise CommandError(f"no token named {name!r}")
+    return token
+
+
+def run_tokens_webhook_secret(args) -> int:
+    from app.webhooks import new_secret
+
+    with _sessions(_settings())() as session:
+        secret = new_secret(session, _token_named(session, args.name))
+    print(secret)
+    print(f"webhook signing secret of token {args.name!r}: shown once, store it where your receiver reads it",
+          file=sys.stderr)
     return 0
 
 

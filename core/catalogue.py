@@ -160,6 +160,8 @@ CATALOGUE: tuple[Metric, ...] = (
     _pair("acoustic_sim_utterance", "acoustic sim (utterance)", "acoustic similarity, utterance cosine",
           "eGeMAPS LLD", headline=False),
     _pair("va_sim", "va-sim", "va-sim (valence-arousal cosine)", "wav2vec2 valence-arousal", headline=True),
+    _pair("va_sim_utterance", "va-sim (utterance)", "va-sim, utterance cosine", "wav2vec2 valence-arousal",
+          headline=False),
     _pair("vsim", "Vsim", "Vsim (speaker embedding cosine)", "WavLM ECAPA-TDNN", headline=True),
     _pair("autopcp", "autoPCP", "autoPCP (1 = different, 5 = same)", "AutoPCP", headline=True),
     _rank("pause", "Pause (Spearman)", "Pause: Spearman of source and target pause rates", "pause_rate",

@@ -8,6 +8,8 @@ Tables
   chunks        the unit of work sent to the queue: lease (heartbeat) and attempts
   pair_results  one row per finished pair (upserted by (job_id, pair_id): exactly once)
   reports       the finished job's report JSON
+  webhook_secrets, webhooks, webhook_deliveries
+                a token's signing secret, a job's callback, each delivery attempt (app.webhooks)
 """
 from __future__ import annotations
 
@@ -171,6 +173,39 @@ class Report(Base):
     content: Mapped[str] = mapped_column(Text)  # the JSON text, served as is
     headline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # worker.report.headline, for listings
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookSecret(Base):
+    __tablename__ = "webhook_secrets"
+    token_id: Mapped[int] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    token_name: Mapped[str | None] = mapped_column(String(200), nullable=True)  # null: auth disabled
+    delivery_id: Mapped[str] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered, retry, failed
 
 
 # ---------------------------------------------------------------- engine

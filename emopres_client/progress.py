@@ -39,6 +39,16 @@ class Progress:
         if self._last is None or now - self._last >= self.interval:
             self._emit(now)
 
+    def advance(self, n: int = 1) -> None:
+        """`n` more done (a callback that counts increments, as `emopres evaluate`'s pipeline reports them)."""
+        self.update(self.done + n, self.total, self.status)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.enabled and (self.done, self.total, self.status) != self._shown:
             self._emit(self.clock())

@@ -50,10 +50,11 @@ from models.batching import (
     pad_waves,
     quiet_transformers,
     read_do_normalize,
-    resolve_precision,
     run_batched,
     zero_mean_unit_var,
 )
+from models.precision import check_precision, measure_fast_mode
+from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +75,12 @@ class XlsrEncoder:
         # layers above pick_layer never influence hidden_states[pick_layer]: drop them
         model.encoder.layers = nn.ModuleList(list(model.encoder.layers)[:pick_layer])
         self.model = model.to(device).eval()
+        use_time_major_features(self.model)
         self.pick_layer = pick_layer
         self.full_layers = n_layers
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.do_normalize = do_normalize
@@ -98,10 +101,13 @@ class XlsrEncoder:
             raise FileNotFoundError(f"XLS-R folder {folder} is missing {', '.join(missing)}")
         with quiet_transformers():
             model = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True)
-        return cls(model, pick_layer=pick_layer, device=device,
-                   precision=resolve_precision(device, fast, precision), source=str(folder),
-                   sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),
-                   max_batch_seconds=max_batch_seconds)
+        loaded = cls(model, pick_layer=pick_layer, device=device,
+                     precision=check_precision(precision), source=str(folder),
+                     sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),
+                     max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.embeddings)
+        return loaded
 
     def info(self) -> dict:
         cfg = self.model.config
@@ -119,7 +125,7 @@ class XlsrEncoder:
         if self.do_normalize:
             tensors = [zero_mean_unit_var(w) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
-        mask = lengths_to_mask(lengths, wav.shape[1]).long()
+        mask = padding_mask(lengths, wav.shape[1])
         captured = {}
 
         def grab(module, args, output):
@@ -127,7 +133,7 @@ class XlsrEncoder:
 
         hook = self.model.encoder.layers[self.pick_layer - 1].register_forward_hook(grab)
         try:
-            with autocast_context(self.device, self.precision):
+            with autocast_context(self.device, self.precision), cached_weights(self.model):
                 self.model(wav, attention_mask=mask)
         finally:
             hook.remove()

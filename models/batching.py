@@ -162,44 +162,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return _SHA_CACHE[key]
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN has bf16 kernels for this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # pragma: no cover - very old/odd builds
-        return False
-
-
-def resolve_precision(device: str | torch.device, fast: bool, precision: str | None = None) -> str:
-    """Pick the numeric mode: ``"fp32"`` (exact) or ``"bf16"`` (autocast).
-
-    ``fast=True`` means bf16 autocast where the hardware runs it natively (CUDA with bf16,
-    CPUs with AVX512-BF16/AMX). Elsewhere bf16 is emulated and several times *slower*, so
-    fast mode falls back to fp32 with a warning and the signature records ``mode:fp32``.
-    ``precision`` forces a mode (used by the benchmark to measure bf16 anyway).
-    """
-    if precision is not None:
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
-        return precision
-    if not fast:
-        return "fp32"
-    kind = torch.device(device).type
-    if kind == "cuda":
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    elif kind == "cpu":
-        ok = cpu_has_native_bf16()
-    else:
-        ok = False
-    if not ok:
-        logger.warning(
-            "fast mode requested but %s has no native bf16 support; running fp32 (exact) instead",
-            kind,
-        )
-        return "fp32"
-    return "bf16"
-
-
 def autocast_context(device: str | torch.device, precision: str):
     """Autocast context for ``precision`` (a no-op context for fp32)."""
     if precision == "bf16":

@@ -44,10 +44,10 @@ from models.batching import (
     file_sha256,
     load_torch_file,
     pad_waves,
-    resolve_precision,
     run_batched,
 )
 from models.emotion2vec_net import _Emotion2VecNet, _map_checkpoint_keys
+from models.precision import check_precision, measure_fast_mode
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,7 @@ class Emotion2Vec:
         self.net = net.to(device).eval()
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.labels = labels or []
@@ -219,9 +220,12 @@ class Emotion2Vec:
         vocab = state["proj.weight"].shape[0] if "proj.weight" in state else 0
         net = _Emotion2VecNet(cfg, vocab_size=vocab)
         _load_state(net, state, str(files["model"]))
-        return cls(net, device=device, precision=resolve_precision(device, fast, precision),
-                   source=str(folder), sha256=file_sha256(files["model"]), labels=labels,
-                   max_batch_seconds=max_batch_seconds)
+        loaded = cls(net, device=device, precision=check_precision(precision),
+                     source=str(folder), sha256=file_sha256(files["model"]), labels=labels,
+                     max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.features)
+        return loaded
 
     # ------------------------------------------------------------------ metadata
     def info(self) -> dict:

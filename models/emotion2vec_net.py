@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.batching import conv_output_lengths, lengths_to_mask
+from models.speedups import conv_stack_time_major
 
 if TYPE_CHECKING:
     from models.emotion2vec import _E2VConfig
@@ -150,15 +151,22 @@ class _Emotion2VecNet(nn.Module):
         )
         self.proj = nn.Linear(cfg.embed_dim, vocab_size) if vocab_size > 0 else None
 
+    def _time_major_convs(self) -> list | None:
+        """(conv, layer_norm, GELU) of the ``layer_norm`` feature extractor, for the time-major fast path
+        (models/speedups.py); None for the group-norm (``default``) extractor, which keeps the module path."""
+        if self.cfg.extractor_mode != "layer_norm":
+            return None
+        return [(layer[0], layer[2][1], layer[3]) for layer in self.modality_encoders["AUDIO"].local_encoder.conv_layers]
+
     # ------------------------------------------------------------------ exact batched forward
 
     def _positional(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Conv positional encoder; zeroes padded frames before every conv (the exactness fix)."""
-        keep = valid[:, None, :].to(x.dtype)  # (B, 1, T) for (B, C, T) activations
+        keep = None if bool(valid.all()) else valid[:, None, :].to(x.dtype)  # (B, 1, T) for (B, C, T)
 
         def run(mod: nn.Module, h: torch.Tensor) -> torch.Tensor:
             if isinstance(mod, nn.Sequential) and len(mod) and isinstance(mod[0], nn.Conv1d):
-                return mod(h * keep.to(h.dtype))
+                return mod(h if keep is None else h * keep.to(h.dtype))
             if isinstance(mod, nn.Sequential):
                 for child in mod:
                     h = run(child, h)
@@ -173,10 +181,15 @@ class _Emotion2VecNet(nn.Module):
         front end stays fp32."""
         cfg = self.cfg
         enc = self.modality_encoders["AUDIO"]
-        h = wav[:, None, :]
-        for layer in enc.local_encoder.conv_layers:
-            h = layer(h)
-        x = enc.project_features(h)  # (B, T, D)
+        convs = self._time_major_convs()
+        if convs is not None:
+            h = conv_stack_time_major(wav, convs)  # (B, T, C): same values, no transposes
+            x = enc.project_features[2](enc.project_features[1](h))  # project_features minus its transpose
+        else:
+            h = wav[:, None, :]
+            for layer in enc.local_encoder.conv_layers:
+                h = layer(h)
+            x = enc.project_features(h)  # (B, T, D)
         b, t, _ = x.shape
         frames = conv_output_lengths(lengths, [(k, s) for _, k, s in cfg.conv_layers])
         valid = lengths_to_mask(frames, t)

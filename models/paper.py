@@ -269,13 +269,12 @@ class PaperProfile(Profile):
     name = "paper"
 
     def __init__(self, emotion2vec, valence_arousal, speaker, autopcp, *, model_dir: str = "",
-                 precision: str = "fp32", missing: dict[str, str] | None = None, weights: dict[str, dict] | None = None):
+                 missing: dict[str, str] | None = None, weights: dict[str, dict] | None = None):
         self.emotion2vec = emotion2vec
         self.valence_arousal = valence_arousal
         self.speaker = speaker
         self.autopcp = autopcp
         self.model_dir = model_dir
-        self.precision = precision
         self._missing = dict(missing or {})
         self.weights = dict(weights or {})  # slot -> files_sha256 (every file of it), revision, source (from the lock)
 
@@ -287,7 +286,6 @@ class PaperProfile(Profile):
         where, unless ``allow_missing`` (then only emotion2vec is required and the metrics of the
         absent models are reported as unavailable)."""
         from models.autopcp import AutoPCP
-        from models.batching import resolve_precision
         from models.emotion2vec import Emotion2Vec
         from models.speaker import SpeakerEncoder
         from models.valence_arousal import ValenceArousal
@@ -304,8 +302,8 @@ class PaperProfile(Profile):
                      for k, v in fatal.items()]
             raise FileNotFoundError("paper profile: models missing in " + str(base) + ":\n" + "\n".join(lines)
                                     + "\nRun `emopres models check` for the full inventory.")
-        mode = resolve_precision(device, fast, precision)
-        kw = dict(device=device, precision=mode, max_batch_seconds=max_batch_seconds)
+        # fast: each model times fp32 against bf16 on this machine as it loads and keeps the faster
+        kw = dict(device=device, fast=fast, precision=precision, max_batch_seconds=max_batch_seconds)
         e2v = Emotion2Vec.from_pretrained(base / SLOT["emotion2vec_plus_large"].entry, **kw)
         va = None if "valence_arousal" in problems else ValenceArousal.from_pretrained(
             base / SLOT["valence_arousal"].entry, **kw)
@@ -315,10 +313,28 @@ class PaperProfile(Profile):
         if "xlsr_53" not in problems and "autopcp_comparator" not in problems:
             pcp = AutoPCP.from_pretrained(base / SLOT["xlsr_53"].entry, base / SLOT["autopcp_comparator"].entry, **kw)
         missing = {k: f"model not installed: {base / SLOT[k].entry} ({', '.join(v)})" for k, v in problems.items()}
-        return cls(e2v, va, spk, pcp, model_dir=str(base), precision=mode, missing=missing,
+        return cls(e2v, va, spk, pcp, model_dir=str(base), missing=missing,
                    weights=weights_identity(base, [s for s in SLOTS if s.name not in problems]))
 
     # ------------------------------------------------------------------ metadata
+    def networks(self) -> dict[str, object]:
+        """The loaded networks by signature tag (each has ``precision`` and ``fast_choice``)."""
+        found = {"e2v": self.emotion2vec, "va": self.valence_arousal, "spk": self.speaker,
+                 "xlsr": self.autopcp.encoder if self.autopcp is not None else None}
+        return {tag: net for tag, net in found.items() if net is not None}
+
+    @property
+    def precision(self) -> str:
+        """The signature's mode: ``fp32`` (exact), or what fast mode chose per network and why."""
+        from models.precision import signature_mode
+
+        nets = self.networks()
+        return signature_mode({t: n.fast_choice for t, n in nets.items()}, {t: n.precision for t, n in nets.items()})
+
+    def fast_choices(self) -> dict[str, dict]:
+        """Per network: the fast-mode timing and choice (empty in exact mode)."""
+        return {tag: net.fast_choice.as_dict() for tag, net in self.networks().items() if net.fast_choice is not None}
+
     def _loaded(self) -> dict[str, dict]:
         out = {"emotion2vec_plus_large": self.emotion2vec.info()}
         if self.valence_arousal is not None:

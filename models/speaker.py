@@ -46,9 +46,10 @@ from models.batching import (
     lengths_to_mask,
     load_torch_file,
     pad_waves,
-    resolve_precision,
     run_batched,
 )
+from models.precision import check_precision, measure_fast_mode
+from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -364,9 +365,11 @@ class SpeakerEncoder:
         self.wavlm = wavlm.to(device).eval()
         self.ecapa = ecapa.to(device).eval()
         use_time_major_attention(self.wavlm)
+        use_time_major_features(self.wavlm)
         self.normalize = normalize
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
@@ -415,9 +418,12 @@ class SpeakerEncoder:
         if extra:
             logger.debug("%s: ignoring %d non-inference weights (e.g. %s)", path, len(extra), extra[:3])
         ecapa.load_state_dict({k: ecapa_state[k] for k in own}, strict=True)
-        return cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device,
-                   precision=resolve_precision(device, fast, precision), source=str(path),
-                   sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
+        loaded = cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device,
+                     precision=check_precision(precision), source=str(path),
+                     sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.embeddings)
+        return loaded
 
     def info(self) -> dict:
         cfg = self.wavlm.config
@@ -461,8 +467,8 @@ class SpeakerEncoder:
         if self.normalize:
             tensors = [F.layer_norm(w, w.shape) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
-        mask = lengths_to_mask(lengths, wav.shape[1]).long()
-        with autocast_context(self.device, self.precision), warnings.catch_warnings():
+        mask = padding_mask(lengths, wav.shape[1])
+        with autocast_context(self.device, self.precision), cached_weights(self.wavlm), warnings.catch_warnings():
             # transformers' WavLM passes a bool key-padding mask with a float position bias
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
             feats = self._weighted_states(wav, mask)

@@ -39,14 +39,14 @@ from models.batching import (
     hf_min_samples,
     hf_missing_files,
     hf_weights_sha256,
-    lengths_to_mask,
     pad_waves,
     quiet_transformers,
     read_do_normalize,
-    resolve_precision,
     run_batched,
     zero_mean_unit_var,
 )
+from models.precision import check_precision, measure_fast_mode
+from models.speedups import cached_weights, padding_mask, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class ValenceArousal:
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.precision = precision
+        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
         self.do_normalize = do_normalize
@@ -140,6 +141,7 @@ class ValenceArousal:
             logger.warning("%s: feat_extract_norm=%r is not padding-invariant; running one utterance at a time",
                            source, cfg.feat_extract_norm)
         self.min_samples = hf_min_samples(cfg)
+        use_time_major_features(self.model.wav2vec2)
         labels = [str(v).lower() for _, v in sorted((int(k), v) for k, v in (cfg.id2label or {}).items())]
         if len(labels) == 3 and set(labels) == set(LABELS):
             self.index = {name: labels.index(name) for name in LABELS}
@@ -158,9 +160,12 @@ class ValenceArousal:
             model = EmotionModel.from_pretrained(str(folder), local_files_only=True)
         if model.config.num_labels != 3:
             raise ValueError(f"{folder}: expected a 3-output (arousal, dominance, valence) head, got {model.config.num_labels}")
-        return cls(model, device=device, precision=resolve_precision(device, fast, precision),
-                   source=str(folder), sha256=hf_weights_sha256(folder),
-                   do_normalize=read_do_normalize(folder), max_batch_seconds=max_batch_seconds)
+        loaded = cls(model, device=device, precision=check_precision(precision),
+                     source=str(folder), sha256=hf_weights_sha256(folder),
+                     do_normalize=read_do_normalize(folder), max_batch_seconds=max_batch_seconds)
+        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
+            loaded.fast_choice = measure_fast_mode(loaded, loaded.analyse)
+        return loaded
 
     def info(self) -> dict:
         cfg = self.model.config
@@ -179,8 +184,8 @@ class ValenceArousal:
         if self.do_normalize:
             tensors = [zero_mean_unit_var(w) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
-        mask = lengths_to_mask(lengths, wav.shape[1]).long()
-        with autocast_context(self.device, self.precision):
+        mask = padding_mask(lengths, wav.shape[1])
+        with autocast_context(self.device, self.precision), cached_weights(self.model):
             hidden = self.model.wav2vec2(wav, attention_mask=mask)[0]
         hidden = hidden.float()
         frames = hf_frame_lengths(self.model.config, lengths.cpu())

@@ -1,9 +1,12 @@
-"""A model hub on loopback, in the Hugging Face hub's HTTP layout, for testing downloads offline.
+"""A model hub on loopback, in the Hugging Face hub's HTTP layout (and ModelScope's), for testing
+downloads offline.
 
-Serves ``/api/models/<repo>[/revision/<rev>]`` (the repository's commit and file list) and
-``/<repo>/resolve/<rev>/<file>`` (the file, with the headers huggingface_hub reads: ``X-Repo-Commit``,
-``ETag``/``X-Linked-Etag``, ``Content-Length``, and byte ranges for resuming). ``cut_once`` names
-files whose first download is cut off half-way (the connection closes), as a flaky network would.
+Hugging Face: ``/api/models/<repo>[/revision/<rev>]`` (the commit and file list),
+``/api/models/<repo>/tree/<rev>`` and ``/<repo>/resolve/<rev>/<file>`` (the file, with the headers
+huggingface_hub reads: ``X-Repo-Commit``, ``ETag``/``X-Linked-Etag``, ``Content-Length``).
+ModelScope: ``/api/v1/models/<repo>/repo/files`` and ``/api/v1/models/<repo>/repo?FilePath=``.
+Both serve byte ranges (for resuming). ``cut_once`` names files whose first download is cut off
+half-way (the connection closes), as a flaky network would.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Repo:
     commit: str
     files: dict[str, bytes]
-    branches: tuple[str, ...] = ("main",)
+    branches: tuple[str, ...] = ("main", "master")
 
 
 @dataclass
@@ -45,7 +48,7 @@ def _handler(state: HubState):
             if not head:
                 self.wfile.write(body)
 
-        def _not_found(self, head: bool = False) -> None:
+        def _not_found(self, head: bool = False) -> None:  # noqa: FBT001
             self._send(404, b'{"error": "Repository not found"}', {"Content-Type": "application/json",
                                                                       "X-Error-Code": "RepoNotFound"}, head)
 
@@ -89,6 +92,28 @@ def _handler(state: HubState):
             headers = {"X-Repo-Commit": repo.commit, "ETag": etag, "X-Linked-Etag": etag,
                        "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
                        "Content-Type": "application/octet-stream"}
+            self._file(name, data, headers, head)
+
+        def _modelscope(self, path: str, query: dict[str, str], head: bool) -> None:
+            """ModelScope's layout: /api/v1/models/<repo>/repo/files (the list), /repo?FilePath= (a file)."""
+            match = re.fullmatch(r"/api/v1/models/(.+?)/repo(/files)?", path)
+            repo = self._repo(match.group(1), query.get("Revision", "master")) if match else None
+            if repo is None:
+                return self._not_found(head)
+            if match.group(2):
+                files = [{"Name": name.rsplit("/", 1)[-1], "Path": name, "Type": "blob", "Size": len(data),
+                          "Sha256": hashlib.sha256(data).hexdigest(), "Revision": repo.commit}
+                         for name, data in sorted(repo.files.items())]
+                body = {"Code": 200, "Success": True, "Data": {"Files": files}}
+                return self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
+            name = query.get("FilePath", "")
+            if name not in repo.files:
+                return self._send(404, b"Entry not found", {}, head)
+            self._file(name, repo.files[name], {"Content-Type": "application/octet-stream"}, head)
+
+        def _file(self, name: str, data: bytes, headers: dict[str, str], head: bool) -> None:
+            """A file's bytes from the requested range on; cut off half-way the first time when in cut_once."""
+            headers = {**headers, "Accept-Ranges": "bytes"}
             start = 0
             ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             if ranged and not head:
@@ -96,21 +121,25 @@ def _handler(state: HubState):
                 headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             if not head and name in state.cut_once:
                 state.cut_once.discard(name)
-                self.send_response(200)
+                self.send_response(206 if start else 200)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
-                self.wfile.write(data[: len(data) // 2])
+                self.wfile.write(data[start:start + (len(data) - start) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 return
             self._send(206 if start else 200, data[start:] if not head else data, headers, head)
 
         def _route(self, head: bool) -> None:
-            path = self.path.split("?", 1)[0]
+            from urllib.parse import parse_qsl
+
+            path, _, query = self.path.partition("?")
             state.requests.append((self.command, path, self.headers.get("Range")))
-            if path.startswith("/api/models/"):
+            if path.startswith("/api/v1/models/"):
+                self._modelscope(path, dict(parse_qsl(query)), head)
+            elif path.startswith("/api/models/"):
                 self._api(path)
             else:
                 self._resolve(path, head)

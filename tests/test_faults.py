@@ -241,7 +241,7 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
     finally:
         stack.client.close()
         api.stop()
-        worker.stop()
+        stack.worker.stop()  # the one running now (a test may have restarted it)
         stack.engine.dispose()
         proxy.close()
         redis.kill()

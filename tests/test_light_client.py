@@ -194,3 +194,15 @@ def test_light_install_in_a_fresh_venv_submits_against_the_service(server, manif
                           cwd=tmp_path, env=_env(server), timeout=120)
     assert jobs.returncode == 0 and "light@1\tsucceeded" in jobs.stdout, jobs
     assert sysconfig.get_paths()["purelib"] not in probe.stdout
+
+
+def test_evaluate_progress_counts_files_in_plain_lines(capsys):
+    from app.cli_evaluate import progress_bar
+
+    with progress_bar(6, "evaluating") as bar:  # stderr is captured here: not a terminal
+        for _ in range(6):
+            bar.advance(1)
+    err = capsys.readouterr().err
+    assert bar.lines and "\r" not in err
+    assert err.splitlines()[0].startswith("evaluating: 0/6 files (0%)")
+    assert err.splitlines()[-1].startswith("evaluating: 6/6 files (100%)")

@@ -159,6 +159,29 @@ def test_fetch_downloads_resumes_and_locks(hub, tmp_path, capsys):
     assert rows["emotion2vec_plus_large"]["lock"]["revision"] == COMMIT
 
 
+def test_fetch_from_the_modelscope_mirror_resumes_and_locks_its_source(model_dir, tmp_path, capsys):
+    source = model_dir / "emotion2vec_plus_large"
+    files = {p.name: p.read_bytes() for p in source.iterdir()}
+    files["model.pt"] += bytes(3 << 20)  # room for a partial chunk before the cut (the client reads 1 MiB pieces)
+    folder = tmp_path / "fetched"
+    with LocalHub({"iic/emotion2vec_plus_large": Repo(COMMIT, files)}, cut_once={"model.pt"}) as server:
+        status = main(["models", "fetch", "emotion2vec_plus_large", "--source", "modelscope", "--model-dir",
+                       str(folder), "--endpoint", server.url])
+        requests = list(server.state.requests)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert (folder / "emotion2vec_plus_large" / "model.pt").read_bytes() == files["model.pt"]
+    assert any(path.endswith("/repo") and r and int(r.split("=")[1].rstrip("-")) > 0 for _, path, r in requests)
+    assert not any("/resolve/" in path for _, path, _ in requests)  # the mirror only, no Hugging Face
+    lock = read_lock(folder)["models"]["emotion2vec_plus_large"]
+    assert lock["source"] == {"kind": "modelscope", "repo_id": "iic/emotion2vec_plus_large", "endpoint": server.url,
+                              "requested_revision": "master"}
+    assert lock["revision"] is None  # the ModelScope client does not say which commit it got: not invented
+    assert lock["files"]["model.pt"]["sha256"] == hashlib.sha256(files["model.pt"]).hexdigest()
+    status = main(["models", "fetch", "valence_arousal", "--source", "modelscope", "--model-dir", str(folder)])
+    assert status == 2 and "no ModelScope mirror" in capsys.readouterr().err
+
+
 def test_fetch_says_what_it_cannot_download(hub, tmp_path, capsys):
     server, _ = hub
     folder = tmp_path / "fetched"

@@ -69,3 +69,38 @@ def test_without_the_model_or_on_lite_the_variant_is_null_with_a_reason(model_di
     feats = profile.utterance_features(fx.random_waves([1.0, 1.2], seed=2))
     scores, _ = profile.pair_scores(feats[0], feats[1])
     assert scores["va_sim_utterance"] is None
+
+
+def test_the_report_carries_va_sim_utterance_per_pair_and_for_the_corpus(model_dir, tmp_path):
+    """Through the pipeline and the corpus metrics, as emo_sim_utterance: each pair row's value, the
+    corpus mean with a CI, and the line under reproduce's Table 1."""
+    import soundfile
+
+    from models.registry import ProfileSpec
+    from models.ser_head import SerHead
+    from worker.pairs import PairSpec
+    from worker.pipeline import Evaluator
+    from worker.report import report_for_evaluator
+    from worker.reproduce import format_table1, table1_rows
+
+    torch.manual_seed(0)
+    head = SerHead.new(32, ["anger", "joy", "sadness"], "emotion2vec_plus_large", metadata={"source": "random"})
+    waves = fx.random_waves([0.9, 1.4, 1.7, 2.1, 1.2, 1.9], seed=31)
+    paths = []
+    for i, wave in enumerate(waves):
+        paths.append(tmp_path / f"u{i}.wav")
+        soundfile.write(paths[-1], wave, 16000)
+    pairs = [PairSpec(f"p{i}", str(paths[2 * i]), str(paths[2 * i + 1]), None, None) for i in range(3)]
+    with Evaluator(ProfileSpec("paper", str(model_dir)), head, n_jobs=1) as evaluator:
+        rows, failures = evaluator.evaluate_pairs(pairs, lambda path: path)
+        report = report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],
+                                      job={"id": "t"}, n_bootstrap=50, seed=1, use_groups=False)
+    assert not failures
+    values = [row["va_sim_utterance"] for row in report["pairs"]]
+    assert all(isinstance(v, float) and -1.0 <= v <= 1.0 for v in values)
+    entry = report["corpus"]["va_sim_utterance"]
+    assert entry["value"] == pytest.approx(np.mean(values)) and entry["n"] == 3 and entry["ci_low"] is not None
+    assert values != [row["va_sim"] for row in report["pairs"]]
+    text = format_table1(table1_rows(report, "ENG_JPN"), pair="ENG_JPN", report=report, heads="shared",
+                         balance="clustercentroids", profile="paper")
+    assert f"va-sim {entry['value']:.3f} [" in text and "utterance-level variants" in text

@@ -114,8 +114,12 @@ def finalize(self, job_id: str) -> str:
 
 @signals.worker_process_init.connect
 def _after_fork(**_kwargs) -> None:
-    """A pool process starts with no inherited connections and builds its own context lazily."""
+    """A pool process starts with no inherited connections and builds its own context lazily, and runs
+    its share of the cores' threads."""
     global _context
+    from worker.threads import pin_threads, threads_per_worker
+
+    pin_threads(threads_per_worker(app.conf.worker_concurrency or settings.worker_concurrency))
     if _reconciler is not None:
         _reconciler.ctx.engine.dispose(close=False)
     _context = None

@@ -22,6 +22,7 @@ from core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audi
 from core.catalogue import CATALOGUE
 from core.feature_cache import FeatureCache
 from worker.pairs import PairSpec
+from worker.threads import pin_threads, threads_per_worker
 
 PAIR_CATALOGUE = tuple(m for m in CATALOGUE if m.kind == "pair")
 
@@ -144,10 +145,8 @@ class UtteranceAnalyzer:
 _PROCESS_ANALYZER: UtteranceAnalyzer | None = None
 
 
-def _init_process(spec: ProfileSpec, cache_dir, max_seconds) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # parallelism comes from processes; threads would oversubscribe the cores
+def _init_process(spec: ProfileSpec, cache_dir, max_seconds, threads: int) -> None:
+    pin_threads(threads)  # parallelism comes from processes; more threads would oversubscribe the cores
     global _PROCESS_ANALYZER
     _PROCESS_ANALYZER = UtteranceAnalyzer(spec, cache_dir, max_seconds)
 
@@ -198,7 +197,8 @@ class Evaluator:
         if self.n_jobs > 1:
             context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
             self._pool = ProcessPoolExecutor(self.n_jobs, mp_context=context, initializer=_init_process,
-                                             initargs=(spec, cache_dir, max_seconds))
+                                             initargs=(spec, cache_dir, max_seconds, threads_per_worker(self.n_jobs)))
+        # n_jobs == 1: this process evaluates with every library's default, the whole machine (its share)
             for _ in range(self.n_jobs):  # start every worker now: they load their models while we load ours
                 self._pool.submit(_started)
         try:

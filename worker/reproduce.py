@@ -44,6 +44,8 @@ TABLE1_ROWS: tuple[tuple[str, str], ...] = (
     ("BAR", "bar"), ("EPR", "epr"), ("kappa", "kappa"), ("emo-sim", "emo_sim"), ("va-sim", "va_sim"),
     ("autoPCP", "autopcp"), ("Vsim", "vsim"), ("Pause", "pause"), ("Rate", "rate"),
 )
+# the utterance-level variants printed under Table 1: (printed name, corpus metric)
+UTTERANCE_VARIANTS = (("emo-sim", "emo_sim_utterance"), ("va-sim", "va_sim_utterance"))
 TABLE1_COLUMNS = ("metric", "this run", "95% CI", "n", "paper", "difference")
 # Table 2: balancing setting -> printed name
 BALANCINGS: dict[str, str] = {"clustercentroids": "ClusterCentroids", "none": "none"}
@@ -219,6 +221,13 @@ def table1_rows(report: dict, pair: str) -> list[dict]:
     return rows
 
 
+def _with_ci(entry: dict) -> str:
+    text = f"{entry['value']:.3f}"
+    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+        text += f" [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+    return text
+
+
 def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, balance: str, profile: str) -> str:
     bootstrap = report["corpus"].get("bootstrap", {})
     unit = bootstrap.get("unit", "pair")
@@ -247,6 +256,11 @@ def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, bala
            if (corpus.get(key) or {}).get("value") is not None]
     if ser:
         lines += ["", "SER on these pairs: " + ", ".join(ser) + "."]
+    variants = [f"{name} {_with_ci(corpus[key])}" for name, key in UTTERANCE_VARIANTS
+                if (corpus.get(key) or {}).get("value") is not None]
+    if variants:
+        lines.append("utterance-level variants (EmoCtrlTTS-Eval's *_sim_utt; not in the paper's Table 1): "
+                     + ", ".join(variants) + ".")
     acoustic = corpus.get("acoustic_sim") or {}
     if profile == "lite" and acoustic.get("value") is not None:
         lines.append(f"acoustic-sim (the lite profile's eGeMAPS stand-in for emo-sim, not in the paper): "

@@ -78,7 +78,7 @@ def simulated_system(rows: list[dict], rate: float, order: np.ndarray) -> list[P
 
 def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict]:
     table = {}
-    for metric in VALIDATED_METRICS:
+    for metric in (m for m in VALIDATED_METRICS if m in reports[0]["corpus"]):  # a report may lack a new one
         values = [report["corpus"][metric]["value"] for report in reports]
         entry: dict = {"values": values}
         if all(value is None for value in values):  # the metric's own reason, not Spearman's "n=0"
@@ -167,7 +167,7 @@ def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> di
     with make_evaluator(args) as evaluator:
         files = [resolve(p) for row in rows for p in (row["source"], row["target_preserved"], row["target_swapped"])]
         with progress_bar(len(set(files)), "analysing") as bar:
-            utterances = evaluator.analyze_files(files, progress=bar.update)
+            utterances = evaluator.analyze_files(files, progress=bar.advance)
         check_analysed(utterances, root)
         reports = [evaluate_to_report(evaluator, pairs, resolve, n_bootstrap=args.bootstrap, seed=args.seed,
                                       use_groups=False, job={"id": f"rate={rate:g}"}, utterances=utterances)
@@ -201,6 +201,7 @@ def format_table(rates: list[float], table: dict[str, dict]) -> str:
             z = f"{sens['z']:8.2f}" if sens["z"] is not None else f"{'null':>8}"
             p = f"{sens['p_value']:8.4f}" if sens["p_value"] is not None else f"{'null':>8}"
             tail = f"{sens['diff']:11.3f}{interval:>20}{z}{p}"
-        reasons = [r for r in (entry["reason"], sens.get("reason")) if r]
+        reasons = [r for r in (entry["reason"], sens.get("reason")) if r and not (entry["reason"] and entry["reason"] in r
+                                                                                and r != entry["reason"])]
         lines.append(f"{metric:<24}{cells}{rho}{tail}" + (f"  ({'; '.join(dict.fromkeys(reasons))})" if reasons else ""))
     return "\n".join(lines)
