@@ -200,7 +200,7 @@ def test_fetch_says_what_it_cannot_download(hub, tmp_path, capsys):
 
 def test_nothing_the_service_runs_imports_the_downloader():
     code = ("import sys, app.main, worker.tasks, worker.pipeline, models.paper, models.registry, cli.models; "
-            "app.main.create_app; bad = [m for m in ('models.fetch', 'modelscope') if m in sys.modules]; "
+            "app.main.create_app; bad = [m for m in ('cli.fetch', 'modelscope') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -25,7 +25,7 @@ from core.settings import Settings
 from tests.service_support import EMOPRES, REPO, free_port, service_env, wait_job, wav_bytes
 from tests.test_service_api import assert_error, job_fields, service_settings
 
-SERVICE_PACKAGES = ("app", "worker", "models")
+SERVICE_PACKAGES = ("app", "worker", "models", "core")
 # app/webhook_delivery.py: POSTs job summaries to callback URLs on the operator's allow-list (its only request out)
 CLIENT_MODULES = {"app/webhook_delivery.py"}
 
