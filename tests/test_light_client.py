@@ -197,7 +197,7 @@ def test_light_install_in_a_fresh_venv_submits_against_the_service(server, manif
 
 
 def test_evaluate_progress_counts_files_in_plain_lines(capsys):
-    from app.cli_evaluate import progress_bar
+    from cli.evaluate import progress_bar
 
     with progress_bar(6, "evaluating") as bar:  # stderr is captured here: not a terminal
         for _ in range(6):
