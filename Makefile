@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= server,dev,paper
+EXTRAS ?= server,dev,paper,fetch
 PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: install serve test test-all bench
@@ -12,6 +12,7 @@ $(BIN)/emopres: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps "s3prl==0.4.18"  # the independent WavLM the Vsim test checks against
 	touch $(BIN)/emopres
 
 install: $(BIN)/emopres

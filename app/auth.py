@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db import Token, utcnow
+from core.db import Token, utcnow
 
 PREFIX = "emopres"
 DEFAULT_PROJECT = "default"

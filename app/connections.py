@@ -44,7 +44,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def __init__(self, *args, **kwargs) -> None:
         if LimitedH11Protocol.max_connections is None:
-            from app.settings import get_settings
+            from core.settings import get_settings
 
             LimitedH11Protocol.configure(get_settings())
         super().__init__(*args, **kwargs)

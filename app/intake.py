@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
 
 from app.errors import InvalidArchive, InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
+from core.profiles import PROFILES
 from worker.pairs import ManifestError, PairSpec, check_relative_path, parse_pairs
 from worker.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
 
-PROFILES = ("lite", "paper")  # models.registry.PROFILES, without importing torch into the api
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 READ_BLOCK = 1024 * 1024
@@ -163,7 +163,7 @@ def validate_audio(request: JobRequest, max_seconds: float) -> None:
     any header rules the file out. Nothing is decoded here: a small file can decode to gigabytes, and decoding a
     burst of uploads held every request for seconds. The worker decodes, and what only decoding shows (a
     damaged stream, NaN samples) fails that pair with its reason, as in `emopres evaluate`."""
-    from worker.audio import AudioError, read_header
+    from core.audio import AudioError, read_header
 
     problems = []
     for sha, audio in request.blobs.items():

@@ -16,8 +16,9 @@ from sqlalchemy import and_, case, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.blobstore import BlobStore
-from app.db import Chunk, Job, Pair, PairResult, Report
+from core.blobstore import BlobStore
+from core.catalogue import PAIR_METRICS
+from core.db import Chunk, Job, Pair, PairResult, Report
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.intake import JobRequest
 
@@ -76,7 +77,7 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
             session.execute(insert(Chunk), [dict(job_id=job_id, idx=i, status="pending", attempts=0)
                                             for i in range(n_chunks)])
             if callback is not None:
-                from app.db import Webhook
+                from core.db import Webhook
 
                 session.execute(insert(Webhook), [dict(job_id=job_id, **callback)])
             session.commit()
@@ -234,8 +235,7 @@ def report_text(session: Session, project: str, job_id: str) -> str:
 
 
 SIDE_FIELDS = ("pred", "uncertainty", "duration_s", "pause_rate", "speech_rate")
-PAIR_SCORES = ("agree", "emo_sim", "emo_sim_utterance", "va_sim", "va_sim_utterance", "acoustic_sim",
-               "acoustic_sim_utterance", "vsim", "autopcp")
+PAIR_SCORES = ("agree", *PAIR_METRICS)
 
 
 def pairs_csv(session: Session, project: str, job_id: str) -> str:

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from core.profiles import PROFILES
+
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 
 
@@ -101,7 +103,7 @@ JOB_FORM_SCHEMA = {
         "archive": {"type": "string", "format": "binary",
                     "description": "instead of manifest + files: a zip or tar holding manifest.csv and the audio"},
         "name": {"type": "string", "maxLength": 200},
-        "profile": {"type": "string", "enum": ["lite", "paper"]},
+        "profile": {"type": "string", "enum": list(PROFILES)},
         "metadata": {"type": "string", "description": "a JSON object, e.g. {\"system\": \"...\", \"commit\": \"...\"}"},
         "group_column": {"type": "string", "description": "manifest column with speaker/dialogue ids"},
         "callback_url": {"type": "string", "description": "webhook: the signed job summary is POSTed here when the "
@@ -120,7 +122,7 @@ PAIR_FORM_SCHEMA = {
         "label": {"type": "string", "description": "gold emotion of the source"},
         "pair_id": {"type": "string"},
         "name": {"type": "string"},
-        "profile": {"type": "string", "enum": ["lite", "paper"]},
+        "profile": {"type": "string", "enum": list(PROFILES)},
         "metadata": {"type": "string"},
         "callback_url": {"type": "string"},
     },

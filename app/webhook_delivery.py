@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import and_, or_, select, update
 
 from app import jobs as crud
-from app.db import Job, Webhook, WebhookDelivery, dumps, utcnow
+from core.db import Job, Webhook, WebhookDelivery, dumps, utcnow
 from app.webhooks import allow_list, allowed, secret_for
 from emopres_client.webhooks import DELIVERY_HEADER, EVENT_HEADER, sign
 

@@ -1,7 +1,7 @@
 """Job webhooks: a job may carry a callback URL; when it finishes (succeeded or failed) the service POSTs
 the job summary there, signed, retried with backoff, every attempt recorded.
 
-Tables (app.db)
+Tables (core.db)
   webhook_secrets     one signing secret per token. Kept as it is, not hashed: signing needs the secret
                       itself (a token is only compared, so its hash suffices; a signature must be made).
                       Shown once, at `emopres tokens create` (or `emopres tokens webhook-secret NAME`).
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.db import Token, Webhook, WebhookDelivery, WebhookSecret
+from core.db import Token, Webhook, WebhookDelivery, WebhookSecret
 from app.errors import InvalidRequest
 from emopres_client.webhooks import SECRET_PREFIX
 

@@ -48,7 +48,7 @@ def main() -> int:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from app.settings import Settings
+    from core.settings import Settings
 
     cache = Path(tempfile.gettempdir()) / f"emopres-bomb-{args.seconds:g}s-{args.rate}-{args.channels}.flac"
     data = bomb(cache, args.seconds, args.rate, args.channels)

@@ -23,7 +23,7 @@ from models.egemaps import Egemaps  # noqa: E402
 from models.registry import ProfileSpec, default_head_path, load_head  # noqa: E402
 from models.syllables import syllable_times  # noqa: E402
 from models.vad import SileroVad  # noqa: E402
-from worker.audio import load_audio_file  # noqa: E402
+from core.audio import load_audio_file  # noqa: E402
 from worker.pairs import PairSpec  # noqa: E402
 from worker.pipeline import Evaluator  # noqa: E402
 from worker.report import report_for_evaluator  # noqa: E402

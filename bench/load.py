@@ -171,7 +171,7 @@ class Server:
         env.update({f"EMOPRES_{k.upper()}": v for k, v in env_overrides.items()})
         self.env = env
         emopres = Path(sys.executable).parent / "emopres"
-        command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "app.cli"]
+        command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
         with open(self.log, "ab") as handle:
             self.process = subprocess.Popen(command + ["serve", "--host", "127.0.0.1", "--port", str(self.port),
                                                        "--log-level", "warning"],

@@ -311,21 +311,22 @@ def write_pairs(rows: list[dict], path: Path) -> Path:
 
 # ---------------------------------------------------------------- leave-one-corpus-out study
 
-def expected_agreement(p_source: np.ndarray, p_target: np.ndarray) -> np.ndarray:
-    """Per pair sum_k p_s(k) p_t(k): the probability that the source's and the target's predicted emotions,
-    each drawn from its SER distribution, agree."""
-    return np.einsum("ij,ij->i", np.asarray(p_source, np.float64), np.asarray(p_target, np.float64))
+def pair_expected_agreement(p_source: np.ndarray, p_target: np.ndarray) -> np.ndarray:
+    """The report's per-pair expected agreement (core.metrics.expected_agreement), row by row."""
+    from core.metrics import expected_agreement
+
+    return np.array([expected_agreement(s, t) for s, t in zip(p_source, p_target)])
 
 
 def separation(p_source, p_preserved, p_swapped, *, n_bootstrap: int = 2000, seed: int = 1) -> dict:
     """Preserving vs swapping system over the same sources, for EPR (argmax agreement) and expected agreement:
     each system's value, the paired difference (preserved - swapped) with paired-bootstrap 95% CI, z and p."""
-    from worker.metrics import paired_bootstrap
+    from core.bootstrap import paired_bootstrap
     from worker.validation import z_from_interval
 
     per_pair = {"epr": (p_source.argmax(1) == p_preserved.argmax(1), p_source.argmax(1) == p_swapped.argmax(1)),
-                "expected_agreement": (expected_agreement(p_source, p_preserved),
-                                       expected_agreement(p_source, p_swapped))}
+                "expected_agreement": (pair_expected_agreement(p_source, p_preserved),
+                                       pair_expected_agreement(p_source, p_swapped))}
     out = {"n": int(len(p_source))}
     for name, (kept, swapped) in per_pair.items():
         kept, swapped = np.asarray(kept, np.float64), np.asarray(swapped, np.float64)

@@ -16,9 +16,11 @@ WORKDIR /opt/emopres
 # CPU torch first (the pinned version), so that the package install does not pull a CUDA build
 COPY pyproject.toml README.md ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY models ./models
+COPY cli ./cli
 RUN pip install ".[server]"
 
 RUN useradd --create-home --uid 10001 emopres && mkdir -p /data && chown emopres /data

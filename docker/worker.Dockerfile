@@ -20,9 +20,11 @@ WORKDIR /opt/emopres
 # the CUDA build of the pinned torch first, then the package with the paper-profile extras
 COPY pyproject.toml README.md ./
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch==2.13.0"
+COPY core ./core
 COPY app ./app
 COPY worker ./worker
 COPY models ./models
+COPY cli ./cli
 RUN pip install ".[server,paper]"
 
 RUN useradd --create-home --uid 10001 emopres && mkdir -p /data /models && chown emopres /data

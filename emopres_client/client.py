@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from emopres_client.numbers import finite_or_none
+
 __all__ = ["Client", "ClientError", "Gate", "MaxDrop", "GateResult", "parse_gate", "parse_max_drop",
            "check_gates", "check_max_drops"]
 
@@ -131,16 +133,6 @@ def parse_max_drop(text: str, known_metrics: tuple[str, ...] | None = None) -> M
     return MaxDrop(metric, amount, sig is not None)
 
 
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def check_gates(report: dict, gates: list[Gate]) -> list[GateResult]:
     corpus = (report or {}).get("corpus") or {}
     results = []
@@ -149,7 +141,7 @@ def check_gates(report: dict, gates: list[Gate]) -> list[GateResult]:
         if not isinstance(entry, dict):
             results.append(GateResult(str(gate), False, "missing", f"the report has no metric {gate.metric!r}"))
             continue
-        value = _number(entry.get(gate.field))
+        value = finite_or_none(entry.get(gate.field))
         if value is None:
             why = entry.get("reason") or ("no confidence interval" if gate.field != "value" else "no value")
             results.append(GateResult(str(gate), False, "null", f"{gate.metric}.{gate.field} is null: {why}"))
@@ -173,12 +165,12 @@ def check_max_drops(comparison: dict | None, drops: list[MaxDrop], alpha: float 
         if not isinstance(entry, dict):
             results.append(GateResult(str(drop), False, "missing", f"the comparison has no metric {drop.metric!r}"))
             continue
-        diff = _number(entry.get("diff"))
+        diff = finite_or_none(entry.get("diff"))
         if diff is None:
             results.append(GateResult(str(drop), False, "null",
                                       f"{drop.metric} difference is null: {entry.get('reason') or 'no value'}"))
             continue
-        p_value = _number(entry.get("p_value"))
+        p_value = finite_or_none(entry.get("p_value"))
         observed = f"{diff:+.4f}" + (f" (p={p_value:.3g})" if p_value is not None else "")
         dropped = diff < -drop.max_drop
         if dropped and drop.significant_only:
@@ -276,7 +268,7 @@ class Client:
                     if hasattr(handle, "close"):
                         handle.close()
             if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                retry_after = _number(response.headers.get("Retry-After"))
+                retry_after = finite_or_none(response.headers.get("Retry-After"))
                 self._sleep(min(retry_after if retry_after is not None else delay, 60.0))
                 delay = min(delay * 2, 30.0)
                 continue

@@ -14,7 +14,7 @@ Embedding (stopes ``encode_audios`` with ``pick_layer=9``): per-utterance zero-m
 waveform (the XLS-R feature extractor), ``hidden_states[9]`` = output of the 9th transformer
 layer, mean over the utterance's *real* frames. stopes multiplies by the frame mask but then
 divides by the padded length, so its embedding of a short utterance depends on what it was
-batched with; ours does not (DESIGN.md). Exact batching as for the other wav2vec2 models:
+batched with; ours does not (docs/metrics.md, autoPCP). Exact batching as for the other wav2vec2 models:
 per-frame conv encoder norms, padded frames zeroed before the positional conv, padded keys
 masked.
 

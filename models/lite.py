@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from models.egemaps import FEATURE_SET, Egemaps
+from models.profile import Profile
 
 LLD_STATS_FILE = Path(__file__).parent / "artifacts" / "egemaps_lld_stats.json"
 NEEDS_PAPER = "needs the paper profile ({model})"
@@ -18,7 +19,7 @@ def load_lld_stats(path: Path = LLD_STATS_FILE) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
 
 
-class LiteProfile:
+class LiteProfile(Profile):
     name = "lite"
 
     @cached_property
@@ -64,7 +65,8 @@ class LiteProfile:
         return feats["ser_input"]
 
     def pair_scores(self, src: dict, tgt: dict) -> tuple[dict, list[str]]:
-        from worker.metrics import MetricUndefined, frame_similarity, utterance_cosine
+        from core.metrics import MetricUndefined
+        from core.similarity import frame_similarity, utterance_cosine
 
         mean, std = self._lld_stats
         source, target = (src["lld"] - mean) / std, (tgt["lld"] - mean) / std

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from models.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256, load_torch_file
+from models.profile import Profile
 from models.weights_lock import LOCK_NAME
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
     return rows
 
 
-class PaperProfile:
+class PaperProfile(Profile):
     """emotion2vec+ large SER features, emo-sim, va-sim, Vsim and AutoPCP from local weights."""
 
     name = "paper"
@@ -400,7 +401,8 @@ class PaperProfile:
 
     # ------------------------------------------------------------------ pair metrics
     def pair_scores(self, src: dict, tgt: dict) -> tuple[dict, list[str]]:
-        from worker.metrics import MetricUndefined, frame_similarity, utterance_cosine, vector_cosine
+        from core.metrics import MetricUndefined
+        from core.similarity import frame_similarity, utterance_cosine, vector_cosine
 
         scores: dict[str, float | None] = {name: None for name in PAIR_METRICS}
         warnings: list[str] = []

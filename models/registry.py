@@ -1,11 +1,18 @@
-"""Profiles by name, and the default SER head of each."""
+"""The registry of profiles: for each profile name (core.profiles), how to build it, the features its
+SER head must be trained on and where its default head is. A new backend is one module implementing
+models.profile.Profile plus one entry here."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PROFILES = ("lite", "paper")
+from core.profiles import PROFILES
+from models.profile import Profile
+
+__all__ = ["PROFILES", "REGISTRY", "ProfileEntry", "ProfileError", "ProfileSpec", "create_profile",
+           "default_head_path", "load_head", "model_dir_from_env"]
 
 
 class ProfileError(ValueError):
@@ -22,33 +29,63 @@ class ProfileSpec:
     fast: bool = False
 
 
+@dataclass(frozen=True)
+class ProfileEntry:
+    create: Callable[[ProfileSpec], Profile]  # imports its models lazily: torch is slow to import
+    head_features: str  # the feature set a SER head for this profile is trained on (prefix)
+    default_head: Callable[[ProfileSpec], Path]
+
+
 def model_dir_from_env(model_dir: str | None = None) -> str | None:
     return model_dir or os.environ.get("EMOPRES_MODEL_DIR") or None
 
 
-def create_profile(spec: ProfileSpec):
-    if spec.name == "lite":
-        from models.lite import LiteProfile
+def _lite(spec: ProfileSpec) -> Profile:
+    from models.lite import LiteProfile
 
-        return LiteProfile()
-    if spec.name == "paper":
-        model_dir = model_dir_from_env(spec.model_dir)
-        if not model_dir:
-            raise ProfileError("the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
-                               "(see `emopres models check`)")
-        from models.paper import PaperProfile
+    return LiteProfile()
 
-        return PaperProfile.from_model_dir(model_dir, device=spec.device, fast=spec.fast)
-    raise ProfileError(f"unknown profile {spec.name!r} (choose from {', '.join(PROFILES)})")
+
+def _paper(spec: ProfileSpec) -> Profile:
+    model_dir = model_dir_from_env(spec.model_dir)
+    if not model_dir:
+        raise ProfileError("the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
+                           "(see `emopres models check`)")
+    from models.paper import PaperProfile
+
+    return PaperProfile.from_model_dir(model_dir, device=spec.device, fast=spec.fast)
+
+
+def _shipped_lite_head(spec: ProfileSpec) -> Path:
+    from models.ser_head import SHIPPED_LITE_HEAD
+
+    return SHIPPED_LITE_HEAD
+
+
+def _paper_head(spec: ProfileSpec) -> Path:
+    return Path(model_dir_from_env(spec.model_dir) or ".") / "ser_head"
+
+
+REGISTRY: dict[str, ProfileEntry] = {
+    "lite": ProfileEntry(_lite, "egemaps", _shipped_lite_head),
+    "paper": ProfileEntry(_paper, "emotion2vec", _paper_head),
+}
+assert tuple(REGISTRY) == PROFILES, "models.registry.REGISTRY must register exactly core.profiles.PROFILES"
+
+
+def _entry(name: str) -> ProfileEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ProfileError(f"unknown profile {name!r} (choose from {', '.join(PROFILES)})") from None
+
+
+def create_profile(spec: ProfileSpec) -> Profile:
+    return _entry(spec.name).create(spec)
 
 
 def default_head_path(spec: ProfileSpec) -> Path:
-    from models.ser_head import SHIPPED_LITE_HEAD
-
-    if spec.name == "lite":
-        return SHIPPED_LITE_HEAD
-    model_dir = model_dir_from_env(spec.model_dir)
-    return Path(model_dir or ".") / "ser_head"
+    return _entry(spec.name).default_head(spec)
 
 
 def load_head(spec: ProfileSpec, head_path=None):
@@ -61,7 +98,7 @@ def load_head(spec: ProfileSpec, head_path=None):
     except HeadError as error:
         hint = "" if head_path else " (no default head: train one with `emopres train-ser` and pass --head)"
         raise HeadError(f"{error}{hint}") from None
-    expected = "egemaps" if spec.name == "lite" else "emotion2vec"
+    expected = _entry(spec.name).head_features
     if not head.feature_set.startswith(expected):
         raise HeadError(f"head {path} was trained on {head.feature_set} features; the {spec.name} profile needs {expected}")
     return head

@@ -5,7 +5,7 @@ Folder: the model's Hugging Face repository as published (``config.json``,
 with the model card's own ``EmotionModel`` / ``RegressionHead`` classes on transformers'
 ``Wav2Vec2Model`` (``post_init`` instead of the card's ``init_weights`` under transformers 5).
 
-va-sim inputs (DESIGN.md, as EmoCtrlTTS-Eval computes them): the last hidden states (50 Hz)
+va-sim inputs (docs/metrics.md, as EmoCtrlTTS-Eval computes them): the last hidden states (50 Hz)
 are cut in chunks of 25 frames with hop 12; each chunk is mean-pooled and goes through the
 model's regression head -> (arousal, dominance, valence); we keep (arousal, valence) - 0.5.
 An utterance shorter than one chunk (< 25 frames, ~0.5 s) gets one chunk over all its frames,

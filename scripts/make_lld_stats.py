@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.egemaps import Egemaps
-from worker.audio import load_audio_file
+from core.audio import load_audio_file
 root = Path(__file__).resolve().parents[2] / "shared" / "data"
 rows = []
 for corpus in ("ravdess", "jvnv"):

@@ -89,7 +89,7 @@ def comparable(report: dict) -> dict:
 
 
 def cli_report(manifest: Path, head: Path, out: Path, *, bootstrap: int, seed: int = 12345) -> dict:
-    from app.cli import main
+    from cli.main import main
 
     code = main(["evaluate", str(manifest), "--out", str(out), "--head", str(head), "--jobs", "1", "--no-cache",
                  "--bootstrap", str(bootstrap), "--seed", str(seed)])
@@ -144,7 +144,7 @@ class ServiceProcess:
 
     def start(self) -> "ServiceProcess":
         handle = open(self.log, "ab")
-        command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "app.cli"]
+        command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "cli.main"]
         self.process = subprocess.Popen(command + self.args, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                                         cwd=REPO, start_new_session=True)
         handle.close()

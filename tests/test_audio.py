@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from worker.audio import SAMPLE_RATE, AudioError, decode_audio, load_audio_file
+from core.audio import SAMPLE_RATE, AudioError, decode_audio, load_audio_file
 
 
 def encode(wave: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:

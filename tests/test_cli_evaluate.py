@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from app.cli import main
+from cli.main import main
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from emopres_client.client import (Client, ClientError, Gate, MaxDrop, check_gat
                         parse_max_drop)
 from tests.report_fixtures import make_report, make_rows
 from tests.service_support import EMOPRES, REPO, ServiceProcess, free_port, service_env, wait_http, write_dataset
-from worker.corpus import METRICS
+from core.catalogue import METRICS
 
 # ------------------------------------------------------------------------------------------ gate parsing
 
@@ -151,7 +151,7 @@ def test_wait_polls_until_finished_and_times_out():
 def server(tmp_path_factory, random_lite_head):
     data = tmp_path_factory.mktemp("service")
     env = service_env(data_dir=data, head=random_lite_head, bootstrap=100, chunk_size=4)
-    command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "app.cli"]
+    command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "cli.main"]
     made = subprocess.run(command + ["tokens", "create", "ci"], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert made.returncode == 0, made.stderr
@@ -184,7 +184,7 @@ def datasets(tmp_path_factory):
 
 def submit(server, pairs: Path, *extra: str, token: str | None = "default") -> subprocess.CompletedProcess:
     """`emopres submit` as CI runs it: its own process, the token in the environment."""
-    command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "app.cli"]
+    command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "cli.main"]
     env = dict(server["env"], EMOPRES_TOKEN=server["token"] if token == "default" else (token or ""))
     return subprocess.run(command + ["submit", str(pairs), "--server", server["url"], "--poll", "0.3", "--quiet",
                                      *extra], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -229,7 +229,7 @@ def test_max_drop_against_a_baseline(server, datasets, tmp_path):
 
 
 def test_submit_exits_2_on_service_errors(server, datasets, capsys, monkeypatch):
-    from app.cli import main
+    from cli.main import main
 
     def run(*args, token="emopres_bad_token"):
         monkeypatch.setenv("EMOPRES_TOKEN", token)

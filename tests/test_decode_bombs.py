@@ -18,12 +18,12 @@ import soxr
 from fastapi.testclient import TestClient
 
 from app.auth import create_token
-from app.cli import main
+from cli.main import main
 from app.main import create_app
 from tests.conftest import synthetic_speechlike
 from tests.service_support import comparable, wait_job, wav_bytes
 from tests.test_service_api import assert_error, counts, service_settings
-from worker.audio import (DECODED_RATE_BUDGET, AudioError, AudioHeader, _read_mono, decode_audio, read_header,
+from core.audio import (DECODED_RATE_BUDGET, AudioError, AudioHeader, _read_mono, decode_audio, read_header,
                           sample_budget)
 
 

@@ -37,7 +37,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from app.db import Chunk, PairResult
+from core.db import Chunk, PairResult
 from tests.service_support import (BOOTSTRAP, EMOPRES, REPO, ServiceProcess, free_port, service_env, upload_fields,
                                    wait_http, wait_job, wav_bytes, write_dataset)
 
@@ -262,7 +262,7 @@ class InjectedWorker(ServiceProcess):
 
     def start(self) -> "InjectedWorker":
         handle = open(self.log, "ab")
-        code = "import emopres_fault_injection, sys; from app.cli import main; sys.exit(main(['worker']))"
+        code = "import emopres_fault_injection, sys; from cli.main import main; sys.exit(main(['worker']))"
         self.process = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=handle,
                                         stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
         handle.close()

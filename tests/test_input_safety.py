@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from app.auth import create_token
-from app.cli import main
+from cli.main import main
 from app.main import create_app
 from tests.service_support import wav_bytes
 from tests.test_service_api import GOOD, assert_error, counts, service_settings
@@ -193,7 +193,7 @@ def test_pairs_csv_escapes_formulas(service):
 
 
 def test_compare_bootstrap_is_capped(service):
-    from app.report_routes import MAX_COMPARE_BOOTSTRAP
+    from app.routes.reports import MAX_COMPARE_BOOTSTRAP
 
     url = f"/v1/jobs/{service.job_id}/compare/{service.job_id}"
     error = assert_error(service.get(url, params={"bootstrap": MAX_COMPARE_BOOTSTRAP + 1}), 422, "validation_error")

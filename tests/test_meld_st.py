@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from app.cli import main
+from cli.main import main
 from tests.conftest import read_csv
 from worker.datasets.meld_st import MIN_BYTES, MeldStError, read_meld_st
 from worker.reproduce import BALANCINGS, PUBLISHED_TABLE1, TABLE1_COLUMNS, TABLE1_ROWS, TABLE2_COLUMNS
@@ -313,7 +313,7 @@ def test_reproduce_with_one_head_per_language(meld_root, tmp_path, cache, capsys
 
     # the target side was predicted by the Japanese head, the source side by the English head
     from models.ser_head import SerHead
-    from worker.audio import load_audio_file
+    from core.audio import load_audio_file
     from models.lite import LiteProfile
 
     pair = report["pairs"][0]

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("funasr")
 pytest.importorskip("huggingface_hub")
 
-from app.cli import main  # noqa: E402
+from cli.main import main  # noqa: E402
 from models.weights_lock import LOCK_NAME, read_lock  # noqa: E402
 from tests import paper_fixtures as fx  # noqa: E402
 from tests.hub_server import LocalHub, Repo  # noqa: E402
@@ -199,8 +199,8 @@ def test_fetch_says_what_it_cannot_download(hub, tmp_path, capsys):
 
 
 def test_nothing_the_service_runs_imports_the_downloader():
-    code = ("import sys, app.main, worker.tasks, worker.pipeline, models.paper, models.registry, app.cli_models; "
-            "app.main.create_app; bad = [m for m in ('models.fetch', 'modelscope') if m in sys.modules]; "
+    code = ("import sys, app.main, worker.tasks, worker.pipeline, models.paper, models.registry, cli.models; "
+            "app.main.create_app; bad = [m for m in ('cli.fetch', 'modelscope') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

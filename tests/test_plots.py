@@ -11,7 +11,8 @@ from matplotlib import colormaps
 from PIL import Image
 
 from tests.report_fixtures import make_report, make_rows, real_run
-from worker.plots import CMAP, DPI, PlotUnavailable, get_spec, plan_plots, render, render_plot, write_plots
+from core.confusion_plot import CMAP
+from worker.plots import DPI, PlotUnavailable, get_spec, plan_plots, render, render_plot, write_plots
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -62,7 +63,7 @@ def test_every_plot_is_a_valid_png_and_svg_with_plots_json(report, tmp_path):
     index = write_plots(report, tmp_path)
     assert set(index["plots"]) == {"confusion_source", "confusion_target", "source_vs_target", "uncertainty",
                                    "per_emotion", "pause_rate", "speech_rate", "dist_acoustic_sim",
-                                   "dist_acoustic_sim_utterance"}
+                                   "dist_acoustic_sim_utterance", "dist_expected_agreement"}
     for name, entry in index["plots"].items():
         assert entry["files"] == [f"{name}.png", f"{name}.svg"]
         image = png_image((tmp_path / f"{name}.png").read_bytes())

@@ -124,7 +124,7 @@ def test_fast_profile_records_its_choice_in_the_signature(model_dir, monkeypatch
 
 
 def test_models_check_fast_prints_the_choice(model_dir, monkeypatch, capsys):
-    from app.cli import main
+    from cli.main import main
 
     monkeypatch.setattr(P, "_timed", charge({"fp32": 1.0, "bf16": 1.6}))
     main(["models", "check", "--model-dir", str(model_dir), "--fast"])

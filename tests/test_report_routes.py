@@ -12,7 +12,7 @@ from PIL import Image
 
 from app.auth import create_token
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.browser import find_browser, load_page
 from tests.service_support import upload_fields, wait_job, write_dataset
 from worker.plots import get_spec, plan_plots, render

@@ -19,13 +19,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
 from app.auth import create_token, verify_token
-from app.db import Token
+from core.db import Token
 from app.main import create_app
-from app.settings import Settings
+from core.settings import Settings
 from tests.service_support import EMOPRES, REPO, free_port, service_env, wait_job, wav_bytes
 from tests.test_service_api import assert_error, job_fields, service_settings
 
-SERVICE_PACKAGES = ("app", "worker", "models")
+SERVICE_PACKAGES = ("app", "worker", "models", "core")
 # app/webhook_delivery.py: POSTs job summaries to callback URLs on the operator's allow-list (its only request out)
 CLIENT_MODULES = {"app/webhook_delivery.py"}
 
@@ -76,7 +76,7 @@ def test_tokens_are_compared_in_constant_time(tmp_path, monkeypatch):
     """Every check hashes the presented secret and compares digests with hmac.compare_digest, once,
     whether or not the key id exists (no early exit that would time the key ids)."""
     import app.auth as auth
-    from app.db import make_engine, make_session_factory, upgrade
+    from core.db import make_engine, make_session_factory, upgrade
 
     url = f"sqlite:///{tmp_path / 't.db'}"
     upgrade(url)

@@ -60,7 +60,7 @@ def subset_manifest(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(subset_manifest, tmp_path_factory):
     """Train through the CLI once, both balancing settings; returns (head dir, report, exit status)."""
-    from app.cli import main
+    from cli.main import main
 
     out = tmp_path_factory.mktemp("head") / "head"
     status = main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",
@@ -201,7 +201,7 @@ def test_ensemble_averages_independent_runs_of_the_recipe(subset_features, tmp_p
 
 @needs_data
 def test_speed_perturbed_copies_train_but_are_never_scored(subset_manifest, trained, tmp_path):
-    from app.cli import main
+    from cli.main import main
     from models.ser_training import speed_perturb
 
     out = tmp_path / "head"
@@ -394,7 +394,7 @@ def test_unknown_normalization_is_refused(tmp_path):
 def test_train_ser_on_emotion2vec_features_from_a_tiny_checkpoint(subset_manifest, tmp_path):
     """--features emotion2vec goes through the paper profile's emotion2vec (random tiny funasr checkpoint)."""
     pytest.importorskip("funasr")
-    from app.cli import main
+    from cli.main import main
     from tests.paper_fixtures import build_emotion2vec, emotion2vec_config
 
     model_dir = tmp_path / "models"
@@ -442,7 +442,7 @@ def test_nkululeko_architecture_is_exactly_its_layer_sequence():
 
 @needs_data
 def test_nkululeko_head_trains_saves_and_reloads(subset_manifest, tmp_path):
-    from app.cli import main
+    from cli.main import main
 
     out = tmp_path / "head"
     assert main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",

@@ -20,9 +20,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.auth import create_token, revoke_token
-from app.db import Blob, Chunk, Job, Pair, Token
-from app.main import create_app, submit
-from app.settings import Settings
+from core.db import Blob, Chunk, Job, Pair, Token
+from app.main import create_app
+from app.uploads import submit
+from core.settings import Settings
 from tests.service_support import BOOTSTRAP, comparable, shared_reference, upload_fields, wait_job, wav_bytes
 
 

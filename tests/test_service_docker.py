@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli import build_parser
-from app.settings import Settings
+from cli.main import build_parser
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"

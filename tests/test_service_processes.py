@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from app.db import Chunk, PairResult
+from core.db import Chunk, PairResult
 from tests.service_support import (BOOTSTRAP, EMOPRES, ServiceProcess, comparable, free_port, service_env,
                                    shared_reference, upload_fields, wait_http, wait_job, write_dataset)
 

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import create_engine, func, select, text, update
 
 from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
-from app.blobstore import BlobStore
-from app.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
+from core.blobstore import BlobStore
+from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
 from app.intake import AudioFile, build_request
 from app.jobs import create_job
-from app.settings import Settings
+from core.settings import Settings
 from worker.tasks import TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
 from tests.service_support import wav_bytes
 
@@ -54,7 +54,7 @@ def _compare(url: str) -> list:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from app.db import Base
+    from core.db import Base
 
     engine = make_engine(url)
     try:
@@ -85,7 +85,7 @@ def test_migrations_build_exactly_the_models_postgres(postgres_url):
         assert _compare(url) == []
         from alembic import command
 
-        from app.db import alembic_config
+        from core.db import alembic_config
 
         command.downgrade(alembic_config(url), "base")
         upgrade(url)
@@ -276,7 +276,7 @@ def test_celery_is_configured_for_long_idempotent_tasks():
 
 
 def test_service_commands(tmp_path, monkeypatch, capsys):
-    from app.cli import main
+    from cli.main import main
 
     for name in list(os.environ):
         if name.startswith("EMOPRES_"):

@@ -96,7 +96,7 @@ def test_the_last_intensity_peak_is_never_a_nucleus():
 
 def test_nuclei_equal_the_praat_script_on_real_speech(shared_data):
     from tests.conftest import read_csv
-    from worker.audio import load_audio_file
+    from core.audio import load_audio_file
 
     rows = read_csv(shared_data / "ravdess" / "manifest.csv")[:4] + read_csv(shared_data / "jvnv" / "manifest.csv")[:4]
     folders = ["ravdess"] * 4 + ["jvnv"] * 4
@@ -125,7 +125,7 @@ def test_vad_drops_speech_shorter_than_its_minimum_and_merges_short_silences(sha
     min_speech_duration_ms, 250 ms, passed explicitly) and every gap at least MIN_PAUSE_S."""
     from models.vad import MIN_PAUSE_S, MIN_SPEECH_S, SileroVad
     from tests.conftest import read_csv
-    from worker.audio import load_audio_file
+    from core.audio import load_audio_file
 
     assert MIN_SPEECH_S == 0.25
     vad = SileroVad()

@@ -78,7 +78,7 @@ def test_without_bootstrap_the_difference_stays_and_z_says_why_not():
 
 def test_z_from_interval():
     assert z_from_interval(0.2, 0.1, 0.3) == pytest.approx(0.2 / (0.2 / (2 * stats.norm.ppf(0.975))))
-    from worker.metrics import MetricUndefined
+    from core.metrics import MetricUndefined
 
     with pytest.raises(MetricUndefined):
         z_from_interval(0.0, 0.5, 0.5)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from app.auth import create_token
-from app.db import Job, Token, Webhook, WebhookDelivery
+from core.db import Job, Token, Webhook, WebhookDelivery
 from app.main import create_app
 from app.webhook_delivery import Dispatcher
 from app.webhooks import allowed, new_secret

@@ -11,7 +11,7 @@ import logging
 
 from celery import Celery, signals
 
-from app.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from worker.tasks import (DATABASE_AWAY, Reconciler, TaskQueue, WorkerContext, finalize_job, retry_while_database_away,
                           run_chunk)
 

@@ -8,7 +8,8 @@ than the emopres version).
 """
 from __future__ import annotations
 
-from worker.corpus import METRICS, compare_runs
+from core.catalogue import METRICS
+from worker.corpus import compare_runs
 
 __all__ = ["compare_reports"]
 

@@ -1,7 +1,7 @@
 """Corpus metrics and run comparison from per-pair report rows (pure, no I/O).
 
 :func:`compute_corpus` builds the report's ``"corpus"`` object from the succeeded pairs' rows
-(see DESIGN.md "Report"); :func:`compare_runs` compares two runs that share pair ids with a
+(docs/metrics.md); :func:`compare_runs` compares two runs that share pair ids with a
 paired bootstrap.
 
 Every scalar metric is reported as ``{"value", "ci_low", "ci_high", "n", "reason"}``:
@@ -17,7 +17,8 @@ Every scalar metric is reported as ``{"value", "ci_low", "ci_high", "n", "reason
 pairs with a value for similarities, pairs with both rates for Pause/Rate).
 
 Each metric is bootstrapped over the pairs it was computed from (or over their groups), with
-the same seed for every metric, so reports are reproducible.
+the same seed for every metric, so reports are reproducible. Which metrics exist, which pairs each
+is computed from and its statistic come from the catalogue (:mod:`core.catalogue`).
 """
 
 from __future__ import annotations
@@ -28,44 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from worker.metrics import (
-    MetricUndefined,
-    bar_codes,
-    bootstrap_ci,
-    confusion,
-    epr_codes,
-    kappa_codes,
-    paired_bootstrap,
-    per_emotion_preservation,
-    spearman_finite,
-    ua_codes,
-    wa_codes,
-)
+from core.bootstrap import bootstrap_ci, paired_bootstrap
+from core.catalogue import CATALOGUE, METRICS, Columns, Metric
+from core.catalogue import metric as catalogue_entry
+from emopres_client.numbers import finite_or_none
+from core.metrics import MetricUndefined, confusion, per_emotion_preservation, ua_codes, wa_codes
 
-__all__ = [
-    "METRICS",
-    "LABEL_METRICS",
-    "SIMILARITY_METRICS",
-    "RANK_METRICS",
-    "NO_PAIRS_REASON",
-    "compute_corpus",
-    "compare_runs",
-]
-
-LABEL_METRICS = ("bar", "ua_source", "ua_target", "wa_source", "wa_target")
-SIMILARITY_METRICS = (
-    "emo_sim",
-    "emo_sim_utterance",
-    "acoustic_sim",
-    "acoustic_sim_utterance",
-    "va_sim",
-    "va_sim_utterance",
-    "vsim",
-    "autopcp",
-)
-# corpus metric -> (per-utterance field, plural noun for reasons)
-RANK_METRICS = {"pause": ("pause_rate", "pause rates"), "rate": ("speech_rate", "speech rates")}
-METRICS = ("bar", "epr", "kappa") + LABEL_METRICS[1:] + SIMILARITY_METRICS + tuple(RANK_METRICS)
+__all__ = ["NO_PAIRS_REASON", "compute_corpus", "compare_runs"]
 
 NO_PAIRS_REASON = "no successfully evaluated pairs"
 NO_LABELS_REASON = "no gold labels"
@@ -82,13 +52,8 @@ def _missing_label(v: Any) -> bool:
 
 
 def _float_or_nan(v: Any) -> float:
-    if v is None or isinstance(v, bool):
-        return np.nan
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return np.nan
-    return f if np.isfinite(f) else np.nan
+    number = finite_or_none(v)
+    return np.nan if number is None else number
 
 
 def _side(pair: dict, side: str) -> dict:
@@ -141,13 +106,14 @@ def _encode(pairs: Sequence[dict], classes_ext: list) -> _Encoded:
         n,
     )
     values: dict[str, np.ndarray] = {}
-    for m in SIMILARITY_METRICS:
-        values[m] = np.fromiter((_float_or_nan(p.get(m)) for p in pairs), np.float64, n)
-    for field, _ in RANK_METRICS.values():
-        for side in ("source", "target"):
-            values[f"{side}.{field}"] = np.fromiter(
-                (_float_or_nan(_side(p, side).get(field)) for p in pairs), np.float64, n
-            )
+    for m in CATALOGUE:
+        if m.kind == "pair":
+            values[m.name] = np.fromiter((_float_or_nan(p.get(m.name)) for p in pairs), np.float64, n)
+        elif m.kind == "rank":
+            for side in ("source", "target"):
+                values[f"{side}.{m.utterance_field}"] = np.fromiter(
+                    (_float_or_nan(_side(p, side).get(m.utterance_field)) for p in pairs), np.float64, n
+                )
     raw_groups = [p.get("group") for p in pairs]
     groups = None
     if n and all(not _missing_label(g) for g in raw_groups):
@@ -168,54 +134,30 @@ class _Spec:
     empty_reason: str  # reason when the mask selects nothing
 
 
+def _mask_and_reason(enc: _Encoded, m: Metric, unavailable: dict[str, str]) -> tuple[np.ndarray, str]:
+    """Which pairs metric ``m`` is computed from (by its kind) and the reason when there are none."""
+    if m.kind == "label":
+        return enc.gold >= 0, unavailable.get(m.name, NO_LABELS_REASON)
+    if m.kind == "prediction":
+        return np.ones(enc.n, dtype=bool), NO_PAIRS_REASON
+    if m.kind == "pair":
+        return np.isfinite(enc.values[m.name]), unavailable.get(m.name, NO_VALUE_REASON)
+    xs, xt = enc.values[f"source.{m.utterance_field}"], enc.values[f"target.{m.utterance_field}"]
+    return np.isfinite(xs) & np.isfinite(xt), unavailable.get(m.name, f"no pair had both source and target {m.noun}")
+
+
 def _spec(enc: _Encoded, name: str, unavailable: dict[str, str]) -> _Spec:
-    k = enc.n_classes
-    ps, pt, y = enc.pred_s, enc.pred_t, enc.gold
-    if name in LABEL_METRICS:
-        side_pred = {"ua_source": ps, "ua_target": pt, "wa_source": ps, "wa_target": pt}
+    m = catalogue_entry(name)
+    mask, empty_reason = _mask_and_reason(enc, m, unavailable)
 
-        def make_label(sub: np.ndarray) -> Stat:
-            ys, ss, ts = y[sub], ps[sub], pt[sub]
-            if name == "bar":
-                return lambda idx: bar_codes(ys[idx], ss[idx], ts[idx], k)
-            pp = side_pred[name][sub]
-            if name.startswith("ua_"):
-                return lambda idx: ua_codes(ys[idx], pp[idx], k)
-            return lambda idx: wa_codes(ys[idx], pp[idx])
+    def make(sub: np.ndarray) -> Stat:
+        columns = Columns(enc.n_classes, enc.gold[sub], enc.pred_s[sub], enc.pred_t[sub],
+                          value=enc.values[m.name][sub] if m.kind == "pair" else None,
+                          source=enc.values[f"source.{m.utterance_field}"][sub] if m.kind == "rank" else None,
+                          target=enc.values[f"target.{m.utterance_field}"][sub] if m.kind == "rank" else None)
+        return m.statistic(columns)
 
-        return _Spec(y >= 0, make_label, unavailable.get(name, NO_LABELS_REASON))
-    if name in ("epr", "kappa"):
-
-        def make_pred(sub: np.ndarray) -> Stat:
-            ss, ts = ps[sub], pt[sub]
-            if name == "epr":
-                return lambda idx: epr_codes(ss[idx], ts[idx])
-            return lambda idx: kappa_codes(ss[idx], ts[idx], k)
-
-        return _Spec(np.ones(enc.n, dtype=bool), make_pred, NO_PAIRS_REASON)
-    if name in SIMILARITY_METRICS:
-        v = enc.values[name]
-
-        def make_mean(sub: np.ndarray) -> Stat:
-            vs = v[sub]
-            return lambda idx: float(vs[idx].mean())
-
-        return _Spec(np.isfinite(v), make_mean, unavailable.get(name, NO_VALUE_REASON))
-    if name in RANK_METRICS:
-        field, noun = RANK_METRICS[name]
-        xs, xt = enc.values[f"source.{field}"], enc.values[f"target.{field}"]
-        names = (f"source {noun}", f"target {noun}")
-
-        def make_rank(sub: np.ndarray) -> Stat:
-            a, b = xs[sub], xt[sub]
-            return lambda idx: spearman_finite(a[idx], b[idx], names=names)
-
-        return _Spec(
-            np.isfinite(xs) & np.isfinite(xt),
-            make_rank,
-            unavailable.get(name, f"no pair had both source and target {noun}"),
-        )
-    raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return _Spec(mask, make, empty_reason)
 
 
 def _null(reason: str, n: int) -> dict:
@@ -377,7 +319,7 @@ def compare_runs(
     Returns ``{metric: {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n", "reason"}, ...,
     "flipped": {"agree_to_disagree": [...], "disagree_to_agree": [...]}, "n_shared",
     "n_only_a", "n_only_b", "warnings", "bootstrap"}`` with diff = b - a and the p-value of
-    :func:`worker.metrics.paired_bootstrap`.
+    :func:`core.bootstrap.paired_bootstrap`.
     """
     unavailable = dict(unavailable or {})
     for tag, ps in (("a", pairs_a), ("b", pairs_b)):
@@ -429,8 +371,7 @@ def compare_runs(
             "reason": None,
         }
         out[name] = entry
-        if name not in METRICS:
-            raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+        catalogue_entry(name)  # ValueError for an unknown metric
         if n == 0:
             entry["reason"] = "the runs share no pair ids"
             continue

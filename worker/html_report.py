@@ -21,29 +21,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from core.catalogue import BY_NAME, CATALOGUE, SECTIONS
+from emopres_client.numbers import finite_or_none
 from worker.plots import plan_plots, render
 
 __all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER"]
 
 AudioResolver = Callable[[str, str], "bytes | tuple[bytes, str | None] | None"]
 SIMILARITY_ORDER = ("emo_sim", "va_sim", "autopcp", "vsim", "acoustic_sim")
-METRIC_LABELS = {
-    "bar": "BAR (UA target / UA source)", "epr": "EPR (prediction agreement)", "kappa": "Cohen's kappa",
-    "ua_source": "UA source", "ua_target": "UA target", "wa_source": "WA source", "wa_target": "WA target",
-    "emo_sim": "emo-sim (frame)", "emo_sim_utterance": "emo-sim (utterance)", "acoustic_sim": "acoustic sim (frame)",
-    "acoustic_sim_utterance": "acoustic sim (utterance)", "va_sim": "va-sim",
-    "va_sim_utterance": "va-sim (utterance)", "vsim": "Vsim", "autopcp": "autoPCP",
-    "pause": "Pause (Spearman)", "rate": "Rate (Spearman)",
-}
-# the metric tables' rows, grouped: SER agreement, then the similarities (each frame variant before its
-# utterance one), then prosody
-METRIC_GROUPS = (
-    ("SER", ("bar", "epr", "kappa", "ua_source", "ua_target", "wa_source", "wa_target")),
-    ("similarity", ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim",
-                    "va_sim_utterance", "vsim", "autopcp")),
-    ("prosody", ("pause", "rate")),
-)
-TABLE_METRICS = tuple(name for _, names in METRIC_GROUPS for name in names)
+# the metric tables' rows, grouped by catalogue section (SER agreement, similarities, prosody), each in
+# catalogue order
+METRIC_GROUPS = tuple((section, tuple(m.name for m in CATALOGUE if m.section == section)) for section in SECTIONS)
 MiB = 1024 * 1024
 WIDE_ASPECT = 1.6  # a plot wider than this (several panels) takes the whole row, not half of it
 
@@ -65,18 +53,8 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
-    number = _num(value)
+    number = finite_or_none(value)
     return "&ndash;" if number is None else f"{number:.{digits}f}"
 
 
@@ -95,7 +73,7 @@ def sniff_audio_mime(data: bytes) -> str:
 def _primary_similarity(report: dict) -> str | None:
     corpus = report.get("corpus") or {}
     for name in SIMILARITY_ORDER:
-        if _num((corpus.get(name) or {}).get("value")) is not None:
+        if finite_or_none((corpus.get(name) or {}).get("value")) is not None:
             return name
     return None
 
@@ -110,8 +88,8 @@ def worst_pairs(report: dict, n: int = 10) -> tuple[list[dict], str]:
 
     def key(item):
         index, pair = item
-        sim = _num(pair.get(metric)) if metric else None
-        uncertainty = _num((pair.get("target") or {}).get("uncertainty"))
+        sim = finite_or_none(pair.get(metric)) if metric else None
+        uncertainty = finite_or_none((pair.get("target") or {}).get("uncertainty"))
         return (bool(pair.get("agree")), math.inf if sim is None else sim,
                 -(uncertainty if uncertainty is not None else 0.0), index)
 
@@ -138,13 +116,13 @@ def _grouped_rows(entries: dict, row, columns: int) -> list[str]:
 
 def _metric_rows(corpus: dict) -> str:
     def row(name: str, entry: dict) -> str:
-        value = _num(entry.get("value"))
-        low, high = _num(entry.get("ci_low")), _num(entry.get("ci_high"))
+        value = finite_or_none(entry.get("value"))
+        low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
         ci = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "&ndash;"
         reason = entry.get("reason")
         value_cell = (f'<td class="num">{value:.3f}</td>' if value is not None
                       else '<td class="num null">null</td>')
-        return (f'<tr id="metric-{_e(name)}"><th scope="row">{_e(METRIC_LABELS.get(name, name))}</th>{value_cell}'
+        return (f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
                 f'<td class="num">{ci}</td><td class="num">{_e(entry.get("n"))}</td>'
                 f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
 
@@ -216,7 +194,7 @@ def _worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_
     ranked, rule = worst_pairs(report, n)
     if not ranked:
         return '<p class="muted">No successfully evaluated pairs.</p>'
-    sims = [m for m in SIMILARITY_ORDER if any(_num(p.get(m)) is not None for p in ranked)]
+    sims = [m for m in SIMILARITY_ORDER if any(finite_or_none(p.get(m)) is not None for p in ranked)]
     head = ("<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
             + "".join(f"<th>{_e(m)}</th>" for m in sims) + "<th>warnings</th></tr>")
     rows = []
@@ -283,13 +261,13 @@ def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
     """The table of worker.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p, n."""
 
     def row(name: str, entry: dict) -> str:
-        low, high = _num(entry.get("ci_low")), _num(entry.get("ci_high"))
+        low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
         ci = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "&ndash;"
-        diff = _num(entry.get("diff"))
+        diff = finite_or_none(entry.get("diff"))
         worse = diff is not None and high is not None and high < 0
         better = diff is not None and low is not None and low > 0
         diff_class = "num bad" if worse else "num good" if better else "num"
-        return (f'<tr id="compare-{_e(name)}"><th scope="row">{_e(METRIC_LABELS.get(name, name))}</th>'
+        return (f'<tr id="compare-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>'
                 f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
                 f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
                 f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{_e(entry.get("n"))}</td>'

@@ -18,10 +18,13 @@ from models.ser_head import SerHead, entropy_uncertainty
 from models.syllables import METHOD as SYLLABLE_METHOD
 from models.syllables import count_in_segments, syllable_times
 from models.vad import SileroVad, pause_rate, speech_seconds
-from worker.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
-from worker.cache import FeatureCache
+from core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
+from core.catalogue import CATALOGUE
+from core.feature_cache import FeatureCache
 from worker.pairs import PairSpec
 from worker.threads import pin_threads, threads_per_worker
+
+PAIR_CATALOGUE = tuple(m for m in CATALOGUE if m.kind == "pair")
 
 
 # Files per decode window: large enough for full length-bucketed batches, small enough that decoding
@@ -274,10 +277,10 @@ class Evaluator:
         row = {"pair_id": pair.pair_id, "label": pair.label, "group": pair.group,
                "source": sides["source"], "target": sides["target"],
                "agree": sides["source"]["pred"] == sides["target"]["pred"]}
-        for name in ("emo_sim", "emo_sim_utterance", "va_sim", "va_sim_utterance", "acoustic_sim",
-                     "acoustic_sim_utterance", "vsim", "autopcp"):
-            value = scores.get(name)
-            row[name] = None if value is None else float(value)
+        for m in PAIR_CATALOGUE:  # the profile's model scores, or values from the two sides' SER probabilities
+            value = scores.get(m.name) if m.from_probabilities is None else m.from_probabilities(source_probs,
+                                                                                                target_probs)
+            row[m.name] = None if value is None else float(value)
         row["warnings"] = warnings
         return row
 

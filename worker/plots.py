@@ -1,4 +1,4 @@
-"""Plots of a report (DESIGN.md "Report"): PNG and SVG, drawn from the report dict alone.
+"""Plots of a report: PNG and SVG, drawn from the report dict alone.
 
 * ``confusion_source`` / ``confusion_target``: gold vs predicted emotion per side (the paper's
   Fig. 1); cells coloured by row-normalised recall, annotated with counts.
@@ -8,7 +8,7 @@
 * ``per_emotion``: per-emotion preservation P(pred_t = k | pred_s = k) and, with gold labels,
   per-gold-class source/target recall.
 * ``pause_rate`` / ``speech_rate``: source vs target per pair (corpus Pause / Rate = Spearman).
-* ``dist_<metric>``: distribution of each per-pair similarity (emo_sim, acoustic_sim, ...).
+* ``dist_<metric>``: distribution of each pair metric of the catalogue (emo_sim, acoustic_sim, ...).
 
 A plot whose metric is null (or has nothing to draw) is not drawn: :func:`plan_plots` lists it
 under ``skipped`` with the reason. Every drawn plot carries ``data``: the numbers it shows,
@@ -34,23 +34,15 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from core.catalogue import BY_NAME, PAIR_METRICS
+from core.confusion_plot import draw_confusion, literal_text, row_normalised
+from emopres_client.numbers import finite_or_none
+
 __all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "render", "render_plot", "write_plots",
            "plot_names"]
 
 FORMATS = ("png", "svg")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
-SIMILARITY_METRICS = ("emo_sim", "emo_sim_utterance", "acoustic_sim", "acoustic_sim_utterance", "va_sim",
-                      "va_sim_utterance", "vsim", "autopcp")
-SIMILARITY_LABELS = {
-    "emo_sim": "emo-sim (frame cosine, emotion2vec)",
-    "emo_sim_utterance": "emo-sim, utterance cosine",
-    "acoustic_sim": "acoustic similarity (frame eGeMAPS LLD cosine)",
-    "acoustic_sim_utterance": "acoustic similarity, utterance cosine",
-    "va_sim": "va-sim (valence-arousal cosine)",
-    "va_sim_utterance": "va-sim, utterance cosine",
-    "vsim": "Vsim (speaker embedding cosine)",
-    "autopcp": "autoPCP (1 = different, 5 = same)",
-}
 RATE_PLOTS = {"pause_rate": ("pause", "pause rate (pauses/s)"), "speech_rate": ("rate", "speech rate (syllables/s)")}
 BASE_PLOTS = ("confusion_source", "confusion_target", "source_vs_target", "uncertainty", "per_emotion",
               "pause_rate", "speech_rate")
@@ -60,7 +52,6 @@ RC = {"svg.fonttype": "none", "svg.hashsalt": "emopres", "font.size": 9, "axes.t
 AGREE_COLOUR, DISAGREE_COLOUR = "#1b9e77", "#d95f02"
 LEGEND_HEADROOM, UNIT_TICKS = 1.32, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # shares in [0, 1], room above for labels
 RATE_MARGIN = 0.04
-CMAP = "Blues"
 
 _LOCK = threading.RLock()
 
@@ -93,32 +84,17 @@ class PlotSpec:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _txt(value: Any) -> str:
-    """A user-supplied string (a gold label) drawn literally: no mathtext."""
-    return str(value).replace("$", r"\$")
-
-
 def _metric(report: dict, name: str) -> dict:
     entry = (report.get("corpus") or {}).get(name)
     return entry if isinstance(entry, dict) else {"value": None, "reason": f"the report has no {name!r} metric"}
 
 
 def _metric_text(entry: dict) -> str:
-    value = _finite(entry.get("value"))
+    value = finite_or_none(entry.get("value"))
     if value is None:
         return "null"
     text = f"{value:.3f}"
-    low, high = _finite(entry.get("ci_low")), _finite(entry.get("ci_high"))
+    low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
     if low is not None and high is not None:
         text += f" [{low:.3f}, {high:.3f}]"
     return text
@@ -139,26 +115,11 @@ def _side(pair: dict, side: str) -> dict:
 def _confusion_spec(name: str, title: str, classes: list[str], matrix: list[list[int]], row_label: str,
                     col_label: str) -> PlotSpec:
     counts = [[int(c) for c in row] for row in matrix]
-    row_sums = [sum(row) for row in counts]
-    normalised = [[(c / s if s else 0.0) for c in row] for row, s in zip(counts, row_sums)]
-    data = {"classes": list(classes), "counts": counts, "row_normalised": normalised,
+    data = {"classes": list(classes), "counts": counts, "row_normalised": row_normalised(counts),
             "rows": row_label, "columns": col_label}
 
     def draw(fig: Figure) -> None:
-        ax = fig.add_subplot()
-        k = len(classes)
-        image = ax.imshow(normalised, cmap=CMAP, vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_xticks(range(k), labels=[_txt(c) for c in classes], rotation=45, ha="right")
-        ax.set_yticks(range(k), labels=[_txt(c) for c in classes])
-        ax.set_xlabel(col_label)
-        ax.set_ylabel(row_label)
-        ax.set_title(title)
-        for i in range(k):
-            for j in range(k):
-                if counts[i][j]:
-                    ax.text(j, i, str(counts[i][j]), ha="center", va="center", fontsize=8,
-                            color="white" if normalised[i][j] > 0.5 else "black")
-        fig.colorbar(image, ax=ax, label="share of row", shrink=0.8)
+        draw_confusion(fig, classes, counts, title, row_label, col_label)
 
     return PlotSpec(name, title, data, draw, size=(5.8, 5.0))
 
@@ -174,7 +135,7 @@ def _confusions(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) ->
         elif entry.get("confusion") is None:
             skipped[name] = entry.get("reason") or "no confusion matrix in the report"
         else:
-            ua = _finite(entry.get("ua"))
+            ua = finite_or_none(entry.get("ua"))
             title = f"SER on the {side} side: gold vs predicted" + (f" (UA {ua:.3f})" if ua is not None else "")
             specs.append(_confusion_spec(name, title, classes, entry["confusion"], "gold emotion",
                                          f"predicted emotion ({side})"))
@@ -192,7 +153,7 @@ def uncertainty_plot(report: dict, specs: list[PlotSpec], skipped: dict[str, str
     """Fig. 2: source vs target uncertainty per pair, as the report's ``uncertainty`` values are scaled."""
     points = []
     for pair in _pairs(report):
-        us, ut = _finite(_side(pair, "source").get("uncertainty")), _finite(_side(pair, "target").get("uncertainty"))
+        us, ut = finite_or_none(_side(pair, "source").get("uncertainty")), finite_or_none(_side(pair, "target").get("uncertainty"))
         agree = pair.get("agree")
         if agree is None and _side(pair, "source").get("pred") is not None:
             agree = _side(pair, "source").get("pred") == _side(pair, "target").get("pred")
@@ -232,9 +193,9 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
     per = (report.get("corpus") or {}).get("per_emotion") or {}
     by_pred = per.get("by_source_prediction") or {}
     by_gold = per.get("by_gold") or {}
-    pred_rows = [(str(c), _finite(e.get("value")), int(e.get("n") or 0)) for c, e in by_pred.items()
-                 if isinstance(e, dict) and _finite(e.get("value")) is not None]
-    gold_rows = [(str(c), _finite(e.get("source_recall")), _finite(e.get("target_recall")), int(e.get("n") or 0))
+    pred_rows = [(str(c), finite_or_none(e.get("value")), int(e.get("n") or 0)) for c, e in by_pred.items()
+                 if isinstance(e, dict) and finite_or_none(e.get("value")) is not None]
+    gold_rows = [(str(c), finite_or_none(e.get("source_recall")), finite_or_none(e.get("target_recall")), int(e.get("n") or 0))
                  for c, e in by_gold.items() if isinstance(e, dict) and int(e.get("n") or 0) > 0]
     if not pred_rows and not gold_rows:
         skipped[name] = "no class has a pair (no successfully evaluated pairs)"
@@ -251,7 +212,7 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
             xs = range(len(pred_rows))
             bars = ax.bar(xs, [v for _, v, _ in pred_rows], color="#4c72b0")
             ax.bar_label(bars, labels=[f"n={n}" for _, _, n in pred_rows], fontsize=8, padding=2)
-            ax.set_xticks(list(xs), labels=[_txt(c) for c, _, _ in pred_rows], rotation=45, ha="right")
+            ax.set_xticks(list(xs), labels=[literal_text(c) for c, _, _ in pred_rows], rotation=45, ha="right")
         ax.set_ylim(0, LEGEND_HEADROOM)
         ax.set_yticks(UNIT_TICKS)
         ax.set_ylabel("P(target pred = k | source pred = k)")
@@ -266,7 +227,7 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
                          label="target recall", color="#c44e52")
             ax.bar_label(tgt, labels=[f"n={n}" for *_, n in gold_rows], fontsize=8, padding=2)
             del src
-            ax.set_xticks(xs, labels=[_txt(c) for c, *_ in gold_rows], rotation=45, ha="right")
+            ax.set_xticks(xs, labels=[literal_text(c) for c, *_ in gold_rows], rotation=45, ha="right")
             ax.set_ylim(0, LEGEND_HEADROOM)
             ax.set_yticks(UNIT_TICKS)
             ax.set_ylabel("recall of the gold emotion")
@@ -281,12 +242,12 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
 def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
     for name, (metric_name, axis_label) in RATE_PLOTS.items():
         metric = _metric(report, metric_name)
-        if _finite(metric.get("value")) is None:
+        if finite_or_none(metric.get("value")) is None:
             skipped[name] = f"{metric_name} is null: {metric.get('reason') or 'no value'}"
             continue
         ids, xs, ys = [], [], []
         for pair in _pairs(report):
-            x, y = _finite(_side(pair, "source").get(name)), _finite(_side(pair, "target").get(name))
+            x, y = finite_or_none(_side(pair, "source").get(name)), finite_or_none(_side(pair, "target").get(name))
             if x is not None and y is not None:
                 ids.append(str(pair.get("pair_id")))
                 xs.append(x)
@@ -295,7 +256,7 @@ def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None
             skipped[name] = f"no pair has both source and target {axis_label.split(' (')[0]}s"
             continue
         title = f"{axis_label.split(' (')[0].capitalize()}: source vs target (Spearman {_metric_text(metric)})"
-        data = {"pair_ids": ids, "source": xs, "target": ys, "spearman": _finite(metric.get("value"))}
+        data = {"pair_ids": ids, "source": xs, "target": ys, "spearman": finite_or_none(metric.get("value"))}
 
         def draw(fig: Figure, xs=xs, ys=ys, axis_label=axis_label, title=title) -> None:
             ax = fig.add_subplot()
@@ -314,22 +275,22 @@ def _rates(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None
 
 def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -> None:
     corpus = report.get("corpus") or {}
-    for metric_name in SIMILARITY_METRICS:
+    for metric_name in PAIR_METRICS:
         if metric_name not in corpus:
             continue
         name = f"dist_{metric_name}"
         metric = _metric(report, metric_name)
-        if _finite(metric.get("value")) is None:
+        if finite_or_none(metric.get("value")) is None:
             skipped[name] = f"{metric_name} is null: {metric.get('reason') or 'no value'}"
             continue
-        values = [v for v in (_finite(p.get(metric_name)) for p in _pairs(report)) if v is not None]
+        values = [v for v in (finite_or_none(p.get(metric_name)) for p in _pairs(report)) if v is not None]
         if not values:
             skipped[name] = f"no pair has a {metric_name} value"
             continue
-        label = SIMILARITY_LABELS.get(metric_name, metric_name)
+        label = BY_NAME[metric_name].title
         title = f"{label}: mean {_metric_text(metric)}, n={len(values)}"
-        data = {"metric": metric_name, "values": values, "mean": _finite(metric.get("value")),
-                "ci_low": _finite(metric.get("ci_low")), "ci_high": _finite(metric.get("ci_high"))}
+        data = {"metric": metric_name, "values": values, "mean": finite_or_none(metric.get("value")),
+                "ci_low": finite_or_none(metric.get("ci_low")), "ci_high": finite_or_none(metric.get("ci_high"))}
 
         def draw(fig: Figure, values=values, data=data, label=label, title=title) -> None:
             ax = fig.add_subplot()
@@ -366,7 +327,7 @@ def plan_plots(report: dict) -> tuple[list[PlotSpec], dict[str, str]]:
 def plot_names(report: dict | None = None) -> list[str]:
     """Every plot name (for a report: the similarity distributions of the metrics it has)."""
     corpus = (report or {}).get("corpus") or {}
-    sims = [m for m in SIMILARITY_METRICS if report is None or m in corpus]
+    sims = [m for m in PAIR_METRICS if report is None or m in corpus]
     return list(BASE_PLOTS) + [f"dist_{m}" for m in sims]
 
 

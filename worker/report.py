@@ -1,14 +1,13 @@
-"""The versioned JSON report (DESIGN.md "Report") and its printed summary."""
+"""The versioned JSON report (its shape: docs/metrics.md) and its printed summary."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from app import __version__
+from core import __version__
+from core.catalogue import HEADLINE_METRICS
 from worker.corpus import compute_corpus
 
 SCHEMA_VERSION = "1"
-HEADLINE_METRICS = ("bar", "epr", "kappa", "ua_source", "ua_target", "emo_sim", "acoustic_sim", "va_sim", "vsim",
-                    "autopcp", "pause", "rate")
 
 
 def utc_now() -> str:

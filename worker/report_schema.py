@@ -1,4 +1,4 @@
-"""JSON Schema (draft 2020-12) of the report, one per ``schema_version`` (DESIGN.md "Report").
+"""JSON Schema (draft 2020-12) of the report, one per ``schema_version`` (docs/metrics.md).
 
 Published by the service at ``GET /v1/schema/report`` (``?version=1``) so dashboards can validate
 what they ingest. Within one version fields are only ever added (``additionalProperties`` stays
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from worker.corpus import METRICS, SIMILARITY_METRICS
+from core.catalogue import METRICS, PAIR_METRICS
 from worker.report import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSIONS", "report_schema", "validate_report", "ReportSchemaError"]
@@ -61,7 +61,7 @@ _PAIR = {
         "source": {"$ref": "#/$defs/side"},
         "target": {"$ref": "#/$defs/side"},
         "agree": {"type": "boolean"},
-        **{name: _NUMBER_OR_NULL for name in SIMILARITY_METRICS},
+        **{name: _NUMBER_OR_NULL for name in PAIR_METRICS},
         "warnings": {"type": "array", "items": {"type": "string"}},
     },
 }

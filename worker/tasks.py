@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, func, null, or_, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from app.blobstore import BlobMissing, BlobStore
-from app.db import Chunk, Job, Pair, PairResult, Report, dumps, insert_for, make_engine, make_session_factory, utcnow
+from core.blobstore import BlobMissing, BlobStore
+from core.db import Chunk, Job, Pair, PairResult, Report, dumps, insert_for, make_engine, make_session_factory, utcnow
 
 log = logging.getLogger("emopres.worker")
 

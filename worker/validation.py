@@ -21,13 +21,11 @@ from statistics import NormalDist
 
 import numpy as np
 
-from worker.corpus import METRICS, compare_runs
-from worker.metrics import MetricUndefined, spearman
+from core.catalogue import METRICS, VALIDATED_METRICS
+from core.metrics import MetricUndefined, spearman
+from worker.corpus import compare_runs
 from worker.pairs import PairSpec
 
-# expected_agreement (issue 13's catalogue) is listed as soon as the reports carry it: metrics a report lacks are skipped
-TRACKED_METRICS = ("bar", "epr", "kappa", "expected_agreement", "ua_target", "emo_sim", "emo_sim_utterance", "acoustic_sim",
-                   "acoustic_sim_utterance", "va_sim", "vsim", "autopcp", "pause", "rate")
 REQUIRED = ("source", "target_preserved", "target_swapped", "emotion")
 EXTREME_RATES = (0.0, 1.0)  # the swapping and the preserving system: what the sensitivity compares
 Z_95 = NormalDist().inv_cdf(0.975)
@@ -80,7 +78,7 @@ def simulated_system(rows: list[dict], rate: float, order: np.ndarray) -> list[P
 
 def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict]:
     table = {}
-    for metric in (m for m in TRACKED_METRICS if m in reports[0]["corpus"]):
+    for metric in (m for m in VALIDATED_METRICS if m in reports[0]["corpus"]):  # a report may lack a new one
         values = [report["corpus"][metric]["value"] for report in reports]
         entry: dict = {"values": values}
         if all(value is None for value in values):  # the metric's own reason, not Spearman's "n=0"

@@ -1,4 +1,4 @@
-"""Routes that turn a finished job's report into things people look at (mounted by app.main):
+"""Report routes: what people look at from a finished job's report:
 
 * ``GET /v1/jobs/{id}/plots``: which plots this report has, and why the others were skipped.
 * ``GET /v1/jobs/{id}/plots/{name}?format=png|svg``: one plot (worker.plots).
@@ -26,9 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import jobs as crud
-from app.db import Blob, Pair
+from core.db import Blob, Pair
 from app.errors import APIError, NotFound
-from app.main import ERRORS, PrincipalDep, ServicesDep, SessionDep
+from app.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
 
 router = APIRouter(tags=["reports"])
 

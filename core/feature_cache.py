@@ -13,6 +13,13 @@ from pathlib import Path
 import numpy as np
 
 
+def default_cache_dir() -> Path:
+    """$EMOPRES_CACHE_DIR, else $XDG_CACHE_HOME/emopres/features (~/.cache/emopres/features)."""
+    if os.environ.get("EMOPRES_CACHE_DIR"):
+        return Path(os.environ["EMOPRES_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emopres" / "features"
+
+
 class FeatureCache:
     def __init__(self, directory) -> None:
         self.directory = Path(directory)

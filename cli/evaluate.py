@@ -3,38 +3,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from app.cli import CommandError
-from models.registry import PROFILES, ProfileError, ProfileSpec, load_head
-from worker.audio import DEFAULT_MAX_SECONDS
+from cli.engine_options import add_engine_arguments, cache_dir_from_args
+from emopres_client.cli import CommandError
+from models.registry import ProfileError, ProfileSpec, load_head
 from worker.pairs import ManifestError, read_pairs_file
 
 # The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for
 # any `emopres` command, `submit --help` included, should not pay seconds of model-library imports.
 
 
-def default_cache_dir() -> Path:
-    if os.environ.get("EMOPRES_CACHE_DIR"):
-        return Path(os.environ["EMOPRES_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "emopres" / "features"
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)")
-    parser.add_argument("--profile", choices=PROFILES, default=os.environ.get("EMOPRES_PROFILE", "lite"))
     parser.add_argument("--head", help="SER head directory (default: the profile's shipped/default head)")
-    parser.add_argument("--model-dir", help="paper-profile model folder (default: $EMOPRES_MODEL_DIR)")
-    parser.add_argument("--device", default="cpu", help="paper profile: torch device (cpu, cuda, cuda:1)")
-    parser.add_argument("--fast", action="store_true", help="paper profile: bf16 autocast where it measures faster than fp32 at load (the choice is in the signature)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
-    parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core for lite)")
-    parser.add_argument("--cache-dir", default=None, help="feature cache folder (default: ~/.cache/emopres/features)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, help="refuse longer audio files")
+    add_engine_arguments(parser)
 
 
 def register(subparsers) -> None:
@@ -44,7 +28,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--plots", metavar="DIR", help="write the plots (PNG, SVG, plots.json) in this folder")
     evaluate.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page")
     evaluate.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
-    add_engine_arguments(evaluate)
+    add_evaluation_arguments(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
     validate = subparsers.add_parser("validate", help="check that every metric tracks a known preservation rate")
@@ -52,7 +36,7 @@ def register(subparsers) -> None:
     validate.add_argument("--rates", default="0,0.25,0.5,0.75,1", help="preservation rates of the simulated systems")
     validate.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
     validate.add_argument("--out", help="write the JSON result here")
-    add_engine_arguments(validate)
+    add_evaluation_arguments(validate)
     validate.set_defaults(handler=run_validate)
 
 
@@ -63,8 +47,7 @@ def make_evaluator(args):
     spec = ProfileSpec(args.profile, args.model_dir, args.device, args.fast)
     try:
         head = load_head(spec, args.head)
-        cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-        return Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache_dir, max_seconds=args.max_seconds)
+        return Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache_dir_from_args(args), max_seconds=args.max_seconds)
     except (HeadError, ProfileError) as error:
         raise CommandError(str(error)) from None
 

@@ -5,7 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import CommandError
+from cli.engine_options import add_engine_arguments, cache_dir_from_args
+from emopres_client.cli import CommandError
 from worker.datasets.meld_st import MIN_BYTES, PAIRS, MeldStError, check_pair
 
 
@@ -38,22 +39,13 @@ def register(subparsers) -> None:
     meld = corpora.add_parser("meld-st", help="MELD-ST: train the SER heads, evaluate the test split, print the tables")
     _common(meld)
     meld.add_argument("--out", help="output folder (default: ./reproduce-meld-st-<PAIR>)")
-    meld.add_argument("--profile", choices=("paper", "lite"), default="paper",
-                      help="paper: emotion2vec_plus_large and the paper's models (needs --model-dir); "
-                           "lite: eGeMAPS, nothing to download (default: %(default)s)")
-    meld.add_argument("--model-dir", help="paper-profile model folder (default: $EMOPRES_MODEL_DIR)")
+    add_engine_arguments(meld, default_profile="paper",
+                         profile_help="paper: emotion2vec_plus_large and the paper's models (needs --model-dir); "
+                                      "lite: eGeMAPS, nothing to download (default: %(default)s)")
     meld.add_argument("--ser-per-language", action="store_true",
                       help="one SER head per language instead of one shared by both")
     meld.add_argument("--balance", choices=("clustercentroids", "none"), default="clustercentroids",
                       help="the head Table 1 uses (Table 2 reports both; default: the paper's %(default)s)")
-    meld.add_argument("--device", default="cpu", help="paper profile: torch device (cpu, cuda, cuda:1)")
-    meld.add_argument("--fast", action="store_true", help="paper profile: bf16 autocast where it measures faster than fp32 at load (the choice is in the signature)")
-    meld.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs")
-    meld.add_argument("--seed", type=int, default=12345)
-    meld.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core for lite)")
-    meld.add_argument("--cache-dir", default=None, help="feature cache folder (default: ~/.cache/emopres/features)")
-    meld.add_argument("--no-cache", action="store_true", help="use a temporary feature cache, removed at the end")
-    meld.add_argument("--max-seconds", type=float, default=600.0, help="refuse longer audio files")
     meld.add_argument("--verbose", action="store_true", help="print every training epoch")
     meld.set_defaults(handler=run_reproduce_meld_st)
 
@@ -77,7 +69,7 @@ def run_datasets_meld_st(args) -> int:
 
 
 def run_reproduce_meld_st(args) -> int:
-    from app.cli_evaluate import default_cache_dir, evaluate_to_report
+    from cli.evaluate import evaluate_to_report
     from models.registry import ProfileError
     from models.ser_head import HeadError
     from models.ser_training import TrainingError
@@ -93,7 +85,7 @@ def run_reproduce_meld_st(args) -> int:
         root=Path(args.root), pair=args.pair, out=out, profile=args.profile, model_dir=model_dir,
         device=args.device, fast=args.fast, ser_per_language=args.ser_per_language, balance=args.balance,
         n_bootstrap=args.bootstrap, seed=args.seed, jobs=args.jobs,
-        cache_dir=None if args.no_cache else Path(args.cache_dir or default_cache_dir()),
+        cache_dir=cache_dir_from_args(args),
         max_seconds=args.max_seconds, min_bytes=args.min_bytes, verbose=args.verbose)
     try:
         result = reproduce_meld_st(config, evaluate=evaluate_to_report)

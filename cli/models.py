@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import CommandError
+from emopres_client.cli import CommandError
 from models.registry import model_dir_from_env
 
 
@@ -115,7 +115,7 @@ def _lock_line(lock: dict) -> str:
 
 
 def run_fetch(args) -> int:
-    from models.fetch import FetchError, fetch_models
+    from cli.fetch import FetchError, fetch_models
 
     model_dir = model_dir_from_env(args.model_dir)
     if not model_dir:
@@ -136,7 +136,7 @@ def run_fetch(args) -> int:
 
 
 def run_lock(args) -> int:
-    from models.fetch import FetchError, lock_folder
+    from cli.fetch import FetchError, lock_folder
     from models.weights_lock import LOCK_NAME, LockError
 
     try:

@@ -1,10 +1,10 @@
-"""Alembic environment: the URL comes from the config (app.db.alembic_config) or EMOPRES_DATABASE_URL."""
+"""Alembic environment: the URL comes from the config (core.db.alembic_config) or EMOPRES_DATABASE_URL."""
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import pool
 
-from app.db import Base, make_engine
+from core.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -14,7 +14,7 @@ def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from app.settings import Settings
+    from core.settings import Settings
 
     return Settings().sqlalchemy_url
 

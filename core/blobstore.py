@@ -23,7 +23,7 @@ from typing import Callable
 from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
-from app.db import Blob, Pair, insert_for
+from core.db import Blob, Pair, insert_for
 
 
 INSERT_ROWS = 500  # rows per INSERT (SQLite takes at most 32,766 bound values in one statement)

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.profiles import DEFAULT_PROFILE, PROFILES
+
 MiB = 1024 * 1024
 
 
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     auto_migrate: bool | None = Field(None, description="upgrade the schema at start; default: only for SQLite")
 
     # evaluation
-    profile: Literal["lite", "paper"] = "lite"
+    profile: Literal[PROFILES] = DEFAULT_PROFILE  # type: ignore[valid-type]
     model_dir: str | None = None
     head: str | None = Field(None, description="SER head folder; default: the profile's shipped head")
     device: str = "cpu"

@@ -1,4 +1,6 @@
-"""Array-level metric functions and bootstrap helpers (pure, no I/O).
+"""Label-level metric functions: UA, WA, BAR, EPR, kappa, confusion, per-emotion preservation,
+Spearman (pure, no I/O). Embedding similarities are in :mod:`core.similarity`, bootstrap intervals
+in :mod:`core.bootstrap`.
 
 Every function here is a pure function over numpy arrays or sequences of labels (strings or
 ints). A value that is mathematically undefined raises :class:`MetricUndefined` with a human
@@ -6,7 +8,7 @@ readable ``reason``; no function returns NaN, and none returns 0 in place of "un
 Malformed input (mismatched lengths, wrong dimensionality, ``None`` inside a label sequence,
 a label outside ``classes``) raises ``ValueError``.
 
-Definitions follow DESIGN.md ("Metric definitions") and the paper (Atmaja et al.):
+Definitions follow docs/metrics.md and the paper (Atmaja et al.):
 
 * UA  = balanced accuracy (mean per-class recall over the classes present in ``y_true``),
   identical to ``sklearn.metrics.balanced_accuracy_score``.
@@ -15,8 +17,6 @@ Definitions follow DESIGN.md ("Metric definitions") and the paper (Atmaja et al.
 * EPR = share of pairs whose source and target predictions agree.
 * kappa = Cohen's kappa between the two prediction sequences
   (``sklearn.metrics.cohen_kappa_score``).
-* emo-sim = EmoCtrlTTS-Eval frame similarity: the target frames are aligned to the source's
-  by nearest neighbour and cosines are averaged over source frames.
 
 Fast kernels over integer class codes (``*_codes``) are used by :mod:`worker.corpus` inside
 1000-resample bootstraps; the public functions encode labels once and call them.
@@ -24,7 +24,7 @@ Fast kernels over integer class codes (``*_codes``) are used by :mod:`worker.cor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,13 +38,8 @@ __all__ = [
     "cohen_kappa",
     "confusion",
     "per_emotion_preservation",
+    "expected_agreement",
     "spearman",
-    "nearest_neighbour_resample",
-    "frame_similarity",
-    "utterance_cosine",
-    "vector_cosine",
-    "bootstrap_ci",
-    "paired_bootstrap",
     "encode_labels",
 ]
 
@@ -162,6 +157,18 @@ def epr_codes(pred_s: np.ndarray, pred_t: np.ndarray) -> float:
     if pred_s.size == 0:
         raise MetricUndefined("no pairs")
     return float(np.count_nonzero(pred_s == pred_t) / pred_s.size)
+
+
+def expected_agreement(probs_source: Any, probs_target: Any) -> float:
+    """sum_k p_s(k) p_t(k): the probability that a class drawn from the source's SER distribution and one
+    drawn independently from the target's are the same (EPR's per-pair indicator, in probabilities)."""
+    ps = np.asarray(probs_source, dtype=np.float64)
+    pt = np.asarray(probs_target, dtype=np.float64)
+    if ps.ndim != 1 or ps.shape != pt.shape:
+        raise ValueError(f"expected_agreement needs two probability vectors of one length, got {ps.shape} and {pt.shape}")
+    if not (np.all(np.isfinite(ps)) and np.all(np.isfinite(pt))):
+        raise MetricUndefined("SER probabilities contain NaN/inf values")
+    return float(ps @ pt)
 
 
 def kappa_codes(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
@@ -394,258 +401,3 @@ def spearman(x: Sequence[Any], y: Sequence[Any], *, names: tuple[str, str] = ("x
     _same_length(xa, ya, "spearman")
     keep = np.isfinite(xa) & np.isfinite(ya)
     return spearman_finite(xa[keep], ya[keep], names=names)
-
-
-# --------------------------------------------------------------------------------------------
-# embedding similarity
-
-
-def _as_frames(frames: Any, name: str) -> np.ndarray:
-    arr = np.asarray(frames, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (frames x dims), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise MetricUndefined(f"{name} has no frames")
-    if not np.all(np.isfinite(arr)):
-        raise MetricUndefined(f"{name} contains NaN/inf values")
-    return arr
-
-
-def nearest_neighbour_resample(frames: Any, n_rows: int) -> np.ndarray:
-    """Resample ``frames`` (T_t, D) to (n_rows, D) by nearest neighbour (EmoCtrlTTS-Eval).
-
-    Output row r is input row round(linspace(0, 1, n_rows)[r] * (T_t - 1)). Exact half-way
-    positions go to the lower index, as in EmoCtrlTTS-Eval's
-    ``scipy.interpolate.interp1d(linspace(0, 1, T_t), frames, kind="nearest")``; the indices are
-    computed the same way as there, so they are identical to the reference implementation.
-    """
-    arr = np.asarray(frames)
-    if arr.ndim != 2:
-        raise ValueError(f"frames must be 2-D (frames x dims), got shape {arr.shape}")
-    n_rows = int(n_rows)
-    if n_rows < 0:
-        raise ValueError("n_rows must be >= 0")
-    t_t = arr.shape[0]
-    if t_t == 0:
-        raise ValueError("frames has no rows to resample from")
-    if t_t == 1:
-        idx = np.zeros(n_rows, dtype=np.intp)
-    else:
-        x = np.linspace(0.0, 1.0, t_t) / 2.0
-        bounds = x[1:] + x[:-1]
-        idx = np.searchsorted(bounds, np.linspace(0.0, 1.0, n_rows), side="left")
-        idx = np.clip(idx, 0, t_t - 1)
-    return arr[idx]
-
-
-def frame_similarity(E_s: Any, E_t: Any) -> float:
-    """emo-sim: mean over source frames of cos(E_s[t], E_t'[t]), E_t' = E_t resampled to T_s.
-
-    Zero-norm rows: a row where either side has zero norm contributes cosine 0 (as in the
-    EmoCtrlTTS-Eval reference, which uses sklearn's ``cosine_similarity``); the score is
-    undefined only when no row has a non-zero vector on both sides. NaN/inf features or an
-    empty side are undefined; a dimension mismatch is a ``ValueError``.
-    """
-    es = _as_frames(E_s, "E_s")
-    et = _as_frames(E_t, "E_t")
-    if es.shape[1] != et.shape[1]:
-        raise ValueError(f"feature dimensions differ ({es.shape[1]} vs {et.shape[1]})")
-    et2 = nearest_neighbour_resample(et, es.shape[0])
-    ns = np.linalg.norm(es, axis=1)
-    nt = np.linalg.norm(et2, axis=1)
-    valid = (ns > 0) & (nt > 0)
-    if not np.any(valid):
-        raise MetricUndefined("every aligned frame pair has a zero-norm vector, emo-sim undefined")
-    cos = np.zeros(es.shape[0])
-    cos[valid] = np.einsum("ij,ij->i", es[valid], et2[valid]) / (ns[valid] * nt[valid])
-    return float(np.clip(cos.mean(), -1.0, 1.0))
-
-
-def vector_cosine(a: Any, b: Any) -> float:
-    """Cosine of two 1-D vectors; undefined when either has zero norm or non-finite values."""
-    va = np.asarray(a, dtype=np.float64)
-    vb = np.asarray(b, dtype=np.float64)
-    if va.ndim != 1 or vb.ndim != 1:
-        raise ValueError("vector_cosine expects 1-D vectors")
-    if va.shape != vb.shape:
-        raise ValueError(f"vector lengths differ ({va.size} vs {vb.size})")
-    if va.size == 0:
-        raise MetricUndefined("empty vectors, cosine undefined")
-    if not (np.all(np.isfinite(va)) and np.all(np.isfinite(vb))):
-        raise MetricUndefined("vector contains NaN/inf values, cosine undefined")
-    na = float(np.linalg.norm(va))
-    nb = float(np.linalg.norm(vb))
-    if na == 0.0 or nb == 0.0:
-        raise MetricUndefined("zero-norm vector, cosine undefined")
-    return float(np.clip(float(va @ vb) / (na * nb), -1.0, 1.0))
-
-
-def utterance_cosine(E_s: Any, E_t: Any) -> float:
-    """cos(mean over rows of E_s, mean over rows of E_t); 1-D inputs are used as they are."""
-    vecs = []
-    for name, e in (("E_s", E_s), ("E_t", E_t)):
-        arr = np.asarray(e, dtype=np.float64)
-        if arr.ndim == 2:
-            if arr.shape[0] == 0:
-                raise MetricUndefined(f"{name} has no frames")
-            arr = arr.mean(axis=0)
-        elif arr.ndim != 1:
-            raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
-        vecs.append(arr)
-    return vector_cosine(vecs[0], vecs[1])
-
-
-# --------------------------------------------------------------------------------------------
-# bootstrap
-
-
-def _sampler(n_items: int, groups: Any, rng: np.random.Generator) -> Callable[[], np.ndarray]:
-    if groups is None:
-        return lambda: rng.integers(0, n_items, size=n_items)
-    g = np.asarray(groups)
-    if g.ndim != 1 or g.size != n_items:
-        raise ValueError(f"groups must have one id per item ({n_items}), got shape {g.shape}")
-    if g.dtype == object and any(v is None for v in g):
-        raise ValueError("groups contains None")
-    _, inv = np.unique(g, return_inverse=True)
-    inv = inv.reshape(-1)
-    order = np.argsort(inv, kind="stable")
-    counts = np.bincount(inv)
-    starts = np.cumsum(counts) - counts
-    n_groups = counts.size
-
-    def draw() -> np.ndarray:
-        chosen = rng.integers(0, n_groups, size=n_groups)
-        lengths = counts[chosen]
-        total = int(lengths.sum())
-        offsets = np.cumsum(lengths) - lengths
-        pos = np.repeat(starts[chosen] - offsets, lengths) + np.arange(total)
-        return order[pos]
-
-    return draw
-
-
-def _check_bootstrap_args(n_items: int, n_resamples: int, confidence: float) -> None:
-    if n_resamples < 1:
-        raise ValueError("n_resamples must be >= 1")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError("confidence must be in (0, 1)")
-    if n_items < 0:
-        raise ValueError("n_items must be >= 0")
-
-
-def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.percentile(values, [100.0 * alpha, 100.0 * (1.0 - alpha)])
-    return float(low), float(high)
-
-
-def bootstrap_ci(
-    statistic: Callable[[np.ndarray], float],
-    n_items: int,
-    groups: Any = None,
-    n_resamples: int = 1000,
-    seed: int = 12345,
-    confidence: float = 0.95,
-) -> tuple[float, float, int]:
-    """Percentile bootstrap confidence interval of ``statistic``.
-
-    ``statistic(idx)`` receives an int array of item indices (with repetitions) and returns a
-    float; it may raise MetricUndefined for a resample, which is then skipped (a non-finite
-    return is skipped too). With ``groups`` (one id per item) whole groups are resampled with
-    replacement and all items of each drawn group are taken (cluster bootstrap), so resamples
-    vary in size. Randomness: ``numpy.random.default_rng(seed)``.
-
-    Returns ``(low, high, n_valid)``; raises MetricUndefined when there are no items or fewer
-    than half of the resamples gave a value.
-    """
-    _check_bootstrap_args(n_items, n_resamples, confidence)
-    if n_items == 0:
-        raise MetricUndefined("no items to resample")
-    rng = np.random.default_rng(seed)
-    draw = _sampler(n_items, groups, rng)
-    vals = np.empty(n_resamples)
-    n_valid = 0
-    for _ in range(n_resamples):
-        idx = draw()
-        try:
-            v = float(statistic(idx))
-        except MetricUndefined:
-            continue
-        if np.isfinite(v):
-            vals[n_valid] = v
-            n_valid += 1
-    if 2 * n_valid < n_resamples:
-        raise MetricUndefined(
-            f"only {n_valid} of {n_resamples} bootstrap resamples had a defined value"
-        )
-    low, high = _percentile_interval(vals[:n_valid], confidence)
-    return low, high, n_valid
-
-
-def paired_bootstrap(
-    statistic_a: Callable[[np.ndarray], float],
-    statistic_b: Callable[[np.ndarray], float],
-    n_items: int,
-    groups: Any = None,
-    n_resamples: int = 1000,
-    seed: int = 12345,
-    confidence: float = 0.95,
-) -> dict:
-    """Paired bootstrap of the difference statistic_b - statistic_a.
-
-    Both statistics receive the same resampled index array in every resample (the caller has
-    aligned the two runs item by item). ``diff`` = statistic_b(all) - statistic_a(all); the
-    interval is the percentile interval of the resampled differences. Resamples where either
-    statistic is undefined are skipped; fewer than half valid -> MetricUndefined.
-
-    p-value (two-sided, H0: no difference), by inverting the percentile interval:
-    ``p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (B + 1))`` over the B valid resampled
-    differences d*. Identical runs give p = 1; a run better in every resample gives
-    p = 2 / (B + 1).
-
-    Returns ``{"diff", "ci_low", "ci_high", "p_value", "n", "n_valid"}`` (n = items,
-    n_valid = resamples used).
-    """
-    _check_bootstrap_args(n_items, n_resamples, confidence)
-    if n_items == 0:
-        raise MetricUndefined("no items to resample")
-    full = np.arange(n_items)
-    try:
-        a0 = float(statistic_a(full))
-    except MetricUndefined as exc:
-        raise MetricUndefined(f"run a: {exc.reason}") from None
-    try:
-        b0 = float(statistic_b(full))
-    except MetricUndefined as exc:
-        raise MetricUndefined(f"run b: {exc.reason}") from None
-    rng = np.random.default_rng(seed)
-    draw = _sampler(n_items, groups, rng)
-    diffs = np.empty(n_resamples)
-    n_valid = 0
-    for _ in range(n_resamples):
-        idx = draw()
-        try:
-            d = float(statistic_b(idx)) - float(statistic_a(idx))
-        except MetricUndefined:
-            continue
-        if np.isfinite(d):
-            diffs[n_valid] = d
-            n_valid += 1
-    if 2 * n_valid < n_resamples:
-        raise MetricUndefined(
-            f"only {n_valid} of {n_resamples} paired bootstrap resamples had a defined value"
-        )
-    d = diffs[:n_valid]
-    low, high = _percentile_interval(d, confidence)
-    n_le = int(np.count_nonzero(d <= 0.0))
-    n_ge = int(np.count_nonzero(d >= 0.0))
-    p = min(1.0, 2.0 * (min(n_le, n_ge) + 1) / (n_valid + 1))
-    return {
-        "diff": b0 - a0,
-        "ci_low": low,
-        "ci_high": high,
-        "p_value": p,
-        "n": int(n_items),
-        "n_valid": n_valid,
-    }

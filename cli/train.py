@@ -53,13 +53,13 @@ def register(subparsers) -> None:
     parser.add_argument("--model-dir", default=None,
                         help="models directory for --features emotion2vec (default: $EMOPRES_MODEL_DIR)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="feature cache (default: $EMOPRES_CACHE_DIR/features or ~/.cache/emopres/features)")
+                        help="feature cache (default: $EMOPRES_CACHE_DIR or ~/.cache/emopres/features)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     parser.set_defaults(handler=handle)
 
 
 def handle(args) -> int:
-    from app.cli import CommandError
+    from emopres_client.cli import CommandError
     from models.ser_head import HeadError
     from models.ser_training import (MELD_CLASSES, TrainConfig, TrainingError, concat_datasets, load_manifest,
                                      train_ser)

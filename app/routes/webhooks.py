@@ -1,10 +1,10 @@
-"""``GET /v1/jobs/{id}/deliveries``: the job's webhook callback and every delivery attempt (mounted by app.main)."""
+"""``GET /v1/jobs/{id}/deliveries``: the job's webhook callback and every delivery attempt (included by app.main)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from app import jobs as crud
-from app.main import ERRORS, PrincipalDep, SessionDep
+from app.deps import ERRORS, PrincipalDep, SessionDep
 from app.webhooks import deliveries_view
 
 router = APIRouter(tags=["v1"])

@@ -1,13 +1,13 @@
 """`emopres serve`, `emopres worker`, `emopres db upgrade`, `emopres tokens create|revoke|list`.
 
-All read their settings from the environment (EMOPRES_*; see app/settings.py).
+All read their settings from the environment (EMOPRES_*; see core/settings.py).
 """
 from __future__ import annotations
 
 import logging
 import sys
 
-from app.cli import CommandError
+from emopres_client.cli import CommandError
 
 
 def register(subparsers) -> None:
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 def _settings():
     from pydantic import ValidationError
 
-    from app.settings import Settings
+    from core.settings import Settings
 
     try:
         return Settings()
@@ -68,7 +68,7 @@ def _logging(level: str) -> None:
 
 
 def _sessions(settings, migrate: bool | None = None):
-    from app.db import make_engine, make_session_factory, upgrade
+    from core.db import make_engine, make_session_factory, upgrade
 
     if settings.should_migrate if migrate is None else migrate:
         upgrade(settings.sqlalchemy_url)
@@ -101,7 +101,7 @@ def run_worker(args) -> int:
         raise CommandError("no broker configured: set EMOPRES_BROKER_URL (e.g. redis://localhost:6379/0); "
                            "without one, `emopres serve` evaluates in-process")
     if settings.should_migrate:
-        from app.db import upgrade
+        from core.db import upgrade
 
         upgrade(settings.sqlalchemy_url)
     from worker.celery_app import WORKER_NAME_PREFIX, app
@@ -115,7 +115,7 @@ def run_worker(args) -> int:
 
 
 def run_db_upgrade(args) -> int:
-    from app.db import upgrade
+    from core.db import upgrade
 
     settings = _settings()
     upgrade(settings.sqlalchemy_url, args.revision)
@@ -124,7 +124,7 @@ def run_db_upgrade(args) -> int:
 
 
 def run_db_current(args) -> int:
-    from app.db import current_revision, head_revision, make_engine
+    from core.db import current_revision, head_revision, make_engine
 
     settings = _settings()
     revision = current_revision(make_engine(settings.sqlalchemy_url))
@@ -154,7 +154,7 @@ def run_tokens_create(args) -> int:
 def _token_named(session, name: str):
     from sqlalchemy import select
 
-    from app.db import Token
+    from core.db import Token
 
     token = session.scalar(select(Token).where(Token.name == name.strip()))
     if token is None:

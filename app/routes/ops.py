@@ -1,0 +1,45 @@
+"""Operations routes: liveness, readiness, Prometheus metrics, and the service's own description (``/v1``)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, Response
+
+from app.deps import PrincipalDep, ServicesDep
+from app.errors import NotFound, Unavailable
+from app.readiness import readiness
+from app.schemas import ErrorResponse, Health, Readiness
+from core import __version__
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=Health, tags=["ops"])
+def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorResponse}}, tags=["ops"])
+def readyz(services: ServicesDep):
+    checks = readiness(services)
+    if not all(c["ok"] for c in checks.values()):
+        failing = [name for name, c in checks.items() if not c["ok"]]
+        raise Unavailable(f"not ready: {', '.join(failing)}", details={"checks": checks})
+    return {"status": "ok", "checks": checks}
+
+
+@router.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses={404: {"model": ErrorResponse}})
+def metrics(services: ServicesDep):
+    if not services.settings.metrics_enabled:
+        raise NotFound("metrics are off in this deployment (EMOPRES_METRICS_ENABLED=1 turns them on)",
+                       code="metrics_disabled")
+    body, content_type = services.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+@router.get("/v1", tags=["v1"])
+def info(principal: PrincipalDep, services: ServicesDep):
+    s = services.settings
+    return {"version": __version__, "profile": s.profile, "project": principal.project,
+            "limits": {"max_upload_bytes": s.max_upload_bytes, "max_file_bytes": s.max_file_bytes,
+                       "max_audio_seconds": s.max_audio_seconds, "max_pairs": s.max_pairs,
+                       "max_files": s.max_files}}

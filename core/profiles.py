@@ -1,0 +1,8 @@
+"""The names of the evaluation profiles: what settings, the API and the CLI accept.
+
+Each name is implemented by one module in models/ and registered in models.registry.REGISTRY (which
+checks it registers exactly these); the report's signature records the one used.
+"""
+
+PROFILES = ("lite", "paper")
+DEFAULT_PROFILE = "lite"
