@@ -13,12 +13,13 @@ import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.blobstore import BlobStore
 from core.catalogue import PAIR_METRICS
-from core.db import Chunk, Job, Pair, PairResult, Report
+from core.db import Chunk, Job, Pair, PairResult, Report, utcnow
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.intake import JobRequest
 
@@ -56,30 +57,16 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
                idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int,
                callback: dict | None = None) -> tuple[Job, bool]:
     """Store the blobs, the job, its pairs and chunks (and its webhook callback) in one transaction. (job, created)."""
-    job_id = str(uuid.uuid4())
     n_pairs = len(request.pairs)
-    n_chunks = math.ceil(n_pairs / chunk_size)
-    chunks = chunk_of_pairs(request, chunk_size)
+    job = Job(id=str(uuid.uuid4()), project=project, name=request.name, profile=request.profile,
+              metadata_json=request.metadata, status="queued", n_pairs=n_pairs, n_chunks=math.ceil(n_pairs / chunk_size),
+              use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
+              request_sha256=request.fingerprint, created_at=utcnow())
     blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
     with session_factory() as session:
         try:
             blobs.put_many(session, {sha: audio.read for sha, audio in request.blobs.items()})
-            session.execute(insert(Job), [dict(
-                id=job_id, project=project, name=request.name, profile=request.profile,
-                metadata_json=request.metadata, status="queued", n_pairs=n_pairs, n_chunks=n_chunks,
-                use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
-                request_sha256=request.fingerprint)])
-            session.execute(insert(Pair), [dict(
-                job_id=job_id, pair_id=pair.pair_id, idx=i, chunk=chunks[i], source_path=pair.source,
-                target_path=pair.target, source_sha256=request.files[pair.source].sha256,
-                target_sha256=request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
-                for i, pair in enumerate(request.pairs)])
-            session.execute(insert(Chunk), [dict(job_id=job_id, idx=i, status="pending", attempts=0)
-                                            for i in range(n_chunks)])
-            if callback is not None:
-                from core.db import Webhook
-
-                session.execute(insert(Webhook), [dict(job_id=job_id, **callback)])
+            _insert_job_rows(session, job, request, chunk_of_pairs(request, chunk_size), callback)
             session.commit()
         except IntegrityError:
             session.rollback()
@@ -88,7 +75,24 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
                 if existing is not None:
                     return check_replay(existing, request.fingerprint), False
             raise
-        return session.get(Job, job_id), True
+    return job, True  # as stored: nothing to read back
+
+
+def _insert_job_rows(session: Session, job: Job, request: JobRequest, chunks: list[int], callback: dict | None) -> None:
+    """Core INSERTs (one statement per table, its compiled form cached): the ORM's bulk path costs more per job."""
+    session.execute(insert(Job.__table__), {attr.columns[0].key: getattr(job, attr.key)
+                                            for attr in sa_inspect(Job).column_attrs})
+    session.execute(insert(Pair.__table__), [dict(
+        job_id=job.id, pair_id=pair.pair_id, idx=i, chunk=chunks[i], source_path=pair.source,
+        target_path=pair.target, source_sha256=request.files[pair.source].sha256,
+        target_sha256=request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
+        for i, pair in enumerate(request.pairs)])
+    session.execute(insert(Chunk.__table__), [dict(job_id=job.id, idx=i, status="pending", attempts=0)
+                                              for i in range(job.n_chunks)])
+    if callback is not None:
+        from core.db import Webhook
+
+        session.execute(insert(Webhook.__table__), [dict(job_id=job.id, **callback)])
 
 
 def get_job(session: Session, project: str, job_id: str) -> Job:

@@ -19,6 +19,7 @@ class Services:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     queue: object = None
+    enqueuer: object = None  # worker.tasks.Enqueuer: sends new jobs' chunks after their 202
     embedded: object = None
     reconciler: object = None
     webhooks: object = None  # app.webhook_delivery.Dispatcher
@@ -57,6 +58,9 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
         if start_worker:
             ctx = WorkerContext(settings, queue=services.queue, engine=services.extra["engine"])
             services.reconciler = Reconciler(ctx, settings.reconcile_seconds).start()
+    from worker.tasks import Enqueuer
+
+    services.enqueuer = Enqueuer(services.sessions, services.queue).start()
     if start_worker:  # in this process in both modes: it reads finished jobs from the database
         from app.webhook_delivery import Dispatcher
 
@@ -64,6 +68,8 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
 
 
 def stop_services(services: Services) -> None:
+    if services.enqueuer is not None:
+        services.enqueuer.stop()  # before the queue and the database go
     if services.webhooks is not None:
         services.webhooks.stop()
     if services.embedded is not None:

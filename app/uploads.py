@@ -89,13 +89,21 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
                                    idempotency_key=idempotency_key, chunk_size=settings.chunk_size,
                                    bootstrap=settings.bootstrap, seed=settings.seed, callback=callback)
     if created:
-        from worker.tasks import enqueue_job
-
-        enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
+        enqueue(services, job)
         if services.metrics:
             services.metrics.jobs_created.inc()
             services.metrics.pairs_accepted.inc(job.n_pairs)
     return job, created
+
+
+def enqueue(services: Services, job) -> None:
+    """After the commit, the job is safe: its chunks are sent after the 202 (or now, without a running enqueuer)."""
+    if services.enqueuer is not None:
+        services.enqueuer.add(job.id, job.n_chunks)
+        return
+    from worker.tasks import enqueue_job
+
+    enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
 
 
 def submit_form(services: Services, principal: Principal, idempotency_key: str | None, form) -> tuple[object, bool]:

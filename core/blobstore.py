@@ -82,7 +82,7 @@ def _writers() -> ThreadPoolExecutor:
     global _WRITERS
     with _WRITERS_LOCK:
         if _WRITERS is None:
-            _WRITERS = ThreadPoolExecutor(8, thread_name_prefix="emopres-blob-writer")
+            _WRITERS = ThreadPoolExecutor(32, thread_name_prefix="emopres-blob-writer")
         return _WRITERS
 
 
@@ -137,11 +137,11 @@ class BlobStore:
 
     @staticmethod
     def _insert(session: Session, rows: list[dict]) -> None:
-        """One statement for many rows (one round trip to the database, not one per file)."""
+        """One executemany of one statement (compiled once, whatever the number of rows; PostgreSQL: pipelined)."""
         if rows:
-            statement = insert_for(session, Blob.__table__).values(rows)
+            statement = insert_for(session, Blob.__table__)
             statement = statement.on_conflict_do_update(index_elements=["sha256"], set_={"size": statement.excluded.size})
-            session.execute(statement)
+            session.execute(statement, rows)
 
     def local_path(self, session_factory, sha256: str) -> Path:
         """A local file holding the blob (database store: fetched once, then kept)."""

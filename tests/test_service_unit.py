@@ -13,7 +13,7 @@ from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make
 from app.intake import AudioFile, build_request
 from app.jobs import create_job
 from core.settings import Settings
-from worker.tasks import TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
+from worker.tasks import Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
 from tests.service_support import wav_bytes
 
 
@@ -203,6 +203,28 @@ def test_a_job_the_broker_never_got_is_sent_by_the_reconciler(context):
     with context.sessions() as session:
         session.execute(update(Chunk).values(enqueued_at=utcnow() - timedelta(seconds=120)))
         session.commit()
+    assert reconcile(context)["sent"] == 2
+
+
+def test_the_enqueuer_sends_new_jobs_after_their_acceptance_and_records_them_in_batches(context):
+    """Submissions hand their jobs to the enqueuer (after the commit, off the request's path); it sends every chunk
+    and records them as enqueued, so the reconciler does not send them again; stopping sends what is left."""
+    jobs = [make_job(context.sessions, context.blobs, context.settings) for _ in range(3)]
+    enqueuer = Enqueuer(context.sessions, context.queue)
+    for job_id in jobs:  # added before the thread starts: one batch
+        enqueuer.add(job_id, 2)
+    enqueuer.start().stop()
+    assert sorted(m[1:] for m in context.queue.sent) == sorted((job_id, idx) for job_id in jobs for idx in (0, 1))
+    with context.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Chunk).where(Chunk.enqueued_at.is_(None))) == 0
+    assert reconcile(context)["sent"] == 0
+
+
+def test_chunks_the_enqueuer_cannot_send_are_left_to_the_reconciler(context):
+    job_id = make_job(context.sessions, context.blobs, context.settings)
+    enqueuer = Enqueuer(context.sessions, FakeQueue(fail=True)).start()  # the broker is away
+    enqueuer.add(job_id, 2)
+    enqueuer.stop()
     assert reconcile(context)["sent"] == 2
 
 
