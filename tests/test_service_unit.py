@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
 from core.blobstore import BlobStore
 from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
 from app.intake import AudioFile, build_request
-from app.jobs import create_job
+from app.jobs import JobWriter, create_job, new_job, store_jobs
 from core.settings import Settings
 from worker.tasks import Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
 from tests.service_support import wav_bytes
@@ -156,6 +158,75 @@ def make_job(sessions, store, settings, n_pairs: int = 2, project: str = "p") ->
     job, _ = create_job(sessions, store, request, project=project, idempotency_key=None, chunk_size=1,
                         bootstrap=50, seed=1)
     return job.id
+
+
+def job_request(settings, seed: int, n_pairs: int = 2):
+    files, lines = {}, ["pair_id,source,target"]
+    for i in range(n_pairs):
+        for side in ("s", "t"):
+            data = wav_bytes(0.6, seed=seed + 10 * i + (side == "t"))
+            files[f"{side}{i}.wav"] = AudioFile(f"{side}{i}.wav", len(data), lambda d=data: d)
+        lines.append(f"q{i},s{i}.wav,t{i}.wav")
+    return build_request(manifest_text="\n".join(lines) + "\n", manifest_name="m.csv", files=files, name=None,
+                         profile="lite", metadata=None, group_column=None, settings=settings)
+
+
+def test_a_stored_job_is_on_disk_and_in_the_database_when_create_job_returns(context):
+    """What a 202 acknowledges is committed: every blob file on disk (fsynced before the rows refer to it), its
+    blob row, the job, its pairs and chunks, as a new session reads them; the same through the job writer."""
+    writer = JobWriter(lambda: context.sessions, context.blobs).start()
+    try:
+        for seed, via in ((100, None), (200, writer)):
+            request = job_request(context.settings, seed)
+            job, created = create_job(context.sessions, context.blobs, request, project="p", idempotency_key=None,
+                                      chunk_size=1, bootstrap=50, seed=1, writer=via)
+            assert created
+            shas = sorted(request.blobs)
+            assert all(context.blobs.files.path(sha).read_bytes() == request.blobs[sha].read() for sha in shas)
+            with context.sessions() as session:
+                assert sorted(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas)))) == shas
+                assert session.get(Job, job.id).n_pairs == 2
+                assert session.scalar(select(func.count()).select_from(Pair).where(Pair.job_id == job.id)) == 2
+                assert session.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job.id)) == 2
+    finally:
+        writer.stop()
+
+
+def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(context):
+    """The job writer's batch: two jobs with one Idempotency-Key make one job (the other is told to replay it);
+    a job the database refuses (here: one pair id twice) fails alone, the others of its batch are stored."""
+    items = [new_job(context.blobs, job_request(context.settings, seed), project="p", idempotency_key=key,
+                     chunk_size=1, bootstrap=50, seed=1) for seed, key in ((300, "k1"), (400, "k1"), (500, None))]
+    store_jobs(context.sessions, context.blobs, items)
+    assert [item.stored.result() for item in items] == [True, False, True]
+    good, bad = (new_job(context.blobs, job_request(context.settings, seed), project="p", idempotency_key=None,
+                         chunk_size=1, bootstrap=50, seed=1) for seed in (600, 700))
+    bad.request.pairs.append(bad.request.pairs[0])  # pair q0 twice: the pairs' primary key refuses the job
+    bad.chunks.append(0)
+    store_jobs(context.sessions, context.blobs, [good, bad])
+    assert good.stored.result() is True
+    with pytest.raises(IntegrityError):
+        bad.stored.result()
+    with context.sessions() as session:
+        stored = set(session.scalars(select(Job.id)))
+    assert {items[0].job.id, items[2].job.id, good.job.id} <= stored and not {items[1].job.id, bad.job.id} & stored
+
+
+def test_an_idempotency_lookup_never_waits_for_the_sqlite_writer(context):
+    """A read-only transaction (the submissions' Idempotency-Key lookup) begins without SQLite's write lock: it
+    does not queue behind a job being stored (the busy handler's sleeps made lookups in a burst take 0.4 s)."""
+    from app.jobs import find_by_idempotency_key
+    from core.db import begin_read_only
+
+    found = []
+    with context.sessions() as writer:
+        writer.execute(update(Chunk).values(attempts=0))  # BEGIN IMMEDIATE: the write lock, held
+        reader = threading.Thread(target=lambda: found.append(
+            find_by_idempotency_key(begin_read_only(context.sessions()), "p", "nope")))
+        reader.start()
+        reader.join(timeout=20)  # it would wait for the busy timeout (60 s) if it took the lock
+        assert not reader.is_alive() and found == [None]
+        writer.commit()
 
 
 def test_chunks_group_pairs_of_similar_length_longest_first(context):
