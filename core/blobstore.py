@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +35,11 @@ class BlobMissing(FileNotFoundError):
     pass
 
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _valid_sha(sha256: str) -> str:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    if not SHA256_HEX.fullmatch(sha256):
         raise ValueError(f"not a sha256: {sha256!r}")
     return sha256
 
