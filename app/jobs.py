@@ -101,14 +101,16 @@ def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, projec
 
 
 def store_jobs(session_factory, blobs: BlobStore, items: list[NewJob]) -> None:
-    """One transaction for all: their blob rows, then each job's rows (a job whose Idempotency-Key is taken is
-    skipped, stored=False). Each item's `stored` is set after the commit, or to the error. One commit (one fsync)
-    for a whole burst of submissions: with SQLite's single writer, each commit held every other submission."""
+    """One transaction for all: their blob rows, then their job rows (a job whose Idempotency-Key is taken is
+    skipped, stored=False), pairs and chunks, one statement per table. Each item's `stored` is set after the
+    commit, or to the error. One commit (one fsync) for a whole burst of submissions: with SQLite's single writer,
+    each commit held every other submission."""
     try:
         with session_factory() as session:
             readers = {sha: audio.read for item in items for sha, audio in item.request.blobs.items()}
             blobs.put_many(session, readers)
-            created = [_insert_job_rows(session, item) for item in items]
+            created = _insert_jobs(session, items)
+            _insert_job_rows(session, [item for item in items if item.job.id in created])
             session.commit()
     except Exception as error:
         if len(items) > 1 and isinstance(error, (IntegrityError, DataError)):
@@ -118,30 +120,32 @@ def store_jobs(session_factory, blobs: BlobStore, items: list[NewJob]) -> None:
             for item in items:
                 item.stored.set_exception(error)
         return
-    for item, was_created in zip(items, created):
-        item.stored.set_result(was_created)
+    for item in items:
+        item.stored.set_result(item.job.id in created)
 
 
-def _insert_job_rows(session: Session, item: NewJob) -> bool:
-    """The job's rows (Core INSERTs: one statement per table, compiled once); False when its Idempotency-Key is
-    taken (the job is not stored)."""
-    job, request = item.job, item.request
-    row = {attr.columns[0].key: getattr(job, attr.key) for attr in sa_inspect(Job).column_attrs}
-    statement = insert_for(session, Job.__table__).values(row).returning(Job.id)
-    if job.idempotency_key is not None:
-        statement = statement.on_conflict_do_nothing(index_elements=["project", "idempotency_key"])
-    if session.scalar(statement) is None:
-        return False
-    session.execute(insert(Pair.__table__), [dict(
-        job_id=job.id, pair_id=pair.pair_id, idx=i, chunk=item.chunks[i], source_path=pair.source,
-        target_path=pair.target, source_sha256=request.files[pair.source].sha256,
-        target_sha256=request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
-        for i, pair in enumerate(request.pairs)])
-    session.execute(insert(Chunk.__table__), [dict(job_id=job.id, idx=i, status="pending", attempts=0)
-                                              for i in range(job.n_chunks)])
-    if item.callback is not None:
-        session.execute(insert(Webhook.__table__), [dict(job_id=job.id, **item.callback)])
-    return True
+def _insert_jobs(session: Session, items: list[NewJob]) -> set[str]:
+    """The job rows, in one statement (executemany with RETURNING: one multi-row INSERT); the ids inserted, i.e.
+    without the jobs whose Idempotency-Key another job holds."""
+    rows = [{attr.columns[0].key: getattr(item.job, attr.key) for attr in sa_inspect(Job).column_attrs}
+            for item in items]
+    statement = insert_for(session, Job.__table__).on_conflict_do_nothing(
+        index_elements=["project", "idempotency_key"]).returning(Job.__table__.c.id)
+    return set(session.scalars(statement, rows))
+
+
+def _insert_job_rows(session: Session, items: list[NewJob]) -> None:
+    """The pairs, chunks and webhook callbacks of new jobs: one Core executemany per table (compiled once)."""
+    pairs = [dict(job_id=item.job.id, pair_id=pair.pair_id, idx=i, chunk=item.chunks[i], source_path=pair.source,
+                  target_path=pair.target, source_sha256=item.request.files[pair.source].sha256,
+                  target_sha256=item.request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
+             for item in items for i, pair in enumerate(item.request.pairs)]
+    chunks = [dict(job_id=item.job.id, idx=i, status="pending", attempts=0)
+              for item in items for i in range(item.job.n_chunks)]
+    callbacks = [dict(job_id=item.job.id, **item.callback) for item in items if item.callback is not None]
+    for table, rows in ((Pair.__table__, pairs), (Chunk.__table__, chunks), (Webhook.__table__, callbacks)):
+        if rows:
+            session.execute(insert(table), rows)
 
 
 class JobWriter:

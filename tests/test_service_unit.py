@@ -142,6 +142,30 @@ def test_blobs_are_stored_once_by_content(tmp_path, sessions):
             session.commit()
 
 
+def test_a_blob_file_is_written_only_with_the_content_its_name_says(tmp_path, sessions):
+    """prepare (before the transaction) and put_many (a file a concurrent deletion removed) check the content
+    against its sha256 before writing; a file on disk with the right size is not hashed again; a damaged one
+    (another size) is written again."""
+    store = BlobStore("fs", tmp_path / "blobs")
+    data = wav_bytes(0.5, seed=2)
+    sha = BlobStore.sha256(data)
+    with pytest.raises(ValueError, match="changed while storing"):
+        store.prepare({sha: lambda: data + b"x"})
+    assert not store.files.exists(sha)
+    store.prepare({sha: lambda: data})
+    assert store.files.path(sha).read_bytes() == data
+    store.files.path(sha).write_bytes(data[:100])  # damaged
+    with sessions() as session:
+        store.put_many(session, {sha: lambda: data})
+        session.commit()
+        assert session.get(Blob, sha).size == len(data)
+    assert store.files.path(sha).read_bytes() == data
+    store.files.remove(sha)
+    with sessions() as session, pytest.raises(ValueError, match="changed while storing"):
+        store.put_many(session, {sha: lambda: data[::-1]})
+    assert not store.files.exists(sha)
+
+
 # ---------------------------------------------------------------- leases, attempts, reconciler
 
 
