@@ -180,8 +180,13 @@ class JobWriter:
                 except queue_module.Empty:
                     break
             items = [item for item in batch if item is not None]
-            if items:
-                store_jobs(self.sessions(), self.blobs, items)
+            try:
+                if items:
+                    store_jobs(self.sessions(), self.blobs, items)
+            except Exception as error:  # pragma: no cover - store_jobs answers every item; never leave one waiting
+                for item in items:
+                    if not item.stored.done():
+                        item.stored.set_exception(error)
             if batch[-1] is None:
                 return
 

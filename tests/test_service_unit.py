@@ -216,24 +216,56 @@ def test_a_stored_job_is_on_disk_and_in_the_database_when_create_job_returns(con
         writer.stop()
 
 
-def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(context):
-    """The job writer's batch: two jobs with one Idempotency-Key make one job (the other is told to replay it);
-    a job the database refuses (here: one pair id twice) fails alone, the others of its batch are stored."""
-    items = [new_job(context.blobs, job_request(context.settings, seed), project="p", idempotency_key=key,
-                     chunk_size=1, bootstrap=50, seed=1) for seed, key in ((300, "k1"), (400, "k1"), (500, None))]
-    store_jobs(context.sessions, context.blobs, items)
-    assert [item.stored.result() for item in items] == [True, False, True]
-    good, bad = (new_job(context.blobs, job_request(context.settings, seed), project="p", idempotency_key=None,
-                         chunk_size=1, bootstrap=50, seed=1) for seed in (600, 700))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """(session factory, settings) on a new SQLite file or a new PostgreSQL schema."""
+    settings = Settings(data_dir=tmp_path, database_url=None, broker_url=None, cache_dir=None)
+    if request.param == "postgresql":
+        postgres_url = request.getfixturevalue("postgres_url")
+        schema = f"emopres_unit_{os.getpid()}"
+        admin = create_engine(postgres_url)
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        settings = Settings(data_dir=tmp_path, database_url=f"{postgres_url}?options=-csearch_path%3D{schema}",
+                            broker_url=None, cache_dir=None)
+    upgrade(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url)
+    yield make_session_factory(engine), settings
+    engine.dispose()
+    if request.param == "postgresql":
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(database):
+    """The job writer's batch: two jobs with one Idempotency-Key make one job (the other is told to replay it),
+    also against a job of an earlier batch; a job the database refuses (here: one pair id twice) fails alone,
+    the others of its batch are stored."""
+    sessions, settings = database
+    store = BlobStore.from_settings(settings)
+
+    def job(seed, key=None):
+        return new_job(store, job_request(settings, seed), project="p", idempotency_key=key, chunk_size=1,
+                       bootstrap=50, seed=1)
+
+    items = [job(300, "k1"), job(400, "k1"), job(500), job(600, "k2")]
+    store_jobs(sessions, store, items)
+    assert [item.stored.result() for item in items] == [True, False, True, True]
+    again = job(700, "k2")
+    store_jobs(sessions, store, [again])
+    assert again.stored.result() is False
+    good, bad = job(800), job(900)
     bad.request.pairs.append(bad.request.pairs[0])  # pair q0 twice: the pairs' primary key refuses the job
     bad.chunks.append(0)
-    store_jobs(context.sessions, context.blobs, [good, bad])
+    store_jobs(sessions, store, [good, bad])
     assert good.stored.result() is True
     with pytest.raises(IntegrityError):
         bad.stored.result()
-    with context.sessions() as session:
+    with sessions() as session:
         stored = set(session.scalars(select(Job.id)))
-    assert {items[0].job.id, items[2].job.id, good.job.id} <= stored and not {items[1].job.id, bad.job.id} & stored
+    assert stored == {items[0].job.id, items[2].job.id, items[3].job.id, good.job.id}
 
 
 def test_an_idempotency_lookup_never_waits_for_the_sqlite_writer(context):
