@@ -9,16 +9,22 @@ import csv
 import io
 import json
 import math
+import queue as queue_module
+import threading
 import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.blobstore import BlobStore
 from core.catalogue import PAIR_METRICS
-from core.db import Chunk, Job, Pair, PairResult, Report
+from core.db import Chunk, Job, Pair, PairResult, Report, Webhook, insert_for, utcnow
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.intake import JobRequest
 
@@ -52,43 +58,137 @@ def chunk_of_pairs(request: JobRequest, chunk_size: int) -> list[int]:
     return chunks
 
 
+@dataclass
+class NewJob:
+    """A validated job whose blob files are written, waiting for its rows to be stored."""
+    job: Job
+    request: JobRequest
+    chunks: list[int]
+    callback: dict | None
+    stored: Future = field(default_factory=Future)  # True: created; False: its Idempotency-Key names another job
+
+
+def new_job(blobs: BlobStore, request: JobRequest, *, project: str, idempotency_key: str | None, chunk_size: int,
+            bootstrap: int, seed: int, callback: dict | None = None) -> NewJob:
+    """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it)."""
+    n_pairs = len(request.pairs)
+    job = Job(id=str(uuid.uuid4()), project=project, name=request.name, profile=request.profile,
+              metadata_json=request.metadata, status="queued", n_pairs=n_pairs, n_chunks=math.ceil(n_pairs / chunk_size),
+              use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
+              request_sha256=request.fingerprint, created_at=utcnow())
+    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
+    return NewJob(job, request, chunk_of_pairs(request, chunk_size), callback)
+
+
 def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, project: str,
                idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int,
-               callback: dict | None = None) -> tuple[Job, bool]:
-    """Store the blobs, the job, its pairs and chunks (and its webhook callback) in one transaction. (job, created)."""
-    job_id = str(uuid.uuid4())
-    n_pairs = len(request.pairs)
-    n_chunks = math.ceil(n_pairs / chunk_size)
-    chunks = chunk_of_pairs(request, chunk_size)
-    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
-    with session_factory() as session:
-        try:
-            blobs.put_many(session, {sha: audio.read for sha, audio in request.blobs.items()})
-            session.execute(insert(Job), [dict(
-                id=job_id, project=project, name=request.name, profile=request.profile,
-                metadata_json=request.metadata, status="queued", n_pairs=n_pairs, n_chunks=n_chunks,
-                use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
-                request_sha256=request.fingerprint)])
-            session.execute(insert(Pair), [dict(
-                job_id=job_id, pair_id=pair.pair_id, idx=i, chunk=chunks[i], source_path=pair.source,
-                target_path=pair.target, source_sha256=request.files[pair.source].sha256,
-                target_sha256=request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
-                for i, pair in enumerate(request.pairs)])
-            session.execute(insert(Chunk), [dict(job_id=job_id, idx=i, status="pending", attempts=0)
-                                            for i in range(n_chunks)])
-            if callback is not None:
-                from core.db import Webhook
+               callback: dict | None = None, writer: "JobWriter | None" = None) -> tuple[Job, bool]:
+    """Store the blobs, the job, its pairs and chunks (and its webhook callback), committed before this returns
+    (with a writer: in its next transaction, with other jobs). (job, created)."""
+    item = new_job(blobs, request, project=project, idempotency_key=idempotency_key, chunk_size=chunk_size,
+                   bootstrap=bootstrap, seed=seed, callback=callback)
+    if writer is not None:
+        writer.submit(item)
+    else:
+        store_jobs(session_factory, blobs, [item])
+    if item.stored.result():
+        return item.job, True
+    with session_factory() as session:  # another job holds the key (a retry, or a concurrent twin)
+        existing = find_by_idempotency_key(session, project, idempotency_key)
+    if existing is None:  # pragma: no cover - the conflicting job was deleted meanwhile
+        raise Conflict("this Idempotency-Key was used by a job deleted meanwhile; retry", code="idempotency_conflict")
+    return check_replay(existing, request.fingerprint), False
 
-                session.execute(insert(Webhook), [dict(job_id=job_id, **callback)])
+
+def store_jobs(session_factory, blobs: BlobStore, items: list[NewJob]) -> None:
+    """One transaction for all: their blob rows, then their job rows (a job whose Idempotency-Key is taken is
+    skipped, stored=False), pairs and chunks, one statement per table. Each item's `stored` is set after the
+    commit, or to the error. One commit (one fsync) for a whole burst of submissions: with SQLite's single writer,
+    each commit held every other submission."""
+    try:
+        with session_factory() as session:
+            readers = {sha: audio.read for item in items for sha, audio in item.request.blobs.items()}
+            blobs.put_many(session, readers)
+            created = _insert_jobs(session, items)
+            _insert_job_rows(session, [item for item in items if item.job.id in created])
             session.commit()
-        except IntegrityError:
-            session.rollback()
-            if idempotency_key:
-                existing = find_by_idempotency_key(session, project, idempotency_key)
-                if existing is not None:
-                    return check_replay(existing, request.fingerprint), False
-            raise
-        return session.get(Job, job_id), True
+    except Exception as error:
+        if len(items) > 1 and isinstance(error, (IntegrityError, DataError)):
+            for item in items:  # a job the database refuses must not fail the others: each alone
+                store_jobs(session_factory, blobs, [item])
+        else:  # or the database is away: every job of the batch gets the error
+            for item in items:
+                item.stored.set_exception(error)
+        return
+    for item in items:
+        item.stored.set_result(item.job.id in created)
+
+
+def _insert_jobs(session: Session, items: list[NewJob]) -> set[str]:
+    """The job rows, in one statement (executemany with RETURNING: one multi-row INSERT); the ids inserted, i.e.
+    without the jobs whose Idempotency-Key another job holds."""
+    rows = [{attr.columns[0].key: getattr(item.job, attr.key) for attr in sa_inspect(Job).column_attrs}
+            for item in items]
+    statement = insert_for(session, Job.__table__).on_conflict_do_nothing(
+        index_elements=["project", "idempotency_key"]).returning(Job.__table__.c.id)
+    return set(session.scalars(statement, rows))
+
+
+def _insert_job_rows(session: Session, items: list[NewJob]) -> None:
+    """The pairs, chunks and webhook callbacks of new jobs: one Core executemany per table (compiled once)."""
+    pairs = [dict(job_id=item.job.id, pair_id=pair.pair_id, idx=i, chunk=item.chunks[i], source_path=pair.source,
+                  target_path=pair.target, source_sha256=item.request.files[pair.source].sha256,
+                  target_sha256=item.request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
+             for item in items for i, pair in enumerate(item.request.pairs)]
+    chunks = [dict(job_id=item.job.id, idx=i, status="pending", attempts=0)
+              for item in items for i in range(item.job.n_chunks)]
+    callbacks = [dict(job_id=item.job.id, **item.callback) for item in items if item.callback is not None]
+    for table, rows in ((Pair.__table__, pairs), (Chunk.__table__, chunks), (Webhook.__table__, callbacks)):
+        if rows:
+            session.execute(insert(table), rows)
+
+
+class JobWriter:
+    """Stores new jobs from one thread, as many per transaction as have arrived meanwhile (group commit): a burst
+    of submissions costs a few commits, not one each, and none waits behind another's commit."""
+
+    MAX_BATCH = 64
+
+    def __init__(self, sessions: Callable[[], sessionmaker], blobs: BlobStore) -> None:
+        self.sessions, self.blobs = sessions, blobs  # sessions(): the service's session factory now
+        self._pending: queue_module.Queue = queue_module.Queue()
+        self._thread = threading.Thread(target=self._run, name="emopres-job-writer", daemon=True)
+
+    def start(self) -> "JobWriter":
+        self._thread.start()
+        return self
+
+    def submit(self, item: NewJob) -> None:
+        self._pending.put(item)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store what was submitted, then end the thread."""
+        self._pending.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < self.MAX_BATCH and batch[-1] is not None:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue_module.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            try:
+                if items:
+                    store_jobs(self.sessions(), self.blobs, items)
+            except Exception as error:  # pragma: no cover - store_jobs answers every item; never leave one waiting
+                for item in items:
+                    if not item.stored.done():
+                        item.stored.set_exception(error)
+            if batch[-1] is None:
+                return
 
 
 def get_job(session: Session, project: str, job_id: str) -> Job:

@@ -19,6 +19,8 @@ class Services:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     queue: object = None
+    job_writer: object = None  # app.jobs.JobWriter: stores new jobs, many per transaction
+    enqueuer: object = None  # worker.tasks.Enqueuer: sends new jobs' chunks after their 202
     embedded: object = None
     reconciler: object = None
     webhooks: object = None  # app.webhook_delivery.Dispatcher
@@ -57,6 +59,11 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
         if start_worker:
             ctx = WorkerContext(settings, queue=services.queue, engine=services.extra["engine"])
             services.reconciler = Reconciler(ctx, settings.reconcile_seconds).start()
+    from app.jobs import JobWriter
+    from worker.tasks import Enqueuer
+
+    services.job_writer = JobWriter(lambda: services.sessions, services.blobs).start()
+    services.enqueuer = Enqueuer(services.sessions, services.queue).start()
     if start_worker:  # in this process in both modes: it reads finished jobs from the database
         from app.webhook_delivery import Dispatcher
 
@@ -64,6 +71,9 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
 
 
 def stop_services(services: Services) -> None:
+    for thread in (services.job_writer, services.enqueuer):  # what they hold first, before the database goes
+        if thread is not None:
+            thread.stop()
     if services.webhooks is not None:
         services.webhooks.stop()
     if services.embedded is not None:

@@ -19,6 +19,7 @@ from app.forms import read_multipart
 from app.intake import (AudioFile, archive_contents, build_request, check_field, check_name, check_profile,
                         decode_manifest, normalise_path, parse_metadata, validate_audio)
 from app.services import Services
+from core.db import begin_read_only
 from core.settings import Settings
 
 log = logging.getLogger("emopres.api")
@@ -79,7 +80,7 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
                             files=files, name=name, profile=profile, metadata=metadata,
                             group_column=(texts.get("group_column") or "").strip() or None, settings=settings)
     if idempotency_key:
-        with services.sessions() as session:
+        with begin_read_only(services.sessions()) as session:
             existing = crud.find_by_idempotency_key(session, principal.project, idempotency_key)
         if existing is not None:
             return crud.check_replay(existing, request.fingerprint), False
@@ -87,15 +88,24 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     callback = webhooks.callback_row(services.sessions, callback_url, principal.token_name, settings)
     job, created = crud.create_job(services.sessions, services.blobs, request, project=principal.project,
                                    idempotency_key=idempotency_key, chunk_size=settings.chunk_size,
-                                   bootstrap=settings.bootstrap, seed=settings.seed, callback=callback)
+                                   bootstrap=settings.bootstrap, seed=settings.seed, callback=callback,
+                                   writer=services.job_writer)
     if created:
-        from worker.tasks import enqueue_job
-
-        enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
+        enqueue(services, job)
         if services.metrics:
             services.metrics.jobs_created.inc()
             services.metrics.pairs_accepted.inc(job.n_pairs)
     return job, created
+
+
+def enqueue(services: Services, job) -> None:
+    """After the commit, the job is safe: its chunks are sent after the 202 (or now, without a running enqueuer)."""
+    if services.enqueuer is not None:
+        services.enqueuer.add(job.id, job.n_chunks)
+        return
+    from worker.tasks import enqueue_job
+
+    enqueue_job(services.sessions, services.queue, job.id, job.n_chunks)
 
 
 def submit_form(services: Services, principal: Principal, idempotency_key: str | None, form) -> tuple[object, bool]:

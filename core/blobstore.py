@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import stat
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +36,19 @@ class BlobMissing(FileNotFoundError):
     pass
 
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _valid_sha(sha256: str) -> str:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+    if not SHA256_HEX.fullmatch(sha256):
         raise ValueError(f"not a sha256: {sha256!r}")
     return sha256
+
+
+def _checked(sha256: str, data: bytes) -> bytes:
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"content of blob {sha256[:12]} changed while storing it")
+    return data
 
 
 class FileBlobs:
@@ -52,6 +63,14 @@ class FileBlobs:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int | None:
+        """The stored file's size; None when there is none."""
+        try:
+            info = self.path(sha256).stat()
+        except FileNotFoundError:
+            return None
+        return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     def write(self, sha256: str, data: bytes) -> Path:
         path = self.path(sha256)
@@ -82,7 +101,7 @@ def _writers() -> ThreadPoolExecutor:
     global _WRITERS
     with _WRITERS_LOCK:
         if _WRITERS is None:
-            _WRITERS = ThreadPoolExecutor(8, thread_name_prefix="emopres-blob-writer")
+            _WRITERS = ThreadPoolExecutor(32, thread_name_prefix="emopres-blob-writer")
         return _WRITERS
 
 
@@ -110,12 +129,19 @@ class BlobStore:
         deletion removed meanwhile). An orphan file left by a failed transaction is harmless and reused."""
         if self.kind == "fs" and blobs:
             # in parallel: concurrent fsyncs share the file system's journal commits (8 small files: ~8x faster
-            # than one after the other on ext4), and each file is still on disk before the job is committed
+            # than one after the other on ext4), and each file is still on disk before the job is committed;
+            # the content is checked against its name here, in these threads, not in the transaction
             items = [(_valid_sha(sha), read) for sha, read in blobs.items()]
-            list(_writers().map(lambda item: self.files.write(item[0], item[1]()), items))
+            list(_writers().map(lambda item: self._write_checked(*item), items))
+
+    def _write_checked(self, sha: str, read: Callable[[], bytes]) -> None:
+        data = read()
+        if self.files.size(sha) != len(data):  # not on disk yet (or damaged): hashed only when written
+            self.files.write(sha, _checked(sha, data))
 
     def put_many(self, session: Session, blobs: dict[str, Callable[[], bytes]]) -> None:
-        """Record blobs (sha256 -> reader of its bytes) in this transaction; fs: write the files now.
+        """Record blobs (sha256 -> reader of its bytes) in this transaction; fs: write the files now unless on disk
+        already (prepare wrote and checked them; a file is only ever written after its content is checked).
 
         The row insert takes a row lock (ON CONFLICT DO UPDATE), so a concurrent job deletion
         cannot remove a blob that this transaction is about to reference.
@@ -123,13 +149,13 @@ class BlobStore:
         rows, held = [], 0
         for sha, read in sorted(blobs.items()):  # one order for every transaction: concurrent jobs never deadlock
             data = read()
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise ValueError(f"content of blob {sha[:12]} changed while storing it")
+            if self.kind == "database" or self.files.size(_valid_sha(sha)) != len(data):
+                _checked(sha, data)  # a file on disk with this size was checked when it was written
+                if self.kind == "fs":
+                    self.files.write(sha, data)  # not (or no longer) on disk: a concurrent deletion removed it
             rows.append({"sha256": _valid_sha(sha), "size": len(data),
                          "content": data if self.kind == "database" else None})
             held += len(data) if self.kind == "database" else 0
-            if self.kind == "fs":
-                self.files.write(sha, data)
             if len(rows) >= INSERT_ROWS or held >= INSERT_BYTES:
                 self._insert(session, rows)
                 rows, held = [], 0
@@ -137,11 +163,11 @@ class BlobStore:
 
     @staticmethod
     def _insert(session: Session, rows: list[dict]) -> None:
-        """One statement for many rows (one round trip to the database, not one per file)."""
+        """One executemany of one statement (compiled once, whatever the number of rows; PostgreSQL: pipelined)."""
         if rows:
-            statement = insert_for(session, Blob.__table__).values(rows)
+            statement = insert_for(session, Blob.__table__)
             statement = statement.on_conflict_do_update(index_elements=["sha256"], set_={"size": statement.excluded.size})
-            session.execute(statement)
+            session.execute(statement, rows)
 
     def local_path(self, session_factory, sha256: str) -> Path:
         """A local file holding the blob (database store: fetched once, then kept)."""

@@ -211,6 +211,15 @@ class WebhookDelivery(Base):
 # ---------------------------------------------------------------- engine
 
 
+READ_ONLY_OPTION = "emopres_read_only"
+
+
+def begin_read_only(session: Session) -> Session:
+    """Start the session's transaction as one that only reads (SQLite: without taking the write lock)."""
+    session.connection(execution_options={READ_ONLY_OPTION: True})
+    return session
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -229,8 +238,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
-            # one writer at a time, taken at the start: no SQLITE_BUSY when a reader turns writer
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # one writer at a time, taken at the start: no SQLITE_BUSY when a reader turns writer; a transaction
+            # that only reads (READ_ONLY) takes no lock: a WAL reader never waits for the writer
+            read_only = connection.get_execution_options().get(READ_ONLY_OPTION)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     connect_args = {}

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
 from core.blobstore import BlobStore
 from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
 from app.intake import AudioFile, build_request
-from app.jobs import create_job
+from app.jobs import JobWriter, create_job, new_job, store_jobs
 from core.settings import Settings
-from worker.tasks import TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
+from worker.tasks import Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
 from tests.service_support import wav_bytes
 
 
@@ -140,6 +142,30 @@ def test_blobs_are_stored_once_by_content(tmp_path, sessions):
             session.commit()
 
 
+def test_a_blob_file_is_written_only_with_the_content_its_name_says(tmp_path, sessions):
+    """prepare (before the transaction) and put_many (a file a concurrent deletion removed) check the content
+    against its sha256 before writing; a file on disk with the right size is not hashed again; a damaged one
+    (another size) is written again."""
+    store = BlobStore("fs", tmp_path / "blobs")
+    data = wav_bytes(0.5, seed=2)
+    sha = BlobStore.sha256(data)
+    with pytest.raises(ValueError, match="changed while storing"):
+        store.prepare({sha: lambda: data + b"x"})
+    assert not store.files.exists(sha)
+    store.prepare({sha: lambda: data})
+    assert store.files.path(sha).read_bytes() == data
+    store.files.path(sha).write_bytes(data[:100])  # damaged
+    with sessions() as session:
+        store.put_many(session, {sha: lambda: data})
+        session.commit()
+        assert session.get(Blob, sha).size == len(data)
+    assert store.files.path(sha).read_bytes() == data
+    store.files.remove(sha)
+    with sessions() as session, pytest.raises(ValueError, match="changed while storing"):
+        store.put_many(session, {sha: lambda: data[::-1]})
+    assert not store.files.exists(sha)
+
+
 # ---------------------------------------------------------------- leases, attempts, reconciler
 
 
@@ -156,6 +182,107 @@ def make_job(sessions, store, settings, n_pairs: int = 2, project: str = "p") ->
     job, _ = create_job(sessions, store, request, project=project, idempotency_key=None, chunk_size=1,
                         bootstrap=50, seed=1)
     return job.id
+
+
+def job_request(settings, seed: int, n_pairs: int = 2):
+    files, lines = {}, ["pair_id,source,target"]
+    for i in range(n_pairs):
+        for side in ("s", "t"):
+            data = wav_bytes(0.6, seed=seed + 10 * i + (side == "t"))
+            files[f"{side}{i}.wav"] = AudioFile(f"{side}{i}.wav", len(data), lambda d=data: d)
+        lines.append(f"q{i},s{i}.wav,t{i}.wav")
+    return build_request(manifest_text="\n".join(lines) + "\n", manifest_name="m.csv", files=files, name=None,
+                         profile="lite", metadata=None, group_column=None, settings=settings)
+
+
+def test_a_stored_job_is_on_disk_and_in_the_database_when_create_job_returns(context):
+    """What a 202 acknowledges is committed: every blob file on disk (fsynced before the rows refer to it), its
+    blob row, the job, its pairs and chunks, as a new session reads them; the same through the job writer."""
+    writer = JobWriter(lambda: context.sessions, context.blobs).start()
+    try:
+        for seed, via in ((100, None), (200, writer)):
+            request = job_request(context.settings, seed)
+            job, created = create_job(context.sessions, context.blobs, request, project="p", idempotency_key=None,
+                                      chunk_size=1, bootstrap=50, seed=1, writer=via)
+            assert created
+            shas = sorted(request.blobs)
+            assert all(context.blobs.files.path(sha).read_bytes() == request.blobs[sha].read() for sha in shas)
+            with context.sessions() as session:
+                assert sorted(session.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas)))) == shas
+                assert session.get(Job, job.id).n_pairs == 2
+                assert session.scalar(select(func.count()).select_from(Pair).where(Pair.job_id == job.id)) == 2
+                assert session.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job.id)) == 2
+    finally:
+        writer.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """(session factory, settings) on a new SQLite file or a new PostgreSQL schema."""
+    settings = Settings(data_dir=tmp_path, database_url=None, broker_url=None, cache_dir=None)
+    if request.param == "postgresql":
+        postgres_url = request.getfixturevalue("postgres_url")
+        schema = f"emopres_unit_{os.getpid()}"
+        admin = create_engine(postgres_url)
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+        settings = Settings(data_dir=tmp_path, database_url=f"{postgres_url}?options=-csearch_path%3D{schema}",
+                            broker_url=None, cache_dir=None)
+    upgrade(settings.sqlalchemy_url)
+    engine = make_engine(settings.sqlalchemy_url)
+    yield make_session_factory(engine), settings
+    engine.dispose()
+    if request.param == "postgresql":
+        with admin.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(database):
+    """The job writer's batch: two jobs with one Idempotency-Key make one job (the other is told to replay it),
+    also against a job of an earlier batch; a job the database refuses (here: one pair id twice) fails alone,
+    the others of its batch are stored."""
+    sessions, settings = database
+    store = BlobStore.from_settings(settings)
+
+    def job(seed, key=None):
+        return new_job(store, job_request(settings, seed), project="p", idempotency_key=key, chunk_size=1,
+                       bootstrap=50, seed=1)
+
+    items = [job(300, "k1"), job(400, "k1"), job(500), job(600, "k2")]
+    store_jobs(sessions, store, items)
+    assert [item.stored.result() for item in items] == [True, False, True, True]
+    again = job(700, "k2")
+    store_jobs(sessions, store, [again])
+    assert again.stored.result() is False
+    good, bad = job(800), job(900)
+    bad.request.pairs.append(bad.request.pairs[0])  # pair q0 twice: the pairs' primary key refuses the job
+    bad.chunks.append(0)
+    store_jobs(sessions, store, [good, bad])
+    assert good.stored.result() is True
+    with pytest.raises(IntegrityError):
+        bad.stored.result()
+    with sessions() as session:
+        stored = set(session.scalars(select(Job.id)))
+    assert stored == {items[0].job.id, items[2].job.id, items[3].job.id, good.job.id}
+
+
+def test_an_idempotency_lookup_never_waits_for_the_sqlite_writer(context):
+    """A read-only transaction (the submissions' Idempotency-Key lookup) begins without SQLite's write lock: it
+    does not queue behind a job being stored (the busy handler's sleeps made lookups in a burst take 0.4 s)."""
+    from app.jobs import find_by_idempotency_key
+    from core.db import begin_read_only
+
+    found = []
+    with context.sessions() as writer:
+        writer.execute(update(Chunk).values(attempts=0))  # BEGIN IMMEDIATE: the write lock, held
+        reader = threading.Thread(target=lambda: found.append(
+            find_by_idempotency_key(begin_read_only(context.sessions()), "p", "nope")))
+        reader.start()
+        reader.join(timeout=20)  # it would wait for the busy timeout (60 s) if it took the lock
+        assert not reader.is_alive() and found == [None]
+        writer.commit()
 
 
 def test_chunks_group_pairs_of_similar_length_longest_first(context):
@@ -203,6 +330,28 @@ def test_a_job_the_broker_never_got_is_sent_by_the_reconciler(context):
     with context.sessions() as session:
         session.execute(update(Chunk).values(enqueued_at=utcnow() - timedelta(seconds=120)))
         session.commit()
+    assert reconcile(context)["sent"] == 2
+
+
+def test_the_enqueuer_sends_new_jobs_after_their_acceptance_and_records_them_in_batches(context):
+    """Submissions hand their jobs to the enqueuer (after the commit, off the request's path); it sends every chunk
+    and records them as enqueued, so the reconciler does not send them again; stopping sends what is left."""
+    jobs = [make_job(context.sessions, context.blobs, context.settings) for _ in range(3)]
+    enqueuer = Enqueuer(context.sessions, context.queue)
+    for job_id in jobs:  # added before the thread starts: one batch
+        enqueuer.add(job_id, 2)
+    enqueuer.start().stop()
+    assert sorted(m[1:] for m in context.queue.sent) == sorted((job_id, idx) for job_id in jobs for idx in (0, 1))
+    with context.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Chunk).where(Chunk.enqueued_at.is_(None))) == 0
+    assert reconcile(context)["sent"] == 0
+
+
+def test_chunks_the_enqueuer_cannot_send_are_left_to_the_reconciler(context):
+    job_id = make_job(context.sessions, context.blobs, context.settings)
+    enqueuer = Enqueuer(context.sessions, FakeQueue(fail=True)).start()  # the broker is away
+    enqueuer.add(job_id, 2)
+    enqueuer.stop()
     assert reconcile(context)["sent"] == 2
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue as queue_module
 import socket
 import threading
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, null, or_, select, update
+from sqlalchemy import and_, exists, func, null, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from core.blobstore import BlobMissing, BlobStore
@@ -402,18 +403,67 @@ def enqueue_job(ctx_or_sessions, queue: TaskQueue, job_id: str, n_chunks: int | 
         with sessions() as session:
             indexes = list(session.scalars(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "pending",
                                                                    Chunk.enqueued_at.is_(None)).order_by(Chunk.idx)))
+    send_chunks(sessions, queue, [(job_id, idx) for idx in indexes])
+
+
+def send_chunks(sessions, queue: TaskQueue, chunks: list[tuple[str, int]]) -> None:
+    """Send chunks (job id, index), then record the sent ones in one transaction; what cannot be sent now (the
+    broker is away) is left to the reconciler."""
     sent = []
-    for idx in indexes:
+    for job_id, idx in chunks:
         try:
             queue.send_chunk(job_id, idx)
         except Exception as error:
             log.warning("cannot enqueue job %s (the reconciler will): %s", job_id, error)
             break
-        sent.append(idx)
+        sent.append((job_id, idx))
     if sent:
         with sessions() as session:
-            session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx.in_(sent)).values(enqueued_at=utcnow()))
+            session.execute(update(Chunk).where(tuple_(Chunk.job_id, Chunk.idx).in_(sent)).values(enqueued_at=utcnow()))
             session.commit()
+
+
+class Enqueuer:
+    """Sends the chunks of new jobs from one thread, in batches, after their 202: a burst of submissions costs one
+    enqueue record (one transaction) per batch instead of one per job, and none on the requests' path. A job
+    accepted but not sent yet is in the database already: if this process dies first, the reconciler sends it."""
+
+    MAX_BATCH = 500  # chunks per batch (one UPDATE)
+
+    def __init__(self, sessions, queue: TaskQueue) -> None:
+        self.sessions, self.queue = sessions, queue
+        self._pending: queue_module.Queue = queue_module.Queue()
+        self._thread = threading.Thread(target=self._run, name="emopres-enqueuer", daemon=True)
+
+    def start(self) -> "Enqueuer":
+        self._thread.start()
+        return self
+
+    def add(self, job_id: str, n_chunks: int) -> None:
+        for idx in range(n_chunks):
+            self._pending.put((job_id, idx))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Send what was added (the service is stopping), then end the thread."""
+        self._pending.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < self.MAX_BATCH and batch[-1] is not None:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue_module.Empty:
+                    break
+            chunks = [item for item in batch if item is not None]
+            try:
+                send_chunks(self.sessions, self.queue, chunks)
+            except Exception as error:  # the database is away: the reconciler sends them again later
+                log.warning("cannot record %d chunks as enqueued (the reconciler will resend them): %s",
+                            len(chunks), error)
+            if batch[-1] is None:
+                return
 
 
 class Reconciler:
