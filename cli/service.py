@@ -75,6 +75,18 @@ def _sessions(settings, migrate: bool | None = None):
     return make_session_factory(make_engine(settings.sqlalchemy_url))
 
 
+def migrate_once_for_workers(settings) -> None:
+    """Upgrade the schema here, once, and tell the API processes not to: several migrating at once race on the
+    version table and all but one fail to start."""
+    import os
+
+    if settings.should_migrate:
+        from core.db import upgrade
+
+        upgrade(settings.sqlalchemy_url)
+    os.environ["EMOPRES_AUTO_MIGRATE"] = "0"  # inherited by uvicorn's worker processes
+
+
 def run_serve(args) -> int:
     import uvicorn
 
@@ -85,6 +97,7 @@ def run_serve(args) -> int:
     from app.connections import uvicorn_options
 
     if args.workers > 1:
+        migrate_once_for_workers(settings)
         uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level=args.log_level, access_log=False, **uvicorn_options(settings))
         return 0
