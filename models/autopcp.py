@@ -54,7 +54,7 @@ from models.batching import (
     zero_mean_unit_var,
 )
 from models.precision import check_precision, measure_fast_mode
-from models.speedups import cached_weights, padding_mask, use_time_major_features
+from models.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ class XlsrEncoder:
         model.encoder.layers = nn.ModuleList(list(model.encoder.layers)[:pick_layer])
         self.model = model.to(device).eval()
         use_time_major_features(self.model)
+        use_packed_linears(self.model)
         self.pick_layer = pick_layer
         self.full_layers = n_layers
         self.device = torch.device(device)

@@ -48,6 +48,7 @@ from models.batching import (
 )
 from models.emotion2vec_net import _Emotion2VecNet, _map_checkpoint_keys
 from models.precision import check_precision, measure_fast_mode
+from models.speedups import use_packed_linears
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class Emotion2Vec:
     def __init__(self, net: _Emotion2VecNet, *, device="cpu", precision="fp32", source="",
                  sha256="", labels: list[str] | None = None, max_batch_seconds: float | None = None):
         self.net = net.to(device).eval()
+        use_packed_linears(self.net)
         self.device = torch.device(device)
         self.precision = precision
         self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen

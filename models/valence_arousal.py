@@ -46,7 +46,7 @@ from models.batching import (
     zero_mean_unit_var,
 )
 from models.precision import check_precision, measure_fast_mode
-from models.speedups import cached_weights, padding_mask, use_time_major_features
+from models.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ class ValenceArousal:
                            source, cfg.feat_extract_norm)
         self.min_samples = hf_min_samples(cfg)
         use_time_major_features(self.model.wav2vec2)
+        use_packed_linears(self.model)
         labels = [str(v).lower() for _, v in sorted((int(k), v) for k, v in (cfg.id2label or {}).items())]
         if len(labels) == 3 and set(labels) == set(LABELS):
             self.index = {name: labels.index(name) for name in LABELS}

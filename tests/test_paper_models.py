@@ -294,16 +294,17 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
     assert enc.info()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_speaker_attention_gets_a_time_major_input(model_dir, waves):
-    """F.linear on WavLM's transposed attention input is a per-frame bmm under CPU bf16 autocast (250x slower):
-    the attention must see a (time, batch, dim)-contiguous tensor, and the embeddings stay the same."""
+def test_speaker_attention_projects_contiguous_inputs(model_dir, waves):
+    """WavLM attention runs its projections as modules on a contiguous (batch, time, dim) tensor: F.linear on
+    transformers' transposed (time, batch, dim) view is a per-frame bmm under CPU bf16 autocast (250x slower),
+    and only the modules get the packed oneDNN weights. fp32 and bf16 embeddings agree."""
     from models.speaker import SpeakerEncoder
 
     enc = SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth")
     seen = []
-    hooks = [layer.attention.register_forward_pre_hook(
-        lambda m, a, k: seen.append((a[0] if a else k["hidden_states"]).transpose(0, 1).is_contiguous()),
-        with_kwargs=True) for layer in enc.wavlm.encoder.layers]
+    hooks = [proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+             for layer in enc.wavlm.encoder.layers
+             for proj in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj)]
     try:
         fp32 = enc.embeddings(waves)
         enc.precision = "bf16"
