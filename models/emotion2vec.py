@@ -40,6 +40,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     file_sha256,
     load_torch_file,
@@ -265,7 +266,8 @@ class Emotion2Vec:
                 )
         if not waves:
             return [], np.zeros((0, self.embed_dim), np.float32)
-        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds)
+        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
+                          streams=cpu_streams(self.device))
         frames = [o.numpy().astype(np.float32, copy=False) for o in out]
         utt = np.stack([o.double().mean(0).float().numpy() for o in out]).astype(np.float32)
         return frames, utt

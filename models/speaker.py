@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import re
 import types
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     file_sha256,
     hf_frame_lengths,
@@ -459,29 +459,16 @@ class SpeakerEncoder:
 
     # ------------------------------------------------------------------ inference
     def _weighted_states(self, wav: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """softmax(feature_weight)-weighted sum of s3prl's hidden states, accumulated layer by layer."""
+        """softmax(feature_weight)-weighted sum of s3prl's 25 hidden states: the input of each transformer
+        layer (transformers' ``hidden_states`` but the last) and the final layer-normed output. No hooks on
+        the shared modules: utterances may run in concurrent threads (models.batching.run_batched)."""
         weights = torch.softmax(self.ecapa.feature_weight.float(), dim=0)
-        acc: list[torch.Tensor] = []
-
-        def add(i, h):
-            h = (h[0] if isinstance(h, tuple) else h).float() * weights[i]
-            if acc:
-                acc[0] = acc[0] + h
-            else:
-                acc.append(h)
-
-        hooks = [
-            layer.register_forward_pre_hook(lambda mod, args, kwargs, i=i: add(i, args[0] if args else kwargs["hidden_states"]),
-                                            with_kwargs=True)
-            for i, layer in enumerate(self.wavlm.encoder.layers)
-        ]
-        try:
-            last = self.wavlm(wav, attention_mask=mask)[0]
-        finally:
-            for h in hooks:
-                h.remove()
-        add(len(weights) - 1, last)
-        return acc[0]
+        out = self.wavlm(wav, attention_mask=mask, output_hidden_states=True)
+        states = [*out.hidden_states[:-1], out.last_hidden_state]
+        acc = states[0].float() * weights[0]
+        for w, h in zip(weights[1:], states[1:]):
+            acc = acc + h.float() * w
+        return acc
 
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray]) -> list[np.ndarray]:
@@ -490,9 +477,7 @@ class SpeakerEncoder:
             tensors = [F.layer_norm(w, w.shape) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
         mask = padding_mask(lengths, wav.shape[1])
-        with autocast_context(self.device, self.precision), cached_weights(self.wavlm), warnings.catch_warnings():
-            # transformers' WavLM passes a bool key-padding mask with a float position bias
-            warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+        with autocast_context(self.device, self.precision), cached_weights(self.wavlm):
             feats = self._weighted_states(wav, mask)
         x = feats.float().transpose(1, 2) + 1e-6  # (B, D, T)
         frames = hf_frame_lengths(self.wavlm.config, lengths).to(x.device)
@@ -508,5 +493,5 @@ class SpeakerEncoder:
         if not waves:
             return np.zeros((0, self.embed_dim), np.float32)
         out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          max_items=None if self.exact_batching else 1)
+                          max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
         return np.stack(out).astype(np.float32)

@@ -33,6 +33,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     hf_exact_batching,
     hf_frame_lengths,
@@ -223,7 +224,7 @@ class ValenceArousal:
         if not waves:
             return []
         return run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                           max_items=None if self.exact_batching else 1)
+                           max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
 
     def chunks(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per utterance a (C_i, 2) float32 array of (arousal, valence) - 0.5."""
