@@ -35,7 +35,8 @@ SAMPLE_RATE = 16000
 #: Default padded-audio budget per forward pass. On GPU bigger batches keep the device busy. On
 #: CPU the GEMMs of one utterance already fill the cores and padding only adds work (full-size
 #: emotion2vec+ large on 2 cores, 8 utterances of 3.3-4.0 s: 8.3 audio-s/s alone, 8.0 in 12 s
-#: batches, 7.2 in 40 s batches; bf16 16.4 / 15.0 / 12.5), so 1 s runs every real utterance alone.
+#: batches, 7.2 in 40 s batches; bf16 16.4 / 15.0 / 12.5), so 1 s runs every real utterance alone (and
+#: :func:`cpu_streams` of them at once).
 DEFAULT_BATCH_SECONDS = {"cpu": 1.0, "cuda": 160.0}
 
 T = TypeVar("T")
