@@ -10,7 +10,7 @@ never results.
 On CPU the batches (there: one utterance each) run concurrently, one stream per torch thread,
 each stream single-threaded (:func:`cpu_streams`): independent utterances on separate cores
 beat one utterance's ops split across the cores, which meet at a barrier after every op (two
-streams of 200x1024 @ 1024x4096 GEMMs on 2 shared cores: 1.3-1.45x the throughput of one
+streams of 200x1024 @ 1024x4096 GEMMs on 2 shared cores: 1.35-1.5x the throughput of one
 2-thread stream), and a core taken by another process then slows one stream instead of
 stalling every op.
 """
