@@ -38,6 +38,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     file_sha256,
     hf_exact_batching,
@@ -54,7 +55,7 @@ from models.batching import (
     zero_mean_unit_var,
 )
 from models.precision import check_precision, measure_fast_mode
-from models.speedups import cached_weights, padding_mask, use_time_major_features
+from models.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class XlsrEncoder:
         model.encoder.layers = nn.ModuleList(list(model.encoder.layers)[:pick_layer])
         self.model = model.to(device).eval()
         use_time_major_features(self.model)
+        use_packed_linears(self.model)
         self.pick_layer = pick_layer
         self.full_layers = n_layers
         self.device = torch.device(device)
@@ -126,18 +128,11 @@ class XlsrEncoder:
             tensors = [zero_mean_unit_var(w) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
         mask = padding_mask(lengths, wav.shape[1])
-        captured = {}
-
-        def grab(module, args, output):
-            captured["h"] = output[0] if isinstance(output, tuple) else output
-
-        hook = self.model.encoder.layers[self.pick_layer - 1].register_forward_hook(grab)
-        try:
-            with autocast_context(self.device, self.precision), cached_weights(self.model):
-                self.model(wav, attention_mask=mask)
-        finally:
-            hook.remove()
-        h = captured["h"].float()
+        # hidden_states[pick_layer]: the output of the last kept layer, before the encoder's final norm
+        # (transformers' own capture, thread-safe: utterances may run in concurrent threads)
+        with autocast_context(self.device, self.precision), cached_weights(self.model):
+            h = self.model(wav, attention_mask=mask, output_hidden_states=True).hidden_states[self.pick_layer]
+        h = h.float()
         frames = hf_frame_lengths(self.model.config, lengths).to(h.device)
         keep = lengths_to_mask(frames, h.shape[1]).to(h.dtype)
         pooled = (h * keep[..., None]).sum(dim=1) / frames[:, None].to(h.dtype)
@@ -151,7 +146,7 @@ class XlsrEncoder:
         if not waves:
             return np.zeros((0, self.embed_dim), np.float32)
         out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          max_items=None if self.exact_batching else 1)
+                          max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
         return np.stack(out).astype(np.float32)
 
 

@@ -40,6 +40,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     file_sha256,
     load_torch_file,
@@ -48,6 +49,7 @@ from models.batching import (
 )
 from models.emotion2vec_net import _Emotion2VecNet, _map_checkpoint_keys
 from models.precision import check_precision, measure_fast_mode
+from models.speedups import use_packed_linears
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +189,7 @@ class Emotion2Vec:
     def __init__(self, net: _Emotion2VecNet, *, device="cpu", precision="fp32", source="",
                  sha256="", labels: list[str] | None = None, max_batch_seconds: float | None = None):
         self.net = net.to(device).eval()
+        use_packed_linears(self.net)
         self.device = torch.device(device)
         self.precision = precision
         self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
@@ -263,7 +266,8 @@ class Emotion2Vec:
                 )
         if not waves:
             return [], np.zeros((0, self.embed_dim), np.float32)
-        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds)
+        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
+                          streams=cpu_streams(self.device))
         frames = [o.numpy().astype(np.float32, copy=False) for o in out]
         utt = np.stack([o.double().mean(0).float().numpy() for o in out]).astype(np.float32)
         return frames, utt

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     file_sha256,
     hf_frame_lengths,
@@ -49,7 +50,7 @@ from models.batching import (
     run_batched,
 )
 from models.precision import check_precision, measure_fast_mode
-from models.speedups import cached_weights, padding_mask, use_time_major_features
+from models.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -335,23 +336,42 @@ def wavlm_config_from_state(state: dict):
     )
 
 
-def _time_major(module, args, kwargs):
-    """Give WavLM attention its input as a (batch, time) view of a time-major tensor.
+def _wavlm_attention_forward(self, hidden_states, attention_mask=None, position_bias=None, index=0, **kwargs):
+    """transformers' ``WavLMAttention.forward`` with the same math through ``nn.Linear`` modules (so
+    the packed oneDNN linears of models/speedups.py apply) and ``F.scaled_dot_product_attention``.
 
-    transformers' WavLMAttention hands ``hidden_states.transpose(0, 1)`` to
-    F.multi_head_attention_forward; F.linear on that strided (time, batch, dim) view under CPU
-    bf16 autocast expands the weight to one copy per frame (a bmm): 250x slower than on a
-    contiguous input, and 2.5x slower in fp32 too. Same values, other memory layout."""
-    if args:
-        hidden = args[0]
-        return (hidden.transpose(0, 1).contiguous().transpose(0, 1), *args[1:]), kwargs
-    hidden = kwargs["hidden_states"]
-    return args, {**kwargs, "hidden_states": hidden.transpose(0, 1).contiguous().transpose(0, 1)}
+    transformers hands the projection weights to ``F.multi_head_attention_forward``, which runs
+    them through plain ``F.linear`` on a (time, batch, dim) view and, since it must return the
+    averaged attention weights, an explicit baddbmm/softmax/bmm; WavLMEncoderLayer discards those
+    weights. Here: q, k, v and out projections as the modules, the gated relative position bias
+    exactly as transformers computes it, padded keys at -inf (as ``key_padding_mask`` does), and
+    SDPA's default scale 1/sqrt(head_dim) (multi_head_attention_forward's). Returns
+    (output, None, position_bias)."""
+    bsz, tgt_len, embed_dim = hidden_states.size()
+    heads, head_dim = self.num_heads, self.head_dim
+    if position_bias is None:
+        position_bias = self.compute_bias(tgt_len, tgt_len)
+        position_bias = position_bias.unsqueeze(0).repeat(bsz, 1, 1, 1).view(bsz * heads, tgt_len, tgt_len)
+    gated = hidden_states.view(bsz, tgt_len, heads, head_dim).permute(0, 2, 1, 3)
+    relative = self.gru_rel_pos_linear(gated).view(bsz, heads, tgt_len, 2, 4).sum(-1)
+    gate_a, gate_b = torch.sigmoid(relative).chunk(2, dim=-1)
+    gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
+    bias = (gate.view(bsz * heads, -1, 1) * position_bias).view(bsz, heads, tgt_len, tgt_len)
+    if attention_mask is not None:
+        bias = bias.masked_fill(attention_mask.ne(1)[:, None, None, :], float("-inf"))
+
+    def split(x):
+        return x.view(bsz, tgt_len, heads, head_dim).transpose(1, 2)
+
+    q, k, v = split(self.q_proj(hidden_states)), split(self.k_proj(hidden_states)), split(self.v_proj(hidden_states))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+    return self.out_proj(out.transpose(1, 2).reshape(bsz, tgt_len, embed_dim)), None, position_bias
 
 
-def use_time_major_attention(wavlm) -> None:
+def use_fast_attention(wavlm) -> None:
+    """Every WavLM attention layer runs :func:`_wavlm_attention_forward` (same values)."""
     for layer in wavlm.encoder.layers:
-        layer.attention.register_forward_pre_hook(_time_major, with_kwargs=True)
+        layer.attention.forward = types.MethodType(_wavlm_attention_forward, layer.attention)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -364,8 +384,10 @@ class SpeakerEncoder:
                  source="", sha256="", max_batch_seconds: float | None = None):
         self.wavlm = wavlm.to(device).eval()
         self.ecapa = ecapa.to(device).eval()
-        use_time_major_attention(self.wavlm)
+        use_fast_attention(self.wavlm)
         use_time_major_features(self.wavlm)
+        use_packed_linears(self.wavlm)
+        use_packed_linears(self.ecapa)
         self.normalize = normalize
         self.device = torch.device(device)
         self.precision = precision
@@ -437,29 +459,16 @@ class SpeakerEncoder:
 
     # ------------------------------------------------------------------ inference
     def _weighted_states(self, wav: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """softmax(feature_weight)-weighted sum of s3prl's hidden states, accumulated layer by layer."""
+        """softmax(feature_weight)-weighted sum of s3prl's 25 hidden states: the input of each transformer
+        layer (transformers' ``hidden_states`` but the last) and the final layer-normed output. No hooks on
+        the shared modules: utterances may run in concurrent threads (models.batching.run_batched)."""
         weights = torch.softmax(self.ecapa.feature_weight.float(), dim=0)
-        acc: list[torch.Tensor] = []
-
-        def add(i, h):
-            h = (h[0] if isinstance(h, tuple) else h).float() * weights[i]
-            if acc:
-                acc[0] = acc[0] + h
-            else:
-                acc.append(h)
-
-        hooks = [
-            layer.register_forward_pre_hook(lambda mod, args, kwargs, i=i: add(i, args[0] if args else kwargs["hidden_states"]),
-                                            with_kwargs=True)
-            for i, layer in enumerate(self.wavlm.encoder.layers)
-        ]
-        try:
-            last = self.wavlm(wav, attention_mask=mask)[0]
-        finally:
-            for h in hooks:
-                h.remove()
-        add(len(weights) - 1, last)
-        return acc[0]
+        out = self.wavlm(wav, attention_mask=mask, output_hidden_states=True)
+        states = [*out.hidden_states[:-1], out.last_hidden_state]
+        acc = states[0].float() * weights[0]
+        for w, h in zip(weights[1:], states[1:]):
+            acc = acc + h.float() * w
+        return acc
 
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray]) -> list[np.ndarray]:
@@ -468,9 +477,7 @@ class SpeakerEncoder:
             tensors = [F.layer_norm(w, w.shape) for w in tensors]
         wav, lengths = pad_waves(tensors, self.device)
         mask = padding_mask(lengths, wav.shape[1])
-        with autocast_context(self.device, self.precision), cached_weights(self.wavlm), warnings.catch_warnings():
-            # transformers' WavLM passes a bool key-padding mask with a float position bias
-            warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+        with autocast_context(self.device, self.precision), cached_weights(self.wavlm):
             feats = self._weighted_states(wav, mask)
         x = feats.float().transpose(1, 2) + 1e-6  # (B, D, T)
         frames = hf_frame_lengths(self.wavlm.config, lengths).to(x.device)
@@ -486,5 +493,5 @@ class SpeakerEncoder:
         if not waves:
             return np.zeros((0, self.embed_dim), np.float32)
         out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          max_items=None if self.exact_batching else 1)
+                          max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
         return np.stack(out).astype(np.float32)

@@ -33,6 +33,7 @@ from models.batching import (
     as_float_waves,
     autocast_context,
     count_parameters,
+    cpu_streams,
     default_batch_seconds,
     hf_exact_batching,
     hf_frame_lengths,
@@ -46,7 +47,7 @@ from models.batching import (
     zero_mean_unit_var,
 )
 from models.precision import check_precision, measure_fast_mode
-from models.speedups import cached_weights, padding_mask, use_time_major_features
+from models.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class ValenceArousal:
                            source, cfg.feat_extract_norm)
         self.min_samples = hf_min_samples(cfg)
         use_time_major_features(self.model.wav2vec2)
+        use_packed_linears(self.model)
         labels = [str(v).lower() for _, v in sorted((int(k), v) for k, v in (cfg.id2label or {}).items())]
         if len(labels) == 3 and set(labels) == set(LABELS):
             self.index = {name: labels.index(name) for name in LABELS}
@@ -222,7 +224,7 @@ class ValenceArousal:
         if not waves:
             return []
         return run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                           max_items=None if self.exact_batching else 1)
+                           max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
 
     def chunks(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per utterance a (C_i, 2) float32 array of (arousal, valence) - 0.5."""

@@ -82,6 +82,59 @@ def test_cpu_default_runs_real_utterances_alone_and_gpu_batches(monkeypatch):
     assert plan_batches(three_seconds, batching.default_batch_seconds("cuda")) == [[2, 0, 1, 3]]
 
 
+def test_run_batched_streams_keep_order_and_restore_torch_threads():
+    import threading
+
+    from models.batching import cpu_streams, run_batched
+
+    threads = torch.get_num_threads()
+    lengths = [16000 * (i % 3 + 1) for i in range(7)]
+    seen = []
+
+    def fn(batch):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return [x * 10 for x in batch]
+
+    serial = run_batched(list(range(7)), lengths, fn, 1.0)
+    assert serial == [i * 10 for i in range(7)]
+    assert run_batched(list(range(7)), lengths, fn, 1.0, streams=2) == serial
+    assert torch.get_num_threads() == threads
+    assert all(n == max(1, threads // 2) for _, n in seen[7:])  # each stream its share of the threads
+    assert cpu_streams("cpu") == threads and cpu_streams("cuda") == 1
+
+
+@pytest.mark.parametrize("name", ["emotion2vec", "valence-arousal", "speaker", "xlsr"])
+def test_concurrent_cpu_streams_equal_one_stream(model_dir, waves, name):
+    """On CPU each utterance runs alone, torch.get_num_threads() of them at once: same values as in turn."""
+    from models.autopcp import XlsrEncoder
+    from models.emotion2vec import Emotion2Vec
+    from models.speaker import SpeakerEncoder
+    from models.valence_arousal import ValenceArousal
+
+    load, run = {
+        "emotion2vec": (lambda: Emotion2Vec.from_pretrained(model_dir / "emotion2vec_plus_large"),
+                        lambda m, ws: m.frame_features(ws)),
+        "valence-arousal": (lambda: ValenceArousal.from_pretrained(model_dir / "wav2vec2-large-robust-12-ft-emotion-msp-dim"),
+                            lambda m, ws: m.chunks(ws)),
+        "speaker": (lambda: SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth"),
+                    lambda m, ws: list(m.embeddings(ws))),
+        "xlsr": (lambda: XlsrEncoder.from_pretrained(model_dir / "wav2vec2-large-xlsr-53"),
+                 lambda m, ws: list(m.embeddings(ws))),
+    }[name]
+    model = load()
+    model.max_batch_seconds = 0.5  # every utterance alone
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        concurrent = run(model, waves)
+        torch.set_num_threads(1)  # one stream
+        in_turn = run(model, waves)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(concurrent) == len(in_turn) == len(waves)
+    assert all(max_diff(a, b) <= TOL for a, b in zip(concurrent, in_turn))
+
+
 def test_checkpoints_with_python_objects_need_explicit_trust(tmp_path, monkeypatch):
     import argparse
 
@@ -294,16 +347,17 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
     assert enc.info()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_speaker_attention_gets_a_time_major_input(model_dir, waves):
-    """F.linear on WavLM's transposed attention input is a per-frame bmm under CPU bf16 autocast (250x slower):
-    the attention must see a (time, batch, dim)-contiguous tensor, and the embeddings stay the same."""
+def test_speaker_attention_projects_contiguous_inputs(model_dir, waves):
+    """WavLM attention runs its projections as modules on a contiguous (batch, time, dim) tensor: F.linear on
+    transformers' transposed (time, batch, dim) view is a per-frame bmm under CPU bf16 autocast (250x slower),
+    and only the modules get the packed oneDNN weights. fp32 and bf16 embeddings agree."""
     from models.speaker import SpeakerEncoder
 
     enc = SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth")
     seen = []
-    hooks = [layer.attention.register_forward_pre_hook(
-        lambda m, a, k: seen.append((a[0] if a else k["hidden_states"]).transpose(0, 1).is_contiguous()),
-        with_kwargs=True) for layer in enc.wavlm.encoder.layers]
+    hooks = [proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+             for layer in enc.wavlm.encoder.layers
+             for proj in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj)]
     try:
         fp32 = enc.embeddings(waves)
         enc.precision = "bf16"

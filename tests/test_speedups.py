@@ -18,6 +18,7 @@ pytest.importorskip("transformers")
 from models.speedups import (  # noqa: E402
     conv_time_major,
     padding_mask,
+    use_packed_linears,
     use_time_major_features,
 )
 from tests import paper_fixtures as fx  # noqa: E402
@@ -35,6 +36,35 @@ def test_conv_time_major_equals_conv1d(kernel, stride, bias):
     got = conv_time_major(x.transpose(1, 2).contiguous(), weight, b, stride).transpose(1, 2)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    conv = torch.nn.Conv1d(7, 5, kernel, stride, bias=bias)  # the packed oneDNN GEMM
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias:
+            conv.bias.copy_(b)
+        packed = conv_time_major(x.transpose(1, 2).contiguous(), conv.weight, conv.bias, stride, conv).transpose(1, 2)
+    assert torch.allclose(packed, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_linears_equal_f_linear_and_follow_the_weights():
+    g = torch.Generator().manual_seed(7)
+    model = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.GELU(), torch.nn.Linear(96, 24, bias=False))
+    plain = copy.deepcopy(model)
+    assert use_packed_linears(model) == 2
+    x = torch.randn(2, 13, 48, generator=g)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), plain(x), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(model(x.transpose(0, 1)), plain(x.transpose(0, 1)), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # a weight changed in place or replaced is repacked
+        model[0].weight.mul_(2)
+        plain[0].weight.mul_(2)
+        model[2].weight = torch.nn.Parameter(torch.randn(24, 96, generator=g))
+        plain[2].weight = torch.nn.Parameter(model[2].weight.detach().clone())
+        assert torch.allclose(model(x), plain(x), atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps F.linear (bf16 out)
+            assert model(x).dtype == plain(x).dtype == torch.bfloat16
+    out = model(x)  # gradients flow as through F.linear
+    out.sum().backward()
+    assert model[0].weight.grad is not None
 
 
 def _wave_batch(seconds=(1.3, 0.9)):
