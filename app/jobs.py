@@ -9,8 +9,6 @@ import csv
 import io
 import json
 import math
-import queue as queue_module
-import threading
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.batch_thread import BatchThread
 from core.blobstore import BlobStore
 from core.catalogue import PAIR_METRICS
 from core.db import Chunk, Job, Pair, PairResult, Report, Webhook, insert_for, utcnow
@@ -156,39 +155,26 @@ class JobWriter:
 
     def __init__(self, sessions: Callable[[], sessionmaker], blobs: BlobStore) -> None:
         self.sessions, self.blobs = sessions, blobs  # sessions(): the service's session factory now
-        self._pending: queue_module.Queue = queue_module.Queue()
-        self._thread = threading.Thread(target=self._run, name="emopres-job-writer", daemon=True)
+        self._thread = BatchThread("emopres-job-writer", self._store, self.MAX_BATCH)
 
     def start(self) -> "JobWriter":
         self._thread.start()
         return self
 
     def submit(self, item: NewJob) -> None:
-        self._pending.put(item)
+        self._thread.put(item)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Store what was submitted, then end the thread."""
-        self._pending.put(None)
-        self._thread.join(timeout)
+        self._thread.stop(timeout)
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < self.MAX_BATCH and batch[-1] is not None:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue_module.Empty:
-                    break
-            items = [item for item in batch if item is not None]
-            try:
-                if items:
-                    store_jobs(self.sessions(), self.blobs, items)
-            except Exception as error:  # pragma: no cover - store_jobs answers every item; never leave one waiting
-                for item in items:
-                    if not item.stored.done():
-                        item.stored.set_exception(error)
-            if batch[-1] is None:
-                return
+    def _store(self, items: list[NewJob]) -> None:
+        try:
+            store_jobs(self.sessions(), self.blobs, items)
+        except Exception as error:  # pragma: no cover - store_jobs answers every item; never leave one waiting
+            for item in items:
+                if not item.stored.done():
+                    item.stored.set_exception(error)
 
 
 def get_job(session: Session, project: str, job_id: str) -> Job:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue as queue_module
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, func, null, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from core.batch_thread import BatchThread
 from core.blobstore import BlobMissing, BlobStore
 from core.db import Chunk, Job, Pair, PairResult, Report, dumps, insert_for, make_engine, make_session_factory, utcnow
 
@@ -432,8 +432,7 @@ class Enqueuer:
 
     def __init__(self, sessions, queue: TaskQueue) -> None:
         self.sessions, self.queue = sessions, queue
-        self._pending: queue_module.Queue = queue_module.Queue()
-        self._thread = threading.Thread(target=self._run, name="emopres-enqueuer", daemon=True)
+        self._thread = BatchThread("emopres-enqueuer", self._send, self.MAX_BATCH)
 
     def start(self) -> "Enqueuer":
         self._thread.start()
@@ -441,29 +440,18 @@ class Enqueuer:
 
     def add(self, job_id: str, n_chunks: int) -> None:
         for idx in range(n_chunks):
-            self._pending.put((job_id, idx))
+            self._thread.put((job_id, idx))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Send what was added (the service is stopping), then end the thread."""
-        self._pending.put(None)
-        self._thread.join(timeout)
+        self._thread.stop(timeout)
 
-    def _run(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            while len(batch) < self.MAX_BATCH and batch[-1] is not None:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue_module.Empty:
-                    break
-            chunks = [item for item in batch if item is not None]
-            try:
-                send_chunks(self.sessions, self.queue, chunks)
-            except Exception as error:  # the database is away: the reconciler sends them again later
-                log.warning("cannot record %d chunks as enqueued (the reconciler will resend them): %s",
-                            len(chunks), error)
-            if batch[-1] is None:
-                return
+    def _send(self, chunks: list[tuple[str, int]]) -> None:
+        try:
+            send_chunks(self.sessions, self.queue, chunks)
+        except Exception as error:  # the database is away: the reconciler sends them again later
+            log.warning("cannot record %d chunks as enqueued (the reconciler will resend them): %s",
+                        len(chunks), error)
 
 
 class Reconciler:

@@ -1,0 +1,47 @@
+"""A daemon thread that hands everything queued meanwhile to one call: the group commit of new jobs
+(app.jobs.JobWriter) and the batched enqueue of their chunks (worker.tasks.Enqueuer)."""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+_STOP = object()
+
+
+class BatchThread(Generic[T]):
+    """``handle(items)`` on one thread, with every item put since the last call (at most ``max_batch``).
+
+    ``handle`` must deal with its own errors: an exception escaping it is not caught here."""
+
+    def __init__(self, name: str, handle: Callable[[list[T]], None], max_batch: int) -> None:
+        self._handle, self._max_batch = handle, max_batch
+        self._pending: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "BatchThread[T]":
+        self._thread.start()
+        return self
+
+    def put(self, item: T) -> None:
+        self._pending.put(item)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Handle what was put, then end the thread."""
+        self._pending.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while len(batch) < self._max_batch and batch[-1] is not _STOP:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not _STOP]
+            if items:
+                self._handle(items)
+            if batch[-1] is _STOP:
+                return
