@@ -200,3 +200,24 @@ def service_env(**settings) -> dict:
     env.update({f"EMOPRES_{k.upper()}": str(v) for k, v in settings.items() if v is not None})
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def new_postgres_schema(postgres_url: str, name: str) -> str:
+    """A new, empty PostgreSQL schema `name` (dropped first if a crashed run left it); the URL that uses it."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+        connection.execute(text(f"CREATE SCHEMA {name}"))
+    admin.dispose()
+    return f"{postgres_url}?options=-csearch_path%3D{name}"
+
+
+def drop_postgres_schema(postgres_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {name} CASCADE"))
+    admin.dispose()

@@ -12,12 +12,11 @@ import os
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 
 from app.auth import create_token
 from cli.main import main
 from app.main import create_app
-from tests.service_support import wav_bytes
+from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 from tests.test_service_api import GOOD, assert_error, counts, service_settings
 
 
@@ -31,11 +30,7 @@ def service(request, tmp_path_factory, random_lite_head):
     if request.param == "postgresql":
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"emopres_input_safety_{os.getpid()}"
-        admin = create_engine(postgres_url)
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        overrides = dict(database_url=f"{postgres_url}?options=-csearch_path%3D{schema}", auto_migrate=True)
+        overrides = dict(database_url=new_postgres_schema(postgres_url, schema), auto_migrate=True)
     app = create_app(service_settings(tmp_path_factory.mktemp(f"safety-{request.param}"), random_lite_head,
                                       **overrides), start_worker=False)
     try:
@@ -50,9 +45,7 @@ def service(request, tmp_path_factory, random_lite_head):
             yield client
     finally:
         if overrides:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            admin.dispose()
+            drop_postgres_schema(postgres_url, schema)
 
 
 def files(manifest: str | bytes, name: str = "m.csv", paths=("s.wav", "t.wav")) -> list:

@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
@@ -16,7 +16,7 @@ from app.intake import AudioFile, build_request
 from app.jobs import JobWriter, create_job, new_job, store_jobs
 from core.settings import Settings
 from worker.tasks import Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
-from tests.service_support import wav_bytes
+from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 
 
 class FakeQueue(TaskQueue):
@@ -77,11 +77,7 @@ def test_migrations_build_exactly_the_models_sqlite(tmp_path):
 @pytest.mark.services
 def test_migrations_build_exactly_the_models_postgres(postgres_url):
     schema = f"emopres_migration_test_{os.getpid()}"
-    admin = create_engine(postgres_url)
-    with admin.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        connection.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{postgres_url}?options=-csearch_path%3D{schema}"
+    url = new_postgres_schema(postgres_url, schema)
     try:
         upgrade(url)
         assert _compare(url) == []
@@ -92,9 +88,7 @@ def test_migrations_build_exactly_the_models_postgres(postgres_url):
         command.downgrade(alembic_config(url), "base")
         upgrade(url)
     finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+        drop_postgres_schema(postgres_url, schema)
 
 
 @pytest.fixture
@@ -223,20 +217,14 @@ def database(request, tmp_path):
     if request.param == "postgresql":
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"emopres_unit_{os.getpid()}"
-        admin = create_engine(postgres_url)
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        settings = Settings(data_dir=tmp_path, database_url=f"{postgres_url}?options=-csearch_path%3D{schema}",
+        settings = Settings(data_dir=tmp_path, database_url=new_postgres_schema(postgres_url, schema),
                             broker_url=None, cache_dir=None)
     upgrade(settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     yield make_session_factory(engine), settings
     engine.dispose()
     if request.param == "postgresql":
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+        drop_postgres_schema(postgres_url, schema)
 
 
 def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(database):
