@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.batch_thread import BatchThread
 from core.blobstore import BlobStore
-from core.catalogue import PAIR_METRICS
+from core.catalogue import PAIR_METRICS, SIDE_READING_METRICS
 from core.db import Chunk, Job, Pair, PairResult, Report, Webhook, insert_for, utcnow
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.intake import JobRequest
@@ -321,7 +321,8 @@ def report_text(session: Session, project: str, job_id: str) -> str:
 
 
 SIDE_FIELDS = ("pred", "uncertainty", "duration_s", "pause_rate", "speech_rate")
-PAIR_SCORES = ("agree", *PAIR_METRICS)
+# the stored per-pair values; the side reading's exist only in the report (they need the whole job)
+PAIR_SCORES = ("agree", *(m for m in PAIR_METRICS if m not in SIDE_READING_METRICS))
 
 
 def pairs_csv(session: Session, project: str, job_id: str) -> str:

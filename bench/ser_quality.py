@@ -709,6 +709,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ship-multi", metavar="VARIANT", default=None,
                         help="train the shipped head on all four corpora with this LOCO variant (and --ensemble)")
     parser.add_argument("--selection", default="", help="with --ship-multi: how the variant was chosen (recorded)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="with --ship-multi: the head's folder (default: models/artifacts/ser_lite, or "
+                             "models/artifacts/ser_lite_side for a per-side variant)")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
@@ -735,9 +738,11 @@ def main(argv=None) -> int:
         print(all_corpora_markdown(results))
         return 0
     if args.ship_multi is not None:
-        from models.ser_head import SHIPPED_LITE_HEAD
+        from models.ser_head import SHIPPED_LITE_HEAD, SHIPPED_LITE_SIDE_HEAD
 
-        ship_multi(load_all(CORPORA), args.ship_multi, max(1, args.ensemble), SHIPPED_LITE_HEAD, args.selection)
+        side = LOCO_VARIANTS.get(args.ship_multi, {}).get("norm") == "side"
+        out = args.out or (SHIPPED_LITE_SIDE_HEAD if side else SHIPPED_LITE_HEAD)
+        ship_multi(load_all(CORPORA), args.ship_multi, max(1, args.ensemble), out, args.selection)
         return 0
     if args.loco is not None:
         data = load_all(CORPORA)

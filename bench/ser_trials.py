@@ -3,12 +3,14 @@
     python bench/ser_trials.py extract                      # eGeMAPS functionals + LLDs + librosa MFCCs per file
     python bench/ser_trials.py loco --kinds func func+mfcc --variant none --seeds 2
     python bench/ser_trials.py allfold --seeds 3 [--speed 0.9 1.1] [--hidden 128,64] [--kind func+mfcc] ...
+    python bench/ser_trials.py linear --models lr:0.01 lr:0.1 lda:  # scikit-learn classifiers, absolute and per side
 
 loco: leave-one-corpus-out UA on the left-out corpus's non-test part and the separation on dev-source pairs (what
 bench/ser_quality.py --loco calls the selection data) for feature sets `kinds` ("func" = the 88 eGeMAPS
 functionals; "+lld" LLD mean/std/percentiles; "+mfcc" 20 MFCC mean/std/mean |delta|). allfold: the head trained on
 all four corpora, dev UA of RAVDESS / JVNV / ASED and EmoDB with one training speaker held out in turn (EmoDB has
-no dev speaker). No test speaker or utterance is read. Results are appended to .cache/ser_trials.jsonl.
+no dev speaker). linear: the loco selection data for scikit-learn classifiers (logistic regression "lr:C", shrinkage
+LDA "lda:" or "lda:SHRINKAGE"), each with and without per-side z-scoring. No test speaker or utterance is read. Results are appended to .cache/ser_trials.jsonl.
 """
 import argparse
 import json
@@ -91,6 +93,58 @@ def loco_selection(data, base, variant, seeds, config):
     return res
 
 
+class LinearSide:
+    """A scikit-learn classifier on standardised eGeMAPS, optionally per side (each corpus split z-scored with its own
+    statistics in training, each evaluated side at inference), with the head interface sq.ua_of/pair_separation read."""
+
+    def __init__(self, name: str, classes: list[str], per_side: bool):
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+        from sklearn.linear_model import LogisticRegression
+
+        kind, _, arg = name.partition(":")
+        self.model = (LogisticRegression(C=float(arg), max_iter=3000) if kind == "lr" else
+                      LinearDiscriminantAnalysis(solver="lsqr", shrinkage=float(arg) if arg else "auto"))
+        self.classes, self.per_side = classes, per_side
+
+    def fit(self, x, y, sides):
+        from sklearn.preprocessing import StandardScaler
+
+        x = sq.per_group(x, sides) if self.per_side else x
+        self.scaler = StandardScaler().fit(x)
+        self.model.fit(self.scaler.transform(x), y)
+        return self
+
+    def predict_proba_side(self, x):
+        x = sq.per_group(x, np.zeros(len(x))) if self.per_side else x
+        out = np.zeros((len(x), len(self.classes)))
+        out[:, self.model.classes_] = self.model.predict_proba(self.scaler.transform(x))
+        return out
+
+
+def linear(data, base, names):
+    labels = sq.labels_for(data["emotion"], "neutral")
+    pairs = {c: sq.build_pairs(data, c) for c in sq.PAIR_NAMES}
+    lines = []
+    for name in names:
+        for per_side in (False, True):
+            res = {}
+            for held in sq.CORPORA:
+                train = np.flatnonzero((data["corpus"] != held) & (data["split"] == "train") & (labels != "-"))
+                classes = [c for c in MELD_CLASSES if c in set(labels[train])]
+                sides = np.array([f"{c}:{s}" for c, s in zip(data["corpus"][train], data["split"][train])])
+                head = LinearSide(name, classes, per_side).fit(base[train].astype(np.float64),
+                                                               np.array([classes.index(v) for v in labels[train]]), sides)
+                cell = {"ua": round(sq.ua_of(head, base, labels,
+                                             np.flatnonzero((data["corpus"] == held) & (data["split"] != "test"))), 3)}
+                if held in pairs:
+                    s = sq.pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
+                    cell["epr_z"], cell["ea_z"] = round(s["epr"]["z"], 2), round(s["expected_agreement"]["z"], 2)
+                res[held] = cell
+            lines.append({"command": "linear", "model": name, "per_side": per_side,
+                          "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3), **res})
+    return lines
+
+
 def fit_all(data, base, labels, train_sel, dev_sel, seed, args, speed_copies):
     train = np.flatnonzero(train_sel & (labels != "-"))
     dev = np.flatnonzero(dev_sel & (labels != "-"))
@@ -132,7 +186,8 @@ def allfold(data, base, args):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("extract", "loco", "allfold"))
+    parser.add_argument("command", choices=("extract", "loco", "allfold", "linear"))
+    parser.add_argument("--models", nargs="+", default=["lr:0.01", "lr:0.1", "lda:"])
     parser.add_argument("--kinds", nargs="+", default=["func"])
     parser.add_argument("--kind", default="func")
     parser.add_argument("--variant", default="none", help=f"loco: one of {', '.join(sq.LOCO_VARIANTS)}")
@@ -157,6 +212,8 @@ def main() -> int:
                                  sq.STUDY_CONFIG)
             lines.append({"command": "loco", "kind": kind, "variant": args.variant, "seeds": args.seeds,
                           "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3), **res})
+    elif args.command == "linear":
+        lines = linear(data, sq.features(data["path"]), args.models)
     else:
         base = build(load_cache(data), args.kind) if args.kind != "func" else sq.features(data["path"])
         lines = [{"command": "allfold", **{k: v for k, v in vars(args).items() if k not in ("command", "kinds", "variant")},

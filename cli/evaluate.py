@@ -8,7 +8,8 @@ from pathlib import Path
 
 from cli.engine_options import add_engine_arguments, cache_dir_from_args
 from emopres_client.cli import CommandError
-from models.registry import ProfileError, ProfileSpec, load_head
+from core.profiles import NO_SIDE_HEAD
+from models.registry import ProfileError, ProfileSpec, load_head, load_side_head
 from worker.pairs import ManifestError, read_pairs_file
 
 # The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for
@@ -18,6 +19,8 @@ from worker.pairs import ManifestError, read_pairs_file
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)")
     parser.add_argument("--head", help="SER head directory (default: the profile's shipped/default head)")
+    parser.add_argument("--side-head", help="per-side SER head directory of the side-normalised reading (default: "
+                                            f"the profile's, if it has one; {NO_SIDE_HEAD!r}: no side reading)")
     add_engine_arguments(parser)
 
 
@@ -47,7 +50,8 @@ def make_evaluator(args):
     spec = ProfileSpec(args.profile, args.model_dir, args.device, args.fast)
     try:
         head = load_head(spec, args.head)
-        return Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache_dir_from_args(args), max_seconds=args.max_seconds)
+        return Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache_dir_from_args(args),
+                         max_seconds=args.max_seconds, side_head=load_side_head(spec, args.side_head, head))
     except (HeadError, ProfileError) as error:
         raise CommandError(str(error)) from None
 

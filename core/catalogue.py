@@ -22,8 +22,8 @@ import numpy as np
 
 from core.metrics import bar_codes, epr_codes, expected_agreement, kappa_codes, spearman_finite, ua_codes, wa_codes
 
-__all__ = ["Metric", "Columns", "KINDS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
-           "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "metric"]
+__all__ = ["Metric", "Columns", "KINDS", "READINGS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
+           "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "SIDE_READING_METRICS", "SIDE_PRED", "SIDE_PROBS", "metric"]
 
 Stat = Callable[[np.ndarray], float]  # indices into the subset -> the statistic on those pairs
 
@@ -36,9 +36,21 @@ KINDS = {
 }
 
 
+# which SER reading a SER metric is computed from (worker/side_reading.py, docs/metrics.md)
+READINGS = {
+    "absolute": "every utterance read on its own by the SER head (per-file predictions)",
+    "side": "every side of the job (all sources, all targets) z-scored with its own statistics, then read by the "
+            "per-side SER head: immune to a shift the whole side shares (channel, language), blind to it too",
+}
+
 # the sections tables group metrics in, in order; a metric's section defaults to its kind's
 SECTIONS = ("SER", "similarity", "prosody")
 _KIND_SECTION = {"label": "SER", "prediction": "SER", "pair": "similarity", "rank": "prosody"}
+
+
+SER = "SER head"
+# the fields of a report row's side that hold the side reading (set by worker/side_reading.py)
+SIDE_PRED, SIDE_PROBS = "pred_side", "probs_side"
 
 
 @dataclass(frozen=True)
@@ -63,13 +75,15 @@ class Metric:
     headline: bool
     model: str  # whose output it needs
     statistic: Callable[[Columns], Stat]
-    # kind "pair": computed by the pipeline from the two sides' SER probabilities (p_s, p_t) -> value;
-    # None = the profile's pair_scores computes it from its model's features
+    # kind "pair": computed from the two sides' SER probabilities (p_s, p_t) -> value of its reading (by the
+    # pipeline, or for the side reading by worker/side_reading.py); None = the profile's pair_scores computes it
+    # from its model's features
     from_probabilities: Callable[[np.ndarray, np.ndarray], float] | None = None
     utterance_field: str | None = None  # kind "rank": the per-utterance field compared
     noun: str | None = None  # kind "rank": plural noun used in reasons ("pause rates")
     validated: bool = True  # `emopres validate` expects it to follow the simulated preservation rate
     section: str = ""  # one of SECTIONS; "" = its kind's
+    reading: str = "absolute"  # a key of READINGS: which SER predictions (and per-pair field) it reads
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -78,6 +92,10 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: a rank metric needs utterance_field and noun")
         if self.from_probabilities is not None and self.kind != "pair":
             raise ValueError(f"metric {self.name!r}: only pair metrics are computed per pair")
+        if self.reading not in READINGS:
+            raise ValueError(f"metric {self.name!r}: unknown reading {self.reading!r}; known: {', '.join(READINGS)}")
+        if self.reading != "absolute" and (self.model != SER or self.kind == "rank"):
+            raise ValueError(f"metric {self.name!r}: only SER metrics have a side reading (computed per job)")
         if not self.section:
             object.__setattr__(self, "section", _KIND_SECTION[self.kind])
         if self.section not in SECTIONS:
@@ -134,7 +152,6 @@ def _rank(name: str, label: str, title: str, field: str, noun: str) -> Metric:
                   utterance_field=field, noun=noun)
 
 
-SER = "SER head"
 # the report's order: corpus keys, summaries, tables and plots follow it
 CATALOGUE: tuple[Metric, ...] = (
     Metric("bar", "BAR (UA target / UA source)", "BAR: UA of the target over UA of the source", "label", True, SER,
@@ -153,6 +170,18 @@ CATALOGUE: tuple[Metric, ...] = (
            validated=False),
     Metric("wa_target", "WA target", "WA (accuracy) of the target side", "label", False, SER, _wa("target"),
            validated=False),
+    # the side reading of the same SER metrics (the lite profile's per-side head; READINGS)
+    Metric("bar_side", "BAR, side-normalised", "BAR of the side-normalised SER reading", "label", True, SER, _bar,
+           reading="side"),
+    Metric("epr_side", "EPR, side-normalised", "EPR of the side-normalised SER reading", "prediction", True, SER, _epr,
+           reading="side"),
+    _pair("expected_agreement_side", "expected agreement, side-normalised",
+          "expected agreement of the side-normalised SER reading", SER, headline=True,
+          from_probabilities=expected_agreement, section="SER", reading="side"),
+    Metric("kappa_side", "Cohen's kappa, side-normalised", "Cohen's kappa of the side-normalised SER reading",
+           "prediction", True, SER, _kappa, reading="side"),
+    Metric("ua_target_side", "UA target, side-normalised", "UA of the target side, side-normalised SER reading",
+           "label", False, SER, _ua("target"), reading="side"),
     _pair("emo_sim", "emo-sim (frame)", "emo-sim (frame cosine, emotion2vec)", "emotion2vec", headline=True),
     _pair("emo_sim_utterance", "emo-sim (utterance)", "emo-sim, utterance cosine", "emotion2vec", headline=False),
     _pair("acoustic_sim", "acoustic sim (frame)", "acoustic similarity (frame eGeMAPS LLD cosine)", "eGeMAPS LLD",
@@ -192,3 +221,4 @@ LABEL_METRICS = _names(lambda m: m.kind == "label")
 PAIR_METRICS = _names(lambda m: m.kind == "pair")  # per-pair fields of the report rows
 RANK_METRICS = _names(lambda m: m.kind == "rank")
 VALIDATED_METRICS = _names(lambda m: m.validated)
+SIDE_READING_METRICS = _names(lambda m: m.reading == "side")

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.profiles import DEFAULT_PROFILE, PROFILES
+from core.profiles import DEFAULT_PROFILE, NO_SIDE_HEAD, PROFILES
 
 MiB = 1024 * 1024
 
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     profile: Literal[PROFILES] = DEFAULT_PROFILE  # type: ignore[valid-type]
     model_dir: str | None = None
     head: str | None = Field(None, description="SER head folder; default: the profile's shipped head")
+    side_head: str | None = Field(None, description="per-side SER head folder (the side-normalised reading); "
+                                                    f"default: the profile's, if it has one; {NO_SIDE_HEAD!r}: none")
     device: str = "cpu"
     fast: bool = False
     bootstrap: int = Field(1000, ge=0, le=100_000)
@@ -111,7 +113,7 @@ class Settings(BaseSettings):
                              f"lease_seconds ({self.lease_seconds:g}): a live worker would lose its lease")
         return self
 
-    @field_validator("broker_url", "database_url", "model_dir", "head", "webhook_secret", "public_url", mode="before")
+    @field_validator("broker_url", "database_url", "model_dir", "head", "side_head", "webhook_secret", "public_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value

@@ -3,16 +3,19 @@ SER head must be trained on and where its default head is. A new backend is one 
 models.profile.Profile plus one entry here."""
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.profiles import PROFILES
+from core.profiles import NO_SIDE_HEAD, PROFILES
 from models.profile import Profile
 
+log = logging.getLogger("emopres.models")
+
 __all__ = ["PROFILES", "REGISTRY", "ProfileEntry", "ProfileError", "ProfileSpec", "create_profile",
-           "default_head_path", "load_head", "model_dir_from_env"]
+           "default_head_path", "load_head", "load_side_head", "model_dir_from_env"]
 
 
 class ProfileError(ValueError):
@@ -34,6 +37,7 @@ class ProfileEntry:
     create: Callable[[ProfileSpec], Profile]  # imports its models lazily: torch is slow to import
     head_features: str  # the feature set a SER head for this profile is trained on (prefix)
     default_head: Callable[[ProfileSpec], Path]
+    default_side_head: Callable[[ProfileSpec], Path]  # the per-side head, used when that folder exists
 
 
 def model_dir_from_env(model_dir: str | None = None) -> str | None:
@@ -62,13 +66,23 @@ def _shipped_lite_head(spec: ProfileSpec) -> Path:
     return SHIPPED_LITE_HEAD
 
 
+def _shipped_lite_side_head(spec: ProfileSpec) -> Path:
+    from models.ser_head import SHIPPED_LITE_SIDE_HEAD
+
+    return SHIPPED_LITE_SIDE_HEAD
+
+
 def _paper_head(spec: ProfileSpec) -> Path:
     return Path(model_dir_from_env(spec.model_dir) or ".") / "ser_head"
 
 
+def _paper_side_head(spec: ProfileSpec) -> Path:
+    return Path(model_dir_from_env(spec.model_dir) or ".") / "ser_head_side"
+
+
 REGISTRY: dict[str, ProfileEntry] = {
-    "lite": ProfileEntry(_lite, "egemaps", _shipped_lite_head),
-    "paper": ProfileEntry(_paper, "emotion2vec", _paper_head),
+    "lite": ProfileEntry(_lite, "egemaps", _shipped_lite_head, _shipped_lite_side_head),
+    "paper": ProfileEntry(_paper, "emotion2vec", _paper_head, _paper_side_head),
 }
 assert tuple(REGISTRY) == PROFILES, "models.registry.REGISTRY must register exactly core.profiles.PROFILES"
 
@@ -98,7 +112,36 @@ def load_head(spec: ProfileSpec, head_path=None):
     except HeadError as error:
         hint = "" if head_path else " (no default head: train one with `emopres train-ser` and pass --head)"
         raise HeadError(f"{error}{hint}") from None
+    _check_features(spec, head, path)
+    return head
+
+
+def load_side_head(spec: ProfileSpec, side_head_path=None, head=None):
+    """The per-side SER head of the side-normalised reading: `side_head_path`, or the profile's default when that
+    folder exists and reads the classes of `head` (a head of the user's own may have others); None for NO_SIDE_HEAD
+    or a profile without one."""
+    from models.ser_head import HeadError, SerHead
+
+    if side_head_path == NO_SIDE_HEAD:
+        return None
+    path = Path(side_head_path) if side_head_path else _entry(spec.name).default_side_head(spec)
+    if not side_head_path and not (path / "head.json").is_file():
+        return None
+    side_head = SerHead.load(path)
+    if side_head.normalization != "per_side":
+        raise HeadError(f"side head {path} was trained with {side_head.normalization} normalisation; it needs per_side "
+                        "(`emopres train-ser --normalization per_side`)")
+    _check_features(spec, side_head, path)
+    if not side_head_path and head is not None and set(head.classes) != set(side_head.classes):
+        log.warning("the profile's side head %s reads other classes than the SER head: no side reading "
+                    "(pass a matching --side-head)", path)
+        return None
+    return side_head
+
+
+def _check_features(spec: ProfileSpec, head, path: Path) -> None:
+    from models.ser_head import HeadError
+
     expected = _entry(spec.name).head_features
     if not head.feature_set.startswith(expected):
         raise HeadError(f"head {path} was trained on {head.feature_set} features; the {spec.name} profile needs {expected}")
-    return head

@@ -42,6 +42,10 @@ def test_report_has_the_designed_shape(corpus, random_lite_head, capsys):
         assert entry["value"] is not None or entry["reason"]  # never a silent null
     assert corpus_metrics["va_sim"]["value"] is None and "paper profile" in corpus_metrics["va_sim"]["reason"]
     assert "epr" in stdout and "signature:" in stdout
+    # the shipped side head reads the same 7 classes: it is loaded, recorded, and says why 6 pairs are too few
+    assert f"ser_side:{report['models']['ser_head_side']['sha256'][:12]}" in report["signature"]
+    assert "at least 20 distinct source utterances" in corpus_metrics["epr_side"]["reason"]
+    assert all("ser_input" not in p[side] for p in report["pairs"] for side in ("source", "target"))
 
 
 def test_bad_audio_is_listed_and_the_rest_evaluated(corpus, random_lite_head, capsys):
@@ -110,3 +114,31 @@ def test_validate_ranks_simulated_systems(write_wav, tmp_path, random_lite_head,
     assert "--bootstrap 0" in acoustic["reason"] and acoustic["z"] is None
     # a metric the profile cannot compute says so, not "fewer than 3 finite pairs"
     assert result["metrics"]["va_sim"]["reason"].startswith("needs the paper profile")
+
+
+def test_validate_reports_the_side_reading_next_to_the_absolute_one(write_wav, tmp_path, random_lite_head, capsys):
+    n = 24  # at least MIN_SIDE_UTTERANCES distinct files per side
+    for i in range(n):
+        write_wav(f"s{i}.wav", seconds=1.2, seed=i, pitch=90 + 7 * i)
+        write_wav(f"tp{i}.wav", seconds=1.2, seed=i, pitch=90 + 7 * i)
+        write_wav(f"ts{i}.wav", seconds=1.2, seed=100 + i, pitch=260 - 5 * i)
+    rows = ["pair_id,source,target_preserved,target_swapped,emotion"]
+    rows += [f"p{i},s{i}.wav,tp{i}.wav,ts{i}.wav,{['joy', 'anger', 'sadness'][i % 3]}" for i in range(n)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "validate.json"
+    status, stdout, _ = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1",
+                             "--no-cache", "--bootstrap", "200", "--rates", "0,0.5,1", "--out", str(out)], capsys)
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert "ser_side:" in result["signature"] and "ser_side:none" not in result["signature"]
+    epr_side = result["metrics"]["epr_side"]
+    assert epr_side["values"][-1] == pytest.approx(1.0)  # rate 1: identical files on both sides read alike
+    assert epr_side["sensitivity"]["diff"] == pytest.approx(1.0 - epr_side["values"][0])
+    assert epr_side["sensitivity"]["z"] is not None
+    assert any(line.startswith("epr_side ") for line in stdout.splitlines())
+    status, stdout, _ = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1",
+                             "--no-cache", "--bootstrap", "0", "--rates", "0,0.5,1", "--side-head", "none",
+                             "--out", str(out)], capsys)
+    result = json.loads(out.read_text())
+    assert "ser_side:none" in result["signature"]
+    assert "no side-normalised SER head" in result["metrics"]["epr_side"]["reason"]

@@ -26,9 +26,10 @@ SEEDS = [0, 1, 2]
 FAST = 200  # bootstrap resamples in most tests
 
 
-def _side(pred, pause=None, rate=None):
+def _side(pred, pause=None, rate=None, pred_side=None):
     return {
         "pred": pred,
+        "pred_side": pred_side if pred_side is not None else pred,
         "probs": {c: 0.25 for c in CLASSES},
         "uncertainty": 1.0,
         "duration_s": 2.0,
@@ -44,14 +45,17 @@ def make_pairs(n, seed=0, *, keep=0.7, acc=0.7, n_groups=None, null_share=0.0):
         y = CLASSES[rng.integers(4)]
         ps = y if rng.random() < acc else CLASSES[rng.integers(4)]
         pt = ps if rng.random() < keep else CLASSES[rng.integers(4)]
+        # the side reading: another, noisier reading of the same pair
+        ps_side = ps if rng.random() < 0.8 else CLASSES[rng.integers(4)]
+        pt_side = ps_side if rng.random() < keep - 0.1 else CLASSES[rng.integers(4)]
         pause = float(rng.random())
         rate_s = float(rng.uniform(2, 6))
         row = {
             "pair_id": f"p{i:04d}",
             "label": y,
             "group": f"g{i % n_groups}" if n_groups else None,
-            "source": _side(ps, pause, rate_s),
-            "target": _side(pt, pause + float(rng.normal(0, 0.2)), rate_s + float(rng.normal(0, 1))),
+            "source": _side(ps, pause, rate_s, ps_side),
+            "target": _side(pt, pause + float(rng.normal(0, 0.2)), rate_s + float(rng.normal(0, 1)), pt_side),
             "agree": ps == pt,
             "warnings": [],
         }
@@ -90,6 +94,13 @@ def test_corpus_values_match_sklearn_scipy(seed):
     assert c["kappa"]["value"] == pytest.approx(cohen_kappa_score(ps, pt), abs=1e-12)
     for name in ("bar", "epr", "kappa", "ua_source", "wa_target"):
         assert c[name]["n"] == 120 and c[name]["reason"] is None
+    # the side reading: the same definitions on each side's pred_side
+    qs, qt = col(pairs, "source", "pred_side"), col(pairs, "target", "pred_side")
+    assert qs != ps and qt != pt  # the two readings differ, so a mix-up would show
+    assert c["ua_target_side"]["value"] == pytest.approx(_ba(y, qt), abs=1e-12)
+    assert c["bar_side"]["value"] == pytest.approx(_ba(y, qt) / _ba(y, qs), rel=1e-12)
+    assert c["epr_side"]["value"] == pytest.approx(np.mean(np.array(qs) == np.array(qt)))
+    assert c["kappa_side"]["value"] == pytest.approx(cohen_kappa_score(qs, qt), abs=1e-12)
     for m in SIMILARITY_METRICS:
         vals = [p[m] for p in pairs if p[m] is not None]
         assert c[m]["value"] == pytest.approx(np.mean(vals))

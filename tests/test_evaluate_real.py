@@ -4,7 +4,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
 
-from models.registry import ProfileSpec, load_head
+from models.registry import ProfileSpec, load_head, load_side_head
 from tests.conftest import read_csv
 from worker.pairs import PairSpec
 from worker.pipeline import Evaluator
@@ -16,8 +16,9 @@ def two_systems(shared_data, tmp_path_factory):
     rows = [r for r in read_csv(shared_data / "pairs" / "en-ja.csv") if r["split"] == "test"]
     resolve = lambda relative: str(shared_data / relative)  # noqa: E731
     reports = {}
-    with Evaluator(ProfileSpec("lite"), load_head(ProfileSpec("lite")), n_jobs=2,
-                   cache_dir=tmp_path_factory.mktemp("cache")) as evaluator:
+    lite = ProfileSpec("lite")
+    with Evaluator(lite, load_head(lite), n_jobs=2, cache_dir=tmp_path_factory.mktemp("cache"),
+                   side_head=load_side_head(lite)) as evaluator:
         for column in ("target_preserved", "target_swapped"):
             pairs = [PairSpec(r["pair_id"], r["source"], r[column], r["emotion"], r["speaker"]) for r in rows]
             rows_out, failures = evaluator.evaluate_pairs(pairs, resolve)
@@ -60,3 +61,10 @@ def test_corpus_numbers_equal_sklearn_on_the_reports_own_rows(two_systems, colum
     for metric in ("bar", "epr", "kappa"):
         entry = corpus[metric]
         assert entry["ci_low"] <= entry["value"] <= entry["ci_high"]
+    # the side reading (144 pairs: enough utterances per side), from the same rows' side predictions
+    source_side = [p["source"]["pred_side"] for p in pairs]
+    target_side = [p["target"]["pred_side"] for p in pairs]
+    assert corpus["epr_side"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source_side, target_side)]))
+    assert corpus["kappa_side"]["value"] == pytest.approx(cohen_kappa_score(source_side, target_side))
+    assert corpus["bar_side"]["value"] == pytest.approx(
+        balanced_accuracy_score(gold, target_side) / balanced_accuracy_score(gold, source_side))

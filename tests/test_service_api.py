@@ -24,7 +24,8 @@ from core.db import Blob, Chunk, Job, Pair, Token
 from app.main import create_app
 from app.uploads import submit
 from core.settings import Settings
-from tests.service_support import BOOTSTRAP, comparable, shared_reference, upload_fields, wait_job, wav_bytes
+from tests.service_support import (BOOTSTRAP, cli_report, comparable, shared_reference, upload_fields, wait_job,
+                                   wav_bytes, write_dataset)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,23 @@ def test_job_report_equals_the_cli_report(service, dataset, reference):
     assert lines[0].startswith("pair_id,label,group,status,source_pred")
     assert [line.split(",")[0] for line in lines[1:]] == ["p0", "p1", "p2", "p3"]
     assert all(line.split(",")[3] == "ok" for line in lines[1:])
+
+
+def test_the_side_reading_of_a_job_equals_the_cli_report(service, tmp_path, random_lite_head):
+    """The side reading needs every pair of the job: the service computes it when the last chunk is done, from the
+    SER inputs its chunks stored, and gets the CLI's numbers."""
+    from worker.side_reading import MIN_SIDE_UTTERANCES
+
+    manifest = write_dataset(tmp_path / "data", n_pairs=MIN_SIDE_UTTERANCES + 2, seconds=1.0)
+    reference = cli_report(manifest, random_lite_head, tmp_path / "cli.json", bootstrap=BOOTSTRAP)
+    assert reference["corpus"]["epr_side"]["value"] is not None
+    response = service.post("/v1/jobs", files=upload_fields(manifest))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert wait_job(service, job_id)["status"] == "succeeded"
+    report = service.get(f"/v1/jobs/{job_id}/report").json()
+    assert comparable(report) == comparable(reference)
+    assert "ser_input" not in service.get(f"/v1/jobs/{job_id}/pairs.csv").text
 
 
 def test_archive_upload_gives_the_same_report(service, dataset, reference):

@@ -31,6 +31,7 @@ import numpy as np
 
 from core.bootstrap import bootstrap_ci, paired_bootstrap
 from core.catalogue import CATALOGUE, METRICS, Columns, Metric
+from core.catalogue import SIDE_PRED
 from core.catalogue import metric as catalogue_entry
 from emopres_client.numbers import finite_or_none
 from core.metrics import MetricUndefined, confusion, per_emotion_preservation, ua_codes, wa_codes
@@ -40,6 +41,7 @@ __all__ = ["NO_PAIRS_REASON", "compute_corpus", "compare_runs"]
 NO_PAIRS_REASON = "no successfully evaluated pairs"
 NO_LABELS_REASON = "no gold labels"
 NO_VALUE_REASON = "no pair had a value"
+NO_SIDE_READING_REASON = "no pair has a side-normalised SER reading"
 CI_REASON_PREFIX = "confidence interval undefined: "
 
 
@@ -78,6 +80,9 @@ def _extended_classes(classes: Sequence[str], pair_lists: Sequence[Sequence[dict
                     raise ValueError(f"pair {p.get('pair_id')!r} lacks a prediction")
                 if v not in known:
                     extra.add(v)
+            for v in (_side(p, "source").get(SIDE_PRED), _side(p, "target").get(SIDE_PRED)):
+                if v is not None and v not in known:
+                    extra.add(v)
             lab = p.get("label")
             if not _missing_label(lab) and lab not in known:
                 extra.add(lab)
@@ -90,6 +95,8 @@ class _Encoded:
     n_classes: int
     pred_s: np.ndarray  # int codes
     pred_t: np.ndarray
+    pred_s_side: np.ndarray  # int codes of the side reading, -1 = the pair has none
+    pred_t_side: np.ndarray
     gold: np.ndarray  # int codes, -1 = unlabelled
     values: dict[str, np.ndarray]  # metric / rate field -> float array, NaN = null
     groups: list | None  # one id per pair, or None when some pair lacks one
@@ -100,6 +107,8 @@ def _encode(pairs: Sequence[dict], classes_ext: list) -> _Encoded:
     n = len(pairs)
     pred_s = np.fromiter((lookup[_side(p, "source")["pred"]] for p in pairs), np.int64, n)
     pred_t = np.fromiter((lookup[_side(p, "target")["pred"]] for p in pairs), np.int64, n)
+    side_codes = [np.fromiter((lookup.get(_side(p, side).get(SIDE_PRED), -1) for p in pairs), np.int64, n)
+                  for side in ("source", "target")]
     gold = np.fromiter(
         (-1 if _missing_label(p.get("label")) else lookup[p["label"]] for p in pairs),
         np.int64,
@@ -118,7 +127,7 @@ def _encode(pairs: Sequence[dict], classes_ext: list) -> _Encoded:
     groups = None
     if n and all(not _missing_label(g) for g in raw_groups):
         groups = [str(g) for g in raw_groups]
-    return _Encoded(n, len(classes_ext), pred_s, pred_t, gold, values, groups)
+    return _Encoded(n, len(classes_ext), pred_s, pred_t, *side_codes, gold, values, groups)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,10 +145,13 @@ class _Spec:
 
 def _mask_and_reason(enc: _Encoded, m: Metric, unavailable: dict[str, str]) -> tuple[np.ndarray, str]:
     """Which pairs metric ``m`` is computed from (by its kind) and the reason when there are none."""
+    read = (enc.pred_s_side >= 0) & (enc.pred_t_side >= 0) if m.reading == "side" else np.ones(enc.n, dtype=bool)
+    if m.reading == "side" and not read.any():
+        return read, unavailable.get(m.name, NO_SIDE_READING_REASON)
     if m.kind == "label":
-        return enc.gold >= 0, unavailable.get(m.name, NO_LABELS_REASON)
+        return (enc.gold >= 0) & read, unavailable.get(m.name, NO_LABELS_REASON)
     if m.kind == "prediction":
-        return np.ones(enc.n, dtype=bool), NO_PAIRS_REASON
+        return read, NO_PAIRS_REASON
     if m.kind == "pair":
         return np.isfinite(enc.values[m.name]), unavailable.get(m.name, NO_VALUE_REASON)
     xs, xt = enc.values[f"source.{m.utterance_field}"], enc.values[f"target.{m.utterance_field}"]
@@ -150,8 +162,10 @@ def _spec(enc: _Encoded, name: str, unavailable: dict[str, str]) -> _Spec:
     m = catalogue_entry(name)
     mask, empty_reason = _mask_and_reason(enc, m, unavailable)
 
+    pred_s, pred_t = (enc.pred_s_side, enc.pred_t_side) if m.reading == "side" else (enc.pred_s, enc.pred_t)
+
     def make(sub: np.ndarray) -> Stat:
-        columns = Columns(enc.n_classes, enc.gold[sub], enc.pred_s[sub], enc.pred_t[sub],
+        columns = Columns(enc.n_classes, enc.gold[sub], pred_s[sub], pred_t[sub],
                           value=enc.values[m.name][sub] if m.kind == "pair" else None,
                           source=enc.values[f"source.{m.utterance_field}"][sub] if m.kind == "rank" else None,
                           target=enc.values[f"target.{m.utterance_field}"][sub] if m.kind == "rank" else None)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from models.registry import ProfileSpec, create_profile
-from models.ser_head import SerHead, entropy_uncertainty
+from models.ser_head import HeadError, SerHead, entropy_uncertainty
 from models.syllables import METHOD as SYLLABLE_METHOD
 from models.syllables import count_in_segments, syllable_times
 from models.vad import SileroVad, pause_rate, speech_seconds
@@ -22,9 +22,10 @@ from core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audi
 from core.catalogue import CATALOGUE
 from core.feature_cache import FeatureCache
 from worker.pairs import PairSpec
+from worker.side_reading import SER_INPUT
 from worker.threads import pin_threads, threads_per_worker
 
-PAIR_CATALOGUE = tuple(m for m in CATALOGUE if m.kind == "pair")
+PAIR_CATALOGUE = tuple(m for m in CATALOGUE if m.kind == "pair" and m.reading == "absolute")  # per pair, per file
 
 
 # Files per decode window: large enough for full length-bucketed batches, small enough that decoding
@@ -190,8 +191,9 @@ class Evaluator:
     """Evaluates pairs with one resident profile, SER head and (optionally) a process pool."""
 
     def __init__(self, spec: ProfileSpec, head: SerHead, *, n_jobs: int | None = None, cache_dir=None,
-                 max_seconds: float | None = DEFAULT_MAX_SECONDS, chunk_size: int = 4):
-        self.spec, self.head, self.chunk_size = spec, head, chunk_size
+                 max_seconds: float | None = DEFAULT_MAX_SECONDS, chunk_size: int = 4, side_head: SerHead | None = None):
+        check_side_head(head, side_head)
+        self.spec, self.head, self.side_head, self.chunk_size = spec, head, side_head, chunk_size
         self.n_jobs = default_jobs(spec) if n_jobs is None else max(1, n_jobs)
         self._pool = None
         if self.n_jobs > 1:
@@ -271,6 +273,8 @@ class Evaluator:
         sides = {}
         for side, utterance, probs in (("source", source, source_probs), ("target", target, target_probs)):
             sides[side], side_warnings = utterance_summary(utterance.features, probs, self.head.classes)
+            if self.side_head is not None:  # the side reading needs the whole job: worker/side_reading.py
+                sides[side][SER_INPUT] = np.asarray(self.profile.ser_input(utterance.features), np.float32).tolist()
             warnings += [f"{side}: {w}" for w in side_warnings]
         scores, score_warnings = self.profile.pair_scores(source.features, target.features)
         warnings += score_warnings
@@ -283,6 +287,17 @@ class Evaluator:
             row[m.name] = None if value is None else float(value)
         row["warnings"] = warnings
         return row
+
+
+def check_side_head(head: SerHead, side_head: SerHead | None) -> None:
+    """The side reading is reported next to the absolute one: a per_side head of the same features and classes."""
+    if side_head is None:
+        return
+    if side_head.normalization != "per_side":
+        raise HeadError(f"the side head was trained with {side_head.normalization} normalisation; it needs per_side")
+    if set(side_head.classes) != set(head.classes) or side_head.feature_set != head.feature_set:
+        raise HeadError(f"the side head ({side_head.feature_set}, {sorted(side_head.classes)}) does not read what the "
+                        f"SER head reads ({head.feature_set}, {sorted(head.classes)}): pass a matching --side-head")
 
 
 def utterance_summary(features: dict, probs: np.ndarray, classes: list[str]) -> tuple[dict, list[str]]:

@@ -68,10 +68,18 @@ def report_for_evaluator(evaluator, *, rows: list[dict], failures: list[dict], p
                          n_bootstrap: int, seed: int, use_groups: bool) -> dict:
     """The report of pairs evaluated by `evaluator` (a worker.pipeline.Evaluator): CLI and service alike."""
     from worker.pipeline import prosody_signature
+    from worker.side_reading import add_side_reading
 
     profile = evaluator.profile
+    side_head = evaluator.side_head
+    rows, side_unavailable = add_side_reading(rows, side_head)
+    models = {**profile.models_info(), "ser_head": head_info(evaluator.head)}
+    if side_head is not None:
+        models["ser_head_side"] = head_info(side_head)
+    side_part = f"ser_side:{side_head.sha256()[:12] if side_head is not None else 'none'}"
     return build_report(
         job={**job, "pair_order": pair_order}, pairs=rows, failures=failures, classes=evaluator.head.classes,
-        profile_name=evaluator.spec.name, profile_parts=profile.signature_parts(), prosody=prosody_signature(),
-        head_sha256=evaluator.head.sha256(), models={**profile.models_info(), "ser_head": head_info(evaluator.head)},
-        n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups, unavailable=profile.unavailable())
+        profile_name=evaluator.spec.name, profile_parts=[side_part, *profile.signature_parts()],
+        prosody=prosody_signature(), head_sha256=evaluator.head.sha256(), models=models,
+        n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups,
+        unavailable={**profile.unavailable(), **side_unavailable})

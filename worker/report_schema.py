@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from core.catalogue import METRICS, PAIR_METRICS
+from core.catalogue import METRICS, PAIR_METRICS, SIDE_PRED, SIDE_PROBS
 from worker.report import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSIONS", "report_schema", "validate_report", "ReportSchemaError"]
@@ -48,6 +48,8 @@ _SIDE = {
         "duration_s": {"type": ["number", "null"], "minimum": 0},
         "pause_rate": {"type": ["number", "null"], "minimum": 0, "description": "pauses per second of speech span"},
         "speech_rate": {"type": ["number", "null"], "minimum": 0, "description": "syllables per second of speech"},
+        SIDE_PRED: {"type": "string", "description": "the side-normalised reading's prediction (absent without one)"},
+        SIDE_PROBS: {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
     },
 }
 

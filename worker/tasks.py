@@ -49,13 +49,13 @@ class TaskQueue:
 
 
 def build_evaluator(settings, n_jobs: int = 1):
-    from models.registry import ProfileSpec, load_head
+    from models.registry import ProfileSpec, load_head, load_side_head
     from worker.pipeline import Evaluator
 
     spec = ProfileSpec(settings.profile, settings.model_dir, settings.device, settings.fast)
     head = load_head(spec, settings.head)
     return Evaluator(spec, head, n_jobs=n_jobs, cache_dir=settings.feature_cache_path,
-                     max_seconds=settings.max_audio_seconds)
+                     max_seconds=settings.max_audio_seconds, side_head=load_side_head(spec, settings.side_head, head))
 
 
 class WorkerContext:

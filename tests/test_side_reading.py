@@ -1,0 +1,158 @@
+"""The side-normalised SER reading (worker/side_reading.py): its probabilities against a hand computation, its
+corpus metrics against scikit-learn, and every case where it cannot be computed saying why."""
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
+
+from core.catalogue import SIDE_PRED, SIDE_PROBS, SIDE_READING_METRICS, Metric
+from core.profiles import NO_SIDE_HEAD
+from models.registry import ProfileSpec, load_side_head
+from models.ser_head import HeadError, SerHead
+from models.ser_training import TrainConfig, train_one
+from worker.corpus import compute_corpus
+from worker.pipeline import check_side_head
+from worker.side_reading import MIN_SIDE_UTTERANCES, SER_INPUT, add_side_reading
+
+CLASSES = ["anger", "joy", "neutral", "sadness"]
+N_FEATURES = 12
+
+
+def _train(normalization: str, tmp_path, seed: int = 3) -> SerHead:
+    rng = np.random.default_rng(seed)
+    targets = np.arange(160) % len(CLASSES)
+    features = rng.normal(size=(160, N_FEATURES)).astype(np.float32) + targets[:, None] * 0.8
+    splits = np.array(["train"] * 120 + ["dev"] * 40)
+    run = train_one(features, targets, splits, CLASSES, feature_set="egemaps-v02", balance="none",
+                    config=TrainConfig(max_epochs=3, seed=seed), normalization=normalization,
+                    sides=np.array(["a"] * 60 + ["b"] * 60 + ["dev"] * 40))
+    folder = tmp_path / normalization
+    run.head.save(folder)
+    return SerHead.load(folder)
+
+
+@pytest.fixture(scope="module")
+def side_head(tmp_path_factory):
+    return _train("per_side", tmp_path_factory.mktemp("side"))
+
+
+def _rows(n_pairs: int, seed: int = 0, repeat_sources: int = 1) -> list[dict]:
+    """Report rows with SER inputs; every `repeat_sources` consecutive pairs share one source file."""
+    rng = np.random.default_rng(seed)
+    sources = rng.normal(3.0, 2.0, size=(n_pairs, N_FEATURES)).astype(np.float32)
+    targets = rng.normal(-1.0, 0.5, size=(n_pairs, N_FEATURES)).astype(np.float32)
+    rows = []
+    for i in range(n_pairs):
+        source = sources[i - i % repeat_sources]
+        rows.append({"pair_id": f"p{i}", "label": CLASSES[i % len(CLASSES)], "group": None, "agree": True,
+                     "warnings": [],
+                     "source": {"pred": "joy", "probs": {c: 0.25 for c in CLASSES}, "uncertainty": 1.0,
+                                SER_INPUT: source.tolist()},
+                     "target": {"pred": "joy", "probs": {c: 0.25 for c in CLASSES}, "uncertainty": 1.0,
+                                SER_INPUT: targets[i].tolist()}})
+    return rows
+
+
+def _by_hand(head: SerHead, vectors: np.ndarray, tmp_path) -> np.ndarray:
+    """z-score the distinct vectors of a side (population std), then the same network read per utterance."""
+    unique, index = np.unique(vectors, axis=0, return_inverse=True)
+    z = (unique - unique.mean(0)) / unique.std(0)
+    head.save(tmp_path)
+    as_utterance = SerHead.load(tmp_path)
+    as_utterance.metadata["normalization"] = "per_utterance"
+    return as_utterance.predict_proba(z)[index.ravel()]
+
+
+def test_side_probabilities_equal_a_hand_computation(side_head, tmp_path):
+    rows = _rows(60, repeat_sources=3)  # 20 distinct sources, the minimum
+    read, unavailable = add_side_reading(rows, side_head)
+    assert unavailable == {}
+    for side in ("source", "target"):
+        vectors = np.array([r[side][SER_INPUT] for r in rows], np.float32)
+        expected = _by_hand(side_head, vectors, tmp_path / side)
+        got = np.array([[r[side][SIDE_PROBS][c] for c in CLASSES] for r in read])
+        assert np.allclose(got, expected, atol=1e-5)
+        assert [r[side][SIDE_PRED] for r in read] == [CLASSES[k] for k in expected.argmax(1)]
+        assert all(SER_INPUT not in r[side] for r in read)
+    for r in read:
+        p_s = np.array([r["source"][SIDE_PROBS][c] for c in CLASSES])
+        p_t = np.array([r["target"][SIDE_PROBS][c] for c in CLASSES])
+        assert r["expected_agreement_side"] == pytest.approx(float(p_s @ p_t))
+    assert SER_INPUT in rows[0]["source"]  # the caller's rows are left as they were
+
+
+def test_side_corpus_metrics_equal_sklearn(side_head):
+    read, unavailable = add_side_reading(_rows(80, seed=5), side_head)
+    corpus = compute_corpus(read, CLASSES, n_bootstrap=200, seed=1, unavailable=unavailable)
+    gold = [r["label"] for r in read]
+    source = [r["source"][SIDE_PRED] for r in read]
+    target = [r["target"][SIDE_PRED] for r in read]
+    assert corpus["epr_side"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source, target)]))
+    if len(set(source) | set(target)) > 1:
+        assert corpus["kappa_side"]["value"] == pytest.approx(cohen_kappa_score(source, target))
+    assert corpus["ua_target_side"]["value"] == pytest.approx(balanced_accuracy_score(gold, target))
+    ua_source = balanced_accuracy_score(gold, source)
+    if ua_source > 0:
+        assert corpus["bar_side"]["value"] == pytest.approx(balanced_accuracy_score(gold, target) / ua_source)
+    assert corpus["expected_agreement_side"]["value"] == pytest.approx(
+        np.mean([r["expected_agreement_side"] for r in read]))
+    # the absolute reading is still there, from the rows' own predictions
+    assert corpus["epr"]["value"] == 1.0
+
+
+def _reasons(rows, head) -> dict:
+    read, unavailable = add_side_reading(rows, head)
+    assert all(SER_INPUT not in r[side] for r in read for side in ("source", "target"))
+    corpus = compute_corpus(read, CLASSES, n_bootstrap=0, unavailable=unavailable)
+    assert corpus["epr"]["value"] == 1.0  # the absolute reading is never lost
+    for name in SIDE_READING_METRICS:
+        assert corpus[name]["value"] is None and corpus[name]["reason"], name
+    return {corpus[name]["reason"] for name in SIDE_READING_METRICS}
+
+
+def test_too_few_utterances_on_a_side_says_so(side_head):
+    (reason,) = _reasons(_rows(MIN_SIDE_UTTERANCES - 1), side_head)
+    assert f"at least {MIN_SIDE_UTTERANCES} distinct source utterances" in reason
+    # a source paired with many targets counts once
+    (reason,) = _reasons(_rows(60, repeat_sources=4), side_head)
+    assert "this job has 15" in reason
+
+
+def test_no_side_head_or_no_inputs_says_so(side_head):
+    (reason,) = _reasons(_rows(30), None)
+    assert "no side-normalised SER head" in reason
+    rows = _rows(30)
+    del rows[3]["target"][SER_INPUT]
+    (reason,) = _reasons(rows, side_head)
+    assert "re-run the job" in reason
+
+
+def test_a_side_head_must_be_per_side_and_read_the_same_classes(side_head, tmp_path):
+    absolute = _train("per_utterance", tmp_path)
+    check_side_head(absolute, side_head)
+    with pytest.raises(HeadError, match="needs per_side"):
+        check_side_head(absolute, absolute)
+    other = _train("per_side", tmp_path / "other")
+    other.classes = ["anger", "joy", "neutral", "fear"]
+    with pytest.raises(HeadError, match="does not read what the SER head reads"):
+        check_side_head(absolute, other)
+
+
+def test_load_side_head(tmp_path, side_head):
+    lite = ProfileSpec("lite")
+    assert load_side_head(lite, NO_SIDE_HEAD) is None
+    assert load_side_head(lite).normalization == "per_side"  # the shipped one
+    assert load_side_head(ProfileSpec("paper", model_dir=str(tmp_path))) is None  # the paper profile's is optional
+    absolute = _train("per_utterance", tmp_path)
+    with pytest.raises(HeadError, match="needs per_side"):
+        load_side_head(lite, tmp_path / "per_utterance")
+    with pytest.raises(HeadError):
+        load_side_head(lite, tmp_path / "missing")
+    # a head of the user's own with other classes: the profile's side head is left out, not an error
+    assert load_side_head(lite, None, absolute) is None
+
+
+def test_only_ser_metrics_have_a_side_reading():
+    with pytest.raises(ValueError, match="only SER metrics"):
+        Metric("x", "x", "x", "pair", False, "emotion2vec", lambda c: None, reading="side")
+    with pytest.raises(ValueError, match="unknown reading"):
+        Metric("x", "x", "x", "pair", False, "SER head", lambda c: None, reading="sideways")
