@@ -20,13 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.egemaps import Egemaps  # noqa: E402
-from models.registry import ProfileSpec, default_head_path, load_head  # noqa: E402
+from models.registry import ProfileSpec, default_head_path, load_head, load_side_head  # noqa: E402
 from models.syllables import syllable_times  # noqa: E402
 from models.vad import SileroVad  # noqa: E402
 from core.audio import load_audio_file  # noqa: E402
 from worker.pairs import PairSpec  # noqa: E402
 from worker.pipeline import Evaluator  # noqa: E402
 from worker.report import report_for_evaluator  # noqa: E402
+from worker.side_reading import add_side_reading  # noqa: E402
 
 DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -104,10 +105,11 @@ def main() -> None:
 
     spec = ProfileSpec("lite")
     head, head_path, head_note = bench_head(spec, args.head)
-    print(f"\nSER head: {head_path}{head_note}")
+    side_head = load_side_head(spec, None, head)
+    print(f"\nSER head: {head_path}{head_note}; side head: {side_head and side_head.sha256()[:12]}")
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
-        evaluator = Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache)
+        evaluator = Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache, side_head=side_head)
         started = time.perf_counter()
         utterances = evaluator.analyze_files([resolve(p) for pair in pairs for p in (pair.source, pair.target)])
         analysed = time.perf_counter()
@@ -116,6 +118,7 @@ def main() -> None:
         report_for_evaluator(evaluator, rows=rows_out, failures=failures, pair_order=[p.pair_id for p in pairs],
                              job={"id": "bench"}, n_bootstrap=1000, seed=12345, use_groups=False)
         done = time.perf_counter()
+        _, side_seconds = timed(add_side_reading, rows_out, side_head)  # its share of the report step
         evaluator.close()
         warm_start = time.perf_counter()
         with Evaluator(spec, head, n_jobs=1, cache_dir=cache) as warm:
@@ -127,7 +130,7 @@ def main() -> None:
     print(f"  start-up (models, {args.jobs} processes)  {started - start:7.2f} s")
     print(f"  decode + features + prosody    {analysed - started:7.2f} s  ({len(files) / (analysed - started):.1f} files/s)")
     print(f"  SER + pair metrics             {paired - analysed:7.2f} s")
-    print(f"  corpus metrics + 1000 bootstrap{done - paired:7.2f} s")
+    print(f"  corpus metrics + 1000 bootstrap{done - paired:7.2f} s  (of which the side reading {side_seconds:.2f} s)")
     print(f"  total                          {total:7.2f} s  -> {len(pairs) / total:.2f} pairs/s "
           f"({len(pairs) - len({f['pair_id'] for f in failures})} pairs ok)")
     print(f"\nwarm feature cache, one process: {warm_seconds:.2f} s -> {len(pairs) / warm_seconds:.1f} pairs/s "
