@@ -15,7 +15,8 @@ from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make
 from app.intake import AudioFile, build_request
 from app.jobs import JobWriter, create_job, new_job, store_jobs
 from core.settings import Settings
-from worker.tasks import Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
+from worker.tasks import (NEW_JOB_SECONDS, Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile,
+                          run_chunk)
 from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 
 
@@ -309,9 +310,18 @@ def context(tmp_path, random_lite_head):
     ctx.close()
 
 
+def age_jobs(sessions, seconds: float) -> None:
+    """Every job created `seconds` earlier (the reconciler leaves a new job to its enqueuer for a while)."""
+    with sessions() as session:
+        session.execute(update(Job).values(created_at=utcnow() - timedelta(seconds=seconds)))
+        session.commit()
+
+
 def test_a_job_the_broker_never_got_is_sent_by_the_reconciler(context):
     job_id = make_job(context.sessions, context.blobs, context.settings)
     enqueue_job(context.sessions, FakeQueue(fail=True), job_id)  # the broker is away at submit time
+    assert reconcile(context)["sent"] == 0  # a new job: its enqueuer may still be waiting to send it
+    age_jobs(context.sessions, NEW_JOB_SECONDS + 1)
     assert reconcile(context)["sent"] == 2
     assert sorted(m[2] for m in context.queue.sent) == [0, 1]
     assert reconcile(context)["sent"] == 0  # sent once; again only after requeue_after_seconds
@@ -340,7 +350,9 @@ def test_chunks_the_enqueuer_cannot_send_are_left_to_the_reconciler(context):
     enqueuer = Enqueuer(context.sessions, FakeQueue(fail=True)).start()  # the broker is away
     enqueuer.add(job_id, 2)
     enqueuer.stop()
+    age_jobs(context.sessions, NEW_JOB_SECONDS + 1)
     assert reconcile(context)["sent"] == 2
+
 
 
 def test_a_lost_worker_lease_is_taken_over_and_each_pair_stored_once(context):
