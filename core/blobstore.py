@@ -45,8 +45,22 @@ def _valid_sha(sha256: str) -> str:
     return sha256
 
 
-def _checked(sha256: str, data: bytes) -> bytes:
-    if hashlib.sha256(data).hexdigest() != sha256:
+class Hashed:
+    """A blob reader that returns the very bytes object whose sha256 was taken (immutable): storing it needs no
+    second hash. Other readers (a file read again) are hashed again before anything is written."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self) -> bytes:
+        return self.data
+
+
+def _checked(sha256: str, data: bytes, read: Callable[[], bytes]) -> bytes:
+    """`data` (what `read` returned), after checking that it is the blob named `sha256` (a Hashed reader's is)."""
+    if not isinstance(read, Hashed) and hashlib.sha256(data).hexdigest() != sha256:
         raise ValueError(f"content of blob {sha256[:12]} changed while storing it")
     return data
 
@@ -152,14 +166,15 @@ class BlobStore:
         if self.kind == "fs" and blobs:
             # in parallel: concurrent fsyncs share the file system's journal commits (8 small files: ~8x faster
             # than one after the other on ext4), and each file is still on disk before the job is committed;
-            # the content is checked against its name here, in these threads, not in the transaction
+            # the content is checked against its name here, in these threads, not in the transaction (a Hashed
+            # reader's was, where it was hashed)
             items = [(_valid_sha(sha), read) for sha, read in blobs.items()]
             list(_writers().map(lambda item: self._write_checked(*item), items))
 
     def _write_checked(self, sha: str, read: Callable[[], bytes]) -> None:
         data = read()
         if self.files.size(sha) != len(data):  # not on disk yet (or damaged): hashed only when written
-            self.files.replace(sha, _checked(sha, data))
+            self.files.replace(sha, _checked(sha, data, read))
 
     def put_many(self, session: Session, blobs: dict[str, Callable[[], bytes]]) -> None:
         """Record blobs (sha256 -> reader of its bytes) in this transaction; fs: write the files now unless on disk
@@ -172,7 +187,7 @@ class BlobStore:
         for sha, read in sorted(blobs.items()):  # one order for every transaction: concurrent jobs never deadlock
             data = read()
             if self.kind == "database" or self.files.size(_valid_sha(sha)) != len(data):
-                _checked(sha, data)  # a file on disk with this size was checked when it was written
+                _checked(sha, data, read)  # a file on disk with this size was checked when it was written
                 if self.kind == "fs":
                     self.files.replace(sha, data)  # not (or no longer) on disk: a concurrent deletion removed it
             rows.append({"sha256": _valid_sha(sha), "size": len(data),

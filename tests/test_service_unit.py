@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
-from core.blobstore import BlobStore
+from core.blobstore import BlobStore, Hashed
 from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
 from app.intake import AudioFile, build_request
 from app.jobs import JobWriter, create_job, new_job, store_jobs
@@ -159,6 +159,25 @@ def test_a_blob_file_is_written_only_with_the_content_its_name_says(tmp_path, se
     with sessions() as session, pytest.raises(ValueError, match="changed while storing"):
         store.put_many(session, {sha: lambda: data[::-1]})
     assert not store.files.exists(sha)
+
+
+def test_a_request_keeps_the_bytes_it_hashed_up_to_its_budget_and_the_rest_is_hashed_again(context, monkeypatch):
+    """Hashed once at intake: the files within KEEP_HASHED_BYTES keep the very bytes hashed (stored without a second
+    hash); a file beyond it is read again when stored, and hashed again, so content that changed is refused."""
+    import app.intake
+
+    monkeypatch.setattr(app.intake, "KEEP_HASHED_BYTES", 1)  # nothing fits: every file is read and hashed again
+    request = job_request(context.settings, seed=300, n_pairs=1)
+    assert not any(isinstance(audio.read, Hashed) for audio in request.files.values())
+    audio = next(iter(request.blobs.values()))
+    with pytest.raises(ValueError, match="changed while storing"):
+        context.blobs.prepare({audio.sha256: lambda: audio.read() + b"x"})
+    monkeypatch.setattr(app.intake, "KEEP_HASHED_BYTES", 16 * 1024 * 1024)
+    request = job_request(context.settings, seed=300, n_pairs=1)
+    assert all(isinstance(audio.read, Hashed) for audio in request.files.values())
+    context.blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
+    for sha, audio in request.blobs.items():
+        assert context.blobs.files.path(sha).read_bytes() == audio.read() and BlobStore.sha256(audio.read()) == sha
 
 
 # ---------------------------------------------------------------- leases, attempts, reconciler
