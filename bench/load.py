@@ -154,7 +154,7 @@ def random_head(folder: Path) -> Path:
 class Server:
     """`emopres serve` on a free loopback port with a temporary data folder (auth disabled)."""
 
-    def __init__(self, workdir: Path, head: str | None, env_overrides: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, head: str | None, env_overrides: dict[str, str], workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "serve.log"
@@ -176,7 +176,7 @@ class Server:
         command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
         with open(self.log, "ab") as handle:
             self.process = subprocess.Popen(command + ["serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                                       "--log-level", "warning"],
+                                                       "--log-level", "warning", "--workers", str(workers)],
                                             env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                             start_new_session=True)
 
@@ -433,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", help="SER head folder for the started server (default: shipped, else random)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="EMOPRES_KEY=VALUE for the started server, e.g. --set embedded_jobs=2")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="API processes of the started server (`serve --workers`; needs a broker: --set broker_url=...)")
     parser.add_argument("--mode", choices=("ci", "burst"), default="ci",
                         help="ci: each client submits a job, polls it to the end, submits the next; "
                              "burst: every client sends all its jobs at once, then polls")
@@ -465,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             base_url = args.server.rstrip("/")
         else:
             overrides = dict(item.split("=", 1) for item in args.set)
-            server = Server(workdir, args.head, overrides)
+            server = Server(workdir, args.head, overrides, args.workers)
             base_url = server.url
             print(f"started emopres serve at {base_url} (data in {workdir}); waiting for its models ...", flush=True)
             server.wait_ready(path="/healthz" if args.submit_only else "/readyz")  # submissions need no worker
