@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterator
 
 from app.errors import InvalidArchive, InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
+from core.blobstore import Hashed
 from core.profiles import PROFILES
 from worker.pairs import ManifestError, PairSpec, check_relative_path, parse_pairs
 from worker.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
@@ -24,6 +25,7 @@ from worker.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_check
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 READ_BLOCK = 1024 * 1024
+KEEP_HASHED_BYTES = 16 * 1024 * 1024  # per request (_hash)
 
 
 @dataclass
@@ -144,18 +146,28 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
                            code="file_too_large", details={"path": audio.path, "limit": settings.max_file_bytes})
     request = JobRequest(normalised, chosen, name, profile, metadata,
                          use_groups=bool(group_column) or any(p.group for p in normalised))
-    blobs: dict[str, AudioFile] = {}
-    for audio in chosen.values():
-        data = audio.read()
-        audio.sha256 = hashlib.sha256(data).hexdigest()
-        blobs.setdefault(audio.sha256, audio)
-    request.blobs = blobs
+    request.blobs = _hash(chosen.values())
     request.fingerprint = hashlib.sha256(json.dumps({
         "manifest": hashlib.sha256(manifest_text.encode()).hexdigest(), "name": name, "profile": profile,
         "metadata": metadata, "group_column": group_column or None,
         "files": sorted((path, audio.sha256) for path, audio in chosen.items()),
     }, sort_keys=True).encode()).hexdigest()
     return request
+
+
+def _hash(files) -> dict[str, AudioFile]:
+    """Each file's sha256; the distinct contents by sha256. Up to KEEP_HASHED_BYTES per request, a file keeps the
+    bytes just hashed (an upload held in memory: the same object, no copy), so that storing it needs no second
+    hash; beyond that, each is read again and hashed again when stored (memory stays one file's worth)."""
+    blobs: dict[str, AudioFile] = {}
+    kept = 0
+    for audio in files:
+        data = audio.read()
+        audio.sha256 = hashlib.sha256(data).hexdigest()
+        if kept + len(data) <= KEEP_HASHED_BYTES:
+            audio.read, kept = Hashed(data), kept + len(data)
+        blobs.setdefault(audio.sha256, audio)
+    return blobs
 
 
 def validate_audio(request: JobRequest, max_seconds: float) -> None:

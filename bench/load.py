@@ -13,7 +13,9 @@ Submit latency (POST to 202) is measured apart from completion: evaluation is CP
 pairs/s is the server's evaluation throughput. --submit-only measures a burst of submissions alone.
 
 Prints: accepted, refused, completed, failed, lost (accepted pairs missing from finished reports or
-from the service: must be 0), pending at the time limit, p50/p99 submit latency, poll latency, pairs/s.
+from the service: must be 0), pending at the time limit, p50/p99 submit latency, poll latency, pairs/s, and the
+CPU used from the first submission to the last answer (Linux): by the clients, by the server this script started
+(its API process; its other processes apart) and by the whole machine (the database, anything else running).
 Only loopback addresses are accepted: this is a bench, not a load generator for other people's hosts.
 """
 from __future__ import annotations
@@ -152,7 +154,7 @@ def random_head(folder: Path) -> Path:
 class Server:
     """`emopres serve` on a free loopback port with a temporary data folder (auth disabled)."""
 
-    def __init__(self, workdir: Path, head: str | None, env_overrides: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, head: str | None, env_overrides: dict[str, str], workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "serve.log"
@@ -174,7 +176,7 @@ class Server:
         command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
         with open(self.log, "ab") as handle:
             self.process = subprocess.Popen(command + ["serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                                       "--log-level", "warning"],
+                                                       "--log-level", "warning", "--workers", str(workers)],
                                             env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                             start_new_session=True)
 
@@ -193,6 +195,9 @@ class Server:
             time.sleep(0.5)
         raise SystemExit(f"emopres serve not ready after {timeout} s:\n{self.tail()}")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        return session_cpu_seconds(self.process.pid)
+
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
@@ -204,6 +209,37 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def session_cpu_seconds(session: int) -> dict[str, float]:
+    """User + system CPU so far of a session's leader (`emopres serve`: the API process) and of its other processes
+    (embedded evaluation, or the API processes of --workers N), from /proc (Linux); {} without it."""
+    if not os.path.isdir("/proc"):
+        return {}
+    ticks = {"server_cpu_seconds": 0, "server_children_cpu_seconds": 0}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the command name
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[3]) == session:  # stat field 6: the session id
+            ticks["server_cpu_seconds" if int(pid) == session else "server_children_cpu_seconds"] += \
+                int(fields[11]) + int(fields[12])  # utime, stime
+    return {key: value / os.sysconf("SC_CLK_TCK") for key, value in ticks.items()}
+
+
+def cpu_seconds(server: "Server | None") -> dict[str, float]:
+    """CPU used so far: by this process (the clients), by the server started here, and by the whole machine (busy
+    time of all cores, /proc/stat: the server, its database, the clients and anything else running)."""
+    used = {"client_cpu_seconds": time.process_time()}
+    if server is not None:
+        used.update(server.cpu_seconds())
+    try:
+        counters = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        used["machine_busy_cpu_seconds"] = (sum(counters[:8]) - counters[3] - counters[4]) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        pass
+    return used
 
 
 # ---------------------------------------------------------------- clients
@@ -223,6 +259,7 @@ class Stats:
     first_submit: float = 0.0
     last_submit: float = 0.0
     last_finish: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # from the first submission to the last answer
 
 
 async def submit(client, job: JobSpec, stats: Stats, retries: int = 3) -> str | None:
@@ -326,7 +363,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def run(args, base_url: str) -> Stats:
+async def run(args, base_url: str, server: "Server | None" = None) -> Stats:
     print(f"preparing {args.pairs} pairs in jobs of {args.pairs_per_job} ({args.seconds:g} s utterances) ...",
           flush=True)
     jobs = make_jobs(args.pairs, args.pairs_per_job, args.seconds, args.seed,
@@ -339,7 +376,7 @@ async def run(args, base_url: str) -> Stats:
                                            submitted, args.mode, args.submit_only, args.ramp * i / args.clients))
              for i, share in enumerate(shares) if share]
     await asyncio.sleep(0.5)  # every client connected and waiting
-    stats.first_submit = time.monotonic()
+    stats.first_submit, cpu_before = time.monotonic(), cpu_seconds(server)
     start.set()
     progress = asyncio.create_task(report_progress(stats, args.pairs))
     if args.mode == "burst":
@@ -348,6 +385,7 @@ async def run(args, base_url: str) -> Stats:
         print(f"submitted: {len(stats.accepted)} jobs accepted in {stats.last_submit - stats.first_submit:.1f} s; "
               f"waiting for completion (limit {args.time_limit:g} s) ...", flush=True)
     await asyncio.gather(*tasks)
+    stats.cpu_seconds = {key: value - cpu_before[key] for key, value in cpu_seconds(server).items()}
     progress.cancel()
     return stats
 
@@ -380,6 +418,7 @@ def summary(args, stats: Stats, load_before, load_after) -> dict:
         "poll_latency_p99_s": round(percentile(stats.poll_latency, 99), 3),
         "completion_seconds": round(span, 1),
         "pairs_per_second": round(completed / span, 3) if span > 0 else None,
+        **{key: round(value, 2) for key, value in stats.cpu_seconds.items()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(), "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
@@ -394,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head", help="SER head folder for the started server (default: shipped, else random)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="EMOPRES_KEY=VALUE for the started server, e.g. --set embedded_jobs=2")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="API processes of the started server (`serve --workers`; needs a broker: --set broker_url=...)")
     parser.add_argument("--mode", choices=("ci", "burst"), default="ci",
                         help="ci: each client submits a job, polls it to the end, submits the next; "
                              "burst: every client sends all its jobs at once, then polls")
@@ -426,12 +467,12 @@ def main(argv: list[str] | None = None) -> int:
             base_url = args.server.rstrip("/")
         else:
             overrides = dict(item.split("=", 1) for item in args.set)
-            server = Server(workdir, args.head, overrides)
+            server = Server(workdir, args.head, overrides, args.workers)
             base_url = server.url
             print(f"started emopres serve at {base_url} (data in {workdir}); waiting for its models ...", flush=True)
             server.wait_ready(path="/healthz" if args.submit_only else "/readyz")  # submissions need no worker
         load_before = os.getloadavg()
-        stats = asyncio.run(run(args, base_url))
+        stats = asyncio.run(run(args, base_url, server))
         result = summary(args, stats, load_before, os.getloadavg())
     finally:
         if server is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -13,10 +14,14 @@ _STOP = object()
 class BatchThread(Generic[T]):
     """``handle(items)`` on one thread, with every item put since the last call (at most ``max_batch``).
 
+    With ``settle`` (quiet, longest) seconds, a batch also waits for more items while they keep coming: until none
+    has come for ``quiet`` seconds, or ``longest`` seconds after its first item (work that can wait leaves the
+    CPU to a burst of requests, and is done in one batch after it).
     ``handle`` must deal with its own errors: an exception escaping it is not caught here."""
 
-    def __init__(self, name: str, handle: Callable[[list[T]], None], max_batch: int) -> None:
-        self._handle, self._max_batch = handle, max_batch
+    def __init__(self, name: str, handle: Callable[[list[T]], None], max_batch: int,
+                 settle: tuple[float, float] = (0.0, 0.0)) -> None:
+        self._handle, self._max_batch, self._settle = handle, max_batch, settle
         self._pending: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -34,14 +39,21 @@ class BatchThread(Generic[T]):
 
     def _run(self) -> None:
         while True:
-            batch = [self._pending.get()]
-            while len(batch) < self._max_batch and batch[-1] is not _STOP:
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
+            batch = self._next_batch()
             items = [item for item in batch if item is not _STOP]
             if items:
                 self._handle(items)
             if batch[-1] is _STOP:
                 return
+
+    def _next_batch(self) -> list:
+        batch = [self._pending.get()]
+        quiet, longest = self._settle
+        deadline = time.monotonic() + longest
+        while len(batch) < self._max_batch and batch[-1] is not _STOP:
+            wait = min(quiet, deadline - time.monotonic())
+            try:
+                batch.append(self._pending.get(timeout=wait) if wait > 0 else self._pending.get_nowait())
+            except queue.Empty:
+                break
+        return batch

@@ -16,7 +16,6 @@ import hashlib
 import os
 import re
 import stat
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +35,7 @@ class BlobMissing(FileNotFoundError):
     pass
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,8 +45,22 @@ def _valid_sha(sha256: str) -> str:
     return sha256
 
 
-def _checked(sha256: str, data: bytes) -> bytes:
-    if hashlib.sha256(data).hexdigest() != sha256:
+class Hashed:
+    """A blob reader that returns the very bytes object whose sha256 was taken (immutable): storing it needs no
+    second hash. Other readers (a file read again) are hashed again before anything is written."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self) -> bytes:
+        return self.data
+
+
+def _checked(sha256: str, data: bytes, read: Callable[[], bytes]) -> bytes:
+    """`data` (what `read` returned), after checking that it is the blob named `sha256` (a Hashed reader's is)."""
+    if not isinstance(read, Hashed) and hashlib.sha256(data).hexdigest() != sha256:
         raise ValueError(f"content of blob {sha256[:12]} changed while storing it")
     return data
 
@@ -56,10 +70,10 @@ class FileBlobs:
 
     def __init__(self, root) -> None:
         self.root = Path(root)
+        self._root = str(self.root)
 
     def path(self, sha256: str) -> Path:
-        sha256 = _valid_sha(sha256)
-        return self.root / sha256[:2] / sha256
+        return Path(self._location(sha256))
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -67,30 +81,52 @@ class FileBlobs:
     def size(self, sha256: str) -> int | None:
         """The stored file's size; None when there is none."""
         try:
-            info = self.path(sha256).stat()
+            info = os.stat(self._location(sha256))
         except FileNotFoundError:
             return None
         return info.st_size if stat.S_ISREG(info.st_mode) else None
 
     def write(self, sha256: str, data: bytes) -> Path:
-        path = self.path(sha256)
-        if path.is_file() and path.stat().st_size == len(data):
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        """The file, written unless one of this size is there already."""
+        if self.size(sha256) != len(data):
+            self.replace(sha256, data)
+        return self.path(sha256)
+
+    def replace(self, sha256: str, data: bytes) -> None:
+        """Write the file, whatever is there."""
+        _write_atomically(self._location(sha256), data)
+
+    def _location(self, sha256: str) -> str:
+        """The file's path as a string (os calls on strings: a burst of uploads writes and checks thousands)."""
+        sha256 = _valid_sha(sha256)
+        return os.path.join(self._root, sha256[:2], sha256)
 
     def remove(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+
+def _write_atomically(location: str, data: bytes) -> None:
+    """Write to a new temporary file beside `location`, fsync, rename: a reader sees the whole file or none."""
+    folder = os.path.dirname(location)
+    temporary = f"{folder}/.{os.path.basename(location)[:16]}-{os.urandom(6).hex()}.tmp"
+    try:
+        handle = os.open(temporary, _NEW_FILE, 0o600)
+    except FileNotFoundError:  # the first file of its folder
+        os.makedirs(folder, exist_ok=True)
+        handle = os.open(temporary, _NEW_FILE, 0o600)
+    try:
+        try:
+            with memoryview(data) as view:
+                written = 0
+                while written < len(view):
+                    written += os.write(handle, view[written:])
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        os.replace(temporary, location)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 _WRITERS: ThreadPoolExecutor | None = None
@@ -130,14 +166,15 @@ class BlobStore:
         if self.kind == "fs" and blobs:
             # in parallel: concurrent fsyncs share the file system's journal commits (8 small files: ~8x faster
             # than one after the other on ext4), and each file is still on disk before the job is committed;
-            # the content is checked against its name here, in these threads, not in the transaction
+            # the content is checked against its name here, in these threads, not in the transaction (a Hashed
+            # reader's was, where it was hashed)
             items = [(_valid_sha(sha), read) for sha, read in blobs.items()]
             list(_writers().map(lambda item: self._write_checked(*item), items))
 
     def _write_checked(self, sha: str, read: Callable[[], bytes]) -> None:
         data = read()
         if self.files.size(sha) != len(data):  # not on disk yet (or damaged): hashed only when written
-            self.files.write(sha, _checked(sha, data))
+            self.files.replace(sha, _checked(sha, data, read))
 
     def put_many(self, session: Session, blobs: dict[str, Callable[[], bytes]]) -> None:
         """Record blobs (sha256 -> reader of its bytes) in this transaction; fs: write the files now unless on disk
@@ -150,9 +187,9 @@ class BlobStore:
         for sha, read in sorted(blobs.items()):  # one order for every transaction: concurrent jobs never deadlock
             data = read()
             if self.kind == "database" or self.files.size(_valid_sha(sha)) != len(data):
-                _checked(sha, data)  # a file on disk with this size was checked when it was written
+                _checked(sha, data, read)  # a file on disk with this size was checked when it was written
                 if self.kind == "fs":
-                    self.files.write(sha, data)  # not (or no longer) on disk: a concurrent deletion removed it
+                    self.files.replace(sha, data)  # not (or no longer) on disk: a concurrent deletion removed it
             rows.append({"sha256": _valid_sha(sha), "size": len(data),
                          "content": data if self.kind == "database" else None})
             held += len(data) if self.kind == "database" else 0

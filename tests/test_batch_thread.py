@@ -1,4 +1,8 @@
-"""core.batch_thread: everything put meanwhile goes to one call, at most max_batch items, in order; stop drains."""
+"""core.batch_thread: everything put meanwhile goes to one call, at most max_batch items, in order; stop drains;
+with a settle wait, a batch waits for items that keep coming."""
+import threading
+import time
+
 from core.batch_thread import BatchThread
 
 
@@ -18,3 +22,28 @@ def test_stop_with_nothing_queued_calls_nothing():
     worker = BatchThread("test-empty", batches.append, max_batch=4).start()
     worker.stop(timeout=10)
     assert batches == []
+
+
+def test_a_settling_batch_waits_while_items_keep_coming_and_stop_ends_the_wait():
+    batches, handled = [], threading.Event()
+    worker = BatchThread("test-settle", lambda items: (batches.append(items), handled.set()), max_batch=100,
+                         settle=(1.0, 30.0)).start()
+    for item in range(5):  # each within the quiet second after the one before: all in one batch
+        worker.put(item)
+        time.sleep(0.05)
+    assert handled.wait(10)
+    assert batches == [[0, 1, 2, 3, 4]]
+    worker.put(5)  # a new batch, waiting for its quiet second ...
+    started = time.monotonic()
+    worker.stop(timeout=10)  # ... which stop ends at once
+    assert batches[1:] == [[5]] and time.monotonic() - started < 0.9
+
+
+def test_a_settling_batch_waits_no_longer_than_its_longest_wait():
+    batches = []
+    worker = BatchThread("test-longest", batches.append, max_batch=100, settle=(1.0, 0.3)).start()
+    for item in range(20):  # items keep coming for 1 s
+        worker.put(item)
+        time.sleep(0.05)
+    worker.stop(timeout=10)
+    assert len(batches) >= 2 and [item for batch in batches for item in batch] == list(range(20))

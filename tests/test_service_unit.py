@@ -10,12 +10,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
-from core.blobstore import BlobStore
+from core.blobstore import BlobStore, Hashed
 from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
 from app.intake import AudioFile, build_request
 from app.jobs import JobWriter, create_job, new_job, store_jobs
 from core.settings import Settings
-from worker.tasks import Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile, run_chunk
+from worker.tasks import (NEW_JOB_SECONDS, Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile,
+                          run_chunk)
 from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 
 
@@ -158,6 +159,25 @@ def test_a_blob_file_is_written_only_with_the_content_its_name_says(tmp_path, se
     with sessions() as session, pytest.raises(ValueError, match="changed while storing"):
         store.put_many(session, {sha: lambda: data[::-1]})
     assert not store.files.exists(sha)
+
+
+def test_a_request_keeps_the_bytes_it_hashed_up_to_its_budget_and_the_rest_is_hashed_again(context, monkeypatch):
+    """Hashed once at intake: the files within KEEP_HASHED_BYTES keep the very bytes hashed (stored without a second
+    hash); a file beyond it is read again when stored, and hashed again, so content that changed is refused."""
+    import app.intake
+
+    monkeypatch.setattr(app.intake, "KEEP_HASHED_BYTES", 1)  # nothing fits: every file is read and hashed again
+    request = job_request(context.settings, seed=300, n_pairs=1)
+    assert not any(isinstance(audio.read, Hashed) for audio in request.files.values())
+    audio = next(iter(request.blobs.values()))
+    with pytest.raises(ValueError, match="changed while storing"):
+        context.blobs.prepare({audio.sha256: lambda: audio.read() + b"x"})
+    monkeypatch.setattr(app.intake, "KEEP_HASHED_BYTES", 16 * 1024 * 1024)
+    request = job_request(context.settings, seed=300, n_pairs=1)
+    assert all(isinstance(audio.read, Hashed) for audio in request.files.values())
+    context.blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
+    for sha, audio in request.blobs.items():
+        assert context.blobs.files.path(sha).read_bytes() == audio.read() and BlobStore.sha256(audio.read()) == sha
 
 
 # ---------------------------------------------------------------- leases, attempts, reconciler
@@ -309,9 +329,18 @@ def context(tmp_path, random_lite_head):
     ctx.close()
 
 
+def age_jobs(sessions, seconds: float) -> None:
+    """Every job created `seconds` earlier (the reconciler leaves a new job to its enqueuer for a while)."""
+    with sessions() as session:
+        session.execute(update(Job).values(created_at=utcnow() - timedelta(seconds=seconds)))
+        session.commit()
+
+
 def test_a_job_the_broker_never_got_is_sent_by_the_reconciler(context):
     job_id = make_job(context.sessions, context.blobs, context.settings)
     enqueue_job(context.sessions, FakeQueue(fail=True), job_id)  # the broker is away at submit time
+    assert reconcile(context)["sent"] == 0  # a new job: its enqueuer may still be waiting to send it
+    age_jobs(context.sessions, NEW_JOB_SECONDS + 1)
     assert reconcile(context)["sent"] == 2
     assert sorted(m[2] for m in context.queue.sent) == [0, 1]
     assert reconcile(context)["sent"] == 0  # sent once; again only after requeue_after_seconds
@@ -340,7 +369,9 @@ def test_chunks_the_enqueuer_cannot_send_are_left_to_the_reconciler(context):
     enqueuer = Enqueuer(context.sessions, FakeQueue(fail=True)).start()  # the broker is away
     enqueuer.add(job_id, 2)
     enqueuer.stop()
+    age_jobs(context.sessions, NEW_JOB_SECONDS + 1)
     assert reconcile(context)["sent"] == 2
+
 
 
 def test_a_lost_worker_lease_is_taken_over_and_each_pair_stored_once(context):

@@ -322,6 +322,9 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
 # ---------------------------------------------------------------- reconciler
 
 
+NEW_JOB_SECONDS = 10.0  # the reconciler leaves a job this young to the enqueuer of the process that accepted it
+
+
 def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
     """Send again what the queue lost. `restart`: this process is the only worker (embedded) and just started."""
     if ctx.queue is None:
@@ -346,7 +349,11 @@ def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
             update(Chunk).where(Chunk.status == "running", or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < lease))
             .values(status="pending", enqueued_at=None)).rowcount
         session.commit()
-        due = or_(Chunk.enqueued_at.is_(None), Chunk.enqueued_at < resend)
+        unsent = Chunk.enqueued_at.is_(None)
+        if not (restart or broker_lost_all):  # a new job's unclaimed chunks are its Enqueuer's (after its SETTLE wait)
+            unsent = and_(unsent, or_(Chunk.attempts > 0, exists().where(
+                Job.id == Chunk.job_id, Job.created_at < now - timedelta(seconds=NEW_JOB_SECONDS))))
+        due = or_(unsent, Chunk.enqueued_at < resend)
         candidates = session.execute(select(Chunk.job_id, Chunk.idx).where(Chunk.status == "pending", due)
                                      .order_by(Chunk.job_id, Chunk.idx).limit(10_000)).all()
         # every chunk done, the last one a lease ago, and still no report: the finisher died before writing it
@@ -429,10 +436,11 @@ class Enqueuer:
     accepted but not sent yet is in the database already: if this process dies first, the reconciler sends it."""
 
     MAX_BATCH = 500  # chunks per batch (one UPDATE)
+    SETTLE = (0.2, 2.0)  # a batch waits while jobs keep coming (at most 2 s): sending takes CPU from the submissions
 
     def __init__(self, sessions, queue: TaskQueue) -> None:
         self.sessions, self.queue = sessions, queue
-        self._thread = BatchThread("emopres-enqueuer", self._send, self.MAX_BATCH)
+        self._thread = BatchThread("emopres-enqueuer", self._send, self.MAX_BATCH, self.SETTLE)
 
     def start(self) -> "Enqueuer":
         self._thread.start()
