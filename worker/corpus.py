@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.bootstrap import bootstrap_ci, paired_bootstrap
-from core.catalogue import CATALOGUE, METRICS, Columns, Metric
-from core.catalogue import SIDE_PRED
+from core.catalogue import CATALOGUE, METRICS, SIDE_PRED, Columns, Metric
 from core.catalogue import metric as catalogue_entry
 from emopres_client.numbers import finite_or_none
 from core.metrics import MetricUndefined, confusion, per_emotion_preservation, ua_codes, wa_codes
