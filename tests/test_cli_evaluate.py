@@ -142,3 +142,29 @@ def test_validate_reports_the_side_reading_next_to_the_absolute_one(write_wav, t
     result = json.loads(out.read_text())
     assert "ser_side:none" in result["signature"]
     assert "no side-normalised SER head" in result["metrics"]["epr_side"]["reason"]
+
+
+def test_a_speaker_group_column_normalises_each_speaker_on_its_own(write_wav, tmp_path, random_lite_head, capsys):
+    n = 44  # two speakers with 22 distinct files each, per side (MIN_SIDE_UTTERANCES is 20)
+    for i in range(n):
+        higher = 120 if i % 2 else 0  # speaker b's voice is higher on both sides
+        write_wav(f"s{i}.wav", seconds=1.0, seed=i, pitch=90 + 2 * i + higher)
+        write_wav(f"t{i}.wav", seconds=1.0, seed=200 + i, pitch=150 - 2 * i + higher)
+    rows = ["pair_id,source,target,label,speaker"]
+    rows += [f"p{i},s{i}.wav,t{i}.wav,{['joy', 'anger', 'sadness'][i % 3]},{'ab'[i % 2]}" for i in range(n)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    reports = {}
+    for name, extra in (("grouped", ["--group-column", "speaker"]), ("whole", [])):
+        out = tmp_path / f"{name}.json"
+        status, _, _ = run(["evaluate", str(tmp_path / "pairs.csv"), "--out", str(out), "--head", str(random_lite_head),
+                            "--bootstrap", "0", "--jobs", "1", "--cache-dir", str(tmp_path / "cache"), *extra], capsys)
+        assert status == 0
+        reports[name] = json.loads(out.read_text())
+    grouped, whole = reports["grouped"], reports["whole"]
+    assert grouped["models"]["ser_head_side"]["normalised_per"] == {"source": "group", "target": "group"}
+    assert whole["models"]["ser_head_side"]["normalised_per"] == {"source": "side", "target": "side"}
+    assert "@source=group,target=group|" in grouped["signature"] and "@" not in whole["signature"]
+    assert grouped["corpus"]["epr_side"]["value"] is not None
+    # per-speaker statistics read the higher voice differently; the absolute reading is the same
+    assert [p["source"]["probs_side"] for p in grouped["pairs"]] != [p["source"]["probs_side"] for p in whole["pairs"]]
+    assert [p["source"]["pred"] for p in grouped["pairs"]] == [p["source"]["pred"] for p in whole["pairs"]]

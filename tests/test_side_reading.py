@@ -64,8 +64,9 @@ def _by_hand(head: SerHead, vectors: np.ndarray, tmp_path) -> np.ndarray:
 
 def test_side_probabilities_equal_a_hand_computation(side_head, tmp_path):
     rows = _rows(60, repeat_sources=3)  # 20 distinct sources, the minimum
-    read, unavailable = add_side_reading(rows, side_head)
+    read, normalised_per, unavailable = add_side_reading(rows, side_head)
     assert unavailable == {}
+    assert normalised_per == {"source": "side", "target": "side"}  # no groups
     for side in ("source", "target"):
         vectors = np.array([r[side][SER_INPUT] for r in rows], np.float32)
         expected = _by_hand(side_head, vectors, tmp_path / side)
@@ -80,8 +81,51 @@ def test_side_probabilities_equal_a_hand_computation(side_head, tmp_path):
     assert SER_INPUT in rows[0]["source"]  # the caller's rows are left as they were
 
 
+def _grouped(rows: list[dict], sizes: list[int]) -> list[dict]:
+    """The rows with groups g0, g1, ... of these sizes, in order; group g shifted by 5*g (a louder voice)."""
+    names = [f"g{g}" for g, size in enumerate(sizes) for _ in range(size)]
+    out = []
+    for row, name in zip(rows, names):
+        shift = 5.0 * int(name[1:])
+        out.append({**row, "group": name,
+                    **{side: {**row[side], SER_INPUT: (np.asarray(row[side][SER_INPUT]) + shift).tolist()}
+                       for side in ("source", "target")}})
+    return out
+
+
+def test_each_group_is_normalised_on_its_own_when_every_group_is_large_enough(side_head, tmp_path):
+    rows = _grouped(_rows(50, seed=7), [MIN_SIDE_UTTERANCES, 30])
+    read, normalised_per, unavailable = add_side_reading(rows, side_head)
+    assert unavailable == {} and normalised_per == {"source": "group", "target": "group"}
+    for side in ("source", "target"):
+        got = np.array([[r[side][SIDE_PROBS][c] for c in CLASSES] for r in read])
+        for group, members in (("g0", slice(0, 20)), ("g1", slice(20, 50))):
+            vectors = np.array([r[side][SER_INPUT] for r in rows[members]], np.float32)
+            expected = _by_hand(side_head, vectors, tmp_path / side / group)
+            assert np.allclose(got[members], expected, atol=1e-5)
+    whole_side = add_side_reading([{**r, "group": None} for r in rows], side_head)[0]
+    assert any(a["target"][SIDE_PRED] != b["target"][SIDE_PRED] for a, b in zip(read, whole_side))
+
+
+def test_a_small_group_or_a_missing_one_normalises_the_whole_side(side_head, tmp_path):
+    rows = _grouped(_rows(50, seed=7), [MIN_SIDE_UTTERANCES - 1, 31])
+    read, normalised_per, _ = add_side_reading(rows, side_head)
+    assert normalised_per == {"source": "side", "target": "side"}
+    vectors = np.array([r["target"][SER_INPUT] for r in rows], np.float32)
+    got = np.array([[r["target"][SIDE_PROBS][c] for c in CLASSES] for r in read])
+    assert np.allclose(got, _by_hand(side_head, vectors, tmp_path / "whole"), atol=1e-5)
+    rows = _grouped(_rows(50, seed=7), [25, 25])
+    rows[0] = {**rows[0], "group": None}
+    assert add_side_reading(rows, side_head)[1] == {"source": "side", "target": "side"}
+    # a source side of 20 distinct files per group but targets repeated: each side decides on its own
+    rows = _grouped(_rows(50, seed=7), [25, 25])
+    for row in rows[1:25]:
+        row["target"] = rows[0]["target"]
+    assert add_side_reading(rows, side_head)[1] == {"source": "group", "target": "side"}
+
+
 def test_side_corpus_metrics_equal_sklearn(side_head):
-    read, unavailable = add_side_reading(_rows(80, seed=5), side_head)
+    read, _, unavailable = add_side_reading(_rows(80, seed=5), side_head)
     corpus = compute_corpus(read, CLASSES, n_bootstrap=200, seed=1, unavailable=unavailable)
     gold = [r["label"] for r in read]
     source = [r["source"][SIDE_PRED] for r in read]
@@ -100,7 +144,8 @@ def test_side_corpus_metrics_equal_sklearn(side_head):
 
 
 def _reasons(rows, head) -> dict:
-    read, unavailable = add_side_reading(rows, head)
+    read, normalised_per, unavailable = add_side_reading(rows, head)
+    assert normalised_per == {}
     assert all(SER_INPUT not in r[side] for r in read for side in ("source", "target"))
     corpus = compute_corpus(read, CLASSES, n_bootstrap=0, unavailable=unavailable)
     assert corpus["epr"]["value"] == 1.0  # the absolute reading is never lost

@@ -72,11 +72,13 @@ def report_for_evaluator(evaluator, *, rows: list[dict], failures: list[dict], p
 
     profile = evaluator.profile
     side_head = evaluator.side_head
-    rows, side_unavailable = add_side_reading(rows, side_head)
+    rows, normalised_per, side_unavailable = add_side_reading(rows, side_head)
     models = {**profile.models_info(), "ser_head": head_info(evaluator.head)}
-    if side_head is not None:
-        models["ser_head_side"] = head_info(side_head)
     side_part = f"ser_side:{side_head.sha256()[:12] if side_head is not None else 'none'}"
+    if side_head is not None:
+        models["ser_head_side"] = {**head_info(side_head), "normalised_per": normalised_per}
+    if "group" in normalised_per.values():  # per-group statistics change the side values: part of the signature
+        side_part += "@" + ",".join(f"{side}={unit}" for side, unit in normalised_per.items())
     return build_report(
         job={**job, "pair_order": pair_order}, pairs=rows, failures=failures, classes=evaluator.head.classes,
         profile_name=evaluator.spec.name, profile_parts=[side_part, *profile.signature_parts()],

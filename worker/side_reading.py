@@ -9,6 +9,12 @@ It needs the whole side at once, so it runs when a report is built, from the SER
 in each row (``SER_INPUT``), and never enters the per-file cache. It cannot see a shift the whole side
 shares (a system that flattens every target): that is what the absolute reading, reported next to it,
 still shows.
+
+When the pairs carry groups (a speaker id: the manifest's group column) and every group has at least
+MIN_SIDE_UTTERANCES distinct utterances on a side, each group of that side is z-scored on its own instead:
+one voice's level and range no longer read as emotion either (chosen on selection data, MODEL_CARD of
+ser_lite_side). A target is grouped with its source's group: a system speaks each source speaker's
+translations in one voice, its own or the speaker's.
 """
 from __future__ import annotations
 
@@ -44,26 +50,56 @@ def _unavailable(reason: str) -> dict[str, str]:
     return {name: reason for name in SIDE_READING_METRICS}
 
 
-def add_side_reading(rows: list[dict], head) -> tuple[list[dict], dict[str, str]]:
+def _group_members(rows: list[dict]) -> dict | None:
+    """Row indexes per group, or None when some pair has no group or there is only one."""
+    groups = [row.get("group") for row in rows]
+    if any(g is None or g == "" for g in groups):
+        return None
+    members: dict = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    return members if len(members) > 1 else None
+
+
+def _read_side(head, vectors: list[np.ndarray], members: dict | None) -> tuple[np.ndarray, str]:
+    """Probabilities of one side's rows and what they were normalised over: each group on its
+    own when every group has MIN_SIDE_UTTERANCES distinct utterances, else the whole side."""
+    if members is not None:
+        parts = {group: _distinct([vectors[i] for i in rows]) for group, rows in members.items()}
+        if all(len(unique) >= MIN_SIDE_UTTERANCES for unique, _ in parts.values()):
+            probs = np.empty((len(vectors), len(head.classes)), np.float32)
+            for group, rows in members.items():
+                unique, index = parts[group]
+                probs[rows] = head.predict_proba_side(unique)[index]
+            return probs, "group"
+    unique, index = _distinct(vectors)
+    return head.predict_proba_side(unique)[index], "side"
+
+
+def add_side_reading(rows: list[dict], head) -> tuple[list[dict], dict[str, str], dict[str, str]]:
     """The rows (copies, SER inputs removed) with each side's ``pred_side``/``probs_side`` and the pair's
-    ``expected_agreement_side``, read by ``head`` (a per_side models.ser_head.SerHead, or None); and the reason
-    per side-reading metric when there is no side reading."""
+    ``expected_agreement_side``, read by ``head`` (a per_side models.ser_head.SerHead, or None); the reason
+    per side-reading metric when there is no side reading; and what each side was normalised over
+    ({"source": "group" or "side", "target": ...}; empty without a reading)."""
     if head is None:
-        return strip_ser_inputs(rows), _unavailable("no side-normalised SER head is loaded (the profile has none, "
+        return strip_ser_inputs(rows), {}, _unavailable("no side-normalised SER head is loaded (the profile has none, "
                                                     "or not for this SER head's classes; pass one with --side-head)")
     if not rows:
-        return [], {}
+        return [], {}, {}
     if any(SER_INPUT not in row[side] for row in rows for side in ("source", "target")):
-        return strip_ser_inputs(rows), _unavailable("some pairs were evaluated without their SER inputs (before "
+        return strip_ser_inputs(rows), {}, _unavailable("some pairs were evaluated without their SER inputs (before "
                                                     "the side reading existed): re-run the job")
     read: dict[str, np.ndarray] = {}
+    normalised_per: dict[str, str] = {}
+    members = _group_members(rows)
     for side in ("source", "target"):
-        unique, index = _distinct([np.asarray(row[side][SER_INPUT], np.float32) for row in rows])
-        if len(unique) < MIN_SIDE_UTTERANCES:
-            return strip_ser_inputs(rows), _unavailable(
+        vectors = [np.asarray(row[side][SER_INPUT], np.float32) for row in rows]
+        n_distinct = len(_distinct(vectors)[0])
+        if n_distinct < MIN_SIDE_UTTERANCES:
+            return strip_ser_inputs(rows), {}, _unavailable(
                 f"the side-normalised reading needs at least {MIN_SIDE_UTTERANCES} distinct {side} utterances; "
-                f"this job has {len(unique)}")
-        read[side] = head.predict_proba_side(unique)[index]
+                f"this job has {n_distinct}")
+        read[side], normalised_per[side] = _read_side(head, vectors, members)
     out = []
     for i, row in enumerate(strip_ser_inputs(rows)):
         probs = {side: read[side][i] for side in ("source", "target")}
@@ -73,4 +109,4 @@ def add_side_reading(rows: list[dict], head) -> tuple[list[dict], dict[str, str]
         for m in SIDE_PAIR_METRICS:
             row[m.name] = float(m.from_probabilities(probs["source"], probs["target"]))
         out.append(row)
-    return out, {}
+    return out, normalised_per, {}
