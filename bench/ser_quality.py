@@ -268,7 +268,7 @@ PAIR_COLUMNS = ("pair_id", "source", "target_preserved", "target_swapped", "emot
 PAIRS_CACHE = ROOT / ".cache" / "pairs"
 
 
-def build_pairs(data: dict, target: str, seed: int = 20261201) -> list[dict]:
+def build_pairs(data: dict, target: str, seed: int = 20261201, voices: str = "random") -> list[dict]:
     """English RAVDESS sources paired with a `target`-corpus utterance of the same emotion (preserved) and of a
     different one (swapped), as pairs/en-ja.csv is built; split by English speaker (01-14 / 15-17 / 18-20).
 
@@ -276,17 +276,30 @@ def build_pairs(data: dict, target: str, seed: int = 20261201) -> list[dict]:
     speakers/utterances only, train and dev sources from the rest, so the test pairs are unseen on both sides
     and a choice made on dev pairs never looks at a test target. Sources: every RAVDESS utterance (calm excluded:
     no MELD counterpart) whose emotion the target's pool has. Each row keeps the data indexes (_s, _p, _w).
+
+    voices="random": each target from any speaker of the pool (pairs/en-de.csv's way).
+    voices="one-per-speaker": all targets of one source speaker from one target speaker (assigned in turn), as a
+    system speaks each speaker's translations in one voice; en-ja.csv is that way too (JVNV has one speaker here).
     """
-    rng = np.random.default_rng(seed + CORPORA.index(target))
+    rng = np.random.default_rng(seed + CORPORA.index(target) + (0 if voices == "random" else 1000))
     labels = labels_for(data["emotion"], "drop")
     is_target = data["corpus"] == target
-    pools = {}
-    for side in ("test", "rest"):
-        part = is_target & ((data["split"] == "test") if side == "test" else (data["split"] != "test"))
-        pools[side] = {e: np.flatnonzero(part & (labels == e)) for e in sorted(set(labels[part])) if e != "-"}
+    parts = {"test": is_target & (data["split"] == "test"), "rest": is_target & (data["split"] != "test")}
+    voice_of = {}
+    if voices == "one-per-speaker":
+        for side, part in parts.items():
+            sources = (data["corpus"] == "ravdess") & ((data["split"] == "test") == (side == "test"))
+            pool_speakers = sorted(set(data["speaker"][part]))
+            for k, speaker in enumerate(sorted(set(data["speaker"][sources]))):
+                voice_of[speaker] = pool_speakers[k % len(pool_speakers)]
+    elif voices != "random":
+        raise ValueError(f"voices: random or one-per-speaker, not {voices!r}")
     rows = []
     for i in np.flatnonzero((data["corpus"] == "ravdess") & (labels != "-")):
-        pool = pools["test" if data["split"][i] == "test" else "rest"]
+        part = parts["test" if data["split"][i] == "test" else "rest"]
+        if voice_of:
+            part = part & (data["speaker"] == voice_of[data["speaker"][i]])
+        pool = {e: np.flatnonzero(part & (labels == e)) for e in sorted(set(labels[part])) if e != "-"}
         emotion = labels[i]
         if emotion not in pool:
             continue
@@ -351,6 +364,11 @@ LOCO_VARIANTS = {
     "none|speed": dict(balance="none", speed=(0.9, 1.1)),
     "corpus-bal|side": dict(balance="none", corpus_balance=True, norm="side"),
     "nkululeko|cc": dict(balance="clustercentroids", architecture="nkululeko"),
+    # per-speaker statistics at inference (worker/side_reading.py with a group column): each speaker of the
+    # left-out corpus z-scored on its own; in pairs, each source speaker's sources and its targets
+    "none|side|speaker": dict(balance="none", norm="side", groups="speaker"),
+    # also trained that way: each training speaker (per split) z-scored on its own
+    "none|speaker": dict(balance="none", norm="speaker", groups="speaker"),
 }
 
 
@@ -397,33 +415,47 @@ def train_variant(data: dict, base: np.ndarray, labels: np.ndarray, train_sel: n
     splits = np.array(["train"] * (len(index) - len(dev_idx)) + ["dev"] * len(dev_idx))
     classes = [c for c in MELD_CLASSES if c in set(labels[train_idx])]
     targets = np.array([classes.index(v) for v in labels[index]])
-    sides = np.array([f"{c}:{s}" for c, s in zip(data["corpus"][index], data["split"][index])])
+    unit = data["speaker"] if variant.get("norm") == "speaker" else data["corpus"]
+    sides = np.array([f"{u}:{s}" for u, s in zip(unit[index], data["split"][index])])
     run = train_one(x, targets, splits, classes, feature_set="egemaps-v02",
                     balance=variant.get("balance", "clustercentroids"),
                     config=replace(config, seed=seed, ensemble=variant.get("ensemble", 1),
                                    architecture=variant.get("architecture", "paper")),
-                    normalization="per_side" if variant.get("norm") == "side" else "per_utterance",
+                    normalization="per_side" if variant.get("norm") in ("side", "speaker") else "per_utterance",
                     sides=sides, augmented=augmented,
                     metadata={"corpus_balance": bool(variant.get("corpus_balance"))})
     return run
 
 
-def side_probs(head, base: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Probabilities of the utterances `index`, evaluated together as one side (per_side heads use their stats)."""
-    return head.predict_proba_side(base[index])
+def side_probs(head, base: np.ndarray, index: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Probabilities of the utterances `index`, evaluated together as one side (per_side heads use their stats),
+    or, with `groups`, each group's distinct utterances together (the side reading with a group column)."""
+    if groups is None or head.normalization == "per_utterance":
+        return head.predict_proba_side(base[index])
+    probs = np.empty((len(index), len(head.classes)), np.float32)
+    for group in np.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        unique, inverse = np.unique(index[rows], return_inverse=True)
+        probs[rows] = head.predict_proba_side(base[unique])[inverse.ravel()]
+    return probs
 
 
-def ua_of(head, base, labels, index) -> float:
-    index = index[np.isin(labels[index], head.classes)]
+def ua_of(head, base, labels, index, groups=None) -> float:
+    keep = np.isin(labels[index], head.classes)
+    index, groups = index[keep], (None if groups is None else groups[keep])
     gold = np.array([head.classes.index(v) for v in labels[index]])
-    return classification_scores(gold, side_probs(head, base, index).argmax(1), len(head.classes))["ua"]
+    return classification_scores(gold, side_probs(head, base, index, groups).argmax(1), len(head.classes))["ua"]
 
 
-def pair_separation(head, base, pairs: list[dict], **kwargs) -> dict:
-    source = side_probs(head, base, np.array([r["_s"] for r in pairs]))
-    preserved = side_probs(head, base, np.array([r["_p"] for r in pairs]))
-    swapped = side_probs(head, base, np.array([r["_w"] for r in pairs]))
+def pair_separation(head, base, pairs: list[dict], groups: np.ndarray | None = None, **kwargs) -> dict:
+    """`groups`: one per pair (its source's speaker), the same for its three utterances, or None (whole sides)."""
+    source = side_probs(head, base, np.array([r["_s"] for r in pairs]), groups)
+    preserved = side_probs(head, base, np.array([r["_p"] for r in pairs]), groups)
+    swapped = side_probs(head, base, np.array([r["_w"] for r in pairs]), groups)
     return separation(source, preserved, swapped, **kwargs)
+
+
+PAIR_VOICES = {"": "random", "+1voice": "one-per-speaker"}  # score-key suffix -> build_pairs voices
 
 
 def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=print, config=None) -> dict:
@@ -437,10 +469,12 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
     base = features(data["path"])
     labels = labels_for(data["emotion"], "neutral")
     present = [c for c in CORPORA if np.any(data["corpus"] == c)]
-    pairs = {c: build_pairs(data, c) for c in PAIR_NAMES if c in present}
+    pairs = {(c, suffix): build_pairs(data, c, voices=voices) for c in PAIR_NAMES if c in present
+             for suffix, voices in PAIR_VOICES.items()}
     out = {}
     for name in variant_names:
         variant = LOCO_VARIANTS[name]
+        by_speaker = variant.get("groups") == "speaker"
         result = {"variant": variant, "folds": {}}
         for held in (*present, "all"):
             started = time.monotonic()
@@ -454,18 +488,20 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
                 targets = [held] if held != "all" else present
                 for corpus in targets:
                     is_c = data["corpus"] == corpus
-                    scores[f"{corpus}/test_ua"] = ua_of(head, base, labels, np.flatnonzero(is_c & (data["split"] == "test")))
-                    if held != "all":
-                        scores[f"{corpus}/select_ua"] = ua_of(head, base, labels,
-                                                              np.flatnonzero(is_c & (data["split"] != "test")))
-                    if corpus in pairs:
-                        test_pairs = [r for r in pairs[corpus] if r["split"] == "test"]
-                        scores[f"{PAIR_NAMES[corpus]}/test"] = pair_separation(head, base, test_pairs,
-                                                                               n_bootstrap=n_bootstrap)
-                        if held != "all":
-                            dev_pairs = [r for r in pairs[corpus] if r["split"] == "dev"]
-                            scores[f"{PAIR_NAMES[corpus]}/select"] = pair_separation(head, base, dev_pairs,
-                                                                                     n_bootstrap=n_bootstrap)
+                    for part, mask in (("test", data["split"] == "test"), ("select", data["split"] != "test")):
+                        if part == "select" and held == "all":
+                            continue
+                        index = np.flatnonzero(is_c & mask)
+                        scores[f"{corpus}/{part}_ua"] = ua_of(head, base, labels, index,
+                                                              data["speaker"][index] if by_speaker else None)
+                    for suffix in PAIR_VOICES if corpus in PAIR_NAMES else ():
+                        for part, split in (("test", "test"), ("select", "dev")):
+                            if part == "select" and held == "all":
+                                continue
+                            chosen = [r for r in pairs[(corpus, suffix)] if r["split"] == split]
+                            groups = np.array([data["speaker"][r["_s"]] for r in chosen]) if by_speaker else None
+                            scores[f"{PAIR_NAMES[corpus]}{suffix}/{part}"] = pair_separation(
+                                head, base, chosen, groups, n_bootstrap=n_bootstrap)
                 fold[seed] = scores
             result["folds"][held] = fold
             log(f"{name:18s} held={held:8s} {time.monotonic() - started:6.1f} s  " + summarise(fold))
@@ -575,12 +611,11 @@ def seed_mean(fold: dict) -> dict:
 
 
 def loco_markdown(results: dict, part: str) -> str:
-    """One row per variant and left-out corpus: UA on it and EPR / expected-agreement z of its pairs (each the mean
-    over the fold's seeds).
+    """One row per variant and left-out corpus: UA on it, and EPR / expected-agreement z of its pairs with random
+    target voices and with one target voice per source speaker (each the mean over the fold's seeds).
     part "select" (the data choices looked at) or "test" (the data none looked at)."""
-    ua_key = "select_ua" if part == "select" else "test_ua"
-    lines = ["| variant | left out | UA | pairs | EPR pres / swap | EPR z | EA pres / swap | EA z |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | left out | UA | pairs | EPR pres / swap | EPR z | EA pres / swap | EA z | "
+             "one voice: EPR pres / swap | EPR z | EA z |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         name = name.removeprefix("loco:")
         for held, fold in result["folds"].items():
@@ -589,7 +624,8 @@ def loco_markdown(results: dict, part: str) -> str:
             scores = seed_mean(fold)
             pair_name = PAIR_NAMES.get(held)
             sep = scores.get(f"{pair_name}/{part}") if pair_name else None
-            cells = [name.replace("|", "\\|"), held, f"{scores[f'{held}/{ua_key}']:.3f}"]
+            one_voice = scores.get(f"{pair_name}+1voice/{part}") if pair_name else None
+            cells = [name.replace("|", "\\|"), held, f"{scores[f'{held}/{part}_ua']:.3f}"]
             if sep:
                 cells += [f"{pair_name} ({sep['n']})",
                           f"{sep['epr']['preserved']:.3f} / {sep['epr']['swapped']:.3f}", f"{sep['epr']['z']:.1f}",
@@ -597,20 +633,28 @@ def loco_markdown(results: dict, part: str) -> str:
                           f"{sep['expected_agreement']['z']:.1f}"]
             else:
                 cells += ["-"] * 5
+            if one_voice:
+                cells += [f"{one_voice['epr']['preserved']:.3f} / {one_voice['epr']['swapped']:.3f} ({one_voice['n']})",
+                          f"{one_voice['epr']['z']:.1f}", f"{one_voice['expected_agreement']['z']:.1f}"]
+            else:
+                cells += ["-"] * 3
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def all_corpora_markdown(results: dict) -> str:
-    """The head trained on all four corpora (per variant): UA on each corpus's test part, z on each pair set's test pairs."""
+    """The head trained on all four corpora (per variant): UA on each corpus's test part, z on each pair set's test
+    pairs (random target voices; one voice per source speaker)."""
     lines = ["| variant | RAVDESS test UA | JVNV test UA | EmoDB test UA | ASED test UA | en-ja EPR z / EA z | "
-             "en-de EPR z / EA z | en-am EPR z / EA z |", "|---|---|---|---|---|---|---|---|"]
+             "en-de EPR z / EA z | en-am EPR z / EA z | one voice: en-ja | en-de | en-am |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         scores = seed_mean(result["folds"]["all"])
         cells = [name.removeprefix("loco:").replace("|", "\\|")] + [f"{scores[f'{c}/test_ua']:.3f}" for c in CORPORA]
-        for pair_name in PAIR_NAMES.values():
-            sep = scores[f"{pair_name}/test"]
-            cells.append(f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f}")
+        for suffix in PAIR_VOICES:
+            for pair_name in PAIR_NAMES.values():
+                sep = scores.get(f"{pair_name}{suffix}/test")
+                cells.append(f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f}" if sep else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -649,19 +693,28 @@ def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selectio
     config = replace(STUDY_CONFIG, seed=1, ensemble=ensemble, architecture=variant.get("architecture", "paper"),
                      speed_perturb=tuple(variant.get("speed", ())))
     head = run.head
+    by_speaker = variant.get("groups") == "speaker"  # each speaker its own side (a side head read per speaker)
     scores, separations = {}, {}
     for corpus in CORPORA:
         for split in ("train", "dev", "test"):
             index = np.flatnonzero((data["corpus"] == corpus) & (data["split"] == split) & (labels != "-"))
             if len(index):
                 gold = np.array([head.classes.index(v) for v in labels[index]])
-                result = classification_scores(gold, head.predict_proba_side(base[index]).argmax(1), len(head.classes))
+                groups = data["speaker"][index] if by_speaker else None
+                result = classification_scores(gold, side_probs(head, base, index, groups).argmax(1),
+                                               len(head.classes))
                 scores[f"{corpus}/{split}"] = {k: result[k] for k in ("ua", "wa", "n")}
+
+    def separation_of(pairs):
+        return pair_separation(head, base, pairs,
+                               np.array([data["speaker"][r["_s"]] for r in pairs]) if by_speaker else None)
+
     for corpus, name in PAIR_NAMES.items():
-        separations[f"{name} split-targets test"] = pair_separation(
-            head, base, [r for r in build_pairs(data, corpus) if r["split"] == "test"])
+        for suffix, voices in PAIR_VOICES.items():
+            separations[f"{name}{suffix} split-targets test"] = separation_of(
+                [r for r in build_pairs(data, corpus, voices=voices) if r["split"] == "test"])
     for name in ("en-ja", "en-de"):
-        separations[f"pairs/{name}.csv test"] = pair_separation(head, base, shared_pairs(data, name))
+        separations[f"pairs/{name}.csv test"] = separation_of(shared_pairs(data, name))
     head.metadata = {
         **head.metadata, "source": f"bench/ser_quality.py --ship-multi {variant_name} --ensemble {ensemble}",
         "split_rule": SPLIT_RULE_TEXT, "label_map": {"calm": "neutral", "boredom": "-"},
@@ -740,7 +793,7 @@ def main(argv=None) -> int:
     if args.ship_multi is not None:
         from models.ser_head import SHIPPED_LITE_HEAD, SHIPPED_LITE_SIDE_HEAD
 
-        side = LOCO_VARIANTS.get(args.ship_multi, {}).get("norm") == "side"
+        side = LOCO_VARIANTS.get(args.ship_multi, {}).get("norm") in ("side", "speaker")
         out = args.out or (SHIPPED_LITE_SIDE_HEAD if side else SHIPPED_LITE_HEAD)
         ship_multi(load_all(CORPORA), args.ship_multi, max(1, args.ensemble), out, args.selection)
         return 0
