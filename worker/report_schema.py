@@ -124,7 +124,11 @@ _V1 = {
                                             "description": "paper models: sha256 over every file of the model "
                                                            "(as in the model folder's lock file)"},
                            "revision": {"type": ["string", "null"],
-                                        "description": "the hub revision from the lock file, when the files match it"}}}},
+                                        "description": "the hub revision from the lock file, when the files match it"},
+                           "normalised_per": {"type": "object",
+                                              "additionalProperties": {"enum": ["group", "side"]},
+                                              "description": "ser_head_side: what each side was z-scored over "
+                                                             "(each group on its own, or the whole side)"}}}},
         "corpus": {
             "type": "object",
             "required": ["n_pairs", *METRICS, "per_emotion", "ser", "bootstrap"],
