@@ -678,22 +678,9 @@ def shared_pairs(data: dict, name: str, split: str = "test") -> list[dict]:
     return [dict(r, _s=where[r["source"]], _p=where[r["target_preserved"]], _w=where[r["target_swapped"]]) for r in rows]
 
 
-def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selection: str) -> dict:
-    """Train the shipped lite head on the training splits of all four corpora with one LOCO variant (`ensemble`
-    networks, seeds 1..N, each with its dev-best epoch) and write it with its scores to `out`."""
-    from models.ser_head import SerHead
-    from models.ser_training import EgemapsExtractor, recipe_metadata, training_data_hash
-
-    base, hashes = extract_features(list(data["path"]), EgemapsExtractor(), CACHE)
-    labels = labels_for(data["emotion"], "neutral")
-    variant = dict(LOCO_VARIANTS[variant_name], ensemble=ensemble)
-    started = time.monotonic()
-    run = train_variant(data, base, labels, data["split"] == "train", data["split"] == "dev", variant, seed=1)
-    used = np.flatnonzero(labels != "-")
-    config = replace(STUDY_CONFIG, seed=1, ensemble=ensemble, architecture=variant.get("architecture", "paper"),
-                     speed_perturb=tuple(variant.get("speed", ())))
-    head = run.head
-    by_speaker = variant.get("groups") == "speaker"  # each speaker its own side (a side head read per speaker)
+def head_scores(data: dict, base: np.ndarray, labels: np.ndarray, head, by_speaker: bool) -> tuple[dict, dict]:
+    """A head's UA/WA on every corpus split, and its separation on each test pair set; `by_speaker`: each speaker
+    standardised on its own (a side head read with a speaker group column)."""
     scores, separations = {}, {}
     for corpus in CORPORA:
         for split in ("train", "dev", "test"):
@@ -715,6 +702,47 @@ def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selectio
                 [r for r in build_pairs(data, corpus, voices=voices) if r["split"] == "test"])
     for name in ("en-ja", "en-de"):
         separations[f"pairs/{name}.csv test"] = separation_of(shared_pairs(data, name))
+    return scores, separations
+
+
+def rescore(data: dict, folder: Path, by_speaker: bool) -> dict:
+    """Score a saved head again (e.g. read per speaker) without retraining it: head.json's scores and
+    per_corpus_scores.json are rewritten, the weights are left as they are."""
+    from models.ser_head import META_FILE, SerHead
+
+    head = SerHead.load(folder)
+    base = features(data["path"])
+    scores, separations = head_scores(data, base, labels_for(data["emotion"], "neutral"), head, by_speaker)
+    reading = "per speaker" if by_speaker else "per side" if head.normalization == "per_side" else "per utterance"
+    meta = json.loads((folder / META_FILE).read_text())
+    meta.update(scores=scores, scores_reading=reading, scores_date=time.strftime("%Y-%m-%d"))
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    summary_path = folder / "per_corpus_scores.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary.update(sha256=head.sha256(), per_corpus=scores, separation=separations, reading=reading,
+                   rescored=time.strftime("%Y-%m-%d"))
+    summary_path.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({"sha256": head.sha256(), "reading": reading, "per_corpus": scores,
+                      "separation": separations}, indent=2))
+    return summary
+
+
+def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selection: str) -> dict:
+    """Train the shipped lite head on the training splits of all four corpora with one LOCO variant (`ensemble`
+    networks, seeds 1..N, each with its dev-best epoch) and write it with its scores to `out`."""
+    from models.ser_head import SerHead
+    from models.ser_training import EgemapsExtractor, recipe_metadata, training_data_hash
+
+    base, hashes = extract_features(list(data["path"]), EgemapsExtractor(), CACHE)
+    labels = labels_for(data["emotion"], "neutral")
+    variant = dict(LOCO_VARIANTS[variant_name], ensemble=ensemble)
+    started = time.monotonic()
+    run = train_variant(data, base, labels, data["split"] == "train", data["split"] == "dev", variant, seed=1)
+    used = np.flatnonzero(labels != "-")
+    config = replace(STUDY_CONFIG, seed=1, ensemble=ensemble, architecture=variant.get("architecture", "paper"),
+                     speed_perturb=tuple(variant.get("speed", ())))
+    head = run.head
+    scores, separations = head_scores(data, base, labels, head, by_speaker=variant.get("groups") == "speaker")
     head.metadata = {
         **head.metadata, "source": f"bench/ser_quality.py --ship-multi {variant_name} --ensemble {ensemble}",
         "split_rule": SPLIT_RULE_TEXT, "label_map": {"calm": "neutral", "boredom": "-"},
@@ -761,6 +789,10 @@ def main(argv=None) -> int:
                         help="print the markdown tables of --loco results")
     parser.add_argument("--ship-multi", metavar="VARIANT", default=None,
                         help="train the shipped head on all four corpora with this LOCO variant (and --ensemble)")
+    parser.add_argument("--rescore", type=Path, default=None, metavar="DIR",
+                        help="score a saved head again on every corpus split and test pair set (no training)")
+    parser.add_argument("--by-speaker", action="store_true",
+                        help="with --rescore: standardise each speaker on its own (a per_side head)")
     parser.add_argument("--selection", default="", help="with --ship-multi: how the variant was chosen (recorded)")
     parser.add_argument("--out", type=Path, default=None,
                         help="with --ship-multi: the head's folder (default: models/artifacts/ser_lite, or "
@@ -789,6 +821,9 @@ def main(argv=None) -> int:
         print(loco_markdown(results, "test"))
         print("\nTrained on all four corpora (test parts):\n")
         print(all_corpora_markdown(results))
+        return 0
+    if args.rescore is not None:
+        rescore(load_all(CORPORA), args.rescore, args.by_speaker)
         return 0
     if args.ship_multi is not None:
         from models.ser_head import SHIPPED_LITE_HEAD, SHIPPED_LITE_SIDE_HEAD
