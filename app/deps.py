@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Iterator
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,8 @@ ERRORS = {r: {"model": ErrorResponse} for r in (401, 404, 409, 413, 422, 503)}
 # ---------------------------------------------------------------- dependencies
 
 
-def get_services(request: Request) -> Services:
+# async: FastAPI runs a plain `def` dependency in a worker thread, a thread hop per request for an attribute read
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -46,18 +48,22 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(services: ServicesDep,
-                  authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
+async def get_principal(services: ServicesDep,
+                        authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
     if services.settings.auth_disabled:
         return Principal(DEFAULT_PROJECT, None)
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized()
-    with services.sessions() as session:  # its own short transaction (SQLite: one writer at a time)
-        principal = verify_token(session, token)
+    principal = await run_in_threadpool(_verify, services, token)  # the database only here, in a thread
     if principal is None:
         raise Unauthorized("invalid or revoked token")
     return principal
+
+
+def _verify(services: Services, token: str) -> Principal | None:
+    with services.sessions() as session:  # its own short transaction (SQLite: one writer at a time)
+        return verify_token(session, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

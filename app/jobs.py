@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select
+from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,11 +32,18 @@ FINISHED = ("succeeded", "failed")
 MAX_FAILURES_SHOWN = 100
 
 
-def find_by_idempotency_key(session: Session, project: str, key: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.project == project, Job.idempotency_key == key))
+# what a replayed submission answers with; built once (every keyed submission runs it)
+BY_IDEMPOTENCY_KEY = (select(Job.id, Job.status, Job.n_pairs, Job.request_sha256)
+                      .where(Job.project == bindparam("project"), Job.idempotency_key == bindparam("key")))
 
 
-def check_replay(job: Job, fingerprint: str) -> Job:
+def find_by_idempotency_key(session: Session, project: str, key: str) -> Row | None:
+    """The job holding this Idempotency-Key (id, status, n_pairs, request_sha256), or None: a Core row, not an
+    ORM entity."""
+    return session.connection().execute(BY_IDEMPOTENCY_KEY, {"project": project, "key": key}).first()
+
+
+def check_replay(job: Job | Row, fingerprint: str) -> Job | Row:
     if job.request_sha256 != fingerprint:
         raise Conflict("this Idempotency-Key was used for a different request", code="idempotency_conflict",
                        details={"job_id": job.id})
@@ -81,9 +88,10 @@ def new_job(blobs: BlobStore, request: JobRequest, *, project: str, idempotency_
 
 def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, project: str,
                idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int,
-               callback: dict | None = None, writer: "JobWriter | None" = None) -> tuple[Job, bool]:
+               callback: dict | None = None, writer: "JobWriter | None" = None) -> tuple[Job | Row, bool]:
     """Store the blobs, the job, its pairs and chunks (and its webhook callback), committed before this returns
-    (with a writer: in its next transaction, with other jobs). (job, created)."""
+    (with a writer: in its next transaction, with other jobs). (job, created); a replay's job is the key's row
+    (find_by_idempotency_key)."""
     item = new_job(blobs, request, project=project, idempotency_key=idempotency_key, chunk_size=chunk_size,
                    bootstrap=bootstrap, seed=seed, callback=callback)
     if writer is not None:

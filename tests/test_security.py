@@ -72,6 +72,37 @@ def test_tokens_from_the_cli_work_and_revocation_takes_effect_at_once(tmp_path, 
         assert missing.returncode != 0 and "no token named" in missing.stderr
 
 
+def test_a_token_is_checked_in_a_worker_thread_and_no_thread_is_taken_without_one(tmp_path, random_lite_head,
+                                                                                 monkeypatch):
+    """The principal and services dependencies are async (FastAPI would run a plain def in a worker thread: a
+    thread hop per request); the token's database lookup still runs in a worker thread, never in the event loop."""
+    import asyncio
+    import inspect
+
+    from app import deps
+
+    assert inspect.iscoroutinefunction(deps.get_principal) and inspect.iscoroutinefunction(deps.get_services)
+    in_event_loop = []
+
+    def verify(session, raw):
+        try:
+            asyncio.get_running_loop()
+            in_event_loop.append(True)
+        except RuntimeError:
+            in_event_loop.append(False)
+        return verify_token(session, raw)
+
+    monkeypatch.setattr(deps, "verify_token", verify)
+    app = create_app(service_settings(tmp_path, random_lite_head), start_worker=False)
+    with TestClient(app) as client:
+        with app.state.services.sessions() as session:
+            token = create_token(session, "bot", "team-y")
+        assert client.get("/v1", headers={"Authorization": f"Bearer {token}"}).json()["project"] == "team-y"
+        assert_error(client.get("/v1", headers={"Authorization": "Bearer emopres_0_x"}), 401)
+        assert_error(client.get("/v1"), 401)
+    assert in_event_loop == [False, False]  # the request without a token never reached the database
+
+
 def test_tokens_are_compared_in_constant_time(tmp_path, monkeypatch):
     """Every check hashes the presented secret and compares digests with hmac.compare_digest, once,
     whether or not the key id exists (no early exit that would time the key ids)."""

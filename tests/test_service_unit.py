@@ -276,6 +276,32 @@ def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(databa
     assert stored == {items[0].job.id, items[2].job.id, items[3].job.id, good.job.id}
 
 
+def test_an_idempotency_key_finds_its_job_as_a_row_that_a_replay_answers_with(database):
+    """The lookup (a Core row, not an ORM entity) gives what a replay answers with: the job's id, status, pair
+    count and request fingerprint; create_job replays a key that another job holds with that row."""
+    from app.errors import Conflict
+    from app.jobs import check_replay, find_by_idempotency_key
+    from core.db import begin_read_only
+
+    sessions, settings = database
+    store = BlobStore.from_settings(settings)
+    request = job_request(settings, 1000)
+    job, created = create_job(sessions, store, request, project="p", idempotency_key="k", chunk_size=1,
+                              bootstrap=50, seed=1)
+    with begin_read_only(sessions()) as session:
+        found = find_by_idempotency_key(session, "p", "k")
+        assert find_by_idempotency_key(session, "other", "k") is None
+        assert find_by_idempotency_key(session, "p", "other") is None
+    assert created and (found.id, found.status, found.n_pairs, found.request_sha256) == \
+        (job.id, "queued", job.n_pairs, request.fingerprint)
+    assert check_replay(found, request.fingerprint) is found
+    with pytest.raises(Conflict):
+        check_replay(found, "another request")
+    replayed, created = create_job(sessions, store, job_request(settings, 1000), project="p", idempotency_key="k",
+                                   chunk_size=1, bootstrap=50, seed=1)
+    assert not created and (replayed.id, replayed.status, replayed.n_pairs) == (job.id, "queued", job.n_pairs)
+
+
 def test_an_idempotency_lookup_never_waits_for_the_sqlite_writer(context):
     """A read-only transaction (the submissions' Idempotency-Key lookup) begins without SQLite's write lock: it
     does not queue behind a job being stored (the busy handler's sleeps made lookups in a burst take 0.4 s)."""
