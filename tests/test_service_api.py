@@ -107,18 +107,21 @@ def test_job_report_equals_the_cli_report(service, dataset, reference):
 
 def test_the_side_reading_of_a_job_equals_the_cli_report(service, tmp_path, random_lite_head):
     """The side reading needs every pair of the job: the service computes it when the last chunk is done, from the
-    SER inputs its chunks stored, and gets the CLI's numbers."""
+    SER inputs its chunks stored (and the pairs' groups: two speakers of 20 pairs each, standardised apart), and
+    gets the CLI's numbers."""
     from worker.side_reading import MIN_SIDE_UTTERANCES
 
-    manifest = write_dataset(tmp_path / "data", n_pairs=MIN_SIDE_UTTERANCES + 2, seconds=1.0)
+    manifest = write_dataset(tmp_path / "data", n_pairs=2 * MIN_SIDE_UTTERANCES, seconds=0.6)
     reference = cli_report(manifest, random_lite_head, tmp_path / "cli.json", bootstrap=BOOTSTRAP)
     assert reference["corpus"]["epr_side"]["value"] is not None
+    assert reference["models"]["ser_head_side"]["normalised_per"] == {"source": "group", "target": "group"}
     response = service.post("/v1/jobs", files=upload_fields(manifest))
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     assert wait_job(service, job_id)["status"] == "succeeded"
     report = service.get(f"/v1/jobs/{job_id}/report").json()
     assert comparable(report) == comparable(reference)
+    assert report["models"]["ser_head_side"]["normalised_per"] == {"source": "group", "target": "group"}
     assert "ser_input" not in service.get(f"/v1/jobs/{job_id}/pairs.csv").text
 
 
