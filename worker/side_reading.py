@@ -61,9 +61,10 @@ def _group_members(rows: list[dict]) -> dict | None:
     return members if len(members) > 1 else None
 
 
-def _read_side(head, vectors: list[np.ndarray], members: dict | None) -> tuple[np.ndarray, str]:
-    """Probabilities of one side's rows and what they were normalised over: each group on its
-    own when every group has MIN_SIDE_UTTERANCES distinct utterances, else the whole side."""
+def _read_side(head, vectors: list[np.ndarray], whole: tuple[np.ndarray, np.ndarray],
+               members: dict | None) -> tuple[np.ndarray, str]:
+    """Probabilities of one side's rows and what they were normalised over: each group on its own when every
+    group has MIN_SIDE_UTTERANCES distinct utterances, else the whole side (`whole`: its distinct vectors)."""
     if members is not None:
         parts = {group: _distinct([vectors[i] for i in rows]) for group, rows in members.items()}
         if all(len(unique) >= MIN_SIDE_UTTERANCES for unique, _ in parts.values()):
@@ -72,7 +73,7 @@ def _read_side(head, vectors: list[np.ndarray], members: dict | None) -> tuple[n
                 unique, index = parts[group]
                 probs[rows] = head.predict_proba_side(unique)[index]
             return probs, "group"
-    unique, index = _distinct(vectors)
+    unique, index = whole
     return head.predict_proba_side(unique)[index], "side"
 
 
@@ -94,12 +95,12 @@ def add_side_reading(rows: list[dict], head) -> tuple[list[dict], dict[str, str]
     members = _group_members(rows)
     for side in ("source", "target"):
         vectors = [np.asarray(row[side][SER_INPUT], np.float32) for row in rows]
-        n_distinct = len(_distinct(vectors)[0])
-        if n_distinct < MIN_SIDE_UTTERANCES:
+        whole = _distinct(vectors)
+        if len(whole[0]) < MIN_SIDE_UTTERANCES:
             return strip_ser_inputs(rows), {}, _unavailable(
                 f"the side-normalised reading needs at least {MIN_SIDE_UTTERANCES} distinct {side} utterances; "
-                f"this job has {n_distinct}")
-        read[side], normalised_per[side] = _read_side(head, vectors, members)
+                f"this job has {len(whole[0])}")
+        read[side], normalised_per[side] = _read_side(head, vectors, whole, members)
     out = []
     for i, row in enumerate(strip_ser_inputs(rows)):
         probs = {side: read[side][i] for side in ("source", "target")}
