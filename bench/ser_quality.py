@@ -331,15 +331,24 @@ def pair_expected_agreement(p_source: np.ndarray, p_target: np.ndarray) -> np.nd
     return np.array([expected_agreement(s, t) for s, t in zip(p_source, p_target)])
 
 
+def pair_bhattacharyya(p_source: np.ndarray, p_target: np.ndarray) -> np.ndarray:
+    """The report's per-pair Bhattacharyya coefficient (core.metrics.bhattacharyya), row by row."""
+    from core.metrics import bhattacharyya
+
+    return np.array([bhattacharyya(s, t) for s, t in zip(p_source, p_target)])
+
+
 def separation(p_source, p_preserved, p_swapped, *, n_bootstrap: int = 2000, seed: int = 1) -> dict:
-    """Preserving vs swapping system over the same sources, for EPR (argmax agreement) and expected agreement:
+    """Preserving vs swapping system over the same sources, for EPR (argmax agreement), expected agreement and the
+    Bhattacharyya coefficient:
     each system's value, the paired difference (preserved - swapped) with paired-bootstrap 95% CI, z and p."""
     from core.bootstrap import paired_bootstrap
     from worker.validation import z_from_interval
 
     per_pair = {"epr": (p_source.argmax(1) == p_preserved.argmax(1), p_source.argmax(1) == p_swapped.argmax(1)),
                 "expected_agreement": (pair_expected_agreement(p_source, p_preserved),
-                                       pair_expected_agreement(p_source, p_swapped))}
+                                       pair_expected_agreement(p_source, p_swapped)),
+                "bhattacharyya": (pair_bhattacharyya(p_source, p_preserved), pair_bhattacharyya(p_source, p_swapped))}
     out = {"n": int(len(p_source))}
     for name, (kept, swapped) in per_pair.items():
         kept, swapped = np.asarray(kept, np.float64), np.asarray(swapped, np.float64)
@@ -369,6 +378,21 @@ LOCO_VARIANTS = {
     "none|side|speaker": dict(balance="none", norm="side", groups="speaker"),
     # also trained that way: each training speaker (per split) z-scored on its own
     "none|speaker": dict(balance="none", norm="speaker", groups="speaker"),
+    # the 2026-12-03 side head's recipe exactly: five networks averaged (the rows above are single networks)
+    "none|side|speaker|ens5": dict(balance="none", norm="side", groups="speaker", ensemble=5),
+    # smaller networks, same reading (2026-12-03, fourth session): no hidden layer (multinomial logistic
+    # regression on the standardised features), with weight decay, with ClusterCentroids, trained per speaker,
+    # read per side; one hidden layer of 64 or 128
+    "linear|side|speaker": dict(balance="none", norm="side", groups="speaker", hidden=()),
+    "linear|side|speaker|ens5": dict(balance="none", norm="side", groups="speaker", hidden=(), ensemble=5),
+    "linear|side|speaker|wd1e-3": dict(balance="none", norm="side", groups="speaker", hidden=(), weight_decay=1e-3),
+    "linear|side|speaker|wd1e-2": dict(balance="none", norm="side", groups="speaker", hidden=(), weight_decay=1e-2),
+    "linear|cc|side|speaker": dict(balance="clustercentroids", norm="side", groups="speaker", hidden=()),
+    "linear|speaker": dict(balance="none", norm="speaker", groups="speaker", hidden=()),
+    "linear|side": dict(balance="none", norm="side", hidden=()),
+    "linear": dict(balance="none", hidden=()),
+    "mlp64|side|speaker": dict(balance="none", norm="side", groups="speaker", hidden=(64,)),
+    "mlp128|side|speaker": dict(balance="none", norm="side", groups="speaker", hidden=(128,)),
 }
 
 
@@ -383,6 +407,13 @@ def speed_features(data: dict, index: np.ndarray, factor: float) -> np.ndarray:
     from models.ser_features import EgemapsExtractor, SpeedPerturbed
 
     return extract_features(list(data["path"][index]), SpeedPerturbed(EgemapsExtractor(), factor), CACHE)[0]
+
+
+def variant_config(config: TrainConfig, variant: dict, seed: int) -> TrainConfig:
+    """The training recipe of one variant: `config` with the variant's network and seed."""
+    return replace(config, seed=seed, ensemble=variant.get("ensemble", 1), architecture=variant.get("architecture", "paper"),
+                   speed_perturb=tuple(variant.get("speed", ())),
+                   **{key: variant[key] for key in ("hidden", "weight_decay", "dropout") if key in variant})
 
 
 def train_variant(data: dict, base: np.ndarray, labels: np.ndarray, train_sel: np.ndarray, dev_sel: np.ndarray,
@@ -419,8 +450,7 @@ def train_variant(data: dict, base: np.ndarray, labels: np.ndarray, train_sel: n
     sides = np.array([f"{u}:{s}" for u, s in zip(unit[index], data["split"][index])])
     run = train_one(x, targets, splits, classes, feature_set="egemaps-v02",
                     balance=variant.get("balance", "clustercentroids"),
-                    config=replace(config, seed=seed, ensemble=variant.get("ensemble", 1),
-                                   architecture=variant.get("architecture", "paper")),
+                    config=variant_config(config, variant, seed),
                     normalization="per_side" if variant.get("norm") in ("side", "speaker") else "per_utterance",
                     sides=sides, augmented=augmented,
                     metadata={"corpus_balance": bool(variant.get("corpus_balance"))})
@@ -611,11 +641,12 @@ def seed_mean(fold: dict) -> dict:
 
 
 def loco_markdown(results: dict, part: str) -> str:
-    """One row per variant and left-out corpus: UA on it, and EPR / expected-agreement z of its pairs with random
-    target voices and with one target voice per source speaker (each the mean over the fold's seeds).
-    part "select" (the data choices looked at) or "test" (the data none looked at)."""
-    lines = ["| variant | left out | UA | pairs | EPR pres / swap | EPR z | EA pres / swap | EA z | "
-             "one voice: EPR pres / swap | EPR z | EA z |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """One row per variant and left-out corpus: UA on it, and EPR / expected-agreement (EA) / Bhattacharyya (BC) z
+    of its pairs with random target voices and with one target voice per source speaker (each the mean over the
+    fold's seeds; "-" where a result predates BC). part "select" (the data choices looked at) or "test" (the data
+    none looked at)."""
+    lines = ["| variant | left out | UA | pairs | EPR pres / swap | EPR z | EA pres / swap | EA z | BC z | "
+             "one voice: EPR pres / swap | EPR z | EA z | BC z |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         name = name.removeprefix("loco:")
         for held, fold in result["folds"].items():
@@ -630,23 +661,28 @@ def loco_markdown(results: dict, part: str) -> str:
                 cells += [f"{pair_name} ({sep['n']})",
                           f"{sep['epr']['preserved']:.3f} / {sep['epr']['swapped']:.3f}", f"{sep['epr']['z']:.1f}",
                           f"{sep['expected_agreement']['preserved']:.3f} / {sep['expected_agreement']['swapped']:.3f}",
-                          f"{sep['expected_agreement']['z']:.1f}"]
+                          f"{sep['expected_agreement']['z']:.1f}", _z(sep, "bhattacharyya")]
             else:
-                cells += ["-"] * 5
+                cells += ["-"] * 6
             if one_voice:
                 cells += [f"{one_voice['epr']['preserved']:.3f} / {one_voice['epr']['swapped']:.3f} ({one_voice['n']})",
-                          f"{one_voice['epr']['z']:.1f}", f"{one_voice['expected_agreement']['z']:.1f}"]
+                          f"{one_voice['epr']['z']:.1f}", f"{one_voice['expected_agreement']['z']:.1f}",
+                          _z(one_voice, "bhattacharyya")]
             else:
-                cells += ["-"] * 3
+                cells += ["-"] * 4
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _z(separation_result: dict, metric: str) -> str:
+    return f"{separation_result[metric]['z']:.1f}" if metric in separation_result else "-"
 
 
 def all_corpora_markdown(results: dict) -> str:
     """The head trained on all four corpora (per variant): UA on each corpus's test part, z on each pair set's test
     pairs (random target voices; one voice per source speaker)."""
-    lines = ["| variant | RAVDESS test UA | JVNV test UA | EmoDB test UA | ASED test UA | en-ja EPR z / EA z | "
-             "en-de EPR z / EA z | en-am EPR z / EA z | one voice: en-ja | en-de | en-am |",
+    lines = ["| variant | RAVDESS test UA | JVNV test UA | EmoDB test UA | ASED test UA | en-ja EPR z / EA z / BC z | "
+             "en-de EPR z / EA z / BC z | en-am EPR z / EA z / BC z | one voice: en-ja | en-de | en-am |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         scores = seed_mean(result["folds"]["all"])
@@ -654,7 +690,8 @@ def all_corpora_markdown(results: dict) -> str:
         for suffix in PAIR_VOICES:
             for pair_name in PAIR_NAMES.values():
                 sep = scores.get(f"{pair_name}{suffix}/test")
-                cells.append(f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f}" if sep else "-")
+                cells.append(f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f} / {_z(sep, 'bhattacharyya')}"
+                             if sep else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -739,8 +776,7 @@ def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selectio
     started = time.monotonic()
     run = train_variant(data, base, labels, data["split"] == "train", data["split"] == "dev", variant, seed=1)
     used = np.flatnonzero(labels != "-")
-    config = replace(STUDY_CONFIG, seed=1, ensemble=ensemble, architecture=variant.get("architecture", "paper"),
-                     speed_perturb=tuple(variant.get("speed", ())))
+    config = variant_config(STUDY_CONFIG, variant, seed=1)
     head = run.head
     scores, separations = head_scores(data, base, labels, head, by_speaker=variant.get("groups") == "speaker")
     head.metadata = {

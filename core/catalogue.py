@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.metrics import bar_codes, epr_codes, expected_agreement, kappa_codes, spearman_finite, ua_codes, wa_codes
+from core.metrics import bar_codes, bhattacharyya, epr_codes, expected_agreement, kappa_codes, spearman_finite, ua_codes, wa_codes
 
 __all__ = ["Metric", "Columns", "KINDS", "READINGS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
            "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "SIDE_READING_METRICS", "SIDE_PRED", "SIDE_PROBS", "metric"]
@@ -161,6 +161,9 @@ CATALOGUE: tuple[Metric, ...] = (
     _pair("expected_agreement", "expected agreement (SER probabilities)",
           "expected agreement: sum over classes of p_source * p_target", SER, headline=True,
           from_probabilities=expected_agreement, section="SER"),
+    _pair("bhattacharyya", "Bhattacharyya coefficient (SER probabilities)",
+          "Bhattacharyya coefficient: sum over classes of sqrt(p_source * p_target)", SER, headline=True,
+          from_probabilities=bhattacharyya, section="SER"),
     Metric("kappa", "Cohen's kappa", "Cohen's kappa of source and target predictions", "prediction", True, SER,
            _kappa),
     Metric("ua_source", "UA source", "UA (balanced accuracy) of the source side", "label", True, SER,
@@ -178,6 +181,9 @@ CATALOGUE: tuple[Metric, ...] = (
     _pair("expected_agreement_side", "expected agreement, side-normalised",
           "expected agreement of the side-normalised SER reading", SER, headline=True,
           from_probabilities=expected_agreement, section="SER", reading="side"),
+    _pair("bhattacharyya_side", "Bhattacharyya coefficient, side-normalised",
+          "Bhattacharyya coefficient of the side-normalised SER reading", SER, headline=True,
+          from_probabilities=bhattacharyya, section="SER", reading="side"),
     Metric("kappa_side", "Cohen's kappa, side-normalised", "Cohen's kappa of the side-normalised SER reading",
            "prediction", True, SER, _kappa, reading="side"),
     Metric("ua_target_side", "UA target, side-normalised", "UA of the target side, side-normalised SER reading",

@@ -39,6 +39,7 @@ __all__ = [
     "confusion",
     "per_emotion_preservation",
     "expected_agreement",
+    "bhattacharyya",
     "spearman",
     "encode_labels",
 ]
@@ -162,13 +163,27 @@ def epr_codes(pred_s: np.ndarray, pred_t: np.ndarray) -> float:
 def expected_agreement(probs_source: Any, probs_target: Any) -> float:
     """sum_k p_s(k) p_t(k): the probability that a class drawn from the source's SER distribution and one
     drawn independently from the target's are the same (EPR's per-pair indicator, in probabilities)."""
+    ps, pt = _probability_vectors(probs_source, probs_target, "expected_agreement")
+    return float(ps @ pt)
+
+
+def _probability_vectors(probs_source: Any, probs_target: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     ps = np.asarray(probs_source, dtype=np.float64)
     pt = np.asarray(probs_target, dtype=np.float64)
     if ps.ndim != 1 or ps.shape != pt.shape:
-        raise ValueError(f"expected_agreement needs two probability vectors of one length, got {ps.shape} and {pt.shape}")
+        raise ValueError(f"{name} needs two probability vectors of one length, got {ps.shape} and {pt.shape}")
     if not (np.all(np.isfinite(ps)) and np.all(np.isfinite(pt))):
         raise MetricUndefined("SER probabilities contain NaN/inf values")
-    return float(ps @ pt)
+    if np.any(ps < 0) or np.any(pt < 0):
+        raise ValueError(f"{name} needs probabilities, got a negative value")
+    return ps, pt
+
+
+def bhattacharyya(probs_source: Any, probs_target: Any) -> float:
+    """sum_k sqrt(p_s(k) p_t(k)): the Bhattacharyya coefficient of the two SER distributions (1 for the same
+    distribution, 0 for disjoint ones; 1 - BC is the squared Hellinger distance)."""
+    ps, pt = _probability_vectors(probs_source, probs_target, "bhattacharyya")
+    return float(np.sqrt(ps * pt).sum())
 
 
 def kappa_codes(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:

@@ -41,6 +41,7 @@ def make_rows(n: int = 24, seed: int = 0, keep: float = 0.7, labels: bool = True
             "pair_id": ids[i] if ids else f"p{i:03d}", "label": gold if labels else None, "group": None,
             "source": source, "target": target, "agree": pred_s == pred_t,
             "expected_agreement": sum(source["probs"][c] * target["probs"][c] for c in CLASSES),
+            "bhattacharyya": sum((source["probs"][c] * target["probs"][c]) ** 0.5 for c in CLASSES),
             "emo_sim": float(rng.uniform(0.3, 0.95)) if emo_sim else None,
             "emo_sim_utterance": float(rng.uniform(0.5, 0.99)) if emo_sim else None,
             "va_sim": None, "vsim": None, "autopcp": None,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.catalogue import BY_NAME, CATALOGUE, HEADLINE_METRICS, METRICS, PAIR_METRICS, SECTIONS, SIDE_READING_METRICS
-from core.metrics import MetricUndefined, expected_agreement
+from core.metrics import MetricUndefined, bhattacharyya, expected_agreement
 from worker.corpus import compare_runs, compute_corpus
 from worker.report_schema import report_schema
 
@@ -23,7 +23,7 @@ def _rows(n: int, seed: int, keep: float) -> list[dict]:
         pt = 0.7 * pt + 0.3 * rng.dirichlet(np.ones(len(CLASSES)))
         side = lambda p: {"pred": CLASSES[int(np.argmax(p))], "probs": dict(zip(CLASSES, p.tolist()))}  # noqa: E731
         rows.append({"pair_id": f"p{i}", "label": CLASSES[i % 4], "source": side(ps), "target": side(pt),
-                     "expected_agreement": expected_agreement(ps, pt)})
+                     "expected_agreement": expected_agreement(ps, pt), "bhattacharyya": bhattacharyya(ps, pt)})
     return rows
 
 
@@ -40,6 +40,35 @@ def test_expected_agreement_is_the_dot_product_of_the_probabilities(seed):
     assert [expected_agreement(a, b) for a, b in zip(ps, pt)] == pytest.approx(reference.tolist(), abs=1e-12)
     one_hot = np.eye(7)
     assert expected_agreement(one_hot[2], one_hot[2]) == 1.0 and expected_agreement(one_hot[2], one_hot[3]) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bhattacharyya_is_one_minus_the_squared_hellinger_distance(seed):
+    from scipy.spatial.distance import euclidean
+
+    rng = np.random.default_rng(seed)
+    ps, pt = rng.dirichlet(np.ones(7) * 0.5, size=40), rng.dirichlet(np.ones(7) * 0.5, size=40)
+    hellinger = np.array([euclidean(np.sqrt(a), np.sqrt(b)) / np.sqrt(2) for a, b in zip(ps, pt)])
+    assert [bhattacharyya(a, b) for a, b in zip(ps, pt)] == pytest.approx((1 - hellinger ** 2).tolist(), abs=1e-12)
+    one_hot = np.eye(7)
+    assert bhattacharyya(ps[0], ps[0]) == pytest.approx(1.0) and bhattacharyya(one_hot[1], one_hot[4]) == 0.0
+    with pytest.raises(ValueError):
+        bhattacharyya([0.5, 0.5], [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="negative"):
+        bhattacharyya([1.2, -0.2], [0.5, 0.5])
+    with pytest.raises(MetricUndefined):
+        bhattacharyya([np.nan, 1.0], [0.5, 0.5])
+
+
+def test_paired_comparison_of_bhattacharyya_is_the_mean_difference():
+    preserving, swapping = _rows(80, seed=6, keep=0.9), _rows(80, seed=6, keep=0.1)
+    entry = compare_runs(swapping, preserving, CLASSES, ["bhattacharyya"], n_bootstrap=300, seed=1)["bhattacharyya"]
+    direct = lambda rows: np.array([sum(np.sqrt(r["source"]["probs"][c] * r["target"]["probs"][c])  # noqa: E731
+                                        for c in CLASSES) for r in rows])
+    assert entry["diff"] == pytest.approx((direct(preserving) - direct(swapping)).mean(), abs=1e-12)
+    assert entry["ci_low"] > 0 and entry["p_value"] < 0.05
+    corpus = compute_corpus(preserving, CLASSES, n_bootstrap=200, seed=2)["bhattacharyya"]
+    assert corpus["value"] == pytest.approx(direct(preserving).mean(), abs=1e-12)
 
 
 def test_expected_agreement_refuses_bad_input():
@@ -83,6 +112,7 @@ def test_every_catalogue_metric_is_in_the_corpus_and_the_schema():
             assert m.name in pair_schema, f"pair metric {m.name} missing from the schema's pair rows"
     assert set(METRICS) == set(BY_NAME) and set(HEADLINE_METRICS) <= set(METRICS)
     assert "expected_agreement" in PAIR_METRICS and "expected_agreement" in HEADLINE_METRICS
+    assert "bhattacharyya" in PAIR_METRICS and "bhattacharyya_side" in SIDE_READING_METRICS
 
 
 def test_every_catalogue_metric_has_a_table_row_and_a_gate():
@@ -111,6 +141,8 @@ def test_the_pipeline_writes_every_pair_metric(files_and_head):
         assert not any(name in row for name in SIDE_READING_METRICS)  # those need the whole job: at report time
         direct = sum(row["source"]["probs"][c] * row["target"]["probs"][c] for c in head.classes)
         assert row["expected_agreement"] == pytest.approx(direct, abs=1e-9)
+        direct = sum(np.sqrt(row["source"]["probs"][c] * row["target"]["probs"][c]) for c in head.classes)
+        assert row["bhattacharyya"] == pytest.approx(direct, abs=1e-9)
 
 
 @pytest.fixture

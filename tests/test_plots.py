@@ -63,7 +63,8 @@ def test_every_plot_is_a_valid_png_and_svg_with_plots_json(report, tmp_path):
     index = write_plots(report, tmp_path)
     assert set(index["plots"]) == {"confusion_source", "confusion_target", "source_vs_target", "uncertainty",
                                    "per_emotion", "pause_rate", "speech_rate", "dist_acoustic_sim",
-                                   "dist_acoustic_sim_utterance", "dist_expected_agreement"}
+                                   "dist_acoustic_sim_utterance", "dist_expected_agreement",
+                                   "dist_bhattacharyya"}
     for name, entry in index["plots"].items():
         assert entry["files"] == [f"{name}.png", f"{name}.svg"]
         image = png_image((tmp_path / f"{name}.png").read_bytes())

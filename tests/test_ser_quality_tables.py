@@ -10,7 +10,8 @@ ser_quality = pytest.importorskip("ser_quality")
 
 def separation(preserved: float, swapped: float, z: float) -> dict:
     return {"n": 132, "epr": {"preserved": preserved, "swapped": swapped, "z": z},
-            "expected_agreement": {"preserved": preserved / 2, "swapped": swapped / 2, "z": 2 * z}}
+            "expected_agreement": {"preserved": preserved / 2, "swapped": swapped / 2, "z": 2 * z},
+            "bhattacharyya": {"preserved": preserved / 3, "swapped": swapped / 3, "z": 3 * z}}
 
 
 FOLD = {1: {"emodb/select_ua": 0.20, "emodb/test_ua": 0.30, "kept_epoch": 10, "en-de/test": separation(0.4, 0.2, 1.0)},
@@ -29,14 +30,14 @@ def test_loco_table_shows_the_mean_over_seeds_not_the_first_seed():
     results = {"loco:none": {"folds": {"emodb": FOLD}}}
     table = ser_quality.loco_markdown(results, "test")
     row = next(line for line in table.splitlines() if line.startswith("| none | emodb"))
-    assert row == "| none | emodb | 0.350 | en-de (132) | 0.300 / 0.200 | 2.0 | 0.150 / 0.100 | 4.0 | - | - | - |"
+    assert row == "| none | emodb | 0.350 | en-de (132) | 0.300 / 0.200 | 2.0 | 0.150 / 0.100 | 4.0 | 6.0 | - | - | - | - |"
 
 
 def test_loco_table_shows_the_one_voice_pairs_next_to_the_random_ones():
     fold = {seed: {**scores, "en-de+1voice/test": separation(0.5, 0.1, 5.0 + seed)} for seed, scores in FOLD.items()}
     table = ser_quality.loco_markdown({"loco:none|side|speaker": {"folds": {"emodb": fold}}}, "test")
     row = next(line for line in table.splitlines() if "emodb" in line)
-    assert row.endswith("| 0.150 / 0.100 | 4.0 | 0.500 / 0.100 (132) | 6.5 | 13.0 |")
+    assert row.endswith("| 0.150 / 0.100 | 4.0 | 6.0 | 0.500 / 0.100 (132) | 6.5 | 13.0 | 19.5 |")
     assert row.startswith("| none\\|side\\|speaker | emodb |")
 
 

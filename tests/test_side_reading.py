@@ -78,6 +78,7 @@ def test_side_probabilities_equal_a_hand_computation(side_head, tmp_path):
         p_s = np.array([r["source"][SIDE_PROBS][c] for c in CLASSES])
         p_t = np.array([r["target"][SIDE_PROBS][c] for c in CLASSES])
         assert r["expected_agreement_side"] == pytest.approx(float(p_s @ p_t))
+        assert r["bhattacharyya_side"] == pytest.approx(float(np.sqrt(p_s * p_t).sum()))
     assert SER_INPUT in rows[0]["source"]  # the caller's rows are left as they were
 
 
@@ -180,6 +181,31 @@ def test_a_side_head_must_be_per_side_and_read_the_same_classes(side_head, tmp_p
     other.classes = ["anger", "joy", "neutral", "fear"]
     with pytest.raises(HeadError, match="does not read what the SER head reads"):
         check_side_head(absolute, other)
+
+
+def test_a_side_head_without_hidden_layers_is_softmax_of_one_linear_map(tmp_path):
+    """The lite side head's recipe since 2026-12-03 (no hidden layer): saved and loaded, a side's probabilities
+    are softmax(W x + b) of the side-standardised, scaled features, computed here from the saved tensors."""
+    from safetensors.numpy import load_file
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(5)
+    targets = np.arange(160) % len(CLASSES)
+    features = rng.normal(size=(160, N_FEATURES)).astype(np.float32) + targets[:, None] * 0.8
+    run = train_one(features, targets, np.array(["train"] * 120 + ["dev"] * 40), CLASSES, feature_set="egemaps-v02",
+                    balance="none", config=TrainConfig(hidden=(), max_epochs=3, seed=5, ensemble=2),
+                    normalization="per_side", sides=np.array(["a"] * 60 + ["b"] * 60 + ["dev"] * 40))
+    run.head.save(tmp_path)
+    head = SerHead.load(tmp_path)
+    assert head.hidden == () and head.normalization == "per_side"
+    tensors = load_file(str(tmp_path / "head.safetensors"))
+    side = rng.normal(2.0, 3.0, size=(25, N_FEATURES)).astype(np.float32)
+    z = (side - side.mean(0)) / side.std(0)
+    x = (z - tensors["scaler.mean"]) / tensors["scaler.scale"]
+    members = [softmax(x @ tensors[f"network.members.{m}.0.weight"].T + tensors[f"network.members.{m}.0.bias"], axis=1)
+               for m in range(2)]
+    assert not any(name.startswith("network.members.0.1") for name in tensors)  # one Linear per member, nothing else
+    assert np.allclose(head.predict_proba_side(side), np.mean(members, axis=0), atol=1e-5)
 
 
 def test_load_side_head(tmp_path, side_head):
