@@ -66,3 +66,12 @@ def test_one_voice_pairs_give_each_source_speaker_one_target_speaker():
     assert len(pairs) == 5 * 4 * 3
     random_voices = ser_quality.build_pairs(data, "emodb")
     assert len({data["speaker"][p["_p"]] for p in random_voices if p["_s"] < 12}) > 1
+
+
+def test_the_feature_groups_split_the_88_egemaps_functionals():
+    import numpy as np
+
+    masks = [~ser_quality.kept_features(group) for group in ser_quality.EGEMAPS_GROUPS]
+    assert all(len(mask) == 88 and mask.any() for mask in masks)
+    assert np.array_equal(np.sum(masks, axis=0), np.ones(88, int))  # each feature in exactly one group
+    assert ser_quality.kept_features(None).all() and (~ser_quality.kept_features("temporal")).sum() == 6
