@@ -378,7 +378,8 @@ LOCO_VARIANTS = {
     "none|side|speaker": dict(balance="none", norm="side", groups="speaker"),
     # also trained that way: each training speaker (per split) z-scored on its own
     "none|speaker": dict(balance="none", norm="speaker", groups="speaker"),
-    # the 2026-12-03 side head's recipe exactly: five networks averaged (the rows above are single networks)
+    # the side head before 2026-12-03 (fourth session; sha 3c122d66) exactly: five networks averaged (the rows
+    # above are single networks)
     "none|side|speaker|ens5": dict(balance="none", norm="side", groups="speaker", ensemble=5),
     # smaller networks, same reading (2026-12-03, fourth session): no hidden layer (multinomial logistic
     # regression on the standardised features), with weight decay, with ClusterCentroids, trained per speaker,
