@@ -533,13 +533,16 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
     for name in variant_names:
         variant = LOCO_VARIANTS[name]
         base = all_features[:, kept_features(variant.get("drop"))]
+        # an ensemble of k networks with seed s trains seeds s..s+k-1: the n-th ensemble starts at 1 + (n-1)k, so
+        # that no two ensembles share a network
+        variant_seeds = tuple(1 + (seed - 1) * variant.get("ensemble", 1) for seed in seeds)
         by_speaker = variant.get("groups") == "speaker"
         result = {"variant": variant, "folds": {}}
         for held in (*present, "all"):
             started = time.monotonic()
             others = data["corpus"] != held
             fold = {}
-            for seed in seeds:
+            for seed in variant_seeds:
                 run = train_variant(data, base, labels, others & (data["split"] == "train"),
                                     others & (data["split"] == "dev"), variant, seed, config)
                 head = run.head
