@@ -23,8 +23,8 @@ from app.main import create_app
 from tests.conftest import synthetic_speechlike
 from tests.service_support import comparable, wait_job, wav_bytes
 from tests.test_service_api import assert_error, counts, service_settings
-from core.audio import (DECODED_RATE_BUDGET, AudioError, AudioHeader, _read_mono, decode_audio, read_header,
-                          sample_budget)
+from core.audio import (DECODED_RATE_BUDGET, AudioError, AudioHeader, _libsndfile_header, _read_mono, decode_audio,
+                        flac_streaminfo, read_header, sample_budget)
 
 
 def flac(seconds: float, rate: int, channels: int) -> bytearray:
@@ -57,6 +57,28 @@ def test_the_header_rules_out_a_bomb_before_decoding():
     assert sample_budget(600) == 600 * DECODED_RATE_BUDGET
     # ten minutes of 48 kHz stereo is the most a 600 s cap takes
     assert read_header(declaring(flac(0.05, 48_000, 2), 600 * 48_000), max_seconds=600).seconds == 600
+
+
+@pytest.mark.parametrize("seconds, rate, channels", [(0.3, 16_000, 1), (1.7, 44_100, 2), (0.05, 192_000, 8),
+                                                      (2.0, 8_000, 3), (0.01, 96_000, 1)])
+def test_a_flac_header_read_from_streaminfo_equals_libsndfiles(seconds, rate, channels):
+    data = bytes(flac(seconds, rate, channels))
+    assert flac_streaminfo(data) == _libsndfile_header(data) == AudioHeader(int(seconds * rate), rate, channels)
+    for declared in (0, 599 * rate, (1 << 36) - 1):  # 0: "unknown" (a streamed FLAC), the cap, the field's maximum
+        bomb = declaring(bytearray(data), declared)
+        assert flac_streaminfo(bomb) == _libsndfile_header(bomb)
+    assert flac_streaminfo(b"ID3" + data) is None and flac_streaminfo(data[:41]) is None  # left to libsndfile
+
+
+def test_a_flac_header_is_read_without_opening_libsndfile(monkeypatch):
+    def no_libsndfile(*args, **kwargs):
+        raise AssertionError("libsndfile opened a FLAC to read its header")
+
+    data = bytes(flac(0.5, 22_050, 2))
+    monkeypatch.setattr(soundfile, "SoundFile", no_libsndfile)
+    assert read_header(data, max_seconds=600) == AudioHeader(11_025, 22_050, 2)
+    with pytest.raises(AudioError, match="3600.0 s long"):
+        read_header(HOUR, max_seconds=600)
 
 
 def test_decoding_is_bounded_whatever_the_header_says(tmp_path):
