@@ -1,5 +1,16 @@
-"""Readiness (``GET /readyz``): the database at the code's schema revision, the broker, the models."""
+"""Readiness (``GET /readyz``): the database at the code's schema revision, the broker, the models.
+
+The probe needs no token, so any client may send it at any rate: one check runs at a time, in a thread of its
+own, and its answer serves every probe for a second or two (ReadinessProbe). A request thread never waits on the
+broker: a check that has not answered in time gives a 503 that says so, and the next probe asks again.
+"""
 from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -36,14 +47,71 @@ def readiness(services: Services) -> dict:
                               **({} if revision == expected else {"error": f"schema at {revision}, code expects "
                                                                            f"{expected}: run `emopres db upgrade`"})}
     except Exception as error:
-        checks["database"] = {"ok": False, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+        checks["database"] = {"ok": False, "error": _error_line(error)}
     try:
         checks["broker"] = {"ok": bool(services.queue.ping()), "kind": "in-process" if services.embedded else "celery"}
     except Exception as error:
-        checks["broker"] = {"ok": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+        checks["broker"] = {"ok": False, "error": _error_line(error)}
     try:
         checks["models"] = (models_check(services) if checks["broker"]["ok"]
                             else {"ok": False, "error": "unknown: the broker is unreachable"})
     except Exception as error:
-        checks["models"] = {"ok": False, "error": f"{type(error).__name__}: {str(error)[:200]}"}
+        checks["models"] = {"ok": False, "error": _error_line(error)}
     return checks
+
+
+def _error_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+
+
+class ReadinessProbe:
+    """One readiness check at a time, its answer cached for ``cache_seconds``; a caller waits for a running check
+    at most ``timeout_seconds`` (``answer`` in a thread, ``answer_async`` in the event loop, holding no thread)."""
+
+    def __init__(self, check: Callable[[], dict], *, cache_seconds: float, timeout_seconds: float) -> None:
+        self._check, self._cache_seconds, self._timeout_seconds = check, cache_seconds, timeout_seconds
+        self._lock = threading.Lock()
+        self._answer: dict | None = None
+        self._answered_at = float("-inf")
+        self._running: Future | None = None
+
+    def answer(self) -> dict:
+        state = self._fresh_or_running()
+        if isinstance(state, dict):
+            return state
+        try:
+            return state.result(self._timeout_seconds)
+        except TimeoutError:
+            return self._not_answered()
+
+    async def answer_async(self) -> dict:
+        state = self._fresh_or_running()
+        if isinstance(state, dict):
+            return state
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(state)), self._timeout_seconds)
+        except TimeoutError:
+            return self._not_answered()
+
+    def _fresh_or_running(self) -> dict | Future:
+        with self._lock:
+            if self._answer is not None and time.monotonic() - self._answered_at < self._cache_seconds:
+                return self._answer
+            if self._running is None:
+                self._running = Future()
+                threading.Thread(target=self._run, args=(self._running,), name="emopres-readiness",
+                                 daemon=True).start()
+            return self._running
+
+    def _not_answered(self) -> dict:
+        return {"probe": {"ok": False, "error": f"the readiness check has not answered in "
+                                                f"{self._timeout_seconds:g} s (it goes on; ask again)"}}
+
+    def _run(self, running: Future) -> None:
+        try:
+            answer = self._check()
+        except Exception as error:  # a check that raises is an answer too: not ready, and why
+            answer = {"probe": {"ok": False, "error": _error_line(error)}}
+        with self._lock:
+            self._answer, self._answered_at, self._running = answer, time.monotonic(), None
+        running.set_result(answer)

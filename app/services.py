@@ -25,6 +25,7 @@ class Services:
     reconciler: object = None
     webhooks: object = None  # app.webhook_delivery.Dispatcher
     metrics: object = None
+    readiness: object = None  # app.readiness.ReadinessProbe: one check at a time, its answer cached
     # uploads are decoded, hashed and stored a few at a time: a burst of CI clients queues here (cheaply, in the
     # event loop) instead of as dozens of threads fighting for the GIL, the database connections and, with
     # SQLite, its one write lock (which made every upload in a burst slow and some time out)
@@ -37,6 +38,10 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings, make_session_factory(engine), BlobStore.from_settings(settings),
                         submissions=asyncio.Semaphore(settings.submit_slots))
     services.extra["engine"] = engine
+    from app.readiness import ReadinessProbe, readiness
+
+    services.readiness = ReadinessProbe(lambda: readiness(services), cache_seconds=settings.readiness_cache_seconds,
+                                        timeout_seconds=settings.readiness_timeout_seconds)
     return services
 
 

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
                                                                   "this")
     body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that stalls this long ends its "
                                                                 "connection")
+    readiness_cache_seconds: float = Field(2.0, ge=0, description="GET /readyz (no token) answers from the last "
+                                                                  "check for this long; one check runs at a time")
+    readiness_timeout_seconds: float = Field(3.0, gt=0, description="a /readyz request waits this long for the "
+                                                                   "running check, then answers 503")
     keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
     submit_concurrency: int | None = Field(None, ge=1, description="uploads validated and stored at once per API "
                                                                 "process; more wait their turn. Default: 4 on SQLite "

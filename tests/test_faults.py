@@ -209,7 +209,8 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
     settings = dict(database_url=f"{proxied}?options=-csearch_path%3D{schema}&application_name={app_name}",
                     broker_url=redis.url,
                     data_dir=root / "data", blob_store="database", head=random_lite_head, bootstrap=BOOTSTRAP,
-                    chunk_size=1, queue=f"emopres-faults-{uuid.uuid4().hex[:8]}")
+                    chunk_size=1, queue=f"emopres-faults-{uuid.uuid4().hex[:8]}",
+                    readiness_cache_seconds=0)  # each /readyz here checks after the fault it follows
     env = service_env(**settings)
     (root / "inject").mkdir()
     (root / "inject" / "emopres_fault_injection.py").write_text(FAULT_INJECTION)

@@ -77,8 +77,13 @@ class CeleryQueue(TaskQueue):
             return True
 
     def workers(self, profile: str, timeout: float = 1.0) -> list[str]:
-        """Names of the live workers of a profile (Celery control ping; the first answer ends the wait)."""
-        replies = self.celery.control.ping(timeout=timeout, limit=1) or []
+        """Names of the live workers of a profile (Celery control ping; the first answer ends the wait).
+
+        The ping gets a connection of its own: from the shared pool, a broadcast holds one connection while its
+        publisher waits for another, and concurrent pings exhausted the pool and hung every request thread."""
+        with self.celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
+            replies = self.celery.control.ping(timeout=timeout, limit=1, connection=connection) or []
         names = [name for reply in replies for name in reply]
         return sorted(n for n in names if n.startswith(f"{WORKER_NAME_PREFIX}{profile}@"))
 

@@ -6,21 +6,21 @@ from fastapi.responses import PlainTextResponse, Response
 
 from app.deps import PrincipalDep, ServicesDep
 from app.errors import NotFound, Unavailable
-from app.readiness import readiness
 from app.schemas import ErrorResponse, Health, Readiness
 from core import __version__
 
 router = APIRouter()
 
 
+# both probes are coroutines: they answer from the event loop even when every request thread is busy
 @router.get("/healthz", response_model=Health, tags=["ops"])
-def healthz():
+async def healthz():
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorResponse}}, tags=["ops"])
-def readyz(services: ServicesDep):
-    checks = readiness(services)
+async def readyz(services: ServicesDep):
+    checks = await services.readiness.answer_async()
     if not all(c["ok"] for c in checks.values()):
         failing = [name for name, c in checks.items() if not c["ok"]]
         raise Unavailable(f"not ready: {', '.join(failing)}", details={"checks": checks})
