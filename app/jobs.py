@@ -24,8 +24,8 @@ from core.batch_thread import BatchThread
 from core.blobstore import BlobStore
 from core.catalogue import PAIR_METRICS, SIDE_READING_METRICS
 from core.db import Chunk, Job, Pair, PairResult, Report, Webhook, insert_for, utcnow
-from app.errors import Conflict, InvalidRequest, NotFound
-from app.intake import JobRequest
+from app.plumbing.errors import Conflict, InvalidRequest, NotFound
+from app.submission.intake import JobRequest
 
 STATUSES = ("queued", "running", "succeeded", "failed")
 FINISHED = ("succeeded", "failed")

@@ -1,6 +1,6 @@
 """The FastAPI gateway: `create_app(settings)` builds the app (API v1, health, metrics; one JSON error shape
 for every 4xx/5xx); `emopres serve` runs it with uvicorn. The routes live in app/routes (one router per
-resource), their dependencies in app/deps.py, what the app runs in app/services.py."""
+resource), their dependencies in app/plumbing/deps.py, what the app runs in app/services.py."""
 from __future__ import annotations
 
 import logging
@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi_offline import FastAPIOffline
 
-from app.error_handlers import install_error_handlers
-from app.middleware import RequestMiddleware
-from app.prometheus_metrics import Metrics
+from app.plumbing.error_handlers import install_error_handlers
+from app.plumbing.middleware import RequestMiddleware
+from app.plumbing.prometheus_metrics import Metrics
 from app.routes import jobs, ops, reports, webhooks
+from app.readiness import ReadinessProbe, readiness
 from app.services import build_services, start_services, stop_services
 from core import __version__
 from core.settings import Settings, get_settings
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     settings = settings or get_settings()
     services = build_services(settings)
     services.metrics = Metrics(services)
+    services.readiness = ReadinessProbe(lambda: readiness(services), cache_seconds=settings.readiness_cache_seconds,
+                                        timeout_seconds=settings.readiness_timeout_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -1,6 +1,6 @@
 """What a running gateway holds (settings, sessions, blob store, queue, embedded worker, reconciler,
 Prometheus metrics) and how it is started and stopped. Without a broker the embedded in-process
-worker (worker.embedded) evaluates; with one, jobs go to Celery and the reconciler finds lost work."""
+worker (worker.queue.embedded) evaluates; with one, jobs go to Celery and the reconciler finds lost work."""
 from __future__ import annotations
 
 import asyncio
@@ -20,12 +20,12 @@ class Services:
     blobs: BlobStore
     queue: object = None
     job_writer: object = None  # app.jobs.JobWriter: stores new jobs, many per transaction
-    enqueuer: object = None  # worker.tasks.Enqueuer: sends new jobs' chunks after their 202
+    enqueuer: object = None  # worker.queue.tasks.Enqueuer: sends new jobs' chunks after their 202
     embedded: object = None
     reconciler: object = None
-    webhooks: object = None  # app.webhook_delivery.Dispatcher
+    webhooks: object = None  # app.webhooks.delivery.Dispatcher
     metrics: object = None
-    readiness: object = None  # app.readiness.ReadinessProbe: one check at a time, its answer cached
+    readiness: object = None  # app.readiness.ReadinessProbe (set by app.main): one check at a time, cached
     # uploads are decoded, hashed and stored a few at a time: a burst of CI clients queues here (cheaply, in the
     # event loop) instead of as dozens of threads fighting for the GIL, the database connections and, with
     # SQLite, its one write lock (which made every upload in a burst slow and some time out)
@@ -38,10 +38,6 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings, make_session_factory(engine), BlobStore.from_settings(settings),
                         submissions=asyncio.Semaphore(settings.submit_slots))
     services.extra["engine"] = engine
-    from app.readiness import ReadinessProbe, readiness
-
-    services.readiness = ReadinessProbe(lambda: readiness(services), cache_seconds=settings.readiness_cache_seconds,
-                                        timeout_seconds=settings.readiness_timeout_seconds)
     return services
 
 
@@ -50,27 +46,27 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
     if settings.should_migrate:
         upgrade(settings.sqlalchemy_url)
     if settings.embedded:
-        from worker.embedded import EmbeddedQueue
+        from worker.queue.embedded import EmbeddedQueue
 
         services.embedded = EmbeddedQueue(settings, engine=services.extra["engine"])
         services.queue = services.embedded
         if start_worker:
             services.embedded.start()
     else:
-        from worker.celery_app import CeleryQueue, make_celery
-        from worker.tasks import Reconciler, WorkerContext
+        from worker.queue.celery_app import CeleryQueue, make_celery
+        from worker.queue.tasks import Reconciler, WorkerContext
 
         services.queue = CeleryQueue(make_celery(settings), settings.queue_name)
         if start_worker:
             ctx = WorkerContext(settings, queue=services.queue, engine=services.extra["engine"])
             services.reconciler = Reconciler(ctx, settings.reconcile_seconds).start()
     from app.jobs import JobWriter
-    from worker.tasks import Enqueuer
+    from worker.queue.tasks import Enqueuer
 
     services.job_writer = JobWriter(lambda: services.sessions, services.blobs).start()
     services.enqueuer = Enqueuer(services.sessions, services.queue).start()
     if start_worker:  # in this process in both modes: it reads finished jobs from the database
-        from app.webhook_delivery import Dispatcher
+        from app.webhooks.delivery import Dispatcher
 
         services.webhooks = Dispatcher(settings, services.sessions).start()
 

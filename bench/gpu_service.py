@@ -105,8 +105,8 @@ def paper_model_dir(workdir: Path, tiny: bool) -> Path:
     started = time.perf_counter()
     torch.manual_seed(0)
     write_model_dir(root, full_size_models(tiny=tiny), emotion2vec_folder(workdir, tiny=tiny))
-    from models.emotion2vec import Emotion2Vec
-    from models.ser_head import SerHead
+    from models.paper.emotion2vec import Emotion2Vec
+    from models.ser.head import SerHead
     from tests.conftest import MELD_CLASSES
 
     dim = Emotion2Vec.from_pretrained(root / "emotion2vec_plus_large").embed_dim

@@ -19,15 +19,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.egemaps import Egemaps  # noqa: E402
+from models.lite.egemaps import Egemaps  # noqa: E402
 from models.registry import ProfileSpec, default_head_path, load_head, load_side_head  # noqa: E402
-from models.syllables import syllable_times  # noqa: E402
-from models.vad import SileroVad  # noqa: E402
+from models.prosody.syllables import syllable_times  # noqa: E402
+from models.prosody.vad import SileroVad  # noqa: E402
 from core.audio import load_audio_file  # noqa: E402
-from worker.pairs import PairSpec  # noqa: E402
-from worker.pipeline import Evaluator  # noqa: E402
-from worker.report import report_for_evaluator  # noqa: E402
-from worker.side_reading import add_side_reading  # noqa: E402
+from emopres_client.pairs import PairSpec  # noqa: E402
+from worker.engine.pipeline import Evaluator  # noqa: E402
+from worker.engine.report import report_for_evaluator  # noqa: E402
+from worker.engine.side_reading import add_side_reading  # noqa: E402
 
 DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
 

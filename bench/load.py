@@ -157,7 +157,7 @@ def random_head(folder: Path) -> Path:
     """A random-weight lite head, when the shipped one is absent (throughput is the same; predictions are noise)."""
     import torch
 
-    from models.ser_head import SerHead
+    from models.ser.head import SerHead
 
     torch.manual_seed(0)
     classes = ["neutral", "joy", "sadness", "anger", "fear", "disgust", "surprise"]

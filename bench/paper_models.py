@@ -41,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.precision import cpu_bf16_flags  # noqa: E402
+from models.runtime.precision import cpu_bf16_flags  # noqa: E402
 from tests.paper_fixtures import build_emotion2vec, full_size_emotion2vec_config, random_waves  # noqa: E402
 
 DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -128,7 +128,7 @@ def emotion2vec_folder(workdir, tiny: bool = False) -> Path:
 
 
 def bench_emotion2vec(args, waves, folder) -> None:
-    from models.emotion2vec import Emotion2Vec
+    from models.paper.emotion2vec import Emotion2Vec
 
     total = sum(len(w) for w in waves) / 16000
     rows = []
@@ -188,9 +188,9 @@ def full_size_models(tiny: bool = False):
     (seconds to build; for dry runs of the benchmarks, not for timing)."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
 
-    from models.autopcp import Comparator
-    from models.speaker import EcapaTdnn
-    from models.valence_arousal import _model_classes
+    from models.paper.autopcp import Comparator
+    from models.paper.speaker import EcapaTdnn
+    from models.paper.valence_arousal import _model_classes
 
     dim = 32 if tiny else 1024
     large = dict(hidden_size=dim, num_attention_heads=4 if tiny else 16, intermediate_size=4 * dim,
@@ -212,7 +212,7 @@ def full_size_models(tiny: bool = False):
 
 def write_model_dir(root, models, e2v_folder) -> Path:
     """A complete EMOPRES_MODEL_DIR from full_size_models() modules, each in its published format."""
-    from models.speaker import hf_wavlm_to_fairseq
+    from models.paper.speaker import hf_wavlm_to_fairseq
     from tests.paper_fixtures import _write_preprocessor
 
     va, wavlm, ecapa, xlsr, comparator = models
@@ -221,7 +221,7 @@ def write_model_dir(root, models, e2v_folder) -> Path:
     e2v = root / "emotion2vec_plus_large"
     if not e2v.exists():
         e2v.symlink_to(Path(e2v_folder).resolve())
-    from models.batching import quiet_transformers
+    from models.runtime.batching import quiet_transformers
 
     for module, name in ((va, "wav2vec2-large-robust-12-ft-emotion-msp-dim"), (xlsr, "wav2vec2-large-xlsr-53")):
         with quiet_transformers():
@@ -242,9 +242,9 @@ def write_model_dir(root, models, e2v_folder) -> Path:
 def full_size_profile(device: str, models=None):
     """The valence-arousal, speaker and AutoPCP models at their published sizes, random weights, in memory
     (wrapping `models`, a full_size_models() tuple, when given)."""
-    from models.autopcp import AutoPCP, XlsrEncoder
-    from models.speaker import SpeakerEncoder
-    from models.valence_arousal import ValenceArousal
+    from models.paper.autopcp import AutoPCP, XlsrEncoder
+    from models.paper.speaker import SpeakerEncoder
+    from models.paper.valence_arousal import ValenceArousal
 
     va, wavlm, ecapa, xlsr, comparator = models or full_size_models()
     spk = SpeakerEncoder(wavlm, ecapa, normalize=True, device=device)
@@ -253,8 +253,8 @@ def full_size_profile(device: str, models=None):
 
 
 def bench_profile(args, waves, folder) -> None:
-    from models.emotion2vec import Emotion2Vec
-    from models.paper import PaperProfile
+    from models.paper.emotion2vec import Emotion2Vec
+    from models.paper.profile import PaperProfile
 
     total = sum(len(w) for w in waves) / 16000
     t0 = time.perf_counter()

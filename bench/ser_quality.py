@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.ser_training import (MELD_CLASSES, TrainConfig, classification_scores, extract_features,  # noqa: E402
+from models.ser.training import (MELD_CLASSES, TrainConfig, classification_scores, extract_features,  # noqa: E402
                                  speed_perturb, train_one)
 
 DATA = ROOT.parent / "shared" / "data"
@@ -117,7 +117,7 @@ _EXTRACTOR = None
 def extractor():
     global _EXTRACTOR
     if _EXTRACTOR is None:
-        from models.ser_training import EgemapsExtractor
+        from models.ser.training import EgemapsExtractor
 
         _EXTRACTOR = EgemapsExtractor()
     return _EXTRACTOR
@@ -343,7 +343,7 @@ def separation(p_source, p_preserved, p_swapped, *, n_bootstrap: int = 2000, see
     Bhattacharyya coefficient:
     each system's value, the paired difference (preserved - swapped) with paired-bootstrap 95% CI, z and p."""
     from core.bootstrap import paired_bootstrap
-    from worker.validation import z_from_interval
+    from worker.research.validation import z_from_interval
 
     per_pair = {"epr": (p_source.argmax(1) == p_preserved.argmax(1), p_source.argmax(1) == p_swapped.argmax(1)),
                 "expected_agreement": (pair_expected_agreement(p_source, p_preserved),
@@ -373,7 +373,7 @@ LOCO_VARIANTS = {
     "none|speed": dict(balance="none", speed=(0.9, 1.1)),
     "corpus-bal|side": dict(balance="none", corpus_balance=True, norm="side"),
     "nkululeko|cc": dict(balance="clustercentroids", architecture="nkululeko"),
-    # per-speaker statistics at inference (worker/side_reading.py with a group column): each speaker of the
+    # per-speaker statistics at inference (worker/engine/side_reading.py with a group column): each speaker of the
     # left-out corpus z-scored on its own; in pairs, each source speaker's sources and its targets
     "none|side|speaker": dict(balance="none", norm="side", groups="speaker"),
     # also trained that way: each training speaker (per split) z-scored on its own
@@ -432,7 +432,7 @@ STUDY_CONFIG = TrainConfig(batch_size=8, learning_rate=4e-4)
 
 def speed_features(data: dict, index: np.ndarray, factor: float) -> np.ndarray:
     """eGeMAPS functionals of speed-perturbed copies of the files `index` (cached like the originals)."""
-    from models.ser_features import EgemapsExtractor, SpeedPerturbed
+    from models.ser.features import EgemapsExtractor, SpeedPerturbed
 
     return extract_features(list(data["path"][index]), SpeedPerturbed(EgemapsExtractor(), factor), CACHE)[0]
 
@@ -612,8 +612,8 @@ def ship(data: dict, seeds, out: Path, ensemble: int = 1, speed: tuple[float, ..
     import shutil
     import tempfile
 
-    from models.ser_head import SerHead
-    from models.ser_training import load_manifest, train_ser
+    from models.ser.head import SerHead
+    from models.ser.training import load_manifest, train_ser
 
     manifest = write_ship_manifest(data, ROOT / ".cache" / "ser_lite" / "manifest.csv")
     dataset = load_manifest(manifest, DATA, label_map={"calm": "neutral"})
@@ -777,7 +777,7 @@ def head_scores(data: dict, base: np.ndarray, labels: np.ndarray, head, by_speak
 def rescore(data: dict, folder: Path, by_speaker: bool) -> dict:
     """Score a saved head again (e.g. read per speaker) without retraining it: head.json's scores and
     per_corpus_scores.json are rewritten, the weights are left as they are."""
-    from models.ser_head import META_FILE, SerHead
+    from models.ser.head import META_FILE, SerHead
 
     head = SerHead.load(folder)
     base = features(data["path"])
@@ -799,8 +799,8 @@ def rescore(data: dict, folder: Path, by_speaker: bool) -> dict:
 def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selection: str) -> dict:
     """Train the shipped lite head on the training splits of all four corpora with one LOCO variant (`ensemble`
     networks, seeds 1..N, each with its dev-best epoch) and write it with its scores to `out`."""
-    from models.ser_head import SerHead
-    from models.ser_training import EgemapsExtractor, recipe_metadata, training_data_hash
+    from models.ser.head import SerHead
+    from models.ser.training import EgemapsExtractor, recipe_metadata, training_data_hash
 
     base, hashes = extract_features(list(data["path"]), EgemapsExtractor(), CACHE)
     labels = labels_for(data["emotion"], "neutral")
@@ -894,7 +894,7 @@ def main(argv=None) -> int:
         rescore(load_all(CORPORA), args.rescore, args.by_speaker)
         return 0
     if args.ship_multi is not None:
-        from models.ser_head import SHIPPED_LITE_HEAD, SHIPPED_LITE_SIDE_HEAD
+        from models.ser.head import SHIPPED_LITE_HEAD, SHIPPED_LITE_SIDE_HEAD
 
         side = LOCO_VARIANTS.get(args.ship_multi, {}).get("norm") in ("side", "speaker")
         out = args.out or (SHIPPED_LITE_SIDE_HEAD if side else SHIPPED_LITE_HEAD)
@@ -914,7 +914,7 @@ def main(argv=None) -> int:
         return 0
     data = load_all()
     if args.ship:
-        from models.ser_head import SHIPPED_LITE_HEAD
+        from models.ser.head import SHIPPED_LITE_HEAD
 
         seeds = (1,) if args.ensemble > 1 else tuple(range(1, args.seeds + 1))
         ship(data, seeds, SHIPPED_LITE_HEAD, ensemble=args.ensemble, speed=tuple(args.speed_perturb))

@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ser_quality as sq  # noqa: E402
-from models.ser_training import MELD_CLASSES, extract_features, train_one  # noqa: E402
-from models.ser_features import EgemapsExtractor, SpeedPerturbed  # noqa: E402
+from models.ser.training import MELD_CLASSES, extract_features, train_one  # noqa: E402
+from models.ser.features import EgemapsExtractor, SpeedPerturbed  # noqa: E402
 
 EXPLORE = sq.ROOT / ".cache" / "explore"
 RESULTS = sq.ROOT / ".cache" / "ser_trials.jsonl"

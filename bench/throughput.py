@@ -49,9 +49,9 @@ from lite_throughput import DATA, audio_root, bench_head, load_pairs  # noqa: E4
 from proc_accounting import Clock, Measured, cmdline, descendants, parallel_capacity, peak_rss_mib  # noqa: E402
 
 from models.registry import ProfileSpec  # noqa: E402
-from worker.pipeline import Evaluator  # noqa: E402
-from worker.report import report_for_evaluator  # noqa: E402
-from worker.threads import threads_per_worker  # noqa: E402
+from worker.engine.pipeline import Evaluator  # noqa: E402
+from worker.engine.report import report_for_evaluator  # noqa: E402
+from models.runtime.threads import threads_per_worker  # noqa: E402
 
 
 
@@ -166,7 +166,7 @@ def section_workers(args, spec, head, results: dict) -> None:
         spread = [a / b for a, b in zip(rounds[1], rounds[2])]
         print(f"  two / one = {ratio:.2f}x (goal >= 1.8x; rounds {min(spread):.2f}-{max(spread):.2f}x); CPU per file "
               f"two / one = {two.own_cpu / one.own_cpu:.2f} (above 1: the processes slow each other down); threads "
-              f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two (worker/threads.py)")
+              f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two (models/runtime/threads.py)")
         results["workers_pairs"] = args.pairs
         results["workers"] = {"ratio": ratio, "rounds": spread, **{str(k): {"seconds": v.seconds, "load": v.load, "others": v.others,
                                                           "cpu_ms_per_file": v.own_cpu / files * 1000,
@@ -198,11 +198,11 @@ def paper_process(options: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from models.batching import zero_mean_unit_var
-    from models.emotion2vec import Emotion2Vec
-    from models.paper import PaperProfile
-    from models.precision import cpu_bf16_flags, measure_fast_mode
-    from models.valence_arousal import CHUNK_HOP, CHUNK_WINDOW
+    from models.runtime.batching import zero_mean_unit_var
+    from models.paper.emotion2vec import Emotion2Vec
+    from models.paper.profile import PaperProfile
+    from models.runtime.precision import cpu_bf16_flags, measure_fast_mode
+    from models.paper.valence_arousal import CHUNK_HOP, CHUNK_WINDOW
     from paper_models import emotion2vec_folder, full_size_models, full_size_profile, load_audio, load_funasr
 
     args = argparse.Namespace(**options)
@@ -218,7 +218,7 @@ def paper_process(options: dict) -> dict:
     started = time.perf_counter()
     models = full_size_models(tiny=tiny)
     # The loops run the libraries' own modules: copies taken before our wrappers switch theirs to the
-    # fast paths of models/speedups.py (which change the modules in place).
+    # fast paths of models/runtime/speedups.py (which change the modules in place).
     plain_va, plain_wavlm, plain_ecapa, plain_xlsr, _ = copy.deepcopy(models)
     for module in (plain_va, plain_wavlm, plain_ecapa, plain_xlsr):
         module.to(device).eval()
@@ -476,7 +476,7 @@ def write_manifest_one(folder: Path, pairs) -> Path:
 def main() -> None:
     import torch
 
-    from models.precision import cpu_bf16_flags
+    from models.runtime.precision import cpu_bf16_flags
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="cache,workers,paper,service",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cli.engine_options import add_engine_arguments, cache_dir_from_args
 from emopres_client.cli import CommandError
-from worker.datasets.meld_st import MIN_BYTES, PAIRS, MeldStError, check_pair
+from worker.research.datasets.meld_st import MIN_BYTES, PAIRS, MeldStError, check_pair
 
 
 def _pair(value: str) -> str:
@@ -51,7 +51,7 @@ def register(subparsers) -> None:
 
 
 def run_datasets_meld_st(args) -> int:
-    from worker.datasets.meld_st import format_counts, read_meld_st, write_dataset
+    from worker.research.datasets.meld_st import format_counts, read_meld_st, write_dataset
 
     try:
         corpus = read_meld_st(args.root, args.pair, min_bytes=args.min_bytes)
@@ -71,9 +71,10 @@ def run_datasets_meld_st(args) -> int:
 def run_reproduce_meld_st(args) -> int:
     from cli.evaluate import evaluate_to_report
     from models.registry import ProfileError
-    from models.ser_head import HeadError
-    from models.ser_training import TrainingError
-    from worker.reproduce import ReproduceConfig, ReproduceError, reproduce_meld_st
+    from models.ser.head import HeadError
+    from models.ser.training import TrainingError
+    from worker.engine.per_side import PerSideError
+    from worker.research.reproduce import ReproduceConfig, ReproduceError, reproduce_meld_st
 
     model_dir = args.model_dir or os.environ.get("EMOPRES_MODEL_DIR") or None
     if args.profile == "paper" and not model_dir:
@@ -89,7 +90,7 @@ def run_reproduce_meld_st(args) -> int:
         max_seconds=args.max_seconds, min_bytes=args.min_bytes, verbose=args.verbose)
     try:
         result = reproduce_meld_st(config, evaluate=evaluate_to_report)
-    except (MeldStError, ReproduceError, TrainingError, ProfileError, HeadError) as error:
+    except (MeldStError, ReproduceError, PerSideError, TrainingError, ProfileError, HeadError) as error:
         raise CommandError(str(error)) from None
     print(result["text"]["table1"])
     print()

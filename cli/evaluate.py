@@ -10,7 +10,7 @@ from cli.engine_options import add_engine_arguments, cache_dir_from_args
 from emopres_client.cli import CommandError
 from core.profiles import NO_SIDE_HEAD
 from models.registry import ProfileError, ProfileSpec, load_head, load_side_head
-from worker.pairs import ManifestError, read_pairs_file
+from emopres_client.pairs import ManifestError, read_pairs_file
 
 # The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for
 # any `emopres` command, `submit --help` included, should not pay seconds of model-library imports.
@@ -44,8 +44,8 @@ def register(subparsers) -> None:
 
 
 def make_evaluator(args):
-    from models.ser_head import HeadError
-    from worker.pipeline import Evaluator
+    from models.ser.head import HeadError
+    from worker.engine.pipeline import Evaluator
 
     spec = ProfileSpec(args.profile, args.model_dir, args.device, args.fast)
     try:
@@ -71,7 +71,7 @@ def path_resolver(root: Path):
 
 def evaluate_to_report(evaluator, pairs, resolve, *, n_bootstrap: int, seed: int, use_groups: bool,
                        job: dict, utterances=None) -> dict:
-    from worker.report import report_for_evaluator
+    from worker.engine.report import report_for_evaluator
 
     if utterances is None:
         distinct_files = len({resolve(p.source) for p in pairs} | {resolve(p.target) for p in pairs})
@@ -84,7 +84,7 @@ def evaluate_to_report(evaluator, pairs, resolve, *, n_bootstrap: int, seed: int
 
 
 def run_evaluate(args) -> int:
-    from worker.report import format_summary, utc_now
+    from worker.engine.report import format_summary, utc_now
 
     pairs_path = Path(args.pairs)
     try:
@@ -103,7 +103,7 @@ def run_evaluate(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     if args.plots or args.html:
-        from worker.html_report import write_outputs
+        from worker.render.html_report import write_outputs
 
         files = {p.pair_id: {"source": root / p.source, "target": root / p.target} for p in pairs}
         write_outputs(report, plots_dir=args.plots, html_file=args.html,
@@ -117,7 +117,7 @@ def run_evaluate(args) -> int:
 
 
 def run_validate(args) -> int:
-    from worker.validation import ValidationError, run_validation
+    from worker.research.validation import ValidationError, run_validation
 
     try:
         result = run_validation(args, make_evaluator, evaluate_to_report, progress_bar)

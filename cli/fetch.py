@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.paper import SLOT, SLOTS
-from models.weights_lock import lock_entry, write_lock
+from models.paper.profile import SLOT, SLOTS
+from models.runtime.weights_lock import lock_entry, write_lock
 
 SOURCES = ("huggingface", "modelscope")
 
@@ -118,7 +118,7 @@ def lock_folder(model_dir: str | os.PathLike, names: list[str] | None = None) ->
     """`emopres models lock`: lock what is in a folder filled by hand (source "local", no revision).
 
     Models already locked keep their recorded source and revision when their files still match."""
-    from models.weights_lock import read_lock, verify_entry
+    from models.runtime.weights_lock import read_lock, verify_entry
 
     base = Path(model_dir)
     if not base.is_dir():

@@ -40,14 +40,14 @@ def register(subparsers) -> None:
 
 
 def run_check(args) -> int:
-    from models.paper import check_models
+    from models.paper.profile import check_models
 
     model_dir = model_dir_from_env(args.model_dir)
     if not model_dir:
         raise CommandError("no model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
                            "(docs/paper-models.md says what to put there)")
-    from models.paper import lock_verified
-    from models.weights_lock import LOCK_NAME
+    from models.paper.profile import lock_verified
+    from models.runtime.weights_lock import LOCK_NAME
 
     entries = check_models(model_dir)
     if args.fast:
@@ -78,7 +78,7 @@ FAST_TAGS = {"emotion2vec_plus_large": "e2v", "valence_arousal": "va", "speaker_
 
 def _add_fast_choices(entries: list[dict], model_dir, device: str) -> None:
     """Each network's fast-mode choice (``fast_mode``: mode, reason, timings) from a real fast-mode load."""
-    from models.paper import PaperProfile
+    from models.paper.profile import PaperProfile
 
     if not any(e.get("present") for e in entries if e["name"] == "emotion2vec_plus_large"):
         return
@@ -88,7 +88,7 @@ def _add_fast_choices(entries: list[dict], model_dir, device: str) -> None:
 
 
 def _bf16_line(device: str) -> str:
-    from models.precision import cpu_bf16_flags
+    from models.runtime.precision import cpu_bf16_flags
 
     if device.startswith("cuda"):
         return f"fast mode on {device}: each model is timed in fp32 and bf16 when it loads; the faster is kept"
@@ -137,7 +137,7 @@ def run_fetch(args) -> int:
 
 def run_lock(args) -> int:
     from cli.fetch import FetchError, lock_folder
-    from models.weights_lock import LOCK_NAME, LockError
+    from models.runtime.weights_lock import LOCK_NAME, LockError
 
     try:
         entries = lock_folder(args.model_dir, args.names or None)

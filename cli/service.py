@@ -94,7 +94,7 @@ def run_serve(args) -> int:
     _logging(args.log_level)
     if args.workers > 1 and settings.embedded:
         raise CommandError("--workers > 1 needs EMOPRES_BROKER_URL (the embedded queue lives in one process)")
-    from app.connections import uvicorn_options
+    from app.plumbing.connections import uvicorn_options
 
     if args.workers > 1:
         migrate_once_for_workers(settings)
@@ -117,7 +117,7 @@ def run_worker(args) -> int:
         from core.db import upgrade
 
         upgrade(settings.sqlalchemy_url)
-    from worker.celery_app import WORKER_NAME_PREFIX, app
+    from worker.queue.celery_app import WORKER_NAME_PREFIX, app
 
     concurrency = args.concurrency or settings.worker_concurrency
     app.conf.worker_concurrency = concurrency  # each pool process sizes its thread pools from it
@@ -149,7 +149,7 @@ def run_tokens_create(args) -> int:
     from app.auth import TokenError, create_token
 
     settings = _settings()
-    from app.webhooks import new_secret
+    from app.webhooks.callbacks import new_secret
 
     with _sessions(settings)() as session:
         try:
@@ -176,7 +176,7 @@ def _token_named(session, name: str):
 
 
 def run_tokens_webhook_secret(args) -> int:
-    from app.webhooks import new_secret
+    from app.webhooks.callbacks import new_secret
 
     with _sessions(_settings())() as session:
         secret = new_secret(session, _token_named(session, args.name))

@@ -1,4 +1,4 @@
-"""`emopres train-ser`: train a SER head with the paper's recipe (see models/ser_training.py)."""
+"""`emopres train-ser`: train a SER head with the paper's recipe (see models/ser/training.py)."""
 from __future__ import annotations
 
 import argparse
@@ -60,8 +60,8 @@ def register(subparsers) -> None:
 
 def handle(args) -> int:
     from emopres_client.cli import CommandError
-    from models.ser_head import HeadError
-    from models.ser_training import (MELD_CLASSES, TrainConfig, TrainingError, concat_datasets, load_manifest,
+    from models.ser.head import HeadError
+    from models.ser.training import (MELD_CLASSES, TrainConfig, TrainingError, concat_datasets, load_manifest,
                                      train_ser)
 
     if args.max_epochs < 1:

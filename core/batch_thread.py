@@ -1,5 +1,5 @@
 """A daemon thread that hands everything queued meanwhile to one call: the group commit of new jobs
-(app.jobs.JobWriter) and the batched enqueue of their chunks (worker.tasks.Enqueuer)."""
+(app.jobs.JobWriter) and the batched enqueue of their chunks (worker.queue.tasks.Enqueuer)."""
 from __future__ import annotations
 
 import queue

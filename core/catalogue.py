@@ -36,7 +36,7 @@ KINDS = {
 }
 
 
-# which SER reading a SER metric is computed from (worker/side_reading.py, docs/metrics.md)
+# which SER reading a SER metric is computed from (worker/engine/side_reading.py, docs/metrics.md)
 READINGS = {
     "absolute": "every utterance read on its own by the SER head (per-file predictions)",
     "side": "every side of the job (all sources, all targets) z-scored with its own statistics, then read by the "
@@ -49,7 +49,7 @@ _KIND_SECTION = {"label": "SER", "prediction": "SER", "pair": "similarity", "ran
 
 
 SER = "SER head"
-# the fields of a report row's side that hold the side reading (set by worker/side_reading.py)
+# the fields of a report row's side that hold the side reading (set by worker/engine/side_reading.py)
 SIDE_PRED, SIDE_PROBS = "pred_side", "probs_side"
 
 
@@ -76,7 +76,7 @@ class Metric:
     model: str  # whose output it needs
     statistic: Callable[[Columns], Stat]
     # kind "pair": computed from the two sides' SER probabilities (p_s, p_t) -> value of its reading (by the
-    # pipeline, or for the side reading by worker/side_reading.py); None = the profile's pair_scores computes it
+    # pipeline, or for the side reading by worker/engine/side_reading.py); None = the profile's pair_scores computes it
     # from its model's features
     from_probabilities: Callable[[np.ndarray, np.ndarray], float] | None = None
     utterance_field: str | None = None  # kind "rank": the per-utterance field compared

@@ -1,5 +1,5 @@
-"""The confusion-matrix figure, drawn the same way for a report's plots (worker.plots) and for SER
-training (models.ser_report): cells coloured by the share of their row, annotated with counts."""
+"""The confusion-matrix figure, drawn the same way for a report's plots (worker.render.plots) and for SER
+training (models.ser.report): cells coloured by the share of their row, annotated with counts."""
 from __future__ import annotations
 
 from collections.abc import Sequence

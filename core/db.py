@@ -9,7 +9,7 @@ Tables
   pair_results  one row per finished pair (upserted by (job_id, pair_id): exactly once)
   reports       the finished job's report JSON
   webhook_secrets, webhooks, webhook_deliveries
-                a token's signing secret, a job's callback, each delivery attempt (app.webhooks)
+                a token's signing secret, a job's callback, each delivery attempt (app.webhooks.callbacks)
 """
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ class Report(Base):
     __tablename__ = "reports"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     content: Mapped[str] = mapped_column(Text)  # the JSON text, served as is
-    headline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # worker.report.headline, for listings
+    headline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # worker.engine.report.headline, for listings
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

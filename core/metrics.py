@@ -18,7 +18,7 @@ Definitions follow docs/metrics.md and the paper (Atmaja et al.):
 * kappa = Cohen's kappa between the two prediction sequences
   (``sklearn.metrics.cohen_kappa_score``).
 
-Fast kernels over integer class codes (``*_codes``) are used by :mod:`worker.corpus` inside
+Fast kernels over integer class codes (``*_codes``) are used by :mod:`worker.engine.corpus` inside
 1000-resample bootstraps; the public functions encode labels once and call them.
 """
 

@@ -6,5 +6,5 @@ checks it registers exactly these); the report's signature records the one used.
 
 PROFILES = ("lite", "paper")
 DEFAULT_PROFILE = "lite"
-# `--side-head none` / EMOPRES_SIDE_HEAD=none: no side-normalised SER reading (worker/side_reading.py)
+# `--side-head none` / EMOPRES_SIDE_HEAD=none: no side-normalised SER reading (worker/engine/side_reading.py)
 NO_SIDE_HEAD = "none"

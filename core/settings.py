@@ -78,7 +78,7 @@ class Settings(BaseSettings):
                                                                 "process; more wait their turn. Default: 4 on SQLite "
                                                                 "(one writer at a time), 16 on PostgreSQL")
 
-    # webhooks (app.webhooks)
+    # webhooks (app.webhooks.callbacks)
     webhook_allowed_hosts: str = Field("", description="comma-separated hosts a job's callback_url may point at: "
                                        "names, *.domain, IPs or networks (10.0.0.0/8), each optionally :port; "
                                        "empty = callbacks refused")

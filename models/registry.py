@@ -45,7 +45,7 @@ def model_dir_from_env(model_dir: str | None = None) -> str | None:
 
 
 def _lite(spec: ProfileSpec) -> Profile:
-    from models.lite import LiteProfile
+    from models.lite.profile import LiteProfile
 
     return LiteProfile()
 
@@ -55,19 +55,19 @@ def _paper(spec: ProfileSpec) -> Profile:
     if not model_dir:
         raise ProfileError("the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
                            "(see `emopres models check`)")
-    from models.paper import PaperProfile
+    from models.paper.profile import PaperProfile
 
     return PaperProfile.from_model_dir(model_dir, device=spec.device, fast=spec.fast)
 
 
 def _shipped_lite_head(spec: ProfileSpec) -> Path:
-    from models.ser_head import SHIPPED_LITE_HEAD
+    from models.ser.head import SHIPPED_LITE_HEAD
 
     return SHIPPED_LITE_HEAD
 
 
 def _shipped_lite_side_head(spec: ProfileSpec) -> Path:
-    from models.ser_head import SHIPPED_LITE_SIDE_HEAD
+    from models.ser.head import SHIPPED_LITE_SIDE_HEAD
 
     return SHIPPED_LITE_SIDE_HEAD
 
@@ -103,8 +103,8 @@ def default_head_path(spec: ProfileSpec) -> Path:
 
 
 def load_head(spec: ProfileSpec, head_path=None):
-    """The SER head for a profile (models.ser_head.SerHead); imported lazily: torch is slow to import."""
-    from models.ser_head import HeadError, SerHead
+    """The SER head for a profile (models.ser.head.SerHead); imported lazily: torch is slow to import."""
+    from models.ser.head import HeadError, SerHead
 
     path = Path(head_path) if head_path else default_head_path(spec)
     try:
@@ -120,7 +120,7 @@ def load_side_head(spec: ProfileSpec, side_head_path=None, head=None):
     """The per-side SER head of the side-normalised reading: `side_head_path`, or the profile's default when that
     folder exists and reads the classes of `head` (a head of the user's own may have others); None for NO_SIDE_HEAD
     or a profile without one."""
-    from models.ser_head import HeadError, SerHead
+    from models.ser.head import HeadError, SerHead
 
     if side_head_path == NO_SIDE_HEAD:
         return None
@@ -140,7 +140,7 @@ def load_side_head(spec: ProfileSpec, side_head_path=None, head=None):
 
 
 def _check_features(spec: ProfileSpec, head, path: Path) -> None:
-    from models.ser_head import HeadError
+    from models.ser.head import HeadError
 
     expected = _entry(spec.name).head_features
     if not head.feature_set.startswith(expected):

@@ -3,7 +3,7 @@ import csv, json, random, sys
 from pathlib import Path
 import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.egemaps import Egemaps
+from models.lite.egemaps import Egemaps
 from core.audio import load_audio_file
 root = Path(__file__).resolve().parents[2] / "shared" / "data"
 rows = []

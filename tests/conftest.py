@@ -39,7 +39,7 @@ def write_random_lite_head(folder: Path) -> Path:
     """Save a random-weight eGeMAPS head (seed 0) in `folder` (also used by bench/ without a shipped head)."""
     import torch
 
-    from models.ser_head import SerHead
+    from models.ser.head import SerHead
 
     torch.manual_seed(0)
     head = SerHead.new(88, MELD_CLASSES, "egemaps-v02", metadata={"source": "random test head"})

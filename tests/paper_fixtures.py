@@ -13,7 +13,7 @@ same code path as the real weights:
   with ``feature_extract.model.*`` fairseq WavLM keys + ECAPA-TDNN keys)
 - ``build_xlsr`` / ``build_autopcp``: transformers XLS-R folder; AutoPCP comparator
   ``.config`` + ``.pt`` pair as ``stopes`` saves it
-- ``build_model_dir``: all of the above under the sub-folder names ``models.paper`` expects
+- ``build_model_dir``: all of the above under the sub-folder names ``models.paper.profile`` expects
 
 ``full_size_emotion2vec_config`` is the emotion2vec_plus_large architecture (used by the
 benchmark with random weights).
@@ -177,7 +177,7 @@ def _write_preprocessor(folder: Path, return_attention_mask: bool = True) -> Non
 
 def build_valence_arousal(folder: str | Path, seed: int = 1, **overrides) -> Path:
     """audeering-style folder: the model card's EmotionModel, ``save_pretrained`` + preprocessor."""
-    from models.valence_arousal import _model_classes
+    from models.paper.valence_arousal import _model_classes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def build_speaker(path: str | Path, seed: int = 2, hidden: int = 32, layers: int
     fairseq keys under ``feature_extract.model.``, plus a random ECAPA-TDNN head."""
     from transformers import WavLMConfig, WavLMModel
 
-    from models.speaker import EcapaTdnn, hf_wavlm_to_fairseq
+    from models.paper.speaker import EcapaTdnn, hf_wavlm_to_fairseq
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +287,7 @@ def build_autopcp(folder: str | Path, idim: int = 32, seed: int = 4, nhid=(16, 8
 
 
 def build_model_dir(root: str | Path) -> Path:
-    """A complete tiny ``EMOPRES_MODEL_DIR`` with the sub-folder names ``models.paper`` expects."""
+    """A complete tiny ``EMOPRES_MODEL_DIR`` with the sub-folder names ``models.paper.profile`` expects."""
     root = Path(root)
     build_emotion2vec(root / "emotion2vec_plus_large")
     build_valence_arousal(root / "wav2vec2-large-robust-12-ft-emotion-msp-dim")

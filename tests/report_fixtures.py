@@ -1,11 +1,11 @@
-"""Synthetic reports built through the real report code (worker.report.build_report): fast, no audio."""
+"""Synthetic reports built through the real report code (worker.engine.report.build_report): fast, no audio."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
 
-from worker.report import build_report
+from worker.engine.report import build_report
 
 CLASSES = ["neutral", "joy", "sadness", "anger"]
 

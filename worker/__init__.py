@@ -1,0 +1,1 @@
+"""The worker layer: the evaluation engine, rendering for people, the queue runtime, paper research."""

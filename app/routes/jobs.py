@@ -9,10 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app import jobs as crud
-from app.deps import ERRORS, IdempotencyKey, PrincipalDep, ServicesDep, SessionDep
-from app.intake import check_field
+from app.plumbing.deps import ERRORS, IdempotencyKey, PrincipalDep, ServicesDep, SessionDep
+from app.submission.intake import check_field
 from app.schemas import JOB_FORM_SCHEMA, PAIR_FORM_SCHEMA, JobCreated, JobDetail, JobList
-from app.uploads import created_response, read_form, submit_form, submit_pair
+from app.submission.uploads import created_response, read_form, submit_form, submit_pair
 
 router = APIRouter(tags=["v1"])
 

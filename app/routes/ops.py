@@ -4,8 +4,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
 
-from app.deps import PrincipalDep, ServicesDep
-from app.errors import NotFound, Unavailable
+from app.plumbing.deps import PrincipalDep, ServicesDep
+from app.plumbing.errors import NotFound, Unavailable
 from app.schemas import ErrorResponse, Health, Readiness
 from core import __version__
 

@@ -1,11 +1,11 @@
 """Report routes: what people look at from a finished job's report:
 
 * ``GET /v1/jobs/{id}/plots``: which plots this report has, and why the others were skipped.
-* ``GET /v1/jobs/{id}/plots/{name}?format=png|svg``: one plot (worker.plots).
+* ``GET /v1/jobs/{id}/plots/{name}?format=png|svg``: one plot (worker.render.plots).
 * ``GET /v1/jobs/{id}/report.html[?worst=10&audio=true&baseline=JOB_ID]``: the self-contained page
-  (worker.html_report), the worst pairs' audio embedded from the blob store.
+  (worker.render.html_report), the worst pairs' audio embedded from the blob store.
 * ``GET /v1/jobs/{id}/compare/{baseline_id}``: paired bootstrap of every metric over the shared
-  pair ids (worker.compare), with the pairs that flipped from agree to disagree.
+  pair ids (worker.engine.compare), with the pairs that flipped from agree to disagree.
 * ``GET /v1/schema/report[?version=1]``: the report's JSON Schema (public: it holds no data).
 
 A report never changes once written, so responses carry an ETag (304 on If-None-Match) and
@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from app import jobs as crud
 from core.db import Blob, Pair
-from app.errors import APIError, NotFound
-from app.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
+from app.plumbing.errors import APIError, NotFound
+from app.plumbing.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
 
 router = APIRouter(tags=["reports"])
 
@@ -104,7 +104,7 @@ def _cache_headers(etag: str) -> dict:
 @router.get("/v1/jobs/{job_id}/plots", responses=ERRORS)
 def list_plots(job_id: str, principal: PrincipalDep, session: SessionDep):
     """The plots of this job's report (with what each shows) and the skipped ones with their reasons."""
-    from worker.plots import plan_plots
+    from worker.render.plots import plan_plots
 
     report, _ = _report(session, principal.project, job_id)
     _end_transaction(session)
@@ -120,7 +120,7 @@ def list_plots(job_id: str, principal: PrincipalDep, session: SessionDep):
 def get_plot(job_id: str, name: str, request: Request, principal: PrincipalDep, session: SessionDep,
              format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png"):
     """One plot of the job's report. 404 plot_unavailable (with the reason) for a plot this report cannot have."""
-    from worker.plots import MIME, PlotUnavailable, get_spec, plot_names, render
+    from worker.render.plots import MIME, PlotUnavailable, get_spec, plot_names, render
 
     report, digest = _report(session, principal.project, job_id)
     _end_transaction(session)
@@ -174,7 +174,7 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
                     audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
                     baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None):
     """The report as one self-contained HTML page."""
-    from worker.html_report import render_html
+    from worker.render.html_report import render_html
 
     report, digest = _report(session, principal.project, job_id)
     comparison, baseline_label, parts = None, None, [digest, str(worst), str(audio)]
@@ -189,7 +189,7 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
     title = f"emopres report: {job.name}" if job.name else None
     clips: dict[tuple[str, str], object] = {}
     if audio:  # only the worst pairs' audio, read now, before the transaction ends
-        from worker.html_report import worst_pairs
+        from worker.render.html_report import worst_pairs
 
         resolve = _audio_resolver(services, session, job.id)
         for pair in worst_pairs(report, worst)[0]:
@@ -207,7 +207,7 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
         return value
 
     if baseline:
-        from worker.compare import compare_reports
+        from worker.engine.compare import compare_reports
 
         comparison = compare_reports(report, baseline_report)
         baseline_label = baseline
@@ -226,7 +226,7 @@ def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: Pri
                  seed: Annotated[int | None, Query(ge=0, le=2**32 - 1,
                                                  description="default: the job's seed")] = None):
     """Per-metric difference (job - baseline) with a paired bootstrap 95% CI and p-value over the shared pair ids."""
-    from worker.compare import compare_reports
+    from worker.engine.compare import compare_reports
 
     report, digest = _report(session, principal.project, job_id)
     baseline, baseline_digest = _report(session, principal.project, baseline_id)
@@ -242,8 +242,8 @@ def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: Pri
 @router.get("/v1/schema/report", responses={200: {"content": {"application/schema+json": {}}}, 404: ERRORS[404]})
 def report_schema_route(version: Annotated[str | None, Query(max_length=10)] = None):
     """The JSON Schema of the report (draft 2020-12). No token needed: it describes the format, not data."""
-    from worker.report import SCHEMA_VERSION
-    from worker.report_schema import SCHEMA_VERSIONS, report_schema
+    from worker.engine.report import SCHEMA_VERSION
+    from worker.engine.report_schema import SCHEMA_VERSIONS, report_schema
 
     version = version or SCHEMA_VERSION
     if version not in SCHEMA_VERSIONS:

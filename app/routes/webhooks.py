@@ -4,8 +4,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app import jobs as crud
-from app.deps import ERRORS, PrincipalDep, SessionDep
-from app.webhooks import deliveries_view
+from app.plumbing.deps import ERRORS, PrincipalDep, SessionDep
+from app.webhooks.callbacks import deliveries_view
 
 router = APIRouter(tags=["v1"])
 

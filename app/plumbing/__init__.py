@@ -1,0 +1,1 @@
+"""HTTP plumbing of the gateway: typed dependencies, errors and their handlers, middleware, connection limits, Prometheus metrics."""

@@ -1,0 +1,68 @@
+"""One JSON error shape for every 4xx/5xx: ``{"error": {"code", "message", "details"}}``."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from app.plumbing.errors import APIError, error_body
+
+log = logging.getLogger("emopres.api")
+
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
+              422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "service_unavailable"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, error: APIError):
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        code = HTTP_CODES.get(error.status_code, "error")
+        message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
+        if error.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}"
+        return JSONResponse(error_body(code, message), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        errors = jsonable_encoder(error.errors(), exclude={"ctx", "url", "input"})
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", []))
+        return JSONResponse(error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}",
+                                       {"errors": errors}), status_code=422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect):
+        return Response(status_code=499)  # never sent: the middleware counts a disconnect (no traceback in the log)
+
+    @app.exception_handler(PoolTimeout)
+    async def database_busy(request: Request, error: PoolTimeout):
+        log.warning("database connection pool exhausted: %s", str(error).splitlines()[0])
+        return JSONResponse(error_body("service_unavailable", "the service is busy (no database connection free); "
+                                       "retry shortly"), status_code=503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(OperationalError)
+    async def database_error(request: Request, error: OperationalError):
+        log.error("database unavailable: %s", str(error).splitlines()[0])
+        return JSONResponse(error_body("service_unavailable", "the database is unavailable; retry shortly"),
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        request_id = request.scope.get("state", {}).get("request_id")
+        log.exception("internal error (request_id=%s)", request_id)
+        return JSONResponse(error_body("internal_error", "internal error", {"request_id": request_id}),
+                            status_code=500)

@@ -1,0 +1,1 @@
+"""Intake of new jobs: multipart forms, manifest and archive checks, uploads stored to the blob store."""

@@ -1,0 +1,1 @@
+"""Webhooks: callback URLs allowed and signed (callbacks), and their delivery with retries (delivery)."""

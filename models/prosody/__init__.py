@@ -1,0 +1,1 @@
+"""Prosody models shared by both profiles: silero-vad speech segments and Praat syllable nuclei (Pause, Rate)."""

@@ -1,0 +1,1 @@
+"""Rendering for people: plots, the self-contained HTML report, the uncertainty-rescaled figure."""

@@ -1,0 +1,346 @@
+"""One self-contained HTML page of a report: what a person opens in a browser.
+
+Sections: job and headline metrics with 95% CIs, the plots (PNG data URIs), the per-emotion
+table, the worst pairs (disagreeing first, then lowest similarity) with source/target audio
+players, failures, the signature and models. Everything that came from a user (pair ids,
+labels, job names, error messages, metadata) is HTML-escaped; the page loads nothing from
+anywhere (a Content-Security-Policy allows data: images and audio and the page's own style,
+and no scripts).
+
+Audio is embedded only when the caller passes ``audio(pair_id, side)`` returning the file's
+bytes (or ``(bytes, mime)``), and only for the worst ``worst_n`` pairs, each clip up to
+``max_audio_bytes``, to keep the page small.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from core.catalogue import BY_NAME, CATALOGUE, SECTIONS
+from emopres_client.numbers import finite_or_none
+from worker.render.plots import plan_plots, render
+
+__all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER"]
+
+AudioResolver = Callable[[str, str], "bytes | tuple[bytes, str | None] | None"]
+SIMILARITY_ORDER = ("emo_sim", "va_sim", "autopcp", "vsim", "acoustic_sim")
+# the metric tables' rows, grouped by catalogue section (SER agreement, similarities, prosody), each in
+# catalogue order
+METRIC_GROUPS = tuple((section, tuple(m.name for m in CATALOGUE if m.section == section)) for section in SECTIONS)
+MiB = 1024 * 1024
+WIDE_ASPECT = 1.6  # a plot wider than this (several panels) takes the whole row, not half of it
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
+h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.null{color:#8a6d00}.muted{color:#666;font-size:.85rem}.bad{color:#b00020}.good{color:#1b7a3a}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:.75rem}
+figure{margin:0}figure.wide{grid-column:1/-1}figure img{width:100%;height:auto;border:1px solid #eee}
+tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
+audio{display:block;width:240px;height:32px;margin-top:.25rem}.meta td:first-child{font-weight:600}
+#models code{word-break:normal;white-space:nowrap}
+""".strip()
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    number = finite_or_none(value)
+    return "&ndash;" if number is None else f"{number:.{digits}f}"
+
+
+def sniff_audio_mime(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data[:4] == b"fLaC":
+        return "audio/flac"
+    if data[:4] == b"OggS":
+        return "audio/ogg"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "audio/mpeg"
+    return "application/octet-stream"
+
+
+def _primary_similarity(report: dict) -> str | None:
+    corpus = report.get("corpus") or {}
+    for name in SIMILARITY_ORDER:
+        if finite_or_none((corpus.get(name) or {}).get("value")) is not None:
+            return name
+    return None
+
+
+def worst_pairs(report: dict, n: int = 10) -> tuple[list[dict], str]:
+    """The ``n`` worst pairs: disagreeing first, then by lowest similarity, then highest target uncertainty.
+
+    Returns the pairs and a sentence saying how they were ranked.
+    """
+    metric = _primary_similarity(report)
+    pairs = [p for p in report.get("pairs") or [] if isinstance(p, dict)]
+
+    def key(item):
+        index, pair = item
+        sim = finite_or_none(pair.get(metric)) if metric else None
+        uncertainty = finite_or_none((pair.get("target") or {}).get("uncertainty"))
+        return (bool(pair.get("agree")), math.inf if sim is None else sim,
+                -(uncertainty if uncertainty is not None else 0.0), index)
+
+    ranked = [pair for _, pair in sorted(enumerate(pairs), key=key)][:max(0, n)]
+    rule = "disagreeing predictions first, then " + (
+        f"lowest {metric}" if metric else "(no similarity metric in this report)") + ", then highest target uncertainty"
+    return ranked, rule
+
+
+def _data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _grouped_rows(entries: dict, row, columns: int) -> list[str]:
+    """Table rows of the metrics in `entries`, a heading row before each group; row(name, entry) -> <tr>."""
+    rows = []
+    for group, names in METRIC_GROUPS:
+        present = [n for n in names if isinstance(entries.get(n), dict)]
+        if present:
+            rows.append(f'<tr class="group"><th colspan="{columns}">{_e(group)}</th></tr>')
+            rows += [row(name, entries[name]) for name in present]
+    return rows
+
+
+def _metric_rows(corpus: dict) -> str:
+    def row(name: str, entry: dict) -> str:
+        value = finite_or_none(entry.get("value"))
+        low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
+        ci = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "&ndash;"
+        reason = entry.get("reason")
+        value_cell = (f'<td class="num">{value:.3f}</td>' if value is not None
+                      else '<td class="num null">null</td>')
+        return (f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
+                f'<td class="num">{ci}</td><td class="num">{_e(entry.get("n"))}</td>'
+                f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
+
+    return ("<table id=\"metrics\"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>note</th>"
+            "</tr></thead><tbody>" + "".join(_grouped_rows(corpus, row, 5)) + "</tbody></table>")
+
+
+def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
+    specs, skipped = plan_plots(report)
+    figures = []
+    for spec in specs:
+        png = plots.get(spec.name) if plots is not None else render(spec, "png")
+        if png is None:
+            continue
+        # the title is drawn in the image already: no caption repeating it
+        wide = ' class="wide"' if spec.size[0] / spec.size[1] > WIDE_ASPECT else ""
+        figures.append(f'<figure id="plot-{_e(spec.name)}"{wide}><img alt="{_e(spec.title)}" '
+                       f'src="{_data_uri("image/png", png)}"></figure>')
+    out = (f'<div class="plots">{"".join(figures)}</div>' if figures
+           else '<p class="muted">No plot could be drawn from this report.</p>')
+    if skipped:
+        items = "".join(f"<li><code>{_e(name)}</code>: {_e(reason)}</li>" for name, reason in skipped.items())
+        out += f'<details id="skipped-plots"><summary>{len(skipped)} plot(s) not drawn</summary><ul>{items}</ul></details>'
+    return out
+
+
+def _per_emotion_table(corpus: dict) -> str:
+    per = corpus.get("per_emotion") or {}
+    by_pred = per.get("by_source_prediction") or {}
+    by_gold = per.get("by_gold")
+    if not by_pred and not by_gold:
+        return '<p class="muted">No per-emotion results.</p>'
+    classes = list(dict.fromkeys([*by_pred, *(by_gold or {})]))
+    head = "<tr><th>emotion</th><th>pairs (source pred)</th><th>preserved</th>"
+    if by_gold is not None:
+        head += "<th>pairs (gold)</th><th>source recall</th><th>target recall</th><th>agreement</th>"
+    rows = []
+    for cls in classes:
+        p = by_pred.get(cls) or {}
+        cells = f'<th scope="row">{_e(cls)}</th><td class="num">{_e(p.get("n", 0))}</td><td class="num">{_fmt(p.get("value"))}</td>'
+        if by_gold is not None:
+            g = by_gold.get(cls) or {}
+            cells += (f'<td class="num">{_e(g.get("n", 0))}</td><td class="num">{_fmt(g.get("source_recall"))}</td>'
+                      f'<td class="num">{_fmt(g.get("target_recall"))}</td><td class="num">{_fmt(g.get("agreement"))}</td>')
+        rows.append(f"<tr>{cells}</tr>")
+    note = ('<p class="muted">preserved = P(target prediction = k | source prediction = k); '
+            "recall = P(prediction = k | gold k); agreement = P(source prediction = target prediction | gold k).</p>")
+    return f'<table id="per-emotion"><thead>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}'
+
+
+def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes: int) -> str:
+    if audio is None:
+        return ""
+    try:
+        got = audio(pair_id, side)
+    except Exception as error:  # a missing blob must not cost the whole page
+        return f'<div class="muted">audio unavailable: {_e(type(error).__name__)}: {_e(error)}</div>'
+    if got is None:
+        return '<div class="muted">audio unavailable</div>'
+    data, mime = got if isinstance(got, tuple) else (got, None)
+    if len(data) > max_bytes:
+        return (f'<div class="muted">audio not embedded: {len(data) / MiB:.1f} MiB &gt; '
+                f'{max_bytes / MiB:.1f} MiB cap</div>')
+    mime = mime or sniff_audio_mime(data)
+    return f'<audio controls preload="none" src="{_data_uri(mime, data)}" title="{_e(side)} {_e(pair_id)}"></audio>'
+
+
+def _worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_bytes: int) -> str:
+    ranked, rule = worst_pairs(report, n)
+    if not ranked:
+        return '<p class="muted">No successfully evaluated pairs.</p>'
+    sims = [m for m in SIMILARITY_ORDER if any(finite_or_none(p.get(m)) is not None for p in ranked)]
+    head = ("<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
+            + "".join(f"<th>{_e(m)}</th>" for m in sims) + "<th>warnings</th></tr>")
+    rows = []
+    for pair in ranked:
+        pid = str(pair.get("pair_id"))
+        s, t = pair.get("source") or {}, pair.get("target") or {}
+        agree = pair.get("agree")
+        warnings = "<br>".join(_e(w) for w in pair.get("warnings") or [])
+        rows.append(
+            f'<tr><td><code>{_e(pid)}</code></td><td>{_e(pair.get("label") or "")}</td>'
+            f'<td>{_e(s.get("pred"))} ({_fmt(s.get("uncertainty"), 2)}){_audio_cell(audio, pid, "source", max_audio_bytes)}</td>'
+            f'<td>{_e(t.get("pred"))} ({_fmt(t.get("uncertainty"), 2)}){_audio_cell(audio, pid, "target", max_audio_bytes)}</td>'
+            f'<td class="{"good" if agree else "bad"}">{"yes" if agree else "no"}</td>'
+            + "".join(f'<td class="num">{_fmt(pair.get(m))}</td>' for m in sims)
+            + f'<td class="muted">{warnings}</td></tr>')
+    total = len(report.get("pairs") or [])
+    return (f'<p class="muted">{len(ranked)} of {total} pairs, ranked by {_e(rule)}. '
+            "Uncertainty: entropy / log K.</p>"
+            f'<table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def _failures_section(report: dict) -> str:
+    failures = report.get("failures") or []
+    if not failures:
+        return '<p class="muted" id="no-failures">No failures.</p>'
+    rows = "".join(f'<tr><td><code>{_e(f.get("pair_id"))}</code></td><td>{_e(f.get("side"))}</td>'
+                   f'<td>{_e(f.get("error"))}</td></tr>' for f in failures if isinstance(f, dict))
+    return ('<table id="failures"><thead><tr><th>pair</th><th>side</th><th>error</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+def _models_section(report: dict) -> str:
+    models = report.get("models") or {}
+    rows = []
+    for name, info in models.items():
+        info = info if isinstance(info, dict) else {}
+        sha = info.get("sha256")
+        sha_cell = f"<td><code>{_e(str(sha)[:16])}</code></td>" if sha else "<td>&ndash;</td>"
+        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(_model_description(name, info))}</td>{sha_cell}"
+                    f"<td>{_e(info.get('version'))}</td></tr>")
+    rows = "".join(rows)
+    bootstrap = (report.get("corpus") or {}).get("bootstrap") or {}
+    boot = ""
+    if bootstrap:
+        boot = (f'<p class="muted">Bootstrap: {_e(bootstrap.get("n_resamples"))} resamples of '
+                f'{_e(bootstrap.get("unit"))}s, seed {_e(bootstrap.get("seed"))}'
+                + (f"; {_e(bootstrap.get('note'))}" if bootstrap.get("note") else "") + ".</p>")
+    return (f'<p>Signature: <code id="signature">{_e(report.get("signature"))}</code></p>{boot}'
+            '<table id="models"><thead><tr><th>model</th><th>what</th><th>sha256</th><th>version</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+def _model_description(name: str, info: dict) -> str:
+    """What a model is, for a reader: the SER head by its features and classes (its `source` records how it
+    was built, which is provenance for the JSON report, not for this page); the others by their source."""
+    if name == "ser_head":
+        classes = info.get("classes") or []
+        return (f"SER head on {info.get('feature_set') or 'its'} features, {len(classes)} classes"
+                + (f" ({', '.join(map(str, classes))})" if classes else ""))
+    return str(info.get("source") or "")
+
+
+def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
+    """The table of worker.engine.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p, n."""
+
+    def row(name: str, entry: dict) -> str:
+        low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
+        ci = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "&ndash;"
+        diff = finite_or_none(entry.get("diff"))
+        worse = diff is not None and high is not None and high < 0
+        better = diff is not None and low is not None and low > 0
+        diff_class = "num bad" if worse else "num good" if better else "num"
+        return (f'<tr id="compare-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>'
+                f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
+                f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
+                f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{_e(entry.get("n"))}</td>'
+                f'<td class="muted">{_e(entry.get("reason") or "")}</td></tr>')
+
+    rows = _grouped_rows(comparison.get("metrics") or {}, row, 8)
+    warnings = "".join(f'<p class="bad">{_e(w)}</p>' for w in comparison.get("warnings") or [])
+    flipped = comparison.get("flipped") or {}
+    lost = flipped.get("agree_to_disagree") or []
+    return (f'<p class="muted">Against baseline {_e(baseline_label or "")}: paired bootstrap over '
+            f'{_e(comparison.get("n_shared"))} shared pairs (diff = this run - baseline).</p>{warnings}'
+            '<table id="comparison"><thead><tr><th>metric</th><th>baseline</th><th>this run</th><th>diff</th>'
+            "<th>95% CI</th><th>p</th><th>n</th><th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            f"<p>{len(lost)} pair(s) flipped from agree to disagree"
+            + (": " + ", ".join(f"<code>{_e(p)}</code>" for p in lost[:50]) + (" &hellip;" if len(lost) > 50 else "")
+               if lost else "") + "</p>")
+
+
+def render_html(report: dict, *, title: str | None = None, plots: dict[str, bytes] | None = None,
+                audio: AudioResolver | None = None, worst_n: int = 10, max_audio_bytes: int = 2 * MiB,
+                comparison: dict | None = None, baseline_label: str | None = None) -> str:
+    """The report as one HTML page (a str).
+
+    ``plots``: PNG bytes by plot name, when the caller has them already (default: drawn here).
+    ``audio(pair_id, side)``: the audio bytes (or ``(bytes, mime)``) of a worst pair's side.
+    ``comparison``: a :func:`worker.engine.compare.compare_reports` result to show against a baseline.
+    """
+    job = report.get("job") or {}
+    corpus = report.get("corpus") or {}
+    heading = title or (f"emopres report {job.get('id')}" if job.get("id") else "emopres report")
+    meta_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in (
+        ("job", job.get("id") or "(offline run)"), ("name", job.get("name")), ("profile", job.get("profile")),
+        ("metadata", json.dumps(job["metadata"], ensure_ascii=False) if job.get("metadata") else None),
+        ("status", job.get("status")), ("created", job.get("created_at")),
+        ("finished", job.get("finished_at")), ("pairs", job.get("n_pairs")), ("failed", job.get("n_failed")),
+        ("schema version", report.get("schema_version"))))
+    sections = [
+        f"<h1>{_e(heading)}</h1>",
+        f'<table class="meta" id="job">{meta_rows}</table>',
+        "<h2>Headline metrics</h2>", _metric_rows(corpus),
+    ]
+    if comparison is not None:
+        sections += ["<h2>Comparison with the baseline</h2>", _comparison_section(comparison, baseline_label)]
+    sections += [
+        "<h2>Plots</h2>", _plots_section(report, plots),
+        "<h2>Per emotion</h2>", _per_emotion_table(corpus),
+        "<h2>Worst pairs</h2>", _worst_section(report, worst_n, audio, max_audio_bytes),
+        "<h2>Failures</h2>", _failures_section(report),
+        "<h2>Signature and models</h2>", _models_section(report),
+    ]
+    style_hash = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+    csp = (f"default-src 'none'; img-src data:; media-src data:; style-src 'sha256-{style_hash}'; "
+           "base-uri 'none'; form-action 'none'")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(heading)}</title><style>{STYLE}</style></head><body>"
+            + "\n".join(sections) + "\n</body></html>\n")
+
+
+def write_outputs(report: dict, *, plots_dir=None, html_file=None, audio: AudioResolver | None = None,
+                  worst_n: int = 10) -> None:
+    """`emopres evaluate --plots DIR --html FILE`: the plots (PNG, SVG, plots.json) and/or the page.
+
+    With both, the page embeds the PNGs just written instead of drawing them again.
+    """
+    from pathlib import Path
+
+    from worker.render.plots import write_plots
+
+    pngs = None
+    if plots_dir:
+        index = write_plots(report, plots_dir)
+        pngs = {name: (Path(plots_dir) / f"{name}.png").read_bytes() for name in index["plots"]}
+    if html_file:
+        Path(html_file).write_text(render_html(report, plots=pngs, audio=audio, worst_n=worst_n), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Paper research: reproducing the paper's tables (reproduce), the validity protocol (validate), dataset adapters."""
