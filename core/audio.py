@@ -78,8 +78,9 @@ def read_header(data: bytes, *, max_seconds: float | None = None) -> AudioHeader
     if header.frames is None:
         return header
     limit = max_seconds if max_seconds is not None else DEFAULT_MAX_SECONDS
-    if max_seconds is not None and header.seconds > max_seconds:
-        raise AudioError(f"audio is {header.seconds:.1f} s long, over the {max_seconds:g} s cap")
+    seconds = header.frames / header.rate
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"audio is {seconds:.1f} s long, over the {max_seconds:g} s cap")
     samples = header.frames * header.channels
     if samples > sample_budget(limit):
         raise AudioError(f"audio holds {samples} samples ({header.seconds:.1f} s x {header.rate} Hz x "

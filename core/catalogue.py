@@ -131,15 +131,23 @@ def _kappa(c: Columns) -> Stat:
     return lambda idx: kappa_codes(c.pred_s[idx], c.pred_t[idx], c.n_classes)
 
 
+def _present(array: np.ndarray | None, what: str) -> np.ndarray:
+    if array is None:
+        raise ValueError(f"this statistic reads the pairs' {what}, which the columns do not carry")
+    return array
+
+
 def _mean(c: Columns) -> Stat:
-    return lambda idx: float(c.value[idx].mean())
+    value = _present(c.value, "values")
+    return lambda idx: float(value[idx].mean())
 
 
 def _spearman(noun: str) -> Callable[[Columns], Stat]:
     names = (f"source {noun}", f"target {noun}")
 
     def make(c: Columns) -> Stat:
-        return lambda idx: spearman_finite(c.source[idx], c.target[idx], names=names)
+        source, target = _present(c.source, "source values"), _present(c.target, "target values")
+        return lambda idx: spearman_finite(source[idx], target[idx], names=names)
     return make
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ class FeatureCache:
         handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **{k: np.asarray(v) for k, v in features.items()})
+                arrays: dict[str, Any] = {k: np.asarray(v) for k, v in features.items()}
+                np.savez(stream, **arrays)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)

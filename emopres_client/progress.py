@@ -31,7 +31,7 @@ class Progress:
         self.started = clock()
         self.done, self.total, self.status = 0, 0, ""
         self._last: float | None = None
-        self._shown = None
+        self._shown: tuple | None = None
 
     def update(self, done: int, total: int | None = None, status: str = "") -> None:
         self.done, self.total, self.status = done, total if total is not None else self.total, status
