@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models import ARTIFACTS_DIR
 from models.lite.egemaps import FEATURE_SET, Egemaps
 from models.profile import Profile
 
-LLD_STATS_FILE = Path(__file__).parent / "artifacts" / "egemaps_lld_stats.json"
+LLD_STATS_FILE = ARTIFACTS_DIR / "egemaps_lld_stats.json"
 NEEDS_PAPER = "needs the paper profile ({model})"
 
 

@@ -16,11 +16,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models import ARTIFACTS_DIR
+
 WEIGHTS_FILE = "head.safetensors"
 META_FILE = "head.json"
-SHIPPED_LITE_HEAD = Path(__file__).parent / "artifacts" / "ser_lite"
+SHIPPED_LITE_HEAD = ARTIFACTS_DIR / "ser_lite"
 # The lite profile's side-normalised reading (per_side head; worker/engine/side_reading.py)
-SHIPPED_LITE_SIDE_HEAD = Path(__file__).parent / "artifacts" / "ser_lite_side"
+SHIPPED_LITE_SIDE_HEAD = ARTIFACTS_DIR / "ser_lite_side"
 # How features are standardised before the head's own scaler (head.json "normalization"):
 #   per_utterance  each utterance on its own (the default; what predict_proba does)
 #   per_side       the caller z-scores all utterances of one side of a job (every source, or every target) with
