@@ -1,5 +1,13 @@
-# The two commands of README.md. Both create ./.venv on first use (torch pinned to the CPU build).
+# The two commands of README.md. Both create ./.venv on first use, with torch 2.13.0 and everything else.
+#
+# Which torch build: by default pip takes torch==2.13.0 from the indexes pip is configured with (a machine
+# whose pip finds a local CPU wheel gets that one; plain PyPI on Linux serves the CUDA build, several GiB).
+# TORCH_INDEX_URL installs it from that index instead; PyTorch's CPU wheels:
+#   make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# pip keeps a torch 2.13.0 that .venv already has: to switch an existing .venv to the CPU build, remove it first.
 PYTHON ?= python3
+TORCH_VERSION := 2.13.0
+TORCH_INDEX_URL ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= server,dev,paper,fetch
@@ -10,7 +18,7 @@ PYTEST_ARGS ?= -m "not slow"
 $(BIN)/emopres: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q$(if $(TORCH_INDEX_URL), --index-url "$(TORCH_INDEX_URL)") "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install -q --no-deps "s3prl==0.4.18"  # the independent WavLM the Vsim test checks against
 	touch $(BIN)/emopres
