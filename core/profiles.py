@@ -1,6 +1,6 @@
 """The names of the evaluation profiles: what settings, the API and the CLI accept.
 
-Each name is implemented by one module in models/ and registered in models.registry.REGISTRY (which
+Each name is implemented by a sub-package of models/ (its profile in models/<name>/profile.py) and registered in models.registry.REGISTRY (which
 checks it registers exactly these); the report's signature records the one used.
 """
 

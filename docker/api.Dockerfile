@@ -16,6 +16,7 @@ WORKDIR /opt/emopres
 # CPU torch first (the pinned version), so that the package install does not pull a CUDA build
 COPY pyproject.toml README.md ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+COPY emopres_client ./emopres_client
 COPY core ./core
 COPY app ./app
 COPY worker ./worker

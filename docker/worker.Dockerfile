@@ -20,6 +20,7 @@ WORKDIR /opt/emopres
 # the CUDA build of the pinned torch first, then the package with the paper-profile extras
 COPY pyproject.toml README.md ./
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch==2.13.0"
+COPY emopres_client ./emopres_client
 COPY core ./core
 COPY app ./app
 COPY worker ./worker

@@ -1,6 +1,6 @@
 """The registry of profiles: for each profile name (core.profiles), how to build it, the features its
-SER head must be trained on and where its default head is. A new backend is one module implementing
-models.profile.Profile plus one entry here."""
+SER head must be trained on and where its default head is. A new profile is a sub-package of models/ whose
+profile.py implements models.profile.Profile, plus one entry here (and its place in tests/test_layout.py SUBLAYERS)."""
 from __future__ import annotations
 
 import logging

@@ -98,11 +98,13 @@ def test_dockerfile_is_consistent_with_the_code(dockerfile):
     assert instructions[0][0] == "FROM"
     commands = [name for name, _ in instructions]
     assert "CMD" in commands or "ENTRYPOINT" in commands
+    copied = set()
     for name, arguments in instructions:
         if name == "COPY":
             *sources, _target = [a for a in shlex.split(arguments) if not a.startswith("--")]
             for source in sources:
                 assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source}: not in the repository"
+                copied.add(source.strip("/"))
         elif name in ("CMD", "ENTRYPOINT", "HEALTHCHECK"):
             check_command(exec_form(arguments))
         elif name == "ENV":
@@ -113,6 +115,10 @@ def test_dockerfile_is_consistent_with_the_code(dockerfile):
                 assert set(requested.split(",")) <= extras, f"{dockerfile.name}: unknown extra in {requested}"
             for pin in re.findall(r"torch==([\w.+]+)", arguments):
                 assert f'"torch=={pin}"' in (REPO / "pyproject.toml").read_text()
+    # every top-level package the build ships is in the image before `pip install .` (the image would not import)
+    shipped = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    missing = {pattern.rstrip("*") for pattern in shipped} - copied
+    assert not missing, f"{dockerfile.name}: packages not copied: {sorted(missing)}"
 
 
 def test_compose_runs_api_worker_redis_postgres(compose):

@@ -23,7 +23,7 @@ from core.catalogue import CATALOGUE
 from core.feature_cache import FeatureCache
 from emopres_client.pairs import PairSpec
 from worker.engine.side_reading import SER_INPUT
-from models.runtime.threads import pin_threads, threads_per_worker
+from models.runtime.threads import machine_cores, pin_threads, threads_per_worker
 
 PAIR_CATALOGUE = tuple(m for m in CATALOGUE if m.kind == "pair" and m.reading == "absolute")  # per pair, per file
 
@@ -184,7 +184,7 @@ def schedule_chunks(paths: list[str], chunk_size: int, n_jobs: int) -> list[list
 
 def default_jobs(spec: ProfileSpec) -> int:
     """Lite features are single-threaded C++: one process per core. Paper models batch on one device."""
-    return max(1, os.cpu_count() or 1) if spec.name == "lite" else 1
+    return machine_cores() if spec.name == "lite" else 1
 
 
 class Evaluator:
