@@ -18,8 +18,8 @@ and prints audio-seconds per second, ratios to funasr, max |ours - funasr|, the 
 to fp32 and the agreement of the 9-class ``proj`` head argmax (an SER-prediction proxy: the
 shipped SER head is trained elsewhere). Then the full paper profile (emotion2vec + valence-arousal
 + WavLM/ECAPA + XLS-R layer 9 + AutoPCP, all full size, random weights) in audio-seconds/s.
-Audio: real speech from ../shared/data/jvnv when present (``--audio-dir`` to choose), else
-synthetic speech-like signals.
+Audio: real speech from jvnv/ of the shared data folder ($EMOPRES_SHARED_DATA, else ../shared/data) when
+present (``--audio-dir`` to choose), else synthetic speech-like signals.
 """
 
 from __future__ import annotations
