@@ -39,6 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+from proc_accounting import session_cpu_seconds, system_busy_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16_000
@@ -224,23 +225,6 @@ class Server:
                 self.process.wait()
 
 
-def session_cpu_seconds(session: int) -> dict[str, float]:
-    """User + system CPU so far of a session's leader (`emopres serve`: the API process) and of its other processes
-    (embedded evaluation, or the API processes of --workers N), from /proc (Linux); {} without it."""
-    if not os.path.isdir("/proc"):
-        return {}
-    ticks = {"server_cpu_seconds": 0, "server_children_cpu_seconds": 0}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the command name
-        except OSError:  # ended meanwhile
-            continue
-        if int(fields[3]) == session:  # stat field 6: the session id
-            ticks["server_cpu_seconds" if int(pid) == session else "server_children_cpu_seconds"] += \
-                int(fields[11]) + int(fields[12])  # utime, stime
-    return {key: value / os.sysconf("SC_CLK_TCK") for key, value in ticks.items()}
-
-
 def cpu_seconds(server: "Server | None") -> dict[str, float]:
     """CPU used so far: by this process (the clients), by the server started here, and by the whole machine (busy
     time of all cores, /proc/stat: the server, its database, the clients and anything else running)."""
@@ -248,8 +232,7 @@ def cpu_seconds(server: "Server | None") -> dict[str, float]:
     if server is not None:
         used.update(server.cpu_seconds())
     try:
-        counters = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        used["machine_busy_cpu_seconds"] = (sum(counters[:8]) - counters[3] - counters[4]) / os.sysconf("SC_CLK_TCK")
+        used["machine_busy_cpu_seconds"] = system_busy_seconds()
     except OSError:
         pass
     return used

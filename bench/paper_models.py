@@ -18,8 +18,8 @@ and prints audio-seconds per second, ratios to funasr, max |ours - funasr|, the 
 to fp32 and the agreement of the 9-class ``proj`` head argmax (an SER-prediction proxy: the
 shipped SER head is trained elsewhere). Then the full paper profile (emotion2vec + valence-arousal
 + WavLM/ECAPA + XLS-R layer 9 + AutoPCP, all full size, random weights) in audio-seconds/s.
-Audio: real speech from ../shared/data/jvnv when present (``--audio-dir`` to choose), else
-synthetic speech-like signals.
+Audio: real speech from jvnv/ of the shared data folder ($EMOPRES_SHARED_DATA, else ../shared/data) when
+present (``--audio-dir`` to choose), else synthetic speech-like signals.
 """
 
 from __future__ import annotations
@@ -250,6 +250,57 @@ def full_size_profile(device: str, models=None):
     spk = SpeakerEncoder(wavlm, ecapa, normalize=True, device=device)
     return (ValenceArousal(va, device=device), spk,
             AutoPCP(XlsrEncoder(xlsr, device=device), comparator))  # XlsrEncoder keeps layers 1-9 of xlsr
+
+
+def one_at_a_time(models, device: str, funasr: list) -> dict:
+    """The one-at-a-time reference loops of bench/throughput.py section 3, name -> f(waves) -> outputs: the
+    libraries' own modules fed one utterance per call (the valence-arousal card's chunk recipe, WavLM + ECAPA-TDNN
+    as UniSpeech, XLS-R's hidden_states[9] as stopes), and funasr's AutoModel for emotion2vec (`funasr[0]`, loaded
+    by the caller later). They run copies of `models` (a full_size_models() tuple): call this before
+    full_size_profile(), whose wrappers switch the modules to the fast paths of models/runtime/speedups.py in place."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from models.paper.valence_arousal import CHUNK_HOP, CHUNK_WINDOW
+    from models.runtime.batching import zero_mean_unit_var
+
+    plain_va, plain_wavlm, plain_ecapa, plain_xlsr, _ = copy.deepcopy(models)
+    for module in (plain_va, plain_wavlm, plain_ecapa, plain_xlsr):
+        module.to(device).eval()
+
+    def va_one(wave):
+        x = zero_mean_unit_var(torch.from_numpy(wave).to(device))[None]
+        hidden = plain_va.wav2vec2(x)[0][0]
+        t = hidden.shape[0]
+        starts = range(0, (t - CHUNK_WINDOW) // CHUNK_HOP * CHUNK_HOP + 1, CHUNK_HOP) if t >= CHUNK_WINDOW else [0]
+        chunks = torch.stack([hidden[s: s + CHUNK_WINDOW].mean(0) for s in starts])
+        return plain_va.classifier(chunks)[:, [0, 2]].cpu().numpy() - 0.5
+
+    def speaker_one(wave):
+        # UniSpeech's recipe: WavLM-Large's 25 hidden states, softmax-weighted, + 1e-6, ECAPA-TDNN unmasked
+        x = F.layer_norm(torch.from_numpy(wave).to(device), wave.shape)[None]
+        out = plain_wavlm(x, output_hidden_states=True)
+        # s3prl's 25: the input of each layer, then the final layer-normed output (transformers' last
+        # hidden state; its hidden_states tuple ends with the last layer's output before that norm)
+        states = [*out.hidden_states[:-1], out.last_hidden_state]
+        weights = torch.softmax(plain_ecapa.feature_weight, dim=0)
+        feats = sum(w * h for w, h in zip(weights, states))
+        return plain_ecapa(feats.transpose(1, 2) + 1e-6)[0].cpu().numpy()
+
+    def xlsr_one(wave):
+        x = zero_mean_unit_var(torch.from_numpy(wave).to(device))[None]
+        return plain_xlsr(x, output_hidden_states=True).hidden_states[9][0].mean(0).cpu().numpy()
+
+    def funasr_loop(ws):
+        return [r["feats"] for r in funasr[0].generate(ws, granularity="frame", extract_embedding=True)]
+
+    return {
+        "emotion2vec": funasr_loop,
+        "valence-arousal": lambda ws: [va_one(w) for w in ws],
+        "WavLM+ECAPA": lambda ws: [speaker_one(w) for w in ws],
+        "XLS-R layer 9": lambda ws: [xlsr_one(w) for w in ws],
+    }
 
 
 def bench_profile(args, waves, folder) -> None:

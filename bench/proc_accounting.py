@@ -7,6 +7,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,6 +69,23 @@ def own_cpu_seconds() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     live = sum(_proc_cpu(p) for p in descendants(os.getpid()))
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live
+
+
+def session_cpu_seconds(session: int) -> dict[str, float]:
+    """User + system CPU so far of a session's leader (`emopres serve`: the API process) and of its other processes
+    (embedded evaluation, or the API processes of --workers N), from /proc (Linux); {} without it."""
+    if not os.path.isdir("/proc"):
+        return {}
+    ticks = {"server_cpu_seconds": 0, "server_children_cpu_seconds": 0}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the command name
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[3]) == session:  # stat field 6: the session id
+            ticks["server_cpu_seconds" if int(pid) == session else "server_children_cpu_seconds"] += \
+                int(fields[11]) + int(fields[12])  # utime, stime
+    return {key: value / TICK for key, value in ticks.items()}
 
 
 def system_busy_seconds() -> float:

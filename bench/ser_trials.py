@@ -22,12 +22,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ser_quality as sq  # noqa: E402
-from models.ser.training import MELD_CLASSES, extract_features, train_one  # noqa: E402
-from models.ser.features import EgemapsExtractor, SpeedPerturbed  # noqa: E402
+from ser_common import CORPORA, ROOT, features, labels_for, load_all, per_group  # noqa: E402
+from ser_loco import LOCO_VARIANTS, STUDY_CONFIG, pair_separation, speed_features, train_variant, ua_of  # noqa: E402
+from ser_pairs import PAIR_NAMES, build_pairs  # noqa: E402
 
-EXPLORE = sq.ROOT / ".cache" / "explore"
-RESULTS = sq.ROOT / ".cache" / "ser_trials.jsonl"
+from models.ser.features import EgemapsExtractor  # noqa: E402
+from models.ser.training import MELD_CLASSES, train_one  # noqa: E402
+
+EXPLORE = ROOT / ".cache" / "explore"
+RESULTS = ROOT / ".cache" / "ser_trials.jsonl"
 
 
 def extract(data) -> None:
@@ -75,18 +78,18 @@ def build(entries, kind):
 
 
 def loco_selection(data, base, variant, seeds, config):
-    labels = sq.labels_for(data["emotion"], "neutral")
-    pairs = {c: sq.build_pairs(data, c) for c in sq.PAIR_NAMES}
+    labels = labels_for(data["emotion"], "neutral")
+    pairs = {c: build_pairs(data, c) for c in PAIR_NAMES}
     res = {}
-    for held in sq.CORPORA:
+    for held in CORPORA:
         others = data["corpus"] != held
         cells = []
         for seed in seeds:
-            head = sq.train_variant(data, base, labels, others & (data["split"] == "train"),
+            head = train_variant(data, base, labels, others & (data["split"] == "train"),
                                     others & (data["split"] == "dev"), variant, seed, config).head
-            cell = {"ua": sq.ua_of(head, base, labels, np.flatnonzero((data["corpus"] == held) & (data["split"] != "test")))}
+            cell = {"ua": ua_of(head, base, labels, np.flatnonzero((data["corpus"] == held) & (data["split"] != "test")))}
             if held in pairs:
-                s = sq.pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
+                s = pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
                 cell["epr_z"], cell["ea_z"] = s["epr"]["z"], s["expected_agreement"]["z"]
             cells.append(cell)
         res[held] = {k: round(float(np.mean([c[k] for c in cells])), 3) for k in cells[0]}
@@ -95,7 +98,7 @@ def loco_selection(data, base, variant, seeds, config):
 
 class LinearSide:
     """A scikit-learn classifier on standardised eGeMAPS, optionally per side (each corpus split z-scored with its own
-    statistics in training, each evaluated side at inference), with the head interface sq.ua_of/pair_separation read."""
+    statistics in training, each evaluated side at inference), with the head interface ua_of/pair_separation read."""
 
     def __init__(self, name: str, classes: list[str], per_side: bool):
         from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -109,35 +112,35 @@ class LinearSide:
     def fit(self, x, y, sides):
         from sklearn.preprocessing import StandardScaler
 
-        x = sq.per_group(x, sides) if self.per_side else x
+        x = per_group(x, sides) if self.per_side else x
         self.scaler = StandardScaler().fit(x)
         self.model.fit(self.scaler.transform(x), y)
         return self
 
     def predict_proba_side(self, x):
-        x = sq.per_group(x, np.zeros(len(x))) if self.per_side else x
+        x = per_group(x, np.zeros(len(x))) if self.per_side else x
         out = np.zeros((len(x), len(self.classes)))
         out[:, self.model.classes_] = self.model.predict_proba(self.scaler.transform(x))
         return out
 
 
 def linear(data, base, names):
-    labels = sq.labels_for(data["emotion"], "neutral")
-    pairs = {c: sq.build_pairs(data, c) for c in sq.PAIR_NAMES}
+    labels = labels_for(data["emotion"], "neutral")
+    pairs = {c: build_pairs(data, c) for c in PAIR_NAMES}
     lines = []
     for name in names:
         for per_side in (False, True):
             res = {}
-            for held in sq.CORPORA:
+            for held in CORPORA:
                 train = np.flatnonzero((data["corpus"] != held) & (data["split"] == "train") & (labels != "-"))
                 classes = [c for c in MELD_CLASSES if c in set(labels[train])]
                 sides = np.array([f"{c}:{s}" for c, s in zip(data["corpus"][train], data["split"][train])])
                 head = LinearSide(name, classes, per_side).fit(base[train].astype(np.float64),
                                                                np.array([classes.index(v) for v in labels[train]]), sides)
-                cell = {"ua": round(sq.ua_of(head, base, labels,
+                cell = {"ua": round(ua_of(head, base, labels,
                                              np.flatnonzero((data["corpus"] == held) & (data["split"] != "test"))), 3)}
                 if held in pairs:
-                    s = sq.pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
+                    s = pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
                     cell["epr_z"], cell["ea_z"] = round(s["epr"]["z"], 2), round(s["expected_agreement"]["z"], 2)
                 res[held] = cell
             lines.append({"command": "linear", "model": name, "per_side": per_side,
@@ -155,30 +158,30 @@ def fit_all(data, base, labels, train_sel, dev_sel, seed, args, speed_copies):
     x, y = np.concatenate(xs), np.concatenate(ys)
     splits = np.array(["train"] * (len(x) - len(dev)) + ["dev"] * len(dev))
     classes = [c for c in MELD_CLASSES if c in set(labels[train])]
-    config = replace(sq.STUDY_CONFIG, seed=seed, batch_size=args.batch, learning_rate=args.lr, weight_decay=args.wd,
+    config = replace(STUDY_CONFIG, seed=seed, batch_size=args.batch, learning_rate=args.lr, weight_decay=args.wd,
                      hidden=tuple(int(h) for h in args.hidden.split(",")))
     return train_one(x, np.array([classes.index(v) for v in y]), splits, classes, feature_set="egemaps-v02",
                      balance=args.balance, config=config, augmented=augmented).head
 
 
 def allfold(data, base, args):
-    labels = sq.labels_for(data["emotion"], "neutral")
+    labels = labels_for(data["emotion"], "neutral")
     speed_copies = {}
     for factor in args.speed:
         speed_copies[factor] = np.zeros_like(base)
         train = np.flatnonzero(data["split"] == "train")
-        speed_copies[factor][train] = sq.speed_features(data, train, factor)
+        speed_copies[factor][train] = speed_features(data, train, factor)
     res = {}
     for seed in range(1, args.seeds + 1):
         head = fit_all(data, base, labels, data["split"] == "train", data["split"] == "dev", seed * 100, args, speed_copies)
         for corpus in ("ravdess", "jvnv", "ased"):
             dev = np.flatnonzero((data["corpus"] == corpus) & (data["split"] == "dev"))
-            res.setdefault(f"{corpus}_dev", []).append(sq.ua_of(head, base, labels, dev))
+            res.setdefault(f"{corpus}_dev", []).append(ua_of(head, base, labels, dev))
         for speaker in ("09", "10", "11"):  # EmoDB's training speakers, one held out in turn (never 03 / 08)
             held = data["speaker"] == f"emodb:{speaker}"
             head = fit_all(data, base, labels, (data["split"] == "train") & ~held, data["split"] == "dev", seed * 100,
                            args, speed_copies)
-            res.setdefault("emodb_lso", []).append(sq.ua_of(head, base, labels, np.flatnonzero(held)))
+            res.setdefault("emodb_lso", []).append(ua_of(head, base, labels, np.flatnonzero(held)))
     out = {k: round(float(np.mean(v)), 3) for k, v in res.items()}
     out["mean"] = round(float(np.mean(list(out.values()))), 3)
     return out
@@ -190,7 +193,7 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["lr:0.01", "lr:0.1", "lda:"])
     parser.add_argument("--kinds", nargs="+", default=["func"])
     parser.add_argument("--kind", default="func")
-    parser.add_argument("--variant", default="none", help=f"loco: one of {', '.join(sq.LOCO_VARIANTS)}")
+    parser.add_argument("--variant", default="none", help=f"loco: one of {', '.join(LOCO_VARIANTS)}")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--speed", type=float, nargs="*", default=[])
     parser.add_argument("--balance", default="none")
@@ -199,7 +202,7 @@ def main() -> int:
     parser.add_argument("--wd", type=float, default=0.0)
     parser.add_argument("--hidden", default="64,32")
     args = parser.parse_args()
-    data = sq.load_all(sq.CORPORA)
+    data = load_all(CORPORA)
     if args.command == "extract":
         extract(data)
         return 0
@@ -208,14 +211,14 @@ def main() -> int:
         lines = []
         for kind in args.kinds:
             base = build(load_cache(data), kind)
-            res = loco_selection(data, base, sq.LOCO_VARIANTS[args.variant], tuple(range(1, args.seeds + 1)),
-                                 sq.STUDY_CONFIG)
+            res = loco_selection(data, base, LOCO_VARIANTS[args.variant], tuple(range(1, args.seeds + 1)),
+                                 STUDY_CONFIG)
             lines.append({"command": "loco", "kind": kind, "variant": args.variant, "seeds": args.seeds,
                           "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3), **res})
     elif args.command == "linear":
-        lines = linear(data, sq.features(data["path"]), args.models)
+        lines = linear(data, features(data["path"]), args.models)
     else:
-        base = build(load_cache(data), args.kind) if args.kind != "func" else sq.features(data["path"])
+        base = build(load_cache(data), args.kind) if args.kind != "func" else features(data["path"])
         lines = [{"command": "allfold", **{k: v for k, v in vars(args).items() if k not in ("command", "kinds", "variant")},
                   **allfold(data, base, args)}]
     with RESULTS.open("a") as handle:

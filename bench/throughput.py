@@ -54,7 +54,6 @@ from worker.engine.report import report_for_evaluator  # noqa: E402
 from models.runtime.threads import threads_per_worker  # noqa: E402
 
 
-
 def worker_peaks(evaluator: Evaluator) -> list[float]:
     pool = evaluator._pool
     return [peak_rss_mib(pid) for pid in (pool._processes if pool else {})]
@@ -192,18 +191,14 @@ def section_paper(args, results: dict) -> None:
 
 def paper_process(options: dict) -> dict:
     """Runs in a fresh process so that its peak memory is the paper worker's own."""
-    import copy
-
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from models.runtime.batching import zero_mean_unit_var
     from models.paper.emotion2vec import Emotion2Vec
     from models.paper.profile import PaperProfile
     from models.runtime.precision import cpu_bf16_flags, measure_fast_mode
-    from models.paper.valence_arousal import CHUNK_HOP, CHUNK_WINDOW
-    from paper_models import emotion2vec_folder, full_size_models, full_size_profile, load_audio, load_funasr
+    from paper_models import (emotion2vec_folder, full_size_models, full_size_profile, load_audio, load_funasr,
+                              one_at_a_time)
 
     args = argparse.Namespace(**options)
     device = args.device
@@ -217,11 +212,8 @@ def paper_process(options: dict) -> dict:
 
     started = time.perf_counter()
     models = full_size_models(tiny=tiny)
-    # The loops run the libraries' own modules: copies taken before our wrappers switch theirs to the
-    # fast paths of models/runtime/speedups.py (which change the modules in place).
-    plain_va, plain_wavlm, plain_ecapa, plain_xlsr, _ = copy.deepcopy(models)
-    for module in (plain_va, plain_wavlm, plain_ecapa, plain_xlsr):
-        module.to(device).eval()
+    funasr = []  # funasr's emotion2vec, loaded after our own peak memory is read
+    reference = one_at_a_time(models, device, funasr)  # before full_size_profile switches the modules' fast paths
     va, spk, pcp = full_size_profile(device, models)
     e2v = Emotion2Vec.from_pretrained(folder, device=device)
     profile = PaperProfile(e2v, va, spk, pcp)
@@ -251,41 +243,6 @@ def paper_process(options: dict) -> dict:
             finally:
                 wrappers[name].precision = "fp32"
         return run
-
-    funasr = []  # loaded after our own peak memory is read
-
-    def va_one(wave):
-        x = zero_mean_unit_var(torch.from_numpy(wave).to(device))[None]
-        hidden = plain_va.wav2vec2(x)[0][0]
-        t = hidden.shape[0]
-        starts = range(0, (t - CHUNK_WINDOW) // CHUNK_HOP * CHUNK_HOP + 1, CHUNK_HOP) if t >= CHUNK_WINDOW else [0]
-        chunks = torch.stack([hidden[s: s + CHUNK_WINDOW].mean(0) for s in starts])
-        return plain_va.classifier(chunks)[:, [0, 2]].cpu().numpy() - 0.5
-
-    def speaker_one(wave):
-        # UniSpeech's recipe: WavLM-Large's 25 hidden states, softmax-weighted, + 1e-6, ECAPA-TDNN unmasked
-        x = F.layer_norm(torch.from_numpy(wave).to(device), wave.shape)[None]
-        out = plain_wavlm(x, output_hidden_states=True)
-        # s3prl's 25: the input of each layer, then the final layer-normed output (transformers' last
-        # hidden state; its hidden_states tuple ends with the last layer's output before that norm)
-        states = [*out.hidden_states[:-1], out.last_hidden_state]
-        weights = torch.softmax(plain_ecapa.feature_weight, dim=0)
-        feats = sum(w * h for w, h in zip(weights, states))
-        return plain_ecapa(feats.transpose(1, 2) + 1e-6)[0].cpu().numpy()
-
-    def xlsr_one(wave):
-        x = zero_mean_unit_var(torch.from_numpy(wave).to(device))[None]
-        return plain_xlsr(x, output_hidden_states=True).hidden_states[9][0].mean(0).cpu().numpy()
-
-    def funasr_loop(ws):
-        return [r["feats"] for r in funasr[0].generate(ws, granularity="frame", extract_embedding=True)]
-
-    reference = {
-        "emotion2vec": funasr_loop,
-        "valence-arousal": lambda ws: [va_one(w) for w in ws],
-        "WavLM+ECAPA": lambda ws: [speaker_one(w) for w in ws],
-        "XLS-R layer 9": lambda ws: [xlsr_one(w) for w in ws],
-    }
 
     def seconds(fn):
         start = time.perf_counter()
@@ -383,6 +340,7 @@ def paper_process(options: dict) -> dict:
 
 
 def write_manifest(folder: Path, pairs) -> Path:
+    folder.mkdir(exist_ok=True)
     path = folder / "pairs.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -418,7 +376,7 @@ def section_service(args, head_path: str, results: dict) -> None:
             wait_http(f"http://127.0.0.1:{port}/readyz", server, timeout=180)
             ready = time.perf_counter() - started
             with Client(f"http://127.0.0.1:{port}") as client:
-                warm = client.submit(write_manifest_one(tmp, pairs[:1]), audio_root=root)  # a live server is warm
+                warm = client.submit(write_manifest(tmp / "warm", pairs[:1]), audio_root=root)  # a live server is warm
                 client.wait(warm["id"], poll=0.2)
                 for _ in range(args.repeat):
                     with Clock() as clock:
@@ -462,12 +420,6 @@ def section_service(args, head_path: str, results: dict) -> None:
     results["service"] = {"cli_seconds": cli.seconds, "service_seconds": service.seconds, "slower": slower,
                           "same_report": same, "ready_seconds": ready, "peaks_mib": peaks, "load": service.load,
                           "others": service.others, "cli_load": cli.load, "cli_others": cli.others}
-
-
-def write_manifest_one(folder: Path, pairs) -> Path:
-    sub = folder / "warm"
-    sub.mkdir(exist_ok=True)
-    return write_manifest(sub, pairs)
 
 
 # ----------------------------------------------------------------------------- main
