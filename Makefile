@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= server,dev,paper,fetch
 PYTEST_ARGS ?= -m "not slow"
 
-.PHONY: install serve test test-all bench
+.PHONY: install serve test test-all lint bench
 
 $(BIN)/emopres: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ serve: install   ## the service, embedded default: SQLite, in-process queue, lit
 
 test: install    ## the test suite (real PostgreSQL and Redis on localhost; slow tests excluded)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install    ## what CI checks besides the tests: ruff (lint and format) over the tree, mypy on core/ and emopres_client/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test-all: install
 	$(BIN)/python -m pytest -m ""
