@@ -35,21 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.paper.backend import PaperBackend
 from models.runtime.batching import (
-    as_float_waves,
     autocast_context,
-    count_parameters,
-    cpu_streams,
-    default_batch_seconds,
     file_sha256,
     hf_frame_lengths,
     hf_min_samples,
     lengths_to_mask,
     load_torch_file,
     pad_waves,
-    run_batched,
 )
-from models.runtime.precision import check_precision, measure_fast_mode
 from models.runtime.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
@@ -377,24 +372,21 @@ def use_fast_attention(wavlm) -> None:
 # ----------------------------------------------------------------------------- public API
 
 
-class SpeakerEncoder:
+class SpeakerEncoder(PaperBackend):
     """Batched, exact WavLM + ECAPA-TDNN speaker embeddings (Seamless VSim)."""
 
-    def __init__(self, wavlm, ecapa: EcapaTdnn, *, normalize: bool, device="cpu", precision="fp32",
-                 source="", sha256="", max_batch_seconds: float | None = None):
-        self.wavlm = wavlm.to(device).eval()
-        self.ecapa = ecapa.to(device).eval()
+    too_short = "the speaker model needs >= {}"
+
+    def __init__(self, wavlm, ecapa: EcapaTdnn, *, normalize: bool, **common):
+        """``common``: :class:`PaperBackend`'s device, precision, source, sha256, max_batch_seconds."""
+        super().__init__(**common)
+        self.wavlm = wavlm.to(self.device).eval()
+        self.ecapa = ecapa.to(self.device).eval()
         use_fast_attention(self.wavlm)
         use_time_major_features(self.wavlm)
         use_packed_linears(self.wavlm)
         use_packed_linears(self.ecapa)
         self.normalize = normalize
-        self.device = torch.device(device)
-        self.precision = precision
-        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
-        self.source = source
-        self.sha256 = sha256
-        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
         cfg = wavlm.config
         self.exact_batching = cfg.feat_extract_norm == "layer"
         self.min_samples = hf_min_samples(cfg)
@@ -440,22 +432,16 @@ class SpeakerEncoder:
         if extra:
             logger.debug("%s: ignoring %d non-inference weights (e.g. %s)", path, len(extra), extra[:3])
         ecapa.load_state_dict({k: ecapa_state[k] for k in own}, strict=True)
-        loaded = cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device,
-                     precision=check_precision(precision), source=str(path),
-                     sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
-        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
-            loaded.fast_choice = measure_fast_mode(loaded, loaded.embeddings)
-        return loaded
+        loaded = cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device, precision=precision,
+                     source=str(path), sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
+        return loaded._fast_mode(fast, precision, loaded.embeddings)
 
-    def info(self) -> dict:
+    def _version(self) -> str:
         cfg = self.wavlm.config
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "version": f"WavLM layers={cfg.num_hidden_layers} dim={cfg.hidden_size} + ECAPA-TDNN emb={self.embed_dim}",
-            "parameters": count_parameters(self.wavlm) + count_parameters(self.ecapa),
-            "precision": self.precision,
-        }
+        return f"WavLM layers={cfg.num_hidden_layers} dim={cfg.hidden_size} + ECAPA-TDNN emb={self.embed_dim}"
+
+    def _networks(self) -> tuple[nn.Module, ...]:
+        return (self.wavlm, self.ecapa)
 
     # ------------------------------------------------------------------ inference
     def _weighted_states(self, wav: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -486,12 +472,5 @@ class SpeakerEncoder:
 
     def embeddings(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float32 speaker embeddings."""
-        waves = as_float_waves(waves)
-        for i, w in enumerate(waves):
-            if w.size < self.min_samples:
-                raise ValueError(f"utterance {i} has {w.size} samples; the speaker model needs >= {self.min_samples}")
-        if not waves:
-            return np.zeros((0, self.embed_dim), np.float32)
-        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
-        return np.stack(out).astype(np.float32)
+        out = self._batched(waves)
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, self.embed_dim), np.float32)
