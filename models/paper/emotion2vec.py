@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.pt"
 TOKENS_FILE = "tokens.txt"
-FRAME_RATE_HZ = 50
 
 
 # ----------------------------------------------------------------------------- config
