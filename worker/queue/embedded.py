@@ -78,4 +78,4 @@ class EmbeddedQueue(TaskQueue):
                 elif kind == "finalize":
                     finalize_job(self.ctx, message[1])
             except Exception as error:  # logged; the chunk was released and the reconciler sends it again
-                log.error("embedded worker: %s: %s", kind, error)
+                log.exception("embedded worker: %s: %s", kind, error)
