@@ -2,6 +2,7 @@
 (app.jobs.JobWriter) and the batched enqueue of their chunks (worker.queue.tasks.Enqueuer)."""
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -9,6 +10,7 @@ from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 _STOP = object()
+log = logging.getLogger("emopres.batch_thread")
 
 
 class BatchThread(Generic[T]):
@@ -17,7 +19,8 @@ class BatchThread(Generic[T]):
     With ``settle`` (quiet, longest) seconds, a batch also waits for more items while they keep coming: until none
     has come for ``quiet`` seconds, or ``longest`` seconds after its first item (work that can wait leaves the
     CPU to a burst of requests, and is done in one batch after it).
-    ``handle`` must deal with its own errors: an exception escaping it is not caught here."""
+    ``handle`` deals with its own errors; one escaping it (a bug) is logged with its traceback, the batch is
+    dropped and the thread goes on with the next one."""
 
     def __init__(self, name: str, handle: Callable[[list[T]], None], max_batch: int,
                  settle: tuple[float, float] = (0.0, 0.0)) -> None:
@@ -42,7 +45,10 @@ class BatchThread(Generic[T]):
             batch = self._next_batch()
             items = [item for item in batch if item is not _STOP]
             if items:
-                self._handle(items)
+                try:
+                    self._handle(items)
+                except Exception:
+                    log.exception("%s: a batch of %d items failed", self._thread.name, len(items))
             if batch[-1] is _STOP:
                 return
 

@@ -54,6 +54,32 @@ def _check_bootstrap_args(n_items: int, n_resamples: int, confidence: float) -> 
         raise ValueError("confidence must be in (0, 1)")
     if n_items < 0:
         raise ValueError("n_items must be >= 0")
+    if n_items == 0:
+        raise MetricUndefined("no items to resample")
+
+
+def _resample(statistic: Callable[[np.ndarray], float], n_items: int, groups: Any, n_resamples: int,
+              seed: int, what: str) -> np.ndarray:
+    """The defined, finite values of ``statistic`` over ``n_resamples`` resamples drawn from
+    ``numpy.random.default_rng(seed)``; MetricUndefined when fewer than half of them gave one."""
+    rng = np.random.default_rng(seed)
+    draw = _sampler(n_items, groups, rng)
+    vals = np.empty(n_resamples)
+    n_valid = 0
+    for _ in range(n_resamples):
+        idx = draw()
+        try:
+            v = float(statistic(idx))
+        except MetricUndefined:
+            continue
+        if np.isfinite(v):
+            vals[n_valid] = v
+            n_valid += 1
+    if 2 * n_valid < n_resamples:
+        raise MetricUndefined(
+            f"only {n_valid} of {n_resamples} {what} resamples had a defined value"
+        )
+    return vals[:n_valid]
 
 
 def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -82,27 +108,9 @@ def bootstrap_ci(
     than half of the resamples gave a value.
     """
     _check_bootstrap_args(n_items, n_resamples, confidence)
-    if n_items == 0:
-        raise MetricUndefined("no items to resample")
-    rng = np.random.default_rng(seed)
-    draw = _sampler(n_items, groups, rng)
-    vals = np.empty(n_resamples)
-    n_valid = 0
-    for _ in range(n_resamples):
-        idx = draw()
-        try:
-            v = float(statistic(idx))
-        except MetricUndefined:
-            continue
-        if np.isfinite(v):
-            vals[n_valid] = v
-            n_valid += 1
-    if 2 * n_valid < n_resamples:
-        raise MetricUndefined(
-            f"only {n_valid} of {n_resamples} bootstrap resamples had a defined value"
-        )
-    low, high = _percentile_interval(vals[:n_valid], confidence)
-    return low, high, n_valid
+    vals = _resample(statistic, n_items, groups, n_resamples, seed, "bootstrap")
+    low, high = _percentile_interval(vals, confidence)
+    return low, high, vals.size
 
 
 def paired_bootstrap(
@@ -130,8 +138,6 @@ def paired_bootstrap(
     n_valid = resamples used).
     """
     _check_bootstrap_args(n_items, n_resamples, confidence)
-    if n_items == 0:
-        raise MetricUndefined("no items to resample")
     full = np.arange(n_items)
     try:
         a0 = float(statistic_a(full))
@@ -141,24 +147,9 @@ def paired_bootstrap(
         b0 = float(statistic_b(full))
     except MetricUndefined as exc:
         raise MetricUndefined(f"run b: {exc.reason}") from None
-    rng = np.random.default_rng(seed)
-    draw = _sampler(n_items, groups, rng)
-    diffs = np.empty(n_resamples)
-    n_valid = 0
-    for _ in range(n_resamples):
-        idx = draw()
-        try:
-            d = float(statistic_b(idx)) - float(statistic_a(idx))
-        except MetricUndefined:
-            continue
-        if np.isfinite(d):
-            diffs[n_valid] = d
-            n_valid += 1
-    if 2 * n_valid < n_resamples:
-        raise MetricUndefined(
-            f"only {n_valid} of {n_resamples} paired bootstrap resamples had a defined value"
-        )
-    d = diffs[:n_valid]
+    d = _resample(lambda idx: float(statistic_b(idx)) - float(statistic_a(idx)), n_items, groups,
+                  n_resamples, seed, "paired bootstrap")
+    n_valid = d.size
     low, high = _percentile_interval(d, confidence)
     n_le = int(np.count_nonzero(d <= 0.0))
     n_ge = int(np.count_nonzero(d >= 0.0))

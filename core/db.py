@@ -297,7 +297,3 @@ def insert_for(session: Session, table):
     else:  # pragma: no cover
         raise RuntimeError(f"unsupported database {name}")
     return insert(table)
-
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

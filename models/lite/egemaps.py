@@ -34,7 +34,6 @@ class Egemaps:
             "sampleRate": SAMPLE_RATE,
             "nBits": 16,
         }
-        self.functional_names = list(reference.feature_names)
         self.low_level_names = list(opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                                                     feature_level=opensmile.FeatureLevel.LowLevelDescriptors).feature_names)
 
@@ -60,9 +59,6 @@ class Egemaps:
 
     def functionals(self, wave: np.ndarray) -> np.ndarray:
         return self.extract(wave)[0]
-
-    def low_level(self, wave: np.ndarray) -> np.ndarray:
-        return self.extract(wave)[1]
 
     @staticmethod
     def version() -> str:

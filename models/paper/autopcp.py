@@ -34,12 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.paper.backend import PaperBackend
 from models.runtime.batching import (
-    as_float_waves,
     autocast_context,
     count_parameters,
-    cpu_streams,
-    default_batch_seconds,
     file_sha256,
     hf_exact_batching,
     hf_frame_lengths,
@@ -51,10 +49,8 @@ from models.runtime.batching import (
     pad_waves,
     quiet_transformers,
     read_do_normalize,
-    run_batched,
     zero_mean_unit_var,
 )
-from models.runtime.precision import check_precision, measure_fast_mode
 from models.runtime.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
@@ -65,28 +61,25 @@ PICK_LAYER = 9
 # ----------------------------------------------------------------------------- encoder
 
 
-class XlsrEncoder:
+class XlsrEncoder(PaperBackend):
     """XLS-R-53 layer-``pick_layer`` masked-mean utterance embeddings, (N, 1024) float32."""
 
-    def __init__(self, model, *, pick_layer=PICK_LAYER, device="cpu", precision="fp32", source="",
-                 sha256="", do_normalize=True, max_batch_seconds: float | None = None):
+    too_short = "XLS-R needs >= {}"
+
+    def __init__(self, model, *, pick_layer=PICK_LAYER, do_normalize=True, **common):
+        """``common``: :class:`PaperBackend`'s device, precision, source, sha256, max_batch_seconds."""
         n_layers = len(model.encoder.layers)
         if not 1 <= pick_layer <= n_layers:
             raise ValueError(f"pick_layer {pick_layer} outside 1..{n_layers}")
+        super().__init__(**common)
         # layers above pick_layer never influence hidden_states[pick_layer]: drop them
         model.encoder.layers = nn.ModuleList(list(model.encoder.layers)[:pick_layer])
-        self.model = model.to(device).eval()
+        self.model = model.to(self.device).eval()
         use_time_major_features(self.model)
         use_packed_linears(self.model)
         self.pick_layer = pick_layer
         self.full_layers = n_layers
-        self.device = torch.device(device)
-        self.precision = precision
-        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
-        self.source = source
-        self.sha256 = sha256
         self.do_normalize = do_normalize
-        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
         self.exact_batching = hf_exact_batching(model.config)
         self.min_samples = hf_min_samples(model.config)
         self.embed_dim = model.config.hidden_size
@@ -103,23 +96,17 @@ class XlsrEncoder:
             raise FileNotFoundError(f"XLS-R folder {folder} is missing {', '.join(missing)}")
         with quiet_transformers():
             model = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True)
-        loaded = cls(model, pick_layer=pick_layer, device=device,
-                     precision=check_precision(precision), source=str(folder),
+        loaded = cls(model, pick_layer=pick_layer, device=device, precision=precision, source=str(folder),
                      sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),
                      max_batch_seconds=max_batch_seconds)
-        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
-            loaded.fast_choice = measure_fast_mode(loaded, loaded.embeddings)
-        return loaded
+        return loaded._fast_mode(fast, precision, loaded.embeddings)
 
-    def info(self) -> dict:
-        cfg = self.model.config
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "version": f"wav2vec2 layers={self.full_layers} dim={cfg.hidden_size} hidden_states[{self.pick_layer}] masked mean",
-            "parameters": count_parameters(self.model),
-            "precision": self.precision,
-        }
+    def _version(self) -> str:
+        hidden = self.model.config.hidden_size
+        return f"wav2vec2 layers={self.full_layers} dim={hidden} hidden_states[{self.pick_layer}] masked mean"
+
+    def _networks(self) -> tuple[nn.Module, ...]:
+        return (self.model,)
 
     @torch.inference_mode()
     def _run(self, waves: list[np.ndarray]) -> list[np.ndarray]:
@@ -139,15 +126,8 @@ class XlsrEncoder:
         return [p.cpu().numpy().astype(np.float32) for p in pooled]
 
     def embeddings(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        waves = as_float_waves(waves)
-        for i, w in enumerate(waves):
-            if w.size < self.min_samples:
-                raise ValueError(f"utterance {i} has {w.size} samples; XLS-R needs >= {self.min_samples}")
-        if not waves:
-            return np.zeros((0, self.embed_dim), np.float32)
-        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
-        return np.stack(out).astype(np.float32)
+        out = self._batched(waves)
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, self.embed_dim), np.float32)
 
 
 # ----------------------------------------------------------------------------- comparator

@@ -35,19 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.runtime.batching import (
-    as_float_waves,
-    autocast_context,
-    count_parameters,
-    cpu_streams,
-    default_batch_seconds,
-    file_sha256,
-    load_torch_file,
-    pad_waves,
-    run_batched,
-)
+from models.paper.backend import PaperBackend
 from models.paper.emotion2vec_net import _E2VConfig, _Emotion2VecNet, _map_checkpoint_keys
-from models.runtime.precision import check_precision, measure_fast_mode
+from models.runtime.batching import autocast_context, file_sha256, load_torch_file, pad_waves
 from models.runtime.speedups import use_packed_linears
 
 logger = logging.getLogger(__name__)
@@ -55,7 +45,6 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.pt"
 TOKENS_FILE = "tokens.txt"
-FRAME_RATE_HZ = 50
 
 
 # ----------------------------------------------------------------------------- config
@@ -98,7 +87,7 @@ def missing_files(folder: str | Path) -> list[str]:
     return [files[k].name for k in ("config", "model") if not files[k].is_file()]
 
 
-class Emotion2Vec:
+class Emotion2Vec(PaperBackend):
     """Batched, exact emotion2vec feature extractor.
 
     >>> m = Emotion2Vec.from_pretrained("models/emotion2vec_plus_large")
@@ -106,17 +95,14 @@ class Emotion2Vec:
     >>> utt = m.utterance_features([wave_16k])        # (1, 1024) float32, mean over frames
     """
 
-    def __init__(self, net: _Emotion2VecNet, *, device="cpu", precision="fp32", source="",
-                 sha256="", labels: list[str] | None = None, max_batch_seconds: float | None = None):
-        self.net = net.to(device).eval()
+    too_short = "emotion2vec needs >= {} (one frame)"
+
+    def __init__(self, net: _Emotion2VecNet, *, labels: list[str] | None = None, **common):
+        """``common``: :class:`PaperBackend`'s device, precision, source, sha256, max_batch_seconds."""
+        super().__init__(**common)
+        self.net = net.to(self.device).eval()
         use_packed_linears(self.net)
-        self.device = torch.device(device)
-        self.precision = precision
-        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
-        self.source = source
-        self.sha256 = sha256
         self.labels = labels or []
-        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
         self.embed_dim = net.cfg.embed_dim
         self.min_samples = self._min_samples()
 
@@ -143,22 +129,16 @@ class Emotion2Vec:
         vocab = state["proj.weight"].shape[0] if "proj.weight" in state else 0
         net = _Emotion2VecNet(cfg, vocab_size=vocab)
         _load_state(net, state, str(files["model"]))
-        loaded = cls(net, device=device, precision=check_precision(precision),
-                     source=str(folder), sha256=file_sha256(files["model"]), labels=labels,
-                     max_batch_seconds=max_batch_seconds)
-        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
-            loaded.fast_choice = measure_fast_mode(loaded, loaded.features)
-        return loaded
+        loaded = cls(net, device=device, precision=precision, source=str(folder),
+                     sha256=file_sha256(files["model"]), labels=labels, max_batch_seconds=max_batch_seconds)
+        return loaded._fast_mode(fast, precision, loaded.features)
 
     # ------------------------------------------------------------------ metadata
-    def info(self) -> dict:
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "version": self.net.cfg.describe(),
-            "parameters": count_parameters(self.net),
-            "precision": self.precision,
-        }
+    def _version(self) -> str:
+        return self.net.cfg.describe()
+
+    def _networks(self) -> tuple[nn.Module, ...]:
+        return (self.net,)
 
     def _min_samples(self) -> int:
         n = 1
@@ -178,16 +158,9 @@ class Emotion2Vec:
 
     def features(self, waves: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """Frame features and their utterance means in one pass: ``([(T_i, D)], (N, D))``."""
-        waves = as_float_waves(waves)
-        for i, w in enumerate(waves):
-            if w.size < self.min_samples:
-                raise ValueError(
-                    f"utterance {i} has {w.size} samples; emotion2vec needs >= {self.min_samples} (one frame)"
-                )
-        if not waves:
+        out = self._batched(waves)
+        if not out:
             return [], np.zeros((0, self.embed_dim), np.float32)
-        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          streams=cpu_streams(self.device))
         frames = [o.numpy().astype(np.float32, copy=False) for o in out]
         utt = np.stack([o.double().mean(0).float().numpy() for o in out]).astype(np.float32)
         return frames, utt

@@ -179,7 +179,6 @@ class _AudioEncoder(nn.Module):
         self.local_encoder.conv_layers = nn.ModuleList(convs)
         self.project_features = nn.Sequential(_Transpose(), nn.LayerNorm(in_ch), nn.Linear(in_ch, d))
         k = max(3, cfg.conv_pos_width // cfg.conv_pos_depth)
-        self.pos_kernel = k
         pos = nn.Sequential(
             _Transpose(),
             *[

@@ -35,21 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.paper.backend import PaperBackend
 from models.runtime.batching import (
-    as_float_waves,
     autocast_context,
-    count_parameters,
-    cpu_streams,
-    default_batch_seconds,
     file_sha256,
     hf_frame_lengths,
     hf_min_samples,
     lengths_to_mask,
     load_torch_file,
     pad_waves,
-    run_batched,
 )
-from models.runtime.precision import check_precision, measure_fast_mode
 from models.runtime.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
@@ -199,99 +194,77 @@ class EcapaTdnn(nn.Module):
 
 # ----------------------------------------------------------------------------- WavLM mapping
 
-_LAYER_RENAMES = [
-    (r"self_attn\.(q|k|v|out)_proj\.", r"attention.\1_proj."),
-    (r"self_attn\.grep_linear\.", "attention.gru_rel_pos_linear."),
-    (r"self_attn\.grep_a$", "attention.gru_rel_pos_const"),
-    (r"self_attn\.relative_attention_bias\.", "attention.rel_attn_embed."),
-    (r"self_attn_layer_norm\.", "layer_norm."),
-    (r"fc1\.", "feed_forward.intermediate_dense."),
-    (r"fc2\.", "feed_forward.output_dense."),
-    (r"final_layer_norm\.", "final_layer_norm."),
+# fairseq/unilm -> transformers key names; the inverse is derived (hf_wavlm_to_fairseq)
+_CONV_PARTS = {  # conv layer i: "feature_extractor.conv_layers.{i}.<part>" (the group-norm encoder's layer 0: "2.")
+    "0.weight": "conv.weight", "0.bias": "conv.bias", "2.1.weight": "layer_norm.weight",
+    "2.1.bias": "layer_norm.bias", "2.weight": "layer_norm.weight", "2.bias": "layer_norm.bias",
+}
+_LAYER_PARTS = [  # transformer layer i: "encoder.layers.{i}.<part>"; a part ending in "." is a prefix, else a name
+    *((f"self_attn.{p}_proj.", f"attention.{p}_proj.") for p in ("q", "k", "v", "out")),
+    ("self_attn.grep_linear.", "attention.gru_rel_pos_linear."),
+    ("self_attn.grep_a", "attention.gru_rel_pos_const"),
+    ("self_attn.relative_attention_bias.", "attention.rel_attn_embed."),
+    ("self_attn_layer_norm.", "layer_norm."),
+    ("fc1.", "feed_forward.intermediate_dense."),
+    ("fc2.", "feed_forward.output_dense."),
+    ("final_layer_norm.", "final_layer_norm."),
 ]
+_TOP_LEVEL = {
+    "layer_norm.weight": "feature_projection.layer_norm.weight",
+    "layer_norm.bias": "feature_projection.layer_norm.bias",
+    "post_extract_proj.weight": "feature_projection.projection.weight",
+    "post_extract_proj.bias": "feature_projection.projection.bias",
+    "mask_emb": "masked_spec_embed",
+    "encoder.pos_conv.0.weight_g": "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+    "encoder.pos_conv.0.weight_v": "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    "encoder.pos_conv.0.bias": "encoder.pos_conv_embed.conv.bias",
+    "encoder.layer_norm.weight": "encoder.layer_norm.weight",
+    "encoder.layer_norm.bias": "encoder.layer_norm.bias",
+}
 
 
-def fairseq_wavlm_to_hf(state: dict) -> dict:
-    """Rename unilm/fairseq WavLM keys (as in s3prl and UniSpeech checkpoints) to transformers'."""
+def _inverted(names: dict[str, str]) -> dict[str, str]:
+    """new name -> the first old name that maps to it."""
+    out: dict[str, str] = {}
+    for old, new in names.items():
+        out.setdefault(new, old)
+    return out
+
+
+def _rename(state: dict, conv_parts: dict[str, str], layer_parts: list[tuple[str, str]],
+            top_level: dict[str, str]) -> dict:
+    """``state`` with its WavLM keys renamed by the three tables; keys no table names are dropped."""
     out = {}
     for k, v in state.items():
         m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.(.+)", k)
         if m:
-            i, rest = m.groups()
-            rest = {"0.weight": "conv.weight", "0.bias": "conv.bias", "2.1.weight": "layer_norm.weight",
-                    "2.1.bias": "layer_norm.bias", "2.weight": "layer_norm.weight",
-                    "2.bias": "layer_norm.bias"}.get(rest)
-            if rest:
-                out[f"feature_extractor.conv_layers.{i}.{rest}"] = v
+            i, part = m.groups()
+            if part in conv_parts:
+                out[f"feature_extractor.conv_layers.{i}.{conv_parts[part]}"] = v
             continue
         m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)", k)
         if m:
             i, rest = m.groups()
-            for pat, rep in _LAYER_RENAMES:
-                if re.match(pat, rest):
-                    out[f"encoder.layers.{i}." + re.sub(pat, rep, rest, count=1)] = v
+            for old, new in layer_parts:
+                if rest == old or (old.endswith(".") and rest.startswith(old)):
+                    out[f"encoder.layers.{i}.{new}{rest[len(old):]}"] = v
                     break
             continue
-        simple = {
-            "layer_norm.weight": "feature_projection.layer_norm.weight",
-            "layer_norm.bias": "feature_projection.layer_norm.bias",
-            "post_extract_proj.weight": "feature_projection.projection.weight",
-            "post_extract_proj.bias": "feature_projection.projection.bias",
-            "mask_emb": "masked_spec_embed",
-            "encoder.pos_conv.0.weight_g": "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
-            "encoder.pos_conv.0.weight_v": "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
-            "encoder.pos_conv.0.bias": "encoder.pos_conv_embed.conv.bias",
-            "encoder.layer_norm.weight": "encoder.layer_norm.weight",
-            "encoder.layer_norm.bias": "encoder.layer_norm.bias",
-        }.get(k)
-        if simple:
-            out[simple] = v
+        if k in top_level:
+            out[top_level[k]] = v
         # anything else (label_embs_concat, final_proj, ...) is pre-training only
     return out
 
 
+def fairseq_wavlm_to_hf(state: dict) -> dict:
+    """Rename unilm/fairseq WavLM keys (as in s3prl and UniSpeech checkpoints) to transformers'."""
+    return _rename(state, _CONV_PARTS, _LAYER_PARTS, _TOP_LEVEL)
+
+
 def hf_wavlm_to_fairseq(state: dict) -> dict:
-    """Inverse of :func:`fairseq_wavlm_to_hf` (used to write test checkpoints in UniSpeech layout)."""
-    out = {}
-    for k, v in state.items():
-        m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)", k)
-        if m:
-            i, part, wb = m.groups()
-            out[f"feature_extractor.conv_layers.{i}.{'0' if part == 'conv' else '2.1'}.{wb}"] = v
-            continue
-        m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)", k)
-        if m:
-            i, rest = m.groups()
-            inverse = [
-                (r"attention\.(q|k|v|out)_proj\.", r"self_attn.\1_proj."),
-                (r"attention\.gru_rel_pos_linear\.", "self_attn.grep_linear."),
-                (r"attention\.gru_rel_pos_const$", "self_attn.grep_a"),
-                (r"attention\.rel_attn_embed\.", "self_attn.relative_attention_bias."),
-                (r"layer_norm\.", "self_attn_layer_norm."),
-                (r"feed_forward\.intermediate_dense\.", "fc1."),
-                (r"feed_forward\.output_dense\.", "fc2."),
-                (r"final_layer_norm\.", "final_layer_norm."),
-            ]
-            for pat, rep in inverse:
-                if re.match(pat, rest):
-                    out[f"encoder.layers.{i}." + re.sub(pat, rep, rest, count=1)] = v
-                    break
-            continue
-        simple = {
-            "feature_projection.layer_norm.weight": "layer_norm.weight",
-            "feature_projection.layer_norm.bias": "layer_norm.bias",
-            "feature_projection.projection.weight": "post_extract_proj.weight",
-            "feature_projection.projection.bias": "post_extract_proj.bias",
-            "masked_spec_embed": "mask_emb",
-            "encoder.pos_conv_embed.conv.parametrizations.weight.original0": "encoder.pos_conv.0.weight_g",
-            "encoder.pos_conv_embed.conv.parametrizations.weight.original1": "encoder.pos_conv.0.weight_v",
-            "encoder.pos_conv_embed.conv.bias": "encoder.pos_conv.0.bias",
-            "encoder.layer_norm.weight": "encoder.layer_norm.weight",
-            "encoder.layer_norm.bias": "encoder.layer_norm.bias",
-        }.get(k)
-        if simple:
-            out[simple] = v
-    return out
+    """Inverse of :func:`fairseq_wavlm_to_hf` (used to write test checkpoints in UniSpeech layout; conv
+    layer norms go to the layer-norm encoder's "2.1." names)."""
+    return _rename(state, _inverted(_CONV_PARTS), [(new, old) for old, new in _LAYER_PARTS], _inverted(_TOP_LEVEL))
 
 
 def wavlm_config_from_state(state: dict):
@@ -377,24 +350,21 @@ def use_fast_attention(wavlm) -> None:
 # ----------------------------------------------------------------------------- public API
 
 
-class SpeakerEncoder:
+class SpeakerEncoder(PaperBackend):
     """Batched, exact WavLM + ECAPA-TDNN speaker embeddings (Seamless VSim)."""
 
-    def __init__(self, wavlm, ecapa: EcapaTdnn, *, normalize: bool, device="cpu", precision="fp32",
-                 source="", sha256="", max_batch_seconds: float | None = None):
-        self.wavlm = wavlm.to(device).eval()
-        self.ecapa = ecapa.to(device).eval()
+    too_short = "the speaker model needs >= {}"
+
+    def __init__(self, wavlm, ecapa: EcapaTdnn, *, normalize: bool, **common):
+        """``common``: :class:`PaperBackend`'s device, precision, source, sha256, max_batch_seconds."""
+        super().__init__(**common)
+        self.wavlm = wavlm.to(self.device).eval()
+        self.ecapa = ecapa.to(self.device).eval()
         use_fast_attention(self.wavlm)
         use_time_major_features(self.wavlm)
         use_packed_linears(self.wavlm)
         use_packed_linears(self.ecapa)
         self.normalize = normalize
-        self.device = torch.device(device)
-        self.precision = precision
-        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
-        self.source = source
-        self.sha256 = sha256
-        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
         cfg = wavlm.config
         self.exact_batching = cfg.feat_extract_norm == "layer"
         self.min_samples = hf_min_samples(cfg)
@@ -440,22 +410,16 @@ class SpeakerEncoder:
         if extra:
             logger.debug("%s: ignoring %d non-inference weights (e.g. %s)", path, len(extra), extra[:3])
         ecapa.load_state_dict({k: ecapa_state[k] for k in own}, strict=True)
-        loaded = cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device,
-                     precision=check_precision(precision), source=str(path),
-                     sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
-        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
-            loaded.fast_choice = measure_fast_mode(loaded, loaded.embeddings)
-        return loaded
+        loaded = cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device, precision=precision,
+                     source=str(path), sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
+        return loaded._fast_mode(fast, precision, loaded.embeddings)
 
-    def info(self) -> dict:
+    def _version(self) -> str:
         cfg = self.wavlm.config
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "version": f"WavLM layers={cfg.num_hidden_layers} dim={cfg.hidden_size} + ECAPA-TDNN emb={self.embed_dim}",
-            "parameters": count_parameters(self.wavlm) + count_parameters(self.ecapa),
-            "precision": self.precision,
-        }
+        return f"WavLM layers={cfg.num_hidden_layers} dim={cfg.hidden_size} + ECAPA-TDNN emb={self.embed_dim}"
+
+    def _networks(self) -> tuple[nn.Module, ...]:
+        return (self.wavlm, self.ecapa)
 
     # ------------------------------------------------------------------ inference
     def _weighted_states(self, wav: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -486,12 +450,5 @@ class SpeakerEncoder:
 
     def embeddings(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float32 speaker embeddings."""
-        waves = as_float_waves(waves)
-        for i, w in enumerate(waves):
-            if w.size < self.min_samples:
-                raise ValueError(f"utterance {i} has {w.size} samples; the speaker model needs >= {self.min_samples}")
-        if not waves:
-            return np.zeros((0, self.embed_dim), np.float32)
-        out = run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                          max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
-        return np.stack(out).astype(np.float32)
+        out = self._batched(waves)
+        return np.stack(out).astype(np.float32) if out else np.zeros((0, self.embed_dim), np.float32)

@@ -29,12 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.paper.backend import PaperBackend
 from models.runtime.batching import (
-    as_float_waves,
     autocast_context,
-    count_parameters,
-    cpu_streams,
-    default_batch_seconds,
     hf_exact_batching,
     hf_frame_lengths,
     hf_min_samples,
@@ -43,10 +40,8 @@ from models.runtime.batching import (
     pad_waves,
     quiet_transformers,
     read_do_normalize,
-    run_batched,
     zero_mean_unit_var,
 )
-from models.runtime.precision import check_precision, measure_fast_mode
 from models.runtime.speedups import cached_weights, padding_mask, use_packed_linears, use_time_major_features
 
 logger = logging.getLogger(__name__)
@@ -119,28 +114,25 @@ class VAResult:
         return self.n_frames < CHUNK_WINDOW
 
 
-class ValenceArousal:
+class ValenceArousal(PaperBackend):
     """Batched, exact chunk-level (arousal, valence) extractor.
 
     >>> va = ValenceArousal.from_pretrained("models/wav2vec2-large-robust-12-ft-emotion-msp-dim")
     >>> va.chunks([wave_16k])[0]      # (C, 2) float32
     """
 
-    def __init__(self, model, *, device="cpu", precision="fp32", source="", sha256="",
-                 do_normalize=True, max_batch_seconds: float | None = None):
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
-        self.precision = precision
-        self.fast_choice = None  # set by from_pretrained(fast=True): what was timed, what was chosen
-        self.source = source
-        self.sha256 = sha256
+    too_short = "the valence-arousal model needs >= {}"
+
+    def __init__(self, model, *, do_normalize=True, **common):
+        """``common``: :class:`PaperBackend`'s device, precision, source, sha256, max_batch_seconds."""
+        super().__init__(**common)
+        self.model = model.to(self.device).eval()
         self.do_normalize = do_normalize
-        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
         cfg = model.config
         self.exact_batching = hf_exact_batching(cfg)
         if not self.exact_batching:
             logger.warning("%s: feat_extract_norm=%r is not padding-invariant; running one utterance at a time",
-                           source, cfg.feat_extract_norm)
+                           self.source, cfg.feat_extract_norm)
         self.min_samples = hf_min_samples(cfg)
         use_time_major_features(self.model.wav2vec2)
         use_packed_linears(self.model)
@@ -162,22 +154,16 @@ class ValenceArousal:
             model = EmotionModel.from_pretrained(str(folder), local_files_only=True)
         if model.config.num_labels != 3:
             raise ValueError(f"{folder}: expected a 3-output (arousal, dominance, valence) head, got {model.config.num_labels}")
-        loaded = cls(model, device=device, precision=check_precision(precision),
-                     source=str(folder), sha256=hf_weights_sha256(folder),
+        loaded = cls(model, device=device, precision=precision, source=str(folder), sha256=hf_weights_sha256(folder),
                      do_normalize=read_do_normalize(folder), max_batch_seconds=max_batch_seconds)
-        if fast and precision is None:  # fast mode: the faster of fp32 and bf16, timed on this machine
-            loaded.fast_choice = measure_fast_mode(loaded, loaded.analyse)
-        return loaded
+        return loaded._fast_mode(fast, precision, loaded.analyse)
 
-    def info(self) -> dict:
+    def _version(self) -> str:
         cfg = self.model.config
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "version": f"wav2vec2 layers={cfg.num_hidden_layers} dim={cfg.hidden_size} chunk={CHUNK_WINDOW}/{CHUNK_HOP}",
-            "parameters": count_parameters(self.model),
-            "precision": self.precision,
-        }
+        return f"wav2vec2 layers={cfg.num_hidden_layers} dim={cfg.hidden_size} chunk={CHUNK_WINDOW}/{CHUNK_HOP}"
+
+    def _networks(self) -> tuple[nn.Module, ...]:
+        return (self.model,)
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
@@ -217,14 +203,7 @@ class ValenceArousal:
         return out
 
     def analyse(self, waves: Sequence[np.ndarray]) -> list[VAResult]:
-        waves = as_float_waves(waves)
-        for i, w in enumerate(waves):
-            if w.size < self.min_samples:
-                raise ValueError(f"utterance {i} has {w.size} samples; the valence-arousal model needs >= {self.min_samples}")
-        if not waves:
-            return []
-        return run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                           max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
+        return self._batched(waves)
 
     def chunks(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per utterance a (C_i, 2) float32 array of (arousal, valence) - 0.5."""

@@ -45,12 +45,3 @@ def pin_threads(threads: int) -> None:
     except RuntimeError:  # only settable before the first inter-op task; the intra-op count is what matters
         pass
     _limits = threadpool_limits(limits=threads)
-
-
-def thread_counts() -> dict[str, int]:
-    """This process's pool sizes: torch intra-op and the largest BLAS/OpenMP pool threadpoolctl sees."""
-    import torch
-    from threadpoolctl import threadpool_info
-
-    pools = [info["num_threads"] for info in threadpool_info()]
-    return {"torch": torch.get_num_threads(), "blas_openmp": max(pools) if pools else 0}

@@ -34,12 +34,6 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, mask: np.ndarray) -> "Dataset":
-        mask = np.asarray(mask)
-        index = np.flatnonzero(mask) if mask.dtype == bool else mask
-        return Dataset([self.paths[i] for i in index], self.labels[index], self.speakers[index],
-                       self.splits[index], self.corpora[index], dict(self.split_info))
-
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for split in SPLITS:

@@ -151,7 +151,6 @@ class RunResult:
     fit: FitResult               # the first (or only) network's training
     metrics: dict                # split -> classification_scores (train = the unbalanced training split)
     train_class_counts: list[int]
-    balanced_class_counts: list[int]
     member_fits: list[FitResult] = field(default_factory=list)  # every network of an ensemble, fit first
 
 
@@ -205,5 +204,4 @@ def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, cla
         if mask.any():
             metrics[split] = classification_scores(targets[mask], predict_classes(head.network, standardised[mask]),
                                                    len(classes))
-    return RunResult(balance, head, fits[0], metrics, np.bincount(train_y, minlength=len(classes)).tolist(),
-                     np.bincount(balanced_y, minlength=len(classes)).tolist(), fits)
+    return RunResult(balance, head, fits[0], metrics, np.bincount(train_y, minlength=len(classes)).tolist(), fits)

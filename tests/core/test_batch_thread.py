@@ -47,3 +47,22 @@ def test_a_settling_batch_waits_no_longer_than_its_longest_wait():
         time.sleep(0.05)
     worker.stop(timeout=10)
     assert len(batches) >= 2 and [item for batch in batches for item in batch] == list(range(20))
+
+
+def test_a_batch_whose_handler_raises_is_logged_with_its_traceback_and_the_next_batch_is_handled(caplog):
+    batches = []
+
+    def handle(items):
+        if items == [0]:
+            raise KeyError("a bug")
+        batches.append(items)
+
+    worker = BatchThread("test-raising", handle, max_batch=1)
+    for item in range(3):
+        worker.put(item)
+    worker.start()
+    worker.stop(timeout=10)
+    assert batches == [[1], [2]]
+    failed = [r for r in caplog.records if r.name == "emopres.batch_thread"]
+    assert len(failed) == 1 and failed[0].exc_info[0] is KeyError
+    assert "test-raising: a batch of 1 items failed" in caplog.text and "Traceback" in caplog.text

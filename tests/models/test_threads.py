@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from models.registry import ProfileSpec
 from models.runtime.threads import threads_per_worker
@@ -18,9 +19,11 @@ def test_share_of_the_cores():
 
 
 def test_pin_threads_sizes_torch_and_blas_pools():
-    code = ("import json, numpy; from models.runtime.threads import pin_threads, thread_counts; pin_threads(1); "
+    code = ("import json, numpy; from models.runtime.threads import pin_threads; pin_threads(1); "
+            "from tests.models.test_threads import thread_counts; "
             "import os; print(json.dumps({**thread_counts(), 'omp_env': os.environ['OMP_NUM_THREADS']}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout
     assert json.loads(out.strip().splitlines()[-1]) == {"torch": 1, "blas_openmp": 1, "omp_env": "1"}
 
 
@@ -29,11 +32,14 @@ def test_pool_workers_get_their_share(random_lite_head, monkeypatch):
     from worker.engine import pipeline
     monkeypatch.setattr(pipeline, "threads_per_worker", lambda workers: 1 if workers == 2 else 99)
     with pipeline.Evaluator(ProfileSpec("lite"), SerHead.load(random_lite_head), n_jobs=2) as evaluator:
-        counts = list(evaluator._pool.map(_counts, range(4)))
+        counts = list(evaluator._pool.map(thread_counts, range(4)))
     assert counts == [{"torch": 1, "blas_openmp": 1}] * 4
 
 
-def _counts(_):
-    from models.runtime.threads import thread_counts
+def thread_counts(_=None) -> dict[str, int]:
+    """This process's pool sizes: torch intra-op and the largest BLAS/OpenMP pool threadpoolctl sees."""
+    import torch
+    from threadpoolctl import threadpool_info
 
-    return thread_counts()
+    pools = [info["num_threads"] for info in threadpool_info()]
+    return {"torch": torch.get_num_threads(), "blas_openmp": max(pools) if pools else 0}

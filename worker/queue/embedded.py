@@ -35,7 +35,6 @@ class EmbeddedQueue(TaskQueue):
         self._queue: queue_module.Queue = queue_module.Queue()
         self._thread = threading.Thread(target=self._run, name="emopres-embedded-worker", daemon=True)
         self._reconciler = Reconciler(self.ctx, settings.reconcile_seconds, restart_first=True)
-        self.busy = False
 
     # TaskQueue
     def send_chunk(self, job_id: str, idx: int) -> None:
@@ -46,10 +45,6 @@ class EmbeddedQueue(TaskQueue):
 
     def ping(self) -> bool:
         return self._thread.is_alive()
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
 
     def start(self, preload: bool = True) -> "EmbeddedQueue":
         if preload:
@@ -75,7 +70,6 @@ class EmbeddedQueue(TaskQueue):
             kind = message[0]
             if kind is _STOP:
                 return
-            self.busy = True
             try:
                 if kind == "preload":
                     self.ctx.evaluator()
@@ -84,6 +78,4 @@ class EmbeddedQueue(TaskQueue):
                 elif kind == "finalize":
                     finalize_job(self.ctx, message[1])
             except Exception as error:  # logged; the chunk was released and the reconciler sends it again
-                log.error("embedded worker: %s: %s", kind, error)
-            finally:
-                self.busy = False
+                log.exception("embedded worker: %s: %s", kind, error)

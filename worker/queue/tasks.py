@@ -135,7 +135,7 @@ class Heartbeat:
                                     .values(heartbeat_at=utcnow()))
                     session.commit()
             except Exception as error:  # the database is away: the lease may lapse, the work stays idempotent
-                log.warning("heartbeat of chunk %s/%s failed: %s", self.job_id, self.idx, error)
+                log.warning("heartbeat of chunk %s/%s failed: %s", self.job_id, self.idx, error, exc_info=True)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -459,11 +459,12 @@ class Enqueuer:
             send_chunks(self.sessions, self.queue, chunks)
         except Exception as error:  # the database is away: the reconciler sends them again later
             log.warning("cannot record %d chunks as enqueued (the reconciler will resend them): %s",
-                        len(chunks), error)
+                        len(chunks), error, exc_info=True)
 
 
 class Reconciler:
-    """Runs reconcile() every `interval` seconds in a daemon thread."""
+    """Runs reconcile() every `interval` seconds in a daemon thread; a round that raises is logged with its
+    traceback (a bug must not read as an outage) and the next round runs on time."""
 
     def __init__(self, ctx: WorkerContext, interval: float, *, restart_first: bool = False) -> None:
         self.ctx, self.interval, self.restart_first = ctx, interval, restart_first
@@ -481,7 +482,7 @@ class Reconciler:
                 reconcile(self.ctx, restart=restart)
                 restart = False
             except Exception as error:
-                log.warning("reconciler: %s", error)
+                log.exception("reconciler: %s", error)
             if self._stop.wait(self.interval):
                 return
 
