@@ -281,7 +281,10 @@ def current_revision(engine: Engine) -> str | None:
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no Alembic revision under {MIGRATIONS_DIR}")
+    return head
 
 
 # ---------------------------------------------------------------- upserts
@@ -289,11 +292,11 @@ def head_revision() -> str:
 
 def insert_for(session: Session, table):
     """The dialect's INSERT that supports ON CONFLICT (PostgreSQL and SQLite)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover
-        raise RuntimeError(f"unsupported database {name}")
-    return insert(table)
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database {name}")  # pragma: no cover
