@@ -222,16 +222,21 @@ def job_links(job_id: str) -> dict:
 
 
 def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True,
-             headline: dict | None = None) -> dict:
-    """The job as the API shows it; `headline` (the report's headline metrics) is read here unless given."""
+             stored: tuple[dict | None, dict | None] | None = None) -> dict:
+    """The job as the API shows it; `stored` (the report's headline metrics and summary) is read here unless
+    given."""
     done, failed = done_failed if done_failed is not None else progress(session, [job.id]).get(job.id, (0, 0))
-    if headline is None and job.status == "succeeded":
-        headline = session.scalar(select(Report.headline).where(Report.job_id == job.id))
+    headline = summary = None
+    if stored is not None:
+        headline, summary = stored
+    elif job.status == "succeeded":
+        row = session.execute(select(Report.headline, Report.summary).where(Report.job_id == job.id)).first()
+        headline, summary = row if row is not None else (None, None)
     view = {
         "id": job.id, "name": job.name, "status": job.status, "profile": job.profile, "metadata": job.metadata_json,
         "progress": {"done": done, "total": job.n_pairs, "failed": failed},
         "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-        "error": job.error, "headline": headline, "links": job_links(job.id),
+        "error": job.error, "headline": headline, "summary": summary, "links": job_links(job.id),
     }
     if detail:
         view["failures"] = failures_of(session, job.id, limit=MAX_FAILURES_SHOWN)
@@ -296,8 +301,10 @@ def list_jobs(session: Session, project: str, *, status: str | None, name: str |
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = progress(session, [j.id for j in jobs])
-    headlines = dict(session.execute(select(Report.job_id, Report.headline).where(Report.job_id.in_([j.id for j in jobs]))).all())
-    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False, headline=headlines.get(j.id)) for j in jobs]
+    stored = {job_id: (headline, summary) for job_id, headline, summary in session.execute(
+        select(Report.job_id, Report.headline, Report.summary).where(Report.job_id.in_([j.id for j in jobs])))}
+    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False, stored=stored.get(j.id, (None, None)))
+             for j in jobs]
     return items, (encode_cursor(jobs[-1]) if more and jobs else None)
 
 

@@ -55,6 +55,28 @@ class HeadlineMetric(BaseModel):
     reason: str | None = None
 
 
+class PrimaryMetric(HeadlineMetric):
+    metric: str = Field(description="the catalogue name of the preservation metric a CI gate should use")
+    label: str
+    direction: str
+    chance: float | None = Field(default=None, description="its value under independent readings of the two sides")
+
+
+class TrustWarning(BaseModel):
+    code: str = Field(description="near_chance, collapsed, few_pairs, few_groups, primary_fallback, no_primary")
+    side: Literal["source", "target"] | None
+    message: str
+
+
+class ReportSummary(BaseModel):
+    primary: PrimaryMetric
+    ser_health: dict[str, dict[str, dict[str, Any]] | None] = Field(
+        description="per SER reading (absolute, side) and side: UA against chance (labelled pairs), the most "
+                    "predicted class's share, the normalised entropy of the predicted classes")
+    metrics: dict[str, dict[str, Any]] = Field(description="each corpus metric's direction and chance level")
+    warnings: list[TrustWarning]
+
+
 class JobSummary(BaseModel):
     id: str
     name: str | None
@@ -69,6 +91,9 @@ class JobSummary(BaseModel):
     headline: dict[str, HeadlineMetric] | None = Field(
         default=None, description="headline corpus metrics with 95% CIs of a succeeded job (null until its report "
                                   "exists)")
+    summary: ReportSummary | None = Field(
+        default=None, description="how far to trust the report: the primary metric with its chance level, the SER "
+                                  "reading health of each side, warnings (null until its report exists)")
     links: JobLinks
 
 

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.metrics import bar_codes, bhattacharyya, epr_codes, expected_agreement, kappa_codes, spearman_finite, ua_codes, wa_codes
+from core.metrics import (bar_codes, bhattacharyya, chance_bhattacharyya, chance_expected_agreement,
+                          chance_prediction_agreement, epr_codes, expected_agreement, kappa_codes, spearman_finite,
+                          ua_codes, wa_codes)
 
 __all__ = ["Metric", "Columns", "KINDS", "READINGS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
-           "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "SIDE_READING_METRICS", "SIDE_PRED", "SIDE_PROBS", "metric"]
+           "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "SIDE_READING_METRICS", "SIDE_PRED", "SIDE_PROBS", "metric",
+           "Readings", "PRIMARY_METRIC", "PRIMARY_FALLBACK", "PRESERVED", "READ_BETTER"]
 
 Stat = Callable[[np.ndarray], float]  # indices into the subset -> the statistic on those pairs
 
@@ -67,6 +70,22 @@ class Columns:
 
 
 @dataclass(frozen=True)
+class Readings:
+    """One SER reading (absolute or side) of both sides of a job's pairs: what a chance level is computed from."""
+
+    n_classes: int
+    pred_s: np.ndarray  # int codes
+    pred_t: np.ndarray
+    probs_s: np.ndarray  # (n, n_classes)
+    probs_t: np.ndarray
+
+
+Chance = Callable[[Readings], float]
+PRESERVED = "higher = more preserved"
+READ_BETTER = "higher = read better (not a preservation metric)"
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     label: str  # short: tables, summaries
@@ -84,6 +103,9 @@ class Metric:
     validated: bool = True  # `emopres validate` expects it to follow the simulated preservation rate
     section: str = ""  # one of SECTIONS; "" = its kind's
     reading: str = "absolute"  # a key of READINGS: which SER predictions (and per-pair field) it reads
+    direction: str = PRESERVED  # how to read a larger value
+    # the value under independent readings of the two sides (None: not defined for this metric)
+    chance: Chance | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -151,6 +173,22 @@ def _spearman(noun: str) -> Callable[[Columns], Stat]:
     return make
 
 
+def _chance_epr(r: Readings) -> float:
+    return chance_prediction_agreement(r.pred_s, r.pred_t, r.n_classes)
+
+
+def _chance_expected_agreement(r: Readings) -> float:
+    return chance_expected_agreement(r.probs_s, r.probs_t)
+
+
+def _chance_bhattacharyya(r: Readings) -> float:
+    return chance_bhattacharyya(r.probs_s, r.probs_t)
+
+
+def _chance_kappa(r: Readings) -> float:
+    return 0.0  # kappa is agreement beyond chance by construction
+
+
 def _pair(name: str, label: str, title: str, model: str, *, headline: bool, **extra) -> Metric:
     return Metric(name, label, title, "pair", headline, model, _mean, **extra)
 
@@ -165,37 +203,38 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("bar", "BAR (UA target / UA source)", "BAR: UA of the target over UA of the source", "label", True, SER,
            _bar),
     Metric("epr", "EPR (prediction agreement)", "EPR: share of pairs whose predictions agree", "prediction", True,
-           SER, _epr),
+           SER, _epr, chance=_chance_epr),
     _pair("expected_agreement", "expected agreement (SER probabilities)",
           "expected agreement: sum over classes of p_source * p_target", SER, headline=True,
-          from_probabilities=expected_agreement, section="SER"),
+          from_probabilities=expected_agreement, section="SER", chance=_chance_expected_agreement),
     _pair("bhattacharyya", "Bhattacharyya coefficient (SER probabilities)",
           "Bhattacharyya coefficient: sum over classes of sqrt(p_source * p_target)", SER, headline=True,
-          from_probabilities=bhattacharyya, section="SER"),
+          from_probabilities=bhattacharyya, section="SER", chance=_chance_bhattacharyya),
     Metric("kappa", "Cohen's kappa", "Cohen's kappa of source and target predictions", "prediction", True, SER,
-           _kappa),
+           _kappa, chance=_chance_kappa),
     Metric("ua_source", "UA source", "UA (balanced accuracy) of the source side", "label", True, SER,
-           _ua("source"), validated=False),
-    Metric("ua_target", "UA target", "UA (balanced accuracy) of the target side", "label", True, SER, _ua("target")),
+           _ua("source"), validated=False, direction=READ_BETTER),
+    Metric("ua_target", "UA target", "UA (balanced accuracy) of the target side", "label", True, SER, _ua("target"),
+           direction=READ_BETTER),
     Metric("wa_source", "WA source", "WA (accuracy) of the source side", "label", False, SER, _wa("source"),
-           validated=False),
+           validated=False, direction=READ_BETTER),
     Metric("wa_target", "WA target", "WA (accuracy) of the target side", "label", False, SER, _wa("target"),
-           validated=False),
+           validated=False, direction=READ_BETTER),
     # the side reading of the same SER metrics (the lite profile's per-side head; READINGS)
     Metric("bar_side", "BAR, side-normalised", "BAR of the side-normalised SER reading", "label", True, SER, _bar,
            reading="side"),
     Metric("epr_side", "EPR, side-normalised", "EPR of the side-normalised SER reading", "prediction", True, SER, _epr,
-           reading="side"),
+           reading="side", chance=_chance_epr),
     _pair("expected_agreement_side", "expected agreement, side-normalised",
           "expected agreement of the side-normalised SER reading", SER, headline=True,
-          from_probabilities=expected_agreement, section="SER", reading="side"),
+          from_probabilities=expected_agreement, section="SER", reading="side", chance=_chance_expected_agreement),
     _pair("bhattacharyya_side", "Bhattacharyya coefficient, side-normalised",
           "Bhattacharyya coefficient of the side-normalised SER reading", SER, headline=True,
-          from_probabilities=bhattacharyya, section="SER", reading="side"),
+          from_probabilities=bhattacharyya, section="SER", reading="side", chance=_chance_bhattacharyya),
     Metric("kappa_side", "Cohen's kappa, side-normalised", "Cohen's kappa of the side-normalised SER reading",
-           "prediction", True, SER, _kappa, reading="side"),
+           "prediction", True, SER, _kappa, reading="side", chance=_chance_kappa),
     Metric("ua_target_side", "UA target, side-normalised", "UA of the target side, side-normalised SER reading",
-           "label", False, SER, _ua("target"), reading="side"),
+           "label", False, SER, _ua("target"), reading="side", direction=READ_BETTER),
     _pair("emo_sim", "emo-sim (frame)", "emo-sim (frame cosine, emotion2vec)", "emotion2vec", headline=True),
     _pair("emo_sim_utterance", "emo-sim (utterance)", "emo-sim, utterance cosine", "emotion2vec", headline=False),
     _pair("acoustic_sim", "acoustic sim (frame)", "acoustic similarity (frame eGeMAPS LLD cosine)", "eGeMAPS LLD",
@@ -212,6 +251,12 @@ CATALOGUE: tuple[Metric, ...] = (
     _rank("rate", "Rate (Spearman)", "Rate: Spearman of source and target speech rates", "speech_rate",
           "speech rates"),
 )
+
+# the preservation metric a CI gate should use (docs/validation.md, "The primary metric": chosen by the
+# leave-one-corpus-out protocol among the agreement metrics and readings), and the one read when the job has no
+# side reading (fewer than 20 distinct utterances a side, or no per-side head)
+PRIMARY_METRIC = "bhattacharyya_side"
+PRIMARY_FALLBACK = "bhattacharyya"
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in CATALOGUE}
 assert len(BY_NAME) == len(CATALOGUE), "two catalogue entries share a name"

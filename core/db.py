@@ -172,6 +172,7 @@ class Report(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     content: Mapped[str] = mapped_column(Text)  # the JSON text, served as is
     headline: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # worker.engine.report.headline, for listings
+    summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the report's summary (worker.engine.trust)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

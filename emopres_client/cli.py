@@ -141,6 +141,8 @@ def format_gate_table(results) -> str:
         state = "SKIP" if r.observed == "skipped" else "PASS" if r.passed else "FAIL"
         lines.append(f"  {state}  {r.gate:<{width}}  {r.observed}"
                      + (f"  ({r.reason})" if r.reason and (not r.passed or state == "SKIP") else ""))
+        if r.warning:
+            lines.append(f"  WARN  {r.gate:<{width}}  {r.warning}")
     return "\n".join(lines)
 
 

@@ -87,10 +87,14 @@ class GateResult:
     passed: bool
     observed: str
     reason: str | None = None
+    warning: str | None = None  # the gate passed or failed, but the interval says the data cannot decide it
+
+
+PRIMARY = "primary"  # a gate on the report's primary metric (its summary names it)
 
 
 def _known(metric: str, known: tuple[str, ...] | None, text: str) -> None:
-    if known is not None and metric not in known:
+    if known is not None and metric not in known and metric != PRIMARY:
         raise ValueError(f"{text!r}: unknown metric {metric!r} (metrics: {', '.join(known)})")
 
 
@@ -133,23 +137,36 @@ def parse_max_drop(text: str, known_metrics: tuple[str, ...] | None = None) -> M
     return MaxDrop(metric, amount, sig is not None)
 
 
+def _undecided(entry: dict, gate: Gate) -> str | None:
+    """A warning when a gate on a value has its threshold inside the value's confidence interval."""
+    low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
+    if gate.field != "value" or low is None or high is None or not low <= gate.threshold <= high:
+        return None
+    return (f"too few pairs to decide: {gate.threshold:g} lies inside the 95% CI [{low:.4f}, {high:.4f}] "
+            f"(gate on {gate.metric}.ci_low or .ci_high for a decision the data supports)")
+
+
 def check_gates(report: dict, gates: list[Gate]) -> list[GateResult]:
     corpus = (report or {}).get("corpus") or {}
+    primary = (((report or {}).get("summary") or {}).get("primary") or {}).get("metric")
     results = []
     for gate in gates:
-        entry = corpus.get(gate.metric)
+        name = primary if gate.metric == PRIMARY else gate.metric
+        entry = corpus.get(name) if name else None
         if not isinstance(entry, dict):
-            results.append(GateResult(str(gate), False, "missing", f"the report has no metric {gate.metric!r}"))
+            results.append(GateResult(str(gate), False, "missing", f"the report has no metric {gate.metric!r}"
+                                      + (" (no summary names its primary metric)" if gate.metric == PRIMARY else "")))
             continue
         value = finite_or_none(entry.get(gate.field))
         if value is None:
             why = entry.get("reason") or ("no confidence interval" if gate.field != "value" else "no value")
-            results.append(GateResult(str(gate), False, "null", f"{gate.metric}.{gate.field} is null: {why}"))
+            results.append(GateResult(str(gate), False, "null", f"{name}.{gate.field} is null: {why}"))
             continue
         passed = OPERATORS[gate.op](value, gate.threshold)
-        results.append(GateResult(str(gate), passed, f"{value:.4f}",
-                                  None if passed else f"{gate.metric}.{gate.field} = {value:.4f}, "
-                                                      f"needs {gate.op} {gate.threshold:g}"))
+        results.append(GateResult(str(gate), passed, f"{value:.4f}" + (f" ({name})" if name != gate.metric else ""),
+                                  None if passed else f"{name}.{gate.field} = {value:.4f}, "
+                                                      f"needs {gate.op} {gate.threshold:g}",
+                                  _undecided(entry, gate)))
     return results
 
 

@@ -12,12 +12,17 @@ from worker.engine.report import report_for_evaluator
 
 
 @pytest.fixture(scope="module")
-def two_systems(shared_data, tmp_path_factory):
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # features, shared by every evaluation of this module
+
+
+@pytest.fixture(scope="module")
+def two_systems(shared_data, cache):
     rows = [r for r in read_csv(shared_data / "pairs" / "en-ja.csv") if r["split"] == "test"]
     resolve = lambda relative: str(shared_data / relative)  # noqa: E731
     reports = {}
     lite = ProfileSpec("lite")
-    with Evaluator(lite, load_head(lite), n_jobs=2, cache_dir=tmp_path_factory.mktemp("cache"),
+    with Evaluator(lite, load_head(lite), n_jobs=2, cache_dir=cache,
                    side_head=load_side_head(lite)) as evaluator:
         for column in ("target_preserved", "target_swapped"):
             pairs = [PairSpec(r["pair_id"], r["source"], r[column], r["emotion"], r["speaker"]) for r in rows]
@@ -68,3 +73,29 @@ def test_corpus_numbers_equal_sklearn_on_the_reports_own_rows(two_systems, colum
     assert corpus["kappa_side"]["value"] == pytest.approx(cohen_kappa_score(source_side, target_side))
     assert corpus["bar_side"]["value"] == pytest.approx(
         balanced_accuracy_score(gold, target_side) / balanced_accuracy_score(gold, source_side))
+
+
+def _identity_report(shared_data, cache, head) -> dict:
+    """The en-ja test sources (English, unseen speakers) as both sides of every pair: nothing can be lost."""
+    rows = [r for r in read_csv(shared_data / "pairs" / "en-ja.csv") if r["split"] == "test"]
+    lite = ProfileSpec("lite")
+    pairs = [PairSpec(r["pair_id"], r["source"], r["source"], r["emotion"], r["speaker"]) for r in rows]
+    with Evaluator(lite, head, n_jobs=2, cache_dir=cache, side_head=load_side_head(lite)) as evaluator:
+        rows_out, failures = evaluator.evaluate_pairs(pairs, lambda relative: str(shared_data / relative))
+        return report_for_evaluator(evaluator, rows=rows_out, failures=failures,
+                                    pair_order=[p.pair_id for p in pairs], job={"id": "identity"},
+                                    n_bootstrap=200, seed=1, use_groups=False)
+
+
+def test_a_well_read_identity_job_gives_no_warning(shared_data, cache):
+    summary = _identity_report(shared_data, cache, load_head(ProfileSpec("lite")))["summary"]
+    assert summary["warnings"] == [], summary["warnings"]
+    assert summary["primary"]["value"] > summary["primary"]["chance"]
+
+
+def test_a_head_that_reads_at_chance_warns_on_both_sides(shared_data, cache, random_lite_head):
+    from models.ser.head import SerHead
+
+    summary = _identity_report(shared_data, cache, SerHead.load(random_lite_head))["summary"]
+    codes = {(w["code"], w["side"]) for w in summary["warnings"]}
+    assert {("near_chance", "source"), ("near_chance", "target")} <= codes, summary["ser_health"]

@@ -55,7 +55,7 @@ def test_page_is_self_contained_and_escapes_user_text(hostile_report):
     assert "system &lt;b&gt;x&lt;/b&gt;" in page and "cannot decode &lt;x&gt; &amp; co" in page
     assert {t for t, _ in tags} <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "thead",
                                     "tbody", "tr", "th", "td", "p", "div", "figure", "img", "figcaption", "details",
-                                    "summary", "ul", "li", "code", "br", "audio"}
+                                    "summary", "ul", "li", "code", "br", "audio", "span", "strong"}
     for tag, attrs in tags:  # nothing is fetched from anywhere
         for key in ("src", "href"):
             assert not attrs.get(key) or attrs[key].startswith("data:"), (tag, attrs)
@@ -149,8 +149,11 @@ def test_real_report_page_in_chromium(shared_data, random_lite_head, tmp_path, t
     specs, _ = plan_plots(report)
     assert len(result["images"]) == len(specs) > 0
     assert all(i["complete"] and i["width"] > 100 and i["height"] > 100 for i in result["images"]), result["images"]
-    for text in ("Headline metrics", "Per emotion", "Worst pairs", "Signature", report["signature"]):
+    for text in ("Summary", report["summary"]["primary"]["label"], "Every metric", "Per emotion", "Worst pairs",
+                 "Signature", report["signature"]):
         assert text in result["text"]
+    # the summary comes first: before the folded table of every metric and the job
+    assert result["text"].index("Summary") < result["text"].index("Every metric") < result["text"].index("Plots")
     # the screenshot: a real rendering of the whole page (tall, mostly white, with coloured plots in it)
     shot = Image.open(io.BytesIO(result["screenshot"])).convert("RGB")
     (_screenshot_dir(tmp_path) / "report.png").write_bytes(result["screenshot"])

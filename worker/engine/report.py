@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from core import __version__
 from core.catalogue import HEADLINE_METRICS
 from worker.engine.corpus import compute_corpus
+from worker.engine.trust import summarise
 
 SCHEMA_VERSION = "1"
 
@@ -40,6 +41,7 @@ def build_report(*, job: dict, pairs: list[dict], failures: list[dict], classes:
         "signature": make_signature(profile_name, profile_parts, head_sha256, prosody,
                                     n_bootstrap=n_bootstrap, seed=seed, unit=unit),
         "models": models,
+        "summary": summarise(corpus, pairs),
         "corpus": corpus,
         "pairs": pairs,
         "failures": failures,

@@ -90,6 +90,39 @@ _PER_EMOTION = {
     },
 }
 
+_HEALTH = {
+    "type": "object",
+    "required": ["n", "top_class", "top_class_share", "entropy", "ua", "ua_chance"],
+    "properties": {"n": _COUNT, "top_class": {"type": "string"}, "top_class_share": _UNIT,
+                   "entropy": {**_UNIT, "description": "of the predicted classes, / log K (1 = every class alike)"},
+                   "ua": _UNIT, "ua_chance": {**_UNIT, "description": "1 / the number of gold classes"},
+                   "gold_top_class_share": _UNIT},
+}
+
+_SUMMARY = {
+    "type": "object",
+    "description": "How far to trust the report (added within version 1: reports made before it lack it).",
+    "required": ["primary", "ser_health", "metrics", "warnings"],
+    "properties": {
+        "primary": {"allOf": [{"$ref": "#/$defs/metric"}, {
+            "type": "object", "required": ["metric", "label", "direction", "chance"],
+            "properties": {"metric": {"enum": list(METRICS)}, "label": {"type": "string"},
+                           "direction": {"type": "string"}, "chance": _NUMBER_OR_NULL}}],
+            "description": "the preservation metric a CI gate should use, with its chance level"},
+        "ser_health": {"type": "object", "additionalProperties": {
+            "type": ["object", "null"], "required": ["source", "target"],
+            "properties": {"source": _HEALTH, "target": _HEALTH}},
+            "description": "per SER reading (absolute, side; null where the job has none)"},
+        "metrics": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["direction", "chance"],
+            "properties": {"direction": {"type": "string"}, "chance": _NUMBER_OR_NULL}}},
+        "warnings": {"type": "array", "items": {
+            "type": "object", "required": ["code", "side", "message"],
+            "properties": {"code": {"type": "string"}, "side": {"enum": ["source", "target", None]},
+                           "message": {"type": "string", "minLength": 1}}}},
+    },
+}
+
 _V1 = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://emopres.dev/schema/report/1.json",
@@ -129,6 +162,7 @@ _V1 = {
                                               "additionalProperties": {"enum": ["group", "side"]},
                                               "description": "ser_head_side: what each side was z-scored over "
                                                              "(each group on its own, or the whole side)"}}}},
+        "summary": _SUMMARY,
         "corpus": {
             "type": "object",
             "required": ["n_pairs", *METRICS, "per_emotion", "ser", "bootstrap"],

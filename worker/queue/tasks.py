@@ -312,7 +312,8 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
         if job is None or job.status in FINISHED:
             return "skipped"
         if content is not None:
-            session.add(Report(job_id=job_id, content=content, headline=headline(report), created_at=finished))
+            session.add(Report(job_id=job_id, content=content, headline=headline(report),
+                               summary=report.get("summary"), created_at=finished))
         job.status, job.finished_at, job.error = status, finished, error
         session.commit()
     log.info("job %s %s (%d pairs, %d failed)", job_id, status, job.n_pairs, len({f["pair_id"] for f in failures}))

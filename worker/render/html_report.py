@@ -1,6 +1,7 @@
 """One self-contained HTML page of a report: what a person opens in a browser.
 
-Sections: job and headline metrics with 95% CIs, the plots (PNG data URIs), the per-emotion
+Sections: the summary (the primary metric with its CI and chance level, warnings, how well each side was read),
+every metric with its 95% CI, chance level and direction (folded), the job, the plots (PNG data URIs), the per-emotion
 table, the worst pairs (disagreeing first, then lowest similarity) with source/target audio
 players, failures, the signature and models. Everything that came from a user (pair ids,
 labels, job names, error messages, metadata) is HTML-escaped; the page loads nothing from
@@ -46,6 +47,7 @@ figure{margin:0}figure.wide{grid-column:1/-1}figure img{width:100%;height:auto;b
 tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
 audio{display:block;width:240px;height:32px;margin-top:.25rem}.meta td:first-child{font-weight:600}
 #models code{word-break:normal;white-space:nowrap}
+.primary{font-size:1.6rem;font-weight:700}details{margin:.5rem 0}summary{cursor:pointer;font-weight:600}
 """.strip()
 
 
@@ -114,7 +116,44 @@ def _grouped_rows(entries: dict, row, columns: int) -> list[str]:
     return rows
 
 
-def _metric_rows(corpus: dict) -> str:
+def _summary_section(summary: dict | None) -> str:
+    """The report's summary first: the primary metric with its CI and chance level, the warnings, and how well
+    the SER head read each side."""
+    if not summary:
+        return '<p class="muted">This report was made before reports carried a summary: read the table below.</p>'
+    primary = summary["primary"]
+    value, chance = finite_or_none(primary.get("value")), finite_or_none(primary.get("chance"))
+    low, high = finite_or_none(primary.get("ci_low")), finite_or_none(primary.get("ci_high"))
+    number = (f'<span class="primary">{value:.3f}</span>' if value is not None
+              else f'<span class="primary null">null</span> {_e(primary.get("reason"))}')
+    ci = f" 95% CI [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    lines = [f'<p id="primary"><strong>{_e(primary["label"])}</strong> (<code>{_e(primary["metric"])}</code>): '
+             f'{number}{_e(ci)}, n={_e(primary.get("n"))}. '
+             + (f"Chance level (sides read independently): {chance:.3f}. " if chance is not None else "")
+             + f'{_e(primary["direction"]).capitalize()}.</p>']
+    warnings = summary.get("warnings") or []
+    lines.append('<ul id="warnings">' + "".join(f'<li class="bad"><code>{_e(w["code"])}</code> {_e(w["message"])}'
+                                                 "</li>" for w in warnings) + "</ul>" if warnings
+                 else '<p id="warnings" class="good">No warnings: both sides were read well and there are enough '
+                      "pairs for the intervals.</p>")
+    rows = []
+    for reading, sides in (summary.get("ser_health") or {}).items():
+        for side, health in (sides or {}).items():
+            ua, ua_chance = finite_or_none(health.get("ua")), finite_or_none(health.get("ua_chance"))
+            rows.append(f"<tr><td>{_e(reading)}</td><td>{_e(side)}</td>"
+                        f'<td class="num">{_fmt(ua)}</td><td class="num">{_fmt(ua_chance)}</td>'
+                        f'<td>{_e(health.get("top_class"))} ({_fmt(health.get("top_class_share"), 2)})</td>'
+                        f'<td class="num">{_fmt(health.get("entropy"), 2)}</td></tr>')
+    if rows:
+        lines.append('<table id="ser-health"><thead><tr><th>SER reading</th><th>side</th><th>UA</th>'
+                     "<th>chance UA</th><th>most predicted (share)</th><th>entropy of predictions</th></tr></thead>"
+                     f'<tbody>{"".join(rows)}</tbody></table>')
+    return "".join(lines)
+
+
+def _metric_rows(corpus: dict, summary: dict | None = None) -> str:
+    described = (summary or {}).get("metrics") or {}
+
     def row(name: str, entry: dict) -> str:
         value = finite_or_none(entry.get("value"))
         low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
@@ -123,11 +162,13 @@ def _metric_rows(corpus: dict) -> str:
         value_cell = (f'<td class="num">{value:.3f}</td>' if value is not None
                       else '<td class="num null">null</td>')
         return (f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
-                f'<td class="num">{ci}</td><td class="num">{_e(entry.get("n"))}</td>'
+                f'<td class="num">{ci}</td><td class="num">{_fmt((described.get(name) or {}).get("chance"))}</td>'
+                f'<td class="muted">{_e(BY_NAME[name].direction)}</td><td class="num">{_e(entry.get("n"))}</td>'
                 f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
 
-    return ("<table id=\"metrics\"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>note</th>"
-            "</tr></thead><tbody>" + "".join(_grouped_rows(corpus, row, 5)) + "</tbody></table>")
+    return ("<table id=\"metrics\"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>chance</th>"
+            "<th>direction</th><th>n</th><th>note</th></tr></thead><tbody>"
+            + "".join(_grouped_rows(corpus, row, 7)) + "</tbody></table>")
 
 
 def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
@@ -306,8 +347,10 @@ def render_html(report: dict, *, title: str | None = None, plots: dict[str, byte
         ("schema version", report.get("schema_version"))))
     sections = [
         f"<h1>{_e(heading)}</h1>",
+        "<h2>Summary</h2>", _summary_section(report.get("summary")),
+        '<details id="all-metrics"><summary>Every metric (the paper\'s BAR, EPR and kappa among them), with its '
+        "95% CI, chance level and direction</summary>", _metric_rows(corpus, report.get("summary")), "</details>",
         f'<table class="meta" id="job">{meta_rows}</table>',
-        "<h2>Headline metrics</h2>", _metric_rows(corpus),
     ]
     if comparison is not None:
         sections += ["<h2>Comparison with the baseline</h2>", _comparison_section(comparison, baseline_label)]
