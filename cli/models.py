@@ -52,8 +52,10 @@ def run_check(args) -> int:
     entries = check_models(model_dir)
     if args.fast:
         _add_fast_choices(entries, model_dir, args.device)
+    passed = all(entry.get("present") for entry in entries) and lock_verified(entries)
+    head = _ser_head_entry(Path(model_dir))
     if args.json:
-        print(json.dumps(entries, indent=1))
+        print(json.dumps([*entries, head], indent=1))
     else:
         print(_bf16_line(args.device))
         for entry in entries:
@@ -67,10 +69,23 @@ def run_check(args) -> int:
                 print(f"{'':<28}fast mode: {entry['fast_mode']['text']}")
             if entry.get("hint") is not None:
                 print(f"{'':<28}hint: {entry['hint']}")
+        print(f"{'ser_head (optional)':<28}{head['status']:<9}{head['path']}")
+        print(f"{'':<28}{head['used']}")
         if not any(entry["lock"]["status"] in ("matches", "differs") for entry in entries):
             print(f"no {LOCK_NAME}: `emopres models lock {model_dir}` records which weights these are")
-    present = all(entry.get("present") for entry in entries)
-    return 0 if present and lock_verified(entries) else 1
+    return 0 if passed else 1
+
+
+def _ser_head_entry(model_dir: Path) -> dict:
+    """The optional trained SER head of the paper profile, and what reads SER without it."""
+    path = model_dir / "ser_head"
+    present = (path / "head.json").is_file()
+    used = ("SER is read by this head (a trained head wins over emotion2vec+'s own classifier)" if present else
+            "absent: SER is read by emotion2vec+'s built-in classifier (its 9 classes mapped to MELD-ST's 7); "
+            "train a head on your labelled speech with `emopres train-ser --features emotion2vec --out "
+            f"{path}`")
+    return {"name": "ser_head", "optional": True, "present": present, "status": "present" if present else "absent",
+            "path": str(path), "used": used}
 
 
 FAST_TAGS = {"emotion2vec_plus_large": "e2v", "valence_arousal": "va", "speaker_wavlm_ecapa": "spk", "xlsr_53": "xlsr"}

@@ -38,6 +38,8 @@ class ProfileEntry:
     head_features: str  # the feature set a SER head for this profile is trained on (prefix)
     default_head: Callable[[ProfileSpec], Path]
     default_side_head: Callable[[ProfileSpec], Path]  # the per-side head, used when that folder exists
+    # the head read when the default head's folder does not exist (None: that is an error)
+    builtin_head: Callable[[ProfileSpec], object] | None = None
 
 
 def model_dir_from_env(model_dir: str | None = None) -> str | None:
@@ -50,14 +52,23 @@ def _lite(spec: ProfileSpec) -> Profile:
     return LiteProfile()
 
 
-def _paper(spec: ProfileSpec) -> Profile:
+NO_MODEL_DIR = ("the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
+                "(docs/paper-models.md; `emopres models check`)")
+
+
+def _paper_model_dir(spec: ProfileSpec) -> Path:
     model_dir = model_dir_from_env(spec.model_dir)
     if not model_dir:
-        raise ProfileError("the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
-                           "(see `emopres models check`)")
+        raise ProfileError(NO_MODEL_DIR)
+    return Path(model_dir)
+
+
+def _paper(spec: ProfileSpec) -> Profile:
     from models.paper.profile import PaperProfile
 
-    return PaperProfile.from_model_dir(model_dir, device=spec.device, fast=spec.fast)
+    # emotion2vec alone gives SER and emo-sim; every other model's metrics are null with the reason
+    return PaperProfile.from_model_dir(_paper_model_dir(spec), device=spec.device, fast=spec.fast,
+                                       allow_missing=True)
 
 
 def _shipped_lite_head(spec: ProfileSpec) -> Path:
@@ -73,16 +84,24 @@ def _shipped_lite_side_head(spec: ProfileSpec) -> Path:
 
 
 def _paper_head(spec: ProfileSpec) -> Path:
-    return Path(model_dir_from_env(spec.model_dir) or ".") / "ser_head"
+    return _paper_model_dir(spec) / "ser_head"
 
 
 def _paper_side_head(spec: ProfileSpec) -> Path:
-    return Path(model_dir_from_env(spec.model_dir) or ".") / "ser_head_side"
+    return _paper_model_dir(spec) / "ser_head_side"
+
+
+def _builtin_paper_head(spec: ProfileSpec):
+    """emotion2vec+'s own classifier (models.ser.builtin), when the model folder has no trained head."""
+    from models.paper.profile import SLOT
+    from models.ser.builtin import emotion2vec_head
+
+    return emotion2vec_head(_paper_model_dir(spec) / SLOT["emotion2vec_plus_large"].entry)
 
 
 REGISTRY: dict[str, ProfileEntry] = {
     "lite": ProfileEntry(_lite, "egemaps", _shipped_lite_head, _shipped_lite_side_head),
-    "paper": ProfileEntry(_paper, "emotion2vec", _paper_head, _paper_side_head),
+    "paper": ProfileEntry(_paper, "emotion2vec", _paper_head, _paper_side_head, _builtin_paper_head),
 }
 assert tuple(REGISTRY) == PROFILES, "models.registry.REGISTRY must register exactly core.profiles.PROFILES"
 
@@ -107,6 +126,9 @@ def load_head(spec: ProfileSpec, head_path=None):
     from models.ser.head import HeadError, SerHead
 
     path = Path(head_path) if head_path else default_head_path(spec)
+    builtin = _entry(spec.name).builtin_head
+    if not head_path and builtin is not None and not path.exists():
+        return builtin(spec)
     try:
         head = SerHead.load(path)
     except HeadError as error:

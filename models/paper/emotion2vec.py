@@ -60,6 +60,17 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def read_config(path: Path) -> _E2VConfig:
+    return _E2VConfig(_read_yaml(path))
+
+
+def read_labels(path: Path) -> list[str]:
+    """The labels of the built-in classifier (tokens.txt), one per line; [] when the file is absent."""
+    if not path.is_file():
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def resolve_files(folder: str | Path) -> dict[str, Path]:
     """Locate config/model/tokens files of a funasr-format folder (honours configuration.json)."""
     folder = Path(folder)
@@ -117,10 +128,8 @@ class Emotion2Vec(PaperBackend):
                 "(expected the funasr files config.yaml, model.pt, tokens.txt)"
             )
         files = resolve_files(folder)
-        cfg = _E2VConfig(_read_yaml(files["config"]))
-        labels = []
-        if files["tokens"].is_file():
-            labels = [ln.strip() for ln in files["tokens"].read_text(encoding="utf-8").splitlines() if ln.strip()]
+        cfg = read_config(files["config"])
+        labels = read_labels(files["tokens"])
         ckpt = load_torch_file(files["model"])
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):

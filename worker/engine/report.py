@@ -77,13 +77,15 @@ def report_for_evaluator(evaluator, *, rows: list[dict], failures: list[dict], p
     rows, normalised_per, side_unavailable = add_side_reading(rows, side_head)
     models = {**profile.models_info(), "ser_head": head_info(evaluator.head)}
     side_part = f"ser_side:{side_head.sha256()[:12] if side_head is not None else 'none'}"
+    builtin = evaluator.head.metadata.get("builtin")  # which head read SER, when it is not a trained one
+    head_parts = [f"ser_head:{builtin}"] if builtin else []
     if side_head is not None:
         models["ser_head_side"] = {**head_info(side_head), "normalised_per": normalised_per}
     if "group" in normalised_per.values():  # per-group statistics change the side values: part of the signature
         side_part += "@" + ",".join(f"{side}={unit}" for side, unit in normalised_per.items())
     return build_report(
         job={**job, "pair_order": pair_order}, pairs=rows, failures=failures, classes=evaluator.head.classes,
-        profile_name=evaluator.spec.name, profile_parts=[side_part, *profile.signature_parts()],
+        profile_name=evaluator.spec.name, profile_parts=[*head_parts, side_part, *profile.signature_parts()],
         prosody=prosody_signature(), head_sha256=evaluator.head.sha256(), models=models,
         n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups,
         unavailable={**profile.unavailable(), **side_unavailable})
