@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     fetch.set_defaults(handler=run_fetch)
 
     verify = actions.add_parser("verify", help="run each present model through emopres and through its reference "
-                                               "implementation on a few utterances; exit 1 if any differs beyond its tolerance")
+                                               "implementation on a few utterances; exit 1 if any differs beyond "
+                                               "its tolerance")
     verify.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
     verify.add_argument("--audio", action="append", metavar="FILE",
                         help="an audio file to compare on (repeatable; default: synthetic speech-like signals of "
@@ -157,10 +158,10 @@ def run_verify(args) -> int:
         else:
             label = "ERROR" if row["status"] == "error" else "not checked"
             print(f"{row['name']:<28}{label}: {row['reason']}")
-    checked = [r for r in rows if r["status"] != "not checked"]
-    print(f"{'all checked models agree with their references' if passed else 'FAILED'}: "
-          f"{sum(r['status'] == 'passed' for r in rows)} passed, {len(checked) - sum(r['status'] == 'passed' for r in rows)} "
-          f"failed, {len(rows) - len(checked)} not checked")
+    counts = {status: sum(r["status"] == status for r in rows)
+              for status in ("passed", "failed", "error", "not checked")}
+    print(f"{'all checked models agree with their references' if passed else 'FAILED'}: {counts['passed']} passed, "
+          f"{counts['failed'] + counts['error']} failed, {counts['not checked']} not checked")
     return 0 if passed else 1
 
 

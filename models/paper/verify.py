@@ -66,7 +66,8 @@ def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def speechlike_waves(seconds: Sequence[float] = DEFAULT_SECONDS, seed: int = 0, sr: int = SAMPLE_RATE) -> list[np.ndarray]:
+def speechlike_waves(seconds: Sequence[float] = DEFAULT_SECONDS, seed: int = 0,
+                     sr: int = SAMPLE_RATE) -> list[np.ndarray]:
     """Deterministic speech-like signals: a tone with a wavering pitch, an amplitude envelope, some noise."""
     rng = np.random.default_rng(seed)
     out = []
@@ -155,7 +156,7 @@ def _check_valence_arousal(path: Path, waves, device: str) -> float:
         reference = EmotionModel.from_pretrained(str(path), local_files_only=True).eval()
         fex = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
     diffs = []
-    for i, (wave, r) in enumerate(zip(waves, ours)):
+    for i, (wave, r) in enumerate(zip(waves, ours, strict=True)):
         chunks, utterance, frames = card_valence_arousal(reference, fex, wave)
         if r.chunks.shape != chunks.shape or r.n_frames != frames:
             raise ValueError(f"utterance {i}: {r.chunks.shape} chunks of {r.n_frames} frames vs the card's "
@@ -179,7 +180,7 @@ def s3prl_wavlm(wavlm_state: dict) -> torch.nn.Module:
         "encoder_layers": hf.num_hidden_layers, "encoder_embed_dim": hf.hidden_size,
         "encoder_ffn_embed_dim": hf.intermediate_size, "encoder_attention_heads": hf.num_attention_heads,
         "activation_fn": "gelu", "layer_norm_first": hf.do_stable_layer_norm,
-        "conv_feature_layers": str(list(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride))),
+        "conv_feature_layers": str(list(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride, strict=True))),
         "conv_bias": hf.conv_bias, "normalize": hf.do_stable_layer_norm, "dropout": 0.0,
         "attention_dropout": 0.0, "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0,
         "dropout_features": 0.0, "conv_pos": hf.num_conv_pos_embeddings,
@@ -250,7 +251,7 @@ def reference_ecapa(ecapa, x: torch.Tensor) -> torch.Tensor:
 def reference_speaker_embedding(states: Sequence[torch.Tensor], feature_weight: torch.Tensor, ecapa) -> np.ndarray:
     """UniSpeech: softmax(feature_weight)-weighted sum of the (T, D) hidden states, + 1e-6, ECAPA-TDNN."""
     weights = torch.softmax(feature_weight.float(), dim=0)
-    feats = sum(w * h for w, h in zip(weights, states))
+    feats = sum(w * h for w, h in zip(weights, states, strict=True))
     return reference_ecapa(ecapa, feats.T[None] + 1e-6)[0].numpy()
 
 
@@ -266,7 +267,7 @@ def _check_speaker(path: Path, waves, device: str) -> float:
     ecapa.load_state_dict({k: head_state[k] for k in ecapa.state_dict()}, strict=True)
     ecapa.eval()
     return max(max_abs_diff(e, reference_speaker_embedding(s3prl_states(wavlm, w), ecapa.feature_weight, ecapa))
-               for w, e in zip(waves, ours))
+               for w, e in zip(waves, ours, strict=True))
 
 
 # ----------------------------------------------------------------------------- XLS-R and the AutoPCP comparator
@@ -289,7 +290,8 @@ def _check_xlsr(path: Path, waves, device: str, encoder=None) -> float:
     with quiet_transformers():
         full = Wav2Vec2Model.from_pretrained(str(path), local_files_only=True).eval()
         fex = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
-    return max(max_abs_diff(e, stopes_xlsr_embedding(full, fex, w, encoder.pick_layer)) for w, e in zip(waves, ours))
+    return max(max_abs_diff(e, stopes_xlsr_embedding(full, fex, w, encoder.pick_layer))
+               for w, e in zip(waves, ours, strict=True))
 
 
 def written_out_comparator(config: dict, state: dict, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
