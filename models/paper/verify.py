@@ -22,9 +22,11 @@ random checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -88,17 +90,19 @@ def speechlike_waves(seconds: Sequence[float] = DEFAULT_SECONDS, seed: int = 0,
 def funasr_features(folder: str | Path, waves: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """funasr's frame and utterance features, one utterance at a time. funasr configures the root logger,
     reseeds torch and sets the thread count: all undone afterwards."""
-    from funasr import AutoModel
+    with contextlib.redirect_stdout(sys.stderr):  # funasr prints notices on import: keep stdout (--json) clean
+        from funasr import AutoModel
 
     root = logging.getLogger()
     saved = root.level, list(root.handlers), torch.get_num_threads(), torch.random.get_rng_state()
     disabled = logging.root.manager.disable
     logging.disable(logging.WARNING)  # funasr logs every weight it loads at INFO
     try:
-        reference = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
-                              ncpu=torch.get_num_threads(), log_level="ERROR")
-        frames = reference.generate(list(waves), granularity="frame", extract_embedding=True)
-        utt = reference.generate(list(waves), granularity="utterance", extract_embedding=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            reference = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
+                                  ncpu=torch.get_num_threads(), log_level="ERROR")
+            frames = reference.generate(list(waves), granularity="frame", extract_embedding=True)
+            utt = reference.generate(list(waves), granularity="utterance", extract_embedding=True)
     finally:
         logging.disable(disabled)
         root.setLevel(saved[0])

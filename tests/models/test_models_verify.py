@@ -40,6 +40,7 @@ def expected_checked(names=ALL) -> list[str]:
 def test_tiny_checkpoints_agree_with_their_references(model_dir, capsys):
     code, out = run_cli(capsys, "--model-dir", str(model_dir))
     assert code == 0, out
+    assert out.splitlines()[0].startswith(ALL[0]), out  # stdout holds the table only (funasr's notices go to stderr)
     lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ALL}
     assert set(lines) == set(ALL)
     for name in expected_checked():
