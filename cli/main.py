@@ -14,7 +14,7 @@ __all__ = ["CommandError", "build_parser", "main"]
 COMMAND_GROUPS = (
     evaluate,          # evaluate, validate
     train,             # train-ser
-    models,            # models fetch, lock, check
+    models,            # models fetch, lock, check, verify
     service,           # serve, worker, db, tokens
     client_commands,   # submit, jobs (the light client's commands)
     datasets,          # datasets meld-st, reproduce meld-st

@@ -1,5 +1,6 @@
-"""`emopres models check | fetch | lock`: the paper-profile model folder: what is there, downloading it
-(on a machine with internet, never at run time), and the lock file that says which weights exactly."""
+"""`emopres models check | fetch | lock | verify`: the paper-profile model folder: what is there, downloading it
+(on a machine with internet, never at run time), the lock file that says which weights exactly, and each
+model's outputs checked against its reference implementation."""
 from __future__ import annotations
 
 import json
@@ -32,6 +33,17 @@ def register(subparsers) -> None:
     fetch.add_argument("--revision", help="branch, tag or commit (one model only; default: the hub's default branch)")
     fetch.add_argument("--endpoint", help="hub address (default: $HF_ENDPOINT / the client's own)")
     fetch.set_defaults(handler=run_fetch)
+
+    verify = actions.add_parser("verify", help="run each present model through emopres and through its reference "
+                                               "implementation on a few utterances; exit 1 if any differs beyond "
+                                               "its tolerance")
+    verify.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
+    verify.add_argument("--audio", action="append", metavar="FILE",
+                        help="an audio file to compare on (repeatable; default: synthetic speech-like signals of "
+                             "0.3-2 s); the first 30 s of each are used")
+    verify.add_argument("--device", default="cpu", help="device for emopres' path (default: %(default)s)")
+    verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    verify.set_defaults(handler=run_verify)
 
     lock = actions.add_parser("lock", help="write the lock file (every file's sha256) for a folder filled by hand")
     lock.add_argument("model_dir", metavar="DIR")
@@ -127,6 +139,45 @@ def _lock_line(lock: dict) -> str:
     if lock.get("error"):
         text += f": {lock['error']}"
     return text
+
+
+VERIFY_MAX_SECONDS = 30.0
+
+
+def run_verify(args) -> int:
+    from core.audio import AudioError, load_audio_file
+    from models.paper.verify import verify_models, verify_passed
+
+    model_dir = model_dir_from_env(args.model_dir)
+    if not model_dir:
+        raise CommandError("no model directory: set EMOPRES_MODEL_DIR or pass --model-dir")
+    if not Path(model_dir).is_dir():
+        raise CommandError(f"model directory {model_dir} does not exist")
+    waves = None
+    if args.audio:
+        try:
+            waves = [load_audio_file(path, max_seconds=VERIFY_MAX_SECONDS)[0] for path in args.audio]
+        except AudioError as error:
+            raise CommandError(str(error)) from None
+    rows = verify_models(model_dir, waves, device=args.device,
+                         log=None if args.json else lambda message: print(message, file=sys.stderr, flush=True))
+    passed = verify_passed(rows)
+    if args.json:
+        print(json.dumps({"passed": passed, "models": rows}, indent=1))
+        return 0 if passed else 1
+    for row in rows:
+        if row["max_abs_diff"] is not None:
+            within = "<=" if row["status"] == "passed" else ">"
+            print(f"{row['name']:<28}{row['status'].upper():<8}max |ours - reference| {row['max_abs_diff']:.2e} "
+                  f"{within} tolerance {row['tolerance']:.0e}  ({row['reference']})")
+        else:
+            label = "ERROR" if row["status"] == "error" else "not checked"
+            print(f"{row['name']:<28}{label}: {row['reason']}")
+    counts = {status: sum(r["status"] == status for r in rows)
+              for status in ("passed", "failed", "error", "not checked")}
+    print(f"{'all checked models agree with their references' if passed else 'FAILED'}: {counts['passed']} passed, "
+          f"{counts['failed'] + counts['error']} failed, {counts['not checked']} not checked")
+    return 0 if passed else 1
 
 
 def run_fetch(args) -> int:

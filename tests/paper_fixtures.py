@@ -137,18 +137,11 @@ def build_emotion2vec(folder: str | Path, config: dict | None = None, seed: int 
 
 
 def random_waves(seconds: list[float], seed: int = 0, sr: int = 16000) -> list[np.ndarray]:
-    """Speech-like test signals: noise through a moving resonance with an amplitude envelope."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for s in seconds:
-        n = int(round(s * sr))
-        t = np.arange(n) / sr
-        f0 = rng.uniform(90, 250)
-        tone = np.sin(2 * np.pi * f0 * t * (1 + 0.1 * np.sin(2 * np.pi * 0.7 * t)))
-        env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6))
-        x = 0.3 * tone * env + 0.05 * rng.standard_normal(n)
-        out.append(x.astype(np.float32))
-    return out
+    """Speech-like test signals: noise through a moving resonance with an amplitude envelope (the
+    signals ``emopres models verify`` runs on, ``models.paper.verify.speechlike_waves``)."""
+    from models.paper.verify import speechlike_waves
+
+    return speechlike_waves(seconds, seed=seed, sr=sr)
 
 
 # ----------------------------------------------------------------------------- valence-arousal

@@ -8,7 +8,6 @@ published recipe on single utterances; shapes, metadata, error messages; PaperPr
 from __future__ import annotations
 
 import hashlib
-import logging
 import shutil
 import warnings
 
@@ -19,6 +18,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("funasr")
 
+from models.paper import verify  # noqa: E402
 from models.runtime.batching import plan_batches  # noqa: E402
 from tests import paper_fixtures as fx  # noqa: E402
 
@@ -47,8 +47,7 @@ def batch_on_cpu(monkeypatch):
     monkeypatch.setitem(batching.DEFAULT_BATCH_SECONDS, "cpu", 40.0)
 
 
-def max_diff(a, b) -> float:
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+max_diff = verify.max_abs_diff
 
 
 # ----------------------------------------------------------------------------- batching
@@ -152,29 +151,16 @@ def test_checkpoints_with_python_objects_need_explicit_trust(tmp_path, monkeypat
 
 @pytest.mark.parametrize("per_layer_alibi", [False, True])
 def test_emotion2vec_equals_funasr_generate(tmp_path, waves, per_layer_alibi):
-    from funasr import AutoModel
-
     from models.paper.emotion2vec import Emotion2Vec
 
     folder = fx.build_emotion2vec(tmp_path / "e2v", fx.emotion2vec_config(alibi_per_layer=per_layer_alibi))
     ours = Emotion2Vec.from_pretrained(folder)
     frames, utt = ours.features(waves)
-    root = logging.getLogger()
-    saved = root.level, list(root.handlers), torch.get_num_threads(), torch.random.get_rng_state()
-    try:  # funasr configures the root logger, reseeds torch and sets the thread count: undo it after
-        reference = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
-                              ncpu=torch.get_num_threads(), log_level="ERROR")
-        ref_frames = reference.generate(waves, granularity="frame", extract_embedding=True)
-        ref_utt = reference.generate(waves, granularity="utterance", extract_embedding=True)
-    finally:
-        root.setLevel(saved[0])
-        root.handlers[:] = saved[1]
-        torch.set_num_threads(saved[2])
-        torch.random.set_rng_state(saved[3])
+    ref_frames, ref_utt = verify.funasr_features(folder, waves)
     for i in range(len(waves)):
-        assert frames[i].shape == ref_frames[i]["feats"].shape
-        assert max_diff(frames[i], ref_frames[i]["feats"]) <= TOL
-        assert max_diff(utt[i], ref_utt[i]["feats"]) <= TOL
+        assert frames[i].shape == ref_frames[i].shape
+        assert max_diff(frames[i], ref_frames[i]) <= TOL
+        assert max_diff(utt[i], ref_utt[i]) <= TOL
 
 
 def test_emotion2vec_batched_equals_one_at_a_time(model_dir, waves):
@@ -244,16 +230,7 @@ def test_valence_arousal_matches_card_recipe_and_batches_exactly(model_dir, wave
         single = va.analyse([w])[0]
         assert max_diff(r.chunks, single.chunks) <= TOL and max_diff(r.utterance, single.utterance) <= TOL
         # EmoCtrlTTS-Eval recipe, one utterance, no padding, no mask
-        x = torch.from_numpy(fex(w, sampling_rate=16000)["input_values"][0]).reshape(1, -1)
-        with torch.no_grad():
-            hidden = va.model.wav2vec2(x)[0][0]
-            t = hidden.shape[0]
-            if t >= CHUNK_WINDOW:
-                chunks = [hidden[s : s + CHUNK_WINDOW].mean(0) for s in range(0, (t - CHUNK_WINDOW) // CHUNK_HOP * CHUNK_HOP + 1, CHUNK_HOP)]
-            else:
-                chunks = [hidden.mean(0)]
-            ref = va.model.classifier(torch.stack(chunks)).numpy()[:, [0, 2]] - 0.5
-            ref_utt = va.model(x)[1][0].numpy()
+        ref, ref_utt, t = verify.card_valence_arousal(va.model, fex, w)
         assert r.n_frames == t and r.short == (t < CHUNK_WINDOW)
         assert r.chunks.shape == (max(1, (t - CHUNK_WINDOW) // CHUNK_HOP + 1) if t >= CHUNK_WINDOW else 1, 2)
         assert max_diff(r.chunks, ref) <= TOL
@@ -262,38 +239,6 @@ def test_valence_arousal_matches_card_recipe_and_batches_exactly(model_dir, wave
 
 
 # ----------------------------------------------------------------------------- speaker
-
-
-def _reference_ecapa(ecapa, x):
-    """UniSpeech ECAPA-TDNN forward, written out plainly (no masking) for one utterance."""
-    import torch.nn.functional as F
-
-    x = torch.nn.InstanceNorm1d(x.shape[1])(x)
-
-    def block(layer, h):
-        res = h
-        h = layer.Conv1dReluBn1(h)
-        r2 = layer.Res2Conv1dReluBn
-        parts, out, sp = torch.split(h, r2.width, 1), [], None
-        for i in range(r2.nums):
-            sp = parts[i] if i == 0 else sp + parts[i]
-            sp = r2.bns[i](F.relu(r2.convs[i](sp)))
-            out.append(sp)
-        out.append(parts[r2.nums])
-        h = layer.Conv1dReluBn2(torch.cat(out, 1))
-        se = layer.SE_Connect
-        gate = torch.sigmoid(se.linear2(F.relu(se.linear1(h.mean(2)))))
-        return h * gate[:, :, None] + res
-
-    o1 = ecapa.layer1(x)
-    o2 = block(ecapa.layer2, o1)
-    o3 = block(ecapa.layer3, o2)
-    o4 = block(ecapa.layer4, o3)
-    out = F.relu(ecapa.conv(torch.cat([o2, o3, o4], 1)))
-    alpha = torch.softmax(ecapa.pooling.linear2(torch.tanh(ecapa.pooling.linear1(out))), dim=2)
-    mean = (alpha * out).sum(2)
-    std = torch.sqrt(((alpha * out**2).sum(2) - mean**2).clamp(min=1e-9))
-    return ecapa.linear(ecapa.bn(torch.cat([mean, std], 1)))
 
 
 def test_speaker_checkpoint_mapping_round_trips():
@@ -328,7 +273,6 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
     assert enc.normalize and enc.exact_batching
     emb = enc.embeddings(waves)
     assert emb.shape == (len(waves), 16) and emb.dtype == np.float32
-    weights = torch.softmax(enc.ecapa.feature_weight, 0)
     for w, e in zip(waves, emb):
         assert max_diff(e, enc.embeddings([w])[0]) <= TOL
         # reference: s3prl hidden states (input of every layer + final output), weighted, ECAPA
@@ -339,8 +283,8 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
             last = enc.wavlm(x)[0]
             for h in hooks:
                 h.remove()
-            feats = sum(wt * h for wt, h in zip(weights, states + [last]))
-            ref = _reference_ecapa(enc.ecapa, feats.transpose(1, 2) + 1e-6)[0].numpy()
+            ref = verify.reference_speaker_embedding([h[0] for h in states + [last]], enc.ecapa.feature_weight,
+                                                     enc.ecapa)
         assert max_diff(e, ref) <= TOL
     assert enc.info()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -386,16 +330,12 @@ def test_xlsr_layer9_masked_mean_batched_exact(model_dir, waves):
     for w, e in zip(waves, emb):
         assert max_diff(e, enc.embeddings([w])[0]) <= TOL
         # stopes encode_audios on a batch of one (no padding): hidden_states[9].mean over frames
-        inputs = fex([w], sampling_rate=16000, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            ref = full(**inputs, output_hidden_states=True).hidden_states[9][0].mean(0).numpy()
+        ref = verify.stopes_xlsr_embedding(full, fex, w, 9)
         assert max_diff(e, ref) <= TOL
     assert emb.shape == (len(waves), 32)
 
 
 def test_autopcp_comparator_reads_stopes_files_and_is_symmetric(model_dir):
-    import torch.nn.functional as F
-
     from models.paper.autopcp import AutoPCP, find_comparator_files
 
     pcp = AutoPCP.from_pretrained(model_dir / "wav2vec2-large-xlsr-53", model_dir / "AutoPCP-multilingual-v2")
@@ -406,14 +346,8 @@ def test_autopcp_comparator_reads_stopes_files_and_is_symmetric(model_dir):
     got = pcp.scores(s, t)
     assert np.allclose(got, pcp.scores(t, s))
 
-    def mlp(a, b):  # the stopes layout by hand: mlp.1, mlp.4 (Tanh), mlp.7; dropouts at 0, 3, 6
-        a, b = F.normalize(torch.from_numpy(a)), F.normalize(torch.from_numpy(b))
-        h = torch.cat([a, b, a * b, (b - a).abs()], -1)
-        h = torch.tanh(h @ state["mlp.1.weight"].T + state["mlp.1.bias"])
-        h = torch.tanh(h @ state["mlp.4.weight"].T + state["mlp.4.bias"])
-        return (h @ state["mlp.7.weight"].T + state["mlp.7.bias"])[:, 0].numpy()
-
-    assert max_diff(got, (mlp(s, t) + mlp(t, s)) / 2) <= 1e-5
+    config = torch.load(cfg_path, weights_only=True)  # the stopes layout: mlp.1, mlp.4 (Tanh), mlp.7
+    assert max_diff(got, verify.written_out_comparator(config, state, s, t)) <= 1e-5
     assert pcp.comparator_info()["sha256"] == hashlib.sha256(pt_path.read_bytes()).hexdigest()
 
 

@@ -5,6 +5,7 @@ code that UniSpeech's speaker-verification recipe and stopes' VSim run) with tin
 saved as UniSpeech's ``wavlm_large_finetune.pth`` is laid out (``{"model": {"feature_extract.model.*":
 WavLM, "feature_weight": ..., ECAPA-TDNN ...}}``). emopres converts it into transformers' WavLM
 (models/paper/speaker.py); every hidden state it yields must equal s3prl's within 1e-4, frame by frame.
+s3prl's side (``models.paper.verify.s3prl_states``) is the one ``emopres models verify`` runs on real weights.
 
 s3prl is installed without its dependencies (``pip install --no-deps s3prl==0.4.18``): it
 requires torchaudio, whose PyPI build here is the CUDA one and does not load on this CPU-only
@@ -12,7 +13,6 @@ torch; its WavLM module needs only torch and numpy.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,6 +20,7 @@ pytest.importorskip("transformers")
 wavlm_module = pytest.importorskip("s3prl.upstream.wavlm.WavLM",
                                    reason="s3prl not installed (pip install --no-deps s3prl==0.4.18)")
 
+from models.paper import verify  # noqa: E402
 from tests import paper_fixtures as fx  # noqa: E402
 
 TOL = 1e-4
@@ -60,19 +61,6 @@ def checkpoint(tmp_path_factory):
     return model, path
 
 
-def s3prl_states(model, wave: np.ndarray) -> list[torch.Tensor]:
-    """s3prl's hidden states for one utterance: the input of every transformer layer, then the
-    encoder's final (layer-normed) output, each (T, D); the waveform layer-normalised as WavLM-Large's
-    ``normalize`` asks."""
-    wav = torch.from_numpy(wave)[None]
-    wav = torch.nn.functional.layer_norm(wav, wav.shape)
-    with torch.no_grad():
-        (_, layer_results), _ = model.extract_features(wav, output_layer=LAYERS, ret_layer_results=True)
-        final, _ = model.extract_features(wav)
-    inputs = [x.transpose(0, 1)[0] for x, _ in layer_results[:LAYERS]]
-    return inputs + [final[0]]
-
-
 def test_converted_wavlm_equals_s3prl_frame_by_frame(checkpoint):
     from models.paper.speaker import SpeakerEncoder
 
@@ -82,7 +70,7 @@ def test_converted_wavlm_equals_s3prl_frame_by_frame(checkpoint):
     waves = fx.random_waves([0.5, 1.3, 2.2], seed=11)
     compared = 0
     for wave in waves:
-        reference = s3prl_states(model, wave)
+        reference = verify.s3prl_states(model, wave)
         wav = torch.from_numpy(wave)[None]
         wav = torch.nn.functional.layer_norm(wav, wav.shape)
         with torch.no_grad():
@@ -108,7 +96,7 @@ def test_speaker_features_equal_s3prl_weighted_states(checkpoint):
     encoder = SpeakerEncoder.from_pretrained(path)
     weights = torch.softmax(encoder.ecapa.feature_weight.float(), dim=0)
     for wave in fx.random_waves([0.8, 1.7], seed=12):
-        reference = sum(w * h for w, h in zip(weights, s3prl_states(model, wave)))
+        reference = sum(w * h for w, h in zip(weights, verify.s3prl_states(model, wave)))
         wav = torch.nn.functional.layer_norm(torch.from_numpy(wave)[None], (len(wave),))
         with torch.no_grad():
             ours = encoder._weighted_states(wav, torch.ones_like(wav, dtype=torch.long))
