@@ -73,6 +73,11 @@ class Settings(BaseSettings):
                                                                   "check for this long; one check runs at a time")
     readiness_timeout_seconds: float = Field(3.0, gt=0, description="a /readyz request waits this long for the "
                                                                    "running check, then answers 503")
+    report_audio_clip_bytes: int = Field(2 * MiB, gt=0, description="report.html: one worst pair's audio file is "
+                                         "embedded only up to this size; a larger one is not read (its size "
+                                         "is), the page says why")
+    report_audio_page_bytes: int = Field(32 * MiB, gt=0, description="report.html: all embedded audio of one page; "
+                                         "clips past it are left out with a note")
     keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
     submit_concurrency: int | None = Field(None, ge=1, description="uploads validated and stored at once per API "
                                                                 "process; more wait their turn. Default: 4 on SQLite "
