@@ -12,14 +12,24 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.plumbing.errors import APIError, error_body
+from app.plumbing.errors import APIError, error_body, storage_full
 
 log = logging.getLogger("emopres.api")
 
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-              422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "service_unavailable"}
+              422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "service_unavailable",
+              507: "insufficient_storage"}
+STORAGE_RETRY_AFTER = "60"
+
+
+def insufficient_storage(request: Request, error: BaseException) -> JSONResponse:
+    """507: the data directory (or the database's disk) is full. Nothing half-written is kept: blob files are
+    written to a temporary name and renamed, and the job's transaction is rolled back."""
+    log.error("storage full (%s %s): %s", request.method, request.url.path, error)
+    return JSONResponse(error_body("insufficient_storage", "the service is out of storage space; nothing was "
+                                   "stored: retry later"), status_code=507, headers={"Retry-After": STORAGE_RETRY_AFTER})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -56,12 +66,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, error: OperationalError):
+        if storage_full(error):
+            return insufficient_storage(request, error)
         log.error("database unavailable: %s", str(error).splitlines()[0])
         return JSONResponse(error_body("service_unavailable", "the database is unavailable; retry shortly"),
                             status_code=503, headers={"Retry-After": "5"})
 
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, error: OSError):
+        if storage_full(error):
+            return insufficient_storage(request, error)
+        return await internal_error(request, error)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception):
+        if storage_full(error):
+            return insufficient_storage(request, error)
         request_id = request.scope.get("state", {}).get("request_id")
         log.exception("internal error (request_id=%s)", request_id)
         return JSONResponse(error_body("internal_error", "internal error", {"request_id": request_id}),
