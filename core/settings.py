@@ -69,6 +69,11 @@ class Settings(BaseSettings):
                                                                   "this")
     body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that stalls this long ends its "
                                                                 "connection")
+    body_deadline_seconds: float = Field(900.0, gt=0, description="a request body must arrive whole within this "
+                                         "(however steadily it trickles): 408 and the connection closed after it "
+                                         "(900 s: a 1 GiB upload needs at least 1.2 MB/s)")
+    probe_connections: int = Field(8, ge=0, description="connections beyond max_connections kept for /healthz and "
+                                                        "/readyz: probes answer while uploads fill the limit")
     readiness_cache_seconds: float = Field(2.0, ge=0, description="GET /readyz (no token) answers from the last "
                                                                   "check for this long; one check runs at a time")
     readiness_timeout_seconds: float = Field(3.0, gt=0, description="a /readyz request waits this long for the "
