@@ -74,6 +74,10 @@ class Settings(BaseSettings):
                                          "(900 s: a 1 GiB upload needs at least 1.2 MB/s)")
     probe_connections: int = Field(8, ge=0, description="connections beyond max_connections kept for /healthz and "
                                                         "/readyz: probes answer while uploads fill the limit")
+    heavy_reads_per_token: int = Field(2, ge=1, description="CPU-heavy reads (compare, report.html, pairs.csv) one "
+                                       "token may run at once per API process; one more is a 429 with Retry-After")
+    heavy_reads_total: int = Field(8, ge=1, description="CPU-heavy reads running at once per API process, all tokens; "
+                                   "one more is a 503 with Retry-After (cheap routes stay fast)")
     readiness_cache_seconds: float = Field(2.0, ge=0, description="GET /readyz (no token) answers from the last "
                                                                   "check for this long; one check runs at a time")
     readiness_timeout_seconds: float = Field(3.0, gt=0, description="a /readyz request waits this long for the "

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from app import jobs as crud
 from app.plumbing.deps import ERRORS, IdempotencyKey, PrincipalDep, ServicesDep, SessionDep
+from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
 from app.submission.intake import check_field
 from app.schemas import JOB_FORM_SCHEMA, PAIR_FORM_SCHEMA, JobCreated, JobDetail, JobList
 from app.submission.uploads import created_response, read_form, submit_form, submit_pair
@@ -75,8 +76,9 @@ def get_report(job_id: str, principal: PrincipalDep, session: SessionDep):
     return Response(crud.report_text(session, principal.project, job_id), media_type="application/json")
 
 
-@router.get("/v1/jobs/{job_id}/pairs.csv", responses={200: {"content": {"text/csv": {}}}, **ERRORS})
-def get_pairs_csv(job_id: str, principal: PrincipalDep, session: SessionDep):
+@router.get("/v1/jobs/{job_id}/pairs.csv", responses={200: {"content": {"text/csv": {}}}, **ERRORS,
+                                                     **HEAVY_READ_ERRORS})
+def get_pairs_csv(job_id: str, principal: PrincipalDep, session: SessionDep, _heavy: HeavyReadDep):
     return Response(crud.pairs_csv(session, principal.project, job_id), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{job_id}-pairs.csv"'})
 

@@ -29,6 +29,7 @@ from app import jobs as crud
 from core.db import Blob, Pair
 from app.plumbing.errors import APIError, NotFound
 from app.plumbing.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
+from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
 
 router = APIRouter(tags=["reports"])
 
@@ -188,9 +189,10 @@ def _audio_resolver(services, session: Session, job_id: str, max_clip_bytes: int
     return resolve
 
 
-@router.get("/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS})
+@router.get("/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS,
+                                                       **HEAVY_READ_ERRORS})
 def get_report_html(job_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
-                    services: ServicesDep,
+                    services: ServicesDep, _heavy: HeavyReadDep,
                     worst: Annotated[int, Query(ge=0, le=100, description="worst pairs listed")] = 10,
                     audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
                     baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None):
@@ -241,8 +243,9 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
 MAX_COMPARE_BOOTSTRAP = 2_000  # resamples run in the request: 20,000 took 12.5 s of a worker thread (issue 16)
 
 
-@router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses=ERRORS)
+@router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses={**ERRORS, **HEAVY_READ_ERRORS})
 def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
+                 _heavy: HeavyReadDep,
                  bootstrap: Annotated[int | None, Query(ge=1, le=MAX_COMPARE_BOOTSTRAP,
                                                         description="resamples (default: the job's)")] = None,
                  seed: Annotated[int | None, Query(ge=0, le=2**32 - 1,
