@@ -32,6 +32,25 @@ def insufficient_storage(request: Request, error: BaseException) -> JSONResponse
                                    "stored: retry later"), status_code=507, headers={"Retry-After": STORAGE_RETRY_AFTER})
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route of this path answers (GET and DELETE for /v1/jobs/{id})."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+
+    def visit(routes) -> None:
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.165 wraps an included router
+            if included is not None:
+                visit(included.routes)
+                continue
+            if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+                methods.update(route.methods)
+
+    visit(request.app.routes)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
@@ -43,8 +62,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
         if error.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return JSONResponse(error_body(code, message), status_code=error.status_code,
-                            headers=getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:  # Starlette's Allow names the first matching route's methods only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(error_body(code, message), status_code=error.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
