@@ -49,7 +49,8 @@ def service(request, tmp_path, random_lite_head):
 def _stored(services) -> tuple[int, int, int, list]:
     with services.sessions() as session:
         counts = tuple(session.scalar(select(func.count()).select_from(table)) for table in (Job, Pair, Blob))
-    files = [p for p in services.blobs.files.root.rglob("*") if p.is_file()] if services.blobs.files.root.exists() else []
+    root = services.blobs.files.root
+    files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     return (*counts, files)
 
 
@@ -80,8 +81,9 @@ def test_a_feature_cache_that_cannot_be_written_is_a_miss(write_wav, tmp_path, r
         write_wav(f"{name}.wav", seconds=1.2, seed=ord(name))
     monkeypatch.setattr(core.feature_cache.np, "savez", _disk_full)
     pairs = [PairSpec("p1", "a.wav", "b.wav"), PairSpec("p2", "b.wav", "c.wav")]
+    head = SerHead.load(random_lite_head)
     with caplog.at_level(logging.WARNING), \
-            Evaluator(ProfileSpec(), SerHead.load(random_lite_head), n_jobs=1, cache_dir=tmp_path / "cache") as evaluator:
+            Evaluator(ProfileSpec(), head, n_jobs=1, cache_dir=tmp_path / "cache") as evaluator:
         rows, failures = evaluator.evaluate_pairs(pairs, lambda name: str(tmp_path / name))
     assert failures == [] and [r["pair_id"] for r in rows] == ["p1", "p2"]
     assert "feature cache" in caplog.text

@@ -14,8 +14,7 @@ from sqlalchemy import update
 from app.main import create_app
 from core.db import Blob
 from core.settings import Settings
-from tests.service_support import (drop_postgres_schema, new_postgres_schema, upload_fields, wait_job,
-                                   write_dataset)
+from tests.service_support import drop_postgres_schema, new_postgres_schema, upload_fields, wait_job, write_dataset
 
 MiB = 1024 * 1024
 BIG = 99 * MiB

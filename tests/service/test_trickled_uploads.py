@@ -56,7 +56,7 @@ def trickle(port: int, outcome: dict, stop: threading.Event) -> None:
             try:
                 sock.sendall(b"a")
                 answer = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 outcome["cut"] = "reset"
