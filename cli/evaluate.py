@@ -103,11 +103,11 @@ def run_evaluate(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     if args.plots or args.html:
-        from worker.render.html_report import write_outputs
+        from worker.render.html_report import MiB, audio_from_file, write_outputs
 
         files = {p.pair_id: {"source": root / p.source, "target": root / p.target} for p in pairs}
-        write_outputs(report, plots_dir=args.plots, html_file=args.html,
-                      audio=lambda pair_id, side: files[pair_id][side].read_bytes())
+        write_outputs(report, plots_dir=args.plots, html_file=args.html,  # the page's default cap: 2 MiB a clip
+                      audio=lambda pair_id, side: audio_from_file(files[pair_id][side], 2 * MiB))
     print(format_summary(report))
     if report["failures"]:
         print(f"\n{report['job']['n_failed']} pair(s) failed; see 'failures' in the report", file=sys.stderr)

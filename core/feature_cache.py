@@ -6,12 +6,15 @@ several worker processes can share one directory.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from typing import Any
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger("emopres.worker")
 
 
 def default_cache_dir() -> Path:
@@ -24,7 +27,10 @@ def default_cache_dir() -> Path:
 class FeatureCache:
     def __init__(self, directory) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # every entry is a miss (put logs why)
+            log.warning("feature cache: cannot create %s: %s", self.directory, error)
 
     @staticmethod
     def key(audio_sha256: str, feature_signature: str) -> str:
@@ -42,14 +48,23 @@ class FeatureCache:
             return None
 
     def put(self, key: str, features: dict[str, np.ndarray]) -> None:
+        """Store an entry; a write that fails (a full disk, a read-only or vanished folder: any OSError) is logged
+        and forgotten: the entry is a miss next time, the evaluation goes on."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except OSError as error:
+            log.warning("feature cache: cannot write %s: %s", path, error)
+            return
         try:
             with os.fdopen(handle, "wb") as stream:
                 arrays: dict[str, Any] = {k: np.asarray(v) for k, v in features.items()}
                 np.savez(stream, **arrays)
             os.replace(temporary, path)
+        except OSError as error:
+            Path(temporary).unlink(missing_ok=True)
+            log.warning("feature cache: cannot write %s: %s", path, error)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

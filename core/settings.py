@@ -69,10 +69,24 @@ class Settings(BaseSettings):
                                                                   "this")
     body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that stalls this long ends its "
                                                                 "connection")
+    body_deadline_seconds: float = Field(900.0, gt=0, description="a request body must arrive whole within this "
+                                         "(however steadily it trickles): 408 and the connection closed after it "
+                                         "(900 s: a 1 GiB upload needs at least 1.2 MB/s)")
+    probe_connections: int = Field(8, ge=0, description="connections beyond max_connections kept for /healthz and "
+                                                        "/readyz: probes answer while uploads fill the limit")
+    heavy_reads_per_token: int = Field(2, ge=1, description="CPU-heavy reads (compare, report.html, pairs.csv) one "
+                                       "token may run at once per API process; one more is a 429 with Retry-After")
+    heavy_reads_total: int = Field(8, ge=1, description="CPU-heavy reads running at once per API process, all tokens; "
+                                   "one more is a 503 with Retry-After (cheap routes stay fast)")
     readiness_cache_seconds: float = Field(2.0, ge=0, description="GET /readyz (no token) answers from the last "
                                                                   "check for this long; one check runs at a time")
     readiness_timeout_seconds: float = Field(3.0, gt=0, description="a /readyz request waits this long for the "
                                                                    "running check, then answers 503")
+    report_audio_clip_bytes: int = Field(2 * MiB, gt=0, description="report.html: one worst pair's audio file is "
+                                         "embedded only up to this size; a larger one is not read (its size "
+                                         "is), the page says why")
+    report_audio_page_bytes: int = Field(32 * MiB, gt=0, description="report.html: all embedded audio of one page; "
+                                         "clips past it are left out with a note")
     keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
     submit_concurrency: int | None = Field(None, ge=1, description="uploads validated and stored at once per API "
                                                                 "process; more wait their turn. Default: 4 on SQLite "

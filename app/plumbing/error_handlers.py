@@ -12,14 +12,43 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.plumbing.errors import APIError, error_body
+from app.plumbing.errors import APIError, error_body, storage_full
 
 log = logging.getLogger("emopres.api")
 
 
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-              422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "service_unavailable"}
+              422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "service_unavailable",
+              507: "insufficient_storage"}
+STORAGE_RETRY_AFTER = "60"
+
+
+def insufficient_storage(request: Request, error: BaseException) -> JSONResponse:
+    """507: the data directory (or the database's disk) is full. Nothing half-written is kept: blob files are
+    written to a temporary name and renamed, and the job's transaction is rolled back."""
+    log.error("storage full (%s %s): %s", request.method, request.url.path, error)
+    return JSONResponse(error_body("insufficient_storage", "the service is out of storage space; nothing was "
+                                   "stored: retry later"), status_code=507, headers={"Retry-After": STORAGE_RETRY_AFTER})
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method a route of this path answers (GET and DELETE for /v1/jobs/{id})."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+
+    def visit(routes) -> None:
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.165 wraps an included router
+            if included is not None:
+                visit(included.routes)
+                continue
+            if getattr(route, "methods", None) and route.matches(request.scope)[0] is not Match.NONE:
+                methods.update(route.methods)
+
+    visit(request.app.routes)
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -33,8 +62,10 @@ def install_error_handlers(app: FastAPI) -> None:
         message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
         if error.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return JSONResponse(error_body(code, message), status_code=error.status_code,
-                            headers=getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:  # Starlette's Allow names the first matching route's methods only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(error_body(code, message), status_code=error.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
@@ -56,12 +87,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, error: OperationalError):
+        if storage_full(error):
+            return insufficient_storage(request, error)
         log.error("database unavailable: %s", str(error).splitlines()[0])
         return JSONResponse(error_body("service_unavailable", "the database is unavailable; retry shortly"),
                             status_code=503, headers={"Retry-After": "5"})
 
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, error: OSError):
+        if storage_full(error):
+            return insufficient_storage(request, error)
+        return await internal_error(request, error)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception):
+        if storage_full(error):
+            return insufficient_storage(request, error)
         request_id = request.scope.get("state", {}).get("request_id")
         log.exception("internal error (request_id=%s)", request_id)
         return JSONResponse(error_body("internal_error", "internal error", {"request_id": request_id}),

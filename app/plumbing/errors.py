@@ -1,6 +1,10 @@
 """The one error shape of every 4xx/5xx: {"error": {"code", "message", "details"}}."""
 from __future__ import annotations
 
+import errno
+
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
 
 class APIError(Exception):
     status = 400
@@ -56,6 +60,24 @@ class NotFound(APIError):
 
 class Conflict(APIError):
     status, code = 409, "conflict"
+
+
+def storage_full(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised from, says the disk (or the database's disk) is full: ENOSPC or
+    EDQUOT while spooling an upload or writing a blob, SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+            return True
+        original = getattr(error, "orig", None)  # a SQLAlchemy DBAPIError's driver error
+        if original is not None:
+            if getattr(original, "sqlstate", None) == "53100" or getattr(original, "pgcode", None) == "53100":
+                return True
+            if "database or disk is full" in str(original):
+                return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class Unavailable(APIError):

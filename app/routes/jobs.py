@@ -10,11 +10,18 @@ from fastapi.responses import Response
 
 from app import jobs as crud
 from app.plumbing.deps import ERRORS, IdempotencyKey, PrincipalDep, ServicesDep, SessionDep
+from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
 from app.submission.intake import check_field
-from app.schemas import JOB_FORM_SCHEMA, PAIR_FORM_SCHEMA, JobCreated, JobDetail, JobList
+from app.schemas import JOB_FORM_SCHEMA, PAIR_FORM_SCHEMA, ErrorResponse, JobCreated, JobDetail, JobList
 from app.submission.uploads import created_response, read_form, submit_form, submit_pair
 
 router = APIRouter(tags=["v1"])
+
+UPLOAD_ERRORS = {**ERRORS, 415: {"model": ErrorResponse, "description": "unsupported_media_type: the body is not "
+                                                                          "multipart/form-data"}}
+LIST_ERRORS = {**ERRORS, 422: {"model": ErrorResponse, "description": "validation_error (a query parameter), "
+                                                                      "invalid_cursor (a cursor that is not a "
+                                                                      "next_cursor of ours)"}}
 
 
 def _multipart(schema: dict) -> dict:
@@ -32,7 +39,7 @@ async def _accept(request: Request, services, principal, idempotency_key: str | 
     return created_response(request, principal, job, created)
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=ERRORS,
+@router.post("/v1/jobs", status_code=202, response_model=JobCreated, responses=UPLOAD_ERRORS,
              openapi_extra=_multipart(JOB_FORM_SCHEMA))
 async def create_job(request: Request, principal: PrincipalDep, services: ServicesDep,
                      idempotency_key: IdempotencyKey = None):
@@ -40,7 +47,7 @@ async def create_job(request: Request, principal: PrincipalDep, services: Servic
     return await _accept(request, services, principal, idempotency_key, submit_form)
 
 
-@router.post("/v1/pairs", status_code=202, response_model=JobCreated, responses=ERRORS,
+@router.post("/v1/pairs", status_code=202, response_model=JobCreated, responses=UPLOAD_ERRORS,
              openapi_extra=_multipart(PAIR_FORM_SCHEMA))
 async def create_pair(request: Request, principal: PrincipalDep, services: ServicesDep,
                       idempotency_key: IdempotencyKey = None):
@@ -48,7 +55,7 @@ async def create_pair(request: Request, principal: PrincipalDep, services: Servi
     return await _accept(request, services, principal, idempotency_key, submit_pair)
 
 
-@router.get("/v1/jobs", response_model=JobList, responses=ERRORS)
+@router.get("/v1/jobs", response_model=JobList, responses=LIST_ERRORS)
 def list_jobs(principal: PrincipalDep, session: SessionDep,
               status: Annotated[str | None, Query(description="queued, running, succeeded or failed")] = None,
               name: Annotated[str | None, Query(max_length=200, description="exact name")] = None,
@@ -56,7 +63,8 @@ def list_jobs(principal: PrincipalDep, session: SessionDep,
                                                        "e.g. my-s2st@ (a system's versions)")] = None,
               order: Annotated[str, Query(description="-created_at (newest first) or created_at")] = "-created_at",
               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-              cursor: Annotated[str | None, Query(max_length=500)] = None):
+              cursor: Annotated[str | None, Query(max_length=500, description="next_cursor of the previous "
+                                                  "page; anything else is a 422 invalid_cursor")] = None):
     if name is not None:
         check_field(name, "name")
     items, next_cursor = crud.list_jobs(session, principal.project, status=status, name=name, limit=limit,
@@ -75,8 +83,9 @@ def get_report(job_id: str, principal: PrincipalDep, session: SessionDep):
     return Response(crud.report_text(session, principal.project, job_id), media_type="application/json")
 
 
-@router.get("/v1/jobs/{job_id}/pairs.csv", responses={200: {"content": {"text/csv": {}}}, **ERRORS})
-def get_pairs_csv(job_id: str, principal: PrincipalDep, session: SessionDep):
+@router.get("/v1/jobs/{job_id}/pairs.csv", responses={200: {"content": {"text/csv": {}}}, **ERRORS,
+                                                     **HEAVY_READ_ERRORS})
+def get_pairs_csv(job_id: str, principal: PrincipalDep, session: SessionDep, _heavy: HeavyReadDep):
     return Response(crud.pairs_csv(session, principal.project, job_id), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{job_id}-pairs.csv"'})
 

@@ -22,13 +22,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import jobs as crud
 from core.db import Blob, Pair
 from app.plumbing.errors import APIError, NotFound
 from app.plumbing.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
+from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
 
 router = APIRouter(tags=["reports"])
 
@@ -144,12 +145,17 @@ def get_plot(job_id: str, name: str, request: Request, principal: PrincipalDep, 
     return Response(body, media_type=MIME[format], headers=_cache_headers(etag))
 
 
-def _audio_resolver(services, session: Session, job_id: str):
+def _audio_resolver(services, session: Session, job_id: str, max_clip_bytes: int, max_page_bytes: int):
     """audio(pair_id, side) -> (bytes, mime) from the blob store, for the page's worst pairs.
 
-    Reads through the request's own session: a second session would wait on the first one's
-    SQLite write lock (the embedded database begins every transaction IMMEDIATE).
+    The size is read first: a file over ``max_clip_bytes`` is never read (AudioSkipped, the page says why), nor
+    any once the page's clips reach ``max_page_bytes``; a file shared by several pairs is read once. Reads
+    through the request's own session: a second session would wait on the first one's SQLite write lock (the
+    embedded database begins every transaction IMMEDIATE).
     """
+    from worker.render.html_report import AudioSkipped, over_cap
+
+    read: dict[str, bytes] = {}
 
     def resolve(pair_id: str, side: str):
         pair = session.get(Pair, (job_id, pair_id))
@@ -158,18 +164,35 @@ def _audio_resolver(services, session: Session, job_id: str):
         sha, path = ((pair.source_sha256, pair.source_path) if side == "source"
                      else (pair.target_sha256, pair.target_path))
         mime = AUDIO_MIME.get(PurePosixPath(path).suffix.lower())
+        if sha in read:
+            return read[sha], mime
         if services.blobs.kind == "fs":
             file = services.blobs.files.path(sha)
-            return (file.read_bytes(), mime) if file.is_file() else None
-        content = session.scalar(select(Blob.content).where(Blob.sha256 == sha))
-        return None if content is None else (bytes(content), mime)
+            size = file.stat().st_size if file.is_file() else None
+        else:
+            size = session.scalar(select(func.length(Blob.content)).where(Blob.sha256 == sha))
+        if size is None:
+            return None
+        if size > max_clip_bytes:
+            return over_cap(size, max_clip_bytes)
+        if sum(map(len, read.values())) + size > max_page_bytes:
+            return AudioSkipped(f"the page's audio budget ({max_page_bytes / (1024 * 1024):.0f} MiB) is spent")
+        if services.blobs.kind == "fs":
+            content = file.read_bytes()
+        else:
+            content = session.scalar(select(Blob.content).where(Blob.sha256 == sha))
+            if content is None:
+                return None
+        read[sha] = bytes(content)
+        return read[sha], mime
 
     return resolve
 
 
-@router.get("/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS})
+@router.get("/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS,
+                                                       **HEAVY_READ_ERRORS})
 def get_report_html(job_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
-                    services: ServicesDep,
+                    services: ServicesDep, _heavy: HeavyReadDep,
                     worst: Annotated[int, Query(ge=0, le=100, description="worst pairs listed")] = 10,
                     audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
                     baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None):
@@ -191,7 +214,8 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
     if audio:  # only the worst pairs' audio, read now, before the transaction ends
         from worker.render.html_report import worst_pairs
 
-        resolve = _audio_resolver(services, session, job.id)
+        resolve = _audio_resolver(services, session, job.id, services.settings.report_audio_clip_bytes,
+                                  services.settings.report_audio_page_bytes)
         for pair in worst_pairs(report, worst)[0]:
             for side in ("source", "target"):
                 try:
@@ -212,15 +236,16 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
         comparison = compare_reports(report, baseline_report)
         baseline_label = baseline
     page = render_html(report, title=title, audio=clip if audio else None, worst_n=worst, comparison=comparison,
-                       baseline_label=baseline_label)
+                       baseline_label=baseline_label, max_audio_bytes=services.settings.report_audio_clip_bytes)
     return Response(page, media_type="text/html; charset=utf-8", headers={**HTML_HEADERS, **_cache_headers(etag)})
 
 
 MAX_COMPARE_BOOTSTRAP = 2_000  # resamples run in the request: 20,000 took 12.5 s of a worker thread (issue 16)
 
 
-@router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses=ERRORS)
+@router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses={**ERRORS, **HEAVY_READ_ERRORS})
 def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
+                 _heavy: HeavyReadDep,
                  bootstrap: Annotated[int | None, Query(ge=1, le=MAX_COMPARE_BOOTSTRAP,
                                                         description="resamples (default: the job's)")] = None,
                  seed: Annotated[int | None, Query(ge=0, le=2**32 - 1,

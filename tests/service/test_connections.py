@@ -78,7 +78,8 @@ def test_idle_connections_are_limited_and_closed(server):
         for sock in sockets:
             sock.close()
     assert healthz(server.port) == 200
-    assert metric(server.port, "emopres_connections_closed_total", reason="refused_over_limit") - refused_before >= LIMIT
+    # the first probe_connections (8) over the limit are kept for probes: closed at the header deadline instead
+    assert metric(server.port, "emopres_connections_closed_total", reason="refused_over_limit") - refused_before >= LIMIT - 8
     assert metric(server.port, "emopres_connections_closed_total", reason="header_timeout") >= 1
 
 

@@ -5,6 +5,7 @@ process-parallel on CPU) -> SER probabilities -> per-pair rows (the report's `pa
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -25,6 +26,8 @@ from emopres_client.pairs import PairSpec
 from worker.engine.side_reading import SER_INPUT
 from models.runtime.threads import machine_cores, pin_threads, threads_per_worker
 
+log = logging.getLogger("emopres.worker")
+
 PAIR_CATALOGUE = tuple(m for m in CATALOGUE if m.kind == "pair" and m.reading == "absolute")  # per pair, per file
 
 
@@ -44,6 +47,12 @@ class Utterance:
 
 def prosody_signature() -> str:
     return f"vad:{SileroVad.version()}|syl:{SYLLABLE_METHOD}"
+
+
+def _failed(step: str, error: BaseException) -> str:
+    """A pair's failure reason: the step, the exception's type and message (one line)."""
+    message = " ".join(str(error).split())
+    return f"{step} failed: {type(error).__name__}: {message}"[:500]
 
 
 def _prosody_features(vad: SileroVad, wave: np.ndarray) -> dict[str, np.ndarray]:
@@ -79,7 +88,7 @@ class UtteranceAnalyzer:
             try:
                 results.append(self.profile.utterance_features([wave])[0])
             except Exception as error:  # a model failing on one utterance fails only that utterance
-                results.append(f"feature extraction failed: {type(error).__name__}: {error}")
+                results.append(_failed("feature extraction", error))
         return results
 
     def _load(self, path: str) -> Utterance | tuple[str, np.ndarray]:
@@ -97,19 +106,25 @@ class UtteranceAnalyzer:
             return sha, decode_audio(data, max_seconds=self.max_seconds)
         except AudioError as error:
             return Utterance(sha, error=str(error))
+        except Exception as error:  # a decoder failing on one file fails only that file's pairs
+            return Utterance(sha, error=_failed("decoding", error))
 
     def _compute(self, loaded: list[tuple[str, np.ndarray]]) -> list[Utterance]:
         """Profile and prosody features of decoded waves (one batch), cached as they finish."""
         try:
             batch = self._features_batch([wave for _, wave in loaded])
         except Exception as error:
-            batch = [f"feature extraction failed: {type(error).__name__}: {error}"] * len(loaded)
+            batch = [_failed("feature extraction", error)] * len(loaded)
         out = []
         for (sha, wave), features in zip(loaded, batch):
             if isinstance(features, str):
                 out.append(Utterance(sha, error=features))
                 continue
-            features = {**features, **_prosody_features(self.vad, wave)}
+            try:  # VAD and syllable nuclei (Praat) refuse some files, e.g. one shorter than Praat's window
+                features = {**features, **_prosody_features(self.vad, wave)}
+            except Exception as error:
+                out.append(Utterance(sha, error=_failed("prosody analysis", error)))
+                continue
             if self.cache:
                 self.cache.put(FeatureCache.key(sha, self.feature_signature), features)
             out.append(Utterance(sha, features))
@@ -240,13 +255,33 @@ class Evaluator:
                 progress(len(chunk))
         return {path: results[path] for path in unique}  # the SER batch keeps the files' order
 
-    def predict(self, utterances: dict[str, Utterance]) -> dict[str, np.ndarray]:
-        """SER probabilities per analysed file, in one batch."""
-        keys = [k for k, u in utterances.items() if u.features is not None]
-        if not keys:
-            return {}
-        inputs = np.stack([self.profile.ser_input(utterances[k].features) for k in keys])
-        return dict(zip(keys, self.head.predict_proba(inputs)))
+    def predict(self, utterances: dict[str, Utterance]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """SER probabilities per analysed file, in one batch, and why the files that could not be read failed
+        (a batch that fails is retried file by file: one bad file fails only its pairs)."""
+        inputs, errors = {}, {}
+        for key, utterance in utterances.items():
+            if utterance.features is None:
+                continue
+            try:
+                inputs[key] = np.asarray(self.profile.ser_input(utterance.features))
+            except Exception as error:
+                errors[key] = _failed("SER", error)
+        if not inputs:
+            return {}, errors
+        keys = list(inputs)
+        try:
+            return dict(zip(keys, self.head.predict_proba(np.stack([inputs[k] for k in keys])))), errors
+        except Exception as error:
+            if len(keys) == 1:
+                errors[keys[0]] = _failed("SER", error)
+                return {}, errors
+        probabilities = {}
+        for key in keys:
+            try:
+                probabilities[key] = self.head.predict_proba(inputs[key][None, :])[0]
+            except Exception as error:
+                errors[key] = _failed("SER", error)
+        return probabilities, errors
 
     def evaluate_pairs(self, pairs: list[PairSpec], resolve: Callable[[str], str],
                        progress: Callable[[int], None] | None = None,
@@ -255,16 +290,23 @@ class Evaluator:
         paths = {p.pair_id: (resolve(p.source), resolve(p.target)) for p in pairs}
         if utterances is None:
             utterances = self.analyze_files([path for both in paths.values() for path in both], progress)
-        probabilities = self.predict(utterances)
+        probabilities, ser_errors = self.predict(utterances)
         rows, failures = [], []
         for pair in pairs:
-            source, target = (utterances[path] for path in paths[pair.pair_id])
-            failed = [(side, u.error) for side, u in (("source", source), ("target", target)) if u.error]
+            source_path, target_path = paths[pair.pair_id]
+            source, target = utterances[source_path], utterances[target_path]
+            failed = [(side, u.error or ser_errors.get(path)) for side, u, path in
+                      (("source", source, source_path), ("target", target, target_path))]
+            failed = [(side, error) for side, error in failed if error]
             if failed:
                 failures += [{"pair_id": pair.pair_id, "side": side, "error": error} for side, error in failed]
                 continue
-            rows.append(self.pair_row(pair, source, target, probabilities[paths[pair.pair_id][0]],
-                                      probabilities[paths[pair.pair_id][1]]))
+            try:
+                rows.append(self.pair_row(pair, source, target, probabilities[source_path],
+                                          probabilities[target_path]))
+            except Exception as error:  # a metric failing on one pair fails only that pair
+                log.warning("pair %s: %s", pair.pair_id, _failed("pair metrics", error))
+                failures.append({"pair_id": pair.pair_id, "side": "pair", "error": _failed("pair metrics", error)})
         return rows, failures
 
     def pair_row(self, pair: PairSpec, source: Utterance, target: Utterance,

@@ -10,7 +10,9 @@ and no scripts).
 
 Audio is embedded only when the caller passes ``audio(pair_id, side)`` returning the file's
 bytes (or ``(bytes, mime)``), and only for the worst ``worst_n`` pairs, each clip up to
-``max_audio_bytes``, to keep the page small.
+``max_audio_bytes``, to keep the page small. A resolver that finds a file over the cap before
+reading it returns ``AudioSkipped(reason)`` instead (the page shows the reason): see
+``audio_from_file``, and app.routes.reports for the blob store's.
 """
 from __future__ import annotations
 
@@ -20,15 +22,37 @@ import html
 import json
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from core.catalogue import BY_NAME, CATALOGUE, SECTIONS
 from emopres_client.numbers import finite_or_none
 from worker.render.plots import plan_plots, render
 
-__all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER"]
+__all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER", "AudioSkipped", "audio_from_file"]
 
-AudioResolver = Callable[[str, str], "bytes | tuple[bytes, str | None] | None"]
+
+@dataclass(frozen=True)
+class AudioSkipped:
+    """A clip left out unread (over the per-clip cap, or the page's audio budget spent): why, shown on the page."""
+
+    reason: str
+
+
+AudioResolver = Callable[[str, str], "bytes | tuple[bytes, str | None] | AudioSkipped | None"]
+
+
+def over_cap(size: int, max_bytes: int) -> AudioSkipped:
+    return AudioSkipped(f"{size / (1024 * 1024):.1f} MiB > {max_bytes / (1024 * 1024):.1f} MiB cap")
+
+
+def audio_from_file(path, max_bytes: int):
+    """A file's bytes for the page, or AudioSkipped when it is over ``max_bytes`` (only its size is read)."""
+    size = Path(path).stat().st_size
+    if size > max_bytes:
+        return over_cap(size, max_bytes)
+    return Path(path).read_bytes()
 SIMILARITY_ORDER = ("emo_sim", "va_sim", "autopcp", "vsim", "acoustic_sim")
 # the metric tables' rows, grouped by catalogue section (SER agreement, similarities, prosody), each in
 # catalogue order
@@ -223,6 +247,8 @@ def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes:
         return f'<div class="muted">audio unavailable: {_e(type(error).__name__)}: {_e(error)}</div>'
     if got is None:
         return '<div class="muted">audio unavailable</div>'
+    if isinstance(got, AudioSkipped):
+        return f'<div class="muted">audio not embedded: {_e(got.reason)}</div>'
     data, mime = got if isinstance(got, tuple) else (got, None)
     if len(data) > max_bytes:
         return (f'<div class="muted">audio not embedded: {len(data) / MiB:.1f} MiB &gt; '
