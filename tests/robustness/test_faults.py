@@ -38,6 +38,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from core.db import Chunk, PairResult
+from tests.conftest import require
 from tests.service_support import (BOOTSTRAP, EMOPRES, REPO, ServiceProcess, free_port, service_env, upload_fields,
                                    wait_http, wait_job, wav_bytes, write_dataset)
 
@@ -191,8 +192,7 @@ class PrivateRedis:
 
 @pytest.fixture(scope="module")
 def stack(postgres_url, random_lite_head, tmp_path_factory):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require(shutil.which("redis-server") is not None, "redis-server is not installed (the test runs a private one)")
     root = tmp_path_factory.mktemp("faults")
     redis = PrivateRedis(root).start()
     proxy = PostgresProxy()
