@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("EMOPRES_SHARED_DATA") or REPO.parent / "shared" / "data")  # empty: the default
 MELD_CLASSES = ["neutral", "joy", "sadness", "anger", "fear", "disgust", "surprise"]
 POSTGRES_URL = os.environ.get("EMOPRES_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("EMOPRES_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
