@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("EMOPRES_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("EMOPRES_SHARED_DATA") or REPO.parent / "shared" / "data")  # empty: the default
 MELD_CLASSES = ["neutral", "joy", "sadness", "anger", "fear", "disgust", "surprise"]
 POSTGRES_URL = os.environ.get("EMOPRES_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("EMOPRES_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -84,15 +84,27 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def in_ci() -> bool:
+    """CI=true (as CI runners set it): a service or tool the suite needs must be there, so its absence fails."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip with `reason` where `available` is false; under CI=true fail instead (a skip there would hide it)."""
+    if available:
+        return
+    if in_ci():
+        pytest.fail(f"{reason}; CI=true, so this fails instead of skipping", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    if not _reachable("127.0.0.1", 5432):
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
+    require(_reachable("127.0.0.1", 5432), "PostgreSQL is not running on 127.0.0.1:5432 (.ci/run starts it)")
     return POSTGRES_URL
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    if not _reachable("127.0.0.1", 6379):
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
+    require(_reachable("127.0.0.1", 6379), "Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
     return REDIS_URL

@@ -12,6 +12,7 @@ class Receiver:
     def __init__(self, plan: list | None = None, then: int = 200, hang_seconds: float = 30.0) -> None:
         self.plan, self.then, self.hang_seconds = list(plan or []), then, hang_seconds
         self.requests: list[dict] = []
+        self.hanging = 0  # "hang" requests held unanswered right now
         self._lock = threading.Lock()
         self._release = threading.Event()
         receiver = self
@@ -24,7 +25,11 @@ class Receiver:
                                               "at": time.monotonic()})
                     answer = receiver.plan.pop(0) if receiver.plan else receiver.then
                 if answer == "hang":
+                    with receiver._lock:
+                        receiver.hanging += 1
                     receiver._release.wait(receiver.hang_seconds)
+                    with receiver._lock:
+                        receiver.hanging -= 1
                     return
                 self.send_response(answer)
                 self.send_header("Content-Length", "2")

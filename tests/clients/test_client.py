@@ -190,16 +190,22 @@ def submit(server, pairs: Path, *extra: str, token: str | None = "default") -> s
                                      *extra], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-def test_submit_passes_gates_and_writes_the_report(server, datasets, tmp_path):
-    out = tmp_path / "report.json"
+@pytest.fixture(scope="module")
+def baseline(server, datasets, tmp_path_factory):
+    """`emopres submit` of the baseline run, named system@base, with gates and --out: (its process, its report).
+    Made once for the tests that need it, whichever of them runs first (or alone)."""
+    out = tmp_path_factory.mktemp("baseline") / "report.json"
     done = submit(server, datasets["baseline"], "--name", "system@base", "--gate", "epr>=0",
                   "--gate", "acoustic_sim.ci_low>=0.99", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+def test_submit_passes_gates_and_writes_the_report(baseline):
+    done, report = baseline
     assert report["job"]["status"] == "succeeded" and report["job"]["n_pairs"] == 3
     assert report["corpus"]["acoustic_sim"]["value"] == pytest.approx(1.0)  # target == source
     assert "PASS  epr>=0" in done.stdout and "signature:" in done.stdout and "epr" in done.stdout
-    server["baseline_id"] = report["job"]["id"]
 
 
 def test_submit_exits_1_naming_the_failing_gates(server, datasets):
@@ -210,22 +216,21 @@ def test_submit_exits_1_naming_the_failing_gates(server, datasets):
     assert "PASS  epr>=0" in done.stdout and "FAIL  epr>1.01" in done.stdout
 
 
-def test_max_drop_against_a_baseline(server, datasets, tmp_path):
-    if "baseline_id" not in server:
-        pytest.skip("needs the baseline job of test_submit_passes_gates_and_writes_the_report")
+def test_max_drop_against_a_baseline(server, datasets, baseline, tmp_path):
+    baseline_id = baseline[1]["job"]["id"]
     comparison_out = tmp_path / "comparison.json"
-    dropped = submit(server, datasets["system"], "--baseline", server["baseline_id"], "--max-drop",
+    dropped = submit(server, datasets["system"], "--baseline", baseline_id, "--max-drop",
                      "acoustic_sim=0.05", "--max-drop", "epr=1", "--comparison-out", str(comparison_out))
     assert dropped.returncode == 1, dropped.stdout + dropped.stderr
     assert "max-drop acoustic_sim=0.05" in dropped.stderr and "max-drop epr" not in dropped.stderr
     comparison = json.loads(comparison_out.read_text())
     sim = comparison["metrics"]["acoustic_sim"]
-    assert comparison["baseline_id"] == server["baseline_id"] and comparison["n_shared"] == 3
+    assert comparison["baseline_id"] == baseline_id and comparison["n_shared"] == 3
     assert sim["diff"] < -0.05 and sim["baseline"] == pytest.approx(1.0)
     assert "compared with baseline" in dropped.stdout
     tolerant = submit(server, datasets["system"], "--baseline-name", "system@base", "--max-drop", "acoustic_sim=3")
     assert tolerant.returncode == 0, tolerant.stdout + tolerant.stderr
-    assert f"baseline: job {server['baseline_id']} (system@base)" in tolerant.stderr
+    assert f"baseline: job {baseline_id} (system@base)" in tolerant.stderr
 
 
 def test_submit_exits_2_on_service_errors(server, datasets, capsys, monkeypatch):

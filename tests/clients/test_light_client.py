@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -179,11 +180,16 @@ def test_light_install_in_a_fresh_venv_submits_against_the_service(server, manif
     installed = {line.split("==")[0].lower() for line in listed.stdout.splitlines()}
     assert "emopres-client" in installed and "httpx" in installed
     assert not installed & {"torch", "numpy", "scipy", "fastapi", "sqlalchemy", "emopres", "celery", "tqdm"}
-    # the venv's own site-packages only: nothing of this checkout or the project's environment is importable
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print([m for m in ('app', 'worker', "
-                            "'models', 'torch', 'numpy') if u.find_spec(m)])"], capture_output=True, text=True,
-                           cwd=tmp_path, env=_env(server))
-    assert probe.stdout.strip() == "[]", probe
+    # the venv's own site-packages only: nothing of this checkout or the project's environment is importable,
+    # and neither is on its sys.path
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u, json, sys; print(json.dumps({"
+                            "'found': [m for m in ('app', 'worker', 'models', 'torch', 'numpy') if u.find_spec(m)], "
+                            "'path': sys.path}))"], capture_output=True, text=True, cwd=tmp_path, env=_env(server))
+    assert probe.returncode == 0, probe
+    seen = json.loads(probe.stdout)
+    assert seen["found"] == [], seen
+    outside = {Path(sysconfig.get_paths()["purelib"]).resolve(), REPO.resolve()}
+    assert not outside & {Path(entry).resolve() for entry in seen["path"] if entry}, seen["path"]
     emopres = target / "bin" / "emopres"
     result = subprocess.run([str(emopres), "submit", str(manifest), "--name", "light@1", "--gate", "epr>=0",
                              "--poll", "0.2", "--progress-interval", "1"], capture_output=True, text=True,
@@ -193,7 +199,6 @@ def test_light_install_in_a_fresh_venv_submits_against_the_service(server, manif
     jobs = subprocess.run([str(emopres), "jobs", "list", "--name-prefix", "light@"], capture_output=True, text=True,
                           cwd=tmp_path, env=_env(server), timeout=120)
     assert jobs.returncode == 0 and "light@1\tsucceeded" in jobs.stdout, jobs
-    assert sysconfig.get_paths()["purelib"] not in probe.stdout
 
 
 def test_evaluate_progress_counts_files_in_plain_lines(capsys):

@@ -24,29 +24,48 @@ def test_stop_with_nothing_queued_calls_nothing():
     assert batches == []
 
 
+HOUR = 3600.0  # a settle wait no test waits out: a batch that ends, ends for the reason the test names
+
+
 def test_a_settling_batch_waits_while_items_keep_coming_and_stop_ends_the_wait():
     batches, handled = [], threading.Event()
-    worker = BatchThread("test-settle", lambda items: (batches.append(items), handled.set()), max_batch=100,
-                         settle=(1.0, 30.0)).start()
-    for item in range(5):  # each within the quiet second after the one before: all in one batch
+    worker = BatchThread("test-settle", lambda items: (batches.append(items), handled.set()), max_batch=5,
+                         settle=(HOUR, HOUR)).start()
+    for item in range(5):  # gaps a thread without a settle wait would see: it would hand each item on alone
         worker.put(item)
         time.sleep(0.05)
-    assert handled.wait(10)
+    assert handled.wait(60)  # the batch ended at max_batch, with every item in it
     assert batches == [[0, 1, 2, 3, 4]]
-    worker.put(5)  # a new batch, waiting for its quiet second ...
-    started = time.monotonic()
-    worker.stop(timeout=10)  # ... which stop ends at once
-    assert batches[1:] == [[5]] and time.monotonic() - started < 0.9
+    worker.put(5)  # a new batch, waiting an hour for a quiet spell ...
+    worker.stop(timeout=60)  # ... which stop ends: the batch is handled before stop returns
+    assert batches == [[0, 1, 2, 3, 4], [5]]
+
+
+def test_a_settling_batch_ends_after_its_quiet_wait():
+    batches, handled = [], threading.Event()
+    worker = BatchThread("test-quiet", lambda items: (batches.append(items), handled.set()), max_batch=100,
+                         settle=(0.2, HOUR)).start()
+    worker.put(0)
+    assert handled.wait(60)  # nothing more came: handed on after the quiet wait, not the longest one
+    assert batches == [[0]]
+    worker.stop(timeout=60)
+    assert batches == [[0]]
 
 
 def test_a_settling_batch_waits_no_longer_than_its_longest_wait():
-    batches = []
-    worker = BatchThread("test-longest", batches.append, max_batch=100, settle=(1.0, 0.3)).start()
-    for item in range(20):  # items keep coming for 1 s
-        worker.put(item)
-        time.sleep(0.05)
-    worker.stop(timeout=10)
-    assert len(batches) >= 2 and [item for batch in batches for item in batch] == list(range(20))
+    batches, first = [], threading.Event()
+    worker = BatchThread("test-longest", lambda items: (batches.append(items), first.set()), max_batch=10_000,
+                         settle=(HOUR, 0.3)).start()
+    put = 0
+    while not first.is_set():  # items keep coming, never a quiet hour: only the longest wait ends the batch
+        assert put < 6000, "no batch handed on while items kept coming"  # 60 s of items
+        worker.put(put)
+        put += 1
+        time.sleep(0.01)
+    worker.put(put)  # after the first batch was handled: in a later one
+    worker.stop(timeout=60)
+    assert [item for batch in batches for item in batch] == list(range(put + 1))
+    assert len(batches) >= 2 and batches[-1][-1] == put and put not in batches[0]
 
 
 def test_a_batch_whose_handler_raises_is_logged_with_its_traceback_and_the_next_batch_is_handled(caplog):

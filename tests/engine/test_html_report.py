@@ -38,9 +38,12 @@ def parse(page: str) -> list[tuple[str, dict]]:
 @pytest.fixture(scope="module")
 def hostile_report():
     rows = make_rows(n=16, seed=5)
-    rows[0]["pair_id"] = EVIL
-    rows[1]["label"] = '"><img src=x onerror=alert(1)>'
-    rows[2]["warnings"] = ["<b>bold</b> warning"]
+    # the hostile text goes into pairs the page lists (the worst ones), so that the page must show it escaped
+    index = {row["pair_id"]: i for i, row in enumerate(rows)}
+    shown = [index[pair["pair_id"]] for pair in worst_pairs(make_report(rows, n_bootstrap=0), 3)[0]]
+    rows[shown[0]]["pair_id"] = EVIL
+    rows[shown[1]]["label"] = '"><img src=x onerror=alert(1)>'
+    rows[shown[2]]["warnings"] = ["<b>bold</b> warning"]
     report = make_report(rows, failures=[{"pair_id": "f<1>", "side": "target", "error": "cannot decode <x> & co"}],
                          job_id="job-<1>")
     return report
@@ -50,7 +53,8 @@ def test_page_is_self_contained_and_escapes_user_text(hostile_report):
     page = render_html(hostile_report, title="system <b>x</b>", plots={})
     tags = parse(page)
     assert "<script" not in page.lower()  # escaped everywhere, and the page has no script of its own
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page or EVIL not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page  # the pair id, escaped
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;bold&lt;/b&gt; warning" in page
     assert "onerror" not in [k for _, attrs in tags for k in attrs]
     assert "system &lt;b&gt;x&lt;/b&gt;" in page and "cannot decode &lt;x&gt; &amp; co" in page
     assert {t for t, _ in tags} <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "thead",

@@ -1,6 +1,5 @@
 """The lite pipeline on synthetic audio: plumbing, caching, failure isolation, parallelism."""
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -153,16 +152,20 @@ def test_decode_windows_overlap_inference_and_change_nothing(files, head, monkey
     paths = [str(files / name) for name in names]
     whole = UtteranceAnalyzer(ProfileSpec(), decode_window=100).analyze(paths)
 
-    events = []
+    events, second_window = [], threading.Event()
     original_load, original_features = UtteranceAnalyzer._load_window, LiteProfile.utterance_features
 
     def load(self, window):
         events.append(("load", len(window), threading.current_thread().name))
+        if [kind for kind, *_ in events].count("load") == 2:
+            second_window.set()
         return original_load(self, window)
 
     def features(self, waves):
         events.append(("features start", len(waves), threading.current_thread().name))
-        time.sleep(0.3)  # a slow model: the next window's decoding must not wait for it
+        # a slow model: busy until the next window's decoding has begun (decoding that waited for the models would
+        # leave it here until the guard, then fail the order check below)
+        second_window.wait(60)
         out = original_features(self, waves)
         events.append(("features end", len(waves), threading.current_thread().name))
         return out
@@ -174,6 +177,8 @@ def test_decode_windows_overlap_inference_and_change_nothing(files, head, monkey
     assert [u.sha256 for u in windowed] == [u.sha256 for u in whole]
     assert [u.error for u in windowed] == [u.error for u in whole]
     assert windowed[1].error and windowed[4].error and windowed[0].error is None
+    assert [u.features is None for u in windowed] == [u.features is None for u in whole]
+    assert sum(u.features is not None for u in whole) >= 4  # a, b, c and d at least: the comparison below is real
     for mine, reference in zip(windowed, whole):
         if reference.features is not None:
             assert mine.features.keys() == reference.features.keys()

@@ -1,4 +1,5 @@
-"""SER head training (paper recipe) on real speech from ../shared/data, and the shipped lite head.
+"""SER head training (paper recipe) on real speech from the shared data (EMOPRES_SHARED_DATA, default
+../shared/data: tests/conftest.py's SHARED_DATA), and the shipped lite head.
 
 A small imbalanced RAVDESS subset is written to a manifest and trained through the CLI once
 (module fixture); the tests check what the optimiser saw, the kept epoch and the saved head.
@@ -15,15 +16,16 @@ import pytest
 import torch
 
 from models.ser.head import SHIPPED_LITE_HEAD, SerHead
+from tests.conftest import SHARED_DATA
 from models.ser.training import (MELD_CLASSES, EgemapsExtractor, TrainConfig, TrainingError, balance_training_set,
                                  classification_scores, extract_features, load_manifest, speaker_independent_split,
                                  train_one)
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
+DATA = SHARED_DATA
 CACHE = REPO / ".cache" / "features"
 needs_data = pytest.mark.skipif(not (DATA / "ravdess" / "manifest.csv").is_file(),
-                                reason=f"real speech corpora not found at {DATA} (../shared/data)")
+                                reason=f"real speech corpora not found at {DATA} (set EMOPRES_SHARED_DATA)")
 
 # actors 01-04 train, 05 dev, 06 test; four classes with unequal counts per actor:
 # neutral = neutral + calm (12), anger (8), sadness (8), joy normal intensity only (4)
@@ -304,7 +306,6 @@ def test_shipped_head_is_a_per_utterance_meld_head():
     assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1.0)
 
 
-@needs_data
 def test_predictions_do_not_depend_on_the_batch():
     """The same features give bit-identical probabilities alone, in any batch, in any order (BLAS alone would
     round rows differently by batch size, and the CLI and the service's chunks batch files differently)."""

@@ -208,6 +208,8 @@ def test_a_pickled_head_is_refused_and_never_executed(tmp_path, random_lite_head
     import pickle
     import shutil
 
+    from safetensors import SafetensorError
+
     from models.runtime.batching import load_torch_file
     from models.ser.head import SerHead
 
@@ -220,7 +222,7 @@ def test_a_pickled_head_is_refused_and_never_executed(tmp_path, random_lite_head
     head = tmp_path / "head"
     shutil.copytree(random_lite_head, head)
     (head / "head.safetensors").write_bytes(pickle.dumps(Payload()))
-    with pytest.raises(Exception):
+    with pytest.raises(SafetensorError, match="deserializing header"):  # safetensors reads no pickle
         SerHead.load(head)
     (tmp_path / "model.pt").write_bytes(pickle.dumps({"weights": Payload()}))
     with pytest.raises(ValueError, match="weights-only"):

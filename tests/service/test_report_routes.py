@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from pathlib import Path
 
 import pytest
@@ -95,13 +94,13 @@ def test_plot_errors(service, jobs):
     assert service.get(f"/v1/jobs/{job_id}/report.html", headers=service.other_headers).status_code == 404
 
 
-def test_report_page_embeds_the_worst_pairs_audio(service, jobs, tmp_path):
+def test_report_page_embeds_the_worst_pairs_audio(service, jobs):
     job_id = jobs["system"]
-    started = time.monotonic()
     response = service.get(f"/v1/jobs/{job_id}/report.html?worst=2")
-    assert time.monotonic() - started < 30  # the audio is read in the request's own transaction
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
+    # the audio is read in the request's own transaction: read in a second one, it would wait out SQLite's busy
+    # timeout on the request's write lock and show as "audio unavailable"
     assert page.count('<audio controls preload="none" src="data:audio/wav;base64,') == 4
     assert "audio unavailable" not in page
     assert "emopres report: sys &lt;b&gt;&amp;&lt;/b&gt;" in page  # the job name is the title, escaped
@@ -109,10 +108,15 @@ def test_report_page_embeds_the_worst_pairs_audio(service, jobs, tmp_path):
     assert "<audio" not in service.get(f"/v1/jobs/{job_id}/report.html?audio=false").text
     assert service.get(f"/v1/jobs/{job_id}/report.html?worst=2",
                        headers={"If-None-Match": response.headers["etag"]}).status_code == 304
-    if find_browser():
-        (tmp_path / "page.html").write_text(page, encoding="utf-8")
-        seen = load_page(tmp_path / "page.html")
-        assert seen["errors"] == [] and seen["images"] and all(i["width"] > 0 for i in seen["images"])
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no Chromium installed (apt-get install chromium; .ci/run does)")
+def test_the_report_page_with_audio_shows_in_a_browser_without_errors(service, jobs, tmp_path):
+    page = service.get(f"/v1/jobs/{jobs['system']}/report.html?worst=2").text
+    (tmp_path / "page.html").write_text(page, encoding="utf-8")
+    seen = load_page(tmp_path / "page.html")  # a browser that fails to load it raises BrowserError: a failure
+    assert seen["errors"] == [], seen["errors"]
+    assert seen["images"] and all(i["complete"] and i["width"] > 0 for i in seen["images"]), seen["images"]
 
 
 def test_compare_jobs_over_the_shared_pairs(service, jobs):

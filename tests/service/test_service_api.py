@@ -275,17 +275,32 @@ def test_delete_removes_the_job_and_audio_no_one_else_uses(service):
     assert wait_job(service, keep)["status"] == "succeeded"
 
 
-def test_error_shape_everywhere(service):
+def test_error_shape_everywhere(service, monkeypatch):
+    import worker.queue.embedded
+
     assert_error(service.get("/no/such/route"), 404, "not_found")
     assert_error(service.get("/v1/jobs/not-a-uuid"), 404, "not_found")
     assert_error(service.get("/v1/jobs/00000000-0000-0000-0000-000000000000/report"), 404, "not_found")
     assert_error(service.put("/v1/jobs"), 405, "method_not_allowed")
     assert_error(service.post("/v1/jobs", json={"manifest": "x"}), 415, "unsupported_media_type")
-    queued = service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0, seed=31)),
-                                              "target": ("b.wav", wav_bytes(1.0, seed=32))}).json()["id"]
-    response = service.get(f"/v1/jobs/{queued}/report")
-    if response.status_code != 200:  # the worker may already be done with it
-        assert assert_error(response, 409, "report_not_ready")["details"]["status"] in ("queued", "running")
+    # the embedded worker is held back before it takes any chunk, so the job is still queued when its report is
+    # asked for: the 409 is checked on every run, however fast the worker
+    release, run_chunk = threading.Event(), worker.queue.embedded.run_chunk
+
+    def held_back(ctx, job_id, idx):
+        release.wait(120)
+        return run_chunk(ctx, job_id, idx)
+
+    monkeypatch.setattr(worker.queue.embedded, "run_chunk", held_back)
+    try:
+        response = service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0, seed=31)),
+                                                    "target": ("b.wav", wav_bytes(1.0, seed=32))})
+        assert response.status_code == 202, response.text
+        queued = response.json()["id"]
+        error = assert_error(service.get(f"/v1/jobs/{queued}/report"), 409, "report_not_ready")
+        assert error["details"]["status"] == "queued"
+    finally:
+        release.set()
     assert service.get("/healthz").json() == {"status": "ok"}
     deadline = time.monotonic() + 120
     while (ready := service.get("/readyz")).status_code != 200 and time.monotonic() < deadline:

@@ -196,16 +196,16 @@ def test_a_receiver_that_never_answers_times_out_and_fails_after_max_attempts(id
     services = idle_service.services
     dispatcher = Dispatcher(services.settings, services.sessions)
     try:
-        with Receiver(plan=["hang"] * 10) as receiver:
+        with Receiver(plan=["hang"] * 10, hang_seconds=600) as receiver:
             job_id = _submit(idle_service, dataset, receiver.url)
             _finish(services, job_id, "succeeded")
-            started = time.monotonic()
-            for _ in range(4):
+            for attempt in range(1, 5):
                 with services.sessions() as session:
                     session.execute(update(Webhook).values(next_attempt_at=None))  # no waiting out the backoff
                     session.commit()
                 assert dispatcher.dispatch_due(wait=True) == 1
-            elapsed = time.monotonic() - started
+                # the dispatcher gave up by itself: the receiver still holds every request it got, unanswered
+                assert len(receiver.requests) == attempt and receiver.hanging == attempt
             assert dispatcher.dispatch_due(wait=True) == 0
         body = idle_service.get(f"/v1/jobs/{job_id}/deliveries").json()
     finally:
@@ -213,7 +213,7 @@ def test_a_receiver_that_never_answers_times_out_and_fails_after_max_attempts(id
     assert body["callback"]["state"] == "failed" and body["callback"]["attempts"] == 4
     assert [d["outcome"] for d in body["items"]] == ["retry", "retry", "retry", "failed"]
     assert all(d["error"] == "no answer within 1 s" and d["status_code"] is None for d in body["items"])
-    assert all(900 <= d["duration_ms"] < 5000 for d in body["items"]) and elapsed >= 4
+    assert all(d["duration_ms"] >= 900 for d in body["items"])  # each attempt waited out its 1 s timeout
     # the job's own result is untouched by its webhook's failure
     assert idle_service.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
 
