@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(100 * MiB, gt=0, description="one audio file")
     max_audio_seconds: float = Field(600.0, gt=0)
     max_pairs: int = Field(10_000, gt=0)
-    max_files: int = Field(20_001, gt=0, description="form fields / archive members")
+    max_files: int = Field(20_001, gt=0, description="form fields / archive entries (every entry counts: files, "
+                                                     "folders, links), refused as soon as one more is seen")
+    max_archive_header_bytes: int = Field(64 * 1024, ge=1024, description="what one archive member's header may "
+                                          "hold: a tar long name or PAX header (checked before it is read; global "
+                                          "PAX headers together), a zip entry's name, extra field and comment")
     max_metadata_bytes: int = Field(16 * 1024, gt=0)
     max_connections: int = Field(1000, ge=1, description="open client connections per API process; more are reset "
                                                          "(the file-handle limit is raised to fit, if it can be)")
