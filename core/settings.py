@@ -88,7 +88,10 @@ class Settings(BaseSettings):
                                        "empty = callbacks refused")
     webhook_secret: str | None = Field(None, description="signs callbacks when auth_disabled (no token, so no "
                                                          "token secret)")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt's limit")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt's limit: connecting, "
+                                           "sending and the answer together")
+    webhook_answer_bytes: int = Field(4096, ge=0, description="of a receiver's failed answer, at most this much is "
+                                      "read (raw, never decompressed); its first 200 characters are the reason")
     webhook_max_attempts: int = Field(6, ge=1, description="attempts per callback before it is marked failed")
     webhook_backoff_seconds: float = Field(2.0, gt=0, description="wait before retry n: backoff * 2**(n-1)")
     webhook_poll_seconds: float = Field(2.0, gt=0, description="how often the dispatcher looks for due callbacks")
