@@ -178,6 +178,19 @@ def test_an_answer_dripping_its_body_is_cut_at_the_timeout(service):
     assert "cut off after 1 s" in row.error and len(row.error) < 300
 
 
+def nul_answer(handler) -> None:
+    handler.send_response(500)
+    handler.send_header("Content-Length", "10")
+    handler.end_headers()
+    handler.wfile.write(b"bad\0answer")
+
+
+def test_an_answer_holding_nul_is_recorded_on_every_backend(service):
+    """PostgreSQL text cannot hold NUL: the attempt's row failed to be written, so it was never recorded."""
+    row, _, _ = deliver_measured(service, nul_answer)
+    assert row.error == "HTTP 500: bad answer"
+
+
 # ---------------------------------------------------------------- point 3: URLs that poison the queue
 
 
