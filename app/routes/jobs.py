@@ -59,6 +59,8 @@ def list_jobs(principal: PrincipalDep, session: SessionDep,
               cursor: Annotated[str | None, Query(max_length=500)] = None):
     if name is not None:
         check_field(name, "name")
+    if name_prefix is not None:  # a NUL reached psycopg: a 500 on PostgreSQL
+        check_field(name_prefix, "name_prefix")
     items, next_cursor = crud.list_jobs(session, principal.project, status=status, name=name, limit=limit,
                                         cursor=cursor, name_prefix=name_prefix, order=order)
     return {"items": items, "next_cursor": next_cursor}
