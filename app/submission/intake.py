@@ -20,7 +20,7 @@ from typing import IO, Callable, Iterator
 from app.plumbing.errors import InvalidArchive, InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
 from core.blobstore import Hashed
 from core.profiles import PROFILES
-from emopres_client.pairs import ManifestError, PairSpec, check_relative_path, parse_pairs
+from emopres_client.pairs import ManifestError, PairSpec, TooManyRows, check_relative_path, parse_pairs
 from emopres_client.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
@@ -101,9 +101,13 @@ def check_name(name: str | None) -> str | None:
     return None if name is None else check_field(name, "name", 200, code="invalid_name")
 
 
+def check_manifest_size(size: int) -> None:
+    if size > MAX_MANIFEST_BYTES:
+        raise TooLarge(f"manifest is over {MAX_MANIFEST_BYTES} bytes", details={"limit": MAX_MANIFEST_BYTES})
+
+
 def decode_manifest(data: bytes, name: str | None) -> str:
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise TooLarge(f"manifest is over {MAX_MANIFEST_BYTES} bytes")
+    check_manifest_size(len(data))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -114,10 +118,14 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
                   profile: str, metadata: dict | None, group_column: str | None, settings) -> JobRequest:
     """Validate the manifest against the uploaded files and the caps; hash (not yet decode) the audio."""
     try:
-        pairs = parse_pairs(manifest_text, name=manifest_name, group_column=group_column or None)
+        pairs = parse_pairs(manifest_text, name=manifest_name, group_column=group_column or None,
+                            max_rows=settings.max_pairs)  # stops at the first pair too many
+    except TooManyRows:
+        raise TooLarge(f"manifest has more than {settings.max_pairs} pairs, the cap per job", code="too_many_pairs",
+                       details={"limit": settings.max_pairs}) from None
     except ManifestError as error:
         raise InvalidManifest(f"manifest: {error}") from None
-    if len(pairs) > settings.max_pairs:
+    if len(pairs) > settings.max_pairs:  # max_rows counts them already; kept as a backstop
         raise TooLarge(f"{len(pairs)} pairs is over the cap of {settings.max_pairs} pairs per job",
                        code="too_many_pairs", details={"pairs": len(pairs), "limit": settings.max_pairs})
     normalised = []
