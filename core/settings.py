@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(100 * MiB, gt=0, description="one audio file")
     max_audio_seconds: float = Field(600.0, gt=0)
     max_pairs: int = Field(10_000, gt=0)
-    max_files: int = Field(20_001, gt=0, description="form fields / archive members")
+    max_files: int = Field(20_001, gt=0, description="form fields / archive entries (every entry counts: files, "
+                                                     "folders, links), refused as soon as one more is seen")
+    max_archive_header_bytes: int = Field(64 * 1024, ge=1024, description="what one archive member's header may "
+                                          "hold: a tar long name or PAX header (checked before it is read; global "
+                                          "PAX headers together), a zip entry's name, extra field and comment")
     max_metadata_bytes: int = Field(16 * 1024, gt=0)
     max_connections: int = Field(1000, ge=1, description="open client connections per API process; more are reset "
                                                          "(the file-handle limit is raised to fit, if it can be)")
@@ -98,7 +102,10 @@ class Settings(BaseSettings):
                                        "empty = callbacks refused")
     webhook_secret: str | None = Field(None, description="signs callbacks when auth_disabled (no token, so no "
                                                          "token secret)")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt's limit")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt's limit: connecting, "
+                                           "sending and the answer together")
+    webhook_answer_bytes: int = Field(4096, ge=0, description="of a receiver's failed answer, at most this much is "
+                                      "read (raw, never decompressed); its first 200 characters are the reason")
     webhook_max_attempts: int = Field(6, ge=1, description="attempts per callback before it is marked failed")
     webhook_backoff_seconds: float = Field(2.0, gt=0, description="wait before retry n: backoff * 2**(n-1)")
     webhook_poll_seconds: float = Field(2.0, gt=0, description="how often the dispatcher looks for due callbacks")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +16,14 @@ class ManifestError(ValueError):
     """An unusable pairs file; the message names the problem once, for the user."""
 
 
+class TooManyRows(ManifestError):
+    """More pairs than max_rows: raised as soon as the first one too many is read (the rest is never parsed)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"pairs file has more than {limit} pairs")
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class PairSpec:
     pair_id: str
@@ -25,19 +33,42 @@ class PairSpec:
     group: str | None = None
 
 
-def _records_from_csv(text: str) -> list[dict]:
+CSV_BREAKS = re.compile(r"\r\n|[\r\n]")  # the lines of open(newline=""), as the csv module needs them
+LINE_BREAKS = re.compile(r"\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines()'s
+
+
+def _lines(text: str, breaks: re.Pattern, keep_ends: bool):
+    """The lines of `text` one at a time (splitlines() made them all at once: millions of strings)."""
+    start = 0
+    for match in breaks.finditer(text):
+        yield text[start:match.end() if keep_ends else match.start()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
+
+
+def _check_count(records: list, max_rows: int | None) -> None:
+    if max_rows is not None and len(records) > max_rows:
+        raise TooManyRows(max_rows)
+
+
+def _records_from_csv(text: str, max_rows: int | None = None) -> list[dict]:
+    records: list[dict] = []
     try:
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader = csv.DictReader(_lines(text, CSV_BREAKS, keep_ends=True))
         if not reader.fieldnames:
             raise ManifestError("pairs file is empty")
-        return [dict(row) for row in reader]
+        for row in reader:
+            records.append(dict(row))
+            _check_count(records, max_rows)
+        return records
     except csv.Error as error:
         raise ManifestError(f"not a valid CSV file (line {reader.line_num}: {error})") from None
 
 
-def _records_from_jsonl(text: str) -> list[dict]:
+def _records_from_jsonl(text: str, max_rows: int | None = None) -> list[dict]:
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text, LINE_BREAKS, keep_ends=False), start=1):
         if not line.strip():
             continue
         try:
@@ -49,6 +80,7 @@ def _records_from_jsonl(text: str) -> list[dict]:
         if not isinstance(record, dict):
             raise ManifestError(f"line {number} is not a JSON object")
         records.append(record)
+        _check_count(records, max_rows)
     return records
 
 
@@ -78,12 +110,15 @@ def _text(value, field: str, number: int) -> str | None:
     return value or None
 
 
-def parse_pairs(text: str, *, name: str | None = None, group_column: str | None = None) -> list[PairSpec]:
-    """Parse and validate pairs; raise ManifestError on the first problem."""
+def parse_pairs(text: str, *, name: str | None = None, group_column: str | None = None,
+                max_rows: int | None = None) -> list[PairSpec]:
+    """Parse and validate pairs; raise ManifestError on the first problem, TooManyRows (one) as soon as a row
+    beyond `max_rows` is read: the rest of the file is never parsed."""
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise ManifestError("pairs file is empty")
-    records = _records_from_jsonl(text) if _looks_like_jsonl(text, name) else _records_from_csv(text)
+    read = _records_from_jsonl if _looks_like_jsonl(text, name) else _records_from_csv
+    records = read(text, max_rows)
     if not records:
         raise ManifestError("pairs file has a header but no pairs")
     columns = set().union(*(r.keys() for r in records))
@@ -106,13 +141,13 @@ def parse_pairs(text: str, *, name: str | None = None, group_column: str | None 
     return pairs
 
 
-def read_pairs_file(path, *, group_column: str | None = None) -> list[PairSpec]:
+def read_pairs_file(path, *, group_column: str | None = None, max_rows: int | None = None) -> list[PairSpec]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"cannot read pairs file {path}: {error}") from None
-    return parse_pairs(text, name=path.name, group_column=group_column)
+    return parse_pairs(text, name=path.name, group_column=group_column, max_rows=max_rows)
 
 
 def check_relative_path(path: str) -> str:

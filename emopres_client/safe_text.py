@@ -3,13 +3,17 @@
 What is refused: a NUL character (PostgreSQL text cannot hold it), a lone UTF-16 surrogate
 (JSON's "\\ud800" parses to one; it cannot be encoded as UTF-8, so every response holding it
 would fail), JSON nested deeper than MAX_JSON_DEPTH (Python's encoders and decoders recurse),
-and text longer than its column.
+JSON integers longer than MAX_JSON_INT_DIGITS (Python will not parse or print longer ones),
+numbers beyond a double's range (1e400 became inf, then null or "inf"), and text longer than
+its column.
 """
 from __future__ import annotations
 
 import json
+import math
 
 MAX_JSON_DEPTH = 32
+MAX_JSON_INT_DIGITS = 4300  # Python's own limit on int <-> text (sys.int_info.default_max_str_digits)
 MAX_FIELD_CHARS = 255  # pair_id, label, group: String(255) columns
 MAX_PATH_CHARS = 4096
 
@@ -57,11 +61,36 @@ def _no_constant(name: str):
     raise UnsafeText(f"{name} is not a JSON value (send null or a string)")
 
 
+def _shown(number: str) -> str:
+    return number if len(number) <= 24 else f"{number[:20]}... ({len(number)} characters)"
+
+
+def _number_parsers(what: str):
+    def parse_int(number: str) -> int:
+        digits = len(number) - number.startswith("-")
+        if digits > MAX_JSON_INT_DIGITS:
+            raise UnsafeText(f"{what} holds an integer of {digits} digits, over the limit of {MAX_JSON_INT_DIGITS}")
+        try:
+            return int(number)
+        except ValueError:  # the interpreter's own limit set lower (PYTHONINTMAXSTRDIGITS)
+            raise UnsafeText(f"{what} holds an integer of {digits} digits, more than this service parses") from None
+
+    def parse_float(number: str) -> float:
+        value = float(number)
+        if not math.isfinite(value):
+            raise UnsafeText(f"{what} holds {_shown(number)}, which is not a finite number (a double ends near 1.8e308)")
+        return value
+
+    return parse_int, parse_float
+
+
 def loads_checked(text: str, what: str, max_depth: int = MAX_JSON_DEPTH):
-    """json.loads, refusing NaN/Infinity, nesting too deep for the parser or for `max_depth`, and unsafe text.
-    Raises json.JSONDecodeError for malformed JSON and UnsafeText for the rest."""
+    """json.loads, refusing NaN/Infinity, numbers beyond MAX_JSON_INT_DIGITS or a double's range, nesting too deep
+    for the parser or for `max_depth`, and unsafe text. Raises json.JSONDecodeError for malformed JSON and
+    UnsafeText for the rest."""
+    parse_int, parse_float = _number_parsers(what)
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_int=parse_int, parse_float=parse_float)
     except RecursionError:
         raise UnsafeText(f"{what} is nested deeper than {max_depth} levels") from None
     check_json(value, what, max_depth)

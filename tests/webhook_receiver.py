@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    """``plan``: the status of each request in turn ("hang" = never answer within the test), then ``then``."""
+    """``plan``: the status of each request in turn ("hang" = never answer within the test; a callable writes
+    the whole answer itself, given the request handler), then ``then``."""
 
     def __init__(self, plan: list | None = None, then: int = 200, hang_seconds: float = 30.0) -> None:
         self.plan, self.then, self.hang_seconds = list(plan or []), then, hang_seconds
@@ -30,6 +31,12 @@ class Receiver:
                     receiver._release.wait(receiver.hang_seconds)
                     with receiver._lock:
                         receiver.hanging -= 1
+                    return
+                if callable(answer):
+                    try:
+                        answer(self)
+                    except OSError:  # the client hung up: what the answer was testing
+                        pass
                     return
                 self.send_response(answer)
                 self.send_header("Content-Length", "2")

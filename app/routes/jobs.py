@@ -67,6 +67,8 @@ def list_jobs(principal: PrincipalDep, session: SessionDep,
                                                   "page; anything else is a 422 invalid_cursor")] = None):
     if name is not None:
         check_field(name, "name")
+    if name_prefix is not None:  # a NUL reached psycopg: a 500 on PostgreSQL
+        check_field(name_prefix, "name_prefix")
     items, next_cursor = crud.list_jobs(session, principal.project, status=status, name=name, limit=limit,
                                         cursor=cursor, name_prefix=name_prefix, order=order)
     return {"items": items, "next_cursor": next_cursor}

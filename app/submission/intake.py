@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
@@ -19,7 +20,7 @@ from typing import IO, Callable, Iterator
 from app.plumbing.errors import InvalidArchive, InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
 from core.blobstore import Hashed
 from core.profiles import PROFILES
-from emopres_client.pairs import ManifestError, PairSpec, check_relative_path, parse_pairs
+from emopres_client.pairs import ManifestError, PairSpec, TooManyRows, check_relative_path, parse_pairs
 from emopres_client.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
@@ -100,9 +101,13 @@ def check_name(name: str | None) -> str | None:
     return None if name is None else check_field(name, "name", 200, code="invalid_name")
 
 
+def check_manifest_size(size: int) -> None:
+    if size > MAX_MANIFEST_BYTES:
+        raise TooLarge(f"manifest is over {MAX_MANIFEST_BYTES} bytes", details={"limit": MAX_MANIFEST_BYTES})
+
+
 def decode_manifest(data: bytes, name: str | None) -> str:
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise TooLarge(f"manifest is over {MAX_MANIFEST_BYTES} bytes")
+    check_manifest_size(len(data))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -113,10 +118,14 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
                   profile: str, metadata: dict | None, group_column: str | None, settings) -> JobRequest:
     """Validate the manifest against the uploaded files and the caps; hash (not yet decode) the audio."""
     try:
-        pairs = parse_pairs(manifest_text, name=manifest_name, group_column=group_column or None)
+        pairs = parse_pairs(manifest_text, name=manifest_name, group_column=group_column or None,
+                            max_rows=settings.max_pairs)  # stops at the first pair too many
+    except TooManyRows:
+        raise TooLarge(f"manifest has more than {settings.max_pairs} pairs, the cap per job", code="too_many_pairs",
+                       details={"limit": settings.max_pairs}) from None
     except ManifestError as error:
         raise InvalidManifest(f"manifest: {error}") from None
-    if len(pairs) > settings.max_pairs:
+    if len(pairs) > settings.max_pairs:  # max_rows counts them already; kept as a backstop
         raise TooLarge(f"{len(pairs)} pairs is over the cap of {settings.max_pairs} pairs per job",
                        code="too_many_pairs", details={"pairs": len(pairs), "limit": settings.max_pairs})
     normalised = []
@@ -212,6 +221,21 @@ class _Extractor:
         self.folder, self.settings = folder, settings
         self.members: dict[str, Path] = {}
         self.total = 0
+        self.entries = 0
+
+    def count_entry(self, n: int = 1) -> None:
+        """Every entry counts against max_files (folders and links too): refused as soon as one too many is seen."""
+        self.entries += n
+        if self.entries > self.settings.max_files:
+            raise TooLarge(f"archive has more than {self.settings.max_files} entries (every file, folder and link "
+                           "counts)", code="too_many_files", details={"limit": self.settings.max_files})
+
+    def check_header(self, what: str, size: int) -> None:
+        """An extended header (tar long name, PAX header; zip entry's name, extra and comment), before it is read."""
+        limit = self.settings.max_archive_header_bytes
+        if size > limit:
+            raise TooLarge(f"archive holds a {what} of {size} bytes, over the {limit}-byte cap on a member's header",
+                           code="archive_header_too_large", details={"limit": limit})
 
     def check_member(self, name: str, declared_size: int) -> str | None:
         if name.endswith("/"):
@@ -220,8 +244,6 @@ class _Extractor:
             path = check_relative_path(name)
         except ManifestError as error:
             raise InvalidArchive(f"archive member {name!r}: {error}", details={"member": name}) from None
-        if len(self.members) >= self.settings.max_files:
-            raise TooLarge(f"archive has more than {self.settings.max_files} files", code="too_many_files")
         limit = self.settings.max_file_bytes if PurePosixPath(path).name not in MANIFEST_NAMES else MAX_MANIFEST_BYTES
         if declared_size > limit:
             raise TooLarge(f"archive member {path} is {declared_size} bytes, over the {limit}-byte cap",
@@ -243,12 +265,45 @@ class _Extractor:
         self.total += size - max(declared_size, 0)
 
 
+def _scan_zip_directory(handle: IO[bytes], extractor: _Extractor) -> None:
+    """Count the central directory's entries and bound each one's header before zipfile reads it: zipfile holds
+    the whole directory and one ZipInfo per entry, and reads entries until the directory's declared size is used
+    up, whatever count its end record gives. Anything malformed is left to zipfile to report."""
+    endrec = zipfile._EndRecData(handle)  # the end record (zip64 too), as zipfile itself finds it
+    if endrec is None:
+        return
+    if endrec[zipfile._ECD_ENTRIES_TOTAL] > extractor.settings.max_files:
+        extractor.count_entry(endrec[zipfile._ECD_ENTRIES_TOTAL])
+    size, offset = endrec[zipfile._ECD_SIZE], endrec[zipfile._ECD_OFFSET]
+    start = endrec[zipfile._ECD_LOCATION] - size  # where zipfile looks (data prepended to the zip included)
+    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if start < 0 or offset < 0:
+        return
+    handle.seek(start)
+    done = 0
+    while done < size:
+        fixed = handle.read(46)
+        if len(fixed) < 46 or fixed[:4] != b"PK\x01\x02":
+            return
+        lengths = sum(struct.unpack("<HHH", fixed[28:34]))  # name, extra field, comment
+        extractor.count_entry()
+        extractor.check_header("zip entry header (name, extra field and comment)", lengths)
+        handle.seek(lengths, 1)
+        done += 46 + lengths
+
+
 def _extract_zip(handle: IO[bytes], extractor: _Extractor) -> None:
     try:
+        _scan_zip_directory(handle, extractor)
+        handle.seek(0)
         archive = zipfile.ZipFile(handle)
         infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error) as error:
         raise InvalidArchive(f"not a readable zip archive: {error}") from None
+    if len(infos) > extractor.settings.max_files:  # the scan above counted them already; kept as a backstop
+        extractor.entries = 0
+        extractor.count_entry(len(infos))
     for info in infos:
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
@@ -266,13 +321,62 @@ def _extract_zip(handle: IO[bytes], extractor: _Extractor) -> None:
             raise InvalidArchive(f"archive member {path} cannot be read: {error}") from None
 
 
+_EXTENDED_HEADERS = {tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+                     tarfile.XHDTYPE: "PAX header", tarfile.SOLARIS_XHDTYPE: "PAX header",
+                     tarfile.XGLTYPE: "global PAX header"}
+MAX_EXTENDED_IN_A_ROW = 4  # a member has at most a PAX header, a long name and a long link name (and a global one)
+
+
+def _bounded_tarinfo(extractor: _Extractor) -> type[tarfile.TarInfo]:
+    """A TarInfo class whose extended headers are checked against the caps before tarfile reads them.
+
+    tarfile reads a GNU long name or a PAX header whole (a 1 GiB one from a 1 KB bz2), and processes a chain of
+    them by calling itself once per header (thousands in a row: a RecursionError). Its per-type hook
+    ``_proc_member`` sees the header's declared size first: bounded there, in a row, and (for the global PAX
+    headers, whose keys stay for the rest of the archive) in total; what they hold counts against the upload's
+    content cap. Sparse members (whose maps tarfile reads unbounded) are refused: audio is never sparse."""
+    state = {"in_a_row": 0, "global": 0}
+    limit = extractor.settings.max_archive_header_bytes
+
+    def no_sparse(*args) -> None:
+        raise InvalidArchive("archive holds a sparse member (not allowed)")
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, archive):
+            what = _EXTENDED_HEADERS.get(self.type)
+            if what is None:
+                state["in_a_row"] = 0
+                if self.type == tarfile.GNUTYPE_SPARSE:
+                    no_sparse()
+                return super()._proc_member(archive)
+            state["in_a_row"] += 1
+            if state["in_a_row"] > MAX_EXTENDED_IN_A_ROW:
+                raise InvalidArchive(f"archive holds more than {MAX_EXTENDED_IN_A_ROW} extended headers in a row")
+            extractor.check_header(what, self.size)
+            if self.type == tarfile.XGLTYPE:
+                state["global"] += self.size
+                if state["global"] > limit:
+                    raise TooLarge(f"archive's global PAX headers hold more than {limit} bytes together",
+                                   code="archive_header_too_large", details={"limit": limit})
+            extractor.total += self.size
+            if extractor.total > extractor.settings.max_upload_bytes:
+                raise TooLarge(f"archive content is over the {extractor.settings.max_upload_bytes}-byte cap",
+                               details={"limit": extractor.settings.max_upload_bytes})
+            return super()._proc_member(archive)
+
+        _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = no_sparse
+
+    return BoundedTarInfo
+
+
 def _extract_tar(handle: IO[bytes], extractor: _Extractor) -> None:
     try:
-        archive = tarfile.open(fileobj=handle, mode="r:*")
+        archive = tarfile.open(fileobj=handle, mode="r:*", tarinfo=_bounded_tarinfo(extractor))
     except (tarfile.TarError, OSError, EOFError) as error:
         raise InvalidArchive(f"not a readable zip or tar archive ({error})") from None
     try:
         for member in archive:
+            extractor.count_entry()
             if member.issym() or member.islnk():
                 raise InvalidArchive(f"archive member {member.name!r} is a link (not allowed)",
                                      details={"member": member.name})

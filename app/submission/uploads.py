@@ -16,8 +16,9 @@ from app.webhooks import callbacks as webhooks
 from app.auth import Principal
 from app.plumbing.errors import InvalidRequest
 from app.submission.forms import read_multipart
-from app.submission.intake import (AudioFile, archive_contents, build_request, check_field, check_name, check_profile,
-                        decode_manifest, normalise_path, parse_metadata, validate_audio)
+from app.submission.intake import (AudioFile, archive_contents, build_request, check_field, check_manifest_size,
+                                   check_name, check_profile, decode_manifest, normalise_path, parse_metadata,
+                                   validate_audio)
 from app.services import Services
 from core.db import begin_read_only
 from core.settings import Settings
@@ -76,7 +77,9 @@ def submit(services: Services, principal: Principal, idempotency_key: str | None
     profile = check_profile(texts.get("profile"), settings.profile)
     metadata = parse_metadata(texts.get("metadata"), settings.max_metadata_bytes)
     callback_url = webhooks.check_callback_url(texts.get("callback_url"), settings)
-    request = build_request(manifest_text=decode_manifest(manifest_bytes, manifest_name), manifest_name=manifest_name,
+    manifest_text = decode_manifest(manifest_bytes, manifest_name)
+    del manifest_bytes  # the text alone is held while it is parsed (a manifest may be 64 MiB)
+    request = build_request(manifest_text=manifest_text, manifest_name=manifest_name,
                             files=files, name=name, profile=profile, metadata=metadata,
                             group_column=(texts.get("group_column") or "").strip() or None, settings=settings)
     if idempotency_key:
@@ -119,6 +122,7 @@ def submit_form(services: Services, principal: Principal, idempotency_key: str |
     if manifest is None:
         raise InvalidRequest("missing 'manifest' (a CSV/JSONL pairs file) or 'archive' (zip/tar with manifest.csv)",
                              code="missing_manifest")
+    check_manifest_size(manifest.size if manifest.size is not None else _size(manifest))  # before reading it
     return submit(services, principal, idempotency_key, manifest_name=manifest.filename,
                   manifest_bytes=_reader(manifest)(), files=files, texts=texts)
 

@@ -16,17 +16,20 @@ database: finishing a job never waits on a receiver, and a restart loses no deli
 Callback targets must match the operator's allow-list (EMOPRES_WEBHOOK_ALLOWED_HOSTS: host names,
 ``*.domain`` wildcards, IP addresses or networks, each optionally ``:port``); anything else is refused
 at submission with 422 callback_not_allowed, so that no client can make the service send requests to
-arbitrary hosts inside its network. An empty list (the default) turns callbacks off.
+arbitrary hosts inside its network. An empty list (the default) turns callbacks off. The URL is read by
+the parser that sends it (httpx.URL), so that the host checked is the host contacted; whitespace and
+control characters are refused (urlsplit dropped a TAB that httpx then refused to send).
 """
 from __future__ import annotations
 
 import ipaddress
 import secrets
+import unicodedata
 import uuid
 from datetime import datetime
 from fnmatch import fnmatchcase
-from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -89,9 +92,27 @@ def _host_matches(pattern: str, host: str) -> bool:
     return host == pattern
 
 
+def parse_url(url: str) -> httpx.URL:
+    """The URL as the dispatcher's client reads it, or ValueError naming why it cannot be sent."""
+    bad = next((ch for ch in url if ch.isspace() or unicodedata.category(ch).startswith("C")), None)
+    if bad is not None:
+        raise ValueError(f"it contains whitespace or a control character ({ascii(bad)})")
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise ValueError(str(error)[:200]) from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return parsed
+
+
 def allowed(url: str, entries: tuple[str, ...]) -> bool:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = parse_url(url)
+    except ValueError:
+        return False
+    host = parts.host.lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
     for entry in entries:
         pattern, entry_port = _split_entry(entry)
@@ -105,23 +126,24 @@ def check_callback_url(url: str | None, settings) -> str | None:
     url = (url or "").strip()
     if not url:
         return None
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidRequest(f"callback_url is longer than {MAX_URL_CHARS} characters", code="invalid_callback_url")
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - a malformed port raises here
-    except ValueError:
-        raise InvalidRequest("callback_url is not a valid URL", code="invalid_callback_url") from None
-    if len(url) > MAX_URL_CHARS or parts.scheme not in ("http", "https") or not parts.hostname:
+        parts = parse_url(url)
+    except ValueError as error:
+        raise InvalidRequest(f"callback_url is not a valid URL: {error}", code="invalid_callback_url") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
         raise InvalidRequest(f"callback_url must be an http(s) URL with a host, at most {MAX_URL_CHARS} characters",
                              code="invalid_callback_url")
-    if parts.username or parts.password:
+    if parts.userinfo:
         raise InvalidRequest("callback_url must not hold credentials", code="invalid_callback_url")
     entries = allow_list(settings.webhook_allowed_hosts)
     if not entries:
         raise InvalidRequest("callbacks are off on this service: its operator allows no callback hosts "
-                             "(EMOPRES_WEBHOOK_ALLOWED_HOSTS)", code="callback_not_allowed", details={"host": parts.hostname})
+                             "(EMOPRES_WEBHOOK_ALLOWED_HOSTS)", code="callback_not_allowed", details={"host": parts.host})
     if not allowed(url, entries):
-        raise InvalidRequest(f"callback host {parts.hostname!r} is not on this service's allow-list",
-                             code="callback_not_allowed", details={"host": parts.hostname})
+        raise InvalidRequest(f"callback host {parts.host!r} is not on this service's allow-list",
+                             code="callback_not_allowed", details={"host": parts.host})
     return url
 
 

@@ -8,27 +8,44 @@ attempt: a 2xx is delivered; anything else (an error status, a timeout, a refuse
 retried after backoff * 2**(attempt - 1) seconds, until max_attempts, then failed. Every attempt is
 a webhook_deliveries row. Redirects are not followed (they could lead off the allow-list), and the
 allow-list is checked again before each attempt (the operator may have narrowed it).
+
+An attempt is bounded whatever the receiver does: the whole exchange (connect, send, answer) within
+webhook_timeout_seconds (httpx's timeouts bound each read, not their sum: a timer shuts the connection at
+the deadline), and of a failed answer at most webhook_answer_bytes are read, raw (Accept-Encoding:
+identity, nothing decompressed), of which 200 characters are kept as the reason. Any error of the client
+(a URL it refuses to send to included) is a recorded failed attempt. Due callbacks are taken fairly across
+tokens (each token's oldest first, a token with attempts in flight after those without), so that one
+token's failing or hanging callbacks do not hold up another's.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+import unicodedata
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from app import jobs as crud
 from core.db import Job, Webhook, WebhookDelivery, dumps, utcnow
-from app.webhooks.callbacks import allow_list, allowed, secret_for
+from app.webhooks.callbacks import allow_list, allowed, parse_url, secret_for
 from emopres_client.webhooks import DELIVERY_HEADER, EVENT_HEADER, sign
 
 log = logging.getLogger("emopres.webhooks")
 EVENT = "job.finished"
 USER_AGENT = "emopres-webhooks"
 MAX_ERROR_CHARS = 500
+KEPT_ANSWER_CHARS = 200
+
+
+def printable(text: str) -> str:
+    """Text safe to store and show: control characters (NUL included, which PostgreSQL cannot store) as spaces."""
+    return "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
 
 
 def summary(session, job: Job, public_url: str | None) -> dict:
@@ -42,10 +59,13 @@ def summary(session, job: Job, public_url: str | None) -> dict:
 class Dispatcher:
     def __init__(self, settings, sessions, *, client: httpx.Client | None = None) -> None:
         self.settings, self.sessions = settings, sessions
+        # a new connection per attempt (no keep-alive): the time box below shuts the socket it saw connect
         self._client = client or httpx.Client(timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-                                              follow_redirects=False, headers={"User-Agent": USER_AGENT})
+                                              limits=httpx.Limits(max_keepalive_connections=0),
+                                              follow_redirects=False,
+                                              headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         self._pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="emopres-webhook")
-        self._busy: set[str] = set()
+        self._busy: dict[str, str | None] = {}  # job_id -> token name, of the attempts in flight
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emopres-webhooks", daemon=True)
@@ -65,8 +85,9 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 self.dispatch_due()
-            except Exception as error:  # the database away for a moment: try again next round
-                log.warning("webhook dispatcher: %s: %s", type(error).__name__, str(error).splitlines()[0][:200])
+            except Exception:  # the database away for a moment, or a bug: logged whole, tried again next round
+                log.exception("webhook dispatcher: a round failed; trying again in %g s",
+                              self.settings.webhook_poll_seconds)
             self._stop.wait(self.settings.webhook_poll_seconds)
 
     # ------------------------------------------------------------------ one round
@@ -75,29 +96,38 @@ class Dispatcher:
         """Claim the due callbacks that a free slot can take and deliver them; returns how many were claimed."""
         with self._lock:
             free = self.settings.webhook_concurrency - len(self._busy)
-        claimed = [job_id for job_id in self._due(limit=max(0, free)) if self._claim(job_id)]
+            busy = dict(self._busy)
+        claimed = [(job_id, token) for job_id, token in self._due(max(0, free), busy) if self._claim(job_id)]
         futures = []
-        for job_id in claimed:
+        for job_id, token in claimed:
             with self._lock:
-                self._busy.add(job_id)
+                self._busy[job_id] = token
             futures.append(self._pool.submit(self._deliver_and_release, job_id))
         if wait:
             for future in futures:
                 future.result()
         return len(claimed)
 
-    def _due(self, limit: int) -> list[str]:
+    def _due(self, limit: int, busy: dict[str, str | None]) -> list[tuple[str, str | None]]:
+        """Up to `limit` due callbacks (job id, token name), fairly across tokens: each token's oldest first, and
+        a token's n-th after every other token's (n - its attempts in flight)-th."""
         if limit <= 0:
             return []
         now = utcnow()
+        rank = func.row_number().over(partition_by=Webhook.token_name,
+                                      order_by=(Job.finished_at, Webhook.job_id)).label("rank")
+        due = (select(Webhook.job_id, Webhook.token_name, Job.finished_at, rank).join(Job, Job.id == Webhook.job_id)
+               .where(Webhook.state == "waiting", Job.status.in_(crud.FINISHED),
+                      or_(Webhook.next_attempt_at.is_(None), Webhook.next_attempt_at <= now),
+                      or_(Webhook.lease_until.is_(None), Webhook.lease_until < now),
+                      Webhook.job_id.not_in(list(busy) or [""]))).subquery()
         with self.sessions() as session:
-            return list(session.scalars(
-                select(Webhook.job_id).join(Job, Job.id == Webhook.job_id)
-                .where(Webhook.state == "waiting", Job.status.in_(crud.FINISHED),
-                       or_(Webhook.next_attempt_at.is_(None), Webhook.next_attempt_at <= now),
-                       or_(Webhook.lease_until.is_(None), Webhook.lease_until < now),
-                       Webhook.job_id.not_in(list(self._busy) or [""]))
-                .order_by(Job.finished_at).limit(limit)))
+            rows = session.execute(select(due.c.job_id, due.c.token_name, due.c.finished_at, due.c.rank)
+                                   .where(due.c.rank <= limit)).all()
+        in_flight = Counter(busy.values())
+        rows.sort(key=lambda row: (in_flight[row.token_name] + row.rank,
+                                   row.finished_at.timestamp() if row.finished_at else float("inf"), row.job_id))
+        return [(row.job_id, row.token_name) for row in rows[:limit]]
 
     def _claim(self, job_id: str) -> bool:
         now = utcnow()
@@ -117,7 +147,7 @@ class Dispatcher:
             log.exception("webhook of job %s", job_id)
         finally:
             with self._lock:
-                self._busy.discard(job_id)
+                self._busy.pop(job_id, None)
 
     # ------------------------------------------------------------------ one attempt
 
@@ -134,30 +164,101 @@ class Dispatcher:
             url, attempt = hook.url, hook.attempts + 1
             session.commit()
         body = dumps(payload).encode()
-        started, status, error = utcnow(), None, None
+        started, status, error, final = utcnow(), None, None, True
         clock = time.monotonic()
+        try:
+            parse_url(url)
+            problem = None
+        except ValueError as exc:
+            problem = str(exc)
         if secret is None:
             error = "no webhook secret to sign with (the token's secret was removed)"
+        elif problem is not None:  # stored before submission checked it as the client does
+            error = f"the callback URL is not valid: {problem}"
         elif not allowed(url, allow_list(settings.webhook_allowed_hosts)):
             error = "the callback host is no longer on the service's allow-list"
         else:
             headers = {"Content-Type": "application/json", EVENT_HEADER: EVENT, DELIVERY_HEADER: hook.delivery_id,
                        **sign(secret, body)}
+            final = False
             try:
-                response = self._client.post(url, content=body, headers=headers)
-                status = response.status_code
-                if not 200 <= status < 300:
-                    error = f"HTTP {status}" + (f": {response.text[:200]}" if response.text else "")
-            except httpx.TimeoutException:
-                error = f"no answer within {settings.webhook_timeout_seconds:g} s"
-            except httpx.HTTPError as exc:
+                status, error = self._post(url, body, headers)
+            except httpx.InvalidURL as exc:  # the client refuses the URL: no later attempt will do better
+                error, final = f"the callback URL is not valid: {exc}", True
+            except Exception as exc:  # any other client error is a failed attempt too, recorded like the rest
                 error = f"{type(exc).__name__}: {exc}"
-        final = error is None or error.startswith(("no webhook secret", "the callback host"))
+        final = final or error is None
         outcome = "delivered" if error is None else ("failed" if final or attempt >= settings.webhook_max_attempts
                                                      else "retry")
         self._record(job_id, attempt, url, started, clock, status, error, outcome)
         log.info("webhook of job %s, attempt %d: %s%s", job_id, attempt, outcome, f" ({error})" if error else "")
         return outcome
+
+    def _post(self, url: str, body: bytes, headers: dict) -> tuple[int | None, str | None]:
+        """POST the body; (HTTP status, the reason it failed or None). The exchange as a whole is time-boxed:
+        a timer shuts the socket it connected down at the deadline, whatever stage the exchange is at."""
+        limit = self.settings.webhook_timeout_seconds
+        sockets: list[socket.socket] = []
+        lock, expired = threading.Lock(), threading.Event()
+
+        def shut(sock: socket.socket) -> None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def trace(event: str, info: dict) -> None:
+            if event == "connection.connect_tcp.complete":
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    with lock:  # a duplicate: the same connection, whatever TLS later does to the original
+                        sockets.append(sock.dup())
+                        if expired.is_set():
+                            shut(sockets[-1])
+
+        def expire() -> None:
+            with lock:
+                expired.set()
+                for sock in sockets:
+                    shut(sock)
+
+        timer = threading.Timer(limit, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            with self._client.stream("POST", url, content=body, headers=headers,
+                                     extensions={"trace": trace}) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return status, None  # the body is never read
+                return status, self._reason(response, expired)
+        except httpx.HTTPError as exc:
+            if expired.is_set() or isinstance(exc, httpx.TimeoutException):
+                return None, f"no answer within {limit:g} s"
+            raise
+        finally:
+            timer.cancel()
+            with lock:
+                for sock in sockets:
+                    sock.close()
+
+    def _reason(self, response: httpx.Response, expired: threading.Event) -> str:
+        """"HTTP status: the answer's first characters", from at most webhook_answer_bytes of it, read raw."""
+        reason = f"HTTP {response.status_code}"
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            return f"{reason} (a {printable(encoding[:40])}-encoded answer, not read)"
+        cap, kept, cut = self.settings.webhook_answer_bytes, bytearray(), False
+        try:
+            for chunk in response.iter_raw():
+                kept += chunk
+                if len(kept) >= cap:
+                    break
+        except httpx.HTTPError:  # cut off at the deadline, or the receiver hung up
+            cut = expired.is_set()
+        text = printable(kept[:cap].decode("utf-8", errors="replace"))[:KEPT_ANSWER_CHARS].strip()
+        return (reason + (f": {text}" if text else "")
+                + (f" (the answer was cut off after {self.settings.webhook_timeout_seconds:g} s)" if cut else ""))
 
     def _record(self, job_id, attempt, url, started, clock, status, error, outcome) -> None:
         now = utcnow()
@@ -168,7 +269,7 @@ class Dispatcher:
         with self.sessions() as session:
             session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, started_at=started,
                                         duration_ms=int((time.monotonic() - clock) * 1000), status_code=status,
-                                        error=error[:MAX_ERROR_CHARS] if error else None, outcome=outcome))
+                                        error=printable(error)[:MAX_ERROR_CHARS] if error else None, outcome=outcome))
             session.execute(update(Webhook).where(and_(Webhook.job_id == job_id, Webhook.state == "waiting"))
                             .values(**values))
             session.commit()

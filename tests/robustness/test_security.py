@@ -26,8 +26,9 @@ from tests.service_support import EMOPRES, REPO, free_port, service_env, wait_jo
 from tests.service.test_service_api import assert_error, job_fields, service_settings
 
 SERVICE_PACKAGES = ("app", "worker", "models", "core")
-# app/webhooks/delivery.py: POSTs job summaries to callback URLs on the operator's allow-list (its only request out)
-CLIENT_MODULES = {"app/webhooks/delivery.py"}
+# app/webhooks/delivery.py: POSTs job summaries to callback URLs on the operator's allow-list (its only request out);
+# app/webhooks/callbacks.py: reads callback URLs with httpx.URL, the parser that sends them (it sends nothing)
+CLIENT_MODULES = {"app/webhooks/delivery.py", "app/webhooks/callbacks.py"}
 
 
 def cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
