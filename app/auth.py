@@ -3,6 +3,7 @@
 A token belongs to one project; a request sees only that project's jobs. With
 EMOPRES_AUTH_DISABLED=1 every request acts for the project "default".
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 
 Routes call these; they know nothing of HTTP beyond raising APIError.
 """
+
 from __future__ import annotations
 
 import base64
@@ -10,22 +11,22 @@ import io
 import json
 import math
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from sqlalchemy import Row, and_, bindparam, case, delete, func, insert, or_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.plumbing.errors import Conflict, InvalidRequest, NotFound
+from app.submission.intake import JobRequest
 from core.batch_thread import BatchThread
 from core.blobstore import BlobStore
 from core.catalogue import PAIR_METRICS, SIDE_READING_METRICS
 from core.db import Chunk, Job, Pair, PairResult, Report, Webhook, insert_for, utcnow
-from app.plumbing.errors import Conflict, InvalidRequest, NotFound
-from app.submission.intake import JobRequest
 
 STATUSES = ("queued", "running", "succeeded", "failed")
 FINISHED = ("succeeded", "failed")
@@ -33,8 +34,9 @@ MAX_FAILURES_SHOWN = 100
 
 
 # what a replayed submission answers with; built once (every keyed submission runs it)
-BY_IDEMPOTENCY_KEY = (select(Job.id, Job.status, Job.n_pairs, Job.request_sha256)
-                      .where(Job.project == bindparam("project"), Job.idempotency_key == bindparam("key")))
+BY_IDEMPOTENCY_KEY = select(Job.id, Job.status, Job.n_pairs, Job.request_sha256).where(
+    Job.project == bindparam("project"), Job.idempotency_key == bindparam("key")
+)
 
 
 def find_by_idempotency_key(session: Session, project: str, key: str) -> Row | None:
@@ -45,8 +47,11 @@ def find_by_idempotency_key(session: Session, project: str, key: str) -> Row | N
 
 def check_replay(job: Job | Row, fingerprint: str) -> Job | Row:
     if job.request_sha256 != fingerprint:
-        raise Conflict("this Idempotency-Key was used for a different request", code="idempotency_conflict",
-                       details={"job_id": job.id})
+        raise Conflict(
+            "this Idempotency-Key was used for a different request",
+            code="idempotency_conflict",
+            details={"job_id": job.id},
+        )
     return job
 
 
@@ -54,6 +59,7 @@ def chunk_of_pairs(request: JobRequest, chunk_size: int) -> list[int]:
     """Each pair's chunk: pairs ranked by audio length (source + target, longest first; ties keep their order)
     fill the chunks in turn. A chunk's utterances then pad little against each other in a worker's batches,
     and the longest chunks go to the queue first (longest-processing-time-first across workers)."""
+
     def seconds(pair) -> float:
         return sum(request.seconds.get(request.files[path].sha256, 0.0) for path in (pair.source, pair.target))
 
@@ -67,6 +73,7 @@ def chunk_of_pairs(request: JobRequest, chunk_size: int) -> list[int]:
 @dataclass
 class NewJob:
     """A validated job whose blob files are written, waiting for its rows to be stored."""
+
     job: Job
     request: JobRequest
     chunks: list[int]
@@ -74,26 +81,65 @@ class NewJob:
     stored: Future = field(default_factory=Future)  # True: created; False: its Idempotency-Key names another job
 
 
-def new_job(blobs: BlobStore, request: JobRequest, *, project: str, idempotency_key: str | None, chunk_size: int,
-            bootstrap: int, seed: int, callback: dict | None = None) -> NewJob:
+def new_job(
+    blobs: BlobStore,
+    request: JobRequest,
+    *,
+    project: str,
+    idempotency_key: str | None,
+    chunk_size: int,
+    bootstrap: int,
+    seed: int,
+    callback: dict | None = None,
+) -> NewJob:
     """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it)."""
     n_pairs = len(request.pairs)
-    job = Job(id=str(uuid.uuid4()), project=project, name=request.name, profile=request.profile,
-              metadata_json=request.metadata, status="queued", n_pairs=n_pairs, n_chunks=math.ceil(n_pairs / chunk_size),
-              use_groups=request.use_groups, bootstrap=bootstrap, seed=seed, idempotency_key=idempotency_key,
-              request_sha256=request.fingerprint, created_at=utcnow())
+    job = Job(
+        id=str(uuid.uuid4()),
+        project=project,
+        name=request.name,
+        profile=request.profile,
+        metadata_json=request.metadata,
+        status="queued",
+        n_pairs=n_pairs,
+        n_chunks=math.ceil(n_pairs / chunk_size),
+        use_groups=request.use_groups,
+        bootstrap=bootstrap,
+        seed=seed,
+        idempotency_key=idempotency_key,
+        request_sha256=request.fingerprint,
+        created_at=utcnow(),
+    )
     blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
     return NewJob(job, request, chunk_of_pairs(request, chunk_size), callback)
 
 
-def create_job(session_factory, blobs: BlobStore, request: JobRequest, *, project: str,
-               idempotency_key: str | None, chunk_size: int, bootstrap: int, seed: int,
-               callback: dict | None = None, writer: "JobWriter | None" = None) -> tuple[Job | Row, bool]:
+def create_job(
+    session_factory,
+    blobs: BlobStore,
+    request: JobRequest,
+    *,
+    project: str,
+    idempotency_key: str | None,
+    chunk_size: int,
+    bootstrap: int,
+    seed: int,
+    callback: dict | None = None,
+    writer: JobWriter | None = None,
+) -> tuple[Job | Row, bool]:
     """Store the blobs, the job, its pairs and chunks (and its webhook callback), committed before this returns
     (with a writer: in its next transaction, with other jobs). (job, created); a replay's job is the key's row
     (find_by_idempotency_key)."""
-    item = new_job(blobs, request, project=project, idempotency_key=idempotency_key, chunk_size=chunk_size,
-                   bootstrap=bootstrap, seed=seed, callback=callback)
+    item = new_job(
+        blobs,
+        request,
+        project=project,
+        idempotency_key=idempotency_key,
+        chunk_size=chunk_size,
+        bootstrap=bootstrap,
+        seed=seed,
+        callback=callback,
+    )
     if writer is not None:
         writer.submit(item)
     else:
@@ -134,21 +180,40 @@ def store_jobs(session_factory, blobs: BlobStore, items: list[NewJob]) -> None:
 def _insert_jobs(session: Session, items: list[NewJob]) -> set[str]:
     """The job rows, in one statement (executemany with RETURNING: one multi-row INSERT); the ids inserted, i.e.
     without the jobs whose Idempotency-Key another job holds."""
-    rows = [{attr.columns[0].key: getattr(item.job, attr.key) for attr in sa_inspect(Job).column_attrs}
-            for item in items]
-    statement = insert_for(session, Job.__table__).on_conflict_do_nothing(
-        index_elements=["project", "idempotency_key"]).returning(Job.__table__.c.id)
+    rows = [
+        {attr.columns[0].key: getattr(item.job, attr.key) for attr in sa_inspect(Job).column_attrs} for item in items
+    ]
+    statement = (
+        insert_for(session, Job.__table__)
+        .on_conflict_do_nothing(index_elements=["project", "idempotency_key"])
+        .returning(Job.__table__.c.id)
+    )
     return set(session.scalars(statement, rows))
 
 
 def _insert_job_rows(session: Session, items: list[NewJob]) -> None:
     """The pairs, chunks and webhook callbacks of new jobs: one Core executemany per table (compiled once)."""
-    pairs = [dict(job_id=item.job.id, pair_id=pair.pair_id, idx=i, chunk=item.chunks[i], source_path=pair.source,
-                  target_path=pair.target, source_sha256=item.request.files[pair.source].sha256,
-                  target_sha256=item.request.files[pair.target].sha256, label=pair.label, group_id=pair.group)
-             for item in items for i, pair in enumerate(item.request.pairs)]
-    chunks = [dict(job_id=item.job.id, idx=i, status="pending", attempts=0)
-              for item in items for i in range(item.job.n_chunks)]
+    pairs = [
+        dict(
+            job_id=item.job.id,
+            pair_id=pair.pair_id,
+            idx=i,
+            chunk=item.chunks[i],
+            source_path=pair.source,
+            target_path=pair.target,
+            source_sha256=item.request.files[pair.source].sha256,
+            target_sha256=item.request.files[pair.target].sha256,
+            label=pair.label,
+            group_id=pair.group,
+        )
+        for item in items
+        for i, pair in enumerate(item.request.pairs)
+    ]
+    chunks = [
+        dict(job_id=item.job.id, idx=i, status="pending", attempts=0)
+        for item in items
+        for i in range(item.job.n_chunks)
+    ]
     callbacks = [dict(job_id=item.job.id, **item.callback) for item in items if item.callback is not None]
     for table, rows in ((Pair.__table__, pairs), (Chunk.__table__, chunks), (Webhook.__table__, callbacks)):
         if rows:
@@ -165,7 +230,7 @@ class JobWriter:
         self.sessions, self.blobs = sessions, blobs  # sessions(): the service's session factory now
         self._thread = BatchThread("emopres-job-writer", self._store, self.MAX_BATCH)
 
-    def start(self) -> "JobWriter":
+    def start(self) -> JobWriter:
         self._thread.start()
         return self
 
@@ -205,7 +270,9 @@ def progress(session: Session, job_ids: list[str]) -> dict[str, tuple[int, int]]
         return {}
     rows = session.execute(
         select(PairResult.job_id, func.count(), func.sum(case((PairResult.row.is_(None), 1), else_=0)))
-        .where(PairResult.job_id.in_(job_ids)).group_by(PairResult.job_id))
+        .where(PairResult.job_id.in_(job_ids))
+        .group_by(PairResult.job_id)
+    )
     return {job_id: (int(done), int(failed or 0)) for job_id, done, failed in rows}
 
 
@@ -216,13 +283,25 @@ def _iso(value: datetime | None) -> str | None:
 def job_links(job_id: str) -> dict:
     """Every resource of a job; `compare` is a template (put the baseline job's id in it)."""
     base = f"/v1/jobs/{job_id}"
-    return {"self": base, "report": f"{base}/report", "report_html": f"{base}/report.html",
-            "pairs_csv": f"{base}/pairs.csv", "plots": f"{base}/plots", "compare": base + "/compare/{baseline_id}",
-            "deliveries": f"{base}/deliveries"}
+    return {
+        "self": base,
+        "report": f"{base}/report",
+        "report_html": f"{base}/report.html",
+        "pairs_csv": f"{base}/pairs.csv",
+        "plots": f"{base}/plots",
+        "compare": base + "/compare/{baseline_id}",
+        "deliveries": f"{base}/deliveries",
+    }
 
 
-def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = None, *, detail: bool = True,
-             stored: tuple[dict | None, dict | None] | None = None) -> dict:
+def job_view(
+    session: Session,
+    job: Job,
+    done_failed: tuple[int, int] | None = None,
+    *,
+    detail: bool = True,
+    stored: tuple[dict | None, dict | None] | None = None,
+) -> dict:
     """The job as the API shows it; `stored` (the report's headline metrics and summary) is read here unless
     given."""
     done, failed = done_failed if done_failed is not None else progress(session, [job.id]).get(job.id, (0, 0))
@@ -233,23 +312,38 @@ def job_view(session: Session, job: Job, done_failed: tuple[int, int] | None = N
         row = session.execute(select(Report.headline, Report.summary).where(Report.job_id == job.id)).first()
         headline, summary = row if row is not None else (None, None)
     view = {
-        "id": job.id, "name": job.name, "status": job.status, "profile": job.profile, "metadata": job.metadata_json,
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "profile": job.profile,
+        "metadata": job.metadata_json,
         "progress": {"done": done, "total": job.n_pairs, "failed": failed},
-        "created_at": _iso(job.created_at), "started_at": _iso(job.started_at), "finished_at": _iso(job.finished_at),
-        "error": job.error, "headline": headline, "summary": summary, "links": job_links(job.id),
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "error": job.error,
+        "headline": headline,
+        "summary": summary,
+        "links": job_links(job.id),
     }
     if detail:
         view["failures"] = failures_of(session, job.id, limit=MAX_FAILURES_SHOWN)
         view["errors"] = ([job.error] if job.error else []) + [
-            e for e in session.scalars(select(Chunk.last_error).where(Chunk.job_id == job.id,
-                                                                      Chunk.last_error.is_not(None)).distinct())]
+            e
+            for e in session.scalars(
+                select(Chunk.last_error).where(Chunk.job_id == job.id, Chunk.last_error.is_not(None)).distinct()
+            )
+        ]
     return view
 
 
 def failures_of(session: Session, job_id: str, limit: int | None = None) -> list[dict]:
-    query = (select(PairResult.failures).join(Pair, and_(Pair.job_id == PairResult.job_id,
-                                                         Pair.pair_id == PairResult.pair_id))
-             .where(PairResult.job_id == job_id, PairResult.row.is_(None)).order_by(Pair.idx))
+    query = (
+        select(PairResult.failures)
+        .join(Pair, and_(Pair.job_id == PairResult.job_id, Pair.pair_id == PairResult.pair_id))
+        .where(PairResult.job_id == job_id, PairResult.row.is_(None))
+        .order_by(Pair.idx)
+    )
     if limit:
         query = query.limit(limit)
     return [f for failures in session.scalars(query) for f in (failures or [])]
@@ -269,7 +363,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created = datetime.fromisoformat(created)
         if created.tzinfo is None or not isinstance(job_id, str) or not _is_uuid(job_id):
             raise ValueError("not a cursor of ours")
-        return created.astimezone(timezone.utc), job_id
+        return created.astimezone(UTC), job_id
     except Exception:
         raise InvalidRequest("invalid cursor (use next_cursor from a previous page)", code="invalid_cursor") from None
 
@@ -277,8 +371,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 ORDERS = ("-created_at", "created_at")  # newest first (the default), oldest first
 
 
-def list_jobs(session: Session, project: str, *, status: str | None, name: str | None, limit: int,
-              cursor: str | None, name_prefix: str | None = None, order: str = "-created_at") -> tuple[list[dict], str | None]:
+def list_jobs(
+    session: Session,
+    project: str,
+    *,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+    name_prefix: str | None = None,
+    order: str = "-created_at",
+) -> tuple[list[dict], str | None]:
     query = select(Job).where(Job.project == project)
     if status:
         if status not in STATUSES:
@@ -293,18 +396,26 @@ def list_jobs(session: Session, project: str, *, status: str | None, name: str |
     ascending = order == "created_at"
     if cursor:
         created, job_id = decode_cursor(cursor)
-        query = query.where(or_(Job.created_at > created, and_(Job.created_at == created, Job.id > job_id))
-                            if ascending else
-                            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
+        query = query.where(
+            or_(Job.created_at > created, and_(Job.created_at == created, Job.id > job_id))
+            if ascending
+            else or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
     keys = (Job.created_at.asc(), Job.id.asc()) if ascending else (Job.created_at.desc(), Job.id.desc())
     jobs = list(session.scalars(query.order_by(*keys).limit(limit + 1)))
     more = len(jobs) > limit
     jobs = jobs[:limit]
     counts = progress(session, [j.id for j in jobs])
-    stored = {job_id: (headline, summary) for job_id, headline, summary in session.execute(
-        select(Report.job_id, Report.headline, Report.summary).where(Report.job_id.in_([j.id for j in jobs])))}
-    items = [job_view(session, j, counts.get(j.id, (0, 0)), detail=False, stored=stored.get(j.id, (None, None)))
-             for j in jobs]
+    stored = {
+        job_id: (headline, summary)
+        for job_id, headline, summary in session.execute(
+            select(Report.job_id, Report.headline, Report.summary).where(Report.job_id.in_([j.id for j in jobs]))
+        )
+    }
+    items = [
+        job_view(session, j, counts.get(j.id, (0, 0)), detail=False, stored=stored.get(j.id, (None, None)))
+        for j in jobs
+    ]
     return items, (encode_cursor(jobs[-1]) if more and jobs else None)
 
 
@@ -329,9 +440,12 @@ def report_text(session: Session, project: str, job_id: str) -> str:
     content = session.scalar(select(Report.content).where(Report.job_id == job.id))
     if content is None:
         done, failed = progress(session, [job.id]).get(job.id, (0, 0))
-        raise Conflict(f"job {job.id} is {job.status}: its report is not ready", code="report_not_ready",
-                       details={"status": job.status, "progress": {"done": done, "total": job.n_pairs}},
-                       headers={"Retry-After": "2"})
+        raise Conflict(
+            f"job {job.id} is {job.status}: its report is not ready",
+            code="report_not_ready",
+            details={"status": job.status, "progress": {"done": done, "total": job.n_pairs}},
+            headers={"Retry-After": "2"},
+        )
     return content
 
 
@@ -346,15 +460,21 @@ def pairs_csv(session: Session, project: str, job_id: str) -> str:
     rows = session.execute(
         select(Pair.pair_id, Pair.label, Pair.group_id, PairResult.row, PairResult.failures)
         .outerjoin(PairResult, and_(PairResult.job_id == Pair.job_id, PairResult.pair_id == Pair.pair_id))
-        .where(Pair.job_id == job.id).order_by(Pair.idx)).all()
+        .where(Pair.job_id == job.id)
+        .order_by(Pair.idx)
+    ).all()
     classes: list[str] = []
     for *_, row, _failures in rows:
         if row:
             classes = list(row["source"]["probs"])
             break
-    header = (["pair_id", "label", "group", "status"] + [f"{side}_{f}" for side in ("source", "target") for f in SIDE_FIELDS]
-              + list(PAIR_SCORES) + [f"{side}_p_{c}" for side in ("source", "target") for c in classes]
-              + ["warnings", "error"])
+    header = (
+        ["pair_id", "label", "group", "status"]
+        + [f"{side}_{f}" for side in ("source", "target") for f in SIDE_FIELDS]
+        + list(PAIR_SCORES)
+        + [f"{side}_p_{c}" for side in ("source", "target") for c in classes]
+        + ["warnings", "error"]
+    )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)

@@ -1,6 +1,7 @@
 """The FastAPI gateway: `create_app(settings)` builds the app (API v1, health, metrics; one JSON error shape
 for every 4xx/5xx); `emopres serve` runs it with uvicorn. The routes live in app/routes (one router per
 resource), their dependencies in app/plumbing/deps.py, what the app runs in app/services.py."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,8 @@ from fastapi_offline import FastAPIOffline
 from app.plumbing.error_handlers import install_error_handlers
 from app.plumbing.middleware import RequestMiddleware
 from app.plumbing.prometheus_metrics import Metrics
-from app.routes import jobs, ops, reports, webhooks
 from app.readiness import ReadinessProbe, readiness
+from app.routes import jobs, ops, reports, webhooks
 from app.services import build_services, start_services, stop_services
 from core import __version__
 from core.settings import Settings, get_settings
@@ -28,8 +29,11 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
     settings = settings or get_settings()
     services = build_services(settings)
     services.metrics = Metrics(services)
-    services.readiness = ReadinessProbe(lambda: readiness(services), cache_seconds=settings.readiness_cache_seconds,
-                                        timeout_seconds=settings.readiness_timeout_seconds)
+    services.readiness = ReadinessProbe(
+        lambda: readiness(services),
+        cache_seconds=settings.readiness_cache_seconds,
+        timeout_seconds=settings.readiness_timeout_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -42,10 +46,15 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
 
     # /docs and /redoc load Swagger UI and ReDoc from the service itself (fastapi-offline ships them): CI hosts and
     # private clusters often have no route to a CDN
-    app = FastAPIOffline(title="emopres", version=__version__, lifespan=lifespan, static_url="/docs-assets",
-                  description="Emotion preservation evaluation for expressive speech-to-speech translation. "
-                              "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
-                              "Errors: `{\"error\": {\"code\", \"message\", \"details\"}}`.")
+    app = FastAPIOffline(
+        title="emopres",
+        version=__version__,
+        lifespan=lifespan,
+        static_url="/docs-assets",
+        description="Emotion preservation evaluation for expressive speech-to-speech translation. "
+        "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
+        'Errors: `{"error": {"code", "message", "details"}}`.',
+    )
     app.state.services = services
     app.add_middleware(RequestMiddleware, services_getter=lambda: services)
     install_error_handlers(app)

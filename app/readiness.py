@@ -4,6 +4,7 @@ The probe needs no token, so any client may send it at any rate: one check runs 
 own, and its answer serves every probe for a second or two (ReadinessProbe). A request thread never waits on the
 broker: a check that has not answered in time gives a 503 that says so, and the next probe asks again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,11 @@ def models_check(services: Services) -> dict:
         return {"ok": False, "profile": settings.profile, "error": "models are loading"}
     workers = services.queue.workers(settings.profile)
     if not workers:
-        return {"ok": False, "profile": settings.profile,
-                "error": f"no {settings.profile} worker answered (start `emopres worker`); jobs wait in the queue"}
+        return {
+            "ok": False,
+            "profile": settings.profile,
+            "error": f"no {settings.profile} worker answered (start `emopres worker`); jobs wait in the queue",
+        }
     return {"ok": True, "profile": settings.profile, "workers": workers}
 
 
@@ -43,9 +47,15 @@ def readiness(services: Services) -> dict:
             session.execute(text("SELECT 1"))
             revision = MigrationContext.configure(session.connection()).get_current_revision()
         expected = head_revision()
-        checks["database"] = {"ok": revision == expected, "revision": revision,
-                              **({} if revision == expected else {"error": f"schema at {revision}, code expects "
-                                                                           f"{expected}: run `emopres db upgrade`"})}
+        checks["database"] = {
+            "ok": revision == expected,
+            "revision": revision,
+            **(
+                {}
+                if revision == expected
+                else {"error": f"schema at {revision}, code expects {expected}: run `emopres db upgrade`"}
+            ),
+        }
     except Exception as error:
         checks["database"] = {"ok": False, "error": _error_line(error)}
     try:
@@ -53,8 +63,11 @@ def readiness(services: Services) -> dict:
     except Exception as error:
         checks["broker"] = {"ok": False, "error": _error_line(error)}
     try:
-        checks["models"] = (models_check(services) if checks["broker"]["ok"]
-                            else {"ok": False, "error": "unknown: the broker is unreachable"})
+        checks["models"] = (
+            models_check(services)
+            if checks["broker"]["ok"]
+            else {"ok": False, "error": "unknown: the broker is unreachable"}
+        )
     except Exception as error:
         checks["models"] = {"ok": False, "error": _error_line(error)}
     return checks
@@ -99,13 +112,16 @@ class ReadinessProbe:
                 return self._answer
             if self._running is None:
                 self._running = Future()
-                threading.Thread(target=self._run, args=(self._running,), name="emopres-readiness",
-                                 daemon=True).start()
+                threading.Thread(target=self._run, args=(self._running,), name="emopres-readiness", daemon=True).start()
             return self._running
 
     def _not_answered(self) -> dict:
-        return {"probe": {"ok": False, "error": f"the readiness check has not answered in "
-                                                f"{self._timeout_seconds:g} s (it goes on; ask again)"}}
+        return {
+            "probe": {
+                "ok": False,
+                "error": f"the readiness check has not answered in {self._timeout_seconds:g} s (it goes on; ask again)",
+            }
+        }
 
     def _run(self, running: Future) -> None:
         try:

@@ -1,4 +1,5 @@
 """Response shapes of API v1 (for the OpenAPI document at /docs; routes return plain dicts)."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -72,7 +73,8 @@ class ReportSummary(BaseModel):
     primary: PrimaryMetric
     ser_health: dict[str, dict[str, dict[str, Any]] | None] = Field(
         description="per SER reading (absolute, side) and side: UA against chance (labelled pairs), the most "
-                    "predicted class's share, the normalised entropy of the predicted classes")
+        "predicted class's share, the normalised entropy of the predicted classes"
+    )
     metrics: dict[str, dict[str, Any]] = Field(description="each corpus metric's direction and chance level")
     warnings: list[TrustWarning]
 
@@ -89,11 +91,14 @@ class JobSummary(BaseModel):
     finished_at: str | None
     error: str | None
     headline: dict[str, HeadlineMetric] | None = Field(
-        default=None, description="headline corpus metrics with 95% CIs of a succeeded job (null until its report "
-                                  "exists)")
+        default=None,
+        description="headline corpus metrics with 95% CIs of a succeeded job (null until its report exists)",
+    )
     summary: ReportSummary | None = Field(
-        default=None, description="how far to trust the report: the primary metric with its chance level, the SER "
-                                  "reading health of each side, warnings (null until its report exists)")
+        default=None,
+        description="how far to trust the report: the primary metric with its chance level, the SER "
+        "reading health of each side, warnings (null until its report exists)",
+    )
     links: JobLinks
 
 
@@ -123,19 +128,31 @@ class Readiness(BaseModel):
 JOB_FORM_SCHEMA = {
     "type": "object",
     "properties": {
-        "manifest": {"type": "string", "format": "binary",
-                     "description": "CSV or JSONL pairs file (pair_id, source, target[, label][, group])"},
-        "archive": {"type": "string", "format": "binary",
-                    "description": "instead of manifest + files: a zip or tar holding manifest.csv and the audio"},
+        "manifest": {
+            "type": "string",
+            "format": "binary",
+            "description": "CSV or JSONL pairs file (pair_id, source, target[, label][, group])",
+        },
+        "archive": {
+            "type": "string",
+            "format": "binary",
+            "description": "instead of manifest + files: a zip or tar holding manifest.csv and the audio",
+        },
         "name": {"type": "string", "maxLength": 200},
         "profile": {"type": "string", "enum": list(PROFILES)},
-        "metadata": {"type": "string", "description": "a JSON object, e.g. {\"system\": \"...\", \"commit\": \"...\"}"},
+        "metadata": {"type": "string", "description": 'a JSON object, e.g. {"system": "...", "commit": "..."}'},
         "group_column": {"type": "string", "description": "manifest column with speaker/dialogue ids"},
-        "callback_url": {"type": "string", "description": "webhook: the signed job summary is POSTed here when the "
-                                                          "job finishes (host on the operator's allow-list)"},
+        "callback_url": {
+            "type": "string",
+            "description": "webhook: the signed job summary is POSTed here when the "
+            "job finishes (host on the operator's allow-list)",
+        },
     },
-    "additionalProperties": {"type": "string", "format": "binary",
-                             "description": "audio files, each field named by its path in the manifest"},
+    "additionalProperties": {
+        "type": "string",
+        "format": "binary",
+        "description": "audio files, each field named by its path in the manifest",
+    },
 }
 
 PAIR_FORM_SCHEMA = {

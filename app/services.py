@@ -1,6 +1,7 @@
 """What a running gateway holds (settings, sessions, blob store, queue, embedded worker, reconciler,
 Prometheus metrics) and how it is started and stopped. Without a broker the embedded in-process
 worker (worker.queue.embedded) evaluates; with one, jobs go to Celery and the reconciler finds lost work."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,12 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     engine = make_engine(settings.sqlalchemy_url)
-    services = Services(settings, make_session_factory(engine), BlobStore.from_settings(settings),
-                        submissions=asyncio.Semaphore(settings.submit_slots))
+    services = Services(
+        settings,
+        make_session_factory(engine),
+        BlobStore.from_settings(settings),
+        submissions=asyncio.Semaphore(settings.submit_slots),
+    )
     services.extra["engine"] = engine
     return services
 

@@ -7,6 +7,7 @@ settings (599 s, 8 channels, 192 kHz: under 1 MB, 3.7 GB once decoded as float32
 it as the source of a one-pair job to an in-process gateway (embedded settings, no worker) and
 prints the answer, how long the request took, and the process's peak RSS before and after.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,22 +56,38 @@ def main() -> int:
     target = io.BytesIO()
     soundfile.write(target, np.zeros(16_000, np.float32), 16_000, format="WAV")
     with tempfile.TemporaryDirectory() as folder:
-        app = create_app(Settings(data_dir=folder, auth_disabled=True, database_url=None, broker_url=None),
-                         start_worker=False)
+        app = create_app(
+            Settings(data_dir=folder, auth_disabled=True, database_url=None, broker_url=None), start_worker=False
+        )
         with TestClient(app) as client:
             before = peak_rss_mib()
             started = time.perf_counter()
-            response = client.post("/v1/jobs", files=[
-                ("manifest", ("m.csv", b"pair_id,source,target\nbomb,s.flac,t.wav\n")),
-                ("s.flac", ("s.flac", data)), ("t.wav", ("t.wav", target.getvalue()))])
+            response = client.post(
+                "/v1/jobs",
+                files=[
+                    ("manifest", ("m.csv", b"pair_id,source,target\nbomb,s.flac,t.wav\n")),
+                    ("s.flac", ("s.flac", data)),
+                    ("t.wav", ("t.wav", target.getvalue())),
+                ],
+            )
             seconds = time.perf_counter() - started
             after = peak_rss_mib()
     answer = response.json()
-    print(json.dumps({"file_bytes": len(data), "declared": f"{args.seconds:g} s x {args.rate} Hz x {args.channels} ch",
-                      "status": response.status_code,
-                      "answer": answer.get("error", {}).get("message") or answer,
-                      "request_seconds": round(seconds, 2), "peak_rss_mib_before": round(before),
-                      "peak_rss_mib_after": round(after), "date": time.strftime("%Y-%m-%d %H:%M %Z")}, indent=1))
+    print(
+        json.dumps(
+            {
+                "file_bytes": len(data),
+                "declared": f"{args.seconds:g} s x {args.rate} Hz x {args.channels} ch",
+                "status": response.status_code,
+                "answer": answer.get("error", {}).get("message") or answer,
+                "request_seconds": round(seconds, 2),
+                "peak_rss_mib_before": round(before),
+                "peak_rss_mib_after": round(after),
+                "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

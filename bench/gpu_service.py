@@ -10,6 +10,7 @@ once under --workdir as an EMOPRES_MODEL_DIR; a random SER head on its features.
 speech-like utterances of 2-6 s (the speed does not depend on the content), every file distinct
 and no feature cache, so every pair is computed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,14 +40,18 @@ class GpuSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             try:
-                out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,utilization.gpu",
-                                      "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=5)
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                )
                 used, util = (float(v) for v in out.stdout.splitlines()[0].split(","))
                 self.samples.append((used, util))
             except (OSError, ValueError, IndexError, subprocess.SubprocessError):
                 pass
 
-    def __enter__(self) -> "GpuSampler":
+    def __enter__(self) -> GpuSampler:
         if self.available:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -59,8 +64,10 @@ class GpuSampler:
         if not self.samples:
             return "GPU memory/utilisation: not sampled (no nvidia-smi here)"
         used, util = np.array(self.samples).T
-        return (f"GPU memory used peak {used.max():.0f} MiB; utilisation mean {util.mean():.0f}%, peak {util.max():.0f}% "
-                f"({len(self.samples)} samples every {self.period:g} s)")
+        return (
+            f"GPU memory used peak {used.max():.0f} MiB; utilisation mean {util.mean():.0f}%, peak {util.max():.0f}% "
+            f"({len(self.samples)} samples every {self.period:g} s)"
+        )
 
 
 def write_corpus(folder: Path, n_pairs: int, seed: int = 0) -> tuple[Path, float]:
@@ -96,7 +103,6 @@ def write_corpus(folder: Path, n_pairs: int, seed: int = 0) -> tuple[Path, float
 def paper_model_dir(workdir: Path, tiny: bool) -> Path:
     """The random-weight paper model folder (+ a random SER head in ser_head/), written once."""
     import torch
-
     from paper_models import emotion2vec_folder, full_size_models, write_model_dir
 
     root = workdir / ("paper_models_tiny" if tiny else "paper_models_full")
@@ -110,9 +116,14 @@ def paper_model_dir(workdir: Path, tiny: bool) -> Path:
     from tests.conftest import MELD_CLASSES
 
     dim = Emotion2Vec.from_pretrained(root / "emotion2vec_plus_large").embed_dim
-    SerHead.new(dim, MELD_CLASSES, "emotion2vec-plus-large", metadata={"source": "random bench head"}).save(root / "ser_head")
-    print(f"wrote the {'tiny' if tiny else 'full-size'} random paper model folder {root} in "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+    SerHead.new(dim, MELD_CLASSES, "emotion2vec-plus-large", metadata={"source": "random bench head"}).save(
+        root / "ser_head"
+    )
+    print(
+        f"wrote the {'tiny' if tiny else 'full-size'} random paper model folder {root} in "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     return root
 
 
@@ -136,12 +147,22 @@ def main() -> None:
         tmp = Path(tmp)
         manifest, audio_seconds = write_corpus(tmp / "corpus", args.pairs)
         port = free_port()
-        server = ServiceProcess(["serve", "--port", str(port), "--log-level", "warning"],
-                                service_env(data_dir=tmp / "service", auth_disabled=1, profile="paper",
-                                            model_dir=model_dir, head=model_dir / "ser_head", device=args.device,
-                                            fast=int(args.fast), embedded_jobs=1, no_cache=1,
-                                            bootstrap=args.bootstrap),
-                                tmp / "service.log")
+        server = ServiceProcess(
+            ["serve", "--port", str(port), "--log-level", "warning"],
+            service_env(
+                data_dir=tmp / "service",
+                auth_disabled=1,
+                profile="paper",
+                model_dir=model_dir,
+                head=model_dir / "ser_head",
+                device=args.device,
+                fast=int(args.fast),
+                embedded_jobs=1,
+                no_cache=1,
+                bootstrap=args.bootstrap,
+            ),
+            tmp / "service.log",
+        )
         started = time.perf_counter()
         server.start()
         try:
@@ -160,11 +181,13 @@ def main() -> None:
             server.stop()
     if view["status"] != "succeeded" or report["failures"]:
         raise SystemExit(f"service job {view['status']}: {report.get('failures', [])[:3]}")
-    print(f"service, one paper worker on {args.device} ({'tiny' if args.tiny else 'full-size'} random weights, "
-          f"{'fast' if args.fast else 'exact'} mode): {args.pairs} pairs, {audio_seconds:.0f} s of audio, "
-          f"submission to report {seconds:.1f} s = {audio_seconds / seconds:.1f} audio-s/s, "
-          f"{args.pairs / seconds:.2f} pairs/s (start to ready {ready:.0f} s, not timed); signature mode "
-          f"{report['signature'].split('mode:')[1].split('|')[0]}")
+    print(
+        f"service, one paper worker on {args.device} ({'tiny' if args.tiny else 'full-size'} random weights, "
+        f"{'fast' if args.fast else 'exact'} mode): {args.pairs} pairs, {audio_seconds:.0f} s of audio, "
+        f"submission to report {seconds:.1f} s = {audio_seconds / seconds:.1f} audio-s/s, "
+        f"{args.pairs / seconds:.2f} pairs/s (start to ready {ready:.0f} s, not timed); signature mode "
+        f"{report['signature'].split('mode:')[1].split('|')[0]}"
+    )
     print(f"  {gpu.summary()}")
 
 

@@ -4,6 +4,7 @@
 
 "Cold" means a fresh Evaluator (worker processes started inside the timing) and no feature cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,17 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.lite.egemaps import Egemaps  # noqa: E402
-from models.registry import ProfileSpec, default_head_path, load_head, load_side_head  # noqa: E402
-from models.prosody.syllables import syllable_times  # noqa: E402
-from models.prosody.vad import SileroVad  # noqa: E402
 from core.audio import load_audio_file  # noqa: E402
 from emopres_client.pairs import PairSpec  # noqa: E402
+from models.lite.egemaps import Egemaps  # noqa: E402
+from models.prosody.syllables import syllable_times  # noqa: E402
+from models.prosody.vad import SileroVad  # noqa: E402
+from models.registry import ProfileSpec, default_head_path, load_head, load_side_head  # noqa: E402
 from worker.engine.pipeline import Evaluator  # noqa: E402
 from worker.engine.report import report_for_evaluator  # noqa: E402
 from worker.engine.side_reading import add_side_reading  # noqa: E402
@@ -96,8 +95,10 @@ def main() -> None:
     pairs, resolve = load_pairs(args.pairs, args.split)
     files = list(dict.fromkeys(resolve(p) for pair in pairs for p in (pair.source, pair.target)))
 
-    print(f"lite profile, {len(pairs)} pairs ({len(files)} distinct files) of split {args.split!r}, "
-          f"{os.cpu_count()} cores, jobs={args.jobs}")
+    print(
+        f"lite profile, {len(pairs)} pairs ({len(files)} distinct files) of split {args.split!r}, "
+        f"{os.cpu_count()} cores, jobs={args.jobs}"
+    )
     print("\nper-stage cost, one process (ms per utterance):")
     costs = stage_costs(files[: args.stage_files])
     for name, value in costs.items():
@@ -115,8 +116,16 @@ def main() -> None:
         analysed = time.perf_counter()
         rows_out, failures = evaluator.evaluate_pairs(pairs, resolve, utterances=utterances)
         paired = time.perf_counter()
-        report_for_evaluator(evaluator, rows=rows_out, failures=failures, pair_order=[p.pair_id for p in pairs],
-                             job={"id": "bench"}, n_bootstrap=1000, seed=12345, use_groups=False)
+        report_for_evaluator(
+            evaluator,
+            rows=rows_out,
+            failures=failures,
+            pair_order=[p.pair_id for p in pairs],
+            job={"id": "bench"},
+            n_bootstrap=1000,
+            seed=12345,
+            use_groups=False,
+        )
         done = time.perf_counter()
         _, side_seconds = timed(add_side_reading, rows_out, side_head)  # its share of the report step
         evaluator.close()
@@ -128,13 +137,19 @@ def main() -> None:
     total = done - start
     print("\ncold end to end (no feature cache, worker start-up included):")
     print(f"  start-up (models, {args.jobs} processes)  {started - start:7.2f} s")
-    print(f"  decode + features + prosody    {analysed - started:7.2f} s  ({len(files) / (analysed - started):.1f} files/s)")
+    print(
+        f"  decode + features + prosody    {analysed - started:7.2f} s  ({len(files) / (analysed - started):.1f} files/s)"
+    )
     print(f"  SER + pair metrics             {paired - analysed:7.2f} s")
     print(f"  corpus metrics + 1000 bootstrap{done - paired:7.2f} s  (of which the side reading {side_seconds:.2f} s)")
-    print(f"  total                          {total:7.2f} s  -> {len(pairs) / total:.2f} pairs/s "
-          f"({len(pairs) - len({f['pair_id'] for f in failures})} pairs ok)")
-    print(f"\nwarm feature cache, one process: {warm_seconds:.2f} s -> {len(pairs) / warm_seconds:.1f} pairs/s "
-          f"({total / warm_seconds:.1f}x cold)")
+    print(
+        f"  total                          {total:7.2f} s  -> {len(pairs) / total:.2f} pairs/s "
+        f"({len(pairs) - len({f['pair_id'] for f in failures})} pairs ok)"
+    )
+    print(
+        f"\nwarm feature cache, one process: {warm_seconds:.2f} s -> {len(pairs) / warm_seconds:.1f} pairs/s "
+        f"({total / warm_seconds:.1f}x cold)"
+    )
 
 
 if __name__ == "__main__":

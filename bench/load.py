@@ -18,6 +18,7 @@ CPU used from the first submission to the last answer (Linux): by the clients, b
 (its API process; its other processes apart) and by the whole machine (the database, anything else running).
 Only loopback addresses are accepted: this is a bench, not a load generator for other people's hosts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,15 @@ def real_pairs(path: Path, n_pairs: int) -> list[tuple[str, bytes, str, bytes]]:
         rows = list(csv.DictReader(handle))[:n_pairs]
     if len(rows) < n_pairs:
         raise SystemExit(f"{path} has only {len(rows)} pairs, --pairs asks for {n_pairs}")
-    return [(Path(r["source"]).name, (root / r["source"]).read_bytes(),
-             Path(r["target_preserved"]).name, (root / r["target_preserved"]).read_bytes()) for r in rows]
+    return [
+        (
+            Path(r["source"]).name,
+            (root / r["source"]).read_bytes(),
+            Path(r["target_preserved"]).name,
+            (root / r["target_preserved"]).read_bytes(),
+        )
+        for r in rows
+    ]
 
 
 def make_jobs(n_pairs: int, per_job: int, seconds: float, seed: int, real: Path | None = None) -> list[JobSpec]:
@@ -113,8 +121,10 @@ def make_jobs(n_pairs: int, per_job: int, seconds: float, seed: int, real: Path 
         for i, pair_id in enumerate(ids):
             k = seed + 2 * (start + i)
             rows.append(f"{pair_id},src{i}.wav,tgt{i}.wav")
-            fields += [(f"src{i}.wav", (f"src{i}.wav", wav(seconds, k), "audio/wav")),
-                       (f"tgt{i}.wav", (f"tgt{i}.wav", wav(seconds * 1.1, k + 1), "audio/wav"))]
+            fields += [
+                (f"src{i}.wav", (f"src{i}.wav", wav(seconds, k), "audio/wav")),
+                (f"tgt{i}.wav", (f"tgt{i}.wav", wav(seconds * 1.1, k + 1), "audio/wav")),
+            ]
         manifest = ("\n".join(rows) + "\n").encode()
         jobs.append(JobSpec(index, ids, [("manifest", ("manifest.csv", manifest, "text/csv"))] + fields))
     return jobs
@@ -123,13 +133,15 @@ def make_jobs(n_pairs: int, per_job: int, seconds: float, seed: int, real: Path 
 def _real_jobs(pairs: list[tuple[str, bytes, str, bytes]], per_job: int) -> list[JobSpec]:
     jobs = []
     for index, start in enumerate(range(0, len(pairs), per_job)):
-        chunk = pairs[start:start + per_job]
+        chunk = pairs[start : start + per_job]
         ids = [f"j{index}-p{i}" for i in range(len(chunk))]
         rows, fields = ["pair_id,source,target"], []
-        for i, (pair_id, (_, source, _, target)) in enumerate(zip(ids, chunk)):
+        for i, (pair_id, (_, source, _, target)) in enumerate(zip(ids, chunk, strict=True)):
             rows.append(f"{pair_id},src{i}.flac,tgt{i}.flac")
-            fields += [(f"src{i}.flac", (f"src{i}.flac", source, "audio/flac")),
-                       (f"tgt{i}.flac", (f"tgt{i}.flac", target, "audio/flac"))]
+            fields += [
+                (f"src{i}.flac", (f"src{i}.flac", source, "audio/flac")),
+                (f"tgt{i}.flac", (f"tgt{i}.flac", target, "audio/flac")),
+            ]
         manifest = ("\n".join(rows) + "\n").encode()
         jobs.append(JobSpec(index, ids, [("manifest", ("manifest.csv", manifest, "text/csv"))] + fields))
     return jobs
@@ -173,8 +185,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workdir / "serve.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMOPRES_")}
-        env.update({"EMOPRES_DATA_DIR": str(workdir / "data"), "EMOPRES_AUTH_DISABLED": "1",
-                    "PYTHONUNBUFFERED": "1"})
+        env.update({"EMOPRES_DATA_DIR": str(workdir / "data"), "EMOPRES_AUTH_DISABLED": "1", "PYTHONUNBUFFERED": "1"})
         if head:
             env["EMOPRES_HEAD"] = head
         else:
@@ -189,10 +200,25 @@ class Server:
         emopres = Path(sys.executable).parent / "emopres"
         command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
         with open(self.log, "ab") as handle:
-            self.process = subprocess.Popen(command + ["serve", "--host", "127.0.0.1", "--port", str(self.port),
-                                                       "--log-level", "warning", "--workers", str(workers)],
-                                            env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command
+                + [
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                    "--workers",
+                    str(workers),
+                ],
+                env=env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
 
     def wait_ready(self, timeout: float = 180, path: str = "/readyz") -> None:
         import httpx
@@ -225,7 +251,7 @@ class Server:
                 self.process.wait()
 
 
-def cpu_seconds(server: "Server | None") -> dict[str, float]:
+def cpu_seconds(server: Server | None) -> dict[str, float]:
     """CPU used so far: by this process (the clients), by the server started here, and by the whole machine (busy
     time of all cores, /proc/stat: the server, its database, the clients and anything else running)."""
     used = {"client_cpu_seconds": time.process_time()}
@@ -263,8 +289,9 @@ async def submit(client, job: JobSpec, stats: Stats, retries: int = 3) -> str | 
     for attempt in range(retries):
         started = time.perf_counter()
         try:
-            response = await client.post("/v1/jobs", content=job.body,
-                                         headers={"Idempotency-Key": key, "Content-Type": job.content_type})
+            response = await client.post(
+                "/v1/jobs", content=job.body, headers={"Idempotency-Key": key, "Content-Type": job.content_type}
+            )
         except Exception as error:  # timeout, reset: retry with the same key
             stats.errors.append(f"submit job {job.index} attempt {attempt + 1}: {type(error).__name__}: {error}")
             await asyncio.sleep(1 + attempt)
@@ -323,9 +350,19 @@ async def check_report(client, job_id: str, stats: Stats) -> None:
         stats.errors.append(f"job {job_id}: pairs counted twice or unknown: {sorted(counted)}")
 
 
-async def ci_client(base_url: str, token: str | None, jobs: list[JobSpec], stats: Stats, interval: float,
-                    deadline: float, start: asyncio.Event, submitted: asyncio.Queue, mode: str,
-                    submit_only: bool = False, delay: float = 0.0) -> None:
+async def ci_client(
+    base_url: str,
+    token: str | None,
+    jobs: list[JobSpec],
+    stats: Stats,
+    interval: float,
+    deadline: float,
+    start: asyncio.Event,
+    submitted: asyncio.Queue,
+    mode: str,
+    submit_only: bool = False,
+    delay: float = 0.0,
+) -> None:
     import httpx
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -359,19 +396,37 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def run(args, base_url: str, server: "Server | None" = None) -> Stats:
-    print(f"preparing {args.pairs} pairs in jobs of {args.pairs_per_job} ({args.seconds:g} s utterances) ...",
-          flush=True)
-    jobs = make_jobs(args.pairs, args.pairs_per_job, args.seconds, args.seed,
-                     Path(args.real_pairs) if args.real_pairs else None)
+async def run(args, base_url: str, server: Server | None = None) -> Stats:
+    print(
+        f"preparing {args.pairs} pairs in jobs of {args.pairs_per_job} ({args.seconds:g} s utterances) ...", flush=True
+    )
+    jobs = make_jobs(
+        args.pairs, args.pairs_per_job, args.seconds, args.seed, Path(args.real_pairs) if args.real_pairs else None
+    )
     encode_bodies(jobs)
-    shares = [jobs[i::args.clients] for i in range(args.clients)]
+    shares = [jobs[i :: args.clients] for i in range(args.clients)]
     stats = Stats()
     start, submitted = asyncio.Event(), asyncio.Queue()
     deadline = time.monotonic() + args.time_limit
-    tasks = [asyncio.create_task(ci_client(base_url, args.token, share, stats, args.poll_interval, deadline, start,
-                                           submitted, args.mode, args.submit_only, args.ramp * i / args.clients))
-             for i, share in enumerate(shares) if share]
+    tasks = [
+        asyncio.create_task(
+            ci_client(
+                base_url,
+                args.token,
+                share,
+                stats,
+                args.poll_interval,
+                deadline,
+                start,
+                submitted,
+                args.mode,
+                args.submit_only,
+                args.ramp * i / args.clients,
+            )
+        )
+        for i, share in enumerate(shares)
+        if share
+    ]
     await asyncio.sleep(0.5)  # every client connected and waiting
     stats.first_submit, cpu_before = time.monotonic(), cpu_seconds(server)
     start.set()
@@ -379,8 +434,11 @@ async def run(args, base_url: str, server: "Server | None" = None) -> Stats:
     if args.mode == "burst":
         for _ in tasks:
             await submitted.get()
-        print(f"submitted: {len(stats.accepted)} jobs accepted in {stats.last_submit - stats.first_submit:.1f} s; "
-              f"waiting for completion (limit {args.time_limit:g} s) ...", flush=True)
+        print(
+            f"submitted: {len(stats.accepted)} jobs accepted in {stats.last_submit - stats.first_submit:.1f} s; "
+            f"waiting for completion (limit {args.time_limit:g} s) ...",
+            flush=True,
+        )
     await asyncio.gather(*tasks)
     stats.cpu_seconds = {key: value - cpu_before[key] for key, value in cpu_seconds(server).items()}
     progress.cancel()
@@ -392,8 +450,11 @@ async def report_progress(stats: Stats, total: int) -> None:
         await asyncio.sleep(30)
         done = sum(len(stats.accepted[j].pair_ids) for j in stats.finished)
         elapsed = time.monotonic() - stats.first_submit
-        print(f"  {elapsed:6.0f} s: {len(stats.finished)}/{len(stats.accepted)} jobs, {done}/{total} pairs finished"
-              f"  (load average {os.getloadavg()[0]:.2f})", flush=True)
+        print(
+            f"  {elapsed:6.0f} s: {len(stats.finished)}/{len(stats.accepted)} jobs, {done}/{total} pairs finished"
+            f"  (load average {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
 
 
 def summary(args, stats: Stats, load_before, load_after) -> dict:
@@ -402,11 +463,22 @@ def summary(args, stats: Stats, load_before, load_after) -> dict:
     span = (stats.last_finish or time.monotonic()) - stats.first_submit
     completed = stats.pairs_ok + stats.pairs_failed
     return {
-        "mode": args.mode, "ramp_seconds": args.ramp, "clients": args.clients, "pairs": args.pairs, "pairs_per_job": args.pairs_per_job,
-        "utterance_seconds": args.seconds, "audio": args.real_pairs or "synthetic",
-        "jobs_accepted": len(stats.accepted), "pairs_accepted": accepted_pairs, "jobs_refused": len(stats.refused),
-        "pairs_completed": completed, "pairs_ok": stats.pairs_ok, "pairs_failed": stats.pairs_failed,
-        "lost": len(stats.lost), "pending_at_limit": pending, "transport_errors": len(stats.errors),
+        "mode": args.mode,
+        "ramp_seconds": args.ramp,
+        "clients": args.clients,
+        "pairs": args.pairs,
+        "pairs_per_job": args.pairs_per_job,
+        "utterance_seconds": args.seconds,
+        "audio": args.real_pairs or "synthetic",
+        "jobs_accepted": len(stats.accepted),
+        "pairs_accepted": accepted_pairs,
+        "jobs_refused": len(stats.refused),
+        "pairs_completed": completed,
+        "pairs_ok": stats.pairs_ok,
+        "pairs_failed": stats.pairs_failed,
+        "lost": len(stats.lost),
+        "pending_at_limit": pending,
+        "transport_errors": len(stats.errors),
         "submit_seconds": round(stats.last_submit - stats.first_submit, 2),
         "submit_latency_p50_s": round(percentile(stats.submit_latency, 50), 3),
         "submit_latency_p99_s": round(percentile(stats.submit_latency, 99), 3),
@@ -418,7 +490,8 @@ def summary(args, stats: Stats, load_before, load_after) -> dict:
         **{key: round(value, 2) for key, value in stats.cpu_seconds.items()},
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
-        "cpus": os.cpu_count(), "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
+        "cpus": os.cpu_count(),
+        "machine": f"{platform.machine()} {platform.system()} {platform.release()}",
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
 
@@ -428,17 +501,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", help="URL of a running service (loopback only); default: start one")
     parser.add_argument("--token", default=os.environ.get("EMOPRES_TOKEN"), help="bearer token for --server")
     parser.add_argument("--head", help="SER head folder for the started server (default: shipped, else random)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="EMOPRES_KEY=VALUE for the started server, e.g. --set embedded_jobs=2")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="API processes of the started server (`serve --workers`; needs a broker: --set broker_url=...)")
-    parser.add_argument("--mode", choices=("ci", "burst"), default="ci",
-                        help="ci: each client submits a job, polls it to the end, submits the next; "
-                             "burst: every client sends all its jobs at once, then polls")
-    parser.add_argument("--submit-only", action="store_true",
-                        help="burst: measure the submissions only (no polling; completion and loss not checked)")
-    parser.add_argument("--ramp", type=float, default=0.0,
-                        help="clients start evenly over this many seconds (0: all at the same instant)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="EMOPRES_KEY=VALUE for the started server, e.g. --set embedded_jobs=2",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes of the started server (`serve --workers`; needs a broker: --set broker_url=...)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("ci", "burst"),
+        default="ci",
+        help="ci: each client submits a job, polls it to the end, submits the next; "
+        "burst: every client sends all its jobs at once, then polls",
+    )
+    parser.add_argument(
+        "--submit-only",
+        action="store_true",
+        help="burst: measure the submissions only (no polling; completion and loss not checked)",
+    )
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        help="clients start evenly over this many seconds (0: all at the same instant)",
+    )
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--pairs", type=int, default=1000, help="pairs in all")
     parser.add_argument("--pairs-per-job", type=int, default=4)
@@ -446,9 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0)
     parser.add_argument("--time-limit", type=float, default=3600.0, help="seconds after the first submission")
     parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--real-pairs", metavar="CSV",
-                        help="real speech instead of synthetic: the first --pairs (source, target_preserved) of a "
-                             "shared/data pairs file, e.g. ../shared/data/pairs/en-ja.csv")
+    parser.add_argument(
+        "--real-pairs",
+        metavar="CSV",
+        help="real speech instead of synthetic: the first --pairs (source, target_preserved) of a "
+        "shared/data pairs file, e.g. ../shared/data/pairs/en-ja.csv",
+    )
     parser.add_argument("--json", help="write the summary here too")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.pairs < 1 or args.pairs_per_job < 1:

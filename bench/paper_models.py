@@ -56,7 +56,11 @@ def cpu_has_native_bf16() -> bool:
 def load_audio(args) -> list[np.ndarray]:
     rng = np.random.default_rng(args.seed)
     audio_dir = Path(args.audio_dir) if args.audio_dir else DATA / "jvnv" / "audio"
-    files = sorted(p for p in audio_dir.glob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg")) if audio_dir.is_dir() else []
+    files = (
+        sorted(p for p in audio_dir.glob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg"))
+        if audio_dir.is_dir()
+        else []
+    )
     if files:
         import soundfile as sf
         import soxr
@@ -92,7 +96,7 @@ def timed(fn, *a, repeat=1):
 def frame_cosines(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
     """Mean over frames of cos(a_t, b_t), per utterance."""
     out = []
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         x, y = x.astype(np.float64), y.astype(np.float64)
         out.append(np.mean(np.sum(x * y, 1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))))
     return np.array(out)
@@ -105,8 +109,14 @@ def load_funasr(folder, device: str):
         from funasr import AutoModel
 
         logging.getLogger().setLevel(logging.ERROR)  # funasr logs every loaded key at INFO
-        ref = AutoModel(model=str(folder), device=device, disable_update=True, disable_pbar=True,
-                        ncpu=torch.get_num_threads(), log_level="ERROR")
+        ref = AutoModel(
+            model=str(folder),
+            device=device,
+            disable_update=True,
+            disable_pbar=True,
+            ncpu=torch.get_num_threads(),
+            log_level="ERROR",
+        )
         logging.getLogger().setLevel(logging.ERROR)
     return ref
 
@@ -122,8 +132,10 @@ def emotion2vec_folder(workdir, tiny: bool = False) -> Path:
                 build_emotion2vec(folder)
             else:
                 build_emotion2vec(folder, full_size_emotion2vec_config(), randomise=False)
-        print(f"wrote {'tiny' if tiny else 'full-size'} random emotion2vec_plus_large to {folder} in "
-              f"{time.perf_counter() - t:.0f} s")
+        print(
+            f"wrote {'tiny' if tiny else 'full-size'} random emotion2vec_plus_large to {folder} in "
+            f"{time.perf_counter() - t:.0f} s"
+        )
     return folder
 
 
@@ -139,7 +151,7 @@ def bench_emotion2vec(args, waves, folder) -> None:
     res, t_funasr = timed(lambda: ref.generate(waves, granularity="frame", extract_embedding=True))
     ref_frames = [r["feats"] for r in res]
     rows.append(("funasr generate (1 at a time)", t_funasr))
-    del ref
+    ref = None  # the reference model is freed before ours loads
 
     ours = Emotion2Vec.from_pretrained(folder, device=args.device)
     ours.features(warm)
@@ -147,7 +159,7 @@ def bench_emotion2vec(args, waves, folder) -> None:
     _, t_single = timed(lambda: [ours.features([w]) for w in waves])
     rows.append(("ours fp32, 1 at a time", t_single))
     rows.append((f"ours fp32, {ours.max_batch_seconds:g} s batches", t_ours))  # the device's default budget
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(frames32, ref_frames))
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(frames32, ref_frames, strict=True))
 
     bf16 = None
     if not args.skip_bf16:
@@ -167,19 +179,25 @@ def bench_emotion2vec(args, waves, folder) -> None:
             p16 = head(torch.from_numpy(utt16)).argmax(1)
         bf16 = (cos, float((p32 == p16).float().mean()), n16, native)
 
-    print(f"\nemotion2vec_plus_large (random weights), {len(waves)} utterances, {total:.1f} s of audio, "
-          f"device={args.device}, threads={torch.get_num_threads()}")
+    print(
+        f"\nemotion2vec_plus_large (random weights), {len(waves)} utterances, {total:.1f} s of audio, "
+        f"device={args.device}, threads={torch.get_num_threads()}"
+    )
     print(f"{'path':34s} {'seconds':>8s} {'audio-s/s':>10s} {'vs funasr':>10s}")
     for name, t in rows:
         print(f"{name:34s} {t:8.2f} {total / t:10.2f} {t_funasr / t:9.2f}x")
     print(f"max |ours fp32 - funasr| over all frames: {diff:.2e}")
     if bf16:
         cos, agree, n16, native = bf16
-        print(f"bf16 vs fp32 on {n16} utterances: frame cosine mean {cos.mean():.5f}, worst utterance {cos.min():.5f}; "
-              f"proj-head argmax agreement {agree * 100:.1f}% (SER proxy)")
+        print(
+            f"bf16 vs fp32 on {n16} utterances: frame cosine mean {cos.mean():.5f}, worst utterance {cos.min():.5f}; "
+            f"proj-head argmax agreement {agree * 100:.1f}% (SER proxy)"
+        )
         if not native:
-            print("  this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated; fast mode times both and keeps "
-                  "the faster; the bf16 row is timed on those utterances and scaled to the full set")
+            print(
+                "  this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated; fast mode times both and keeps "
+                "the faster; the bf16 row is timed on those utterances and scaled to the full set"
+            )
 
 
 def full_size_models(tiny: bool = False):
@@ -193,20 +211,46 @@ def full_size_models(tiny: bool = False):
     from models.paper.valence_arousal import _model_classes
 
     dim = 32 if tiny else 1024
-    large = dict(hidden_size=dim, num_attention_heads=4 if tiny else 16, intermediate_size=4 * dim,
-                 conv_dim=((16,) if tiny else (512,)) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
-                 conv_bias=True, mask_time_prob=0.0)
+    large = dict(
+        hidden_size=dim,
+        num_attention_heads=4 if tiny else 16,
+        intermediate_size=4 * dim,
+        conv_dim=((16,) if tiny else (512,)) * 7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        mask_time_prob=0.0,
+    )
     if tiny:
         large.update(num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
     _, EmotionModel = _model_classes()
     va = EmotionModel(Wav2Vec2Config(num_hidden_layers=12, num_labels=3, **large))
-    wavlm = WavLMModel(WavLMConfig(num_hidden_layers=24, num_buckets=32 if tiny else 320, max_bucket_distance=800,
-                                   **{**large, "conv_bias": False}))
+    wavlm = WavLMModel(
+        WavLMConfig(
+            num_hidden_layers=24,
+            num_buckets=32 if tiny else 320,
+            max_bucket_distance=800,
+            **{**large, "conv_bias": False},
+        )
+    )
     xlsr = Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=24, **large))
-    comparator = Comparator(idim=dim, odim=1, nhid=[512, 128], dropout=0.1, activation="TANH", input_form="qe",
-                            norm_emb=True, output_act=False)
-    ecapa = (EcapaTdnn(feat_dim=dim, n_states=25, channels=32, last_channels=48, emb_dim=16, se_bottleneck=8,
-                       attention_channels=8) if tiny else EcapaTdnn(feat_dim=dim, n_states=25))
+    comparator = Comparator(
+        idim=dim,
+        odim=1,
+        nhid=[512, 128],
+        dropout=0.1,
+        activation="TANH",
+        input_form="qe",
+        norm_emb=True,
+        output_act=False,
+    )
+    ecapa = (
+        EcapaTdnn(
+            feat_dim=dim, n_states=25, channels=32, last_channels=48, emb_dim=16, se_bottleneck=8, attention_channels=8
+        )
+        if tiny
+        else EcapaTdnn(feat_dim=dim, n_states=25)
+    )
     return va, wavlm, ecapa, xlsr, comparator
 
 
@@ -232,8 +276,17 @@ def write_model_dir(root, models, e2v_folder) -> Path:
     torch.save({"model": state}, root / "wavlm_large_finetune.pth")
     inner = root / "AutoPCP-multilingual-v2" / "AutoPCP_multilingual_v2"
     inner.mkdir(parents=True, exist_ok=True)
-    config = {"input_form": "qe", "dropout": 0.1, "idim": comparator.idim, "odim": 1, "nhid": [512, 128],
-              "activation": "TANH", "norm_emb": True, "output_act": False, "trainable_pooler": False}
+    config = {
+        "input_form": "qe",
+        "dropout": 0.1,
+        "idim": comparator.idim,
+        "odim": 1,
+        "nhid": [512, 128],
+        "activation": "TANH",
+        "norm_emb": True,
+        "output_act": False,
+        "trainable_pooler": False,
+    }
     torch.save(config, inner / "comparator.config")
     torch.save(comparator.state_dict(), inner / "comparator.pt")
     return root
@@ -248,8 +301,11 @@ def full_size_profile(device: str, models=None):
 
     va, wavlm, ecapa, xlsr, comparator = models or full_size_models()
     spk = SpeakerEncoder(wavlm, ecapa, normalize=True, device=device)
-    return (ValenceArousal(va, device=device), spk,
-            AutoPCP(XlsrEncoder(xlsr, device=device), comparator))  # XlsrEncoder keeps layers 1-9 of xlsr
+    return (
+        ValenceArousal(va, device=device),
+        spk,
+        AutoPCP(XlsrEncoder(xlsr, device=device), comparator),
+    )  # XlsrEncoder keeps layers 1-9 of xlsr
 
 
 def one_at_a_time(models, device: str, funasr: list) -> dict:
@@ -274,7 +330,7 @@ def one_at_a_time(models, device: str, funasr: list) -> dict:
         hidden = plain_va.wav2vec2(x)[0][0]
         t = hidden.shape[0]
         starts = range(0, (t - CHUNK_WINDOW) // CHUNK_HOP * CHUNK_HOP + 1, CHUNK_HOP) if t >= CHUNK_WINDOW else [0]
-        chunks = torch.stack([hidden[s: s + CHUNK_WINDOW].mean(0) for s in starts])
+        chunks = torch.stack([hidden[s : s + CHUNK_WINDOW].mean(0) for s in starts])
         return plain_va.classifier(chunks)[:, [0, 2]].cpu().numpy() - 0.5
 
     def speaker_one(wave):
@@ -285,7 +341,7 @@ def one_at_a_time(models, device: str, funasr: list) -> dict:
         # hidden state; its hidden_states tuple ends with the last layer's output before that norm)
         states = [*out.hidden_states[:-1], out.last_hidden_state]
         weights = torch.softmax(plain_ecapa.feature_weight, dim=0)
-        feats = sum(w * h for w, h in zip(weights, states))
+        feats = sum(w * h for w, h in zip(weights, states, strict=True))
         return plain_ecapa(feats.transpose(1, 2) + 1e-6)[0].cpu().numpy()
 
     def xlsr_one(wave):
@@ -315,11 +371,17 @@ def bench_profile(args, waves, folder) -> None:
     profile.utterance_features([waves[0][:32000]])
     feats, t_all = timed(profile.utterance_features, waves)
     _, t_pairs = timed(lambda: [profile.pair_scores(feats[i], feats[(i + 1) % len(feats)]) for i in range(len(feats))])
-    print(f"paper profile utterance_features: {t_all:.2f} s for {total:.1f} s of audio = {total / t_all:.2f} audio-s/s "
-          f"(fp32, device={args.device}, threads={torch.get_num_threads()})")
+    print(
+        f"paper profile utterance_features: {t_all:.2f} s for {total:.1f} s of audio = {total / t_all:.2f} audio-s/s "
+        f"(fp32, device={args.device}, threads={torch.get_num_threads()})"
+    )
     if args.per_model:
-        for name, fn in (("emotion2vec", profile.emotion2vec.features), ("valence-arousal", va.analyse),
-                         ("WavLM+ECAPA", spk.embeddings), ("XLS-R layer 9", pcp.embeddings)):
+        for name, fn in (
+            ("emotion2vec", profile.emotion2vec.features),
+            ("valence-arousal", va.analyse),
+            ("WavLM+ECAPA", spk.embeddings),
+            ("XLS-R layer 9", pcp.embeddings),
+        ):
             _, t = timed(fn, waves)
             print(f"  {name:16s} {t:7.2f} s {total / t:7.2f} audio-s/s")
     print(f"pair_scores for {len(feats)} pairs: {t_pairs * 1000:.0f} ms")
@@ -334,18 +396,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     ap.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "emopres-bench"))
     ap.add_argument("--skip-bf16", action="store_true")
-    ap.add_argument("--bf16-n", type=int, default=None,
-                    help="utterances for the bf16 run (default: all; 2 where bf16 is emulated)")
+    ap.add_argument(
+        "--bf16-n", type=int, default=None, help="utterances for the bf16 run (default: all; 2 where bf16 is emulated)"
+    )
     ap.add_argument("--per-model", action="store_true", help="also time each paper model separately")
     ap.add_argument("--no-profile", action="store_true", help="skip the full paper-profile throughput")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    load = ", load average %.1f (other processes share these cores: timings are noisy when it is high)" % os.getloadavg()[0] \
-        if hasattr(os, "getloadavg") else ""
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores{load}, "
-          f"native CPU bf16: {cpu_has_native_bf16()} ({cpu_bf16_flags()}), cuda: {torch.cuda.is_available()}")
+    load = (
+        ", load average %.1f (other processes share these cores: timings are noisy when it is high)"
+        % os.getloadavg()[0]
+        if hasattr(os, "getloadavg")
+        else ""
+    )
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores{load}, "
+        f"native CPU bf16: {cpu_has_native_bf16()} ({cpu_bf16_flags()}), cuda: {torch.cuda.is_available()}"
+    )
     folder = emotion2vec_folder(args.workdir)
     waves = load_audio(args)
     bench_emotion2vec(args, waves, folder)

@@ -1,5 +1,6 @@
 """CPU and memory accounting from /proc for the benchmarks (Linux only): process trees, CPU seconds, peak
 RSS, how busy the rest of the machine was, and how many cores a process can actually get."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -83,8 +84,9 @@ def session_cpu_seconds(session: int) -> dict[str, float]:
         except OSError:  # ended meanwhile
             continue
         if int(fields[3]) == session:  # stat field 6: the session id
-            ticks["server_cpu_seconds" if int(pid) == session else "server_children_cpu_seconds"] += \
-                int(fields[11]) + int(fields[12])  # utime, stime
+            ticks["server_cpu_seconds" if int(pid) == session else "server_children_cpu_seconds"] += int(
+                fields[11]
+            ) + int(fields[12])  # utime, stime
     return {key: value / TICK for key, value in ticks.items()}
 
 
@@ -109,7 +111,7 @@ class Measured:
 class Clock:
     """Wall time, our CPU time and everybody else's, around a block."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self._wall, self._own, self._busy = time.perf_counter(), own_cpu_seconds(), system_busy_seconds()
         return self
 
@@ -137,5 +139,3 @@ def _spin(n: int) -> float:
     for i in range(n):
         total += i
     return time.perf_counter() - start
-
-

@@ -5,6 +5,7 @@ standardisation.
 The shared data folder is $EMOPRES_SHARED_DATA, else ../shared/data beside the repository (as tests/conftest.py).
 Features are cached under .cache/features (extracted once per file and augmentation).
 """
+
 from __future__ import annotations
 
 import csv
@@ -45,12 +46,18 @@ def ased_split(speaker: str) -> str:
     return {0: "test", 1: "dev"}.get(int(speaker) % 5, "train")
 
 
-SPLIT_RULES = {"ravdess": lambda row: ravdess_split(row["speaker"]), "jvnv": lambda row: jvnv_split(row["number"]),
-               "emodb": lambda row: emodb_split(row["speaker"]), "ased": lambda row: ased_split(row["speaker"])}
-SPLIT_RULE_TEXT = ("RAVDESS: actors 01-14 train, 15-17 dev, 18-20 test (the split of pairs/en-ja.csv); "
-                   "JVNV (one speaker, F2): utterance number % 5 in {0,1,2} train, 3 dev, 4 test; "
-                   "EmoDB: speakers 09, 10, 11 train, 03 and 08 test (no dev speaker); "
-                   "ASED: speaker number % 5 == 0 test (13 speakers), == 1 dev (13), others train (39)")
+SPLIT_RULES = {
+    "ravdess": lambda row: ravdess_split(row["speaker"]),
+    "jvnv": lambda row: jvnv_split(row["number"]),
+    "emodb": lambda row: emodb_split(row["speaker"]),
+    "ased": lambda row: ased_split(row["speaker"]),
+}
+SPLIT_RULE_TEXT = (
+    "RAVDESS: actors 01-14 train, 15-17 dev, 18-20 test (the split of pairs/en-ja.csv); "
+    "JVNV (one speaker, F2): utterance number % 5 in {0,1,2} train, 3 dev, 4 test; "
+    "EmoDB: speakers 09, 10, 11 train, 03 and 08 test (no dev speaker); "
+    "ASED: speaker number % 5 == 0 test (13 speakers), == 1 dev (13), others train (39)"
+)
 CORPORA = ("ravdess", "jvnv", "emodb", "ased")
 
 
@@ -59,14 +66,24 @@ def load_all(corpora=("ravdess", "jvnv")) -> dict:
     for corpus in corpora:
         with open(DATA / corpus / "manifest.csv", newline="") as handle:
             for row in csv.DictReader(handle):
-                rows.append({"path": DATA / corpus / row["path"], "rel": f"{corpus}/{row['path']}", "corpus": corpus,
-                             "speaker": f"{corpus}:{row['speaker']}", "emotion": row["emotion"],
-                             "split": SPLIT_RULES[corpus](row)})
-    return {key: np.array([r[key] for r in rows], dtype=object if key == "path" else None)
-            for key in ("path", "rel", "corpus", "speaker", "emotion", "split")}
+                rows.append(
+                    {
+                        "path": DATA / corpus / row["path"],
+                        "rel": f"{corpus}/{row['path']}",
+                        "corpus": corpus,
+                        "speaker": f"{corpus}:{row['speaker']}",
+                        "emotion": row["emotion"],
+                        "split": SPLIT_RULES[corpus](row),
+                    }
+                )
+    return {
+        key: np.array([r[key] for r in rows], dtype=object if key == "path" else None)
+        for key in ("path", "rel", "corpus", "speaker", "emotion", "split")
+    }
 
 
 # ---------------------------------------------------------------- augmentation (training data only)
+
 
 class Augmented:
     """Wraps an extractor: transform the wave first (its own cache key)."""
@@ -79,17 +96,17 @@ class Augmented:
     def transform(self, wave: np.ndarray) -> np.ndarray:
         kind, value = self.name.split(":")
         value = float(value)
-        if kind == "speed":       # Kaldi-style speed perturbation: tempo, pitch and formants together
+        if kind == "speed":  # Kaldi-style speed perturbation: tempo, pitch and formants together
             return speed_perturb(wave, value)
-        if kind == "pitch":       # semitones, tempo kept
+        if kind == "pitch":  # semitones, tempo kept
             import librosa
 
             return librosa.effects.pitch_shift(wave, sr=16000, n_steps=value).astype(np.float32)
-        if kind == "gain":        # dB
+        if kind == "gain":  # dB
             return (wave * 10 ** (value / 20)).astype(np.float32)
-        if kind == "noise":       # white noise at SNR dB, fixed seed per length
+        if kind == "noise":  # white noise at SNR dB, fixed seed per length
             rng = np.random.default_rng(len(wave))
-            power = np.mean(wave ** 2) / 10 ** (value / 10)
+            power = np.mean(wave**2) / 10 ** (value / 10)
             return (wave + rng.normal(0, np.sqrt(power), len(wave))).astype(np.float32)
         raise ValueError(self.name)
 
@@ -117,6 +134,7 @@ def features(paths, augmentation: str | None = None) -> np.ndarray:
 
 # ---------------------------------------------------------------- normalisation
 
+
 def per_group(matrix: np.ndarray, groups: np.ndarray) -> np.ndarray:
     out = np.empty_like(matrix)
     for group in np.unique(groups):
@@ -128,6 +146,7 @@ def per_group(matrix: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- labels
 
+
 def labels_for(emotions: np.ndarray, calm: str) -> np.ndarray:
     """MELD labels: RAVDESS calm merged into neutral (or dropped); EmoDB boredom (no MELD counterpart) dropped."""
     emotions = np.where(emotions == "boredom", "-", emotions)
@@ -136,4 +155,3 @@ def labels_for(emotions: np.ndarray, calm: str) -> np.ndarray:
     if calm == "drop":
         return np.where(emotions == "calm", "-", emotions)
     raise ValueError(calm)
-

@@ -10,6 +10,7 @@
 for variants: calm handling, balancing, per-utterance vs per-side (per-corpus) standardisation,
 training-data augmentation. Results are merged into --json (default .cache/ser_quality.json).
 """
+
 from __future__ import annotations
 
 import time
@@ -21,8 +22,20 @@ from ser_common import features, labels_for, per_group
 from models.ser.training import MELD_CLASSES, TrainConfig, classification_scores, train_one
 
 
-def experiment(data: dict, *, train_sel, dev_sel, tests: dict, calm="neutral", balance="clustercentroids",
-               norm="utterance", augment=(), seeds=(1, 2, 3), config=None, classes=MELD_CLASSES) -> dict:
+def experiment(
+    data: dict,
+    *,
+    train_sel,
+    dev_sel,
+    tests: dict,
+    calm="neutral",
+    balance="clustercentroids",
+    norm="utterance",
+    augment=(),
+    seeds=(1, 2, 3),
+    config=None,
+    classes=MELD_CLASSES,
+) -> dict:
     """train_sel/dev_sel/tests[name]: boolean masks over `data`. Returns per-test UA/WA mean/sd and dev."""
     config = config or TrainConfig()
     labels = labels_for(data["emotion"], calm)
@@ -30,7 +43,7 @@ def experiment(data: dict, *, train_sel, dev_sel, tests: dict, calm="neutral", b
     classes = [c for c in classes if c in set(labels[keep & train_sel])]
     base = features(data["path"])
     # "side" = one corpus split evaluated together (a job's side); per_side z-scores each with its own stats
-    side = np.array([f"{c}:{s}" for c, s in zip(data["corpus"], data["split"])])
+    side = np.array([f"{c}:{s}" for c, s in zip(data["corpus"], data["split"], strict=True)])
     if norm == "side":
         normed = per_group(base, side)
     elif norm == "speaker":
@@ -57,8 +70,15 @@ def experiment(data: dict, *, train_sel, dev_sel, tests: dict, calm="neutral", b
     results: dict = {"dev": [], **{name: [] for name in tests}}
     kept, probs = [], {name: [] for name in tests}
     for seed in seeds:
-        run = train_one(x, targets, splits, classes, feature_set="egemaps-v02", balance=balance,
-                        config=TrainConfig(**{**config.__dict__, "seed": seed}))
+        run = train_one(
+            x,
+            targets,
+            splits,
+            classes,
+            feature_set="egemaps-v02",
+            balance=balance,
+            config=TrainConfig(**{**config.__dict__, "seed": seed}),
+        )
         kept.append(run.fit.kept_epoch)
         results["dev"].append((run.metrics["dev"]["ua"], run.metrics["dev"]["wa"]))
         for name, sel in tests.items():
@@ -69,9 +89,15 @@ def experiment(data: dict, *, train_sel, dev_sel, tests: dict, calm="neutral", b
             gold = np.array([classes.index(v) for v in labels[idx]])
             scores = classification_scores(gold, pred, len(classes))
             results[name].append((scores["ua"], scores["wa"]))
-    summary = {name: {"ua": float(np.mean([r[0] for r in rows])), "ua_sd": float(np.std([r[0] for r in rows])),
-                      "wa": float(np.mean([r[1] for r in rows])), "wa_sd": float(np.std([r[1] for r in rows]))}
-               for name, rows in results.items()}
+    summary = {
+        name: {
+            "ua": float(np.mean([r[0] for r in rows])),
+            "ua_sd": float(np.std([r[0] for r in rows])),
+            "wa": float(np.mean([r[1] for r in rows])),
+            "wa_sd": float(np.std([r[1] for r in rows])),
+        }
+        for name, rows in results.items()
+    }
     for name, sel in tests.items():  # ensemble of the seeds (mean probabilities)
         idx = np.flatnonzero(sel & keep & np.isin(labels, classes))
         gold = np.array([classes.index(v) for v in labels[idx]])
@@ -85,17 +111,29 @@ def experiment(data: dict, *, train_sel, dev_sel, tests: dict, calm="neutral", b
 def masks(data: dict) -> dict:
     rav, jv = data["corpus"] == "ravdess", data["corpus"] == "jvnv"
     split = data["split"]
-    return {"rav_train": rav & (split == "train"), "rav_dev": rav & (split == "dev"), "rav_test": rav & (split == "test"),
-            "jv_train": jv & (split == "train"), "jv_dev": jv & (split == "dev"), "jv_test": jv & (split == "test"),
-            "jv_all": jv}
+    return {
+        "rav_train": rav & (split == "train"),
+        "rav_dev": rav & (split == "dev"),
+        "rav_test": rav & (split == "test"),
+        "jv_train": jv & (split == "train"),
+        "jv_dev": jv & (split == "dev"),
+        "jv_test": jv & (split == "test"),
+        "jv_all": jv,
+    }
 
 
 def study(data: dict, seeds, only=None) -> list[dict]:
     m = masks(data)
-    ravdess_only = dict(train_sel=m["rav_train"], dev_sel=m["rav_dev"],
-                        tests={"in_lang_test": m["rav_test"], "cross_lang_jvnv": m["jv_all"]})
-    both = dict(train_sel=m["rav_train"] | m["jv_train"], dev_sel=m["rav_dev"] | m["jv_dev"],
-                tests={"rav_test": m["rav_test"], "jvnv_test": m["jv_test"]})
+    ravdess_only = dict(
+        train_sel=m["rav_train"],
+        dev_sel=m["rav_dev"],
+        tests={"in_lang_test": m["rav_test"], "cross_lang_jvnv": m["jv_all"]},
+    )
+    both = dict(
+        train_sel=m["rav_train"] | m["jv_train"],
+        dev_sel=m["rav_dev"] | m["jv_dev"],
+        tests={"rav_test": m["rav_test"], "jvnv_test": m["jv_test"]},
+    )
     reverse = dict(train_sel=m["jv_train"], dev_sel=m["jv_dev"], tests={"rav_test_6cls": m["rav_test"]})
     speed = ("speed:0.9", "speed:1.1")
     plans = {
@@ -123,7 +161,8 @@ def study(data: dict, seeds, only=None) -> list[dict]:
         summary["name"] = name
         summary["seconds"] = round(time.monotonic() - started, 1)
         out.append(summary)
-        cells = "  ".join(f"{k} UA {v['ua']:.3f}±{v['ua_sd']:.3f} WA {v['wa']:.3f}" for k, v in summary.items()
-                          if isinstance(v, dict))
+        cells = "  ".join(
+            f"{k} UA {v['ua']:.3f}±{v['ua_sd']:.3f} WA {v['wa']:.3f}" for k, v in summary.items() if isinstance(v, dict)
+        )
         print(f"{name:42s} {cells}  epochs {summary['kept_epochs']}  ({summary['seconds']} s)", flush=True)
     return out

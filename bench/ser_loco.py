@@ -5,6 +5,7 @@ pairs: what no choice looks at); plus the head trained on all four corpora. The 
 the feature-group ablation (`linear|side|speaker|-GROUP`, EGEMAPS_GROUPS). Also the training recipe and head
 reading that --ship-multi and bench/ser_trials.py reuse.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,6 @@ from ser_pairs import PAIR_NAMES, PAIR_VOICES, build_pairs, separation
 
 # after ser_common, which puts the repository on sys.path
 from models.ser.training import MELD_CLASSES, TrainConfig, classification_scores, extract_features, train_one
-
 
 # A variant: balance (clustercentroids / none), norm ("utterance": the head's own scaler, per utterance;
 # "side": every corpus split z-scored with its own statistics in training, every evaluated side at inference),
@@ -61,22 +61,28 @@ EGEMAPS_GROUPS = {
     "loudness": lambda n: n.startswith("loudness_") or n == "equivalentSoundLevel_dBp",
     "flux": lambda n: n.startswith("spectralFlux"),
     "mfcc": lambda n: n.startswith("mfcc"),
-    "voicequality": lambda n: n.split("_")[0] in ("jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2",
-                                                  "logRelF0-H1-A3"),
+    "voicequality": lambda n: (
+        n.split("_")[0] in ("jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3")
+    ),
     "formants": lambda n: n[:2] in ("F1", "F2", "F3"),
     "balance": lambda n: n.startswith(("alphaRatio", "hammarberg", "slope")),
     "temporal": lambda n: n.endswith(("PerSec", "SegmentLengthSec", "SegmentLength")),
 }
-LOCO_VARIANTS.update({f"linear|side|speaker|-{group}": dict(LOCO_VARIANTS["linear|side|speaker"], drop=group)
-                      for group in EGEMAPS_GROUPS})
+LOCO_VARIANTS.update(
+    {
+        f"linear|side|speaker|-{group}": dict(LOCO_VARIANTS["linear|side|speaker"], drop=group)
+        for group in EGEMAPS_GROUPS
+    }
+)
 
 
 def kept_features(drop: str | None) -> np.ndarray:
     """Column mask over the 88 eGeMAPSv02 functionals without the group `drop` (None: all)."""
     import opensmile
 
-    names = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                            feature_level=opensmile.FeatureLevel.Functionals).feature_names
+    names = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+    ).feature_names
     if drop is None:
         return np.ones(len(names), bool)
     return np.array([not EGEMAPS_GROUPS[drop](name) for name in names])
@@ -97,13 +103,26 @@ def speed_features(data: dict, index: np.ndarray, factor: float) -> np.ndarray:
 
 def variant_config(config: TrainConfig, variant: dict, seed: int) -> TrainConfig:
     """The training recipe of one variant: `config` with the variant's network and seed."""
-    return replace(config, seed=seed, ensemble=variant.get("ensemble", 1), architecture=variant.get("architecture", "paper"),
-                   speed_perturb=tuple(variant.get("speed", ())),
-                   **{key: variant[key] for key in ("hidden", "weight_decay", "dropout") if key in variant})
+    return replace(
+        config,
+        seed=seed,
+        ensemble=variant.get("ensemble", 1),
+        architecture=variant.get("architecture", "paper"),
+        speed_perturb=tuple(variant.get("speed", ())),
+        **{key: variant[key] for key in ("hidden", "weight_decay", "dropout") if key in variant},
+    )
 
 
-def train_variant(data: dict, base: np.ndarray, labels: np.ndarray, train_sel: np.ndarray, dev_sel: np.ndarray,
-                  variant: dict, seed: int, config: TrainConfig | None = None):
+def train_variant(
+    data: dict,
+    base: np.ndarray,
+    labels: np.ndarray,
+    train_sel: np.ndarray,
+    dev_sel: np.ndarray,
+    variant: dict,
+    seed: int,
+    config: TrainConfig | None = None,
+):
     """A head trained on train_sel (dev_sel picks the epoch) with one variant's choices."""
     config = config or STUDY_CONFIG
     train_idx = np.flatnonzero(train_sel & (labels != "-"))
@@ -112,7 +131,7 @@ def train_variant(data: dict, base: np.ndarray, labels: np.ndarray, train_sel: n
     if variant.get("corpus_balance"):
         corpora, counts = np.unique(data["corpus"][train_idx], return_counts=True)
         rng = np.random.default_rng(seed)
-        for corpus, count in zip(corpora, counts):
+        for corpus, count in zip(corpora, counts, strict=True):
             members = train_idx[data["corpus"][train_idx] == corpus]
             extra = rng.choice(members, counts.max() - count, replace=True)
             rows.append(extra)
@@ -127,19 +146,27 @@ def train_variant(data: dict, base: np.ndarray, labels: np.ndarray, train_sel: n
         n_train = len(index) - len(dev_idx)
         x = np.concatenate([x[:n_train], *copies_x, x[n_train:]])
         index = np.concatenate([index[:n_train], *[train_idx] * len(speed), index[n_train:]])
-        augmented = np.concatenate([augmented[:n_train], np.ones(len(train_idx) * len(speed), bool),
-                                    augmented[n_train:]])
+        augmented = np.concatenate(
+            [augmented[:n_train], np.ones(len(train_idx) * len(speed), bool), augmented[n_train:]]
+        )
     splits = np.array(["train"] * (len(index) - len(dev_idx)) + ["dev"] * len(dev_idx))
     classes = [c for c in MELD_CLASSES if c in set(labels[train_idx])]
     targets = np.array([classes.index(v) for v in labels[index]])
     unit = data["speaker"] if variant.get("norm") == "speaker" else data["corpus"]
-    sides = np.array([f"{u}:{s}" for u, s in zip(unit[index], data["split"][index])])
-    run = train_one(x, targets, splits, classes, feature_set="egemaps-v02",
-                    balance=variant.get("balance", "clustercentroids"),
-                    config=variant_config(config, variant, seed),
-                    normalization="per_side" if variant.get("norm") in ("side", "speaker") else "per_utterance",
-                    sides=sides, augmented=augmented,
-                    metadata={"corpus_balance": bool(variant.get("corpus_balance"))})
+    sides = np.array([f"{u}:{s}" for u, s in zip(unit[index], data["split"][index], strict=True)])
+    run = train_one(
+        x,
+        targets,
+        splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance=variant.get("balance", "clustercentroids"),
+        config=variant_config(config, variant, seed),
+        normalization="per_side" if variant.get("norm") in ("side", "speaker") else "per_utterance",
+        sides=sides,
+        augmented=augmented,
+        metadata={"corpus_balance": bool(variant.get("corpus_balance"))},
+    )
     return run
 
 
@@ -182,8 +209,12 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
     all_features = features(data["path"])
     labels = labels_for(data["emotion"], "neutral")
     present = [c for c in CORPORA if np.any(data["corpus"] == c)]
-    pairs = {(c, suffix): build_pairs(data, c, voices=voices) for c in PAIR_NAMES if c in present
-             for suffix, voices in PAIR_VOICES.items()}
+    pairs = {
+        (c, suffix): build_pairs(data, c, voices=voices)
+        for c in PAIR_NAMES
+        if c in present
+        for suffix, voices in PAIR_VOICES.items()
+    }
     out = {}
     for name in variant_names:
         variant = LOCO_VARIANTS[name]
@@ -198,8 +229,16 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
             others = data["corpus"] != held
             fold = {}
             for seed in variant_seeds:
-                run = train_variant(data, base, labels, others & (data["split"] == "train"),
-                                    others & (data["split"] == "dev"), variant, seed, config)
+                run = train_variant(
+                    data,
+                    base,
+                    labels,
+                    others & (data["split"] == "train"),
+                    others & (data["split"] == "dev"),
+                    variant,
+                    seed,
+                    config,
+                )
                 head = run.head
                 scores = {"dev_ua": run.metrics["dev"]["ua"], "kept_epoch": run.fit.kept_epoch}
                 targets = [held] if held != "all" else present
@@ -209,8 +248,9 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
                         if part == "select" and held == "all":
                             continue
                         index = np.flatnonzero(is_c & mask)
-                        scores[f"{corpus}/{part}_ua"] = ua_of(head, base, labels, index,
-                                                              data["speaker"][index] if by_speaker else None)
+                        scores[f"{corpus}/{part}_ua"] = ua_of(
+                            head, base, labels, index, data["speaker"][index] if by_speaker else None
+                        )
                     for suffix in PAIR_VOICES if corpus in PAIR_NAMES else ():
                         for part, split in (("test", "test"), ("select", "dev")):
                             if part == "select" and held == "all":
@@ -218,7 +258,8 @@ def loco(data: dict, variant_names, seeds=(1,), n_bootstrap: int = 2000, log=pri
                             chosen = [r for r in pairs[(corpus, suffix)] if r["split"] == split]
                             groups = np.array([data["speaker"][r["_s"]] for r in chosen]) if by_speaker else None
                             scores[f"{PAIR_NAMES[corpus]}{suffix}/{part}"] = pair_separation(
-                                head, base, chosen, groups, n_bootstrap=n_bootstrap)
+                                head, base, chosen, groups, n_bootstrap=n_bootstrap
+                            )
                 fold[seed] = scores
             result["folds"][held] = fold
             log(f"{name:18s} held={held:8s} {time.monotonic() - started:6.1f} s  " + summarise(fold))
@@ -232,8 +273,10 @@ def summarise(fold: dict) -> str:
         if key.endswith("_ua") and key != "dev_ua":
             cells.append(f"{key} {np.mean([f[key] for f in fold.values()]):.3f}")
         elif isinstance(value, dict):
-            cells.append(f"{key} EPR z {np.mean([f[key]['epr']['z'] for f in fold.values()]):.1f} "
-                         f"EA z {np.mean([f[key]['expected_agreement']['z'] for f in fold.values()]):.1f}")
+            cells.append(
+                f"{key} EPR z {np.mean([f[key]['epr']['z'] for f in fold.values()]):.1f} "
+                f"EA z {np.mean([f[key]['expected_agreement']['z'] for f in fold.values()]):.1f}"
+            )
     return "  ".join(cells)
 
 
@@ -257,8 +300,11 @@ def loco_markdown(results: dict, part: str) -> str:
     of its pairs with random target voices and with one target voice per source speaker (each the mean over the
     fold's seeds; "-" where a result predates BC). part "select" (the data choices looked at) or "test" (the data
     none looked at)."""
-    lines = ["| variant | left out | UA | pairs | EPR pres / swap | EPR z | EA pres / swap | EA z | BC z | "
-             "one voice: EPR pres / swap | EPR z | EA z | BC z |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | left out | UA | pairs | EPR pres / swap | EPR z | EA pres / swap | EA z | BC z | "
+        "one voice: EPR pres / swap | EPR z | EA z | BC z |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, result in results.items():
         name = name.removeprefix("loco:")
         for held, fold in result["folds"].items():
@@ -270,16 +316,23 @@ def loco_markdown(results: dict, part: str) -> str:
             one_voice = scores.get(f"{pair_name}+1voice/{part}") if pair_name else None
             cells = [name.replace("|", "\\|"), held, f"{scores[f'{held}/{part}_ua']:.3f}"]
             if sep:
-                cells += [f"{pair_name} ({sep['n']})",
-                          f"{sep['epr']['preserved']:.3f} / {sep['epr']['swapped']:.3f}", f"{sep['epr']['z']:.1f}",
-                          f"{sep['expected_agreement']['preserved']:.3f} / {sep['expected_agreement']['swapped']:.3f}",
-                          f"{sep['expected_agreement']['z']:.1f}", _z(sep, "bhattacharyya")]
+                cells += [
+                    f"{pair_name} ({sep['n']})",
+                    f"{sep['epr']['preserved']:.3f} / {sep['epr']['swapped']:.3f}",
+                    f"{sep['epr']['z']:.1f}",
+                    f"{sep['expected_agreement']['preserved']:.3f} / {sep['expected_agreement']['swapped']:.3f}",
+                    f"{sep['expected_agreement']['z']:.1f}",
+                    _z(sep, "bhattacharyya"),
+                ]
             else:
                 cells += ["-"] * 6
             if one_voice:
-                cells += [f"{one_voice['epr']['preserved']:.3f} / {one_voice['epr']['swapped']:.3f} ({one_voice['n']})",
-                          f"{one_voice['epr']['z']:.1f}", f"{one_voice['expected_agreement']['z']:.1f}",
-                          _z(one_voice, "bhattacharyya")]
+                cells += [
+                    f"{one_voice['epr']['preserved']:.3f} / {one_voice['epr']['swapped']:.3f} ({one_voice['n']})",
+                    f"{one_voice['epr']['z']:.1f}",
+                    f"{one_voice['expected_agreement']['z']:.1f}",
+                    _z(one_voice, "bhattacharyya"),
+                ]
             else:
                 cells += ["-"] * 4
             lines.append("| " + " | ".join(cells) + " |")
@@ -293,17 +346,22 @@ def _z(separation_result: dict, metric: str) -> str:
 def all_corpora_markdown(results: dict) -> str:
     """The head trained on all four corpora (per variant): UA on each corpus's test part, z on each pair set's test
     pairs (random target voices; one voice per source speaker)."""
-    lines = ["| variant | RAVDESS test UA | JVNV test UA | EmoDB test UA | ASED test UA | en-ja EPR z / EA z / BC z | "
-             "en-de EPR z / EA z / BC z | en-am EPR z / EA z / BC z | one voice: en-ja | en-de | en-am |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | RAVDESS test UA | JVNV test UA | EmoDB test UA | ASED test UA | en-ja EPR z / EA z / BC z | "
+        "en-de EPR z / EA z / BC z | en-am EPR z / EA z / BC z | one voice: en-ja | en-de | en-am |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, result in results.items():
         scores = seed_mean(result["folds"]["all"])
         cells = [name.removeprefix("loco:").replace("|", "\\|")] + [f"{scores[f'{c}/test_ua']:.3f}" for c in CORPORA]
         for suffix in PAIR_VOICES:
             for pair_name in PAIR_NAMES.values():
                 sep = scores.get(f"{pair_name}{suffix}/test")
-                cells.append(f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f} / {_z(sep, 'bhattacharyya')}"
-                             if sep else "-")
+                cells.append(
+                    f"{sep['epr']['z']:.1f} / {sep['expected_agreement']['z']:.1f} / {_z(sep, 'bhattacharyya')}"
+                    if sep
+                    else "-"
+                )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

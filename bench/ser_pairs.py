@@ -1,6 +1,7 @@
 """Pairs with known preservation for the SER studies: English RAVDESS sources, each with a target of the same
 emotion (preserved) and of another (swapped) from a target corpus, and how far a head's readings separate the
 preserving system from the swapping one (EPR, expected agreement, Bhattacharyya coefficient; paired bootstrap)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,16 @@ import numpy as np
 from ser_common import CORPORA, DATA, ROOT, labels_for
 
 PAIR_NAMES = {"jvnv": "en-ja", "emodb": "en-de", "ased": "en-am"}
-PAIR_COLUMNS = ("pair_id", "source", "target_preserved", "target_swapped", "emotion", "swapped_emotion", "speaker",
-                "split")
+PAIR_COLUMNS = (
+    "pair_id",
+    "source",
+    "target_preserved",
+    "target_swapped",
+    "emotion",
+    "swapped_emotion",
+    "speaker",
+    "split",
+)
 PAIRS_CACHE = ROOT / ".cache" / "pairs"
 PAIR_VOICES = {"": "random", "+1voice": "one-per-speaker"}  # score-key suffix -> build_pairs voices
 
@@ -53,10 +62,21 @@ def build_pairs(data: dict, target: str, seed: int = 20261201, voices: str = "ra
             continue
         other = str(rng.choice([e for e in pool if e != emotion]))
         preserved, swapped = int(rng.choice(pool[emotion])), int(rng.choice(pool[other]))
-        rows.append({"pair_id": f"{PAIR_NAMES[target].replace('-', '')}-{len(rows):04d}", "source": data["rel"][i],
-                     "target_preserved": data["rel"][preserved], "target_swapped": data["rel"][swapped],
-                     "emotion": emotion, "swapped_emotion": other, "speaker": data["speaker"][i].split(":")[1],
-                     "split": data["split"][i], "_s": int(i), "_p": preserved, "_w": swapped})
+        rows.append(
+            {
+                "pair_id": f"{PAIR_NAMES[target].replace('-', '')}-{len(rows):04d}",
+                "source": data["rel"][i],
+                "target_preserved": data["rel"][preserved],
+                "target_swapped": data["rel"][swapped],
+                "emotion": emotion,
+                "swapped_emotion": other,
+                "speaker": data["speaker"][i].split(":")[1],
+                "split": data["split"][i],
+                "_s": int(i),
+                "_p": preserved,
+                "_w": swapped,
+            }
+        )
     return rows
 
 
@@ -69,18 +89,19 @@ def write_pairs(rows: list[dict], path: Path) -> Path:
         writer.writerows(rows)
     return path
 
+
 def pair_expected_agreement(p_source: np.ndarray, p_target: np.ndarray) -> np.ndarray:
     """The report's per-pair expected agreement (core.metrics.expected_agreement), row by row."""
     from core.metrics import expected_agreement
 
-    return np.array([expected_agreement(s, t) for s, t in zip(p_source, p_target)])
+    return np.array([expected_agreement(s, t) for s, t in zip(p_source, p_target, strict=True)])
 
 
 def pair_bhattacharyya(p_source: np.ndarray, p_target: np.ndarray) -> np.ndarray:
     """The report's per-pair Bhattacharyya coefficient (core.metrics.bhattacharyya), row by row."""
     from core.metrics import bhattacharyya
 
-    return np.array([bhattacharyya(s, t) for s, t in zip(p_source, p_target)])
+    return np.array([bhattacharyya(s, t) for s, t in zip(p_source, p_target, strict=True)])
 
 
 def separation(p_source, p_preserved, p_swapped, *, n_bootstrap: int = 2000, seed: int = 1) -> dict:
@@ -90,18 +111,29 @@ def separation(p_source, p_preserved, p_swapped, *, n_bootstrap: int = 2000, see
     from core.bootstrap import paired_bootstrap
     from worker.research.validation import z_from_interval
 
-    per_pair = {"epr": (p_source.argmax(1) == p_preserved.argmax(1), p_source.argmax(1) == p_swapped.argmax(1)),
-                "expected_agreement": (pair_expected_agreement(p_source, p_preserved),
-                                       pair_expected_agreement(p_source, p_swapped)),
-                "bhattacharyya": (pair_bhattacharyya(p_source, p_preserved), pair_bhattacharyya(p_source, p_swapped))}
+    per_pair = {
+        "epr": (p_source.argmax(1) == p_preserved.argmax(1), p_source.argmax(1) == p_swapped.argmax(1)),
+        "expected_agreement": (
+            pair_expected_agreement(p_source, p_preserved),
+            pair_expected_agreement(p_source, p_swapped),
+        ),
+        "bhattacharyya": (pair_bhattacharyya(p_source, p_preserved), pair_bhattacharyya(p_source, p_swapped)),
+    }
     out = {"n": int(len(p_source))}
     for name, (kept, swapped) in per_pair.items():
         kept, swapped = np.asarray(kept, np.float64), np.asarray(swapped, np.float64)
-        res = paired_bootstrap(lambda idx: swapped[idx].mean(), lambda idx: kept[idx].mean(), len(kept),
-                               n_resamples=n_bootstrap, seed=seed)
-        out[name] = {"preserved": float(kept.mean()), "swapped": float(swapped.mean()), "diff": res["diff"],
-                     "ci_low": res["ci_low"], "ci_high": res["ci_high"], "p_value": res["p_value"],
-                     "z": z_from_interval(res["diff"], res["ci_low"], res["ci_high"])}
+        res = paired_bootstrap(
+            lambda idx: swapped[idx].mean(), lambda idx: kept[idx].mean(), len(kept), n_resamples=n_bootstrap, seed=seed
+        )
+        out[name] = {
+            "preserved": float(kept.mean()),
+            "swapped": float(swapped.mean()),
+            "diff": res["diff"],
+            "ci_low": res["ci_low"],
+            "ci_high": res["ci_high"],
+            "p_value": res["p_value"],
+            "z": z_from_interval(res["diff"], res["ci_low"], res["ci_high"]),
+        }
     return out
 
 
@@ -110,4 +142,6 @@ def shared_pairs(data: dict, name: str, split: str = "test") -> list[dict]:
     where = {rel: i for i, rel in enumerate(data["rel"])}
     with open(DATA / "pairs" / f"{name}.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == split]
-    return [dict(r, _s=where[r["source"]], _p=where[r["target_preserved"]], _w=where[r["target_swapped"]]) for r in rows]
+    return [
+        dict(r, _s=where[r["source"]], _p=where[r["target_preserved"]], _w=where[r["target_swapped"]]) for r in rows
+    ]

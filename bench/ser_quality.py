@@ -22,6 +22,7 @@ training-data augmentation.
 Common code (corpora, splits, labels, features) is in bench/ser_common.py. Features are cached under
 .cache/features (extracted once per file and augmentation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,31 +44,73 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--json", type=Path, default=ROOT / ".cache" / "ser_quality.json")
     parser.add_argument("--ship", action="store_true", help="train the shipped head (models/artifacts/ser_lite)")
-    parser.add_argument("--ensemble", type=int, default=1,
-                        help="with --ship: one head averaging this many networks (seeds 1..N) instead of "
-                             "the best of --seeds single networks")
-    parser.add_argument("--speed-perturb", type=float, nargs="*", default=[],
-                        help="with --ship: speed-perturbed copies of the training split at these factors")
-    parser.add_argument("--loco", nargs="*", metavar="VARIANT",
-                        help=f"leave-one-corpus-out study of these variants ({', '.join(LOCO_VARIANTS)}; "
-                             "none given: all); results to --json")
-    parser.add_argument("--write-pairs", type=Path, nargs="?", const=PAIRS_CACHE, default=None, metavar="DIR",
-                        help=f"write en-ja/en-de/en-am pairs CSVs whose targets follow the target corpus's split "
-                             f"(NAME-split-targets.csv; default folder {PAIRS_CACHE}); `emopres validate` reads them "
-                             "with --audio-root ../shared/data")
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="with --ship: one head averaging this many networks (seeds 1..N) instead of "
+        "the best of --seeds single networks",
+    )
+    parser.add_argument(
+        "--speed-perturb",
+        type=float,
+        nargs="*",
+        default=[],
+        help="with --ship: speed-perturbed copies of the training split at these factors",
+    )
+    parser.add_argument(
+        "--loco",
+        nargs="*",
+        metavar="VARIANT",
+        help=f"leave-one-corpus-out study of these variants ({', '.join(LOCO_VARIANTS)}; "
+        "none given: all); results to --json",
+    )
+    parser.add_argument(
+        "--write-pairs",
+        type=Path,
+        nargs="?",
+        const=PAIRS_CACHE,
+        default=None,
+        metavar="DIR",
+        help=f"write en-ja/en-de/en-am pairs CSVs whose targets follow the target corpus's split "
+        f"(NAME-split-targets.csv; default folder {PAIRS_CACHE}); `emopres validate` reads them "
+        "with --audio-root ../shared/data",
+    )
     parser.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples in --loco")
-    parser.add_argument("--tables", type=Path, nargs="+", default=None, metavar="JSON",
-                        help="print the markdown tables of --loco results")
-    parser.add_argument("--ship-multi", metavar="VARIANT", default=None,
-                        help="train the shipped head on all four corpora with this LOCO variant (and --ensemble)")
-    parser.add_argument("--rescore", type=Path, default=None, metavar="DIR",
-                        help="score a saved head again on every corpus split and test pair set (no training)")
-    parser.add_argument("--by-speaker", action="store_true",
-                        help="with --rescore: standardise each speaker on its own (a per_side head)")
+    parser.add_argument(
+        "--tables",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="print the markdown tables of --loco results",
+    )
+    parser.add_argument(
+        "--ship-multi",
+        metavar="VARIANT",
+        default=None,
+        help="train the shipped head on all four corpora with this LOCO variant (and --ensemble)",
+    )
+    parser.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="score a saved head again on every corpus split and test pair set (no training)",
+    )
+    parser.add_argument(
+        "--by-speaker",
+        action="store_true",
+        help="with --rescore: standardise each speaker on its own (a per_side head)",
+    )
     parser.add_argument("--selection", default="", help="with --ship-multi: how the variant was chosen (recorded)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="with --ship-multi: the head's folder (default: models/artifacts/ser_lite, or "
-                             "models/artifacts/ser_lite_side for a per-side variant)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="with --ship-multi: the head's folder (default: models/artifacts/ser_lite, or "
+        "models/artifacts/ser_lite_side for a per-side variant)",
+    )
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"no data at {DATA}", file=sys.stderr)
@@ -86,8 +129,10 @@ def main(argv=None) -> int:
             results.update({k: v for k, v in json.loads(path.read_text()).items() if k.startswith("loco:")})
         print("Selection data (left-out corpus, non-test part; dev-source pairs):\n")
         print(loco_markdown(results, "select"))
-        print("\nselection score (mean left-out non-test UA): "
-              + ", ".join(f"{k.removeprefix('loco:')} {selection_score(v):.3f}" for k, v in results.items()))
+        print(
+            "\nselection score (mean left-out non-test UA): "
+            + ", ".join(f"{k.removeprefix('loco:')} {selection_score(v):.3f}" for k, v in results.items())
+        )
         print("\nReport data (left-out corpus, test part; test-source pairs; no choice looked at it):\n")
         print(loco_markdown(results, "test"))
         print("\nTrained on all four corpora (test parts):\n")

@@ -8,6 +8,7 @@
 per-side variant, or --out; MODEL_CARD.md kept) and add per_corpus_scores.json; --rescore rewrites the scores in
 head.json and per_corpus_scores.json and leaves the weights as they are.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,9 +24,10 @@ from ser_pairs import PAIR_NAMES, PAIR_VOICES, build_pairs, shared_pairs
 # after ser_common, which puts the repository on sys.path
 from models.ser.training import MELD_CLASSES, TrainConfig, classification_scores, extract_features
 
-
-SHIP_SPLIT_RULE = ("RAVDESS: actors 01-14 train, 15-17 dev, 18-20 test (the split of pairs/en-ja.csv); "
-                   "JVNV (one speaker, F2): utterance number % 5 in {0,1,2} train, 3 dev, 4 test")
+SHIP_SPLIT_RULE = (
+    "RAVDESS: actors 01-14 train, 15-17 dev, 18-20 test (the split of pairs/en-ja.csv); "
+    "JVNV (one speaker, F2): utterance number % 5 in {0,1,2} train, 3 dev, 4 test"
+)
 
 
 def write_ship_manifest(data: dict, path: Path) -> Path:
@@ -33,8 +35,9 @@ def write_ship_manifest(data: dict, path: Path) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "speaker", "emotion", "split", "corpus"])
-        for rel, speaker, emotion, split, corpus in zip(data["rel"], data["speaker"], data["emotion"], data["split"],
-                                                        data["corpus"]):
+        for rel, speaker, emotion, split, corpus in zip(
+            data["rel"], data["speaker"], data["emotion"], data["split"], data["corpus"], strict=True
+        ):
             writer.writerow([rel, speaker, emotion, split, corpus])
     return path
 
@@ -63,14 +66,28 @@ def ship(data: dict, seeds, out: Path, ensemble: int = 1, speed: tuple[float, ..
     with tempfile.TemporaryDirectory(prefix="ser-lite-") as tmp:
         for seed in seeds:
             folder = Path(tmp) / f"seed{seed}"
-            report = train_ser(dataset, folder, features="egemaps", balance="both", classes=MELD_CLASSES,
-                               config=TrainConfig(seed=seed, ensemble=ensemble, speed_perturb=speed), cache_dir=CACHE, log=None,
-                               extra_metadata={"source": "bench/ser_quality.py --ship", "split_rule": SHIP_SPLIT_RULE,
-                                               "label_map": {"calm": "neutral"}, "seed_selection":
-                                               f"seeds {list(seeds)}, kept by dev UA" if ensemble == 1 else
-                                               f"ensemble of {ensemble} networks, seeds 1-{ensemble}"})
+            report = train_ser(
+                dataset,
+                folder,
+                features="egemaps",
+                balance="both",
+                classes=MELD_CLASSES,
+                config=TrainConfig(seed=seed, ensemble=ensemble, speed_perturb=speed),
+                cache_dir=CACHE,
+                log=None,
+                extra_metadata={
+                    "source": "bench/ser_quality.py --ship",
+                    "split_rule": SHIP_SPLIT_RULE,
+                    "label_map": {"calm": "neutral"},
+                    "seed_selection": f"seeds {list(seeds)}, kept by dev UA"
+                    if ensemble == 1
+                    else f"ensemble of {ensemble} networks, seeds 1-{ensemble}",
+                },
+            )
             dev_ua = report["runs"][report["selected_balance"]]["metrics"]["dev"]["ua"]
-            print(f"seed {seed}: balance={report['selected_balance']} dev UA {dev_ua:.4f}\n{report['table2']}", flush=True)
+            print(
+                f"seed {seed}: balance={report['selected_balance']} dev UA {dev_ua:.4f}\n{report['table2']}", flush=True
+            )
             if best is None or dev_ua > best[0]:
                 best = (dev_ua, seed, folder, report)
         _, seed, folder, report = best
@@ -92,18 +109,24 @@ def ship(data: dict, seeds, out: Path, ensemble: int = 1, speed: tuple[float, ..
             gold = np.array([head.classes.index(v) for v in labels[idx]])
             scores = classification_scores(gold, head.predict_proba(features_all[idx]).argmax(1), len(head.classes))
             per_corpus[f"{corpus}/{split}"] = {k: scores[k] for k in ("ua", "wa", "n")}
-    summary = {"seed": seed, "balance": report["selected_balance"], "sha256": head.sha256(), "per_corpus": per_corpus,
-               "table2": report["table2"]}
+    summary = {
+        "seed": seed,
+        "balance": report["selected_balance"],
+        "sha256": head.sha256(),
+        "per_corpus": per_corpus,
+        "table2": report["table2"],
+    }
     (out / "per_corpus_scores.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary
 
 
-LICENCES = {"ravdess": "RAVDESS, CC BY-NC-SA 4.0 (Livingstone & Russo 2018)",
-            "jvnv": "JVNV, CC BY-SA 4.0 (Xin et al. 2024)",
-            "emodb": "Berlin EmoDB (Burkhardt et al. 2005), free for research; audb lists CC0-1.0",
-            "ased": "ASED v1 (Retta et al. 2023): its publisher states no licence; research use only"}
-
+LICENCES = {
+    "ravdess": "RAVDESS, CC BY-NC-SA 4.0 (Livingstone & Russo 2018)",
+    "jvnv": "JVNV, CC BY-SA 4.0 (Xin et al. 2024)",
+    "emodb": "Berlin EmoDB (Burkhardt et al. 2005), free for research; audb lists CC0-1.0",
+    "ased": "ASED v1 (Retta et al. 2023): its publisher states no licence; research use only",
+}
 
 
 def head_scores(data: dict, base: np.ndarray, labels: np.ndarray, head, by_speaker: bool) -> tuple[dict, dict]:
@@ -116,18 +139,19 @@ def head_scores(data: dict, base: np.ndarray, labels: np.ndarray, head, by_speak
             if len(index):
                 gold = np.array([head.classes.index(v) for v in labels[index]])
                 groups = data["speaker"][index] if by_speaker else None
-                result = classification_scores(gold, side_probs(head, base, index, groups).argmax(1),
-                                               len(head.classes))
+                result = classification_scores(gold, side_probs(head, base, index, groups).argmax(1), len(head.classes))
                 scores[f"{corpus}/{split}"] = {k: result[k] for k in ("ua", "wa", "n")}
 
     def separation_of(pairs):
-        return pair_separation(head, base, pairs,
-                               np.array([data["speaker"][r["_s"]] for r in pairs]) if by_speaker else None)
+        return pair_separation(
+            head, base, pairs, np.array([data["speaker"][r["_s"]] for r in pairs]) if by_speaker else None
+        )
 
     for corpus, name in PAIR_NAMES.items():
         for suffix, voices in PAIR_VOICES.items():
             separations[f"{name}{suffix} split-targets test"] = separation_of(
-                [r for r in build_pairs(data, corpus, voices=voices) if r["split"] == "test"])
+                [r for r in build_pairs(data, corpus, voices=voices) if r["split"] == "test"]
+            )
     for name in ("en-ja", "en-de"):
         separations[f"pairs/{name}.csv test"] = separation_of(shared_pairs(data, name))
     return scores, separations
@@ -147,11 +171,19 @@ def rescore(data: dict, folder: Path, by_speaker: bool) -> dict:
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     summary_path = folder / "per_corpus_scores.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary.update(sha256=head.sha256(), per_corpus=scores, separation=separations, reading=reading,
-                   rescored=time.strftime("%Y-%m-%d"))
+    summary.update(
+        sha256=head.sha256(),
+        per_corpus=scores,
+        separation=separations,
+        reading=reading,
+        rescored=time.strftime("%Y-%m-%d"),
+    )
     summary_path.write_text(json.dumps(summary, indent=2))
-    print(json.dumps({"sha256": head.sha256(), "reading": reading, "per_corpus": scores,
-                      "separation": separations}, indent=2))
+    print(
+        json.dumps(
+            {"sha256": head.sha256(), "reading": reading, "per_corpus": scores, "separation": separations}, indent=2
+        )
+    )
     return summary
 
 
@@ -171,23 +203,40 @@ def ship_multi(data: dict, variant_name: str, ensemble: int, out: Path, selectio
     head = run.head
     scores, separations = head_scores(data, base, labels, head, by_speaker=variant.get("groups") == "speaker")
     head.metadata = {
-        **head.metadata, "source": f"bench/ser_quality.py --ship-multi {variant_name} --ensemble {ensemble}",
-        "split_rule": SPLIT_RULE_TEXT, "label_map": {"calm": "neutral", "boredom": "-"},
-        "recipe": recipe_metadata(config), "balance": variant.get("balance", "clustercentroids"),
-        "corpus_balance": bool(variant.get("corpus_balance")), "variant": variant_name, "selection": selection,
+        **head.metadata,
+        "source": f"bench/ser_quality.py --ship-multi {variant_name} --ensemble {ensemble}",
+        "split_rule": SPLIT_RULE_TEXT,
+        "label_map": {"calm": "neutral", "boredom": "-"},
+        "recipe": recipe_metadata(config),
+        "balance": variant.get("balance", "clustercentroids"),
+        "corpus_balance": bool(variant.get("corpus_balance")),
+        "variant": variant_name,
+        "selection": selection,
         "kept_epoch": [f.kept_epoch for f in run.member_fits],
-        "training_data_sha256": training_data_hash([hashes[i] for i in used], labels[used].tolist(),
-                                                   data["split"][used].tolist(), EgemapsExtractor().signature),
-        "feature_signature": EgemapsExtractor().signature, "corpora": list(CORPORA),
-        "licences": LICENCES, "scores": scores, "date": time.strftime("%Y-%m-%d")}
+        "training_data_sha256": training_data_hash(
+            [hashes[i] for i in used], labels[used].tolist(), data["split"][used].tolist(), EgemapsExtractor().signature
+        ),
+        "feature_signature": EgemapsExtractor().signature,
+        "corpora": list(CORPORA),
+        "licences": LICENCES,
+        "scores": scores,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if out.exists():
         for item in out.iterdir():
             if item.name != "MODEL_CARD.md":
                 item.unlink()
     head.save(out)
-    summary = {"variant": variant_name, "ensemble": ensemble, "sha256": SerHead.load(out).sha256(),
-               "seconds": round(time.monotonic() - started, 1), "per_corpus": scores, "separation": separations,
-               "dev_ua": run.metrics["dev"]["ua"], "kept_epochs": head.metadata["kept_epoch"]}
+    summary = {
+        "variant": variant_name,
+        "ensemble": ensemble,
+        "sha256": SerHead.load(out).sha256(),
+        "seconds": round(time.monotonic() - started, 1),
+        "per_corpus": scores,
+        "separation": separations,
+        "dev_ua": run.metrics["dev"]["ua"],
+        "kept_epochs": head.metadata["kept_epoch"],
+    }
     (out / "per_corpus_scores.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return summary

@@ -12,6 +12,7 @@ all four corpora, dev UA of RAVDESS / JVNV / ASED and EmoDB with one training sp
 no dev speaker). linear: the loco selection data for scikit-learn classifiers (logistic regression "lr:C", shrinkage
 LDA "lda:" or "lda:SHRINKAGE"), each with and without per-side z-scoring. No test speaker or utterance is read. Results are appended to .cache/ser_trials.jsonl.
 """
+
 import argparse
 import json
 import sys
@@ -55,8 +56,9 @@ def load_cache(data):
 
 
 def stats(m, axis=0):
-    return np.concatenate([m.mean(axis), m.std(axis), np.percentile(m, 10, axis), np.percentile(m, 50, axis),
-                           np.percentile(m, 90, axis)])
+    return np.concatenate(
+        [m.mean(axis), m.std(axis), np.percentile(m, 10, axis), np.percentile(m, 50, axis), np.percentile(m, 90, axis)]
+    )
 
 
 def build(entries, kind):
@@ -85,9 +87,19 @@ def loco_selection(data, base, variant, seeds, config):
         others = data["corpus"] != held
         cells = []
         for seed in seeds:
-            head = train_variant(data, base, labels, others & (data["split"] == "train"),
-                                    others & (data["split"] == "dev"), variant, seed, config).head
-            cell = {"ua": ua_of(head, base, labels, np.flatnonzero((data["corpus"] == held) & (data["split"] != "test")))}
+            head = train_variant(
+                data,
+                base,
+                labels,
+                others & (data["split"] == "train"),
+                others & (data["split"] == "dev"),
+                variant,
+                seed,
+                config,
+            ).head
+            cell = {
+                "ua": ua_of(head, base, labels, np.flatnonzero((data["corpus"] == held) & (data["split"] != "test")))
+            }
             if held in pairs:
                 s = pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
                 cell["epr_z"], cell["ea_z"] = s["epr"]["z"], s["expected_agreement"]["z"]
@@ -105,8 +117,11 @@ class LinearSide:
         from sklearn.linear_model import LogisticRegression
 
         kind, _, arg = name.partition(":")
-        self.model = (LogisticRegression(C=float(arg), max_iter=3000) if kind == "lr" else
-                      LinearDiscriminantAnalysis(solver="lsqr", shrinkage=float(arg) if arg else "auto"))
+        self.model = (
+            LogisticRegression(C=float(arg), max_iter=3000)
+            if kind == "lr"
+            else LinearDiscriminantAnalysis(solver="lsqr", shrinkage=float(arg) if arg else "auto")
+        )
         self.classes, self.per_side = classes, per_side
 
     def fit(self, x, y, sides):
@@ -134,34 +149,63 @@ def linear(data, base, names):
             for held in CORPORA:
                 train = np.flatnonzero((data["corpus"] != held) & (data["split"] == "train") & (labels != "-"))
                 classes = [c for c in MELD_CLASSES if c in set(labels[train])]
-                sides = np.array([f"{c}:{s}" for c, s in zip(data["corpus"][train], data["split"][train])])
-                head = LinearSide(name, classes, per_side).fit(base[train].astype(np.float64),
-                                                               np.array([classes.index(v) for v in labels[train]]), sides)
-                cell = {"ua": round(ua_of(head, base, labels,
-                                             np.flatnonzero((data["corpus"] == held) & (data["split"] != "test"))), 3)}
+                sides = np.array([f"{c}:{s}" for c, s in zip(data["corpus"][train], data["split"][train], strict=True)])
+                head = LinearSide(name, classes, per_side).fit(
+                    base[train].astype(np.float64), np.array([classes.index(v) for v in labels[train]]), sides
+                )
+                cell = {
+                    "ua": round(
+                        ua_of(head, base, labels, np.flatnonzero((data["corpus"] == held) & (data["split"] != "test"))),
+                        3,
+                    )
+                }
                 if held in pairs:
                     s = pair_separation(head, base, [p for p in pairs[held] if p["split"] == "dev"], n_bootstrap=500)
                     cell["epr_z"], cell["ea_z"] = round(s["epr"]["z"], 2), round(s["expected_agreement"]["z"], 2)
                 res[held] = cell
-            lines.append({"command": "linear", "model": name, "per_side": per_side,
-                          "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3), **res})
+            lines.append(
+                {
+                    "command": "linear",
+                    "model": name,
+                    "per_side": per_side,
+                    "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3),
+                    **res,
+                }
+            )
     return lines
 
 
 def fit_all(data, base, labels, train_sel, dev_sel, seed, args, speed_copies):
     train = np.flatnonzero(train_sel & (labels != "-"))
     dev = np.flatnonzero(dev_sel & (labels != "-"))
-    xs, ys = [base[train]] + [speed_copies[f][train] for f in args.speed] + [base[dev]], \
-        [labels[train]] * (1 + len(args.speed)) + [labels[dev]]
-    augmented = np.concatenate([np.zeros(len(train), bool)] + [np.ones(len(train), bool)] * len(args.speed)
-                               + [np.zeros(len(dev), bool)])
+    xs, ys = (
+        [base[train]] + [speed_copies[f][train] for f in args.speed] + [base[dev]],
+        [labels[train]] * (1 + len(args.speed)) + [labels[dev]],
+    )
+    augmented = np.concatenate(
+        [np.zeros(len(train), bool)] + [np.ones(len(train), bool)] * len(args.speed) + [np.zeros(len(dev), bool)]
+    )
     x, y = np.concatenate(xs), np.concatenate(ys)
     splits = np.array(["train"] * (len(x) - len(dev)) + ["dev"] * len(dev))
     classes = [c for c in MELD_CLASSES if c in set(labels[train])]
-    config = replace(STUDY_CONFIG, seed=seed, batch_size=args.batch, learning_rate=args.lr, weight_decay=args.wd,
-                     hidden=tuple(int(h) for h in args.hidden.split(",")))
-    return train_one(x, np.array([classes.index(v) for v in y]), splits, classes, feature_set="egemaps-v02",
-                     balance=args.balance, config=config, augmented=augmented).head
+    config = replace(
+        STUDY_CONFIG,
+        seed=seed,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        weight_decay=args.wd,
+        hidden=tuple(int(h) for h in args.hidden.split(",")),
+    )
+    return train_one(
+        x,
+        np.array([classes.index(v) for v in y]),
+        splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance=args.balance,
+        config=config,
+        augmented=augmented,
+    ).head
 
 
 def allfold(data, base, args):
@@ -173,14 +217,24 @@ def allfold(data, base, args):
         speed_copies[factor][train] = speed_features(data, train, factor)
     res = {}
     for seed in range(1, args.seeds + 1):
-        head = fit_all(data, base, labels, data["split"] == "train", data["split"] == "dev", seed * 100, args, speed_copies)
+        head = fit_all(
+            data, base, labels, data["split"] == "train", data["split"] == "dev", seed * 100, args, speed_copies
+        )
         for corpus in ("ravdess", "jvnv", "ased"):
             dev = np.flatnonzero((data["corpus"] == corpus) & (data["split"] == "dev"))
             res.setdefault(f"{corpus}_dev", []).append(ua_of(head, base, labels, dev))
         for speaker in ("09", "10", "11"):  # EmoDB's training speakers, one held out in turn (never 03 / 08)
             held = data["speaker"] == f"emodb:{speaker}"
-            head = fit_all(data, base, labels, (data["split"] == "train") & ~held, data["split"] == "dev", seed * 100,
-                           args, speed_copies)
+            head = fit_all(
+                data,
+                base,
+                labels,
+                (data["split"] == "train") & ~held,
+                data["split"] == "dev",
+                seed * 100,
+                args,
+                speed_copies,
+            )
             res.setdefault("emodb_lso", []).append(ua_of(head, base, labels, np.flatnonzero(held)))
     out = {k: round(float(np.mean(v)), 3) for k, v in res.items()}
     out["mean"] = round(float(np.mean(list(out.values()))), 3)
@@ -211,16 +265,28 @@ def main() -> int:
         lines = []
         for kind in args.kinds:
             base = build(load_cache(data), kind)
-            res = loco_selection(data, base, LOCO_VARIANTS[args.variant], tuple(range(1, args.seeds + 1)),
-                                 STUDY_CONFIG)
-            lines.append({"command": "loco", "kind": kind, "variant": args.variant, "seeds": args.seeds,
-                          "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3), **res})
+            res = loco_selection(data, base, LOCO_VARIANTS[args.variant], tuple(range(1, args.seeds + 1)), STUDY_CONFIG)
+            lines.append(
+                {
+                    "command": "loco",
+                    "kind": kind,
+                    "variant": args.variant,
+                    "seeds": args.seeds,
+                    "loco_ua_mean": round(float(np.mean([r["ua"] for r in res.values()])), 3),
+                    **res,
+                }
+            )
     elif args.command == "linear":
         lines = linear(data, features(data["path"]), args.models)
     else:
         base = build(load_cache(data), args.kind) if args.kind != "func" else features(data["path"])
-        lines = [{"command": "allfold", **{k: v for k, v in vars(args).items() if k not in ("command", "kinds", "variant")},
-                  **allfold(data, base, args)}]
+        lines = [
+            {
+                "command": "allfold",
+                **{k: v for k, v in vars(args).items() if k not in ("command", "kinds", "variant")},
+                **allfold(data, base, args),
+            }
+        ]
     with RESULTS.open("a") as handle:
         for line in lines:
             line["seconds"] = round(time.monotonic() - started)

@@ -26,6 +26,7 @@ Every measurement prints the 1-minute load average and the cores that *other* pr
 (from /proc/stat minus this benchmark's own process tree): the machine is shared, read ratios with it.
 Peak memory (VmHWM) of every worker process is printed per profile. Linux only (/proc).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,9 @@ from lite_throughput import DATA, audio_root, bench_head, load_pairs  # noqa: E4
 from proc_accounting import Clock, Measured, cmdline, descendants, parallel_capacity, peak_rss_mib  # noqa: E402
 
 from models.registry import ProfileSpec  # noqa: E402
+from models.runtime.threads import threads_per_worker  # noqa: E402
 from worker.engine.pipeline import Evaluator  # noqa: E402
 from worker.engine.report import report_for_evaluator  # noqa: E402
-from models.runtime.threads import threads_per_worker  # noqa: E402
 
 
 def worker_peaks(evaluator: Evaluator) -> list[float]:
@@ -74,8 +75,16 @@ def mib(values) -> str:
 
 def evaluate_system(evaluator: Evaluator, pairs, resolve, bootstrap: int) -> dict:
     rows, failures = evaluator.evaluate_pairs(pairs, resolve)
-    return report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],
-                                job={"id": "bench"}, n_bootstrap=bootstrap, seed=12345, use_groups=False)
+    return report_for_evaluator(
+        evaluator,
+        rows=rows,
+        failures=failures,
+        pair_order=[p.pair_id for p in pairs],
+        job={"id": "bench"},
+        n_bootstrap=bootstrap,
+        seed=12345,
+        use_groups=False,
+    )
 
 
 def cache_entries(folder: Path) -> int:
@@ -89,17 +98,21 @@ def audio_seconds(paths) -> dict[str, float]:
 
 
 def section_cache(args, spec, head, results: dict) -> None:
-    print(f"\n1. lite, cold vs warm source cache (one resident evaluator, {args.jobs} worker processes, "
-          "one cache folder)")
-    systems = {c: load_pairs(args.pairs_file, args.split, c, args.cache_pairs)
-               for c in ("target_preserved", "target_swapped")}
+    print(
+        f"\n1. lite, cold vs warm source cache (one resident evaluator, {args.jobs} worker processes, one cache folder)"
+    )
+    systems = {
+        c: load_pairs(args.pairs_file, args.split, c, args.cache_pairs) for c in ("target_preserved", "target_swapped")
+    }
     with tempfile.TemporaryDirectory() as cache:
         with Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache) as evaluator:
             warm_pool(evaluator)
             runs, seen = [], set()
-            for label, column in (("cold: system A, empty cache", "target_preserved"),
-                                  ("warm: system B, sources cached", "target_swapped"),
-                                  ("hot: system B again, all cached", "target_swapped")):
+            for label, column in (
+                ("cold: system A, empty cache", "target_preserved"),
+                ("warm: system B, sources cached", "target_swapped"),
+                ("hot: system B again, all cached", "target_swapped"),
+            ):
                 pairs, resolve = systems[column]
                 files = list(dict.fromkeys(resolve(p) for pair in pairs for p in (pair.source, pair.target)))
                 durations = audio_seconds(files)
@@ -112,27 +125,49 @@ def section_cache(args, spec, head, results: dict) -> None:
                 assert not report["failures"], report["failures"][:3]
                 m = clock.result
                 runs.append((label, len(pairs), len(files), computed, new_audio, m))
-                print(f"  {label:33s} {len(pairs):3d} pairs, {computed:3d} of {len(files):3d} files "
-                      f"({new_audio:5.0f} audio-s) computed: {m.seconds:6.2f} s = {len(pairs) / m.seconds:6.2f} pairs/s  "
-                      f"{m.note()}", flush=True)
+                print(
+                    f"  {label:33s} {len(pairs):3d} pairs, {computed:3d} of {len(files):3d} files "
+                    f"({new_audio:5.0f} audio-s) computed: {m.seconds:6.2f} s = {len(pairs) / m.seconds:6.2f} pairs/s  "
+                    f"{m.note()}",
+                    flush=True,
+                )
             peaks = worker_peaks(evaluator)
     cold, warm = runs[0], runs[1]
     ratio = (warm[1] / warm[5].seconds) / (cold[1] / cold[5].seconds)
     bound = (warm[1] / warm[4]) / (cold[1] / cold[4])  # pairs per audio-second computed, warm over cold
-    print(f"  warm / cold = {ratio:.2f}x (goal >= 2x); audio computed per pair, cold / warm = {bound:.2f}x (what a "
-          f"free cache hit would give if time followed audio length); a hit costs "
-          f"{runs[2][5].seconds / runs[2][2] * 1000:.1f} ms/file (hot run, report included)")
+    print(
+        f"  warm / cold = {ratio:.2f}x (goal >= 2x); audio computed per pair, cold / warm = {bound:.2f}x (what a "
+        f"free cache hit would give if time followed audio length); a hit costs "
+        f"{runs[2][5].seconds / runs[2][2] * 1000:.1f} ms/file (hot run, report included)"
+    )
     print(f"  peak RSS per lite worker process: {mib(peaks)}")
-    results["cache"] = {"runs": [{"label": r[0], "pairs": r[1], "files": r[2], "computed": r[3], "audio_s": r[4],
-                                  "seconds": r[5].seconds, "load": r[5].load, "others": r[5].others} for r in runs],
-                        "ratio": ratio, "bound": bound, "worker_peak_mib": peaks}
+    results["cache"] = {
+        "runs": [
+            {
+                "label": r[0],
+                "pairs": r[1],
+                "files": r[2],
+                "computed": r[3],
+                "audio_s": r[4],
+                "seconds": r[5].seconds,
+                "load": r[5].load,
+                "others": r[5].others,
+            }
+            for r in runs
+        ],
+        "ratio": ratio,
+        "bound": bound,
+        "worker_peak_mib": peaks,
+    }
 
 
 def section_workers(args, spec, head, results: dict) -> None:
     pairs, resolve = load_pairs(args.pairs_file, args.split, "target_preserved", args.pairs)
     files = len({resolve(p) for pair in pairs for p in (pair.source, pair.target)})
-    print(f"\n2. lite, one worker process vs two (cold, no feature cache; {len(pairs)} pairs, {files} files; "
-          f"{args.repeat} alternating run(s) each, the fastest kept)")
+    print(
+        f"\n2. lite, one worker process vs two (cold, no feature cache; {len(pairs)} pairs, {files} files; "
+        f"{args.repeat} alternating run(s) each, the fastest kept)"
+    )
     evaluators, starts = {}, {}
     for jobs in args.worker_counts:
         with Clock() as start:
@@ -156,30 +191,49 @@ def section_workers(args, spec, head, results: dict) -> None:
             evaluator.close()
     for jobs, m in best.items():
         where = "pool processes" if jobs > 1 else "in-process: this benchmark's own process"
-        print(f"  {jobs} process{'es' if jobs > 1 else '  '}  start-up {starts[jobs].seconds:5.2f} s, "
-              f"{m.seconds:6.2f} s = {len(pairs) / m.seconds:5.2f} pairs/s, {m.own_cpu / files * 1000:4.0f} CPU-ms/file  "
-              f"{m.note()}  peak RSS {mib(peaks[jobs])} ({where})", flush=True)
+        print(
+            f"  {jobs} process{'es' if jobs > 1 else '  '}  start-up {starts[jobs].seconds:5.2f} s, "
+            f"{m.seconds:6.2f} s = {len(pairs) / m.seconds:5.2f} pairs/s, {m.own_cpu / files * 1000:4.0f} CPU-ms/file  "
+            f"{m.note()}  peak RSS {mib(peaks[jobs])} ({where})",
+            flush=True,
+        )
     one, two = best.get(1), best.get(2)
     if one and two:
         ratio = one.seconds / two.seconds
-        spread = [a / b for a, b in zip(rounds[1], rounds[2])]
-        print(f"  two / one = {ratio:.2f}x (goal >= 1.8x; rounds {min(spread):.2f}-{max(spread):.2f}x); CPU per file "
-              f"two / one = {two.own_cpu / one.own_cpu:.2f} (above 1: the processes slow each other down); threads "
-              f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two (models/runtime/threads.py)")
+        spread = [a / b for a, b in zip(rounds[1], rounds[2], strict=True)]
+        print(
+            f"  two / one = {ratio:.2f}x (goal >= 1.8x; rounds {min(spread):.2f}-{max(spread):.2f}x); CPU per file "
+            f"two / one = {two.own_cpu / one.own_cpu:.2f} (above 1: the processes slow each other down); threads "
+            f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two (models/runtime/threads.py)"
+        )
         results["workers_pairs"] = args.pairs
-        results["workers"] = {"ratio": ratio, "rounds": spread, **{str(k): {"seconds": v.seconds, "load": v.load, "others": v.others,
-                                                          "cpu_ms_per_file": v.own_cpu / files * 1000,
-                                                          "startup_s": starts[k].seconds, "peak_mib": peaks[k]}
-                                                 for k, v in best.items()}}
+        results["workers"] = {
+            "ratio": ratio,
+            "rounds": spread,
+            **{
+                str(k): {
+                    "seconds": v.seconds,
+                    "load": v.load,
+                    "others": v.others,
+                    "cpu_ms_per_file": v.own_cpu / files * 1000,
+                    "startup_s": starts[k].seconds,
+                    "peak_mib": peaks[k],
+                }
+                for k, v in best.items()
+            },
+        }
 
 
 # ----------------------------------------------------------------------------- paper profile
 
 
 def section_paper(args, results: dict) -> None:
-    print(f"\n3. paper profile at {args.paper_size} model sizes (random weights), {args.paper_n} utterances <= "
-          f"{args.paper_max_seconds:g} s, device={args.device}, in a process of its own; GPU: "
-          f"{'yes' if args.device.startswith('cuda') else 'none here, not measured'}", flush=True)
+    print(
+        f"\n3. paper profile at {args.paper_size} model sizes (random weights), {args.paper_n} utterances <= "
+        f"{args.paper_max_seconds:g} s, device={args.device}, in a process of its own; GPU: "
+        f"{'yes' if args.device.startswith('cuda') else 'none here, not measured'}",
+        flush=True,
+    )
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         with Clock() as clock:
@@ -193,17 +247,27 @@ def paper_process(options: dict) -> dict:
     """Runs in a fresh process so that its peak memory is the paper worker's own."""
     import numpy as np
     import torch
+    from paper_models import (
+        emotion2vec_folder,
+        full_size_models,
+        full_size_profile,
+        load_audio,
+        load_funasr,
+        one_at_a_time,
+    )
 
     from models.paper.emotion2vec import Emotion2Vec
     from models.paper.profile import PaperProfile
     from models.runtime.precision import cpu_bf16_flags, measure_fast_mode
-    from paper_models import (emotion2vec_folder, full_size_models, full_size_profile, load_audio, load_funasr,
-                              one_at_a_time)
 
     args = argparse.Namespace(**options)
     device = args.device
-    audio_args = argparse.Namespace(n=args.paper_n, max_seconds=args.paper_max_seconds, seed=0,
-                                    audio_dir=args.paper_audio_dir or str(DATA / "ravdess" / "audio"))
+    audio_args = argparse.Namespace(
+        n=args.paper_n,
+        max_seconds=args.paper_max_seconds,
+        seed=0,
+        audio_dir=args.paper_audio_dir or str(DATA / "ravdess" / "audio"),
+    )
     tiny = args.paper_size == "tiny"
     folder = emotion2vec_folder(args.workdir, tiny=tiny)
     waves = load_audio(audio_args)
@@ -221,10 +285,17 @@ def paper_process(options: dict) -> dict:
     if args.paper_batch_seconds:
         for wrapper in wrappers.values():
             wrapper.max_batch_seconds = args.paper_batch_seconds
-    print(f"  models built in {time.perf_counter() - started:.0f} s; {total:.1f} s of audio; torch threads "
-          f"{torch.get_num_threads()}; batches of <= {e2v.max_batch_seconds:g} s of padded audio", flush=True)
-    batched = {"emotion2vec": e2v.features, "valence-arousal": va.analyse,
-               "WavLM+ECAPA": spk.embeddings, "XLS-R layer 9": pcp.embeddings}
+    print(
+        f"  models built in {time.perf_counter() - started:.0f} s; {total:.1f} s of audio; torch threads "
+        f"{torch.get_num_threads()}; batches of <= {e2v.max_batch_seconds:g} s of padded audio",
+        flush=True,
+    )
+    batched = {
+        "emotion2vec": e2v.features,
+        "valence-arousal": va.analyse,
+        "WavLM+ECAPA": spk.embeddings,
+        "XLS-R layer 9": pcp.embeddings,
+    }
     warm = [waves[0][:32000]]
     profile.utterance_features(warm)
 
@@ -242,6 +313,7 @@ def paper_process(options: dict) -> dict:
                 return batched[name](ws)
             finally:
                 wrappers[name].precision = "fp32"
+
         return run
 
     def seconds(fn):
@@ -274,15 +346,20 @@ def paper_process(options: dict) -> dict:
             if "fast" not in runs:  # fast mode chose fp32: it is the exact run
                 times["fast"][name] = times["fp32"][name]
             print(f"    {name}: done", flush=True)
+
     def worst(ours_items, ref_items) -> tuple[float, float]:
         """max |ours - reference| over all values, and that over max |reference|."""
-        pairs = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in zip(ours_items, ref_items)]
+        pairs = [
+            (np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in zip(ours_items, ref_items, strict=True)
+        ]
         diff = max(float(np.abs(a - b).max()) for a, b in pairs)
         return diff, diff / max(float(np.abs(b).max()) for _, b in pairs)
 
     diffs = {
         "emotion2vec": worst(our_out["fp32", "emotion2vec"][0], ref_out["loop", "emotion2vec"]),
-        "valence-arousal": worst([r.chunks for r in our_out["fp32", "valence-arousal"]], ref_out["loop", "valence-arousal"]),
+        "valence-arousal": worst(
+            [r.chunks for r in our_out["fp32", "valence-arousal"]], ref_out["loop", "valence-arousal"]
+        ),
         "WavLM+ECAPA": worst(our_out["fp32", "WavLM+ECAPA"], ref_out["loop", "WavLM+ECAPA"]),
         "XLS-R layer 9": worst(our_out["fp32", "XLS-R layer 9"], ref_out["loop", "XLS-R layer 9"]),
     }
@@ -291,8 +368,9 @@ def paper_process(options: dict) -> dict:
     def ratio(kind: str, which: list[str]) -> tuple[float, float, float]:
         """loop time over `kind` time: of the fastest runs, and the lowest and highest of the rounds."""
         best = sum(min(times["loop"][n]) for n in which) / sum(min(times[kind][n]) for n in which)
-        rounds = [sum(times["loop"][n][r] for n in which) / sum(times[kind][n][r] for n in which)
-                  for r in range(args.repeat)]
+        rounds = [
+            sum(times["loop"][n][r] for n in which) / sum(times[kind][n][r] for n in which) for r in range(args.repeat)
+        ]
         return best, min(rounds), max(rounds)
 
     def cell(kind: str, which: list[str]) -> str:
@@ -300,40 +378,65 @@ def paper_process(options: dict) -> dict:
         rate = total / sum(min(times[kind][n]) for n in which)
         return f"{rate:7.2f} a-s/s {best:5.2f}x ({low:.2f}-{high:.2f})"
 
-    print(f"  {'model':18s} {'one at a time':>14s}   {'ours exact fp32, ratio (spread)':>31s}   "
-          f"{'fast mode, ratio (spread)':>31s}  fast mode chose" + ("   forced bf16" if args.paper_bf16 else ""))
+    print(
+        f"  {'model':18s} {'one at a time':>14s}   {'ours exact fp32, ratio (spread)':>31s}   "
+        f"{'fast mode, ratio (spread)':>31s}  fast mode chose" + ("   forced bf16" if args.paper_bf16 else "")
+    )
     for name in names:
         loop_rate = total / min(times["loop"][name])
-        line = (f"  {name:18s} {loop_rate:8.2f} a-s/s   {cell('fp32', [name]):>31s}   {cell('fast', [name]):>31s}  "
-                f"{choices[name].mode} (probe: bf16 {choices[name].speedup:.2f}x fp32)")
+        line = (
+            f"  {name:18s} {loop_rate:8.2f} a-s/s   {cell('fp32', [name]):>31s}   {cell('fast', [name]):>31s}  "
+            f"{choices[name].mode} (probe: bf16 {choices[name].speedup:.2f}x fp32)"
+        )
         if args.paper_bf16:
             line += f"   {cell('bf16', [name])}"
         print(line)
-    line = (f"  {'all paper models':18s} {total / sum(min(times['loop'][n]) for n in names):8.2f} a-s/s   "
-            f"{cell('fp32', names):>31s}   {cell('fast', names):>31s}")
+    line = (
+        f"  {'all paper models':18s} {total / sum(min(times['loop'][n]) for n in names):8.2f} a-s/s   "
+        f"{cell('fp32', names):>31s}   {cell('fast', names):>31s}"
+    )
     print(line + (f"{'':18s}   {cell('bf16', names)}" if args.paper_bf16 else ""))
-    print("  one at a time = funasr AutoModel.generate (emotion2vec); the libraries' plain modules fed one utterance "
-          "per call: the valence-arousal card + chunk recipe, WavLM + ECAPA-TDNN as UniSpeech (all 25 hidden "
-          "states, unmasked ECAPA), XLS-R all 24 layers with output_hidden_states (stopes' recipe). Ratio: "
-          f"one at a time / ours, fastest of {args.repeat} alternating rounds; spread: lowest-highest round.")
+    print(
+        "  one at a time = funasr AutoModel.generate (emotion2vec); the libraries' plain modules fed one utterance "
+        "per call: the valence-arousal card + chunk recipe, WavLM + ECAPA-TDNN as UniSpeech (all 25 hidden "
+        "states, unmasked ECAPA), XLS-R all 24 layers with output_hidden_states (stopes' recipe). Ratio: "
+        f"one at a time / ours, fastest of {args.repeat} alternating rounds; spread: lowest-highest round."
+    )
     print(f"  during these measurements {clock.result.note()}")
-    print("  max |ours exact - one at a time| (relative to the largest value): "
-          + ", ".join(f"{k} {d:.1e} ({r:.1e})" for k, (d, r) in diffs.items()))
+    print(
+        "  max |ours exact - one at a time| (relative to the largest value): "
+        + ", ".join(f"{k} {d:.1e} ({r:.1e})" for k, (d, r) in diffs.items())
+    )
     flags = cpu_bf16_flags()
     predicted = "bf16" if device.startswith("cuda") or flags["avx512_bf16"] or flags["amx_bf16"] else "fp32"
     chosen = {c.mode for c in choices.values()}
-    print(f"  fast mode: timed each model in fp32 and bf16 on a probe ({probe_seconds:.0f} s for all four) and chose "
-          + ", ".join(f"{n} {c.mode}" for n, c in choices.items())
-          + f"; the capability test (AVX512-BF16 {flags['avx512_bf16']}, AMX {flags['amx_bf16']}, oneDNN bf16 "
-          f"{flags['onednn_bf16']}) predicts {predicted}: "
-          + ("agrees" if chosen == {predicted} else "DISAGREES (the timing decides)"))
-    print(f"  peak RSS of the paper worker process (all five models resident, after our batched run): "
-          f"{ours_peak:.0f} MiB; with the plain reference copies and funasr's emotion2vec: {peak_rss_mib():.0f} MiB")
-    return {"audio_seconds": total, "times": times, "choices": {n: c.as_dict() for n, c in choices.items()},
-            "ratios": {kind: {**{n: ratio(kind, [n]) for n in names}, "all": ratio(kind, names)}
-                       for kind in kinds if kind != "loop"},
-            "predicted": predicted, "diffs": diffs, "peak_mib": ours_peak, "threads": torch.get_num_threads(),
-            "load": clock.result.load, "others": clock.result.others}
+    print(
+        f"  fast mode: timed each model in fp32 and bf16 on a probe ({probe_seconds:.0f} s for all four) and chose "
+        + ", ".join(f"{n} {c.mode}" for n, c in choices.items())
+        + f"; the capability test (AVX512-BF16 {flags['avx512_bf16']}, AMX {flags['amx_bf16']}, oneDNN bf16 "
+        f"{flags['onednn_bf16']}) predicts {predicted}: "
+        + ("agrees" if chosen == {predicted} else "DISAGREES (the timing decides)")
+    )
+    print(
+        f"  peak RSS of the paper worker process (all five models resident, after our batched run): "
+        f"{ours_peak:.0f} MiB; with the plain reference copies and funasr's emotion2vec: {peak_rss_mib():.0f} MiB"
+    )
+    return {
+        "audio_seconds": total,
+        "times": times,
+        "choices": {n: c.as_dict() for n, c in choices.items()},
+        "ratios": {
+            kind: {**{n: ratio(kind, [n]) for n in names}, "all": ratio(kind, names)}
+            for kind in kinds
+            if kind != "loop"
+        },
+        "predicted": predicted,
+        "diffs": diffs,
+        "peak_mib": ours_peak,
+        "threads": torch.get_num_threads(),
+        "load": clock.result.load,
+        "others": clock.result.others,
+    }
 
 
 # ----------------------------------------------------------------------------- service vs CLI
@@ -355,20 +458,31 @@ def section_service(args, head_path: str, results: dict) -> None:
 
     pairs, resolve = load_pairs(args.pairs_file, args.split, "target_preserved", args.pairs)
     root = audio_root(args.pairs_file)
-    print(f"\n4. service overhead: {len(pairs)} pairs through POST /v1/jobs (`emopres serve`, embedded, "
-          f"{args.jobs} evaluation processes) vs `emopres evaluate --jobs {args.jobs}`; no feature cache, "
-          f"{args.bootstrap} bootstrap resamples, both as subprocesses; {args.repeat} alternating run(s) each, "
-          "the fastest kept", flush=True)
+    print(
+        f"\n4. service overhead: {len(pairs)} pairs through POST /v1/jobs (`emopres serve`, embedded, "
+        f"{args.jobs} evaluation processes) vs `emopres evaluate --jobs {args.jobs}`; no feature cache, "
+        f"{args.bootstrap} bootstrap resamples, both as subprocesses; {args.repeat} alternating run(s) each, "
+        "the fastest kept",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = write_manifest(tmp, pairs)
         emopres = Path(sys.executable).parent / "emopres"
         command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
         port = free_port()
-        server = ServiceProcess(["serve", "--port", str(port), "--log-level", "warning"],
-                                service_env(data_dir=tmp / "service", auth_disabled=1, head=head_path,
-                                            embedded_jobs=args.jobs, no_cache=1, bootstrap=args.bootstrap),
-                                tmp / "service.log")
+        server = ServiceProcess(
+            ["serve", "--port", str(port), "--log-level", "warning"],
+            service_env(
+                data_dir=tmp / "service",
+                auth_disabled=1,
+                head=head_path,
+                embedded_jobs=args.jobs,
+                no_cache=1,
+                bootstrap=args.bootstrap,
+            ),
+            tmp / "service.log",
+        )
         started = time.perf_counter()
         server.start()
         cli = service = None
@@ -380,11 +494,28 @@ def section_service(args, head_path: str, results: dict) -> None:
                 client.wait(warm["id"], poll=0.2)
                 for _ in range(args.repeat):
                     with Clock() as clock:
-                        done = subprocess.run(command + ["evaluate", str(manifest), "--audio-root", str(root),
-                                                         "--out", str(tmp / "cli.json"), "--head", head_path,
-                                                         "--jobs", str(args.jobs), "--no-cache",
-                                                         "--bootstrap", str(args.bootstrap)],
-                                              env=service_env(), cwd=REPO, capture_output=True, text=True)
+                        done = subprocess.run(
+                            command
+                            + [
+                                "evaluate",
+                                str(manifest),
+                                "--audio-root",
+                                str(root),
+                                "--out",
+                                str(tmp / "cli.json"),
+                                "--head",
+                                head_path,
+                                "--jobs",
+                                str(args.jobs),
+                                "--no-cache",
+                                "--bootstrap",
+                                str(args.bootstrap),
+                            ],
+                            env=service_env(),
+                            cwd=REPO,
+                            capture_output=True,
+                            text=True,
+                        )
                     if done.returncode != 0:
                         raise RuntimeError(f"emopres evaluate failed:\n{done.stderr[-2000:]}")
                     cli = clock.result if cli is None or clock.result.seconds < cli.seconds else cli
@@ -404,22 +535,41 @@ def section_service(args, head_path: str, results: dict) -> None:
             server.stop()
         same = comparable(report) == comparable(json.loads((tmp / "cli.json").read_text()))
     slower = service.seconds / cli.seconds - 1
-    print(f"  emopres evaluate (process start, models, {args.jobs} processes, evaluation, report): "
-          f"{cli.seconds:6.2f} s = {len(pairs) / cli.seconds:5.2f} pairs/s  {cli.note()}")
-    print(f"  POST /v1/jobs -> report (upload, queue, chunks of pairs, report): "
-          f"{service.seconds:6.2f} s = {len(pairs) / service.seconds:5.2f} pairs/s  {service.note()}")
-    print(f"  service vs emopres evaluate: {slower * 100:+.1f}% time (goal: under +10%); the reports are "
-          f"{'identical' if same else 'DIFFERENT'} (job block aside)")
+    print(
+        f"  emopres evaluate (process start, models, {args.jobs} processes, evaluation, report): "
+        f"{cli.seconds:6.2f} s = {len(pairs) / cli.seconds:5.2f} pairs/s  {cli.note()}"
+    )
+    print(
+        f"  POST /v1/jobs -> report (upload, queue, chunks of pairs, report): "
+        f"{service.seconds:6.2f} s = {len(pairs) / service.seconds:5.2f} pairs/s  {service.note()}"
+    )
+    print(
+        f"  service vs emopres evaluate: {slower * 100:+.1f}% time (goal: under +10%); the reports are "
+        f"{'identical' if same else 'DIFFERENT'} (job block aside)"
+    )
     resident = results.get("workers", {}).get(str(args.jobs))
     if resident and args.pairs == results.get("workers_pairs"):
-        print(f"  service vs the resident pipeline of section 2 ({args.jobs} processes, no process start): "
-              f"{(service.seconds / resident['seconds'] - 1) * 100:+.1f}% time")
+        print(
+            f"  service vs the resident pipeline of section 2 ({args.jobs} processes, no process start): "
+            f"{(service.seconds / resident['seconds'] - 1) * 100:+.1f}% time"
+        )
     print(f"  service start to ready (models resident, not in the timing): {ready:.1f} s")
-    print(f"  peak RSS: server process {peaks[0]:.0f} MiB (API + embedded queue + parent evaluator), "
-          f"evaluation processes {mib(peaks[1:])}")
-    results["service"] = {"cli_seconds": cli.seconds, "service_seconds": service.seconds, "slower": slower,
-                          "same_report": same, "ready_seconds": ready, "peaks_mib": peaks, "load": service.load,
-                          "others": service.others, "cli_load": cli.load, "cli_others": cli.others}
+    print(
+        f"  peak RSS: server process {peaks[0]:.0f} MiB (API + embedded queue + parent evaluator), "
+        f"evaluation processes {mib(peaks[1:])}"
+    )
+    results["service"] = {
+        "cli_seconds": cli.seconds,
+        "service_seconds": service.seconds,
+        "slower": slower,
+        "same_report": same,
+        "ready_seconds": ready,
+        "peaks_mib": peaks,
+        "load": service.load,
+        "others": service.others,
+        "cli_load": cli.load,
+        "cli_others": cli.others,
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -431,47 +581,77 @@ def main() -> None:
     from models.runtime.precision import cpu_bf16_flags
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="cache,workers,paper,service",
-                        help="comma-separated sections: cache, workers, paper, service")
+    parser.add_argument(
+        "--only", default="cache,workers,paper,service", help="comma-separated sections: cache, workers, paper, service"
+    )
     parser.add_argument("--pairs-file", default=str(DATA / "pairs" / "en-ja.csv"))
     parser.add_argument("--split", default="test")
-    parser.add_argument("--pairs", type=int, default=72,
-                        help="sections 2 and 4: first N pairs of the split (0: all; default 72)")
-    parser.add_argument("--cache-pairs", type=int, default=0,
-                        help="section 1: first N pairs of the split (default 0: all; the share of source audio "
-                             "grows with N here, so a prefix understates the cache)")
+    parser.add_argument(
+        "--pairs", type=int, default=72, help="sections 2 and 4: first N pairs of the split (0: all; default 72)"
+    )
+    parser.add_argument(
+        "--cache-pairs",
+        type=int,
+        default=0,
+        help="section 1: first N pairs of the split (default 0: all; the share of source audio "
+        "grows with N here, so a prefix understates the cache)",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="lite worker processes for sections 1 and 4")
     parser.add_argument("--worker-counts", default="1,2", help="section 2: worker process counts to compare")
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="sections 2-4: alternate the compared runs this many times and keep the fastest of "
-                             "each (use 2-3 on a shared machine)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="sections 2-4: alternate the compared runs this many times and keep the fastest of "
+        "each (use 2-3 on a shared machine)",
+    )
     parser.add_argument("--head", default=None, help="lite SER head (default: the shipped head, else a random one)")
     parser.add_argument("--paper-n", type=int, default=4, help="section 3: utterances (default 4)")
     parser.add_argument("--paper-max-seconds", type=float, default=6.0, help="section 3: cut utterances here")
-    parser.add_argument("--paper-audio-dir", default=None,
-                        help="section 3: audio folder (default: shared RAVDESS, 3-5 s utterances of varied length)")
+    parser.add_argument(
+        "--paper-audio-dir",
+        default=None,
+        help="section 3: audio folder (default: shared RAVDESS, 3-5 s utterances of varied length)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="section 3: torch threads (default: all cores)")
-    parser.add_argument("--paper-size", choices=("full", "tiny"), default="full",
-                        help="section 3: published model sizes, or 32-wide ones for a dry run (not for timing)")
-    parser.add_argument("--paper-bf16", action="store_true",
-                        help="section 3: also time every model in forced bf16 (whatever fast mode chose)")
-    parser.add_argument("--paper-batch-seconds", type=float, default=None,
-                        help="section 3: padded audio per batch (default: the device's, 1 s on CPU, 160 s on GPU)")
+    parser.add_argument(
+        "--paper-size",
+        choices=("full", "tiny"),
+        default="full",
+        help="section 3: published model sizes, or 32-wide ones for a dry run (not for timing)",
+    )
+    parser.add_argument(
+        "--paper-bf16",
+        action="store_true",
+        help="section 3: also time every model in forced bf16 (whatever fast mode chose)",
+    )
+    parser.add_argument(
+        "--paper-batch-seconds",
+        type=float,
+        default=None,
+        help="section 3: padded audio per batch (default: the device's, 1 s on CPU, 160 s on GPU)",
+    )
     parser.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "emopres-bench"))
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
     args.worker_counts = [int(v) for v in args.worker_counts.split(",")]
     sections = set(args.only.split(","))
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    print(f"emopres throughput, {datetime.datetime.now().isoformat(timespec='seconds')}; {cpu}, {os.cpu_count()} cores, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; torch {torch.__version__}, "
-          f"CPU bf16: {', '.join(f'{k} {v}' for k, v in cpu_bf16_flags().items())}; cuda {torch.cuda.is_available()}")
-    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; two CPU-bound processes get "
-          f"{parallel_capacity():.2f} cores right now (2.00 on an idle 2-core machine)")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    print(
+        f"emopres throughput, {datetime.datetime.now().isoformat(timespec='seconds')}; {cpu}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; torch {torch.__version__}, "
+        f"CPU bf16: {', '.join(f'{k} {v}' for k, v in cpu_bf16_flags().items())}; cuda {torch.cuda.is_available()}"
+    )
+    print(
+        f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}; two CPU-bound processes get "
+        f"{parallel_capacity():.2f} cores right now (2.00 on an idle 2-core machine)"
+    )
     results: dict = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count()}
 
     spec = ProfileSpec("lite")

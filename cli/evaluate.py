@@ -1,4 +1,5 @@
 """`emopres evaluate` and `emopres validate`: the offline evaluation of pairs files."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,20 +8,25 @@ import sys
 from pathlib import Path
 
 from cli.engine_options import add_engine_arguments, cache_dir_from_args
-from emopres_client.cli import CommandError
 from core.profiles import NO_SIDE_HEAD
-from models.registry import ProfileError, ProfileSpec, load_head, load_side_head
+from emopres_client.cli import CommandError
 from emopres_client.pairs import ManifestError, read_pairs_file
+from models.registry import ProfileError, ProfileSpec, load_head, load_side_head
 
 # The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for
 # any `emopres` command, `submit --help` included, should not pay seconds of model-library imports.
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)")
+    parser.add_argument(
+        "--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)"
+    )
     parser.add_argument("--head", help="SER head directory (default: the profile's shipped/default head)")
-    parser.add_argument("--side-head", help="per-side SER head directory of the side-normalised reading (default: "
-                                            f"the profile's, if it has one; {NO_SIDE_HEAD!r}: no side reading)")
+    parser.add_argument(
+        "--side-head",
+        help="per-side SER head directory of the side-normalised reading (default: "
+        f"the profile's, if it has one; {NO_SIDE_HEAD!r}: no side reading)",
+    )
     add_engine_arguments(parser)
 
 
@@ -35,7 +41,9 @@ def register(subparsers) -> None:
     evaluate.set_defaults(handler=run_evaluate)
 
     validate = subparsers.add_parser("validate", help="check that every metric tracks a known preservation rate")
-    validate.add_argument("pairs", help="CSV shaped like shared/data/pairs/en-ja.csv (source, target_preserved, target_swapped, emotion)")
+    validate.add_argument(
+        "pairs", help="CSV shaped like shared/data/pairs/en-ja.csv (source, target_preserved, target_swapped, emotion)"
+    )
     validate.add_argument("--rates", default="0,0.25,0.5,0.75,1", help="preservation rates of the simulated systems")
     validate.add_argument("--split", default=None, help="only rows of this split (e.g. test)")
     validate.add_argument("--out", help="write the JSON result here")
@@ -50,8 +58,14 @@ def make_evaluator(args):
     spec = ProfileSpec(args.profile, args.model_dir, args.device, args.fast)
     try:
         head = load_head(spec, args.head)
-        return Evaluator(spec, head, n_jobs=args.jobs, cache_dir=cache_dir_from_args(args),
-                         max_seconds=args.max_seconds, side_head=load_side_head(spec, args.side_head, head))
+        return Evaluator(
+            spec,
+            head,
+            n_jobs=args.jobs,
+            cache_dir=cache_dir_from_args(args),
+            max_seconds=args.max_seconds,
+            side_head=load_side_head(spec, args.side_head, head),
+        )
     except (HeadError, ProfileError) as error:
         raise CommandError(str(error)) from None
 
@@ -69,8 +83,9 @@ def path_resolver(root: Path):
     return lambda relative: str(root / relative)
 
 
-def evaluate_to_report(evaluator, pairs, resolve, *, n_bootstrap: int, seed: int, use_groups: bool,
-                       job: dict, utterances=None) -> dict:
+def evaluate_to_report(
+    evaluator, pairs, resolve, *, n_bootstrap: int, seed: int, use_groups: bool, job: dict, utterances=None
+) -> dict:
     from worker.engine.report import report_for_evaluator
 
     if utterances is None:
@@ -79,8 +94,16 @@ def evaluate_to_report(evaluator, pairs, resolve, *, n_bootstrap: int, seed: int
             rows, failures = evaluator.evaluate_pairs(pairs, resolve, progress=bar.advance)
     else:
         rows, failures = evaluator.evaluate_pairs(pairs, resolve, utterances=utterances)
-    return report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],
-                                job=job, n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups)
+    return report_for_evaluator(
+        evaluator,
+        rows=rows,
+        failures=failures,
+        pair_order=[p.pair_id for p in pairs],
+        job=job,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        use_groups=use_groups,
+    )
 
 
 def run_evaluate(args) -> int:
@@ -96,9 +119,15 @@ def run_evaluate(args) -> int:
         raise CommandError(f"audio root {root} is not a folder")
     created = utc_now()
     with make_evaluator(args) as evaluator:
-        report = evaluate_to_report(evaluator, pairs, path_resolver(root), n_bootstrap=args.bootstrap,
-                                    seed=args.seed, use_groups=args.group_column is not None or any(p.group for p in pairs),
-                                    job={"id": None, "status": "succeeded", "created_at": created, "finished_at": None})
+        report = evaluate_to_report(
+            evaluator,
+            pairs,
+            path_resolver(root),
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+            use_groups=args.group_column is not None or any(p.group for p in pairs),
+            job={"id": None, "status": "succeeded", "created_at": created, "finished_at": None},
+        )
     report["job"]["finished_at"] = utc_now()
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
@@ -106,8 +135,12 @@ def run_evaluate(args) -> int:
         from worker.render.html_report import MiB, audio_from_file, write_outputs
 
         files = {p.pair_id: {"source": root / p.source, "target": root / p.target} for p in pairs}
-        write_outputs(report, plots_dir=args.plots, html_file=args.html,  # the page's default cap: 2 MiB a clip
-                      audio=lambda pair_id, side: audio_from_file(files[pair_id][side], 2 * MiB))
+        write_outputs(
+            report,
+            plots_dir=args.plots,
+            html_file=args.html,  # the page's default cap: 2 MiB a clip
+            audio=lambda pair_id, side: audio_from_file(files[pair_id][side], 2 * MiB),
+        )
     print(format_summary(report))
     if report["failures"]:
         print(f"\n{report['job']['n_failed']} pair(s) failed; see 'failures' in the report", file=sys.stderr)

@@ -11,6 +11,7 @@ different copies, which is what the lock file is for. Both clients resume an int
 and draw a progress bar. The lock records the source, the revision (for Hugging Face, the commit
 the hub resolved the requested revision to) and every file's sha256, as downloaded.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,19 +26,24 @@ SOURCES = ("huggingface", "modelscope")
 
 @dataclass(frozen=True)
 class HubModel:
-    repo_id: str                        # on huggingface.co
-    files: tuple[str, ...]              # what the model folder needs (glob patterns)
-    modelscope_id: str | None = None    # the mirror, where one exists
+    repo_id: str  # on huggingface.co
+    files: tuple[str, ...]  # what the model folder needs (glob patterns)
+    modelscope_id: str | None = None  # the mirror, where one exists
 
 
 HUB_MODELS: dict[str, HubModel] = {
-    "emotion2vec_plus_large": HubModel("emotion2vec/emotion2vec_plus_large",
-                                       ("config.yaml", "model.pt", "tokens.txt", "configuration.json"),
-                                       "iic/emotion2vec_plus_large"),
-    "valence_arousal": HubModel("audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim",
-                                ("config.json", "pytorch_model.bin", "model.safetensors", "preprocessor_config.json")),
-    "xlsr_53": HubModel("facebook/wav2vec2-large-xlsr-53",
-                        ("config.json", "pytorch_model.bin", "preprocessor_config.json")),
+    "emotion2vec_plus_large": HubModel(
+        "emotion2vec/emotion2vec_plus_large",
+        ("config.yaml", "model.pt", "tokens.txt", "configuration.json"),
+        "iic/emotion2vec_plus_large",
+    ),
+    "valence_arousal": HubModel(
+        "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim",
+        ("config.json", "pytorch_model.bin", "model.safetensors", "preprocessor_config.json"),
+    ),
+    "xlsr_53": HubModel(
+        "facebook/wav2vec2-large-xlsr-53", ("config.json", "pytorch_model.bin", "preprocessor_config.json")
+    ),
 }
 
 
@@ -48,8 +54,10 @@ class FetchError(RuntimeError):
 def by_hand(name: str) -> str:
     """How to get a model that is on no hub (then `emopres models lock`)."""
     slot = SLOT[name]
-    return f"{name}: not on a model hub; fetch it by hand from {slot.fetch}, put it at <model dir>/{slot.entry}, " \
-           f"then run `emopres models lock <model dir>`"
+    return (
+        f"{name}: not on a model hub; fetch it by hand from {slot.fetch}, put it at <model dir>/{slot.entry}, "
+        f"then run `emopres models lock <model dir>`"
+    )
 
 
 def _huggingface(model: HubModel, dest: Path, revision: str | None, endpoint: str | None) -> tuple[dict, str]:
@@ -58,10 +66,15 @@ def _huggingface(model: HubModel, dest: Path, revision: str | None, endpoint: st
     commit = HfApi(endpoint=endpoint).model_info(model.repo_id, revision=revision).sha
     if not commit:
         raise FetchError(f"{model.repo_id}: the hub did not say which commit revision {revision or 'main'} is")
-    snapshot_download(model.repo_id, revision=commit, local_dir=dest, allow_patterns=list(model.files),
-                      endpoint=endpoint)
-    source = {"kind": "huggingface", "repo_id": model.repo_id, "endpoint": endpoint or "https://huggingface.co",
-              "requested_revision": revision or "main"}
+    snapshot_download(
+        model.repo_id, revision=commit, local_dir=dest, allow_patterns=list(model.files), endpoint=endpoint
+    )
+    source = {
+        "kind": "huggingface",
+        "repo_id": model.repo_id,
+        "endpoint": endpoint or "https://huggingface.co",
+        "requested_revision": revision or "main",
+    }
     return source, commit
 
 
@@ -70,16 +83,28 @@ def _modelscope(model: HubModel, dest: Path, revision: str | None, endpoint: str
         raise FetchError(f"{model.repo_id} has no ModelScope mirror known to emopres; use --source huggingface")
     from modelscope import snapshot_download
 
-    snapshot_download(model.modelscope_id, revision=revision, local_dir=str(dest),
-                      allow_patterns=list(model.files), endpoint=endpoint)
+    snapshot_download(
+        model.modelscope_id, revision=revision, local_dir=str(dest), allow_patterns=list(model.files), endpoint=endpoint
+    )
     # The ModelScope client does not hand back the commit it resolved; the lock keeps the request.
-    source = {"kind": "modelscope", "repo_id": model.modelscope_id, "endpoint": endpoint or "https://modelscope.cn",
-              "requested_revision": revision or "master"}
+    source = {
+        "kind": "modelscope",
+        "repo_id": model.modelscope_id,
+        "endpoint": endpoint or "https://modelscope.cn",
+        "requested_revision": revision or "master",
+    }
     return source, None
 
 
-def fetch_models(model_dir: str | os.PathLike, names: list[str] | None = None, *, source: str = "huggingface",
-                 revision: str | None = None, endpoint: str | None = None, log=print) -> dict:
+def fetch_models(
+    model_dir: str | os.PathLike,
+    names: list[str] | None = None,
+    *,
+    source: str = "huggingface",
+    revision: str | None = None,
+    endpoint: str | None = None,
+    log=print,
+) -> dict:
     """Download ``names`` (default: every model on a hub) into ``model_dir`` and lock them.
 
     Returns ``{"fetched": {name: lock entry}, "by_hand": [message, ...]}``.
@@ -105,7 +130,9 @@ def fetch_models(model_dir: str | os.PathLike, names: list[str] | None = None, *
         except FetchError:
             raise
         except Exception as error:  # the clients raise many kinds; the user needs the message
-            hint = " (or try the mirror: --source modelscope)" if source == "huggingface" and model.modelscope_id else ""
+            hint = (
+                " (or try the mirror: --source modelscope)" if source == "huggingface" and model.modelscope_id else ""
+            )
             raise FetchError(f"{name}: download from {source} failed: {type(error).__name__}: {error}{hint}") from None
         entry = lock_entry(dest, SLOT[name].entry, source=origin, revision=commit)
         write_lock(base, {name: entry})  # after each model: an interrupted fetch keeps what is done

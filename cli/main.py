@@ -1,4 +1,5 @@
 """`emopres` command line: each command group lives in its own module with a `register(subparsers)`."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,12 +13,12 @@ from emopres_client.cli import CommandError, run  # one error type (exit 2) for 
 __all__ = ["CommandError", "build_parser", "main"]
 
 COMMAND_GROUPS = (
-    evaluate,          # evaluate, validate
-    train,             # train-ser
-    models,            # models fetch, lock, check, verify
-    service,           # serve, worker, db, tokens
-    client_commands,   # submit, jobs (the light client's commands)
-    datasets,          # datasets meld-st, reproduce meld-st
+    evaluate,  # evaluate, validate
+    train,  # train-ser
+    models,  # models fetch, lock, check, verify
+    service,  # serve, worker, db, tokens
+    client_commands,  # submit, jobs (the light client's commands)
+    datasets,  # datasets meld-st, reproduce meld-st
 )
 
 

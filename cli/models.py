@@ -1,6 +1,7 @@
 """`emopres models check | fetch | lock | verify`: the paper-profile model folder: what is there, downloading it
 (on a machine with internet, never at run time), the lock file that says which weights exactly, and each
 model's outputs checked against its reference implementation."""
+
 from __future__ import annotations
 
 import json
@@ -18,29 +19,46 @@ def register(subparsers) -> None:
     check = actions.add_parser("check", help="list each paper-profile model: present or missing, path, sha256")
     check.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    check.add_argument("--fast", action="store_true",
-                       help="also load the present models in fast mode and print what it chose on this machine "
-                            "(each model timed in fp32 and bf16; the faster is kept, as a worker does at start)")
+    check.add_argument(
+        "--fast",
+        action="store_true",
+        help="also load the present models in fast mode and print what it chose on this machine "
+        "(each model timed in fp32 and bf16; the faster is kept, as a worker does at start)",
+    )
     check.add_argument("--device", default="cpu", help="device for --fast (default: %(default)s)")
     check.set_defaults(handler=run_check)
 
-    fetch = actions.add_parser("fetch", help="download paper-profile models (huggingface_hub, or the ModelScope "
-                                             "mirror) into the model folder and lock them; resumable")
+    fetch = actions.add_parser(
+        "fetch",
+        help="download paper-profile models (huggingface_hub, or the ModelScope "
+        "mirror) into the model folder and lock them; resumable",
+    )
     fetch.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all on a hub)")
     fetch.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
-    fetch.add_argument("--source", choices=("huggingface", "modelscope"), default="huggingface",
-                       help="the hub to download from (no silent fallback: the lock records which; default: %(default)s)")
+    fetch.add_argument(
+        "--source",
+        choices=("huggingface", "modelscope"),
+        default="huggingface",
+        help="the hub to download from (no silent fallback: the lock records which; default: %(default)s)",
+    )
     fetch.add_argument("--revision", help="branch, tag or commit (one model only; default: the hub's default branch)")
     fetch.add_argument("--endpoint", help="hub address (default: $HF_ENDPOINT / the client's own)")
     fetch.set_defaults(handler=run_fetch)
 
-    verify = actions.add_parser("verify", help="run each present model through emopres and through its reference "
-                                               "implementation on a few utterances; exit 1 if any differs beyond "
-                                               "its tolerance")
+    verify = actions.add_parser(
+        "verify",
+        help="run each present model through emopres and through its reference "
+        "implementation on a few utterances; exit 1 if any differs beyond "
+        "its tolerance",
+    )
     verify.add_argument("--model-dir", help="default: $EMOPRES_MODEL_DIR")
-    verify.add_argument("--audio", action="append", metavar="FILE",
-                        help="an audio file to compare on (repeatable; default: synthetic speech-like signals of "
-                             "0.3-2 s); the first 30 s of each are used")
+    verify.add_argument(
+        "--audio",
+        action="append",
+        metavar="FILE",
+        help="an audio file to compare on (repeatable; default: synthetic speech-like signals of "
+        "0.3-2 s); the first 30 s of each are used",
+    )
     verify.add_argument("--device", default="cpu", help="device for emopres' path (default: %(default)s)")
     verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
     verify.set_defaults(handler=run_verify)
@@ -56,8 +74,10 @@ def run_check(args) -> int:
 
     model_dir = model_dir_from_env(args.model_dir)
     if not model_dir:
-        raise CommandError("no model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
-                           "(docs/paper-models.md says what to put there)")
+        raise CommandError(
+            "no model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
+            "(docs/paper-models.md says what to put there)"
+        )
     from models.paper.profile import lock_verified
     from models.runtime.weights_lock import LOCK_NAME
 
@@ -92,12 +112,21 @@ def _ser_head_entry(model_dir: Path) -> dict:
     """The optional trained SER head of the paper profile, and what reads SER without it."""
     path = model_dir / "ser_head"
     present = (path / "head.json").is_file()
-    used = ("SER is read by this head (a trained head wins over emotion2vec+'s own classifier)" if present else
-            "absent: SER is read by emotion2vec+'s built-in classifier (its 9 classes mapped to MELD-ST's 7); "
-            "train a head on your labelled speech with `emopres train-ser --features emotion2vec --out "
-            f"{path}`")
-    return {"name": "ser_head", "optional": True, "present": present, "status": "present" if present else "absent",
-            "path": str(path), "used": used}
+    used = (
+        "SER is read by this head (a trained head wins over emotion2vec+'s own classifier)"
+        if present
+        else "absent: SER is read by emotion2vec+'s built-in classifier (its 9 classes mapped to MELD-ST's 7); "
+        "train a head on your labelled speech with `emopres train-ser --features emotion2vec --out "
+        f"{path}`"
+    )
+    return {
+        "name": "ser_head",
+        "optional": True,
+        "present": present,
+        "status": "present" if present else "absent",
+        "path": str(path),
+        "used": used,
+    }
 
 
 FAST_TAGS = {"emotion2vec_plus_large": "e2v", "valence_arousal": "va", "speaker_wavlm_ecapa": "spk", "xlsr_53": "xlsr"}
@@ -121,10 +150,12 @@ def _bf16_line(device: str) -> str:
         return f"fast mode on {device}: each model is timed in fp32 and bf16 when it loads; the faster is kept"
     f = cpu_bf16_flags()
     native = f["avx512_bf16"] or f["amx_bf16"]
-    return (f"bf16 on this CPU: AVX512-BF16 {'yes' if f['avx512_bf16'] else 'no'}, AMX {'yes' if f['amx_bf16'] else 'no'}, "
-            f"oneDNN bf16 kernels {'yes' if f['onednn_bf16'] else 'no'}"
-            f"{'' if native or not f['onednn_bf16'] else ' (emulated: expect bf16 slower than fp32)'}; fast mode times "
-            "each model in both when it loads and keeps the faster (--fast here shows it)")
+    return (
+        f"bf16 on this CPU: AVX512-BF16 {'yes' if f['avx512_bf16'] else 'no'}, AMX {'yes' if f['amx_bf16'] else 'no'}, "
+        f"oneDNN bf16 kernels {'yes' if f['onednn_bf16'] else 'no'}"
+        f"{'' if native or not f['onednn_bf16'] else ' (emulated: expect bf16 slower than fp32)'}; fast mode times "
+        "each model in both when it loads and keeps the faster (--fast here shows it)"
+    )
 
 
 def _lock_line(lock: dict) -> str:
@@ -159,8 +190,12 @@ def run_verify(args) -> int:
             waves = [load_audio_file(path, max_seconds=VERIFY_MAX_SECONDS)[0] for path in args.audio]
         except AudioError as error:
             raise CommandError(str(error)) from None
-    rows = verify_models(model_dir, waves, device=args.device,
-                         log=None if args.json else lambda message: print(message, file=sys.stderr, flush=True))
+    rows = verify_models(
+        model_dir,
+        waves,
+        device=args.device,
+        log=None if args.json else lambda message: print(message, file=sys.stderr, flush=True),
+    )
     passed = verify_passed(rows)
     if args.json:
         print(json.dumps({"passed": passed, "models": rows}, indent=1))
@@ -168,15 +203,20 @@ def run_verify(args) -> int:
     for row in rows:
         if row["max_abs_diff"] is not None:
             within = "<=" if row["status"] == "passed" else ">"
-            print(f"{row['name']:<28}{row['status'].upper():<8}max |ours - reference| {row['max_abs_diff']:.2e} "
-                  f"{within} tolerance {row['tolerance']:.0e}  ({row['reference']})")
+            print(
+                f"{row['name']:<28}{row['status'].upper():<8}max |ours - reference| {row['max_abs_diff']:.2e} "
+                f"{within} tolerance {row['tolerance']:.0e}  ({row['reference']})"
+            )
         else:
             label = "ERROR" if row["status"] == "error" else "not checked"
             print(f"{row['name']:<28}{label}: {row['reason']}")
-    counts = {status: sum(r["status"] == status for r in rows)
-              for status in ("passed", "failed", "error", "not checked")}
-    print(f"{'all checked models agree with their references' if passed else 'FAILED'}: {counts['passed']} passed, "
-          f"{counts['failed'] + counts['error']} failed, {counts['not checked']} not checked")
+    counts = {
+        status: sum(r["status"] == status for r in rows) for status in ("passed", "failed", "error", "not checked")
+    }
+    print(
+        f"{'all checked models agree with their references' if passed else 'FAILED'}: {counts['passed']} passed, "
+        f"{counts['failed'] + counts['error']} failed, {counts['not checked']} not checked"
+    )
     return 0 if passed else 1
 
 
@@ -188,13 +228,21 @@ def run_fetch(args) -> int:
         raise CommandError("no model directory: set EMOPRES_MODEL_DIR or pass --model-dir")
     endpoint = args.endpoint or (os.environ.get("HF_ENDPOINT") if args.source == "huggingface" else None)
     try:
-        result = fetch_models(model_dir, args.names or None, source=args.source, revision=args.revision,
-                              endpoint=endpoint, log=lambda message: print(message, file=sys.stderr, flush=True))
+        result = fetch_models(
+            model_dir,
+            args.names or None,
+            source=args.source,
+            revision=args.revision,
+            endpoint=endpoint,
+            log=lambda message: print(message, file=sys.stderr, flush=True),
+        )
     except FetchError as error:
         raise CommandError(str(error)) from None
     for name, entry in result["fetched"].items():
-        print(f"{name:<28}fetched  {entry['source']['kind']} {entry['source']['repo_id']} @ {entry['revision'] or 'n/a'}"
-              f"  {len(entry['files'])} file(s)")
+        print(
+            f"{name:<28}fetched  {entry['source']['kind']} {entry['source']['repo_id']} @ {entry['revision'] or 'n/a'}"
+            f"  {len(entry['files'])} file(s)"
+        )
     for message in result["by_hand"]:
         print(message)
     print(f"lock written: {Path(model_dir) / 'emopres-models.lock.json'}; `emopres models check` verifies it")

@@ -2,6 +2,7 @@
 
 All read their settings from the environment (EMOPRES_*; see core/settings.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,14 +15,22 @@ def register(subparsers) -> None:
     serve = subparsers.add_parser("serve", help="run the REST service (embedded default: SQLite, in-process worker)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1,
-                       help="API processes (only with EMOPRES_BROKER_URL; the embedded mode is one process)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes (only with EMOPRES_BROKER_URL; the embedded mode is one process)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=run_serve)
 
     worker = subparsers.add_parser("worker", help="run a Celery worker (needs EMOPRES_BROKER_URL)")
-    worker.add_argument("--concurrency", type=int, default=None,
-                        help="pool processes (default $EMOPRES_WORKER_CONCURRENCY or 1: one per GPU)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="pool processes (default $EMOPRES_WORKER_CONCURRENCY or 1: one per GPU)",
+    )
     worker.add_argument("--pool", default="prefork", choices=("prefork", "solo", "threads"))
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(handler=run_worker)
@@ -45,8 +54,11 @@ def register(subparsers) -> None:
     revoke.set_defaults(handler=run_tokens_revoke)
     listing = token_commands.add_parser("list", help="list tokens (never their secrets)")
     listing.set_defaults(handler=run_tokens_list)
-    secret = token_commands.add_parser("webhook-secret", help="create or replace a token's webhook signing secret "
-                                       "and print it (once); callbacks of its jobs are signed with it from now on")
+    secret = token_commands.add_parser(
+        "webhook-secret",
+        help="create or replace a token's webhook signing secret "
+        "and print it (once); callbacks of its jobs are signed with it from now on",
+    )
     secret.add_argument("name")
     secret.set_defaults(handler=run_tokens_webhook_secret)
 
@@ -98,21 +110,37 @@ def run_serve(args) -> int:
 
     if args.workers > 1:
         migrate_once_for_workers(settings)
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                    log_level=args.log_level, access_log=False, **uvicorn_options(settings))
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+            **uvicorn_options(settings),
+        )
         return 0
     from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                **uvicorn_options(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        **uvicorn_options(settings),
+    )
     return 0
 
 
 def run_worker(args) -> int:
     settings = _settings()
     if settings.embedded:
-        raise CommandError("no broker configured: set EMOPRES_BROKER_URL (e.g. redis://localhost:6379/0); "
-                           "without one, `emopres serve` evaluates in-process")
+        raise CommandError(
+            "no broker configured: set EMOPRES_BROKER_URL (e.g. redis://localhost:6379/0); "
+            "without one, `emopres serve` evaluates in-process"
+        )
     if settings.should_migrate:
         from core.db import upgrade
 
@@ -121,9 +149,23 @@ def run_worker(args) -> int:
 
     concurrency = args.concurrency or settings.worker_concurrency
     app.conf.worker_concurrency = concurrency  # each pool process sizes its thread pools from it
-    app.worker_main(["worker", "--loglevel", args.log_level.upper(), "--queues", settings.queue_name,
-                     "--concurrency", str(concurrency), "--pool", args.pool, "--hostname",
-                     f"{WORKER_NAME_PREFIX}{settings.profile}@%h", "--without-gossip", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            args.log_level.upper(),
+            "--queues",
+            settings.queue_name,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            args.pool,
+            "--hostname",
+            f"{WORKER_NAME_PREFIX}{settings.profile}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
     return 0
 
 
@@ -159,8 +201,10 @@ def run_tokens_create(args) -> int:
         secret = new_secret(session, _token_named(session, args.name))
     print(token)
     print(f"token {args.name!r} for project {(args.project or args.name)!r}: shown once, store it now", file=sys.stderr)
-    print(f"webhook signing secret (shown once; your webhook receiver verifies X-Emopres-Signature with it): "
-          f"{secret}", file=sys.stderr)
+    print(
+        f"webhook signing secret (shown once; your webhook receiver verifies X-Emopres-Signature with it): {secret}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -181,8 +225,10 @@ def run_tokens_webhook_secret(args) -> int:
     with _sessions(_settings())() as session:
         secret = new_secret(session, _token_named(session, args.name))
     print(secret)
-    print(f"webhook signing secret of token {args.name!r}: shown once, store it where your receiver reads it",
-          file=sys.stderr)
+    print(
+        f"webhook signing secret of token {args.name!r}: shown once, store it where your receiver reads it",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -205,7 +251,9 @@ def run_tokens_list(args) -> int:
         tokens = list_tokens(session)
     print(f"{'name':<24} {'project':<20} {'key id':<17} {'created':<20} {'last used':<20} status")
     for t in tokens:
-        print(f"{t.name:<24} {t.project:<20} {t.key_id:<17} {t.created_at:%Y-%m-%d %H:%M:%S}  "
-              f"{(f'{t.last_used_at:%Y-%m-%d %H:%M:%S}' if t.last_used_at else '-'):<20} "
-              f"{'revoked' if t.revoked_at else 'active'}")
+        print(
+            f"{t.name:<24} {t.project:<20} {t.key_id:<17} {t.created_at:%Y-%m-%d %H:%M:%S}  "
+            f"{(f'{t.last_used_at:%Y-%m-%d %H:%M:%S}' if t.last_used_at else '-'):<20} "
+            f"{'revoked' if t.revoked_at else 'active'}"
+        )
     return 0

@@ -1,4 +1,5 @@
 """Audio decoding: any common format, rate and channel count -> 16 kHz mono float32."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,7 @@ def sha256_bytes(data: bytes) -> str:
 @dataclass(frozen=True)
 class AudioHeader:
     """What the container header says, read without decoding the samples."""
+
     frames: int | None  # None: the header does not say (a streamed FLAC); decoding stops at the caps
     rate: int
     channels: int
@@ -58,7 +60,7 @@ def flac_streaminfo(data: bytes) -> AudioHeader | None:
     if len(data) < 42 or data[:4] != b"fLaC" or data[4] & 0x7F != 0 or int.from_bytes(data[5:8], "big") != 34:
         return None
     # STREAMINFO bytes 10-17: sample rate (20 bits), channels - 1 (3), bits per sample - 1 (5), total samples (36)
-    fields = int.from_bytes(data[8 + 10:8 + 18], "big")
+    fields = int.from_bytes(data[8 + 10 : 8 + 18], "big")
     total = fields & ((1 << 36) - 1)
     return AudioHeader(total or None, fields >> 44, ((fields >> 41) & 0x7) + 1)  # total 0: "unknown"
 
@@ -83,9 +85,11 @@ def read_header(data: bytes, *, max_seconds: float | None = None) -> AudioHeader
         raise AudioError(f"audio is {seconds:.1f} s long, over the {max_seconds:g} s cap")
     samples = header.frames * header.channels
     if samples > sample_budget(limit):
-        raise AudioError(f"audio holds {samples} samples ({header.seconds:.1f} s x {header.rate} Hz x "
-                         f"{header.channels} channels), over the cap of {sample_budget(limit)} "
-                         f"({limit:g} s of {DECODED_RATE_BUDGET} samples per second)")
+        raise AudioError(
+            f"audio holds {samples} samples ({header.seconds:.1f} s x {header.rate} Hz x "
+            f"{header.channels} channels), over the cap of {sample_budget(limit)} "
+            f"({limit:g} s of {DECODED_RATE_BUDGET} samples per second)"
+        )
     return header
 
 
@@ -113,8 +117,10 @@ def _read_mono(data: bytes, header: AudioHeader, max_seconds: float | None) -> n
                 frames += len(block)
                 if frames > max_frames:
                     said = "no length" if header.frames is None else f"{header.seconds:.1f} s"
-                    raise AudioError(f"audio decodes to more than {max_frames / header.rate:.1f} s, over the cap "
-                                     f"(its header said {said})")
+                    raise AudioError(
+                        f"audio decodes to more than {max_frames / header.rate:.1f} s, over the cap "
+                        f"(its header said {said})"
+                    )
                 if not np.all(np.isfinite(block)):
                     raise AudioError("audio contains NaN or infinite samples")
                 blocks.append(block.mean(axis=1))

@@ -1,12 +1,14 @@
 """A daemon thread that hands everything queued meanwhile to one call: the group commit of new jobs
 (app.jobs.JobWriter) and the batched enqueue of their chunks (worker.queue.tasks.Enqueuer)."""
+
 from __future__ import annotations
 
 import logging
 import queue
 import threading
 import time
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 _STOP = object()
@@ -22,13 +24,14 @@ class BatchThread(Generic[T]):
     ``handle`` deals with its own errors; one escaping it (a bug) is logged with its traceback, the batch is
     dropped and the thread goes on with the next one."""
 
-    def __init__(self, name: str, handle: Callable[[list[T]], None], max_batch: int,
-                 settle: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(
+        self, name: str, handle: Callable[[list[T]], None], max_batch: int, settle: tuple[float, float] = (0.0, 0.0)
+    ) -> None:
         self._handle, self._max_batch, self._settle = handle, max_batch, settle
         self._pending: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> "BatchThread[T]":
+    def start(self) -> BatchThread[T]:
         self._thread.start()
         return self
 

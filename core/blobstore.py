@@ -10,6 +10,7 @@ Two back ends, chosen by EMOPRES_BLOB_STORE:
 
 The ``blobs`` table lists every stored blob in both cases; pairs reference it by foreign key.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,15 +18,14 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from core.db import Blob, Pair, insert_for
-
 
 INSERT_ROWS = 500  # rows per INSERT (SQLite takes at most 32,766 bound values in one statement)
 INSERT_BYTES = 64 * 1024 * 1024  # database store: audio bytes per INSERT
@@ -151,8 +151,10 @@ class BlobStore:
         self.local = FileBlobs(local_dir) if kind == "database" and local_dir else self.files
 
     @classmethod
-    def from_settings(cls, settings) -> "BlobStore":
-        local = (settings.feature_cache_path or settings.data_dir) / "blobs" if settings.blob_store == "database" else None
+    def from_settings(cls, settings) -> BlobStore:
+        local = (
+            (settings.feature_cache_path or settings.data_dir) / "blobs" if settings.blob_store == "database" else None
+        )
         return cls(settings.blob_store, settings.blob_path, local)
 
     @staticmethod
@@ -190,8 +192,9 @@ class BlobStore:
                 _checked(sha, data, read)  # a file on disk with this size was checked when it was written
                 if self.kind == "fs":
                     self.files.replace(sha, data)  # not (or no longer) on disk: a concurrent deletion removed it
-            rows.append({"sha256": _valid_sha(sha), "size": len(data),
-                         "content": data if self.kind == "database" else None})
+            rows.append(
+                {"sha256": _valid_sha(sha), "size": len(data), "content": data if self.kind == "database" else None}
+            )
             held += len(data) if self.kind == "database" else 0
             if len(rows) >= INSERT_ROWS or held >= INSERT_BYTES:
                 self._insert(session, rows)
@@ -203,7 +206,9 @@ class BlobStore:
         """One executemany of one statement (compiled once, whatever the number of rows; PostgreSQL: pipelined)."""
         if rows:
             statement = insert_for(session, Blob.__table__)
-            statement = statement.on_conflict_do_update(index_elements=["sha256"], set_={"size": statement.excluded.size})
+            statement = statement.on_conflict_do_update(
+                index_elements=["sha256"], set_={"size": statement.excluded.size}
+            )
             session.execute(statement, rows)
 
     def local_path(self, session_factory, sha256: str) -> Path:
@@ -224,8 +229,9 @@ class BlobStore:
         if not candidates:
             return []
         referenced = exists().where(or_(Pair.source_sha256 == Blob.sha256, Pair.target_sha256 == Blob.sha256))
-        gone = list(session.scalars(delete(Blob).where(Blob.sha256.in_(sorted(candidates)), ~referenced)
-                                    .returning(Blob.sha256)))
+        gone = list(
+            session.scalars(delete(Blob).where(Blob.sha256.in_(sorted(candidates)), ~referenced).returning(Blob.sha256))
+        )
         return gone
 
     def remove_files(self, shas: list[str]) -> None:

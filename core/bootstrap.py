@@ -58,8 +58,9 @@ def _check_bootstrap_args(n_items: int, n_resamples: int, confidence: float) -> 
         raise MetricUndefined("no items to resample")
 
 
-def _resample(statistic: Callable[[np.ndarray], float], n_items: int, groups: Any, n_resamples: int,
-              seed: int, what: str) -> np.ndarray:
+def _resample(
+    statistic: Callable[[np.ndarray], float], n_items: int, groups: Any, n_resamples: int, seed: int, what: str
+) -> np.ndarray:
     """The defined, finite values of ``statistic`` over ``n_resamples`` resamples drawn from
     ``numpy.random.default_rng(seed)``; MetricUndefined when fewer than half of them gave one."""
     rng = np.random.default_rng(seed)
@@ -76,9 +77,7 @@ def _resample(statistic: Callable[[np.ndarray], float], n_items: int, groups: An
             vals[n_valid] = v
             n_valid += 1
     if 2 * n_valid < n_resamples:
-        raise MetricUndefined(
-            f"only {n_valid} of {n_resamples} {what} resamples had a defined value"
-        )
+        raise MetricUndefined(f"only {n_valid} of {n_resamples} {what} resamples had a defined value")
     return vals[:n_valid]
 
 
@@ -147,8 +146,14 @@ def paired_bootstrap(
         b0 = float(statistic_b(full))
     except MetricUndefined as exc:
         raise MetricUndefined(f"run b: {exc.reason}") from None
-    d = _resample(lambda idx: float(statistic_b(idx)) - float(statistic_a(idx)), n_items, groups,
-                  n_resamples, seed, "paired bootstrap")
+    d = _resample(
+        lambda idx: float(statistic_b(idx)) - float(statistic_a(idx)),
+        n_items,
+        groups,
+        n_resamples,
+        seed,
+        "paired bootstrap",
+    )
     n_valid = d.size
     low, high = _percentile_interval(d, confidence)
     n_le = int(np.count_nonzero(d <= 0.0))

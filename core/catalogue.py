@@ -13,6 +13,7 @@ the listings and the CI gates all read this module; adding a metric is its funct
 :mod:`core.metrics` or :mod:`core.similarity`) plus one entry below (plus its model, if new).
 Definitions: docs/metrics.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,13 +21,44 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.metrics import (bar_codes, bhattacharyya, chance_bhattacharyya, chance_expected_agreement,
-                          chance_prediction_agreement, epr_codes, expected_agreement, kappa_codes, spearman_finite,
-                          ua_codes, wa_codes)
+from core.metrics import (
+    bar_codes,
+    bhattacharyya,
+    chance_bhattacharyya,
+    chance_expected_agreement,
+    chance_prediction_agreement,
+    epr_codes,
+    expected_agreement,
+    kappa_codes,
+    spearman_finite,
+    ua_codes,
+    wa_codes,
+)
 
-__all__ = ["Metric", "Columns", "KINDS", "READINGS", "SECTIONS", "CATALOGUE", "BY_NAME", "METRICS", "HEADLINE_METRICS", "PAIR_METRICS",
-           "LABEL_METRICS", "RANK_METRICS", "VALIDATED_METRICS", "SIDE_READING_METRICS", "SIDE_PRED", "SIDE_PROBS", "metric",
-           "Readings", "PRIMARY_METRIC", "PRIMARY_FALLBACK", "PRESERVED", "READ_BETTER"]
+__all__ = [
+    "Metric",
+    "Columns",
+    "KINDS",
+    "READINGS",
+    "SECTIONS",
+    "CATALOGUE",
+    "BY_NAME",
+    "METRICS",
+    "HEADLINE_METRICS",
+    "PAIR_METRICS",
+    "LABEL_METRICS",
+    "RANK_METRICS",
+    "VALIDATED_METRICS",
+    "SIDE_READING_METRICS",
+    "SIDE_PRED",
+    "SIDE_PROBS",
+    "metric",
+    "Readings",
+    "PRIMARY_METRIC",
+    "PRIMARY_FALLBACK",
+    "PRESERVED",
+    "READ_BETTER",
+]
 
 Stat = Callable[[np.ndarray], float]  # indices into the subset -> the statistic on those pairs
 
@@ -43,7 +75,7 @@ KINDS = {
 READINGS = {
     "absolute": "every utterance read on its own by the SER head (per-file predictions)",
     "side": "every side of the job (all sources, all targets) z-scored with its own statistics, then read by the "
-            "per-side SER head: immune to a shift the whole side shares (channel, language), blind to it too",
+    "per-side SER head: immune to a shift the whole side shares (channel, language), blind to it too",
 }
 
 # the sections tables group metrics in, in order; a metric's section defaults to its kind's
@@ -135,6 +167,7 @@ def _ua(side: str) -> Callable[[Columns], Stat]:
     def make(c: Columns) -> Stat:
         pred = c.pred_s if side == "source" else c.pred_t
         return lambda idx: ua_codes(c.gold[idx], pred[idx], c.n_classes)
+
     return make
 
 
@@ -142,6 +175,7 @@ def _wa(side: str) -> Callable[[Columns], Stat]:
     def make(c: Columns) -> Stat:
         pred = c.pred_s if side == "source" else c.pred_t
         return lambda idx: wa_codes(c.gold[idx], pred[idx])
+
     return make
 
 
@@ -170,6 +204,7 @@ def _spearman(noun: str) -> Callable[[Columns], Stat]:
     def make(c: Columns) -> Stat:
         source, target = _present(c.source, "source values"), _present(c.target, "target values")
         return lambda idx: spearman_finite(source[idx], target[idx], names=names)
+
     return make
 
 
@@ -194,62 +229,197 @@ def _pair(name: str, label: str, title: str, model: str, *, headline: bool, **ex
 
 
 def _rank(name: str, label: str, title: str, field: str, noun: str) -> Metric:
-    return Metric(name, label, title, "rank", True, "Silero VAD + syllable nuclei", _spearman(noun),
-                  utterance_field=field, noun=noun)
+    return Metric(
+        name,
+        label,
+        title,
+        "rank",
+        True,
+        "Silero VAD + syllable nuclei",
+        _spearman(noun),
+        utterance_field=field,
+        noun=noun,
+    )
 
 
 # the report's order: corpus keys, summaries, tables and plots follow it
 CATALOGUE: tuple[Metric, ...] = (
-    Metric("bar", "BAR (UA target / UA source)", "BAR: UA of the target over UA of the source", "label", True, SER,
-           _bar),
-    Metric("epr", "EPR (prediction agreement)", "EPR: share of pairs whose predictions agree", "prediction", True,
-           SER, _epr, chance=_chance_epr),
-    _pair("expected_agreement", "expected agreement (SER probabilities)",
-          "expected agreement: sum over classes of p_source * p_target", SER, headline=True,
-          from_probabilities=expected_agreement, section="SER", chance=_chance_expected_agreement),
-    _pair("bhattacharyya", "Bhattacharyya coefficient (SER probabilities)",
-          "Bhattacharyya coefficient: sum over classes of sqrt(p_source * p_target)", SER, headline=True,
-          from_probabilities=bhattacharyya, section="SER", chance=_chance_bhattacharyya),
-    Metric("kappa", "Cohen's kappa", "Cohen's kappa of source and target predictions", "prediction", True, SER,
-           _kappa, chance=_chance_kappa),
-    Metric("ua_source", "UA source", "UA (balanced accuracy) of the source side", "label", True, SER,
-           _ua("source"), validated=False, direction=READ_BETTER),
-    Metric("ua_target", "UA target", "UA (balanced accuracy) of the target side", "label", True, SER, _ua("target"),
-           direction=READ_BETTER),
-    Metric("wa_source", "WA source", "WA (accuracy) of the source side", "label", False, SER, _wa("source"),
-           validated=False, direction=READ_BETTER),
-    Metric("wa_target", "WA target", "WA (accuracy) of the target side", "label", False, SER, _wa("target"),
-           validated=False, direction=READ_BETTER),
+    Metric(
+        "bar", "BAR (UA target / UA source)", "BAR: UA of the target over UA of the source", "label", True, SER, _bar
+    ),
+    Metric(
+        "epr",
+        "EPR (prediction agreement)",
+        "EPR: share of pairs whose predictions agree",
+        "prediction",
+        True,
+        SER,
+        _epr,
+        chance=_chance_epr,
+    ),
+    _pair(
+        "expected_agreement",
+        "expected agreement (SER probabilities)",
+        "expected agreement: sum over classes of p_source * p_target",
+        SER,
+        headline=True,
+        from_probabilities=expected_agreement,
+        section="SER",
+        chance=_chance_expected_agreement,
+    ),
+    _pair(
+        "bhattacharyya",
+        "Bhattacharyya coefficient (SER probabilities)",
+        "Bhattacharyya coefficient: sum over classes of sqrt(p_source * p_target)",
+        SER,
+        headline=True,
+        from_probabilities=bhattacharyya,
+        section="SER",
+        chance=_chance_bhattacharyya,
+    ),
+    Metric(
+        "kappa",
+        "Cohen's kappa",
+        "Cohen's kappa of source and target predictions",
+        "prediction",
+        True,
+        SER,
+        _kappa,
+        chance=_chance_kappa,
+    ),
+    Metric(
+        "ua_source",
+        "UA source",
+        "UA (balanced accuracy) of the source side",
+        "label",
+        True,
+        SER,
+        _ua("source"),
+        validated=False,
+        direction=READ_BETTER,
+    ),
+    Metric(
+        "ua_target",
+        "UA target",
+        "UA (balanced accuracy) of the target side",
+        "label",
+        True,
+        SER,
+        _ua("target"),
+        direction=READ_BETTER,
+    ),
+    Metric(
+        "wa_source",
+        "WA source",
+        "WA (accuracy) of the source side",
+        "label",
+        False,
+        SER,
+        _wa("source"),
+        validated=False,
+        direction=READ_BETTER,
+    ),
+    Metric(
+        "wa_target",
+        "WA target",
+        "WA (accuracy) of the target side",
+        "label",
+        False,
+        SER,
+        _wa("target"),
+        validated=False,
+        direction=READ_BETTER,
+    ),
     # the side reading of the same SER metrics (the lite profile's per-side head; READINGS)
-    Metric("bar_side", "BAR, side-normalised", "BAR of the side-normalised SER reading", "label", True, SER, _bar,
-           reading="side"),
-    Metric("epr_side", "EPR, side-normalised", "EPR of the side-normalised SER reading", "prediction", True, SER, _epr,
-           reading="side", chance=_chance_epr),
-    _pair("expected_agreement_side", "expected agreement, side-normalised",
-          "expected agreement of the side-normalised SER reading", SER, headline=True,
-          from_probabilities=expected_agreement, section="SER", reading="side", chance=_chance_expected_agreement),
-    _pair("bhattacharyya_side", "Bhattacharyya coefficient, side-normalised",
-          "Bhattacharyya coefficient of the side-normalised SER reading", SER, headline=True,
-          from_probabilities=bhattacharyya, section="SER", reading="side", chance=_chance_bhattacharyya),
-    Metric("kappa_side", "Cohen's kappa, side-normalised", "Cohen's kappa of the side-normalised SER reading",
-           "prediction", True, SER, _kappa, reading="side", chance=_chance_kappa),
-    Metric("ua_target_side", "UA target, side-normalised", "UA of the target side, side-normalised SER reading",
-           "label", False, SER, _ua("target"), reading="side", direction=READ_BETTER),
+    Metric(
+        "bar_side",
+        "BAR, side-normalised",
+        "BAR of the side-normalised SER reading",
+        "label",
+        True,
+        SER,
+        _bar,
+        reading="side",
+    ),
+    Metric(
+        "epr_side",
+        "EPR, side-normalised",
+        "EPR of the side-normalised SER reading",
+        "prediction",
+        True,
+        SER,
+        _epr,
+        reading="side",
+        chance=_chance_epr,
+    ),
+    _pair(
+        "expected_agreement_side",
+        "expected agreement, side-normalised",
+        "expected agreement of the side-normalised SER reading",
+        SER,
+        headline=True,
+        from_probabilities=expected_agreement,
+        section="SER",
+        reading="side",
+        chance=_chance_expected_agreement,
+    ),
+    _pair(
+        "bhattacharyya_side",
+        "Bhattacharyya coefficient, side-normalised",
+        "Bhattacharyya coefficient of the side-normalised SER reading",
+        SER,
+        headline=True,
+        from_probabilities=bhattacharyya,
+        section="SER",
+        reading="side",
+        chance=_chance_bhattacharyya,
+    ),
+    Metric(
+        "kappa_side",
+        "Cohen's kappa, side-normalised",
+        "Cohen's kappa of the side-normalised SER reading",
+        "prediction",
+        True,
+        SER,
+        _kappa,
+        reading="side",
+        chance=_chance_kappa,
+    ),
+    Metric(
+        "ua_target_side",
+        "UA target, side-normalised",
+        "UA of the target side, side-normalised SER reading",
+        "label",
+        False,
+        SER,
+        _ua("target"),
+        reading="side",
+        direction=READ_BETTER,
+    ),
     _pair("emo_sim", "emo-sim (frame)", "emo-sim (frame cosine, emotion2vec)", "emotion2vec", headline=True),
     _pair("emo_sim_utterance", "emo-sim (utterance)", "emo-sim, utterance cosine", "emotion2vec", headline=False),
-    _pair("acoustic_sim", "acoustic sim (frame)", "acoustic similarity (frame eGeMAPS LLD cosine)", "eGeMAPS LLD",
-          headline=True),
-    _pair("acoustic_sim_utterance", "acoustic sim (utterance)", "acoustic similarity, utterance cosine",
-          "eGeMAPS LLD", headline=False),
+    _pair(
+        "acoustic_sim",
+        "acoustic sim (frame)",
+        "acoustic similarity (frame eGeMAPS LLD cosine)",
+        "eGeMAPS LLD",
+        headline=True,
+    ),
+    _pair(
+        "acoustic_sim_utterance",
+        "acoustic sim (utterance)",
+        "acoustic similarity, utterance cosine",
+        "eGeMAPS LLD",
+        headline=False,
+    ),
     _pair("va_sim", "va-sim", "va-sim (valence-arousal cosine)", "wav2vec2 valence-arousal", headline=True),
-    _pair("va_sim_utterance", "va-sim (utterance)", "va-sim, utterance cosine", "wav2vec2 valence-arousal",
-          headline=False),
+    _pair(
+        "va_sim_utterance", "va-sim (utterance)", "va-sim, utterance cosine", "wav2vec2 valence-arousal", headline=False
+    ),
     _pair("vsim", "Vsim", "Vsim (speaker embedding cosine)", "WavLM ECAPA-TDNN", headline=True),
     _pair("autopcp", "autoPCP", "autoPCP (1 = different, 5 = same)", "AutoPCP", headline=True),
-    _rank("pause", "Pause (Spearman)", "Pause: Spearman of source and target pause rates", "pause_rate",
-          "pause rates"),
-    _rank("rate", "Rate (Spearman)", "Rate: Spearman of source and target speech rates", "speech_rate",
-          "speech rates"),
+    _rank("pause", "Pause (Spearman)", "Pause: Spearman of source and target pause rates", "pause_rate", "pause rates"),
+    _rank("rate", "Rate (Spearman)", "Rate: Spearman of source and target speech rates", "speech_rate", "speech rates"),
 )
 
 # the preservation metric a CI gate should use (docs/validation.md, "The primary metric": chosen by the

@@ -1,5 +1,6 @@
 """The confusion-matrix figure, drawn the same way for a report's plots (worker.render.plots) and for SER
 training (models.ser.report): cells coloured by the share of their row, annotated with counts."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ def row_normalised(counts: Sequence[Sequence[int]]) -> list[list[float]]:
     return [[(c / sum(row) if sum(row) else 0.0) for c in row] for row in counts]
 
 
-def draw_confusion(fig: Figure, classes: Sequence[str], counts: Sequence[Sequence[int]], title: str,
-                   row_label: str, col_label: str) -> None:
+def draw_confusion(
+    fig: Figure, classes: Sequence[str], counts: Sequence[Sequence[int]], title: str, row_label: str, col_label: str
+) -> None:
     normalised = row_normalised(counts)
     ax = fig.add_subplot()
     k = len(classes)
@@ -36,13 +38,28 @@ def draw_confusion(fig: Figure, classes: Sequence[str], counts: Sequence[Sequenc
     for i in range(k):
         for j in range(k):
             if counts[i][j]:
-                ax.text(j, i, str(counts[i][j]), ha="center", va="center", fontsize=8,
-                        color="white" if normalised[i][j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i][j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if normalised[i][j] > 0.5 else "black",
+                )
     fig.colorbar(image, ax=ax, label="share of row", shrink=0.8)
 
 
-def save_confusion_png(counts: Sequence[Sequence[int]], classes: Sequence[str], title: str, path: Path, *,
-                       row_label: str = "gold", col_label: str = "predicted", dpi: int = 110) -> Path:
+def save_confusion_png(
+    counts: Sequence[Sequence[int]],
+    classes: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    row_label: str = "gold",
+    col_label: str = "predicted",
+    dpi: int = 110,
+) -> Path:
     counts = [[int(c) for c in row] for row in counts]
     fig = Figure(figsize=(5.8, 5.0), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)

@@ -11,28 +11,48 @@ Tables
   webhook_secrets, webhooks, webhook_deliveries
                 a token's signing secret, a job's callback, each delivery attempt (app.webhooks.callbacks)
 """
+
 from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, ForeignKeyConstraint, Index, Integer,
-                        LargeBinary, MetaData, String, Text, UniqueConstraint, create_engine, event)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
-NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
-          "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-          "pk": "pk_%(table_name)s"}
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator):
@@ -43,12 +63,12 @@ class UTCDateTime(TypeDecorator):
 
     def process_bind_param(self, value, dialect):
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value
 
     def process_result_value(self, value, dialect):
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -103,9 +123,11 @@ class Blob(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("project", "idempotency_key", name="uq_jobs_project_idempotency_key"),
-                      Index("ix_jobs_project_created", "project", "created_at", "id"),
-                      Index("ix_jobs_status", "status"))
+    __table_args__ = (
+        UniqueConstraint("project", "idempotency_key", name="uq_jobs_project_idempotency_key"),
+        Index("ix_jobs_project_created", "project", "created_at", "id"),
+        Index("ix_jobs_status", "status"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     project: Mapped[str] = mapped_column(String(200))
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -127,10 +149,12 @@ class Job(Base):
 
 class Pair(Base):
     __tablename__ = "pairs"
-    __table_args__ = (UniqueConstraint("job_id", "idx", name="uq_pairs_job_id_idx"),
-                      Index("ix_pairs_job_chunk", "job_id", "chunk"),
-                      Index("ix_pairs_source_sha256", "source_sha256"),
-                      Index("ix_pairs_target_sha256", "target_sha256"))
+    __table_args__ = (
+        UniqueConstraint("job_id", "idx", name="uq_pairs_job_id_idx"),
+        Index("ix_pairs_job_chunk", "job_id", "chunk"),
+        Index("ix_pairs_source_sha256", "source_sha256"),
+        Index("ix_pairs_target_sha256", "target_sha256"),
+    )
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     pair_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     idx: Mapped[int] = mapped_column(Integer)
@@ -158,8 +182,11 @@ class Chunk(Base):
 
 class PairResult(Base):
     __tablename__ = "pair_results"
-    __table_args__ = (ForeignKeyConstraint(["job_id", "pair_id"], ["pairs.job_id", "pairs.pair_id"],
-                                           ondelete="CASCADE", name="fk_pair_results_pairs"),)
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["job_id", "pair_id"], ["pairs.job_id", "pairs.pair_id"], ondelete="CASCADE", name="fk_pair_results_pairs"
+        ),
+    )
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     pair_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     row: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the report's per-pair entry; null = failed
@@ -248,8 +275,9 @@ def make_engine(url: str) -> Engine:
     connect_args = {}
     if url.startswith("postgresql") and "connect_timeout" not in url:
         connect_args["connect_timeout"] = 10  # an unreachable server is a prompt 503, not a request hanging for minutes
-    return create_engine(url, json_serializer=dumps, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                         connect_args=connect_args)
+    return create_engine(
+        url, json_serializer=dumps, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -3,14 +3,15 @@
 Entries are .npz files of plain arrays (loaded without pickle), written atomically so that
 several worker processes can share one directory.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

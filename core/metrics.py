@@ -71,9 +71,7 @@ def _as_label_array(values: Any, name: str) -> np.ndarray:
     return arr
 
 
-def encode_labels(
-    *seqs: Any, classes: Sequence[Any] | None = None
-) -> tuple[list[np.ndarray], list[Any]]:
+def encode_labels(*seqs: Any, classes: Sequence[Any] | None = None) -> tuple[list[np.ndarray], list[Any]]:
     """Encode label sequences as int64 codes over one shared class list.
 
     With ``classes`` the codes index into ``classes`` and a label outside it raises
@@ -140,17 +138,13 @@ def wa_codes(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.count_nonzero(y_true == y_pred) / y_true.size)
 
 
-def bar_codes(
-    y_true: np.ndarray, pred_s: np.ndarray, pred_t: np.ndarray, n_classes: int
-) -> float:
+def bar_codes(y_true: np.ndarray, pred_s: np.ndarray, pred_t: np.ndarray, n_classes: int) -> float:
     """UA_target / UA_source over codes."""
     if y_true.size == 0:
         raise MetricUndefined("no items")
     ua_s = ua_codes(y_true, pred_s, n_classes)
     if ua_s == 0.0:
-        raise MetricUndefined(
-            "UA_source is 0 (no source prediction matches its gold label), BAR = UA_t/UA_s undefined"
-        )
+        raise MetricUndefined("UA_source is 0 (no source prediction matches its gold label), BAR = UA_t/UA_s undefined")
     return ua_codes(y_true, pred_t, n_classes) / ua_s
 
 
@@ -232,9 +226,7 @@ def kappa_codes(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
     cb = np.bincount(b, minlength=n_classes)
     # p_e == 1 exactly when both sides put every item on the same single class
     if np.any((ca == n) & (cb == n)):
-        raise MetricUndefined(
-            "chance agreement p_e = 1 (both sides predict one and the same class), kappa undefined"
-        )
+        raise MetricUndefined("chance agreement p_e = 1 (both sides predict one and the same class), kappa undefined")
     p_o = np.count_nonzero(a == b) / n
     p_e = float(ca @ cb) / (float(n) * float(n))
     return float((p_o - p_e) / (1.0 - p_e))
@@ -256,9 +248,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def spearman_finite(
-    x: np.ndarray, y: np.ndarray, names: tuple[str, str] = ("x", "y")
-) -> float:
+def spearman_finite(x: np.ndarray, y: np.ndarray, names: tuple[str, str] = ("x", "y")) -> float:
     """Spearman's rho over finite float arrays of equal length (average ranks for ties)."""
     n = x.size
     if n < 3:
@@ -266,7 +256,9 @@ def spearman_finite(
     x_const = bool(np.all(x == x[0]))
     y_const = bool(np.all(y == y[0]))
     if x_const or y_const:
-        which = " and ".join(f"{nm} all equal {v[0]:g}" for nm, v, c in zip(names, (x, y), (x_const, y_const)) if c)
+        which = " and ".join(
+            f"{nm} all equal {v[0]:g}" for nm, v, c in zip(names, (x, y), (x_const, y_const), strict=True) if c
+        )
         raise MetricUndefined(f"{which}, Spearman correlation undefined")
     rx = _average_ranks(x)
     ry = _average_ranks(y)
@@ -305,9 +297,7 @@ def weighted_accuracy(y_true: Sequence[Any], y_pred: Sequence[Any]) -> float:
     return wa_codes(t, p)
 
 
-def balanced_accuracy_ratio(
-    y_true: Sequence[Any], pred_source: Sequence[Any], pred_target: Sequence[Any]
-) -> float:
+def balanced_accuracy_ratio(y_true: Sequence[Any], pred_source: Sequence[Any], pred_target: Sequence[Any]) -> float:
     """BAR = UA(y, pred_target) / UA(y, pred_source).
 
     Undefined when there are no items or UA_source is 0.
@@ -340,9 +330,7 @@ def cohen_kappa(pred_source: Sequence[Any], pred_target: Sequence[Any]) -> float
     return kappa_codes(s, t, k)
 
 
-def confusion(
-    y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]
-) -> list[list[int]]:
+def confusion(y_true: Sequence[Any], y_pred: Sequence[Any], classes: Sequence[Any]) -> list[list[int]]:
     """Confusion matrix, rows = true, columns = predicted, in the order of ``classes``.
 
     Equals ``sklearn.metrics.confusion_matrix(y_true, y_pred, labels=classes)`` for labels
@@ -394,9 +382,7 @@ def per_emotion_preservation(
     if labels is not None:
         lab = list(labels)
         if len(lab) != s.size:
-            raise ValueError(
-                f"per_emotion_preservation: labels length {len(lab)} != {s.size} pairs"
-            )
+            raise ValueError(f"per_emotion_preservation: labels length {len(lab)} != {s.size} pairs")
         keep = np.array([v is not None for v in lab], dtype=bool)
         (y,), _ = encode_labels([v for v in lab if v is not None], classes=cls)
         ss, tt = s[keep], t[keep]

@@ -4,6 +4,7 @@ The defaults give the embedded mode of `emopres serve`: a SQLite file and the bl
 the data folder, an in-process queue, the lite profile. Production sets at least
 EMOPRES_DATABASE_URL (PostgreSQL) and EMOPRES_BROKER_URL (Redis).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMOPRES_", extra="ignore")
 
     # where things live
-    data_dir: Path = Field(default_factory=default_data_dir,
-                           description="SQLite file, blob store and feature cache of the embedded default")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="SQLite file, blob store and feature cache of the embedded default",
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/emopres.db")
     broker_url: str | None = Field(None, description="Celery broker (redis://...); unset = in-process queue")
     blob_store: Literal["fs", "database"] = Field(
-        "fs", description="fs: files under blob_dir (shared volume between api and workers); "
-                          "database: audio bytes in the database (workers on any machine, no shared volume)")
+        "fs",
+        description="fs: files under blob_dir (shared volume between api and workers); "
+        "database: audio bytes in the database (workers on any machine, no shared volume)",
+    )
     blob_dir: Path | None = Field(None, description="default <data_dir>/blobs")
     cache_dir: Path | None = Field(None, description="feature cache; default <data_dir>/features")
     no_cache: bool = False
@@ -44,8 +49,11 @@ class Settings(BaseSettings):
     profile: Literal[PROFILES] = DEFAULT_PROFILE  # type: ignore[valid-type]
     model_dir: str | None = None
     head: str | None = Field(None, description="SER head folder; default: the profile's shipped head")
-    side_head: str | None = Field(None, description="per-side SER head folder (the side-normalised reading); "
-                                                    f"default: the profile's, if it has one; {NO_SIDE_HEAD!r}: none")
+    side_head: str | None = Field(
+        None,
+        description="per-side SER head folder (the side-normalised reading); "
+        f"default: the profile's, if it has one; {NO_SIDE_HEAD!r}: none",
+    )
     device: str = "cpu"
     fast: bool = False
     bootstrap: int = Field(1000, ge=0, le=100_000)
@@ -53,59 +61,116 @@ class Settings(BaseSettings):
 
     # access
     auth_disabled: bool = False
-    metrics_enabled: bool = Field(False, description="serve /metrics (Prometheus; no token, service-wide counts): "
-                                                     "opt in where only the operator's network reaches it")
+    metrics_enabled: bool = Field(
+        False,
+        description="serve /metrics (Prometheus; no token, service-wide counts): "
+        "opt in where only the operator's network reaches it",
+    )
 
     # caps on what a client may send
     max_upload_bytes: int = Field(1024 * MiB, gt=0, description="whole request body")
     max_file_bytes: int = Field(100 * MiB, gt=0, description="one audio file")
     max_audio_seconds: float = Field(600.0, gt=0)
     max_pairs: int = Field(10_000, gt=0)
-    max_files: int = Field(20_001, gt=0, description="form fields / archive entries (every entry counts: files, "
-                                                     "folders, links), refused as soon as one more is seen")
-    max_archive_header_bytes: int = Field(64 * 1024, ge=1024, description="what one archive member's header may "
-                                          "hold: a tar long name or PAX header (checked before it is read; global "
-                                          "PAX headers together), a zip entry's name, extra field and comment")
+    max_files: int = Field(
+        20_001,
+        gt=0,
+        description="form fields / archive entries (every entry counts: files, "
+        "folders, links), refused as soon as one more is seen",
+    )
+    max_archive_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="what one archive member's header may "
+        "hold: a tar long name or PAX header (checked before it is read; global "
+        "PAX headers together), a zip entry's name, extra field and comment",
+    )
     max_metadata_bytes: int = Field(16 * 1024, gt=0)
-    max_connections: int = Field(1000, ge=1, description="open client connections per API process; more are reset "
-                                                         "(the file-handle limit is raised to fit, if it can be)")
-    header_timeout_seconds: float = Field(10.0, gt=0, description="a request's line and headers must arrive within "
-                                                                  "this")
-    body_timeout_seconds: float = Field(30.0, gt=0, description="a request body that stalls this long ends its "
-                                                                "connection")
-    body_deadline_seconds: float = Field(900.0, gt=0, description="a request body must arrive whole within this "
-                                         "(however steadily it trickles): 408 and the connection closed after it "
-                                         "(900 s: a 1 GiB upload needs at least 1.2 MB/s)")
-    probe_connections: int = Field(8, ge=0, description="connections beyond max_connections kept for /healthz and "
-                                                        "/readyz: probes answer while uploads fill the limit")
-    heavy_reads_per_token: int = Field(2, ge=1, description="CPU-heavy reads (compare, report.html, pairs.csv) one "
-                                       "token may run at once per API process; one more is a 429 with Retry-After")
-    heavy_reads_total: int = Field(8, ge=1, description="CPU-heavy reads running at once per API process, all tokens; "
-                                   "one more is a 503 with Retry-After (cheap routes stay fast)")
-    readiness_cache_seconds: float = Field(2.0, ge=0, description="GET /readyz (no token) answers from the last "
-                                                                  "check for this long; one check runs at a time")
-    readiness_timeout_seconds: float = Field(3.0, gt=0, description="a /readyz request waits this long for the "
-                                                                   "running check, then answers 503")
-    report_audio_clip_bytes: int = Field(2 * MiB, gt=0, description="report.html: one worst pair's audio file is "
-                                         "embedded only up to this size; a larger one is not read (its size "
-                                         "is), the page says why")
-    report_audio_page_bytes: int = Field(32 * MiB, gt=0, description="report.html: all embedded audio of one page; "
-                                         "clips past it are left out with a note")
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open client connections per API process; more are reset "
+        "(the file-handle limit is raised to fit, if it can be)",
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request body that stalls this long ends its connection"
+    )
+    body_deadline_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a request body must arrive whole within this "
+        "(however steadily it trickles): 408 and the connection closed after it "
+        "(900 s: a 1 GiB upload needs at least 1.2 MB/s)",
+    )
+    probe_connections: int = Field(
+        8,
+        ge=0,
+        description="connections beyond max_connections kept for /healthz and "
+        "/readyz: probes answer while uploads fill the limit",
+    )
+    heavy_reads_per_token: int = Field(
+        2,
+        ge=1,
+        description="CPU-heavy reads (compare, report.html, pairs.csv) one "
+        "token may run at once per API process; one more is a 429 with Retry-After",
+    )
+    heavy_reads_total: int = Field(
+        8,
+        ge=1,
+        description="CPU-heavy reads running at once per API process, all tokens; "
+        "one more is a 503 with Retry-After (cheap routes stay fast)",
+    )
+    readiness_cache_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="GET /readyz (no token) answers from the last check for this long; one check runs at a time",
+    )
+    readiness_timeout_seconds: float = Field(
+        3.0, gt=0, description="a /readyz request waits this long for the running check, then answers 503"
+    )
+    report_audio_clip_bytes: int = Field(
+        2 * MiB,
+        gt=0,
+        description="report.html: one worst pair's audio file is "
+        "embedded only up to this size; a larger one is not read (its size "
+        "is), the page says why",
+    )
+    report_audio_page_bytes: int = Field(
+        32 * MiB,
+        gt=0,
+        description="report.html: all embedded audio of one page; clips past it are left out with a note",
+    )
     keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
-    submit_concurrency: int | None = Field(None, ge=1, description="uploads validated and stored at once per API "
-                                                                "process; more wait their turn. Default: 4 on SQLite "
-                                                                "(one writer at a time), 16 on PostgreSQL")
+    submit_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="uploads validated and stored at once per API "
+        "process; more wait their turn. Default: 4 on SQLite "
+        "(one writer at a time), 16 on PostgreSQL",
+    )
 
     # webhooks (app.webhooks.callbacks)
-    webhook_allowed_hosts: str = Field("", description="comma-separated hosts a job's callback_url may point at: "
-                                       "names, *.domain, IPs or networks (10.0.0.0/8), each optionally :port; "
-                                       "empty = callbacks refused")
-    webhook_secret: str | None = Field(None, description="signs callbacks when auth_disabled (no token, so no "
-                                                         "token secret)")
-    webhook_timeout_seconds: float = Field(10.0, gt=0, description="one delivery attempt's limit: connecting, "
-                                           "sending and the answer together")
-    webhook_answer_bytes: int = Field(4096, ge=0, description="of a receiver's failed answer, at most this much is "
-                                      "read (raw, never decompressed); its first 200 characters are the reason")
+    webhook_allowed_hosts: str = Field(
+        "",
+        description="comma-separated hosts a job's callback_url may point at: "
+        "names, *.domain, IPs or networks (10.0.0.0/8), each optionally :port; "
+        "empty = callbacks refused",
+    )
+    webhook_secret: str | None = Field(
+        None, description="signs callbacks when auth_disabled (no token, so no token secret)"
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="one delivery attempt's limit: connecting, sending and the answer together"
+    )
+    webhook_answer_bytes: int = Field(
+        4096,
+        ge=0,
+        description="of a receiver's failed answer, at most this much is "
+        "read (raw, never decompressed); its first 200 characters are the reason",
+    )
     webhook_max_attempts: int = Field(6, ge=1, description="attempts per callback before it is marked failed")
     webhook_backoff_seconds: float = Field(2.0, gt=0, description="wait before retry n: backoff * 2**(n-1)")
     webhook_poll_seconds: float = Field(2.0, gt=0, description="how often the dispatcher looks for due callbacks")
@@ -116,29 +181,49 @@ class Settings(BaseSettings):
     queue: str = Field("emopres", description="Celery queue prefix; jobs go to <queue>.<profile>")
     chunk_size: int = Field(8, ge=1, le=1000, description="pairs per task")
     worker_concurrency: int = Field(1, ge=1, description="processes per `emopres worker` (one per GPU)")
-    embedded_jobs: int = Field(1, ge=1, description="`emopres serve` without broker: evaluation processes "
-                                                     "(1 = a thread of the server process)")
-    embedded_nice: int = Field(10, ge=0, le=19, description="`emopres serve` without broker: how much lower the "
-                                                          "evaluation's CPU priority is than the API's (0: the same)")
-    lease_seconds: float = Field(30.0, gt=0, description="a running chunk with no heartbeat for this long is re-queued "
-                                                         "(a killed worker's chunk runs again after this)")
+    embedded_jobs: int = Field(
+        1, ge=1, description="`emopres serve` without broker: evaluation processes (1 = a thread of the server process)"
+    )
+    embedded_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="`emopres serve` without broker: how much lower the "
+        "evaluation's CPU priority is than the API's (0: the same)",
+    )
+    lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="a running chunk with no heartbeat for this long is re-queued "
+        "(a killed worker's chunk runs again after this)",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0, description="lease renewal; at most a third of lease_seconds")
-    requeue_after_seconds: float = Field(900.0, gt=0, description="a queued chunk not started after this is re-sent "
-                                                                  "(a restarted Redis is noticed at once instead)")
+    requeue_after_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a queued chunk not started after this is re-sent (a restarted Redis is noticed at once instead)",
+    )
     reconcile_seconds: float = Field(5.0, gt=0, description="how often the reconciler looks for lost work")
-    db_retry_seconds: float = Field(300.0, gt=0, description="a worker waits this long for an unreachable database "
-                                                             "before it gives its task back to the broker")
+    db_retry_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="a worker waits this long for an unreachable database before it gives its task back to the broker",
+    )
     max_attempts: int = Field(3, ge=1, description="worker losses tolerated per chunk before its pairs fail")
     visibility_timeout: int = Field(3600, gt=0, description="Redis: unacknowledged tasks come back after this")
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self):
         if self.heartbeat_seconds * 3 > self.lease_seconds:
-            raise ValueError(f"heartbeat_seconds ({self.heartbeat_seconds:g}) must be at most a third of "
-                             f"lease_seconds ({self.lease_seconds:g}): a live worker would lose its lease")
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds:g}) must be at most a third of "
+                f"lease_seconds ({self.lease_seconds:g}): a live worker would lose its lease"
+            )
         return self
 
-    @field_validator("broker_url", "database_url", "model_dir", "head", "side_head", "webhook_secret", "public_url", mode="before")
+    @field_validator(
+        "broker_url", "database_url", "model_dir", "head", "side_head", "webhook_secret", "public_url", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and not value.strip() else value
@@ -181,8 +266,13 @@ class Settings(BaseSettings):
 
     def public(self) -> dict:
         """Settings safe to show (no credentials in URLs)."""
-        return {"profile": self.profile, "embedded": self.embedded, "database": _redact(self.sqlalchemy_url),
-                "broker": _redact(self.broker_url) if self.broker_url else "in-process", "blob_store": self.blob_store}
+        return {
+            "profile": self.profile,
+            "embedded": self.embedded,
+            "database": _redact(self.sqlalchemy_url),
+            "broker": _redact(self.broker_url) if self.broker_url else "in-process",
+            "blob_store": self.blob_store,
+        }
 
 
 def _redact(url: str) -> str:

@@ -8,4 +8,5 @@
 
 Nothing here imports the service (app, worker, models, core): the light install has only this package.
 """
+
 __version__ = "0.1.0"

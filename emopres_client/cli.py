@@ -7,6 +7,7 @@ Exit status of submit: 0 every gate passed; 1 a gate failed (each failing gate i
 could not be judged (bad arguments, service unreachable or refusing the upload, job failed, timeout,
 and, with --baseline-missing fail, a --baseline-name that matches no succeeded job).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,53 +30,91 @@ class CommandError(Exception):
 
 
 def _service_arguments(parser) -> None:
-    parser.add_argument("--server", default=os.environ.get("EMOPRES_SERVER"),
-                        help="service URL (default: $EMOPRES_SERVER)")
-    parser.add_argument("--token", default=None,
-                        help="API token (default: $EMOPRES_TOKEN; prefer the variable in CI, argv is visible)")
-    parser.add_argument("--retries", type=int, default=4,
-                        help="retries of a request on connection errors and 429/502/503/504 (default 4, backing off)")
+    parser.add_argument(
+        "--server", default=os.environ.get("EMOPRES_SERVER"), help="service URL (default: $EMOPRES_SERVER)"
+    )
+    parser.add_argument(
+        "--token", default=None, help="API token (default: $EMOPRES_TOKEN; prefer the variable in CI, argv is visible)"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=4,
+        help="retries of a request on connection errors and 429/502/503/504 (default 4, backing off)",
+    )
 
 
 def register(subparsers) -> None:
     submit = subparsers.add_parser(
-        "submit", help="evaluate a pairs file on an emopres service; exit 1 when a --gate fails",
+        "submit",
+        help="evaluate a pairs file on an emopres service; exit 1 when a --gate fails",
         description="Upload a pairs file and its audio to an emopres service, wait for the report, print a "
-                    "summary and check gates. Exit 0: all gates pass; 1: a gate failed; 2: error.")
+        "summary and check gates. Exit 0: all gates pass; 1: a gate failed; 2: error.",
+    )
     submit.add_argument("pairs", help="CSV or JSONL with pair_id, source, target[, label][, group]")
     _service_arguments(submit)
-    submit.add_argument("--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)")
+    submit.add_argument(
+        "--audio-root", help="folder the pairs' paths are relative to (default: the pairs file's folder)"
+    )
     submit.add_argument("--name", help="job name, e.g. system@commit (dashboards list jobs by name)")
     submit.add_argument("--profile", help="evaluation profile (default: the service's)")
-    submit.add_argument("--metadata", help="JSON object stored with the job, e.g. '{\"commit\": \"abc123\"}'")
+    submit.add_argument("--metadata", help='JSON object stored with the job, e.g. \'{"commit": "abc123"}\'')
     submit.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
-    submit.add_argument("--callback-url", metavar="URL",
-                        help="the service POSTs the signed job summary here when the job finishes (webhook; the "
-                             "host must be on the service's allow-list)")
+    submit.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="the service POSTs the signed job summary here when the job finishes (webhook; the "
+        "host must be on the service's allow-list)",
+    )
     baseline = submit.add_mutually_exclusive_group()
-    baseline.add_argument("--baseline", metavar="JOB_ID", help="compare with this job (paired bootstrap over shared pair ids)")
-    baseline.add_argument("--baseline-name", metavar="NAME",
-                          help="compare with the newest succeeded job of this name (e.g. system@main)")
-    submit.add_argument("--baseline-missing", choices=("fail", "skip"), default="fail",
-                        help="when --baseline-name matches no succeeded job (the first pull request): fail (exit 2, "
-                             "the default) or skip the comparison and its --max-drop gates (other gates still count)")
-    submit.add_argument("--gate", action="append", default=[], metavar="EXPR",
-                        help='e.g. "bar>=0.5", "epr.ci_low>=0.25" (repeatable; a null metric fails its gate)')
-    submit.add_argument("--max-drop", action="append", default=[], metavar="METRIC=AMOUNT",
-                        help="with --baseline: fail when METRIC falls more than AMOUNT below the baseline "
-                             "(METRIC=AMOUNT:sig: only when the drop is significant, p < 0.05); repeatable")
+    baseline.add_argument(
+        "--baseline", metavar="JOB_ID", help="compare with this job (paired bootstrap over shared pair ids)"
+    )
+    baseline.add_argument(
+        "--baseline-name", metavar="NAME", help="compare with the newest succeeded job of this name (e.g. system@main)"
+    )
+    submit.add_argument(
+        "--baseline-missing",
+        choices=("fail", "skip"),
+        default="fail",
+        help="when --baseline-name matches no succeeded job (the first pull request): fail (exit 2, "
+        "the default) or skip the comparison and its --max-drop gates (other gates still count)",
+    )
+    submit.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help='e.g. "bar>=0.5", "epr.ci_low>=0.25" (repeatable; a null metric fails its gate)',
+    )
+    submit.add_argument(
+        "--max-drop",
+        action="append",
+        default=[],
+        metavar="METRIC=AMOUNT",
+        help="with --baseline: fail when METRIC falls more than AMOUNT below the baseline "
+        "(METRIC=AMOUNT:sig: only when the drop is significant, p < 0.05); repeatable",
+    )
     submit.add_argument("--out", help="write the report JSON here")
     submit.add_argument("--comparison-out", help="write the comparison JSON here (with --baseline)")
     submit.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the job (default 3600)")
     submit.add_argument("--poll", type=float, default=5.0, help="seconds between status checks (default 5)")
     submit.add_argument("--idempotency-key", help="reuse a key to make a retried CI step return the same job")
-    submit.add_argument("--progress-interval", type=float, default=5.0, metavar="S",
-                        help="without a terminal (CI logs): one progress line every S seconds (default 5)")
+    submit.add_argument(
+        "--progress-interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="without a terminal (CI logs): one progress line every S seconds (default 5)",
+    )
     submit.add_argument("--quiet", action="store_true", help="no progress output")
     submit.set_defaults(handler=run_submit)
 
-    jobs = subparsers.add_parser("jobs", help="list and look up jobs on an emopres service",
-                                 description="Jobs of your token's project on an emopres service.")
+    jobs = subparsers.add_parser(
+        "jobs",
+        help="list and look up jobs on an emopres service",
+        description="Jobs of your token's project on an emopres service.",
+    )
     commands = jobs.add_subparsers(dest="jobs_command", required=True)
     listing = commands.add_parser("list", help="jobs, newest first (a table; --json for the API's items)")
     _service_arguments(listing)
@@ -84,13 +123,20 @@ def register(subparsers) -> None:
     listing.add_argument("--status", choices=("queued", "running", "succeeded", "failed"))
     listing.add_argument("--oldest-first", action="store_true", help="oldest first (to plot a metric over versions)")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20, up to 200)")
-    listing.add_argument("--metric", action="append", default=[], metavar="NAME",
-                         help="headline metric columns (default: bar, epr, kappa); repeatable")
+    listing.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="headline metric columns (default: bar, epr, kappa); repeatable",
+    )
     listing.add_argument("--json", action="store_true", help="print the API's items as JSON")
     listing.set_defaults(handler=run_jobs_list)
-    for name, help_text, handler in (("show", "one job: status, progress, headline metrics, links", run_jobs_show),
-                                     ("report", "the job's report JSON", run_jobs_report),
-                                     ("deliveries", "the job's webhook deliveries", run_jobs_deliveries)):
+    for name, help_text, handler in (
+        ("show", "one job: status, progress, headline metrics, links", run_jobs_show),
+        ("report", "the job's report JSON", run_jobs_report),
+        ("deliveries", "the job's webhook deliveries", run_jobs_deliveries),
+    ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("job_id")
         _service_arguments(command)
@@ -139,8 +185,10 @@ def format_gate_table(results) -> str:
     lines = ["gates:"]
     for r in results:
         state = "SKIP" if r.observed == "skipped" else "PASS" if r.passed else "FAIL"
-        lines.append(f"  {state}  {r.gate:<{width}}  {r.observed}"
-                     + (f"  ({r.reason})" if r.reason and (not r.passed or state == "SKIP") else ""))
+        lines.append(
+            f"  {state}  {r.gate:<{width}}  {r.observed}"
+            + (f"  ({r.reason})" if r.reason and (not r.passed or state == "SKIP") else "")
+        )
         if r.warning:
             lines.append(f"  WARN  {r.gate:<{width}}  {r.warning}")
     return "\n".join(lines)
@@ -148,8 +196,10 @@ def format_gate_table(results) -> str:
 
 def format_comparison(comparison: dict, metrics) -> str:
     entries = comparison.get("metrics") or {}
-    lines = [f"compared with baseline {comparison.get('baseline_id')}: {comparison.get('n_shared')} shared pairs "
-             "(diff = job - baseline, paired bootstrap)"]
+    lines = [
+        f"compared with baseline {comparison.get('baseline_id')}: {comparison.get('n_shared')} shared pairs "
+        "(diff = job - baseline, paired bootstrap)"
+    ]
     for name in metrics:
         entry = entries.get(name)
         if not isinstance(entry, dict):
@@ -157,8 +207,11 @@ def format_comparison(comparison: dict, metrics) -> str:
         if entry.get("diff") is None:
             lines.append(f"  {name:<12}  null ({entry.get('reason')})")
             continue
-        ci = (f"[{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]" if entry.get("ci_low") is not None
-              and entry.get("ci_high") is not None else "")
+        ci = (
+            f"[{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
+            if entry.get("ci_low") is not None and entry.get("ci_high") is not None
+            else ""
+        )
         p = f"p={entry['p_value']:.3g}" if entry.get("p_value") is not None else ""
         lines.append(f"  {name:<12}  {entry['diff']:+.3f}  {ci}  {p}".rstrip())
     flipped = (comparison.get("flipped") or {}).get("agree_to_disagree") or []
@@ -183,10 +236,15 @@ def _baseline(client, args) -> str | None:
         if error.code != "no_baseline":
             raise
         if args.baseline_missing == "fail":
-            raise CommandError(f"{error} (the first run of a branch has none: --baseline-missing skip "
-                               "compares nothing and skips the --max-drop gates)") from None
-        print(f"baseline: no succeeded job named {args.baseline_name!r} yet: comparison and --max-drop gates "
-              "skipped (--baseline-missing skip)", file=sys.stderr)
+            raise CommandError(
+                f"{error} (the first run of a branch has none: --baseline-missing skip "
+                "compares nothing and skips the --max-drop gates)"
+            ) from None
+        print(
+            f"baseline: no succeeded job named {args.baseline_name!r} yet: comparison and --max-drop gates "
+            "skipped (--baseline-missing skip)",
+            file=sys.stderr,
+        )
         return None
     print(f"baseline: job {found['id']} ({args.baseline_name})", file=sys.stderr)
     return found["id"]
@@ -204,10 +262,17 @@ def run_submit(args) -> int:
             baseline_id = _baseline(client, args)  # resolved first: a missing baseline fails before the upload
             upload = Progress("uploading", "B", interval=args.progress_interval, enabled=not args.quiet)
             try:
-                created = client.submit(args.pairs, audio_root=args.audio_root, name=args.name, profile=args.profile,
-                                        metadata=metadata, group_column=args.group_column,
-                                        idempotency_key=args.idempotency_key, callback_url=args.callback_url,
-                                        on_upload=lambda sent, total: upload.update(sent, total))
+                created = client.submit(
+                    args.pairs,
+                    audio_root=args.audio_root,
+                    name=args.name,
+                    profile=args.profile,
+                    metadata=metadata,
+                    group_column=args.group_column,
+                    idempotency_key=args.idempotency_key,
+                    callback_url=args.callback_url,
+                    on_upload=lambda sent, total: upload.update(sent, total),
+                )
             finally:
                 upload.close()
             job_id = created["id"]
@@ -244,7 +309,8 @@ def run_submit(args) -> int:
         print(format_comparison(comparison, headline))
     if comparison is None and baseline_id is None and args.baseline_name:
         results = check_gates(report, gates) + [
-            GateResult(str(d), True, "skipped", f"no baseline named {args.baseline_name!r} yet") for d in drops]
+            GateResult(str(d), True, "skipped", f"no baseline named {args.baseline_name!r} yet") for d in drops
+        ]
     else:
         results = check_gates(report, gates) + check_max_drops(comparison, drops)
     if results:
@@ -252,8 +318,10 @@ def run_submit(args) -> int:
         print(format_gate_table(results))
     failed = [r for r in results if not r.passed]
     if failed:
-        print(f"emopres submit: {len(failed)} gate(s) failed: " + "; ".join(f"{r.gate}: {r.reason}" for r in failed),
-              file=sys.stderr)
+        print(
+            f"emopres submit: {len(failed)} gate(s) failed: " + "; ".join(f"{r.gate}: {r.reason}" for r in failed),
+            file=sys.stderr,
+        )
         return EXIT_GATE_FAILED
     return EXIT_OK
 
@@ -271,8 +339,13 @@ def run_jobs_list(args) -> int:
 
     try:
         with _client(args) as client:
-            page = client.list_jobs(name=args.name, name_prefix=args.name_prefix, status=args.status,
-                                    order="created_at" if args.oldest_first else None, limit=args.limit)
+            page = client.list_jobs(
+                name=args.name,
+                name_prefix=args.name_prefix,
+                status=args.status,
+                order="created_at" if args.oldest_first else None,
+                limit=args.limit,
+            )
     except ClientError as error:
         raise CommandError(str(error)) from None
     items = page["items"]
@@ -283,8 +356,17 @@ def run_jobs_list(args) -> int:
     print("\t".join(["id", "name", "status", "created_at", *metrics]))
     for job in items:
         headline = job.get("headline") or {}
-        print("\t".join([job["id"], job.get("name") or "", job["status"], job.get("created_at") or "",
-                         *(_cell(headline.get(m)) for m in metrics)]))
+        print(
+            "\t".join(
+                [
+                    job["id"],
+                    job.get("name") or "",
+                    job["status"],
+                    job.get("created_at") or "",
+                    *(_cell(headline.get(m)) for m in metrics),
+                ]
+            )
+        )
     return EXIT_OK
 
 
@@ -330,8 +412,10 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emopres", description="emopres client: evaluate on an emopres service "
-                                     "and gate CI on emotion preservation.")
+    parser = argparse.ArgumentParser(
+        prog="emopres",
+        description="emopres client: evaluate on an emopres service and gate CI on emotion preservation.",
+    )
     parser.add_argument("--version", action="version", version=f"emopres-client {__version__}")
     register(parser.add_subparsers(dest="command", required=True))
     return parser

@@ -16,6 +16,7 @@ Gates (pure functions, no I/O):
 A gate on a metric that is null (or missing) fails, naming the reason: a CI gate that cannot be
 checked must not pass silently.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,17 @@ import httpx
 
 from emopres_client.numbers import finite_or_none
 
-__all__ = ["Client", "ClientError", "Gate", "MaxDrop", "GateResult", "parse_gate", "parse_max_drop",
-           "check_gates", "check_max_drops"]
+__all__ = [
+    "Client",
+    "ClientError",
+    "Gate",
+    "MaxDrop",
+    "GateResult",
+    "parse_gate",
+    "parse_max_drop",
+    "check_gates",
+    "check_max_drops",
+]
 
 USER_AGENT = "emopres-client"
 RETRY_STATUSES = {429, 502, 503, 504}
@@ -42,8 +52,9 @@ RETRY_STATUSES = {429, 502, 503, 504}
 class ClientError(Exception):
     """A request the service refused or that could not be made; ``status``/``code`` from the error body."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 details: dict | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, details: dict | None = None
+    ):
         super().__init__(message)
         self.status, self.code, self.details = status, code, details or {}
 
@@ -51,11 +62,16 @@ class ClientError(Exception):
 # ============================================================================================ gates
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
     "==": lambda a, b: math.isclose(a, b, rel_tol=0, abs_tol=1e-12),
 }
 FIELDS = ("value", "ci_low", "ci_high")
-_GATE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_]+))?\s*(>=|<=|==|>|<)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+_GATE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_]*)(?:\.([A-Za-z_]+))?\s*(>=|<=|==|>|<)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$"
+)
 _DROP = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([0-9.]+(?:[eE][-+]?\d+)?)\s*(?::\s*(sig)\s*)?$")
 
 
@@ -102,8 +118,10 @@ def parse_gate(text: str, known_metrics: tuple[str, ...] | None = None) -> Gate:
     """``"bar>=0.5"`` -> Gate("bar", "value", ">=", 0.5); ValueError with a clear message otherwise."""
     match = _GATE.match(text or "")
     if not match:
-        raise ValueError(f"{text!r} is not a gate; write METRIC[.value|.ci_low|.ci_high] OP NUMBER with OP one of "
-                         f"{' '.join(OPERATORS)}, e.g. \"bar>=0.5\" or \"epr.ci_low>=0.25\"")
+        raise ValueError(
+            f"{text!r} is not a gate; write METRIC[.value|.ci_low|.ci_high] OP NUMBER with OP one of "
+            f'{" ".join(OPERATORS)}, e.g. "bar>=0.5" or "epr.ci_low>=0.25"'
+        )
     metric, field, op, number = match.groups()
     metric = metric.lower()
     field = (field or "value").lower()
@@ -123,8 +141,10 @@ def parse_max_drop(text: str, known_metrics: tuple[str, ...] | None = None) -> M
     """``"bar=0.02"`` -> MaxDrop("bar", 0.02); ``"bar=0.02:sig"`` fails only on a significant drop."""
     match = _DROP.match(text or "")
     if not match:
-        raise ValueError(f"{text!r} is not a max-drop; write METRIC=AMOUNT (e.g. bar=0.02), optionally "
-                         "METRIC=AMOUNT:sig to fail only on a significant drop (p < 0.05)")
+        raise ValueError(
+            f"{text!r} is not a max-drop; write METRIC=AMOUNT (e.g. bar=0.02), optionally "
+            "METRIC=AMOUNT:sig to fail only on a significant drop (p < 0.05)"
+        )
     metric, number, sig = match.groups()
     metric = metric.lower()
     _known(metric, known_metrics, text)
@@ -142,8 +162,10 @@ def _undecided(entry: dict, gate: Gate) -> str | None:
     low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
     if gate.field != "value" or low is None or high is None or not low <= gate.threshold <= high:
         return None
-    return (f"too few pairs to decide: {gate.threshold:g} lies inside the 95% CI [{low:.4f}, {high:.4f}] "
-            f"(gate on {gate.metric}.ci_low or .ci_high for a decision the data supports)")
+    return (
+        f"too few pairs to decide: {gate.threshold:g} lies inside the 95% CI [{low:.4f}, {high:.4f}] "
+        f"(gate on {gate.metric}.ci_low or .ci_high for a decision the data supports)"
+    )
 
 
 def check_gates(report: dict, gates: list[Gate]) -> list[GateResult]:
@@ -154,8 +176,15 @@ def check_gates(report: dict, gates: list[Gate]) -> list[GateResult]:
         name = primary if gate.metric == PRIMARY else gate.metric
         entry = corpus.get(name) if name else None
         if not isinstance(entry, dict):
-            results.append(GateResult(str(gate), False, "missing", f"the report has no metric {gate.metric!r}"
-                                      + (" (no summary names its primary metric)" if gate.metric == PRIMARY else "")))
+            results.append(
+                GateResult(
+                    str(gate),
+                    False,
+                    "missing",
+                    f"the report has no metric {gate.metric!r}"
+                    + (" (no summary names its primary metric)" if gate.metric == PRIMARY else ""),
+                )
+            )
             continue
         value = finite_or_none(entry.get(gate.field))
         if value is None:
@@ -163,10 +192,15 @@ def check_gates(report: dict, gates: list[Gate]) -> list[GateResult]:
             results.append(GateResult(str(gate), False, "null", f"{name}.{gate.field} is null: {why}"))
             continue
         passed = OPERATORS[gate.op](value, gate.threshold)
-        results.append(GateResult(str(gate), passed, f"{value:.4f}" + (f" ({name})" if name != gate.metric else ""),
-                                  None if passed else f"{name}.{gate.field} = {value:.4f}, "
-                                                      f"needs {gate.op} {gate.threshold:g}",
-                                  _undecided(entry, gate)))
+        results.append(
+            GateResult(
+                str(gate),
+                passed,
+                f"{value:.4f}" + (f" ({name})" if name != gate.metric else ""),
+                None if passed else f"{name}.{gate.field} = {value:.4f}, needs {gate.op} {gate.threshold:g}",
+                _undecided(entry, gate),
+            )
+        )
     return results
 
 
@@ -184,22 +218,40 @@ def check_max_drops(comparison: dict | None, drops: list[MaxDrop], alpha: float 
             continue
         diff = finite_or_none(entry.get("diff"))
         if diff is None:
-            results.append(GateResult(str(drop), False, "null",
-                                      f"{drop.metric} difference is null: {entry.get('reason') or 'no value'}"))
+            results.append(
+                GateResult(
+                    str(drop), False, "null", f"{drop.metric} difference is null: {entry.get('reason') or 'no value'}"
+                )
+            )
             continue
         p_value = finite_or_none(entry.get("p_value"))
         observed = f"{diff:+.4f}" + (f" (p={p_value:.3g})" if p_value is not None else "")
         dropped = diff < -drop.max_drop
         if dropped and drop.significant_only:
             if p_value is None:
-                results.append(GateResult(str(drop), False, observed,
-                                          f"{drop.metric} dropped {-diff:.4f} and its p-value is null: "
-                                          f"{entry.get('reason') or 'no bootstrap'}"))
+                results.append(
+                    GateResult(
+                        str(drop),
+                        False,
+                        observed,
+                        f"{drop.metric} dropped {-diff:.4f} and its p-value is null: "
+                        f"{entry.get('reason') or 'no bootstrap'}",
+                    )
+                )
                 continue
             dropped = p_value < alpha
-        results.append(GateResult(str(drop), not dropped, observed,
-                                  f"{drop.metric} dropped {-diff:.4f} below the baseline (allowed {drop.max_drop:g}"
-                                  + (f", p={p_value:.3g}" if p_value is not None else "") + ")" if dropped else None))
+        results.append(
+            GateResult(
+                str(drop),
+                not dropped,
+                observed,
+                f"{drop.metric} dropped {-diff:.4f} below the baseline (allowed {drop.max_drop:g}"
+                + (f", p={p_value:.3g}" if p_value is not None else "")
+                + ")"
+                if dropped
+                else None,
+            )
+        )
     return results
 
 
@@ -237,25 +289,42 @@ def _error_from(response: httpx.Response) -> ClientError:
         body = response.json()
         error = body.get("error") or {}
         message = error.get("message") or response.text
-        return ClientError(f"HTTP {response.status_code} {error.get('code') or ''}: {message}".replace("  ", " "),
-                           status=response.status_code, code=error.get("code"), details=error.get("details"))
+        return ClientError(
+            f"HTTP {response.status_code} {error.get('code') or ''}: {message}".replace("  ", " "),
+            status=response.status_code,
+            code=error.get("code"),
+            details=error.get("details"),
+        )
     except Exception:
         return ClientError(f"HTTP {response.status_code}: {response.text[:500]}", status=response.status_code)
 
 
 class Client:
-    def __init__(self, server: str, token: str | None = None, *, timeout: float = 300.0, retries: int = 4,
-                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        server: str,
+        token: str | None = None,
+        *,
+        timeout: float = 300.0,
+        retries: int = 4,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         headers = {"User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.server = server.rstrip("/")
         self.retries = retries
         self._sleep = sleep
-        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=httpx.Timeout(timeout, connect=15.0),
-                                  transport=transport, follow_redirects=False)
+        self._http = httpx.Client(
+            base_url=self.server,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=15.0),
+            transport=transport,
+            follow_redirects=False,
+        )
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -266,7 +335,9 @@ class Client:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, url: str, *, make_kwargs: Callable[[], dict] | None = None, **kwargs) -> httpx.Response:
+    def _request(
+        self, method: str, url: str, *, make_kwargs: Callable[[], dict] | None = None, **kwargs
+    ) -> httpx.Response:
         """One request with retries on connection errors and 429/502/503/504 (honouring Retry-After)."""
         delay = 1.0
         for attempt in range(self.retries + 1):
@@ -299,10 +370,19 @@ class Client:
 
     # ------------------------------------------------------------------ API
 
-    def submit(self, pairs_file: str | Path, *, audio_root: str | Path | None = None, name: str | None = None,
-               profile: str | None = None, metadata: dict | None = None, group_column: str | None = None,
-               idempotency_key: str | None = None, callback_url: str | None = None,
-               on_upload: Callable[[int, int], None] | None = None) -> dict:
+    def submit(
+        self,
+        pairs_file: str | Path,
+        *,
+        audio_root: str | Path | None = None,
+        name: str | None = None,
+        profile: str | None = None,
+        metadata: dict | None = None,
+        group_column: str | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+        on_upload: Callable[[int, int], None] | None = None,
+    ) -> dict:
         """POST /v1/jobs with the pairs file and every audio file it names; returns {"id", "status"}.
 
         ``on_upload(bytes_sent, total_bytes)`` is called as the body goes out.
@@ -318,8 +398,10 @@ class Client:
         local = {p: root / p for p in paths}
         missing = [p for p, f in local.items() if not f.is_file()]
         if missing:
-            raise ClientError(f"{len(missing)} audio file(s) of {pairs_path} not found under {root}: "
-                              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            raise ClientError(
+                f"{len(missing)} audio file(s) of {pairs_path} not found under {root}: "
+                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            )
         total = pairs_path.stat().st_size + sum(f.stat().st_size for f in local.values())
         sent = [0]
 
@@ -328,10 +410,17 @@ class Client:
             if on_upload:
                 on_upload(min(sent[0], total), total)
 
-        data = {k: v for k, v in {"name": name, "profile": profile, "group_column": group_column,
-                                  "callback_url": callback_url,
-                                  "metadata": _json.dumps(metadata) if metadata is not None else None}.items()
-                if v is not None}
+        data = {
+            k: v
+            for k, v in {
+                "name": name,
+                "profile": profile,
+                "group_column": group_column,
+                "callback_url": callback_url,
+                "metadata": _json.dumps(metadata) if metadata is not None else None,
+            }.items()
+            if v is not None
+        }
 
         def make_files() -> dict:
             sent[0] = 0
@@ -341,14 +430,20 @@ class Client:
             return {"files": files}
 
         key = idempotency_key or str(uuid.uuid4())
-        return self._json("POST", "/v1/jobs", data=data, make_kwargs=make_files,
-                          headers={"Idempotency-Key": key})
+        return self._json("POST", "/v1/jobs", data=data, make_kwargs=make_files, headers={"Idempotency-Key": key})
 
     def job(self, job_id: str) -> dict:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
-    def wait(self, job_id: str, *, poll: float = 2.0, timeout: float = 3600.0,
-             on_progress: Callable[[dict], None] | None = None, clock: Callable[[], float] = time.monotonic) -> dict:
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll: float = 2.0,
+        timeout: float = 3600.0,
+        on_progress: Callable[[dict], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> dict:
         """Poll until the job succeeded or failed; returns the last job view. ClientError on timeout."""
         deadline = clock() + timeout
         interval = min(poll, 1.0)
@@ -370,11 +465,29 @@ class Client:
             raise ClientError(f"no succeeded job named {name!r} on {self.server}", code="no_baseline")
         return items[0]
 
-    def list_jobs(self, *, name: str | None = None, name_prefix: str | None = None, status: str | None = None,
-                  order: str | None = None, limit: int | None = None, cursor: str | None = None) -> dict:
+    def list_jobs(
+        self,
+        *,
+        name: str | None = None,
+        name_prefix: str | None = None,
+        status: str | None = None,
+        order: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict:
         """One page of GET /v1/jobs: {"items", "next_cursor"}."""
-        params = {k: v for k, v in {"name": name, "name_prefix": name_prefix, "status": status, "order": order,
-                                    "limit": limit, "cursor": cursor}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {
+                "name": name,
+                "name_prefix": name_prefix,
+                "status": status,
+                "order": order,
+                "limit": limit,
+                "cursor": cursor,
+            }.items()
+            if v is not None
+        }
         return self._json("GET", "/v1/jobs", params=params)
 
     def deliveries(self, job_id: str) -> dict:

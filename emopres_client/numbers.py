@@ -1,5 +1,6 @@
 """Reading numbers out of JSON-like values (report rows, API answers): standard library only, so the light
 client and the service share it."""
+
 from __future__ import annotations
 
 import math

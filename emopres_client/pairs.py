@@ -1,4 +1,5 @@
 """The pairs file of `emopres evaluate`, of job uploads and of `emopres submit`: CSV or JSONL."""
+
 from __future__ import annotations
 
 import csv
@@ -41,7 +42,7 @@ def _lines(text: str, breaks: re.Pattern, keep_ends: bool):
     """The lines of `text` one at a time (splitlines() made them all at once: millions of strings)."""
     start = 0
     for match in breaks.finditer(text):
-        yield text[start:match.end() if keep_ends else match.start()]
+        yield text[start : match.end() if keep_ends else match.start()]
         start = match.end()
     if start < len(text):
         yield text[start:]
@@ -92,8 +93,13 @@ def _looks_like_jsonl(text: str, name: str | None) -> bool:
     return text.lstrip()[:1] in {"{", "["}
 
 
-FIELD_LIMITS = {"pair_id": MAX_FIELD_CHARS, "source": MAX_PATH_CHARS, "target": MAX_PATH_CHARS,
-                "label": MAX_FIELD_CHARS, "group": MAX_FIELD_CHARS}
+FIELD_LIMITS = {
+    "pair_id": MAX_FIELD_CHARS,
+    "source": MAX_PATH_CHARS,
+    "target": MAX_PATH_CHARS,
+    "label": MAX_FIELD_CHARS,
+    "group": MAX_FIELD_CHARS,
+}
 
 
 def _text(value, field: str, number: int) -> str | None:
@@ -110,8 +116,9 @@ def _text(value, field: str, number: int) -> str | None:
     return value or None
 
 
-def parse_pairs(text: str, *, name: str | None = None, group_column: str | None = None,
-                max_rows: int | None = None) -> list[PairSpec]:
+def parse_pairs(
+    text: str, *, name: str | None = None, group_column: str | None = None, max_rows: int | None = None
+) -> list[PairSpec]:
     """Parse and validate pairs; raise ManifestError on the first problem, TooManyRows (one) as soon as a row
     beyond `max_rows` is read: the rest of the file is never parsed."""
     text = text.lstrip("\ufeff")
@@ -126,7 +133,9 @@ def parse_pairs(text: str, *, name: str | None = None, group_column: str | None 
     if missing:
         raise ManifestError(f"missing column(s): {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
     if group_column is not None and group_column not in columns:
-        raise ManifestError(f"group column {group_column!r} not found (columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})")
+        raise ManifestError(
+            f"group column {group_column!r} not found (columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})"
+        )
     group_key = group_column or ("group" if "group" in columns else None)
     pairs, seen = [], set()
     for number, record in enumerate(records, start=1):
@@ -136,8 +145,15 @@ def parse_pairs(text: str, *, name: str | None = None, group_column: str | None 
         if pair_id in seen:
             raise ManifestError(f"duplicate pair_id {pair_id!r}")
         seen.add(pair_id)
-        pairs.append(PairSpec(pair_id, source, target, _text(record.get("label"), "label", number),
-                              _text(record.get(group_key), "group", number) if group_key else None))
+        pairs.append(
+            PairSpec(
+                pair_id,
+                source,
+                target,
+                _text(record.get("label"), "label", number),
+                _text(record.get(group_key), "group", number) if group_key else None,
+            )
+        )
     return pairs
 
 

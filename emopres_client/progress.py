@@ -1,6 +1,7 @@
 """Progress on stderr: a redrawn line on a terminal, and in a CI log (no terminal) one plain line every
 few seconds with done/total and the rate, instead of carriage-return redraws that a log shows as one
 unreadable line or thousands of them."""
+
 from __future__ import annotations
 
 import sys
@@ -23,8 +24,17 @@ class Progress:
     otherwise one line redrawn in place. ``unit`` "B" shows sizes.
     """
 
-    def __init__(self, what: str, unit: str, *, file=None, interval: float = 5.0, lines: bool | None = None,
-                 enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str,
+        unit: str,
+        *,
+        file=None,
+        interval: float = 5.0,
+        lines: bool | None = None,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what, self.unit, self.file = what, unit, (file if file is not None else sys.stderr)
         self.lines = (not _isatty(self.file)) if lines is None else lines
         self.interval, self.enabled, self.clock = (interval if self.lines else 0.2), enabled, clock
@@ -43,7 +53,7 @@ class Progress:
         """`n` more done (a callback that counts increments, as `emopres evaluate`'s pipeline reports them)."""
         self.update(self.done + n, self.total, self.status)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -58,10 +68,11 @@ class Progress:
 
     def line(self, now: float) -> str:
         elapsed = max(now - self.started, 1e-9)
-        count = (f"{_size(self.done)}/{_size(self.total)}" if self.unit == "B"
-                 else f"{self.done}/{self.total} {self.unit}s")
+        count = (
+            f"{_size(self.done)}/{_size(self.total)}" if self.unit == "B" else f"{self.done}/{self.total} {self.unit}s"
+        )
         share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        rate = (f"{_size(self.done / elapsed)}/s" if self.unit == "B" else f"{self.done / elapsed:.2f} {self.unit}s/s")
+        rate = f"{_size(self.done / elapsed)}/s" if self.unit == "B" else f"{self.done / elapsed:.2f} {self.unit}s/s"
         return f"{self.what}: {count}{share}, {rate}, {elapsed:.0f} s" + (f", {self.status}" if self.status else "")
 
     def _emit(self, now: float) -> None:

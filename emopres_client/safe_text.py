@@ -7,6 +7,7 @@ JSON integers longer than MAX_JSON_INT_DIGITS (Python will not parse or print lo
 numbers beyond a double's range (1e400 became inf, then null or "inf"), and text longer than
 its column.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,9 @@ def _number_parsers(what: str):
     def parse_float(number: str) -> float:
         value = float(number)
         if not math.isfinite(value):
-            raise UnsafeText(f"{what} holds {_shown(number)}, which is not a finite number (a double ends near 1.8e308)")
+            raise UnsafeText(
+                f"{what} holds {_shown(number)}, which is not a finite number (a double ends near 1.8e308)"
+            )
         return value
 
     return parse_int, parse_float

@@ -1,5 +1,6 @@
 """The printed summary of a report: the primary metric with its chance level and the report's warnings, then the
 headline metrics with their CIs, one line each."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -20,9 +21,10 @@ def format_trust(summary: dict | None) -> list[str]:
         return []
     primary = summary["primary"]
     chance = primary.get("chance")
-    lines = [f"primary: {primary['metric']}  {format_value(primary)}"
-             + (f"  (chance {chance:.3f}; {primary['direction']})" if chance is not None
-                else f"  ({primary['direction']})")]
+    lines = [
+        f"primary: {primary['metric']}  {format_value(primary)}"
+        + (f"  (chance {chance:.3f}; {primary['direction']})" if chance is not None else f"  ({primary['direction']})")
+    ]
     lines += [f"warning [{w['code']}]: {w['message']}" for w in summary.get("warnings") or []]
     return lines + [""]
 
@@ -31,8 +33,12 @@ def format_summary(report: dict, metrics: Iterable[str]) -> str:
     """Pairs, failures, signature, the primary metric and warnings, then each of `metrics` (the headline ones,
     in order) the report has."""
     metrics = list(metrics)
-    lines = [f"pairs: {report['job']['n_pairs']}  failed: {report['job']['n_failed']}",
-             f"signature: {report['signature']}", "", *format_trust(report.get("summary"))]
+    lines = [
+        f"pairs: {report['job']['n_pairs']}  failed: {report['job']['n_failed']}",
+        f"signature: {report['signature']}",
+        "",
+        *format_trust(report.get("summary")),
+    ]
     width = max(len(m) for m in metrics)
     for name in metrics:
         metric = report["corpus"].get(name)

@@ -11,6 +11,7 @@ The service POSTs the job summary as JSON with these headers:
 A receiver calls :func:`verify` with its secret, the raw body and the headers; it should refuse
 timestamps older than a few minutes (replays) and may use the delivery id to ignore repeats.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,14 @@ def sign(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str
     return {TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: signature(secret, timestamp, body)}
 
 
-def verify(secret: str, body: bytes, headers: Mapping[str, str], *, tolerance: float = DEFAULT_TOLERANCE,
-           now: float | None = None) -> None:
+def verify(
+    secret: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    now: float | None = None,
+) -> None:
     """Raise InvalidSignature unless the headers sign `body` with `secret` within `tolerance` seconds."""
     lower = {k.lower(): v for k, v in headers.items()}
     timestamp, given = lower.get(TIMESTAMP_HEADER.lower()), lower.get(SIGNATURE_HEADER.lower())

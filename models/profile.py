@@ -5,6 +5,7 @@ disk by audio sha256 and the profile's signature), gives the SER head its input 
 a (source, target) pair with its own models. The pair metric names it returns are catalogue names
 (core.catalogue); a catalogue metric it cannot compute is listed by ``unavailable`` with the reason.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable

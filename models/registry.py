@@ -1,6 +1,7 @@
 """The registry of profiles: for each profile name (core.profiles), how to build it, the features its
 SER head must be trained on and where its default head is. A new profile is a sub-package of models/ whose
 profile.py implements models.profile.Profile, plus one entry here (and its place in tests/test_layout.py SUBLAYERS)."""
+
 from __future__ import annotations
 
 import logging
@@ -14,8 +15,18 @@ from models.profile import Profile
 
 log = logging.getLogger("emopres.models")
 
-__all__ = ["PROFILES", "REGISTRY", "ProfileEntry", "ProfileError", "ProfileSpec", "create_profile",
-           "default_head_path", "load_head", "load_side_head", "model_dir_from_env"]
+__all__ = [
+    "PROFILES",
+    "REGISTRY",
+    "ProfileEntry",
+    "ProfileError",
+    "ProfileSpec",
+    "create_profile",
+    "default_head_path",
+    "load_head",
+    "load_side_head",
+    "model_dir_from_env",
+]
 
 
 class ProfileError(ValueError):
@@ -52,8 +63,10 @@ def _lite(spec: ProfileSpec) -> Profile:
     return LiteProfile()
 
 
-NO_MODEL_DIR = ("the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
-                "(docs/paper-models.md; `emopres models check`)")
+NO_MODEL_DIR = (
+    "the paper profile needs a model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
+    "(docs/paper-models.md; `emopres models check`)"
+)
 
 
 def _paper_model_dir(spec: ProfileSpec) -> Path:
@@ -67,8 +80,7 @@ def _paper(spec: ProfileSpec) -> Profile:
     from models.paper.profile import PaperProfile
 
     # emotion2vec alone gives SER and emo-sim; every other model's metrics are null with the reason
-    return PaperProfile.from_model_dir(_paper_model_dir(spec), device=spec.device, fast=spec.fast,
-                                       allow_missing=True)
+    return PaperProfile.from_model_dir(_paper_model_dir(spec), device=spec.device, fast=spec.fast, allow_missing=True)
 
 
 def _shipped_lite_head(spec: ProfileSpec) -> Path:
@@ -151,12 +163,17 @@ def load_side_head(spec: ProfileSpec, side_head_path=None, head=None):
         return None
     side_head = SerHead.load(path)
     if side_head.normalization != "per_side":
-        raise HeadError(f"side head {path} was trained with {side_head.normalization} normalisation; it needs per_side "
-                        "(`emopres train-ser --normalization per_side`)")
+        raise HeadError(
+            f"side head {path} was trained with {side_head.normalization} normalisation; it needs per_side "
+            "(`emopres train-ser --normalization per_side`)"
+        )
     _check_features(spec, side_head, path)
     if not side_head_path and head is not None and set(head.classes) != set(side_head.classes):
-        log.warning("the profile's side head %s reads other classes than the SER head: no side reading "
-                    "(pass a matching --side-head)", path)
+        log.warning(
+            "the profile's side head %s reads other classes than the SER head: no side reading "
+            "(pass a matching --side-head)",
+            path,
+        )
         return None
     return side_head
 
@@ -166,4 +183,6 @@ def _check_features(spec: ProfileSpec, head, path: Path) -> None:
 
     expected = _entry(spec.name).head_features
     if not head.feature_set.startswith(expected):
-        raise HeadError(f"head {path} was trained on {head.feature_set} features; the {spec.name} profile needs {expected}")
+        raise HeadError(
+            f"head {path} was trained on {head.feature_set} features; the {spec.name} profile needs {expected}"
+        )

@@ -1,4 +1,5 @@
 """Shared fixtures: real speech from ../shared/data (skipped when absent), heads, services."""
+
 from __future__ import annotations
 
 import csv
@@ -64,8 +65,15 @@ def synthetic_speechlike(seconds: float, rate: int = 16_000, seed: int = 0, pitc
 def write_wav(tmp_path):
     """write_wav(name, seconds=2.0, seed=0, rate=16000, channels=1) -> Path of a synthetic WAV file."""
 
-    def write(name: str, seconds: float = 2.0, seed: int = 0, rate: int = 16_000, channels: int = 1,
-              pitch: float = 140.0, fmt: str | None = None) -> Path:
+    def write(
+        name: str,
+        seconds: float = 2.0,
+        seed: int = 0,
+        rate: int = 16_000,
+        channels: int = 1,
+        pitch: float = 140.0,
+        fmt: str | None = None,
+    ) -> Path:
         wave = synthetic_speechlike(seconds, rate, seed, pitch)
         data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
         path = tmp_path / name

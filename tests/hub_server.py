@@ -8,6 +8,7 @@ ModelScope: ``/api/v1/models/<repo>/repo/files`` and ``/api/v1/models/<repo>/rep
 Both serve byte ranges (for resuming). ``cut_once`` names files whose first download is cut off
 half-way (the connection closes), as a flaky network would.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,12 @@ def _handler(state: HubState):
                 self.wfile.write(body)
 
         def _not_found(self, head: bool = False) -> None:  # noqa: FBT001
-            self._send(404, b'{"error": "Repository not found"}', {"Content-Type": "application/json",
-                                                                      "X-Error-Code": "RepoNotFound"}, head)
+            self._send(
+                404,
+                b'{"error": "Repository not found"}',
+                {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"},
+                head,
+            )
 
         def _repo(self, repo_id: str, revision: str) -> Repo | None:
             repo = state.repos.get(repo_id)
@@ -66,8 +71,15 @@ def _handler(state: HubState):
             for name in sorted(repo.files):
                 data = repo.files[name]
                 digest = hashlib.sha256(data).hexdigest()
-                body.append({"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest(),
-                             "lfs": {"size": len(data), "oid": digest, "pointerSize": 134}})
+                body.append(
+                    {
+                        "type": "file",
+                        "path": name,
+                        "size": len(data),
+                        "oid": hashlib.sha1(data).hexdigest(),
+                        "lfs": {"size": len(data), "oid": digest, "pointerSize": 134},
+                    }
+                )
             self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
         def _api(self, path: str) -> None:
@@ -78,8 +90,13 @@ def _handler(state: HubState):
             repo = self._repo(match.group(1), match.group(2) or "main") if match else None
             if repo is None:
                 return self._not_found()
-            body = {"id": match.group(1), "modelId": match.group(1), "sha": repo.commit, "private": False,
-                    "siblings": [{"rfilename": name} for name in sorted(repo.files)]}
+            body = {
+                "id": match.group(1),
+                "modelId": match.group(1),
+                "sha": repo.commit,
+                "private": False,
+                "siblings": [{"rfilename": name} for name in sorted(repo.files)],
+            }
             self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
         def _resolve(self, path: str, head: bool) -> None:
@@ -89,9 +106,14 @@ def _handler(state: HubState):
                 return self._send(404, b"Entry not found", {"X-Error-Code": "EntryNotFound"}, head)
             name, data = match.group(3), repo.files[match.group(3)]
             etag = '"' + hashlib.sha256(data).hexdigest() + '"'
-            headers = {"X-Repo-Commit": repo.commit, "ETag": etag, "X-Linked-Etag": etag,
-                       "X-Linked-Size": str(len(data)), "Accept-Ranges": "bytes",
-                       "Content-Type": "application/octet-stream"}
+            headers = {
+                "X-Repo-Commit": repo.commit,
+                "ETag": etag,
+                "X-Linked-Etag": etag,
+                "X-Linked-Size": str(len(data)),
+                "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream",
+            }
             self._file(name, data, headers, head)
 
         def _modelscope(self, path: str, query: dict[str, str], head: bool) -> None:
@@ -101,9 +123,17 @@ def _handler(state: HubState):
             if repo is None:
                 return self._not_found(head)
             if match.group(2):
-                files = [{"Name": name.rsplit("/", 1)[-1], "Path": name, "Type": "blob", "Size": len(data),
-                          "Sha256": hashlib.sha256(data).hexdigest(), "Revision": repo.commit}
-                         for name, data in sorted(repo.files.items())]
+                files = [
+                    {
+                        "Name": name.rsplit("/", 1)[-1],
+                        "Path": name,
+                        "Type": "blob",
+                        "Size": len(data),
+                        "Sha256": hashlib.sha256(data).hexdigest(),
+                        "Revision": repo.commit,
+                    }
+                    for name, data in sorted(repo.files.items())
+                ]
                 body = {"Code": 200, "Success": True, "Data": {"Files": files}}
                 return self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"}, head)
             name = query.get("FilePath", "")
@@ -126,7 +156,7 @@ def _handler(state: HubState):
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
-                self.wfile.write(data[start:start + (len(data) - start) // 2])
+                self.wfile.write(data[start : start + (len(data) - start) // 2])
                 self.wfile.flush()
                 self.close_connection = True
                 return
@@ -165,7 +195,7 @@ class LocalHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "LocalHub":
+    def __enter__(self) -> LocalHub:
         self._thread.start()
         return self
 

@@ -28,8 +28,15 @@ import numpy as np
 import torch
 
 E2V_LABELS = [
-    "生气/angry", "厌恶/disgusted", "恐惧/fearful", "开心/happy", "中立/neutral",
-    "其他/other", "难过/sad", "吃惊/surprised", "<unk>",
+    "生气/angry",
+    "厌恶/disgusted",
+    "恐惧/fearful",
+    "开心/happy",
+    "中立/neutral",
+    "其他/other",
+    "难过/sad",
+    "吃惊/surprised",
+    "<unk>",
 ]
 
 
@@ -47,42 +54,93 @@ def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
 
 
 def emotion2vec_config(
-    embed_dim=32, heads=4, depth=2, prenet_depth=1, conv_ch=32, pos_width=25, pos_groups=4,
-    extra_tokens=10, alibi_per_layer=False,
+    embed_dim=32,
+    heads=4,
+    depth=2,
+    prenet_depth=1,
+    conv_ch=32,
+    pos_width=25,
+    pos_groups=4,
+    extra_tokens=10,
+    alibi_per_layer=False,
 ) -> dict:
     spec = f"[({conv_ch}, 10, 5)] + [({conv_ch}, 3, 2)] * 4 + [({conv_ch},2,2)] + [({conv_ch},2,2)]"
     return {
         "model": "Emotion2vec",
         "model_conf": {
-            "loss_beta": 0.0, "loss_scale": None, "depth": depth,
-            "start_drop_path_rate": 0.0, "end_drop_path_rate": 0.0, "num_heads": heads,
-            "norm_eps": 1e-05, "norm_affine": True, "encoder_dropout": 0.1, "post_mlp_drop": 0.1,
-            "attention_dropout": 0.1, "activation_dropout": 0.0, "dropout_input": 0.0,
-            "layerdrop": 0.05, "embed_dim": embed_dim, "mlp_ratio": 4.0,
-            "layer_norm_first": False, "average_top_k_layers": depth,
-            "end_of_block_targets": False, "clone_batch": 8, "layer_norm_target_layer": False,
-            "batch_norm_target_layer": False, "instance_norm_target_layer": True,
-            "instance_norm_targets": False, "layer_norm_targets": False, "ema_decay": 0.999,
-            "ema_same_dtype": True, "log_norms": True, "ema_end_decay": 0.99999,
-            "ema_fp32": True, "ema_encoder_only": False, "normalize": True,
+            "loss_beta": 0.0,
+            "loss_scale": None,
+            "depth": depth,
+            "start_drop_path_rate": 0.0,
+            "end_drop_path_rate": 0.0,
+            "num_heads": heads,
+            "norm_eps": 1e-05,
+            "norm_affine": True,
+            "encoder_dropout": 0.1,
+            "post_mlp_drop": 0.1,
+            "attention_dropout": 0.1,
+            "activation_dropout": 0.0,
+            "dropout_input": 0.0,
+            "layerdrop": 0.05,
+            "embed_dim": embed_dim,
+            "mlp_ratio": 4.0,
+            "layer_norm_first": False,
+            "average_top_k_layers": depth,
+            "end_of_block_targets": False,
+            "clone_batch": 8,
+            "layer_norm_target_layer": False,
+            "batch_norm_target_layer": False,
+            "instance_norm_target_layer": True,
+            "instance_norm_targets": False,
+            "layer_norm_targets": False,
+            "ema_decay": 0.999,
+            "ema_same_dtype": True,
+            "log_norms": True,
+            "ema_end_decay": 0.99999,
+            "ema_fp32": True,
+            "ema_encoder_only": False,
+            "normalize": True,
             "modalities": {
                 "audio": {
-                    "type": "AUDIO", "prenet_depth": prenet_depth, "prenet_layerdrop": 0.05,
-                    "prenet_dropout": 0.1, "start_drop_path_rate": 0.0, "end_drop_path_rate": 0.0,
-                    "num_extra_tokens": extra_tokens, "init_extra_token_zero": True,
-                    "mask_noise_std": 0.01, "mask_prob_min": None, "mask_prob": 0.7,
-                    "inverse_mask": False, "mask_prob_adjust": 0.05, "keep_masked_pct": 0.0,
-                    "mask_length": 5, "add_masks": False, "remove_masks": False,
-                    "mask_dropout": 0.0, "encoder_zero_mask": True, "mask_channel_prob": 0.0,
-                    "mask_channel_length": 64, "ema_local_encoder": False, "local_grad_mult": 1.0,
-                    "use_alibi_encoder": True, "alibi_scale": 1.0, "learned_alibi": False,
-                    "alibi_max_pos": None, "learned_alibi_scale": True,
+                    "type": "AUDIO",
+                    "prenet_depth": prenet_depth,
+                    "prenet_layerdrop": 0.05,
+                    "prenet_dropout": 0.1,
+                    "start_drop_path_rate": 0.0,
+                    "end_drop_path_rate": 0.0,
+                    "num_extra_tokens": extra_tokens,
+                    "init_extra_token_zero": True,
+                    "mask_noise_std": 0.01,
+                    "mask_prob_min": None,
+                    "mask_prob": 0.7,
+                    "inverse_mask": False,
+                    "mask_prob_adjust": 0.05,
+                    "keep_masked_pct": 0.0,
+                    "mask_length": 5,
+                    "add_masks": False,
+                    "remove_masks": False,
+                    "mask_dropout": 0.0,
+                    "encoder_zero_mask": True,
+                    "mask_channel_prob": 0.0,
+                    "mask_channel_length": 64,
+                    "ema_local_encoder": False,
+                    "local_grad_mult": 1.0,
+                    "use_alibi_encoder": True,
+                    "alibi_scale": 1.0,
+                    "learned_alibi": False,
+                    "alibi_max_pos": None,
+                    "learned_alibi_scale": True,
                     "learned_alibi_scale_per_head": True,
                     "learned_alibi_scale_per_layer": alibi_per_layer,
-                    "num_alibi_heads": heads, "model_depth": depth, "decoder": None,
-                    "extractor_mode": "layer_norm", "feature_encoder_spec": spec,
-                    "conv_pos_width": pos_width, "conv_pos_groups": pos_groups,
-                    "conv_pos_depth": 5, "conv_pos_pre_ln": False,
+                    "num_alibi_heads": heads,
+                    "model_depth": depth,
+                    "decoder": None,
+                    "extractor_mode": "layer_norm",
+                    "feature_encoder_spec": spec,
+                    "conv_pos_width": pos_width,
+                    "conv_pos_groups": pos_groups,
+                    "conv_pos_depth": 5,
+                    "conv_pos_pre_ln": False,
                 }
             },
         },
@@ -97,13 +155,18 @@ def full_size_emotion2vec_config() -> dict:
     tokens, 7-layer 512-channel conv extractor, 5-layer k=19 positional conv (95 // 5), 16 groups.
     (Reconstructed from the published checkpoint's tensor shapes; same values as the release.)"""
     return emotion2vec_config(
-        embed_dim=1024, heads=16, depth=8, prenet_depth=4, conv_ch=512, pos_width=95,
-        pos_groups=16, extra_tokens=10,
+        embed_dim=1024,
+        heads=16,
+        depth=8,
+        prenet_depth=4,
+        conv_ch=512,
+        pos_width=95,
+        pos_groups=16,
+        extra_tokens=10,
     )
 
 
-def build_emotion2vec(folder: str | Path, config: dict | None = None, seed: int = 0,
-                      randomise: bool = True) -> Path:
+def build_emotion2vec(folder: str | Path, config: dict | None = None, seed: int = 0, randomise: bool = True) -> Path:
     """Write a funasr-format emotion2vec folder with random weights (funasr's own class)."""
     import yaml
     from funasr.models.emotion2vec.model import Emotion2vec
@@ -124,12 +187,23 @@ def build_emotion2vec(folder: str | Path, config: dict | None = None, seed: int 
     torch.save({"model": state}, folder / "model.pt")
     (folder / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     (folder / "tokens.txt").write_text("\n".join(E2V_LABELS) + "\n", encoding="utf-8")
-    (folder / "configuration.json").write_text(json.dumps({
-        "framework": "pytorch", "task": "emotion-recognition", "model": {"type": "funasr"},
-        "pipeline": {"type": "funasr-pipeline"},
-        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml",
-                            "tokenizer_conf": {"token_list": "tokens.txt"}},
-    }, indent=2), encoding="utf-8")
+    (folder / "configuration.json").write_text(
+        json.dumps(
+            {
+                "framework": "pytorch",
+                "task": "emotion-recognition",
+                "model": {"type": "funasr"},
+                "pipeline": {"type": "funasr-pipeline"},
+                "file_path_metas": {
+                    "init_param": "model.pt",
+                    "config": "config.yaml",
+                    "tokenizer_conf": {"token_list": "tokens.txt"},
+                },
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -151,21 +225,40 @@ def tiny_wav2vec2_config(**overrides):
     from transformers import Wav2Vec2Config
 
     kw = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        vocab_size=32,
     )
     kw.update(overrides)
     return Wav2Vec2Config(**kw)
 
 
 def _write_preprocessor(folder: Path, return_attention_mask: bool = True) -> None:
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": return_attention_mask,
-        "sampling_rate": 16000,
-    }, indent=2), encoding="utf-8")
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "do_normalize": True,
+                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+                "feature_size": 1,
+                "padding_side": "right",
+                "padding_value": 0.0,
+                "return_attention_mask": return_attention_mask,
+                "sampling_rate": 16000,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
 
 
 def build_valence_arousal(folder: str | Path, seed: int = 1, **overrides) -> Path:
@@ -175,9 +268,12 @@ def build_valence_arousal(folder: str | Path, seed: int = 1, **overrides) -> Pat
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = tiny_wav2vec2_config(
-        num_labels=3, id2label={0: "arousal", 1: "dominance", 2: "valence"},
-        label2id={"arousal": 0, "dominance": 1, "valence": 2}, final_dropout=0.1,
-        architectures=["Wav2Vec2ForSpeechClassification"], **overrides,
+        num_labels=3,
+        id2label={0: "arousal", 1: "dominance", 2: "valence"},
+        label2id={"arousal": 0, "dominance": 1, "valence": 2},
+        final_dropout=0.1,
+        architectures=["Wav2Vec2ForSpeechClassification"],
+        **overrides,
     )
     _, EmotionModel = _model_classes()
     torch.manual_seed(seed)
@@ -201,17 +297,35 @@ def build_speaker(path: str | Path, seed: int = 2, hidden: int = 32, layers: int
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = WavLMConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=2 * hidden,
-        conv_dim=(16,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
-        conv_bias=False, feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_buckets=32,
-        max_bucket_distance=800, mask_time_prob=0.0,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=2 * hidden,
+        conv_dim=(16,) * 7,
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_bias=False,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        num_buckets=32,
+        max_bucket_distance=800,
+        mask_time_prob=0.0,
     )
     torch.manual_seed(seed)
     wavlm = WavLMModel(config)
     _randomise(wavlm, seed, scale=0.1)
-    ecapa = EcapaTdnn(feat_dim=hidden, n_states=layers + 1, channels=32, last_channels=48, emb_dim=16,
-                      scale=8, se_bottleneck=8, attention_channels=8)
+    ecapa = EcapaTdnn(
+        feat_dim=hidden,
+        n_states=layers + 1,
+        channels=32,
+        last_channels=48,
+        emb_dim=16,
+        scale=8,
+        se_bottleneck=8,
+        attention_channels=8,
+    )
     _randomise(ecapa, seed + 1, scale=0.1)
     with torch.no_grad():  # running statistics as a trained model would have
         for m in ecapa.modules():
@@ -238,21 +352,31 @@ def build_xlsr(folder: str | Path, seed: int = 3, layers: int = 10) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    config = tiny_wav2vec2_config(num_hidden_layers=layers, mask_time_prob=0.05,
-                                  architectures=["Wav2Vec2ForPreTraining"], codevector_dim=16,
-                                  proj_codevector_dim=16, num_codevectors_per_group=8)
+    config = tiny_wav2vec2_config(
+        num_hidden_layers=layers,
+        mask_time_prob=0.05,
+        architectures=["Wav2Vec2ForPreTraining"],
+        codevector_dim=16,
+        proj_codevector_dim=16,
+        num_codevectors_per_group=8,
+    )
     model = Wav2Vec2ForPreTraining(config)
     _randomise(model, seed, scale=0.1)
     config.save_pretrained(str(folder))
-    state = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v
-             for k, v in model.state_dict().items()}
+    state = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
+        for k, v in model.state_dict().items()
+    }
     torch.save(state, folder / "pytorch_model.bin")
     _write_preprocessor(folder)
     return folder
 
 
-def build_autopcp(folder: str | Path, idim: int = 32, seed: int = 4, nhid=(16, 8), dropout: float = 0.1,
-                  norm_emb: bool = True) -> Path:
+def build_autopcp(
+    folder: str | Path, idim: int = 32, seed: int = 4, nhid=(16, 8), dropout: float = 0.1, norm_emb: bool = True
+) -> Path:
     """AutoPCP comparator as stopes' ``Comparator.save`` writes it: ``<name>.config`` (a torch-saved
     dict) and ``<name>.pt`` (state dict of ``mlp``: Dropout, Linear, Tanh, Dropout, ..., Linear),
     inside a sub-folder as the zip unpacks."""
@@ -271,8 +395,17 @@ def build_autopcp(folder: str | Path, idim: int = 32, seed: int = 4, nhid=(16, 8
         for p in mlp.parameters():
             p.copy_(0.3 * torch.randn(p.shape, generator=g))
         mlp[-1].bias.fill_(2.5)  # scores around the AutoPCP scale (1..5)
-    config = {"input_form": "qe", "dropout": dropout, "idim": idim, "odim": 1, "nhid": list(nhid),
-              "activation": "TANH", "norm_emb": norm_emb, "output_act": False, "trainable_pooler": False}
+    config = {
+        "input_form": "qe",
+        "dropout": dropout,
+        "idim": idim,
+        "odim": 1,
+        "nhid": list(nhid),
+        "activation": "TANH",
+        "norm_emb": norm_emb,
+        "output_act": False,
+        "trainable_pooler": False,
+    }
     name = f"i{idim}.o1.dp{dropout}.nhid{','.join(str(h) for h in nhid)}.ipqe"
     torch.save(config, inner / f"{name}.config")
     torch.save({f"mlp.{k}": v for k, v in mlp.state_dict().items()}, inner / f"{name}.pt")

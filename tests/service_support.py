@@ -1,4 +1,5 @@
 """Helpers of the service tests: synthetic job data, HTTP helpers, service processes."""
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,15 @@ def write_dataset(root: Path, n_pairs: int = 4, seconds: float = 1.5, seed: int 
         for side, pitch in (("src", 110 + 25 * i), ("tgt", 130 + 20 * i)):
             wave = synthetic_speechlike(seconds + 0.1 * i, seed=seed + 2 * i + (side == "tgt"), pitch=pitch)
             soundfile.write(root / "audio" / f"{side}{i}.wav", wave, 16_000)
-        rows.append({"pair_id": f"p{i}", "source": f"audio/src{i}.wav", "target": f"audio/tgt{i}.wav",
-                     "label": MELD_CLASSES[i % 3], "group": f"spk{i % 2}"})
+        rows.append(
+            {
+                "pair_id": f"p{i}",
+                "source": f"audio/src{i}.wav",
+                "target": f"audio/tgt{i}.wav",
+                "label": MELD_CLASSES[i % 3],
+                "group": f"spk{i % 2}",
+            }
+        )
     with open(root / "manifest.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -91,8 +99,23 @@ def comparable(report: dict) -> dict:
 def cli_report(manifest: Path, head: Path, out: Path, *, bootstrap: int, seed: int = 12345) -> dict:
     from cli.main import main
 
-    code = main(["evaluate", str(manifest), "--out", str(out), "--head", str(head), "--jobs", "1", "--no-cache",
-                 "--bootstrap", str(bootstrap), "--seed", str(seed)])
+    code = main(
+        [
+            "evaluate",
+            str(manifest),
+            "--out",
+            str(out),
+            "--head",
+            str(head),
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--bootstrap",
+            str(bootstrap),
+            "--seed",
+            str(seed),
+        ]
+    )
     assert code == 0
     return json.loads(out.read_text())
 
@@ -114,8 +137,9 @@ def serving(app, port: int | None = None):
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -142,11 +166,12 @@ class ServiceProcess:
         self.args, self.env, self.log = args, env, log
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "ServiceProcess":
+    def start(self) -> ServiceProcess:
         handle = open(self.log, "ab")
         command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "cli.main"]
-        self.process = subprocess.Popen(command + self.args, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
-                                        cwd=REPO, start_new_session=True)
+        self.process = subprocess.Popen(
+            command + self.args, env=self.env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+        )
         handle.close()
         return self
 

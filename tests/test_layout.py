@@ -3,13 +3,21 @@ within a layer from one sub-package only to those below it (SUBLAYERS); no impor
 modules (TYPE_CHECKING and function-level imports included); no first-party module is imported optionally (a
 renamed module must fail loudly, not make routes or commands vanish); no folder holds more than 15 modules and
 no module is longer than 500 lines."""
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("emopres_client", "core", "models", "worker", "app", "cli")  # lowest first: a package imports only its own layer and those below
+LAYERS = (
+    "emopres_client",
+    "core",
+    "models",
+    "worker",
+    "app",
+    "cli",
+)  # lowest first: a package imports only its own layer and those below
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 # within a layer, its sub-packages, lowest first (a layer's top-level modules, e.g. models/registry.py, may use any)
 SUBLAYERS = {
@@ -55,8 +63,12 @@ def sideways_imports(module: str, source: str, where: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         for imported in _imported_modules(node):
             target = imported.split(".")
-            if (target[0] == parts[0] and len(target) > 1 and target[1] in order
-                    and order.index(target[1]) > order.index(parts[1])):
+            if (
+                target[0] == parts[0]
+                and len(target) > 1
+                and target[1] in order
+                and order.index(target[1]) > order.index(parts[1])
+            ):
                 found.append(f"{where}:{node.lineno}: {module} imports {imported} (a sub-package above it)")
     return found
 
@@ -123,7 +135,7 @@ def optional_first_party_imports(source: str, where: str) -> list[str]:
     found = []
     tree = ast.parse(source)
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module":
             found.append(f"{where}:{node.lineno}: importlib.import_module (import first-party modules statically)")
         if isinstance(node, ast.Try):
             caught = set()
@@ -164,8 +176,11 @@ def test_folders_and_modules_stay_small():
             modules = sorted(sub.glob("*.py"))
             if len(modules) > MAX_MODULES_PER_FOLDER:
                 too_many.append(f"{sub.relative_to(REPO)}: {len(modules)} modules")
-            too_long += [f"{m.relative_to(REPO)}: {n} lines" for m in modules
-                         if (n := len(m.read_text().splitlines())) > MAX_MODULE_LINES]
+            too_long += [
+                f"{m.relative_to(REPO)}: {n} lines"
+                for m in modules
+                if (n := len(m.read_text().splitlines())) > MAX_MODULE_LINES
+            ]
     assert not too_many and not too_long, "\n".join(too_many + too_long)
 
 
@@ -188,8 +203,11 @@ def test_the_checks_catch_what_they_look_for():
     assert sideways_imports("models.paper.x", "from models.ser.head import SerHead\n", "p.py")
     assert not sideways_imports("models.ser.x", "import models.paper.profile\nfrom models import registry\n", "s.py")
     # a cycle through a TYPE_CHECKING import is a cycle; a chain is not
-    cyclic = {"m.a": "import m.b\n", "m.b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from m import a\n",
-              "m.c": "import m.a\n"}
+    cyclic = {
+        "m.a": "import m.b\n",
+        "m.b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from m import a\n",
+        "m.c": "import m.a\n",
+    }
     assert import_cycles(import_graph(cyclic)) == [["m.a", "m.b"]]
     assert import_cycles(import_graph({"m.a": "import m.b\n", "m.b": "", "m.c": "from m.a import x\n"})) == []
 

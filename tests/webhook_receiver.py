@@ -1,4 +1,5 @@
 """A real HTTP receiver on loopback for the webhook tests: records each request; answers by a plan."""
+
 from __future__ import annotations
 
 import threading
@@ -22,8 +23,9 @@ class Receiver:
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                              "at": time.monotonic()})
+                    receiver.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()}
+                    )
                     answer = receiver.plan.pop(0) if receiver.plan else receiver.then
                 if answer == "hang":
                     with receiver._lock:
@@ -51,7 +53,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "Receiver":
+    def __enter__(self) -> Receiver:
         self._thread.start()
         return self
 

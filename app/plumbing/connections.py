@@ -19,6 +19,7 @@ loop, /healthz timing out). The protocol here adds, per connection:
 Between requests uvicorn's own keep-alive timeout applies. Each event is counted (CONNECTION_EVENTS,
 shown in /metrics).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,10 +34,12 @@ log = logging.getLogger("emopres.api")
 
 CONNECTION_EVENTS: Counter[str] = Counter()  # refused_over_limit, header_timeout, body_timeout, body_deadline
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
-REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n" \
-    b"content-length: 113\r\n\r\n" \
-    b'{"error":{"code":"request_timeout","message":"the request body did not arrive within the deadline",' \
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: 113\r\n\r\n"
+    b'{"error":{"code":"request_timeout","message":"the request body did not arrive within the deadline",'
     b'"details":{}}}'
+)
 
 FILE_HANDLE_RESERVE = 256  # for the database pool, blob files, logs and the models
 
@@ -178,5 +181,9 @@ def connection_limit(wanted: int) -> int:
 def uvicorn_options(settings) -> dict:
     """Timeouts and limits for uvicorn.run (one place for `emopres serve` and the tests)."""
     LimitedH11Protocol.configure(settings)
-    return {"http": "app.plumbing.connections:LimitedH11Protocol", "timeout_keep_alive": settings.keep_alive_seconds,
-            "timeout_graceful_shutdown": 30, "h11_max_incomplete_event_size": 16 * 1024}
+    return {
+        "http": "app.plumbing.connections:LimitedH11Protocol",
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "timeout_graceful_shutdown": 30,
+        "h11_max_incomplete_event_size": 16 * 1024,
+    }

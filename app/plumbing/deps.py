@@ -1,9 +1,11 @@
 """The gateway's typed FastAPI dependencies: the services of the running app, a database session per
 request, the caller's principal (bearer token) and the idempotency key."""
+
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Iterator
+from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
@@ -48,8 +50,9 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-async def get_principal(services: ServicesDep,
-                        authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> Principal:
+async def get_principal(
+    services: ServicesDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Principal:
     if services.settings.auth_disabled:
         return Principal(DEFAULT_PROJECT, None)
     scheme, _, token = (authorization or "").partition(" ")
@@ -67,5 +70,7 @@ def _verify(services: Services, token: str) -> Principal | None:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
-                                              description="a retry with the same key returns the same job")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=255, description="a retry with the same key returns the same job"),
+]

@@ -1,4 +1,5 @@
 """One JSON error shape for every 4xx/5xx: ``{"error": {"code", "message", "details"}}``."""
+
 from __future__ import annotations
 
 import logging
@@ -17,10 +18,22 @@ from app.plumbing.errors import APIError, error_body, storage_full
 log = logging.getLogger("emopres.api")
 
 
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-              406: "not_acceptable", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-              422: "invalid_request", 429: "too_many_requests", 500: "internal_error", 503: "service_unavailable",
-              507: "insufficient_storage"}
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+    507: "insufficient_storage",
+}
 STORAGE_RETRY_AFTER = "60"
 
 
@@ -28,8 +41,11 @@ def insufficient_storage(request: Request, error: BaseException) -> JSONResponse
     """507: the data directory (or the database's disk) is full. Nothing half-written is kept: blob files are
     written to a temporary name and renamed, and the job's transaction is rolled back."""
     log.error("storage full (%s %s): %s", request.method, request.url.path, error)
-    return JSONResponse(error_body("insufficient_storage", "the service is out of storage space; nothing was "
-                                   "stored: retry later"), status_code=507, headers={"Retry-After": STORAGE_RETRY_AFTER})
+    return JSONResponse(
+        error_body("insufficient_storage", "the service is out of storage space; nothing was stored: retry later"),
+        status_code=507,
+        headers={"Retry-After": STORAGE_RETRY_AFTER},
+    )
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -72,8 +88,10 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = jsonable_encoder(error.errors(), exclude={"ctx", "url", "input"})
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", []))
-        return JSONResponse(error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}",
-                                       {"errors": errors}), status_code=422)
+        return JSONResponse(
+            error_body("validation_error", f"{where}: {first.get('msg', 'invalid request')}", {"errors": errors}),
+            status_code=422,
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, error: ClientDisconnect):
@@ -82,16 +100,22 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeout)
     async def database_busy(request: Request, error: PoolTimeout):
         log.warning("database connection pool exhausted: %s", str(error).splitlines()[0])
-        return JSONResponse(error_body("service_unavailable", "the service is busy (no database connection free); "
-                                       "retry shortly"), status_code=503, headers={"Retry-After": "2"})
+        return JSONResponse(
+            error_body("service_unavailable", "the service is busy (no database connection free); retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(OperationalError)
     async def database_error(request: Request, error: OperationalError):
         if storage_full(error):
             return insufficient_storage(request, error)
         log.error("database unavailable: %s", str(error).splitlines()[0])
-        return JSONResponse(error_body("service_unavailable", "the database is unavailable; retry shortly"),
-                            status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse(
+            error_body("service_unavailable", "the database is unavailable; retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(OSError)
     async def os_error(request: Request, error: OSError):
@@ -105,5 +129,4 @@ def install_error_handlers(app: FastAPI) -> None:
             return insufficient_storage(request, error)
         request_id = request.scope.get("state", {}).get("request_id")
         log.exception("internal error (request_id=%s)", request_id)
-        return JSONResponse(error_body("internal_error", "internal error", {"request_id": request_id}),
-                            status_code=500)
+        return JSONResponse(error_body("internal_error", "internal error", {"request_id": request_id}), status_code=500)

@@ -1,4 +1,5 @@
 """The one error shape of every 4xx/5xx: {"error": {"code", "message", "details"}}."""
+
 from __future__ import annotations
 
 import errno
@@ -10,8 +11,15 @@ class APIError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, details: dict | None = None, status: int | None = None,
-                 code: str | None = None, headers: dict | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}

@@ -6,10 +6,12 @@ made /healthz take 20 s. A token may run `heavy_reads_per_token` of them at once
 say Retry-After. Cheap routes are not counted. The counts live on the event loop (the dependency is
 async), so they need no lock.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -28,12 +30,22 @@ class HeavyReads:
 
     def acquire(self, key: tuple) -> None:
         if self.by_token[key] >= self.per_token:
-            raise APIError(f"this token already runs {self.per_token} heavy read(s) (compare, report.html, "
-                           "pairs.csv); retry when one has finished", status=429, code="too_many_heavy_reads",
-                           details={"limit": self.per_token}, headers={"Retry-After": RETRY_AFTER})
+            raise APIError(
+                f"this token already runs {self.per_token} heavy read(s) (compare, report.html, "
+                "pairs.csv); retry when one has finished",
+                status=429,
+                code="too_many_heavy_reads",
+                details={"limit": self.per_token},
+                headers={"Retry-After": RETRY_AFTER},
+            )
         if self.running >= self.total:
-            raise APIError("the service runs as many heavy reads as it allows; retry shortly", status=503,
-                           code="server_busy", details={"limit": self.total}, headers={"Retry-After": RETRY_AFTER})
+            raise APIError(
+                "the service runs as many heavy reads as it allows; retry shortly",
+                status=503,
+                code="server_busy",
+                details={"limit": self.total},
+                headers={"Retry-After": RETRY_AFTER},
+            )
         self.by_token[key] += 1
         self.running += 1
 
@@ -48,8 +60,9 @@ async def heavy_read(request: Request, principal: PrincipalDep, services: Servic
     state = request.app.state
     reads = getattr(state, "heavy_reads", None)
     if reads is None:
-        reads = state.heavy_reads = HeavyReads(services.settings.heavy_reads_per_token,
-                                               services.settings.heavy_reads_total)
+        reads = state.heavy_reads = HeavyReads(
+            services.settings.heavy_reads_per_token, services.settings.heavy_reads_total
+        )
     key = (principal.project, principal.token_name)
     reads.acquire(key)
     try:
@@ -59,7 +72,10 @@ async def heavy_read(request: Request, principal: PrincipalDep, services: Servic
 
 
 HeavyReadDep = Annotated[None, Depends(heavy_read)]
-HEAVY_READ_ERRORS = {429: {"model": ErrorResponse, "description": "too_many_heavy_reads: this token's bound "
-                                                                    "(Retry-After)"},
-                     503: {"model": ErrorResponse, "description": "server_busy: the process's bound (Retry-After), "
-                                                                    "or a dependency away"}}
+HEAVY_READ_ERRORS = {
+    429: {"model": ErrorResponse, "description": "too_many_heavy_reads: this token's bound (Retry-After)"},
+    503: {
+        "model": ErrorResponse,
+        "description": "server_busy: the process's bound (Retry-After), or a dependency away",
+    },
+}

@@ -1,4 +1,5 @@
 """The request middleware: request id, access log, Prometheus request metrics, body-size cap."""
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,10 @@ class RequestMiddleware:
         limit = services.settings.max_upload_bytes
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            response = JSONResponse(error_body("payload_too_large", f"request body is over the {limit}-byte cap",
-                                               {"limit": limit}), status_code=413)
+            response = JSONResponse(
+                error_body("payload_too_large", f"request body is over the {limit}-byte cap", {"limit": limit}),
+                status_code=413,
+            )
             await response(scope, receive, send_wrapper)
             self._record(services, scope, status_holder["status"], started, request_id)
             return
@@ -76,8 +79,13 @@ class RequestMiddleware:
         if disconnected:  # nobody got a response: not a server error
             if services.metrics:
                 services.metrics.disconnects.labels(scope["method"], template).inc()
-            log.info("%s %s client disconnected after %.1fms request_id=%s", scope["method"], template,
-                     elapsed * 1000, request_id)
+            log.info(
+                "%s %s client disconnected after %.1fms request_id=%s",
+                scope["method"],
+                template,
+                elapsed * 1000,
+                request_id,
+            )
             return
         if services.metrics:
             services.metrics.observe(scope["method"], template, status, elapsed)

@@ -1,4 +1,5 @@
 """Operations routes: liveness, readiness, Prometheus metrics, and the service's own description (``/v1``)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -30,8 +31,9 @@ async def readyz(services: ServicesDep):
 @router.get("/metrics", tags=["ops"], response_class=PlainTextResponse, responses={404: {"model": ErrorResponse}})
 def metrics(services: ServicesDep):
     if not services.settings.metrics_enabled:
-        raise NotFound("metrics are off in this deployment (EMOPRES_METRICS_ENABLED=1 turns them on)",
-                       code="metrics_disabled")
+        raise NotFound(
+            "metrics are off in this deployment (EMOPRES_METRICS_ENABLED=1 turns them on)", code="metrics_disabled"
+        )
     body, content_type = services.metrics.render()
     return Response(body, media_type=content_type)
 
@@ -39,7 +41,15 @@ def metrics(services: ServicesDep):
 @router.get("/v1", tags=["v1"])
 def info(principal: PrincipalDep, services: ServicesDep):
     s = services.settings
-    return {"version": __version__, "profile": s.profile, "project": principal.project,
-            "limits": {"max_upload_bytes": s.max_upload_bytes, "max_file_bytes": s.max_file_bytes,
-                       "max_audio_seconds": s.max_audio_seconds, "max_pairs": s.max_pairs,
-                       "max_files": s.max_files}}
+    return {
+        "version": __version__,
+        "profile": s.profile,
+        "project": principal.project,
+        "limits": {
+            "max_upload_bytes": s.max_upload_bytes,
+            "max_file_bytes": s.max_file_bytes,
+            "max_audio_seconds": s.max_audio_seconds,
+            "max_pairs": s.max_pairs,
+            "max_files": s.max_files,
+        },
+    }

@@ -11,6 +11,7 @@
 A report never changes once written, so responses carry an ETag (304 on If-None-Match) and
 rendered plots are kept in a small in-process cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,16 +27,22 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app import jobs as crud
-from core.db import Blob, Pair
-from app.plumbing.errors import APIError, NotFound
 from app.plumbing.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
+from app.plumbing.errors import APIError, NotFound
 from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
+from core.db import Blob, Pair
 
 router = APIRouter(tags=["reports"])
 
 RENDER_VERSION = "1"  # bump when plots or the page change, so ETags change with them
-AUDIO_MIME = {".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg", ".oga": "audio/ogg",
-              ".opus": "audio/ogg", ".mp3": "audio/mpeg"}
+AUDIO_MIME = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".mp3": "audio/mpeg",
+}
 HTML_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
@@ -110,16 +117,31 @@ def list_plots(job_id: str, principal: PrincipalDep, session: SessionDep):
     report, _ = _report(session, principal.project, job_id)
     _end_transaction(session)
     specs, skipped = plan_plots(report)
-    return {"plots": [{"name": s.name, "title": s.title,
-                       "links": {fmt: f"/v1/jobs/{job_id}/plots/{s.name}?format={fmt}" for fmt in ("png", "svg")}}
-                      for s in specs],
-            "skipped": [{"name": name, "reason": reason} for name, reason in skipped.items()]}
+    return {
+        "plots": [
+            {
+                "name": s.name,
+                "title": s.title,
+                "links": {fmt: f"/v1/jobs/{job_id}/plots/{s.name}?format={fmt}" for fmt in ("png", "svg")},
+            }
+            for s in specs
+        ],
+        "skipped": [{"name": name, "reason": reason} for name, reason in skipped.items()],
+    }
 
 
-@router.get("/v1/jobs/{job_id}/plots/{name}", responses={
-    200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the plot"}, **ERRORS})
-def get_plot(job_id: str, name: str, request: Request, principal: PrincipalDep, session: SessionDep,
-             format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png"):
+@router.get(
+    "/v1/jobs/{job_id}/plots/{name}",
+    responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}, "description": "the plot"}, **ERRORS},
+)
+def get_plot(
+    job_id: str,
+    name: str,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png",
+):
     """One plot of the job's report. 404 plot_unavailable (with the reason) for a plot this report cannot have."""
     from worker.render.plots import MIME, PlotUnavailable, get_spec, plot_names, render
 
@@ -135,11 +157,14 @@ def get_plot(job_id: str, name: str, request: Request, principal: PrincipalDep, 
         try:
             spec = get_spec(report, name)
         except PlotUnavailable as error:
-            raise PlotUnavailableError(f"plot {name!r} is not available for this report: {error.reason}",
-                                       details={"plot": name, "reason": error.reason}) from None
+            raise PlotUnavailableError(
+                f"plot {name!r} is not available for this report: {error.reason}",
+                details={"plot": name, "reason": error.reason},
+            ) from None
         except KeyError:
-            raise NotFound(f"no plot named {name!r}", code="unknown_plot",
-                           details={"plot": name, "plots": plot_names(report)}) from None
+            raise NotFound(
+                f"no plot named {name!r}", code="unknown_plot", details={"plot": name, "plots": plot_names(report)}
+            ) from None
         body = render(spec, format)
         _cache.put(key, body)
     return Response(body, media_type=MIME[format], headers=_cache_headers(etag))
@@ -161,8 +186,9 @@ def _audio_resolver(services, session: Session, job_id: str, max_clip_bytes: int
         pair = session.get(Pair, (job_id, pair_id))
         if pair is None:
             return None
-        sha, path = ((pair.source_sha256, pair.source_path) if side == "source"
-                     else (pair.target_sha256, pair.target_path))
+        sha, path = (
+            (pair.source_sha256, pair.source_path) if side == "source" else (pair.target_sha256, pair.target_path)
+        )
         mime = AUDIO_MIME.get(PurePosixPath(path).suffix.lower())
         if sha in read:
             return read[sha], mime
@@ -189,13 +215,20 @@ def _audio_resolver(services, session: Session, job_id: str, max_clip_bytes: int
     return resolve
 
 
-@router.get("/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS,
-                                                       **HEAVY_READ_ERRORS})
-def get_report_html(job_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
-                    services: ServicesDep, _heavy: HeavyReadDep,
-                    worst: Annotated[int, Query(ge=0, le=100, description="worst pairs listed")] = 10,
-                    audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
-                    baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None):
+@router.get(
+    "/v1/jobs/{job_id}/report.html", responses={200: {"content": {"text/html": {}}}, **ERRORS, **HEAVY_READ_ERRORS}
+)
+def get_report_html(
+    job_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    services: ServicesDep,
+    _heavy: HeavyReadDep,
+    worst: Annotated[int, Query(ge=0, le=100, description="worst pairs listed")] = 10,
+    audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
+    baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None,
+):
     """The report as one self-contained HTML page."""
     from worker.render.html_report import render_html
 
@@ -214,8 +247,13 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
     if audio:  # only the worst pairs' audio, read now, before the transaction ends
         from worker.render.html_report import worst_pairs
 
-        resolve = _audio_resolver(services, session, job.id, services.settings.report_audio_clip_bytes,
-                                  services.settings.report_audio_page_bytes)
+        resolve = _audio_resolver(
+            services,
+            session,
+            job.id,
+            services.settings.report_audio_clip_bytes,
+            services.settings.report_audio_page_bytes,
+        )
         for pair in worst_pairs(report, worst)[0]:
             for side in ("source", "target"):
                 try:
@@ -235,8 +273,15 @@ def get_report_html(job_id: str, request: Request, principal: PrincipalDep, sess
 
         comparison = compare_reports(report, baseline_report)
         baseline_label = baseline
-    page = render_html(report, title=title, audio=clip if audio else None, worst_n=worst, comparison=comparison,
-                       baseline_label=baseline_label, max_audio_bytes=services.settings.report_audio_clip_bytes)
+    page = render_html(
+        report,
+        title=title,
+        audio=clip if audio else None,
+        worst_n=worst,
+        comparison=comparison,
+        baseline_label=baseline_label,
+        max_audio_bytes=services.settings.report_audio_clip_bytes,
+    )
     return Response(page, media_type="text/html; charset=utf-8", headers={**HTML_HEADERS, **_cache_headers(etag)})
 
 
@@ -244,12 +289,18 @@ MAX_COMPARE_BOOTSTRAP = 2_000  # resamples run in the request: 20,000 took 12.5 
 
 
 @router.get("/v1/jobs/{job_id}/compare/{baseline_id}", responses={**ERRORS, **HEAVY_READ_ERRORS})
-def compare_jobs(job_id: str, baseline_id: str, request: Request, principal: PrincipalDep, session: SessionDep,
-                 _heavy: HeavyReadDep,
-                 bootstrap: Annotated[int | None, Query(ge=1, le=MAX_COMPARE_BOOTSTRAP,
-                                                        description="resamples (default: the job's)")] = None,
-                 seed: Annotated[int | None, Query(ge=0, le=2**32 - 1,
-                                                 description="default: the job's seed")] = None):
+def compare_jobs(
+    job_id: str,
+    baseline_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    session: SessionDep,
+    _heavy: HeavyReadDep,
+    bootstrap: Annotated[
+        int | None, Query(ge=1, le=MAX_COMPARE_BOOTSTRAP, description="resamples (default: the job's)")
+    ] = None,
+    seed: Annotated[int | None, Query(ge=0, le=2**32 - 1, description="default: the job's seed")] = None,
+):
     """Per-metric difference (job - baseline) with a paired bootstrap 95% CI and p-value over the shared pair ids."""
     from worker.engine.compare import compare_reports
 
@@ -272,7 +323,13 @@ def report_schema_route(version: Annotated[str | None, Query(max_length=10)] = N
 
     version = version or SCHEMA_VERSION
     if version not in SCHEMA_VERSIONS:
-        raise NotFound(f"no report schema version {version!r}", code="unknown_schema_version",
-                       details={"versions": sorted(SCHEMA_VERSIONS)})
-    return Response(json.dumps(report_schema(version), indent=1), media_type="application/schema+json",
-                    headers={"Cache-Control": "public, max-age=86400"})
+        raise NotFound(
+            f"no report schema version {version!r}",
+            code="unknown_schema_version",
+            details={"versions": sorted(SCHEMA_VERSIONS)},
+        )
+    return Response(
+        json.dumps(report_schema(version), indent=1),
+        media_type="application/schema+json",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )

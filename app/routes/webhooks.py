@@ -1,4 +1,5 @@
 """``GET /v1/jobs/{id}/deliveries``: the job's webhook callback and every delivery attempt (included by app.main)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

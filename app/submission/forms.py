@@ -4,6 +4,7 @@ Starlette decodes a text field that is not valid in the declared charset as Lati
 (b"\\xff\\xfe" became "ÿþ"): a client's wrong bytes were stored as other text without a word.
 Here they are a 422 that names the field.
 """
+
 from __future__ import annotations
 
 from starlette.datastructures import FormData
@@ -21,9 +22,12 @@ class StrictUTF8MultiPartParser(MultiPartParser):
         try:
             value = bytes(part.data).decode("utf-8")
         except UnicodeDecodeError as error:
-            raise InvalidRequest(f"form field {part.field_name!r} is not UTF-8 text (byte {error.start}: "
-                                 f"{bytes(part.data[error.start:error.start + 1])!r}); send UTF-8",
-                                 code="invalid_encoding", details={"field": part.field_name}) from None
+            raise InvalidRequest(
+                f"form field {part.field_name!r} is not UTF-8 text (byte {error.start}: "
+                f"{bytes(part.data[error.start : error.start + 1])!r}); send UTF-8",
+                code="invalid_encoding",
+                details={"field": part.field_name},
+            ) from None
         self.items.append((part.field_name, value))
 
 

@@ -3,6 +3,7 @@
 Everything is checked before anything is stored: the manifest, every path, every audio file's
 header (once per distinct content; the worker decodes), the caps. Any problem raises an APIError (4xx).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +13,11 @@ import struct
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterator
+from typing import IO
 
 from app.plumbing.errors import InvalidArchive, InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
 from core.blobstore import Hashed
@@ -76,8 +78,10 @@ def parse_metadata(text: str | None, max_bytes: int) -> dict | None:
     try:
         value = loads_checked(text, "metadata")
     except json.JSONDecodeError as error:
-        raise InvalidRequest(f"metadata is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
-                             code="invalid_metadata") from None
+        raise InvalidRequest(
+            f"metadata is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})",
+            code="invalid_metadata",
+        ) from None
     except UnsafeText as error:
         raise InvalidRequest(f"metadata is refused: {error}", code="invalid_metadata") from None
     if not isinstance(value, dict):
@@ -88,11 +92,17 @@ def parse_metadata(text: str | None, max_bytes: int) -> dict | None:
 def check_profile(profile: str | None, service_profile: str) -> str:
     profile = (profile or "").strip() or service_profile
     if profile not in PROFILES:
-        raise InvalidRequest(f"unknown profile {profile!r} (profiles: {', '.join(PROFILES)})", code="unsupported_profile",
-                             details={"profile": profile, "available": [service_profile]})
+        raise InvalidRequest(
+            f"unknown profile {profile!r} (profiles: {', '.join(PROFILES)})",
+            code="unsupported_profile",
+            details={"profile": profile, "available": [service_profile]},
+        )
     if profile != service_profile:
-        raise InvalidRequest(f"this service evaluates with the {service_profile!r} profile, not {profile!r}",
-                             code="unsupported_profile", details={"profile": profile, "available": [service_profile]})
+        raise InvalidRequest(
+            f"this service evaluates with the {service_profile!r} profile, not {profile!r}",
+            code="unsupported_profile",
+            details={"profile": profile, "available": [service_profile]},
+        )
     return profile
 
 
@@ -114,20 +124,36 @@ def decode_manifest(data: bytes, name: str | None) -> str:
         raise InvalidManifest(f"manifest {name or ''} is not UTF-8 text".replace("  ", " ")) from None
 
 
-def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[str, AudioFile], name: str | None,
-                  profile: str, metadata: dict | None, group_column: str | None, settings) -> JobRequest:
+def build_request(
+    *,
+    manifest_text: str,
+    manifest_name: str | None,
+    files: dict[str, AudioFile],
+    name: str | None,
+    profile: str,
+    metadata: dict | None,
+    group_column: str | None,
+    settings,
+) -> JobRequest:
     """Validate the manifest against the uploaded files and the caps; hash (not yet decode) the audio."""
     try:
-        pairs = parse_pairs(manifest_text, name=manifest_name, group_column=group_column or None,
-                            max_rows=settings.max_pairs)  # stops at the first pair too many
+        pairs = parse_pairs(
+            manifest_text, name=manifest_name, group_column=group_column or None, max_rows=settings.max_pairs
+        )  # stops at the first pair too many
     except TooManyRows:
-        raise TooLarge(f"manifest has more than {settings.max_pairs} pairs, the cap per job", code="too_many_pairs",
-                       details={"limit": settings.max_pairs}) from None
+        raise TooLarge(
+            f"manifest has more than {settings.max_pairs} pairs, the cap per job",
+            code="too_many_pairs",
+            details={"limit": settings.max_pairs},
+        ) from None
     except ManifestError as error:
         raise InvalidManifest(f"manifest: {error}") from None
     if len(pairs) > settings.max_pairs:  # max_rows counts them already; kept as a backstop
-        raise TooLarge(f"{len(pairs)} pairs is over the cap of {settings.max_pairs} pairs per job",
-                       code="too_many_pairs", details={"pairs": len(pairs), "limit": settings.max_pairs})
+        raise TooLarge(
+            f"{len(pairs)} pairs is over the cap of {settings.max_pairs} pairs per job",
+            code="too_many_pairs",
+            details={"pairs": len(pairs), "limit": settings.max_pairs},
+        )
     normalised = []
     for pair in pairs:
         source = normalise_path(pair.source, f"pair {pair.pair_id!r} source")
@@ -139,28 +165,50 @@ def build_request(*, manifest_text: str, manifest_name: str | None, files: dict[
         # the uploads that matched no manifest path: usually the same files under other names (a folder prefix
         # too many or too few), which the client can only see if we list them
         unmatched = sorted(set(files) - set(referenced))
-        raise InvalidManifest(f"{len(missing)} audio file(s) named by the manifest were not uploaded: "
-                              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-                              + (f"; {len(unmatched)} upload(s) match no manifest path: "
-                                 f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''} "
-                                 "(each file field or archive member must be named exactly as the manifest's "
-                                 "source/target path)" if unmatched else ""),
-                              code="missing_audio", details={"missing": missing[:100], "n_missing": len(missing),
-                                                             "unmatched": unmatched[:100],
-                                                             "n_unmatched": len(unmatched)})
+        raise InvalidManifest(
+            f"{len(missing)} audio file(s) named by the manifest were not uploaded: "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            + (
+                f"; {len(unmatched)} upload(s) match no manifest path: "
+                f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''} "
+                "(each file field or archive member must be named exactly as the manifest's "
+                "source/target path)"
+                if unmatched
+                else ""
+            ),
+            code="missing_audio",
+            details={
+                "missing": missing[:100],
+                "n_missing": len(missing),
+                "unmatched": unmatched[:100],
+                "n_unmatched": len(unmatched),
+            },
+        )
     chosen = {p: files[p] for p in referenced}
     for audio in chosen.values():
         if audio.size > settings.max_file_bytes:
-            raise TooLarge(f"audio file {audio.path} is {audio.size} bytes, over the {settings.max_file_bytes}-byte cap",
-                           code="file_too_large", details={"path": audio.path, "limit": settings.max_file_bytes})
-    request = JobRequest(normalised, chosen, name, profile, metadata,
-                         use_groups=bool(group_column) or any(p.group for p in normalised))
+            raise TooLarge(
+                f"audio file {audio.path} is {audio.size} bytes, over the {settings.max_file_bytes}-byte cap",
+                code="file_too_large",
+                details={"path": audio.path, "limit": settings.max_file_bytes},
+            )
+    request = JobRequest(
+        normalised, chosen, name, profile, metadata, use_groups=bool(group_column) or any(p.group for p in normalised)
+    )
     request.blobs = _hash(chosen.values())
-    request.fingerprint = hashlib.sha256(json.dumps({
-        "manifest": hashlib.sha256(manifest_text.encode()).hexdigest(), "name": name, "profile": profile,
-        "metadata": metadata, "group_column": group_column or None,
-        "files": sorted((path, audio.sha256) for path, audio in chosen.items()),
-    }, sort_keys=True).encode()).hexdigest()
+    request.fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "manifest": hashlib.sha256(manifest_text.encode()).hexdigest(),
+                "name": name,
+                "profile": profile,
+                "metadata": metadata,
+                "group_column": group_column or None,
+                "files": sorted((path, audio.sha256) for path, audio in chosen.items()),
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     return request
 
 
@@ -195,8 +243,10 @@ def validate_audio(request: JobRequest, max_seconds: float) -> None:
             problems += [{"path": p, "error": str(error)} for p in paths]
     if problems:
         summary = "; ".join(f"{p['path']}: {p['error']}" for p in problems[:3])
-        raise InvalidAudio(f"{len(problems)} audio file(s) cannot be evaluated: {summary}"
-                           f"{' ...' if len(problems) > 3 else ''}", details={"files": problems[:100]})
+        raise InvalidAudio(
+            f"{len(problems)} audio file(s) cannot be evaluated: {summary}{' ...' if len(problems) > 3 else ''}",
+            details={"files": problems[:100]},
+        )
 
 
 # ---------------------------------------------------------------- archives
@@ -227,15 +277,21 @@ class _Extractor:
         """Every entry counts against max_files (folders and links too): refused as soon as one too many is seen."""
         self.entries += n
         if self.entries > self.settings.max_files:
-            raise TooLarge(f"archive has more than {self.settings.max_files} entries (every file, folder and link "
-                           "counts)", code="too_many_files", details={"limit": self.settings.max_files})
+            raise TooLarge(
+                f"archive has more than {self.settings.max_files} entries (every file, folder and link counts)",
+                code="too_many_files",
+                details={"limit": self.settings.max_files},
+            )
 
     def check_header(self, what: str, size: int) -> None:
         """An extended header (tar long name, PAX header; zip entry's name, extra and comment), before it is read."""
         limit = self.settings.max_archive_header_bytes
         if size > limit:
-            raise TooLarge(f"archive holds a {what} of {size} bytes, over the {limit}-byte cap on a member's header",
-                           code="archive_header_too_large", details={"limit": limit})
+            raise TooLarge(
+                f"archive holds a {what} of {size} bytes, over the {limit}-byte cap on a member's header",
+                code="archive_header_too_large",
+                details={"limit": limit},
+            )
 
     def check_member(self, name: str, declared_size: int) -> str | None:
         if name.endswith("/"):
@@ -246,12 +302,17 @@ class _Extractor:
             raise InvalidArchive(f"archive member {name!r}: {error}", details={"member": name}) from None
         limit = self.settings.max_file_bytes if PurePosixPath(path).name not in MANIFEST_NAMES else MAX_MANIFEST_BYTES
         if declared_size > limit:
-            raise TooLarge(f"archive member {path} is {declared_size} bytes, over the {limit}-byte cap",
-                           code="file_too_large", details={"path": path, "limit": limit})
+            raise TooLarge(
+                f"archive member {path} is {declared_size} bytes, over the {limit}-byte cap",
+                code="file_too_large",
+                details={"path": path, "limit": limit},
+            )
         self.total += declared_size
         if self.total > self.settings.max_upload_bytes:
-            raise TooLarge(f"archive content is over the {self.settings.max_upload_bytes}-byte cap",
-                           details={"limit": self.settings.max_upload_bytes})
+            raise TooLarge(
+                f"archive content is over the {self.settings.max_upload_bytes}-byte cap",
+                details={"limit": self.settings.max_upload_bytes},
+            )
         if path in self.members:
             raise InvalidArchive(f"archive holds {path} twice", details={"member": path})
         return path
@@ -259,8 +320,12 @@ class _Extractor:
     def add(self, path: str, stream: IO[bytes], declared_size: int) -> None:
         target = self.folder / str(len(self.members))
         with open(target, "wb") as handle:
-            size = _bounded_copy(stream, handle, declared_size if declared_size >= 0 else self.settings.max_file_bytes,
-                                 f"archive member {path}")
+            size = _bounded_copy(
+                stream,
+                handle,
+                declared_size if declared_size >= 0 else self.settings.max_file_bytes,
+                f"archive member {path}",
+            )
         self.members[path] = target
         self.total += size - max(declared_size, 0)
 
@@ -307,8 +372,9 @@ def _extract_zip(handle: IO[bytes], extractor: _Extractor) -> None:
     for info in infos:
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise InvalidArchive(f"archive member {info.filename!r} is a symbolic link (not allowed)",
-                                 details={"member": info.filename})
+            raise InvalidArchive(
+                f"archive member {info.filename!r} is a symbolic link (not allowed)", details={"member": info.filename}
+            )
         if info.flag_bits & 0x1:
             raise InvalidArchive(f"archive member {info.filename!r} is encrypted", details={"member": info.filename})
         path = extractor.check_member(info.filename, info.file_size)
@@ -321,9 +387,13 @@ def _extract_zip(handle: IO[bytes], extractor: _Extractor) -> None:
             raise InvalidArchive(f"archive member {path} cannot be read: {error}") from None
 
 
-_EXTENDED_HEADERS = {tarfile.GNUTYPE_LONGNAME: "GNU long name", tarfile.GNUTYPE_LONGLINK: "GNU long link name",
-                     tarfile.XHDTYPE: "PAX header", tarfile.SOLARIS_XHDTYPE: "PAX header",
-                     tarfile.XGLTYPE: "global PAX header"}
+_EXTENDED_HEADERS = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+    tarfile.XHDTYPE: "PAX header",
+    tarfile.SOLARIS_XHDTYPE: "PAX header",
+    tarfile.XGLTYPE: "global PAX header",
+}
 MAX_EXTENDED_IN_A_ROW = 4  # a member has at most a PAX header, a long name and a long link name (and a global one)
 
 
@@ -356,12 +426,17 @@ def _bounded_tarinfo(extractor: _Extractor) -> type[tarfile.TarInfo]:
             if self.type == tarfile.XGLTYPE:
                 state["global"] += self.size
                 if state["global"] > limit:
-                    raise TooLarge(f"archive's global PAX headers hold more than {limit} bytes together",
-                                   code="archive_header_too_large", details={"limit": limit})
+                    raise TooLarge(
+                        f"archive's global PAX headers hold more than {limit} bytes together",
+                        code="archive_header_too_large",
+                        details={"limit": limit},
+                    )
             extractor.total += self.size
             if extractor.total > extractor.settings.max_upload_bytes:
-                raise TooLarge(f"archive content is over the {extractor.settings.max_upload_bytes}-byte cap",
-                               details={"limit": extractor.settings.max_upload_bytes})
+                raise TooLarge(
+                    f"archive content is over the {extractor.settings.max_upload_bytes}-byte cap",
+                    details={"limit": extractor.settings.max_upload_bytes},
+                )
             return super()._proc_member(archive)
 
         _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = no_sparse
@@ -378,13 +453,15 @@ def _extract_tar(handle: IO[bytes], extractor: _Extractor) -> None:
         for member in archive:
             extractor.count_entry()
             if member.issym() or member.islnk():
-                raise InvalidArchive(f"archive member {member.name!r} is a link (not allowed)",
-                                     details={"member": member.name})
+                raise InvalidArchive(
+                    f"archive member {member.name!r} is a link (not allowed)", details={"member": member.name}
+                )
             if member.isdir():
                 continue
             if not member.isfile():
-                raise InvalidArchive(f"archive member {member.name!r} is not a regular file",
-                                     details={"member": member.name})
+                raise InvalidArchive(
+                    f"archive member {member.name!r} is not a regular file", details={"member": member.name}
+                )
             path = extractor.check_member(member.name, member.size)
             if path is None:
                 continue
@@ -404,8 +481,9 @@ def _find_manifest(members: dict[str, Path]) -> tuple[str, str]:
     nested = [p for p in members if PurePosixPath(p).name in MANIFEST_NAMES and len(PurePosixPath(p).parts) == 2]
     if len(nested) == 1:
         return nested[0], str(PurePosixPath(nested[0]).parent)
-    raise InvalidArchive(f"archive holds no {' or '.join(MANIFEST_NAMES)} at its top (or in its one top folder)",
-                         code="missing_manifest")
+    raise InvalidArchive(
+        f"archive holds no {' or '.join(MANIFEST_NAMES)} at its top (or in its one top folder)", code="missing_manifest"
+    )
 
 
 @contextmanager

@@ -20,6 +20,7 @@ arbitrary hosts inside its network. An empty list (the default) turns callbacks 
 the parser that sends it (httpx.URL), so that the host checked is the host contacted; whitespace and
 control characters are refused (urlsplit dropped a TAB that httpx then refused to send).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,8 +34,8 @@ import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.db import Token, Webhook, WebhookDelivery, WebhookSecret
 from app.plumbing.errors import InvalidRequest
+from core.db import Token, Webhook, WebhookDelivery, WebhookSecret
 from emopres_client.webhooks import SECRET_PREFIX
 
 MAX_URL_CHARS = 2000
@@ -56,8 +57,9 @@ def secret_for(session: Session, token_name: str | None, fallback: str | None) -
     """The secret that signs a callback of this token (auth disabled: the operator's EMOPRES_WEBHOOK_SECRET)."""
     if token_name is None:
         return fallback
-    return session.scalar(select(WebhookSecret.secret).join(Token, Token.id == WebhookSecret.token_id)
-                          .where(Token.name == token_name))
+    return session.scalar(
+        select(WebhookSecret.secret).join(Token, Token.id == WebhookSecret.token_id).where(Token.name == token_name)
+    )
 
 
 # ---------------------------------------------------------------- allow-list
@@ -133,17 +135,25 @@ def check_callback_url(url: str | None, settings) -> str | None:
     except ValueError as error:
         raise InvalidRequest(f"callback_url is not a valid URL: {error}", code="invalid_callback_url") from None
     if parts.scheme not in ("http", "https") or not parts.host:
-        raise InvalidRequest(f"callback_url must be an http(s) URL with a host, at most {MAX_URL_CHARS} characters",
-                             code="invalid_callback_url")
+        raise InvalidRequest(
+            f"callback_url must be an http(s) URL with a host, at most {MAX_URL_CHARS} characters",
+            code="invalid_callback_url",
+        )
     if parts.userinfo:
         raise InvalidRequest("callback_url must not hold credentials", code="invalid_callback_url")
     entries = allow_list(settings.webhook_allowed_hosts)
     if not entries:
-        raise InvalidRequest("callbacks are off on this service: its operator allows no callback hosts "
-                             "(EMOPRES_WEBHOOK_ALLOWED_HOSTS)", code="callback_not_allowed", details={"host": parts.host})
+        raise InvalidRequest(
+            "callbacks are off on this service: its operator allows no callback hosts (EMOPRES_WEBHOOK_ALLOWED_HOSTS)",
+            code="callback_not_allowed",
+            details={"host": parts.host},
+        )
     if not allowed(url, entries):
-        raise InvalidRequest(f"callback host {parts.host!r} is not on this service's allow-list",
-                             code="callback_not_allowed", details={"host": parts.host})
+        raise InvalidRequest(
+            f"callback host {parts.host!r} is not on this service's allow-list",
+            code="callback_not_allowed",
+            details={"host": parts.host},
+        )
     return url
 
 
@@ -154,8 +164,11 @@ def callback_row(session_factory, url: str | None, token_name: str | None, setti
     with session_factory() as session:
         secret = secret_for(session, token_name, settings.webhook_secret)
     if secret is None:
-        fix = (f"run `emopres tokens webhook-secret {token_name}` on the service" if token_name
-               else "set EMOPRES_WEBHOOK_SECRET (authentication is disabled)")
+        fix = (
+            f"run `emopres tokens webhook-secret {token_name}` on the service"
+            if token_name
+            else "set EMOPRES_WEBHOOK_SECRET (authentication is disabled)"
+        )
         raise InvalidRequest(f"no webhook secret to sign the callback with: {fix}", code="no_webhook_secret")
     return {"url": url, "token_name": token_name, "delivery_id": str(uuid.uuid4()), "state": "waiting", "attempts": 0}
 
@@ -169,12 +182,31 @@ def _iso(value: datetime | None) -> str | None:
 
 def deliveries_view(session: Session, job_id: str) -> dict:
     hook = session.get(Webhook, job_id)
-    attempts = session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)
-                               .order_by(WebhookDelivery.attempt, WebhookDelivery.id))
+    attempts = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job_id)
+        .order_by(WebhookDelivery.attempt, WebhookDelivery.id)
+    )
     return {
-        "callback": None if hook is None else {
-            "url": hook.url, "state": hook.state, "attempts": hook.attempts, "delivery_id": hook.delivery_id,
-            "next_attempt_at": _iso(hook.next_attempt_at) if hook.state == "waiting" else None},
-        "items": [{"attempt": d.attempt, "url": d.url, "started_at": _iso(d.started_at), "duration_ms": d.duration_ms,
-                   "status_code": d.status_code, "error": d.error, "outcome": d.outcome} for d in attempts],
+        "callback": None
+        if hook is None
+        else {
+            "url": hook.url,
+            "state": hook.state,
+            "attempts": hook.attempts,
+            "delivery_id": hook.delivery_id,
+            "next_attempt_at": _iso(hook.next_attempt_at) if hook.state == "waiting" else None,
+        },
+        "items": [
+            {
+                "attempt": d.attempt,
+                "url": d.url,
+                "started_at": _iso(d.started_at),
+                "duration_ms": d.duration_ms,
+                "status_code": d.status_code,
+                "error": d.error,
+                "outcome": d.outcome,
+            }
+            for d in attempts
+        ],
     }

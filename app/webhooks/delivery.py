@@ -17,6 +17,7 @@ identity, nothing decompressed), of which 200 characters are kept as the reason.
 tokens (each token's oldest first, a token with attempts in flight after those without), so that one
 token's failing or hanging callbacks do not hold up another's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,8 @@ import httpx
 from sqlalchemy import and_, func, or_, select, update
 
 from app import jobs as crud
-from core.db import Job, Webhook, WebhookDelivery, dumps, utcnow
 from app.webhooks.callbacks import allow_list, allowed, parse_url, secret_for
+from core.db import Job, Webhook, WebhookDelivery, dumps, utcnow
 from emopres_client.webhooks import DELIVERY_HEADER, EVENT_HEADER, sign
 
 log = logging.getLogger("emopres.webhooks")
@@ -60,17 +61,19 @@ class Dispatcher:
     def __init__(self, settings, sessions, *, client: httpx.Client | None = None) -> None:
         self.settings, self.sessions = settings, sessions
         # a new connection per attempt (no keep-alive): the time box below shuts the socket it saw connect
-        self._client = client or httpx.Client(timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-                                              limits=httpx.Limits(max_keepalive_connections=0),
-                                              follow_redirects=False,
-                                              headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
+            limits=httpx.Limits(max_keepalive_connections=0),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+        )
         self._pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="emopres-webhook")
         self._busy: dict[str, str | None] = {}  # job_id -> token name, of the attempts in flight
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emopres-webhooks", daemon=True)
 
-    def start(self) -> "Dispatcher":
+    def start(self) -> Dispatcher:
         self._thread.start()
         return self
 
@@ -86,8 +89,9 @@ class Dispatcher:
             try:
                 self.dispatch_due()
             except Exception:  # the database away for a moment, or a bug: logged whole, tried again next round
-                log.exception("webhook dispatcher: a round failed; trying again in %g s",
-                              self.settings.webhook_poll_seconds)
+                log.exception(
+                    "webhook dispatcher: a round failed; trying again in %g s", self.settings.webhook_poll_seconds
+                )
             self._stop.wait(self.settings.webhook_poll_seconds)
 
     # ------------------------------------------------------------------ one round
@@ -114,19 +118,34 @@ class Dispatcher:
         if limit <= 0:
             return []
         now = utcnow()
-        rank = func.row_number().over(partition_by=Webhook.token_name,
-                                      order_by=(Job.finished_at, Webhook.job_id)).label("rank")
-        due = (select(Webhook.job_id, Webhook.token_name, Job.finished_at, rank).join(Job, Job.id == Webhook.job_id)
-               .where(Webhook.state == "waiting", Job.status.in_(crud.FINISHED),
-                      or_(Webhook.next_attempt_at.is_(None), Webhook.next_attempt_at <= now),
-                      or_(Webhook.lease_until.is_(None), Webhook.lease_until < now),
-                      Webhook.job_id.not_in(list(busy) or [""]))).subquery()
+        rank = (
+            func.row_number()
+            .over(partition_by=Webhook.token_name, order_by=(Job.finished_at, Webhook.job_id))
+            .label("rank")
+        )
+        due = (
+            select(Webhook.job_id, Webhook.token_name, Job.finished_at, rank)
+            .join(Job, Job.id == Webhook.job_id)
+            .where(
+                Webhook.state == "waiting",
+                Job.status.in_(crud.FINISHED),
+                or_(Webhook.next_attempt_at.is_(None), Webhook.next_attempt_at <= now),
+                or_(Webhook.lease_until.is_(None), Webhook.lease_until < now),
+                Webhook.job_id.not_in(list(busy) or [""]),
+            )
+        ).subquery()
         with self.sessions() as session:
-            rows = session.execute(select(due.c.job_id, due.c.token_name, due.c.finished_at, due.c.rank)
-                                   .where(due.c.rank <= limit)).all()
+            rows = session.execute(
+                select(due.c.job_id, due.c.token_name, due.c.finished_at, due.c.rank).where(due.c.rank <= limit)
+            ).all()
         in_flight = Counter(busy.values())
-        rows.sort(key=lambda row: (in_flight[row.token_name] + row.rank,
-                                   row.finished_at.timestamp() if row.finished_at else float("inf"), row.job_id))
+        rows.sort(
+            key=lambda row: (
+                in_flight[row.token_name] + row.rank,
+                row.finished_at.timestamp() if row.finished_at else float("inf"),
+                row.job_id,
+            )
+        )
         return [(row.job_id, row.token_name) for row in rows[:limit]]
 
     def _claim(self, job_id: str) -> bool:
@@ -134,9 +153,14 @@ class Dispatcher:
         lease = now + timedelta(seconds=self.settings.webhook_timeout_seconds + 60)
         with self.sessions() as session:
             won = session.execute(
-                update(Webhook).where(Webhook.job_id == job_id, Webhook.state == "waiting",
-                                      or_(Webhook.lease_until.is_(None), Webhook.lease_until < now))
-                .values(lease_until=lease)).rowcount
+                update(Webhook)
+                .where(
+                    Webhook.job_id == job_id,
+                    Webhook.state == "waiting",
+                    or_(Webhook.lease_until.is_(None), Webhook.lease_until < now),
+                )
+                .values(lease_until=lease)
+            ).rowcount
             session.commit()
         return bool(won)
 
@@ -158,8 +182,11 @@ class Dispatcher:
             hook, job = session.get(Webhook, job_id), session.get(Job, job_id)
             if hook is None or job is None or hook.state != "waiting":
                 return "gone"
-            payload = {"event": EVENT, "delivery_id": hook.delivery_id,
-                       "job": summary(session, job, settings.public_url)}
+            payload = {
+                "event": EVENT,
+                "delivery_id": hook.delivery_id,
+                "job": summary(session, job, settings.public_url),
+            }
             secret = secret_for(session, hook.token_name, settings.webhook_secret)
             url, attempt = hook.url, hook.attempts + 1
             session.commit()
@@ -178,8 +205,12 @@ class Dispatcher:
         elif not allowed(url, allow_list(settings.webhook_allowed_hosts)):
             error = "the callback host is no longer on the service's allow-list"
         else:
-            headers = {"Content-Type": "application/json", EVENT_HEADER: EVENT, DELIVERY_HEADER: hook.delivery_id,
-                       **sign(secret, body)}
+            headers = {
+                "Content-Type": "application/json",
+                EVENT_HEADER: EVENT,
+                DELIVERY_HEADER: hook.delivery_id,
+                **sign(secret, body),
+            }
             final = False
             try:
                 status, error = self._post(url, body, headers)
@@ -188,8 +219,11 @@ class Dispatcher:
             except Exception as exc:  # any other client error is a failed attempt too, recorded like the rest
                 error = f"{type(exc).__name__}: {exc}"
         final = final or error is None
-        outcome = "delivered" if error is None else ("failed" if final or attempt >= settings.webhook_max_attempts
-                                                     else "retry")
+        outcome = (
+            "delivered"
+            if error is None
+            else ("failed" if final or attempt >= settings.webhook_max_attempts else "retry")
+        )
         self._record(job_id, attempt, url, started, clock, status, error, outcome)
         log.info("webhook of job %s, attempt %d: %s%s", job_id, attempt, outcome, f" ({error})" if error else "")
         return outcome
@@ -226,8 +260,9 @@ class Dispatcher:
         timer.daemon = True
         timer.start()
         try:
-            with self._client.stream("POST", url, content=body, headers=headers,
-                                     extensions={"trace": trace}) as response:
+            with self._client.stream(
+                "POST", url, content=body, headers=headers, extensions={"trace": trace}
+            ) as response:
                 status = response.status_code
                 if 200 <= status < 300:
                     return status, None  # the body is never read
@@ -243,7 +278,7 @@ class Dispatcher:
                     sock.close()
 
     def _reason(self, response: httpx.Response, expired: threading.Event) -> str:
-        """"HTTP status: the answer's first characters", from at most webhook_answer_bytes of it, read raw."""
+        """ "HTTP status: the answer's first characters", from at most webhook_answer_bytes of it, read raw."""
         reason = f"HTTP {response.status_code}"
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding not in ("", "identity"):
@@ -257,20 +292,38 @@ class Dispatcher:
         except httpx.HTTPError:  # cut off at the deadline, or the receiver hung up
             cut = expired.is_set()
         text = printable(kept[:cap].decode("utf-8", errors="replace"))[:KEPT_ANSWER_CHARS].strip()
-        return (reason + (f": {text}" if text else "")
-                + (f" (the answer was cut off after {self.settings.webhook_timeout_seconds:g} s)" if cut else ""))
+        return (
+            reason
+            + (f": {text}" if text else "")
+            + (f" (the answer was cut off after {self.settings.webhook_timeout_seconds:g} s)" if cut else "")
+        )
 
     def _record(self, job_id, attempt, url, started, clock, status, error, outcome) -> None:
         now = utcnow()
-        values = {"attempts": attempt, "lease_until": None,
-                  "state": {"delivered": "delivered", "failed": "failed"}.get(outcome, "waiting"),
-                  "next_attempt_at": (now + timedelta(seconds=self.settings.webhook_backoff_seconds * 2 ** (attempt - 1))
-                                      if outcome == "retry" else None)}
+        values = {
+            "attempts": attempt,
+            "lease_until": None,
+            "state": {"delivered": "delivered", "failed": "failed"}.get(outcome, "waiting"),
+            "next_attempt_at": (
+                now + timedelta(seconds=self.settings.webhook_backoff_seconds * 2 ** (attempt - 1))
+                if outcome == "retry"
+                else None
+            ),
+        }
         with self.sessions() as session:
-            session.add(WebhookDelivery(job_id=job_id, attempt=attempt, url=url, started_at=started,
-                                        duration_ms=int((time.monotonic() - clock) * 1000), status_code=status,
-                                        error=printable(error)[:MAX_ERROR_CHARS] if error else None, outcome=outcome))
-            session.execute(update(Webhook).where(and_(Webhook.job_id == job_id, Webhook.state == "waiting"))
-                            .values(**values))
+            session.add(
+                WebhookDelivery(
+                    job_id=job_id,
+                    attempt=attempt,
+                    url=url,
+                    started_at=started,
+                    duration_ms=int((time.monotonic() - clock) * 1000),
+                    status_code=status,
+                    error=printable(error)[:MAX_ERROR_CHARS] if error else None,
+                    outcome=outcome,
+                )
+            )
+            session.execute(
+                update(Webhook).where(and_(Webhook.job_id == job_id, Webhook.state == "waiting")).values(**values)
+            )
             session.commit()
-

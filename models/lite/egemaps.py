@@ -4,6 +4,7 @@ Both levels come from one openSMILE run: opensmile's SMILEapi with its shipped t
 configuration (standard_external_data_output_multi), instead of two runs that would compute the
 same descriptors twice.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,9 @@ class Egemaps:
     """eGeMAPSv02 extractor; create once per process and reuse."""
 
     def __init__(self) -> None:
-        reference = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                    feature_level=opensmile.FeatureLevel.Functionals)
+        reference = opensmile.Smile(
+            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+        )
         self._config_path = reference.config_path
         root = reference.default_config_root
         self._options = {
@@ -34,8 +36,11 @@ class Egemaps:
             "sampleRate": SAMPLE_RATE,
             "nBits": 16,
         }
-        self.low_level_names = list(opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                                    feature_level=opensmile.FeatureLevel.LowLevelDescriptors).feature_names)
+        self.low_level_names = list(
+            opensmile.Smile(
+                feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+            ).feature_names
+        )
 
     def extract(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """((88,) utterance functionals, (T, 25) frame descriptors at a 10 ms hop), float32."""

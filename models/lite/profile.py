@@ -3,6 +3,7 @@
 artifacts/egemaps_lld_stats.json: mean and std (floored at 1e-6) of the 25 LLDs of Egemaps().extract over all
 frames of the first 240 files of the RAVDESS + JVNV manifests (shared/data, in that order) after random.Random(0).shuffle.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,16 @@ class LiteProfile(Profile):
         import hashlib
 
         return {
-            "egemaps": {"source": "openSMILE eGeMAPSv02 (opensmile package)", "sha256": None,
-                        "version": Egemaps.version()},
-            "egemaps_lld_stats": {"source": str(LLD_STATS_FILE.name),
-                                  "sha256": hashlib.sha256(LLD_STATS_FILE.read_bytes()).hexdigest(),
-                                  "version": "1"},
+            "egemaps": {
+                "source": "openSMILE eGeMAPSv02 (opensmile package)",
+                "sha256": None,
+                "version": Egemaps.version(),
+            },
+            "egemaps_lld_stats": {
+                "source": str(LLD_STATS_FILE.name),
+                "sha256": hashlib.sha256(LLD_STATS_FILE.read_bytes()).hexdigest(),
+                "version": "1",
+            },
         }
 
     def signature_parts(self) -> list[str]:

@@ -85,9 +85,16 @@ class XlsrEncoder(PaperBackend):
         self.embed_dim = model.config.hidden_size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu", fast: bool = False, *,
-                        pick_layer: int = PICK_LAYER, precision: str | None = None,
-                        max_batch_seconds: float | None = None) -> "XlsrEncoder":
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        device: str = "cpu",
+        fast: bool = False,
+        *,
+        pick_layer: int = PICK_LAYER,
+        precision: str | None = None,
+        max_batch_seconds: float | None = None,
+    ) -> XlsrEncoder:
         from transformers import Wav2Vec2Model
 
         folder = Path(folder)
@@ -96,9 +103,16 @@ class XlsrEncoder(PaperBackend):
             raise FileNotFoundError(f"XLS-R folder {folder} is missing {', '.join(missing)}")
         with quiet_transformers():
             model = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True)
-        loaded = cls(model, pick_layer=pick_layer, device=device, precision=precision, source=str(folder),
-                     sha256=hf_weights_sha256(folder), do_normalize=read_do_normalize(folder),
-                     max_batch_seconds=max_batch_seconds)
+        loaded = cls(
+            model,
+            pick_layer=pick_layer,
+            device=device,
+            precision=precision,
+            source=str(folder),
+            sha256=hf_weights_sha256(folder),
+            do_normalize=read_do_normalize(folder),
+            max_batch_seconds=max_batch_seconds,
+        )
         return loaded._fast_mode(fast, precision, loaded.embeddings)
 
     def _version(self) -> str:
@@ -152,8 +166,19 @@ def find_comparator_files(folder: str | Path) -> tuple[Path, Path]:
 class Comparator(nn.Module):
     """stopes' ``Comparator`` MLP (``qe`` input form); the module layout matches its state dict."""
 
-    def __init__(self, idim: int, odim: int, nhid: list, dropout: float, activation: str,
-                 input_form: str, norm_emb: bool, output_act: bool, trainable_pooler: bool = False, **_):
+    def __init__(
+        self,
+        idim: int,
+        odim: int,
+        nhid: list,
+        dropout: float,
+        activation: str,
+        input_form: str,
+        norm_emb: bool,
+        output_act: bool,
+        trainable_pooler: bool = False,
+        **_,
+    ):
         super().__init__()
         if input_form != "qe":
             raise ValueError(f"only the 'qe' (source, translation) comparator is supported, not {input_form!r}")
@@ -190,8 +215,15 @@ class Comparator(nn.Module):
 class AutoPCP:
     """XLS-R layer-9 embeddings + the AutoPCP comparator, symmetrised."""
 
-    def __init__(self, encoder: XlsrEncoder, comparator: Comparator, *, comparator_source="",
-                 comparator_sha256="", config: dict | None = None):
+    def __init__(
+        self,
+        encoder: XlsrEncoder,
+        comparator: Comparator,
+        *,
+        comparator_source="",
+        comparator_sha256="",
+        config: dict | None = None,
+    ):
         self.encoder = encoder
         self.comparator = comparator.eval()
         self.comparator_source = comparator_source
@@ -201,11 +233,19 @@ class AutoPCP:
             raise ValueError(f"comparator expects {comparator.idim}-d embeddings, encoder gives {encoder.embed_dim}")
 
     @classmethod
-    def from_pretrained(cls, encoder_folder: str | Path, comparator_folder: str | Path, device: str = "cpu",
-                        fast: bool = False, *, precision: str | None = None,
-                        max_batch_seconds: float | None = None) -> "AutoPCP":
-        encoder = XlsrEncoder.from_pretrained(encoder_folder, device=device, fast=fast, precision=precision,
-                                              max_batch_seconds=max_batch_seconds)
+    def from_pretrained(
+        cls,
+        encoder_folder: str | Path,
+        comparator_folder: str | Path,
+        device: str = "cpu",
+        fast: bool = False,
+        *,
+        precision: str | None = None,
+        max_batch_seconds: float | None = None,
+    ) -> AutoPCP:
+        encoder = XlsrEncoder.from_pretrained(
+            encoder_folder, device=device, fast=fast, precision=precision, max_batch_seconds=max_batch_seconds
+        )
         cfg_path, weights_path = find_comparator_files(comparator_folder)
         config = load_torch_file(cfg_path)
         if not isinstance(config, dict):
@@ -213,8 +253,13 @@ class AutoPCP:
         comparator = Comparator(**config)
         state = load_torch_file(weights_path)
         comparator.load_state_dict(state, strict=True)
-        return cls(encoder, comparator, comparator_source=str(weights_path),
-                   comparator_sha256=file_sha256(weights_path), config=config)
+        return cls(
+            encoder,
+            comparator,
+            comparator_source=str(weights_path),
+            comparator_sha256=file_sha256(weights_path),
+            config=config,
+        )
 
     def comparator_info(self) -> dict:
         return {

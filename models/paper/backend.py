@@ -1,6 +1,7 @@
 """What the paper models' wrappers (Emotion2Vec, ValenceArousal, SpeakerEncoder, XlsrEncoder) share:
 where and how they run (device, precision and fast mode's choice, batch size), where their weights
 came from, ``info()``, and the batched run of their network over a list of utterances."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -30,8 +31,15 @@ class PaperBackend:
     exact_batching = True
     min_samples: int
 
-    def __init__(self, *, device="cpu", precision: str | None = "fp32", source="", sha256="",
-                 max_batch_seconds: float | None = None):
+    def __init__(
+        self,
+        *,
+        device="cpu",
+        precision: str | None = "fp32",
+        source="",
+        sha256="",
+        max_batch_seconds: float | None = None,
+    ):
         self.device = torch.device(device)
         self.precision = check_precision(precision)
         self.fast_choice: FastChoice | None = None  # set by from_pretrained(fast=True): what was timed, what was chosen
@@ -72,5 +80,11 @@ class PaperBackend:
                 raise ValueError(f"utterance {i} has {w.size} samples; " + self.too_short.format(self.min_samples))
         if not waves:
             return []
-        return run_batched(waves, [w.size for w in waves], self._run, self.max_batch_seconds,
-                           max_items=None if self.exact_batching else 1, streams=cpu_streams(self.device))
+        return run_batched(
+            waves,
+            [w.size for w in waves],
+            self._run,
+            self.max_batch_seconds,
+            max_items=None if self.exact_batching else 1,
+            streams=cpu_streams(self.device),
+        )

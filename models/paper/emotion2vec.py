@@ -118,8 +118,15 @@ class Emotion2Vec(PaperBackend):
         self.min_samples = self._min_samples()
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu", fast: bool = False, *,
-                        precision: str | None = None, max_batch_seconds: float | None = None) -> "Emotion2Vec":
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        device: str = "cpu",
+        fast: bool = False,
+        *,
+        precision: str | None = None,
+        max_batch_seconds: float | None = None,
+    ) -> Emotion2Vec:
         folder = Path(folder)
         missing = missing_files(folder)
         if missing:
@@ -138,8 +145,15 @@ class Emotion2Vec(PaperBackend):
         vocab = state["proj.weight"].shape[0] if "proj.weight" in state else 0
         net = _Emotion2VecNet(cfg, vocab_size=vocab)
         _load_state(net, state, str(files["model"]))
-        loaded = cls(net, device=device, precision=precision, source=str(folder),
-                     sha256=file_sha256(files["model"]), labels=labels, max_batch_seconds=max_batch_seconds)
+        loaded = cls(
+            net,
+            device=device,
+            precision=precision,
+            source=str(folder),
+            sha256=file_sha256(files["model"]),
+            labels=labels,
+            max_batch_seconds=max_batch_seconds,
+        )
         return loaded._fast_mode(fast, precision, loaded.features)
 
     # ------------------------------------------------------------------ metadata

@@ -2,12 +2,13 @@
 ALiBi transformer with extra tokens), rebuilt with funasr's module tree so its checkpoint keys load
 unchanged; padding is masked so a batched utterance equals its one-at-a-time result (models.paper.emotion2vec
 loads it and documents the folder and the batching)."""
+
 from __future__ import annotations
 
+import ast
 import contextlib
 import math
 from collections.abc import Sequence
-import ast
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,6 @@ class _E2VConfig:
 
 
 # ----------------------------------------------------------------------------- public API
-
 
 
 # ----------------------------------------------------------------------------- network
@@ -194,18 +194,13 @@ class _AudioEncoder(nn.Module):
             ],
             _Transpose(),
         )
-        self.relative_positional_encoder = (
-            nn.Sequential(nn.LayerNorm(d), pos) if cfg.conv_pos_pre_ln else pos
-        )
+        self.relative_positional_encoder = nn.Sequential(nn.LayerNorm(d), pos) if cfg.conv_pos_pre_ln else pos
         blocks = [
-            _Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.norm_affine)
-            for _ in range(cfg.prenet_depth)
+            _Block(d, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.norm_affine) for _ in range(cfg.prenet_depth)
         ]
         norm = nn.LayerNorm(d, eps=cfg.norm_eps, elementwise_affine=cfg.norm_affine)
         self.context_encoder = _BlockList(blocks, norm)
-        self.extra_tokens = (
-            nn.Parameter(torch.zeros(1, cfg.num_extra_tokens, d)) if cfg.num_extra_tokens > 0 else None
-        )
+        self.extra_tokens = nn.Parameter(torch.zeros(1, cfg.num_extra_tokens, d)) if cfg.num_extra_tokens > 0 else None
         if cfg.use_alibi:
             n_layers = cfg.prenet_depth + cfg.model_depth if cfg.alibi_per_layer else 1
             n_heads = cfg.num_heads if cfg.alibi_per_head else 1
@@ -232,7 +227,9 @@ class _Emotion2VecNet(nn.Module):
         (models/runtime/speedups.py); None for the group-norm (``default``) extractor, which keeps the module path."""
         if self.cfg.extractor_mode != "layer_norm":
             return None
-        return [(layer[0], layer[2][1], layer[3]) for layer in self.modality_encoders["AUDIO"].local_encoder.conv_layers]
+        return [
+            (layer[0], layer[2][1], layer[3]) for layer in self.modality_encoders["AUDIO"].local_encoder.conv_layers
+        ]
 
     # ------------------------------------------------------------------ exact batched forward
 
@@ -333,7 +330,7 @@ def _map_checkpoint_keys(state: dict, scope_map: Sequence) -> dict:
     for k, v in state.items():
         for src, dst in pairs:
             if k.startswith(src):
-                k = dst + k[len(src):]
+                k = dst + k[len(src) :]
                 break
         out[k] = v
     return out

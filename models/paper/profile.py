@@ -24,15 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from models.runtime.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256, load_torch_file
 from models.profile import Profile
+from models.runtime.batching import file_sha256, hf_missing_files, hf_weight_files, hf_weights_sha256, load_torch_file
 from models.runtime.weights_lock import LOCK_NAME
 
 logger = logging.getLogger(__name__)
 
 
-VA_LICENCE = ("CC BY-NC-SA 4.0 (non-commercial, share-alike; the model card of "
-              "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim)")
+VA_LICENCE = (
+    "CC BY-NC-SA 4.0 (non-commercial, share-alike; the model card of "
+    "audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim)"
+)
 LICENCE_UNKNOWN = "not recorded by emopres: read the model's page before use"
 
 
@@ -48,31 +50,41 @@ class ModelSlot:
 
 SLOTS: tuple[ModelSlot, ...] = (
     ModelSlot(
-        "emotion2vec_plus_large", "emotion2vec_plus_large", "funasr",
+        "emotion2vec_plus_large",
+        "emotion2vec_plus_large",
+        "funasr",
         "https://huggingface.co/emotion2vec/emotion2vec_plus_large (or ModelScope iic/emotion2vec_plus_large): "
         "config.yaml, model.pt, tokens.txt, configuration.json",
         ("ser", "emo_sim", "emo_sim_utterance"),
     ),
     ModelSlot(
-        "valence_arousal", "wav2vec2-large-robust-12-ft-emotion-msp-dim", "transformers",
+        "valence_arousal",
+        "wav2vec2-large-robust-12-ft-emotion-msp-dim",
+        "transformers",
         "https://huggingface.co/audeering/wav2vec2-large-robust-12-ft-emotion-msp-dim: "
         "config.json, pytorch_model.bin (or model.safetensors), preprocessor_config.json",
         ("va_sim", "va_sim_utterance"),
         licence=VA_LICENCE,
     ),
     ModelSlot(
-        "speaker_wavlm_ecapa", "wavlm_large_finetune.pth", "unispeech",
+        "speaker_wavlm_ecapa",
+        "wavlm_large_finetune.pth",
+        "unispeech",
         "UniSpeech downstreams/speaker_verification README, 'WavLM large' row, fine-tuned checkpoint "
         "wavlm_large_finetune.pth (Google Drive link there; the one Seamless/stopes VSim recommends)",
         ("vsim",),
     ),
     ModelSlot(
-        "xlsr_53", "wav2vec2-large-xlsr-53", "transformers",
+        "xlsr_53",
+        "wav2vec2-large-xlsr-53",
+        "transformers",
         "https://huggingface.co/facebook/wav2vec2-large-xlsr-53: config.json, pytorch_model.bin, preprocessor_config.json",
         ("autopcp",),
     ),
     ModelSlot(
-        "autopcp_comparator", "AutoPCP-multilingual-v2", "autopcp",
+        "autopcp_comparator",
+        "AutoPCP-multilingual-v2",
+        "autopcp",
         "https://dl.fbaipublicfiles.com/speech_expressivity_evaluation/AutoPCP-multilingual-v2.zip, unzipped here",
         ("autopcp",),
     ),
@@ -168,10 +180,13 @@ def _check_lock(base: Path | None, rows: list[dict]) -> None:
         error = None
     except LockError as e:
         lock, error = None, str(e)
-    for row, slot in zip(rows, SLOTS):
+    for row, slot in zip(rows, SLOTS, strict=True):
         locked = (lock or {}).get("models", {}).get(slot.name)
-        result = verify_entry(base / slot.entry, locked) if base else {
-            "status": "missing", "changed": [], "missing": [], "extra": [], "digest": None}
+        result = (
+            verify_entry(base / slot.entry, locked)
+            if base
+            else {"status": "missing", "changed": [], "missing": [], "extra": [], "digest": None}
+        )
         if error:
             result["status"] = "unreadable lock"
             result["error"] = error
@@ -203,9 +218,12 @@ def weights_identity(base: Path, slots: Sequence[ModelSlot]) -> dict[str, dict]:
         locked = lock["models"].get(slot.name)
         result = verify_entry(base / slot.entry, locked)
         matches = result["status"] == "matches"
-        out[slot.name] = {"files_sha256": result["digest"], "lock": result["status"],
-                          "revision": locked.get("revision") if matches else None,
-                          "lock_source": locked.get("source") if matches else None}
+        out[slot.name] = {
+            "files_sha256": result["digest"],
+            "lock": result["status"],
+            "revision": locked.get("revision") if matches else None,
+            "lock_source": locked.get("source") if matches else None,
+        }
     return out
 
 
@@ -228,10 +246,17 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
     for slot in SLOTS:
         path = base / slot.entry if base else Path(slot.entry)
         row = {
-            "name": slot.name, "path": str(path), "status": "missing", "sha256": None, "parameters": None,
-            "missing": [], "metrics": list(slot.metrics),
+            "name": slot.name,
+            "path": str(path),
+            "status": "missing",
+            "sha256": None,
+            "parameters": None,
+            "missing": [],
+            "metrics": list(slot.metrics),
             "put": f"$EMOPRES_MODEL_DIR/{slot.entry}" + ("" if slot.kind == "unispeech" else "/"),
-            "fetch": slot.fetch, "licence": slot.licence or LICENCE_UNKNOWN, "error": None,
+            "fetch": slot.fetch,
+            "licence": slot.licence or LICENCE_UNKNOWN,
+            "error": None,
         }
         if base is None:
             row["missing"] = ["EMOPRES_MODEL_DIR is not set"]
@@ -252,8 +277,10 @@ def check_models(model_dir: str | os.PathLike | None) -> list[dict]:
         row["present"] = row["status"] == "present"
         lock = row["lock"]
         if row["status"] == "present" and lock["status"] == "differs":
-            row["hint"] = (f"differs from {LOCK_NAME} ({_lock_differences(lock)}): fetch it again "
-                           f"(`emopres models fetch {row['name']}`), or `emopres models lock` if you changed it on purpose")
+            row["hint"] = (
+                f"differs from {LOCK_NAME} ({_lock_differences(lock)}): fetch it again "
+                f"(`emopres models fetch {row['name']}`), or `emopres models lock` if you changed it on purpose"
+            )
         elif row["status"] == "missing":
             row["hint"] = f"missing {', '.join(row['missing'])}: put it at {row['put']} (get it from {row['fetch']})"
         elif row["status"] == "unreadable":
@@ -268,8 +295,17 @@ class PaperProfile(Profile):
 
     name = "paper"
 
-    def __init__(self, emotion2vec, valence_arousal, speaker, autopcp, *, model_dir: str = "",
-                 missing: dict[str, str] | None = None, weights: dict[str, dict] | None = None):
+    def __init__(
+        self,
+        emotion2vec,
+        valence_arousal,
+        speaker,
+        autopcp,
+        *,
+        model_dir: str = "",
+        missing: dict[str, str] | None = None,
+        weights: dict[str, dict] | None = None,
+    ):
         self.emotion2vec = emotion2vec
         self.valence_arousal = valence_arousal
         self.speaker = speaker
@@ -279,9 +315,16 @@ class PaperProfile(Profile):
         self.weights = dict(weights or {})  # slot -> files_sha256 (every file of it), revision, source (from the lock)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", fast: bool = False, *,
-                       allow_missing: bool = False, max_batch_seconds: float | None = None,
-                       precision: str | None = None) -> "PaperProfile":
+    def from_model_dir(
+        cls,
+        model_dir: str | os.PathLike,
+        device: str = "cpu",
+        fast: bool = False,
+        *,
+        allow_missing: bool = False,
+        max_batch_seconds: float | None = None,
+        precision: str | None = None,
+    ) -> PaperProfile:
         """Load every paper model from ``model_dir``. A missing model is an error naming what to put
         where, unless ``allow_missing`` (then only emotion2vec is required and the metrics of the
         absent models are reported as unavailable)."""
@@ -298,29 +341,53 @@ class PaperProfile(Profile):
         required = {"emotion2vec_plus_large"} if allow_missing else set(SLOT)
         fatal = {k: v for k, v in problems.items() if k in required}
         if fatal:
-            lines = [f"  {k}: missing {', '.join(v)} -> put it at {base / SLOT[k].entry} (from {SLOT[k].fetch})"
-                     for k, v in fatal.items()]
-            raise FileNotFoundError("paper profile: models missing in " + str(base) + ":\n" + "\n".join(lines)
-                                    + "\nRun `emopres models check` for the full inventory.")
+            lines = [
+                f"  {k}: missing {', '.join(v)} -> put it at {base / SLOT[k].entry} (from {SLOT[k].fetch})"
+                for k, v in fatal.items()
+            ]
+            raise FileNotFoundError(
+                "paper profile: models missing in "
+                + str(base)
+                + ":\n"
+                + "\n".join(lines)
+                + "\nRun `emopres models check` for the full inventory."
+            )
         # fast: each model times fp32 against bf16 on this machine as it loads and keeps the faster
         kw = dict(device=device, fast=fast, precision=precision, max_batch_seconds=max_batch_seconds)
         e2v = Emotion2Vec.from_pretrained(base / SLOT["emotion2vec_plus_large"].entry, **kw)
-        va = None if "valence_arousal" in problems else ValenceArousal.from_pretrained(
-            base / SLOT["valence_arousal"].entry, **kw)
-        spk = None if "speaker_wavlm_ecapa" in problems else SpeakerEncoder.from_pretrained(
-            base / SLOT["speaker_wavlm_ecapa"].entry, **kw)
+        va = (
+            None
+            if "valence_arousal" in problems
+            else ValenceArousal.from_pretrained(base / SLOT["valence_arousal"].entry, **kw)
+        )
+        spk = (
+            None
+            if "speaker_wavlm_ecapa" in problems
+            else SpeakerEncoder.from_pretrained(base / SLOT["speaker_wavlm_ecapa"].entry, **kw)
+        )
         pcp = None
         if "xlsr_53" not in problems and "autopcp_comparator" not in problems:
             pcp = AutoPCP.from_pretrained(base / SLOT["xlsr_53"].entry, base / SLOT["autopcp_comparator"].entry, **kw)
         missing = {k: f"model not installed: {base / SLOT[k].entry} ({', '.join(v)})" for k, v in problems.items()}
-        return cls(e2v, va, spk, pcp, model_dir=str(base), missing=missing,
-                   weights=weights_identity(base, [s for s in SLOTS if s.name not in problems]))
+        return cls(
+            e2v,
+            va,
+            spk,
+            pcp,
+            model_dir=str(base),
+            missing=missing,
+            weights=weights_identity(base, [s for s in SLOTS if s.name not in problems]),
+        )
 
     # ------------------------------------------------------------------ metadata
     def networks(self) -> dict[str, object]:
         """The loaded networks by signature tag (each has ``precision`` and ``fast_choice``)."""
-        found = {"e2v": self.emotion2vec, "va": self.valence_arousal, "spk": self.speaker,
-                 "xlsr": self.autopcp.encoder if self.autopcp is not None else None}
+        found = {
+            "e2v": self.emotion2vec,
+            "va": self.valence_arousal,
+            "spk": self.speaker,
+            "xlsr": self.autopcp.encoder if self.autopcp is not None else None,
+        }
         return {tag: net for tag, net in found.items() if net is not None}
 
     @property
@@ -347,15 +414,26 @@ class PaperProfile(Profile):
         return out
 
     def models_info(self) -> dict[str, dict]:
-        return {k: {"source": v["source"], "sha256": v["sha256"], "version": v["version"],
-                    **self.weights.get(k, {"files_sha256": None, "lock": None, "revision": None, "lock_source": None})}
-                for k, v in self._loaded().items()}
+        return {
+            k: {
+                "source": v["source"],
+                "sha256": v["sha256"],
+                "version": v["version"],
+                **self.weights.get(k, {"files_sha256": None, "lock": None, "revision": None, "lock_source": None}),
+            }
+            for k, v in self._loaded().items()
+        }
 
     def signature_parts(self) -> list[str]:
         info = self._loaded()
         parts = []
-        for key, tag in (("emotion2vec_plus_large", "e2v"), ("valence_arousal", "va"), ("speaker_wavlm_ecapa", "spk"),
-                         ("xlsr_53", "xlsr"), ("autopcp_comparator", "pcp")):
+        for key, tag in (
+            ("emotion2vec_plus_large", "e2v"),
+            ("valence_arousal", "va"),
+            ("speaker_wavlm_ecapa", "spk"),
+            ("xlsr_53", "xlsr"),
+            ("autopcp_comparator", "pcp"),
+        ):
             parts.append(f"{tag}:{info[key]['sha256'][:12]}" if key in info else f"{tag}:none")
         parts.append(f"weights:{weights_signature(self.weights)}")
         parts.append(f"mode:{self.precision}")
@@ -369,7 +447,9 @@ class PaperProfile(Profile):
         if self.speaker is None:
             out["vsim"] = self._missing.get("speaker_wavlm_ecapa", "speaker model not loaded")
         if self.autopcp is None:
-            out["autopcp"] = self._missing.get("autopcp_comparator") or self._missing.get("xlsr_53") or "AutoPCP not loaded"
+            out["autopcp"] = (
+                self._missing.get("autopcp_comparator") or self._missing.get("xlsr_53") or "AutoPCP not loaded"
+            )
         return out
 
     # ------------------------------------------------------------------ features
@@ -385,14 +465,13 @@ class PaperProfile(Profile):
         frames, utt = self.emotion2vec.features(waves)
         feats = [{"ser_input": utt[i], "e2v_frames": frames[i]} for i in range(len(waves))]
         if self.valence_arousal is not None:
-            for f, r in zip(feats, self.valence_arousal.analyse(waves)):
-                f.update(va_chunks=r.chunks, va_frames=np.asarray(r.n_frames, dtype=np.int64),
-                         va_utterance=r.utterance)
+            for f, r in zip(feats, self.valence_arousal.analyse(waves), strict=True):
+                f.update(va_chunks=r.chunks, va_frames=np.asarray(r.n_frames, dtype=np.int64), va_utterance=r.utterance)
         if self.speaker is not None:
-            for f, e in zip(feats, self.speaker.embeddings(waves)):
+            for f, e in zip(feats, self.speaker.embeddings(waves), strict=True):
                 f["speaker"] = e
         if self.autopcp is not None:
-            for f, e in zip(feats, self.autopcp.embeddings(waves)):
+            for f, e in zip(feats, self.autopcp.embeddings(waves), strict=True):
                 f["pcp"] = e
         return feats
 
@@ -423,16 +502,23 @@ class PaperProfile(Profile):
             for side, f in (("source", src), ("target", tgt)):
                 n = int(f.get("va_frames", CHUNK_WINDOW))
                 if n < CHUNK_WINDOW:
-                    warnings.append(f"va_sim: {side} is shorter than one {CHUNK_WINDOW}-frame chunk "
-                                    f"({n} frames); one chunk over the whole utterance was used")
+                    warnings.append(
+                        f"va_sim: {side} is shorter than one {CHUNK_WINDOW}-frame chunk "
+                        f"({n} frames); one chunk over the whole utterance was used"
+                    )
             attempt("va_sim", lambda: frame_similarity(src["va_chunks"], tgt["va_chunks"]))
             from models.paper.valence_arousal import utterance_arousal_valence
 
-            attempt("va_sim_utterance", lambda: vector_cosine(utterance_arousal_valence(src["va_utterance"]),
-                                                              utterance_arousal_valence(tgt["va_utterance"])))
+            attempt(
+                "va_sim_utterance",
+                lambda: vector_cosine(
+                    utterance_arousal_valence(src["va_utterance"]), utterance_arousal_valence(tgt["va_utterance"])
+                ),
+            )
         if self.speaker is not None:
             attempt("vsim", lambda: vector_cosine(src["speaker"], tgt["speaker"]))
         if self.autopcp is not None:
+
             def pcp():
                 value = self.autopcp.score(np.asarray(src["pcp"]), np.asarray(tgt["pcp"]))
                 if not np.isfinite(value):

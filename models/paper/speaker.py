@@ -144,8 +144,17 @@ class AttentiveStatsPool(nn.Module):
 class EcapaTdnn(nn.Module):
     """UniSpeech's ECAPA-TDNN head (``ECAPA_TDNN_SMALL``, no global-context attention)."""
 
-    def __init__(self, feat_dim, n_states, channels=512, last_channels=1536, emb_dim=256, scale=8,
-                 se_bottleneck=128, attention_channels=128):
+    def __init__(
+        self,
+        feat_dim,
+        n_states,
+        channels=512,
+        last_channels=1536,
+        emb_dim=256,
+        scale=8,
+        se_bottleneck=128,
+        attention_channels=128,
+    ):
         super().__init__()
         self.feature_weight = nn.Parameter(torch.zeros(n_states))
         self.layer1 = Conv1dReluBn(feat_dim, channels, kernel_size=5, padding=2)
@@ -158,15 +167,19 @@ class EcapaTdnn(nn.Module):
         self.linear = nn.Linear(last_channels * 2, emb_dim)
 
     @classmethod
-    def from_state(cls, state: dict) -> "EcapaTdnn":
+    def from_state(cls, state: dict) -> EcapaTdnn:
         w = state["layer1.conv.weight"]
         n_res2 = len([k for k in state if re.fullmatch(r"layer2\.Res2Conv1dReluBn\.convs\.\d+\.weight", k)])
         if state["pooling.linear1.weight"].shape[1] != state["conv.weight"].shape[0]:
             raise ValueError("ECAPA-TDNN with global-context attention is not supported")
         return cls(
-            feat_dim=w.shape[1], n_states=state["feature_weight"].numel(), channels=w.shape[0],
-            last_channels=state["conv.weight"].shape[0], emb_dim=state["linear.weight"].shape[0],
-            scale=n_res2 + 1, se_bottleneck=state["layer2.SE_Connect.linear1.weight"].shape[0],
+            feat_dim=w.shape[1],
+            n_states=state["feature_weight"].numel(),
+            channels=w.shape[0],
+            last_channels=state["conv.weight"].shape[0],
+            emb_dim=state["linear.weight"].shape[0],
+            scale=n_res2 + 1,
+            se_bottleneck=state["layer2.SE_Connect.linear1.weight"].shape[0],
             attention_channels=state["pooling.linear1.weight"].shape[0],
         )
 
@@ -196,8 +209,12 @@ class EcapaTdnn(nn.Module):
 
 # fairseq/unilm -> transformers key names; the inverse is derived (hf_wavlm_to_fairseq)
 _CONV_PARTS = {  # conv layer i: "feature_extractor.conv_layers.{i}.<part>" (the group-norm encoder's layer 0: "2.")
-    "0.weight": "conv.weight", "0.bias": "conv.bias", "2.1.weight": "layer_norm.weight",
-    "2.1.bias": "layer_norm.bias", "2.weight": "layer_norm.weight", "2.bias": "layer_norm.bias",
+    "0.weight": "conv.weight",
+    "0.bias": "conv.bias",
+    "2.1.weight": "layer_norm.weight",
+    "2.1.bias": "layer_norm.bias",
+    "2.weight": "layer_norm.weight",
+    "2.bias": "layer_norm.bias",
 }
 _LAYER_PARTS = [  # transformer layer i: "encoder.layers.{i}.<part>"; a part ending in "." is a prefix, else a name
     *((f"self_attn.{p}_proj.", f"attention.{p}_proj.") for p in ("q", "k", "v", "out")),
@@ -231,8 +248,9 @@ def _inverted(names: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _rename(state: dict, conv_parts: dict[str, str], layer_parts: list[tuple[str, str]],
-            top_level: dict[str, str]) -> dict:
+def _rename(
+    state: dict, conv_parts: dict[str, str], layer_parts: list[tuple[str, str]], top_level: dict[str, str]
+) -> dict:
     """``state`` with its WavLM keys renamed by the three tables; keys no table names are dropped."""
     out = {}
     for k, v in state.items():
@@ -247,7 +265,7 @@ def _rename(state: dict, conv_parts: dict[str, str], layer_parts: list[tuple[str
             i, rest = m.groups()
             for old, new in layer_parts:
                 if rest == old or (old.endswith(".") and rest.startswith(old)):
-                    out[f"encoder.layers.{i}.{new}{rest[len(old):]}"] = v
+                    out[f"encoder.layers.{i}.{new}{rest[len(old) :]}"] = v
                     break
             continue
         if k in top_level:
@@ -277,7 +295,9 @@ def wavlm_config_from_state(state: dict):
     """
     from transformers import WavLMConfig
 
-    convs = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.0\.weight", k)))
+    convs = sorted(
+        int(m.group(1)) for k in state if (m := re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.0\.weight", k))
+    )
     if not convs:
         raise ValueError("no WavLM conv feature extractor weights found")
     conv_dim = [state[f"feature_extractor.conv_layers.{i}.0.weight"].shape[0] for i in convs]
@@ -304,8 +324,13 @@ def wavlm_config_from_state(state: dict):
         num_conv_pos_embedding_groups=hidden // pos_v.shape[1],
         num_buckets=rel.shape[0],
         max_bucket_distance=800,
-        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-        final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
     )
 
 
@@ -370,12 +395,21 @@ class SpeakerEncoder(PaperBackend):
         self.min_samples = hf_min_samples(cfg)
         self.embed_dim = ecapa.linear.out_features
         if ecapa.feature_weight.numel() != cfg.num_hidden_layers + 1:
-            raise ValueError(f"feature_weight has {ecapa.feature_weight.numel()} entries for "
-                             f"{cfg.num_hidden_layers} WavLM layers (expected layers + 1)")
+            raise ValueError(
+                f"feature_weight has {ecapa.feature_weight.numel()} entries for "
+                f"{cfg.num_hidden_layers} WavLM layers (expected layers + 1)"
+            )
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", fast: bool = False, *,
-                        precision: str | None = None, max_batch_seconds: float | None = None) -> "SpeakerEncoder":
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        fast: bool = False,
+        *,
+        precision: str | None = None,
+        max_batch_seconds: float | None = None,
+    ) -> SpeakerEncoder:
         """``path``: UniSpeech's ``wavlm_large_finetune.pth`` (or a folder holding it)."""
         from transformers import WavLMModel
 
@@ -388,7 +422,7 @@ class SpeakerEncoder(PaperBackend):
         state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict) or "feature_weight" not in state:
             raise ValueError(f"{path} is not a UniSpeech ECAPA-TDNN checkpoint (no model.feature_weight)")
-        wavlm_state = {k[len(WAVLM_PREFIX):]: v for k, v in state.items() if k.startswith(WAVLM_PREFIX)}
+        wavlm_state = {k[len(WAVLM_PREFIX) :]: v for k, v in state.items() if k.startswith(WAVLM_PREFIX)}
         if not wavlm_state:
             raise ValueError(f"{path} has no {WAVLM_PREFIX}* weights: the fine-tuned WavLM must be in the checkpoint")
         config = wavlm_config_from_state(wavlm_state)
@@ -410,8 +444,16 @@ class SpeakerEncoder(PaperBackend):
         if extra:
             logger.debug("%s: ignoring %d non-inference weights (e.g. %s)", path, len(extra), extra[:3])
         ecapa.load_state_dict({k: ecapa_state[k] for k in own}, strict=True)
-        loaded = cls(wavlm, ecapa, normalize=config.do_stable_layer_norm, device=device, precision=precision,
-                     source=str(path), sha256=file_sha256(path), max_batch_seconds=max_batch_seconds)
+        loaded = cls(
+            wavlm,
+            ecapa,
+            normalize=config.do_stable_layer_norm,
+            device=device,
+            precision=precision,
+            source=str(path),
+            sha256=file_sha256(path),
+            max_batch_seconds=max_batch_seconds,
+        )
         return loaded._fast_mode(fast, precision, loaded.embeddings)
 
     def _version(self) -> str:
@@ -430,7 +472,7 @@ class SpeakerEncoder(PaperBackend):
         out = self.wavlm(wav, attention_mask=mask, output_hidden_states=True)
         states = [*out.hidden_states[:-1], out.last_hidden_state]
         acc = states[0].float() * weights[0]
-        for w, h in zip(weights[1:], states[1:]):
+        for w, h in zip(weights[1:], states[1:], strict=True):
             acc = acc + h.float() * w
         return acc
 

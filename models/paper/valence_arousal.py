@@ -51,7 +51,7 @@ CHUNK_HOP = 12
 LABELS = ("arousal", "dominance", "valence")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_classes():
     """The audeering model card's classes, built lazily so importing this module stays light."""
     from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model, Wav2Vec2PreTrainedModel
@@ -131,8 +131,11 @@ class ValenceArousal(PaperBackend):
         cfg = model.config
         self.exact_batching = hf_exact_batching(cfg)
         if not self.exact_batching:
-            logger.warning("%s: feat_extract_norm=%r is not padding-invariant; running one utterance at a time",
-                           self.source, cfg.feat_extract_norm)
+            logger.warning(
+                "%s: feat_extract_norm=%r is not padding-invariant; running one utterance at a time",
+                self.source,
+                cfg.feat_extract_norm,
+            )
         self.min_samples = hf_min_samples(cfg)
         use_time_major_features(self.model.wav2vec2)
         use_packed_linears(self.model)
@@ -143,8 +146,15 @@ class ValenceArousal(PaperBackend):
             self.index = {name: i for i, name in enumerate(LABELS)}
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "cpu", fast: bool = False, *,
-                        precision: str | None = None, max_batch_seconds: float | None = None) -> "ValenceArousal":
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        device: str = "cpu",
+        fast: bool = False,
+        *,
+        precision: str | None = None,
+        max_batch_seconds: float | None = None,
+    ) -> ValenceArousal:
         folder = Path(folder)
         missing = hf_missing_files(folder)
         if missing:
@@ -153,9 +163,18 @@ class ValenceArousal(PaperBackend):
         with quiet_transformers():
             model = EmotionModel.from_pretrained(str(folder), local_files_only=True)
         if model.config.num_labels != 3:
-            raise ValueError(f"{folder}: expected a 3-output (arousal, dominance, valence) head, got {model.config.num_labels}")
-        loaded = cls(model, device=device, precision=precision, source=str(folder), sha256=hf_weights_sha256(folder),
-                     do_normalize=read_do_normalize(folder), max_batch_seconds=max_batch_seconds)
+            raise ValueError(
+                f"{folder}: expected a 3-output (arousal, dominance, valence) head, got {model.config.num_labels}"
+            )
+        loaded = cls(
+            model,
+            device=device,
+            precision=precision,
+            source=str(folder),
+            sha256=hf_weights_sha256(folder),
+            do_normalize=read_do_normalize(folder),
+            max_batch_seconds=max_batch_seconds,
+        )
         return loaded._fast_mode(fast, precision, loaded.analyse)
 
     def _version(self) -> str:
@@ -195,11 +214,13 @@ class ValenceArousal(PaperBackend):
         for i, c in enumerate(counts):
             p = preds[start : start + c + 1]
             start += c + 1
-            out.append(VAResult(
-                chunks=(p[:c][:, [a, v]] - 0.5).numpy().astype(np.float32),
-                n_frames=int(frames[i]),
-                utterance=p[c, order].numpy().astype(np.float32),
-            ))
+            out.append(
+                VAResult(
+                    chunks=(p[:c][:, [a, v]] - 0.5).numpy().astype(np.float32),
+                    n_frames=int(frames[i]),
+                    utterance=p[c, order].numpy().astype(np.float32),
+                )
+            )
         return out
 
     def analyse(self, waves: Sequence[np.ndarray]) -> list[VAResult]:

@@ -68,8 +68,9 @@ def max_abs_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def speechlike_waves(seconds: Sequence[float] = DEFAULT_SECONDS, seed: int = 0,
-                     sr: int = SAMPLE_RATE) -> list[np.ndarray]:
+def speechlike_waves(
+    seconds: Sequence[float] = DEFAULT_SECONDS, seed: int = 0, sr: int = SAMPLE_RATE
+) -> list[np.ndarray]:
     """Deterministic speech-like signals: a tone with a wavering pitch, an amplitude envelope, some noise."""
     rng = np.random.default_rng(seed)
     out = []
@@ -99,8 +100,14 @@ def funasr_features(folder: str | Path, waves: Sequence[np.ndarray]) -> tuple[li
     logging.disable(logging.WARNING)  # funasr logs every weight it loads at INFO
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            reference = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
-                                  ncpu=torch.get_num_threads(), log_level="ERROR")
+            reference = AutoModel(
+                model=str(folder),
+                device="cpu",
+                disable_update=True,
+                disable_pbar=True,
+                ncpu=torch.get_num_threads(),
+                log_level="ERROR",
+            )
             frames = reference.generate(list(waves), granularity="frame", extract_embedding=True)
             utt = reference.generate(list(waves), granularity="utterance", extract_embedding=True)
     finally:
@@ -163,8 +170,10 @@ def _check_valence_arousal(path: Path, waves, device: str) -> float:
     for i, (wave, r) in enumerate(zip(waves, ours, strict=True)):
         chunks, utterance, frames = card_valence_arousal(reference, fex, wave)
         if r.chunks.shape != chunks.shape or r.n_frames != frames:
-            raise ValueError(f"utterance {i}: {r.chunks.shape} chunks of {r.n_frames} frames vs the card's "
-                             f"{chunks.shape} of {frames}")
+            raise ValueError(
+                f"utterance {i}: {r.chunks.shape} chunks of {r.n_frames} frames vs the card's "
+                f"{chunks.shape} of {frames}"
+            )
         diffs += [max_abs_diff(r.chunks, chunks), max_abs_diff(r.utterance, utterance)]
     return max(diffs)
 
@@ -179,19 +188,33 @@ def s3prl_wavlm(wavlm_state: dict) -> torch.nn.Module:
     from models.paper.speaker import wavlm_config_from_state
 
     hf = wavlm_config_from_state(wavlm_state)
-    config = WavLMConfig({
-        "extractor_mode": "layer_norm" if hf.feat_extract_norm == "layer" else "default",
-        "encoder_layers": hf.num_hidden_layers, "encoder_embed_dim": hf.hidden_size,
-        "encoder_ffn_embed_dim": hf.intermediate_size, "encoder_attention_heads": hf.num_attention_heads,
-        "activation_fn": "gelu", "layer_norm_first": hf.do_stable_layer_norm,
-        "conv_feature_layers": str(list(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride, strict=True))),
-        "conv_bias": hf.conv_bias, "normalize": hf.do_stable_layer_norm, "dropout": 0.0,
-        "attention_dropout": 0.0, "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0,
-        "dropout_features": 0.0, "conv_pos": hf.num_conv_pos_embeddings,
-        "conv_pos_groups": hf.num_conv_pos_embedding_groups, "relative_position_embedding": True,
-        "num_buckets": hf.num_buckets, "max_distance": hf.max_bucket_distance, "gru_rel_pos": True,
-        "mask_prob": 0.0,
-    })
+    config = WavLMConfig(
+        {
+            "extractor_mode": "layer_norm" if hf.feat_extract_norm == "layer" else "default",
+            "encoder_layers": hf.num_hidden_layers,
+            "encoder_embed_dim": hf.hidden_size,
+            "encoder_ffn_embed_dim": hf.intermediate_size,
+            "encoder_attention_heads": hf.num_attention_heads,
+            "activation_fn": "gelu",
+            "layer_norm_first": hf.do_stable_layer_norm,
+            "conv_feature_layers": str(list(zip(hf.conv_dim, hf.conv_kernel, hf.conv_stride, strict=True))),
+            "conv_bias": hf.conv_bias,
+            "normalize": hf.do_stable_layer_norm,
+            "dropout": 0.0,
+            "attention_dropout": 0.0,
+            "activation_dropout": 0.0,
+            "encoder_layerdrop": 0.0,
+            "dropout_input": 0.0,
+            "dropout_features": 0.0,
+            "conv_pos": hf.num_conv_pos_embeddings,
+            "conv_pos_groups": hf.num_conv_pos_embedding_groups,
+            "relative_position_embedding": True,
+            "num_buckets": hf.num_buckets,
+            "max_distance": hf.max_bucket_distance,
+            "gru_rel_pos": True,
+            "mask_prob": 0.0,
+        }
+    )
     disabled = logging.root.manager.disable
     logging.disable(logging.INFO)  # s3prl logs the whole config at INFO
     try:
@@ -265,13 +288,15 @@ def _check_speaker(path: Path, waves, device: str) -> float:
     ours = SpeakerEncoder.from_pretrained(path, device=device, precision="fp32").embeddings(waves)
     ckpt = load_torch_file(path)
     state = ckpt.get("model", ckpt)
-    wavlm = s3prl_wavlm({k[len(WAVLM_PREFIX):]: v for k, v in state.items() if k.startswith(WAVLM_PREFIX)})
+    wavlm = s3prl_wavlm({k[len(WAVLM_PREFIX) :]: v for k, v in state.items() if k.startswith(WAVLM_PREFIX)})
     head_state = {k: v for k, v in state.items() if not k.startswith("feature_extract.")}
     ecapa = EcapaTdnn.from_state(head_state)
     ecapa.load_state_dict({k: head_state[k] for k in ecapa.state_dict()}, strict=True)
     ecapa.eval()
-    return max(max_abs_diff(e, reference_speaker_embedding(s3prl_states(wavlm, w), ecapa.feature_weight, ecapa))
-               for w, e in zip(waves, ours, strict=True))
+    return max(
+        max_abs_diff(e, reference_speaker_embedding(s3prl_states(wavlm, w), ecapa.feature_weight, ecapa))
+        for w, e in zip(waves, ours, strict=True)
+    )
 
 
 # ----------------------------------------------------------------------------- XLS-R and the AutoPCP comparator
@@ -294,8 +319,10 @@ def _check_xlsr(path: Path, waves, device: str, encoder=None) -> float:
     with quiet_transformers():
         full = Wav2Vec2Model.from_pretrained(str(path), local_files_only=True).eval()
         fex = Wav2Vec2FeatureExtractor.from_pretrained(str(path), local_files_only=True)
-    return max(max_abs_diff(e, stopes_xlsr_embedding(full, fex, w, encoder.pick_layer))
-               for w, e in zip(waves, ours, strict=True))
+    return max(
+        max_abs_diff(e, stopes_xlsr_embedding(full, fex, w, encoder.pick_layer))
+        for w, e in zip(waves, ours, strict=True)
+    )
 
 
 def written_out_comparator(config: dict, state: dict, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
@@ -353,8 +380,12 @@ REFERENCES = {
 }
 
 
-def verify_models(model_dir: str | Path, waves: Sequence[np.ndarray] | None = None, device: str = "cpu",
-                  log: Callable[[str], None] | None = None) -> list[dict]:
+def verify_models(
+    model_dir: str | Path,
+    waves: Sequence[np.ndarray] | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
     """One row per paper-profile model: ``name``, ``status`` (passed | failed | error | not checked),
     ``max_abs_diff``, ``tolerance``, ``reference`` and ``reason`` (why not checked, or the error)."""
     from models.paper.autopcp import AutoPCP
@@ -371,8 +402,15 @@ def verify_models(model_dir: str | Path, waves: Sequence[np.ndarray] | None = No
     pcp = None
     out = []
     for name in TOLERANCES:
-        row = {"name": name, "status": "not checked", "max_abs_diff": None, "tolerance": TOLERANCES[name],
-               "reference": REFERENCES[name], "reason": None, "path": rows[name]["path"]}
+        row = {
+            "name": name,
+            "status": "not checked",
+            "max_abs_diff": None,
+            "tolerance": TOLERANCES[name],
+            "reference": REFERENCES[name],
+            "reason": None,
+            "path": rows[name]["path"],
+        }
         out.append(row)
         library = LIBRARIES[name]
         if not rows[name]["present"]:
@@ -400,8 +438,7 @@ def verify_models(model_dir: str | Path, waves: Sequence[np.ndarray] | None = No
                 row["max_abs_diff"] = _check_xlsr(path, waves, device, pcp.encoder if pcp else None)
             else:
                 if pcp is None:
-                    pcp = AutoPCP.from_pretrained(base / SLOT["xlsr_53"].entry, path, device=device,
-                                                  precision="fp32")
+                    pcp = AutoPCP.from_pretrained(base / SLOT["xlsr_53"].entry, path, device=device, precision="fp32")
                 row["max_abs_diff"], row["reference"] = _check_comparator(pcp, path)
             row["status"] = "passed" if row["max_abs_diff"] <= row["tolerance"] else "failed"
         except Exception as error:  # noqa: BLE001 - a model that cannot be run on its weights fails the check

@@ -21,7 +21,10 @@ One difference, on purpose: the script also drops nuclei in the silences of Praa
 (:func:`count_in_segments`), the same segments that define Pause and the speech time Rate divides
 by, so the syllables counted and the time they are divided by come from one speech detector.
 """
+
 from __future__ import annotations
+
+from itertools import pairwise
 
 import numpy as np
 import parselmouth
@@ -52,7 +55,7 @@ def _nuclei_with_a_dip(intensity, peaks: list[tuple[float, float]]) -> list[floa
     """Step 4: peaks followed by a dip of more than MIN_DIP_DB before the next peak; never the last peak."""
     nuclei = []
     level = peaks[0][1] if peaks else None
-    for (time, _), (next_time, _) in zip(peaks, peaks[1:]):
+    for (time, _), (next_time, _) in pairwise(peaks):
         dip = call(intensity, "Get minimum", time, next_time, "None")
         if abs(level - dip) > MIN_DIP_DB:
             nuclei.append(time)

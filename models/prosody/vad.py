@@ -1,4 +1,5 @@
 """silero-vad speech segments (the ONNX model shipped inside the silero-vad package, run by onnxruntime)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 from silero_vad import get_speech_timestamps, load_silero_vad
 
 SAMPLE_RATE = 16_000
-MIN_PAUSE_S = 0.1   # silences shorter than this are merged into the speech around them
+MIN_PAUSE_S = 0.1  # silences shorter than this are merged into the speech around them
 MIN_SPEECH_S = 0.25  # silero-vad's min_speech_duration_ms default (250 ms): shorter speech is dropped
 
 

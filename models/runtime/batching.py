@@ -130,8 +130,8 @@ def run_batched(
 
     streams = min(streams, len(batches))
     done = _map_streams(run, batches, streams) if streams > 1 else [run(b) for b in batches]
-    for batch, results in zip(batches, done):
-        for i, r in zip(batch, results):
+    for batch, results in zip(batches, done, strict=True):
+        for i, r in zip(batch, results, strict=True):
             out[i] = r
     return out
 
@@ -213,9 +213,11 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 #: sha256 of published checkpoints that may be unpickled in full if the weights-only loader
 #: refuses them (emotion2vec/emotion2vec_plus_large@6c303ba, model.pt).
-TRUSTED_PICKLES = frozenset({
-    "be501a01f26fcdc7663a062dff86af839afbaef7c4de32f5e42d7e1ad2784da4",
-})
+TRUSTED_PICKLES = frozenset(
+    {
+        "be501a01f26fcdc7663a062dff86af839afbaef7c4de32f5e42d7e1ad2784da4",
+    }
+)
 TRUST_ENV = "EMOPRES_TRUST_MODEL_PICKLES"
 
 
@@ -299,12 +301,12 @@ def zero_mean_unit_var(wave: torch.Tensor) -> torch.Tensor:
 
 def hf_frame_lengths(config, lengths: torch.Tensor) -> torch.Tensor:
     """Frames produced by a wav2vec2-style conv feature encoder for ``lengths`` samples."""
-    return conv_output_lengths(lengths, list(zip(config.conv_kernel, config.conv_stride)))
+    return conv_output_lengths(lengths, list(zip(config.conv_kernel, config.conv_stride, strict=True)))
 
 
 def hf_min_samples(config) -> int:
     n = 1
-    for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+    for k, s in reversed(list(zip(config.conv_kernel, config.conv_stride, strict=True))):
         n = (n - 1) * s + k
     return n
 

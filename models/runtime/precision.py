@@ -8,6 +8,7 @@ bf16 only where it is clearly faster (:data:`FAST_MARGIN`): fast mode is never s
 mode on the machine it runs on. The choice and its reason go into the report signature
 (``mode:...(fast:...)``) and ``emopres models check --fast`` prints the timings.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,13 +50,21 @@ class FastChoice:
         if self.speedup is None:
             return f"{self.mode} ({self.reason})"
         verdict = "bf16 kept" if self.mode == "bf16" else "exact fp32 kept"
-        return (f"{self.mode}: bf16 {self.bf16_seconds * 1000:.0f} ms vs fp32 {self.fp32_seconds * 1000:.0f} ms "
-                f"on a {PROBE_SECONDS:g} s probe = {self.speedup:.2f}x ({verdict}; bf16 needs >= "
-                f"{1 / FAST_MARGIN:.2f}x)")
+        return (
+            f"{self.mode}: bf16 {self.bf16_seconds * 1000:.0f} ms vs fp32 {self.fp32_seconds * 1000:.0f} ms "
+            f"on a {PROBE_SECONDS:g} s probe = {self.speedup:.2f}x ({verdict}; bf16 needs >= "
+            f"{1 / FAST_MARGIN:.2f}x)"
+        )
 
     def as_dict(self) -> dict:
-        return {"mode": self.mode, "reason": self.reason, "fp32_seconds": self.fp32_seconds,
-                "bf16_seconds": self.bf16_seconds, "speedup": self.speedup, "text": self.describe()}
+        return {
+            "mode": self.mode,
+            "reason": self.reason,
+            "fp32_seconds": self.fp32_seconds,
+            "bf16_seconds": self.bf16_seconds,
+            "speedup": self.speedup,
+            "text": self.describe(),
+        }
 
 
 def choose_precision(fp32_seconds, bf16_seconds, margin: float = FAST_MARGIN) -> FastChoice:
@@ -67,7 +76,7 @@ def choose_precision(fp32_seconds, bf16_seconds, margin: float = FAST_MARGIN) ->
     if not fp32 or len(fp32) != len(bf16) or not all(t > 0 for t in fp32 + bf16):
         raise ValueError(f"need positive timings, as many of each: fp32 {fp32_seconds!r}, bf16 {bf16_seconds!r}")
     best32, best16 = min(fp32), min(bf16)
-    if best16 <= margin * best32 and all(b <= margin * f for f, b in zip(fp32, bf16)):
+    if best16 <= margin * best32 and all(b <= margin * f for f, b in zip(fp32, bf16, strict=True)):
         return FastChoice("bf16", "bf16-faster", best32, best16)
     return FastChoice("fp32", "bf16-slower", best32, best16)
 
@@ -112,8 +121,9 @@ def _timed(model, run: Callable[[list[np.ndarray]], object], waves: list[np.ndar
     return time.perf_counter() - start
 
 
-def measure_fast_mode(model, run: Callable[[list[np.ndarray]], object], repeats: int = 2,
-                      probe: list[np.ndarray] | None = None) -> FastChoice:
+def measure_fast_mode(
+    model, run: Callable[[list[np.ndarray]], object], repeats: int = 2, probe: list[np.ndarray] | None = None
+) -> FastChoice:
     """Time ``run`` (a model wrapper's batch method) on the probe with ``model.precision`` set to fp32
     and to bf16: a warm-up each, then ``repeats`` alternating rounds (skipped when bf16's warm-up was
     already :data:`HOPELESS`); set the chosen precision and return it."""

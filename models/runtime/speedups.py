@@ -21,6 +21,7 @@ Found by profiling one utterance through wav2vec2-large on CPU (1 thread, CPU ti
 
 The grouped positional convolution stays on oneDNN (an im2col + bmm version was 2x slower).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,16 +31,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 _PACKED_LINEAR = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
 
 
 def _packed_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether oneDNN's packed fp32 linear computes what ``F.linear`` would here."""
-    return (_PACKED_LINEAR and x.device.type == "cpu" and weight.device.type == "cpu"
-            and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)))
+    return (
+        _PACKED_LINEAR
+        and x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+    )
 
 
 def _packed_weight(owner: nn.Module, weight: torch.Tensor, weight_2d: torch.Tensor) -> torch.Tensor:
@@ -54,8 +59,13 @@ def _packed_weight(owner: nn.Module, weight: torch.Tensor, weight_2d: torch.Tens
     return cached[1]
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module,
-           weight_2d: torch.Tensor | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    owner: nn.Module,
+    weight_2d: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``F.linear(x, weight_2d, bias)``, through oneDNN with a packed weight cached on ``owner`` where
     that is the same computation (CPU fp32, no autocast, no gradient). ``weight_2d`` defaults to
     ``weight``; a conv passes its weight and that weight's (out, in * k) reshape."""
@@ -79,8 +89,9 @@ def use_packed_linears(model: nn.Module) -> int:
     return n
 
 
-def conv_time_major(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
-                    owner: nn.Module | None = None) -> torch.Tensor:
+def conv_time_major(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, owner: nn.Module | None = None
+) -> torch.Tensor:
     """``conv1d`` (no padding, no dilation, one group) on a time-major input: (B, T, Cin) -> (B, T', Cout).
     With ``owner`` (the conv module) the GEMM runs through :func:`linear`'s packed weight."""
     cout, cin, kernel = weight.shape
@@ -104,8 +115,13 @@ def conv_stack_time_major(wave: torch.Tensor, layers) -> torch.Tensor:
 
 
 def _is_plain_conv(conv) -> bool:
-    return (isinstance(conv, nn.Conv1d) and conv.groups == 1 and conv.dilation == (1,)
-            and conv.padding == (0,) and conv.padding_mode == "zeros")
+    return (
+        isinstance(conv, nn.Conv1d)
+        and conv.groups == 1
+        and conv.dilation == (1,)
+        and conv.padding == (0,)
+        and conv.padding_mode == "zeros"
+    )
 
 
 def hf_conv_layers(feature_extractor) -> list | None:

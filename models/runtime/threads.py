@@ -7,6 +7,7 @@ processes than with one). ONNX Runtime (silero-vad) already runs one intra- and 
 (silero's own session options), openSMILE and Praat are single-threaded. :func:`pin_threads` is the
 one place that sets all of them; each process calls it once when it starts.
 """
+
 from __future__ import annotations
 
 import os

@@ -18,6 +18,7 @@ Layout of ``<model dir>/emopres-models.lock.json``::
 Files under a folder whose name starts with "." (the hub clients' ``.cache/`` bookkeeping) are
 not part of a model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def files_digest(files: dict[str, dict]) -> str:
 
 
 def hash_entry(path: Path) -> dict[str, dict]:
-    return {name: {"sha256": file_sha256(full), "size": full.stat().st_size}
-            for name, full in entry_files(path).items()}
+    return {
+        name: {"sha256": file_sha256(full), "size": full.stat().st_size} for name, full in entry_files(path).items()
+    }
 
 
 def lock_path(model_dir: str | os.PathLike) -> Path:
@@ -77,7 +79,11 @@ def read_lock(model_dir: str | os.PathLike) -> dict | None:
         lock = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise LockError(f"cannot read {path}: {error}") from None
-    if not isinstance(lock, dict) or lock.get("lock_version") != LOCK_VERSION or not isinstance(lock.get("models"), dict):
+    if (
+        not isinstance(lock, dict)
+        or lock.get("lock_version") != LOCK_VERSION
+        or not isinstance(lock.get("models"), dict)
+    ):
         raise LockError(f"{path} is not an emopres lock file of version {LOCK_VERSION}")
     return lock
 
@@ -86,8 +92,13 @@ def lock_entry(path: Path, entry: str, source: dict | None = None, revision: str
     files = hash_entry(path)
     if not files:
         raise FileNotFoundError(f"{path}: no files to lock")
-    return {"entry": entry, "source": dict(source or LOCAL_SOURCE), "revision": revision, "files": files,
-            "digest": files_digest(files)}
+    return {
+        "entry": entry,
+        "source": dict(source or LOCAL_SOURCE),
+        "revision": revision,
+        "files": files,
+        "digest": files_digest(files),
+    }
 
 
 def write_lock(model_dir: str | os.PathLike, entries: dict[str, dict]) -> dict:
@@ -110,12 +121,22 @@ def verify_entry(path: Path, locked: dict | None) -> dict:
     with the ``changed``, ``missing`` and ``extra`` file names."""
     actual = hash_entry(path)
     if locked is None:
-        return {"status": "not locked" if actual else "missing", "changed": [], "missing": [], "extra": [],
-                "digest": files_digest(actual) if actual else None}
+        return {
+            "status": "not locked" if actual else "missing",
+            "changed": [],
+            "missing": [],
+            "extra": [],
+            "digest": files_digest(actual) if actual else None,
+        }
     expected = locked.get("files") or {}
     changed = sorted(n for n in expected if n in actual and actual[n]["sha256"] != expected[n]["sha256"])
     missing = sorted(n for n in expected if n not in actual)
     extra = sorted(n for n in actual if n not in expected)
     status = "matches" if not (changed or missing or extra) else ("missing" if not actual else "differs")
-    return {"status": status, "changed": changed, "missing": missing, "extra": extra,
-            "digest": files_digest(actual) if actual else None}
+    return {
+        "status": status,
+        "changed": changed,
+        "missing": missing,
+        "extra": extra,
+        "digest": files_digest(actual) if actual else None,
+    }

@@ -8,6 +8,7 @@ logits, so the classifier is a SerHead without hidden layers whose one linear la
 ``proj``: its probabilities equal funasr's ``AutoModel.generate`` scores mapped the same way
 (tests/models/test_builtin_head.py). A trained head (``--head``, ``<model dir>/ser_head``) always wins.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,15 @@ from models.runtime.batching import load_torch_file
 from models.ser.head import HeadError, SerHead
 
 # emotion2vec+ label (tokens.txt, after its "中文/" prefix) -> MELD-ST class, in the head's class order
-E2V_TO_MELD = {"angry": "anger", "disgusted": "disgust", "fearful": "fear", "happy": "joy", "neutral": "neutral",
-               "sad": "sadness", "surprised": "surprise"}
+E2V_TO_MELD = {
+    "angry": "anger",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "happy": "joy",
+    "neutral": "neutral",
+    "sad": "sadness",
+    "surprised": "surprise",
+}
 BUILTIN = "emotion2vec_proj"  # head.json / head metadata "builtin": what read SER
 FEATURE_SET = "emotion2vec_plus_large"
 
@@ -49,17 +57,29 @@ def emotion2vec_head(folder: str | Path) -> SerHead:
             checkpoint = checkpoint[key]
     state = _map_checkpoint_keys(checkpoint, read_config(files["config"]).scope_map)
     if "proj.weight" not in state or "proj.bias" not in state:
-        raise HeadError(f"{files['model']} has no built-in classifier (proj): train a SER head on emotion2vec "
-                        "features (`emopres train-ser --features emotion2vec`) and pass it with --head")
+        raise HeadError(
+            f"{files['model']} has no built-in classifier (proj): train a SER head on emotion2vec "
+            "features (`emopres train-ser --features emotion2vec`) and pass it with --head"
+        )
     weight, bias = state["proj.weight"].float(), state["proj.bias"].float()
     if weight.shape[0] != len(labels):
-        raise HeadError(f"{files['model']}: proj has {weight.shape[0]} outputs but {files['tokens'].name} "
-                        f"{len(labels)} labels")
+        raise HeadError(
+            f"{files['model']}: proj has {weight.shape[0]} outputs but {files['tokens'].name} {len(labels)} labels"
+        )
     rows = [names.index(label) for label in E2V_TO_MELD]
-    head = SerHead.new(int(weight.shape[1]), list(E2V_TO_MELD.values()), FEATURE_SET, hidden=(), dropout=0.0,
-                       metadata={"source": "emotion2vec+ built-in classifier (proj): its 9 classes mapped to "
-                                           "MELD-ST's 7, other and <unk> dropped", "builtin": BUILTIN,
-                                 "model": str(folder)})
+    head = SerHead.new(
+        int(weight.shape[1]),
+        list(E2V_TO_MELD.values()),
+        FEATURE_SET,
+        hidden=(),
+        dropout=0.0,
+        metadata={
+            "source": "emotion2vec+ built-in classifier (proj): its 9 classes mapped to "
+            "MELD-ST's 7, other and <unk> dropped",
+            "builtin": BUILTIN,
+            "model": str(folder),
+        },
+    )
     with torch.no_grad():
         head.network[0].weight.copy_(weight[rows])
         head.network[0].bias.copy_(bias[rows])

@@ -1,17 +1,28 @@
 """SER training data: labelled manifests (path, emotion, split or speaker), label maps, speaker-independent
 splits, several corpora concatenated."""
+
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 SPLITS = ("train", "dev", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "valid": "dev", "validation": "dev",
-                 "val": "dev", "devel": "dev", "development": "dev", "test": "test", "eval": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "dev": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "val": "dev",
+    "devel": "dev",
+    "development": "dev",
+    "test": "test",
+    "eval": "test",
+}
 MELD_CLASSES = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 DROP = "-"  # label-map target meaning "leave these utterances out"
 
@@ -25,10 +36,10 @@ class Dataset:
     """Utterances of one or more manifests with labels, speakers, splits and a corpus name each."""
 
     paths: list[Path]
-    labels: np.ndarray          # str labels after the label map
-    speakers: np.ndarray        # str ("" when the manifest has no speaker column)
-    splits: np.ndarray          # "train" / "dev" / "test"
-    corpora: np.ndarray         # str: which manifest (corpus) each utterance came from
+    labels: np.ndarray  # str labels after the label map
+    speakers: np.ndarray  # str ("" when the manifest has no speaker column)
+    splits: np.ndarray  # "train" / "dev" / "test"
+    corpora: np.ndarray  # str: which manifest (corpus) each utterance came from
     split_info: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -38,7 +49,7 @@ class Dataset:
         out: dict[str, dict[str, int]] = {}
         for split in SPLITS:
             labels, counts = np.unique(self.labels[self.splits == split], return_counts=True)
-            out[split] = {str(k): int(v) for k, v in zip(labels, counts)}
+            out[split] = {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
         return out
 
 
@@ -59,8 +70,9 @@ def parse_label_map(items: Iterable[str] | dict | None) -> dict[str, str]:
     return mapping
 
 
-def speaker_independent_split(speakers: Sequence[str], seed: int = 42,
-                              fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> tuple[np.ndarray, dict]:
+def speaker_independent_split(
+    speakers: Sequence[str], seed: int = 42, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+) -> tuple[np.ndarray, dict]:
     """Assign whole speakers to train/dev/test (shuffled with `seed`), about `fractions` of speakers each.
 
     Needs at least three speakers; returns the split of every utterance and the speaker lists.
@@ -68,8 +80,10 @@ def speaker_independent_split(speakers: Sequence[str], seed: int = 42,
     speakers = np.asarray([str(s) for s in speakers])
     unique = sorted(set(speakers.tolist()))
     if len(unique) < 3:
-        raise TrainingError(f"a speaker-independent split needs at least 3 speakers, the manifest has {len(unique)}; "
-                            "add a split column (train/dev/test)")
+        raise TrainingError(
+            f"a speaker-independent split needs at least 3 speakers, the manifest has {len(unique)}; "
+            "add a split column (train/dev/test)"
+        )
     order = np.random.default_rng(seed).permutation(len(unique))
     shuffled = [unique[i] for i in order]
     n_dev = max(1, int(round(fractions[1] * len(unique))))
@@ -77,14 +91,18 @@ def speaker_independent_split(speakers: Sequence[str], seed: int = 42,
     n_train = len(unique) - n_dev - n_test
     if n_train < 1:
         n_train, n_dev, n_test = 1, 1, len(unique) - 2
-    groups = {"train": sorted(shuffled[:n_train]), "dev": sorted(shuffled[n_train:n_train + n_dev]),
-              "test": sorted(shuffled[n_train + n_dev:])}
+    groups = {
+        "train": sorted(shuffled[:n_train]),
+        "dev": sorted(shuffled[n_train : n_train + n_dev]),
+        "test": sorted(shuffled[n_train + n_dev :]),
+    }
     lookup = {s: split for split, members in groups.items() for s in members}
     return np.array([lookup[s] for s in speakers]), {"speakers": groups}
 
 
-def load_manifest(manifest, audio_root=None, *, split_column: str = "split", label_map=None,
-                  seed: int = 42, corpus: str | None = None) -> Dataset:
+def load_manifest(
+    manifest, audio_root=None, *, split_column: str = "split", label_map=None, seed: int = 42, corpus: str | None = None
+) -> Dataset:
     """Read a CSV manifest (`path`, `emotion`, a split column or a `speaker` column; optional `corpus`).
 
     `path` is relative to `audio_root` (default: the manifest's folder). When the split column is
@@ -128,15 +146,19 @@ def load_manifest(manifest, audio_root=None, *, split_column: str = "split", lab
         for row, _ in keep:
             value = (row[split_column] or "").strip().lower()
             if value not in SPLIT_ALIASES:
-                raise TrainingError(f"manifest {manifest}: split value {row[split_column]!r} in column "
-                                    f"{split_column!r} is not one of train/dev/test")
+                raise TrainingError(
+                    f"manifest {manifest}: split value {row[split_column]!r} in column "
+                    f"{split_column!r} is not one of train/dev/test"
+                )
             splits.append(SPLIT_ALIASES[value])
         splits = np.array(splits)
         info["source"] = f"column:{split_column}"
     else:
         if "speaker" not in columns:
-            raise TrainingError(f"manifest {manifest} has neither a {split_column!r} column nor a 'speaker' column "
-                                "to make a speaker-independent split from")
+            raise TrainingError(
+                f"manifest {manifest} has neither a {split_column!r} column nor a 'speaker' column "
+                "to make a speaker-independent split from"
+            )
         splits, details = speaker_independent_split(speakers, seed)
         info.update(details, source=f"speaker-independent (seed {seed})")
     missing = [split for split in ("train", "dev") if not np.any(splits == split)]
@@ -151,6 +173,11 @@ def concat_datasets(datasets: Sequence[Dataset]) -> Dataset:
     info: dict = {}
     for dataset in datasets:
         info.update(dataset.split_info)
-    return Dataset([p for d in datasets for p in d.paths], np.concatenate([d.labels for d in datasets]),
-                   np.concatenate([d.speakers for d in datasets]), np.concatenate([d.splits for d in datasets]),
-                   np.concatenate([d.corpora for d in datasets]), info)
+    return Dataset(
+        [p for d in datasets for p in d.paths],
+        np.concatenate([d.labels for d in datasets]),
+        np.concatenate([d.speakers for d in datasets]),
+        np.concatenate([d.splits for d in datasets]),
+        np.concatenate([d.corpora for d in datasets]),
+        info,
+    )

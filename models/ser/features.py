@@ -1,19 +1,21 @@
 """SER training features: the extractors (eGeMAPS functionals for lite, emotion2vec for paper, speed-perturbed
 copies) and their extraction, cached in the one feature cache (core.feature_cache) by audio sha256 and the
 extractor's signature."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from core.feature_cache import FeatureCache, default_cache_dir
 from models.runtime.batching import file_sha256
 from models.ser.data import TrainingError
+
 
 class EgemapsExtractor:
     """openSMILE eGeMAPSv02 functionals (88), the lite profile's SER input."""
@@ -86,16 +88,24 @@ def make_extractor(features: str, model_dir=None):
     if features == "emotion2vec":
         model_dir = model_dir or os.environ.get("EMOPRES_MODEL_DIR")
         if not model_dir:
-            raise TrainingError("--features emotion2vec needs the emotion2vec_plus_large model: set EMOPRES_MODEL_DIR "
-                                "or pass --model-dir (see `emopres models check`)")
+            raise TrainingError(
+                "--features emotion2vec needs the emotion2vec_plus_large model: set EMOPRES_MODEL_DIR "
+                "or pass --model-dir (see `emopres models check`)"
+            )
         if not Path(model_dir).is_dir():
             raise TrainingError(f"model directory {model_dir} does not exist")
         return Emotion2vecExtractor(model_dir)
     raise TrainingError(f"unknown feature set {features!r} (choose egemaps or emotion2vec)")
 
 
-def extract_features(paths: Sequence[Path], extractor, cache_dir=None, *, batch_size: int = 8,
-                     progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[str]]:
+def extract_features(
+    paths: Sequence[Path],
+    extractor,
+    cache_dir=None,
+    *,
+    batch_size: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """(N, D) features of audio files and their sha256s; each file is extracted once per extractor signature."""
     from core.audio import AudioError, load_audio_file
 
@@ -114,22 +124,24 @@ def extract_features(paths: Sequence[Path], extractor, cache_dir=None, *, batch_
             todo.append(i)
     started, done = time.monotonic(), 0
     for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
+        chunk = todo[start : start + batch_size]
         waves = []
         for i in chunk:
             try:
                 waves.append(load_audio_file(paths[i])[0])
             except AudioError as error:
                 raise TrainingError(f"{paths[i]}: {error}") from None
-        for i, vector in zip(chunk, extractor(waves)):
+        for i, vector in zip(chunk, extractor(waves), strict=True):
             vector = np.asarray(vector, np.float32)
             cache.put(cache.key(hashes[i], extractor.signature), {"features": vector})
             results[i] = vector
         done += len(chunk)
         if progress:
             rate = done / max(time.monotonic() - started, 1e-9)
-            progress(f"features {extractor.feature_set}: {done}/{len(todo)} extracted "
-                     f"({len(paths) - len(todo)} cached), {rate:.1f} files/s")
+            progress(
+                f"features {extractor.feature_set}: {done}/{len(todo)} extracted "
+                f"({len(paths) - len(todo)} cached), {rate:.1f} files/s"
+            )
     features = np.stack(results).astype(np.float32)
     if not np.all(np.isfinite(features)):
         bad = [str(paths[i]) for i in np.flatnonzero(~np.isfinite(features).all(axis=1))[:3]]
@@ -137,9 +149,11 @@ def extract_features(paths: Sequence[Path], extractor, cache_dir=None, *, batch_
     return features, hashes
 
 
-def training_data_hash(hashes: Sequence[str], labels: Sequence[str], splits: Sequence[str], feature_signature: str) -> str:
+def training_data_hash(
+    hashes: Sequence[str], labels: Sequence[str], splits: Sequence[str], feature_signature: str
+) -> str:
     """sha256 over (audio sha256, label, split) sorted, plus the feature extractor: what the head was fitted on."""
     digest = hashlib.sha256(feature_signature.encode())
-    for row in sorted(zip(hashes, labels, splits)):
+    for row in sorted(zip(hashes, labels, splits, strict=True)):
         digest.update("\t".join(row).encode() + b"\n")
     return digest.hexdigest()

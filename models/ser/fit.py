@@ -1,13 +1,14 @@
 """SER head fitting, the paper's recipe: scaler on the training split, ClusterCentroids balancing of the
 training split only, a feed-forward network trained with Adam, the epoch kept by dev UA (never test), and
 the scores of every split (UA and WA from core.metrics)."""
+
 from __future__ import annotations
 
 import copy
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -17,7 +18,9 @@ from models.ser.data import SPLITS, TrainingError
 BALANCE_CHOICES = ("clustercentroids", "none")
 
 
-def balance_training_set(features: np.ndarray, targets: np.ndarray, method: str, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+def balance_training_set(
+    features: np.ndarray, targets: np.ndarray, method: str, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
     """ClusterCentroids under-sampling (every class reduced to the minority class's count), or nothing."""
     if method == "none":
         return features, targets
@@ -75,8 +78,9 @@ def _adam(network, config: TrainConfig):
     import torch
 
     try:  # the fused CPU kernel is about twice as fast for batch size 2 (deterministic, same update rule)
-        return torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay,
-                                fused=True)
+        return torch.optim.Adam(
+            network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+        )
     except (RuntimeError, TypeError):
         return torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
 
@@ -86,12 +90,19 @@ class FitResult:
     network: object
     kept_epoch: int
     history: list[dict]
-    optimiser_class_counts: list[int]   # labels the optimiser saw per epoch (counted from the batches)
+    optimiser_class_counts: list[int]  # labels the optimiser saw per epoch (counted from the batches)
     seconds: float
 
 
-def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev_y: np.ndarray, n_classes: int,
-                config: TrainConfig, progress: Callable[[dict], None] | None = None) -> FitResult:
+def fit_network(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    dev_x: np.ndarray,
+    dev_y: np.ndarray,
+    n_classes: int,
+    config: TrainConfig,
+    progress: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Train the feed-forward net on standardised features; keep the epoch with the best dev UA (first on ties)."""
     import torch
     from torch import nn
@@ -103,8 +114,7 @@ def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev
     try:
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
-        network = build_network(train_x.shape[1], n_classes, tuple(config.hidden), config.dropout,
-                                config.architecture)
+        network = build_network(train_x.shape[1], n_classes, tuple(config.hidden), config.dropout, config.architecture)
         optimiser = _adam(network, config)
         loss_function = nn.CrossEntropyLoss()
         xs = torch.from_numpy(np.ascontiguousarray(train_x, np.float32))
@@ -117,7 +127,7 @@ def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev
             order = torch.randperm(len(ys), generator=generator)
             total, epoch_seen = 0.0, np.zeros(n_classes, np.int64)
             for start in range(0, len(order), config.batch_size):
-                index = order[start:start + config.batch_size]
+                index = order[start : start + config.batch_size]
                 batch_y = ys[index]
                 epoch_seen += np.bincount(batch_y.numpy(), minlength=n_classes)
                 loss = loss_function(network(xs[index]), batch_y)
@@ -132,8 +142,13 @@ def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev
             if improved:
                 best_ua, kept = dev["ua"], epoch
                 best_state = copy.deepcopy(network.state_dict())
-            row = {"epoch": epoch, "train_loss": total / len(ys), "dev_ua": dev["ua"], "dev_wa": dev["wa"],
-                   "best_epoch": kept}
+            row = {
+                "epoch": epoch,
+                "train_loss": total / len(ys),
+                "dev_ua": dev["ua"],
+                "dev_wa": dev["wa"],
+                "best_epoch": kept,
+            }
             history.append(row)
             if progress:
                 progress(dict(row, max_epochs=config.max_epochs, improved=improved))
@@ -147,9 +162,9 @@ def fit_network(train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev
 @dataclass
 class RunResult:
     balance: str
-    head: object                 # SerHead
-    fit: FitResult               # the first (or only) network's training
-    metrics: dict                # split -> classification_scores (train = the unbalanced training split)
+    head: object  # SerHead
+    fit: FitResult  # the first (or only) network's training
+    metrics: dict  # split -> classification_scores (train = the unbalanced training split)
     train_class_counts: list[int]
     member_fits: list[FitResult] = field(default_factory=list)  # every network of an ensemble, fit first
 
@@ -167,10 +182,21 @@ def standardise_sides(features: np.ndarray, sides: np.ndarray) -> np.ndarray:
     return out
 
 
-def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, classes: Sequence[str], *,
-              feature_set: str, balance: str, config: TrainConfig, metadata: dict | None = None,
-              progress: Callable[[dict], None] | None = None, normalization: str = "per_utterance",
-              sides: np.ndarray | None = None, augmented: np.ndarray | None = None) -> RunResult:
+def train_one(
+    features: np.ndarray,
+    targets: np.ndarray,
+    splits: np.ndarray,
+    classes: Sequence[str],
+    *,
+    feature_set: str,
+    balance: str,
+    config: TrainConfig,
+    metadata: dict | None = None,
+    progress: Callable[[dict], None] | None = None,
+    normalization: str = "per_utterance",
+    sides: np.ndarray | None = None,
+    augmented: np.ndarray | None = None,
+) -> RunResult:
     """Scale on the training split, balance it, train, keep the dev-best epoch; return the head and its scores.
 
     normalization="per_side" first z-scores each group of `sides` (default: one per split) with its own
@@ -188,20 +214,39 @@ def train_one(features: np.ndarray, targets: np.ndarray, splits: np.ndarray, cla
     mean = features[train].mean(axis=0)
     scale = features[train].std(axis=0)
     scale = np.where(scale > 1e-8, scale, 1.0).astype(np.float32)
-    head = SerHead.new(features.shape[1], list(classes), feature_set, config.hidden, config.dropout,
-                       mean.astype(np.float32), scale, metadata, architecture=config.architecture)
+    head = SerHead.new(
+        features.shape[1],
+        list(classes),
+        feature_set,
+        config.hidden,
+        config.dropout,
+        mean.astype(np.float32),
+        scale,
+        metadata,
+        architecture=config.architecture,
+    )
     standardised = head.standardise(features)
     train_x, train_y = standardised[train], targets[train]
     balanced_x, balanced_y = balance_training_set(train_x, train_y, balance, config.seed)
-    fits = [fit_network(balanced_x, balanced_y, standardised[dev], targets[dev], len(classes),
-                        replace(config, seed=config.seed + member), progress)
-            for member in range(max(1, config.ensemble))]
+    fits = [
+        fit_network(
+            balanced_x,
+            balanced_y,
+            standardised[dev],
+            targets[dev],
+            len(classes),
+            replace(config, seed=config.seed + member),
+            progress,
+        )
+        for member in range(max(1, config.ensemble))
+    ]
     head.network = fits[0].network if len(fits) == 1 else MeanOfMembers([f.network for f in fits])
     metrics = {}
     original = np.ones(len(splits), bool) if augmented is None else ~np.asarray(augmented, bool)
     for split in SPLITS:
         mask = (splits == split) & original
         if mask.any():
-            metrics[split] = classification_scores(targets[mask], predict_classes(head.network, standardised[mask]),
-                                                   len(classes))
+            metrics[split] = classification_scores(
+                targets[mask], predict_classes(head.network, standardised[mask]), len(classes)
+            )
     return RunResult(balance, head, fits[0], metrics, np.bincount(train_y, minlength=len(classes)).tolist(), fits)

@@ -4,6 +4,7 @@ A head directory holds `head.safetensors` (network weights and the feature scale
 and `head.json` (classes, feature set, architecture, training provenance and report). A head may
 average several networks of the same recipe trained from different seeds (head.json "members").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,9 @@ class HeadError(ValueError):
     """A head directory that cannot be loaded or does not fit the features."""
 
 
-def build_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
-                  architecture: str = "paper") -> nn.Sequential:
+def build_network(
+    n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float, architecture: str = "paper"
+) -> nn.Sequential:
     """The head's feed-forward network (see ARCHITECTURES for the two layer sequences)."""
     if architecture not in ARCHITECTURES:
         raise HeadError(f"unknown architecture {architecture!r} (this version knows {', '.join(ARCHITECTURES)})")
@@ -78,12 +80,17 @@ class MeanOfMembers(nn.Module):
         return torch.log(probabilities)
 
 
-def build_head_network(n_features: int, n_classes: int, hidden: tuple[int, ...], dropout: float,
-                       members: int = 1, architecture: str = "paper") -> nn.Module:
+def build_head_network(
+    n_features: int,
+    n_classes: int,
+    hidden: tuple[int, ...],
+    dropout: float,
+    members: int = 1,
+    architecture: str = "paper",
+) -> nn.Module:
     if members == 1:
         return build_network(n_features, n_classes, hidden, dropout, architecture)
-    return MeanOfMembers([build_network(n_features, n_classes, hidden, dropout, architecture)
-                          for _ in range(members)])
+    return MeanOfMembers([build_network(n_features, n_classes, hidden, dropout, architecture) for _ in range(members)])
 
 
 @dataclass
@@ -99,14 +106,33 @@ class SerHead:
     architecture: str = "paper"
 
     @classmethod
-    def new(cls, n_features: int, classes: list[str], feature_set: str, hidden=(64, 32), dropout=0.3,
-            scaler_mean=None, scaler_scale=None, metadata=None, members: int = 1,
-            architecture: str = "paper") -> "SerHead":
+    def new(
+        cls,
+        n_features: int,
+        classes: list[str],
+        feature_set: str,
+        hidden=(64, 32),
+        dropout=0.3,
+        scaler_mean=None,
+        scaler_scale=None,
+        metadata=None,
+        members: int = 1,
+        architecture: str = "paper",
+    ) -> SerHead:
         network = build_head_network(n_features, len(classes), tuple(hidden), dropout, members, architecture)
         mean = np.zeros(n_features, np.float32) if scaler_mean is None else np.asarray(scaler_mean, np.float32)
         scale = np.ones(n_features, np.float32) if scaler_scale is None else np.asarray(scaler_scale, np.float32)
-        return cls(list(classes), feature_set, tuple(hidden), float(dropout), network, mean, scale, dict(metadata or {}),
-                   architecture)
+        return cls(
+            list(classes),
+            feature_set,
+            tuple(hidden),
+            float(dropout),
+            network,
+            mean,
+            scale,
+            dict(metadata or {}),
+            architecture,
+        )
 
     @property
     def n_features(self) -> int:
@@ -119,7 +145,7 @@ class SerHead:
 
     @property
     def normalization(self) -> str:
-        """"per_utterance" (default) or "per_side" (see NORMALIZATIONS)."""
+        """ "per_utterance" (default) or "per_side" (see NORMALIZATIONS)."""
         return str(self.metadata.get("normalization", "per_utterance"))
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
@@ -132,8 +158,10 @@ class SerHead:
         whole side (predict_proba_side).
         """
         if self.normalization != "per_utterance":
-            raise HeadError(f"this head was trained with {self.normalization} normalisation: pass all features of one "
-                            "side of a job to predict_proba_side() instead of predicting utterances one by one")
+            raise HeadError(
+                f"this head was trained with {self.normalization} normalisation: pass all features of one "
+                "side of a job to predict_proba_side() instead of predicting utterances one by one"
+            )
         return self._predict(features)
 
     def predict_proba_side(self, features: np.ndarray) -> np.ndarray:
@@ -160,8 +188,11 @@ class SerHead:
             # one row at a time: BLAS rounds the same row differently in batches of different sizes (last bits of
             # float32), and a file's probabilities must not depend on which files shared its batch (the CLI, the
             # service's chunks and a re-run must give identical reports). ~0.1 ms per row.
-            logits = torch.cat([self.network(rows[i:i + 1]) for i in range(len(rows))]) if len(rows) else \
-                torch.zeros((0, len(self.classes)))
+            logits = (
+                torch.cat([self.network(rows[i : i + 1]) for i in range(len(rows))])
+                if len(rows)
+                else torch.zeros((0, len(self.classes)))
+            )
             return torch.softmax(logits.double(), dim=1).numpy()
 
     def save(self, directory) -> Path:
@@ -171,33 +202,51 @@ class SerHead:
         tensors["scaler.mean"] = torch.from_numpy(self.scaler_mean.copy())
         tensors["scaler.scale"] = torch.from_numpy(self.scaler_scale.copy())
         save_file(tensors, str(directory / WEIGHTS_FILE))
-        meta = dict(self.metadata, classes=self.classes, feature_set=self.feature_set,
-                    hidden=list(self.hidden), dropout=self.dropout, n_features=self.n_features,
-                    architecture=self.architecture)
+        meta = dict(
+            self.metadata,
+            classes=self.classes,
+            feature_set=self.feature_set,
+            hidden=list(self.hidden),
+            dropout=self.dropout,
+            n_features=self.n_features,
+            architecture=self.architecture,
+        )
         if self.members > 1:
             meta["members"] = self.members
         (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         return directory
 
     @classmethod
-    def load(cls, directory) -> "SerHead":
+    def load(cls, directory) -> SerHead:
         directory = Path(directory)
         weights, meta_path = directory / WEIGHTS_FILE, directory / META_FILE
         if not weights.is_file() or not meta_path.is_file():
             raise HeadError(f"{directory} is not a SER head directory (needs {WEIGHTS_FILE} and {META_FILE})")
         meta = json.loads(meta_path.read_text())
         if meta.get("normalization", "per_utterance") not in NORMALIZATIONS:
-            raise HeadError(f"{directory}: unknown normalization {meta['normalization']!r} "
-                            f"(this version knows {', '.join(NORMALIZATIONS)})")
+            raise HeadError(
+                f"{directory}: unknown normalization {meta['normalization']!r} "
+                f"(this version knows {', '.join(NORMALIZATIONS)})"
+            )
         tensors = load_file(str(weights))
         if meta.get("architecture", "paper") not in ARCHITECTURES:
-            raise HeadError(f"{directory}: unknown architecture {meta['architecture']!r} "
-                            f"(this version knows {', '.join(ARCHITECTURES)})")
+            raise HeadError(
+                f"{directory}: unknown architecture {meta['architecture']!r} "
+                f"(this version knows {', '.join(ARCHITECTURES)})"
+            )
         own = {"classes", "feature_set", "hidden", "dropout", "n_features", "members", "architecture"}
-        head = cls.new(int(meta["n_features"]), meta["classes"], meta["feature_set"], tuple(meta["hidden"]),
-                       float(meta["dropout"]), tensors["scaler.mean"].numpy(), tensors["scaler.scale"].numpy(),
-                       {k: v for k, v in meta.items() if k not in own}, members=int(meta.get("members", 1)),
-                       architecture=meta.get("architecture", "paper"))
+        head = cls.new(
+            int(meta["n_features"]),
+            meta["classes"],
+            meta["feature_set"],
+            tuple(meta["hidden"]),
+            float(meta["dropout"]),
+            tensors["scaler.mean"].numpy(),
+            tensors["scaler.scale"].numpy(),
+            {k: v for k, v in meta.items() if k not in own},
+            members=int(meta.get("members", 1)),
+            architecture=meta.get("architecture", "paper"),
+        )
         state = {k.removeprefix("network."): v for k, v in tensors.items() if k.startswith("network.")}
         try:
             head.network.load_state_dict(state)

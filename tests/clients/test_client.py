@@ -1,5 +1,6 @@
 """`emopres submit`: gate parsing and checking (pure), the HTTP client on a mock transport, and the exit
 status against a running `emopres serve` (a real process on a free loopback port, a created token)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,41 +12,65 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emopres_client.client import (Client, ClientError, Gate, MaxDrop, check_gates, check_max_drops, parse_gate,
-                        parse_max_drop)
+from core.catalogue import METRICS
+from emopres_client.client import (
+    Client,
+    ClientError,
+    Gate,
+    MaxDrop,
+    check_gates,
+    check_max_drops,
+    parse_gate,
+    parse_max_drop,
+)
 from tests.report_fixtures import make_report, make_rows
 from tests.service_support import EMOPRES, REPO, ServiceProcess, free_port, service_env, wait_http, write_dataset
-from core.catalogue import METRICS
 
 # ------------------------------------------------------------------------------------------ gate parsing
 
 
-@pytest.mark.parametrize("text, gate", [
-    ("bar>=0.5", Gate("bar", "value", ">=", 0.5)),
-    (" epr > 0.25 ", Gate("epr", "value", ">", 0.25)),
-    ("kappa<=1", Gate("kappa", "value", "<=", 1.0)),
-    ("EPR.ci_low>=0.2", Gate("epr", "ci_low", ">=", 0.2)),
-    ("acoustic_sim.ci_high<-1e-3", Gate("acoustic_sim", "ci_high", "<", -0.001)),
-    ("pause==0", Gate("pause", "value", "==", 0.0)),
-])
+@pytest.mark.parametrize(
+    "text, gate",
+    [
+        ("bar>=0.5", Gate("bar", "value", ">=", 0.5)),
+        (" epr > 0.25 ", Gate("epr", "value", ">", 0.25)),
+        ("kappa<=1", Gate("kappa", "value", "<=", 1.0)),
+        ("EPR.ci_low>=0.2", Gate("epr", "ci_low", ">=", 0.2)),
+        ("acoustic_sim.ci_high<-1e-3", Gate("acoustic_sim", "ci_high", "<", -0.001)),
+        ("pause==0", Gate("pause", "value", "==", 0.0)),
+    ],
+)
 def test_parse_gate(text, gate):
     assert parse_gate(text, METRICS) == gate
 
 
-@pytest.mark.parametrize("text, message", [
-    ("bar", "is not a gate"), ("bar>=", "is not a gate"), (">=0.5", "is not a gate"), ("bar=>0.5", "is not a gate"),
-    ("bar>=0.5x", "is not a gate"), ("bar.median>=0.5", "unknown field"), ("blue>=0.5", "unknown metric"),
-    ("bar>=1.2.3", "not a number"), ("", "is not a gate"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bar", "is not a gate"),
+        ("bar>=", "is not a gate"),
+        (">=0.5", "is not a gate"),
+        ("bar=>0.5", "is not a gate"),
+        ("bar>=0.5x", "is not a gate"),
+        ("bar.median>=0.5", "unknown field"),
+        ("blue>=0.5", "unknown metric"),
+        ("bar>=1.2.3", "not a number"),
+        ("", "is not a gate"),
+    ],
+)
 def test_parse_gate_refuses_with_a_clear_message(text, message):
     with pytest.raises(ValueError, match=message):
         parse_gate(text, METRICS)
 
 
-@pytest.mark.parametrize("text, drop", [
-    ("bar=0.02", MaxDrop("bar", 0.02)), ("epr = 0", MaxDrop("epr", 0.0)),
-    ("acoustic_sim=0.1:sig", MaxDrop("acoustic_sim", 0.1, True)),
-])
+@pytest.mark.parametrize(
+    "text, drop",
+    [
+        ("bar=0.02", MaxDrop("bar", 0.02)),
+        ("epr = 0", MaxDrop("epr", 0.0)),
+        ("acoustic_sim=0.1:sig", MaxDrop("acoustic_sim", 0.1, True)),
+    ],
+)
 def test_parse_max_drop(text, drop):
     assert parse_max_drop(text, METRICS) == drop
 
@@ -59,19 +84,40 @@ def test_parse_max_drop_refuses(text):
 def test_check_gates_pass_fail_and_null_fails():
     report = make_report(make_rows(n=12, seed=1), n_bootstrap=50)
     epr = report["corpus"]["epr"]["value"]
-    results = check_gates(report, [parse_gate(f"epr>={epr}"), parse_gate(f"epr>{epr}"),
-                                   parse_gate("va_sim>=0"), parse_gate(f"epr.ci_low<={epr}")])
+    results = check_gates(
+        report,
+        [
+            parse_gate(f"epr>={epr}"),
+            parse_gate(f"epr>{epr}"),
+            parse_gate("va_sim>=0"),
+            parse_gate(f"epr.ci_low<={epr}"),
+        ],
+    )
     assert [r.passed for r in results] == [True, False, False, True]
     assert "needs > " in results[1].reason and "epr" in results[1].gate
     assert results[2].observed == "null" and "paper profile" in results[2].reason
 
 
 def test_check_max_drops():
-    comparison = {"metrics": {
-        "bar": {"diff": -0.05, "p_value": 0.01}, "epr": {"diff": -0.05, "p_value": 0.4},
-        "kappa": {"diff": 0.2, "p_value": 0.001}, "va_sim": {"diff": None, "reason": "run a: needs the paper profile"}}}
-    results = check_max_drops(comparison, [MaxDrop("bar", 0.02), MaxDrop("bar", 0.1), MaxDrop("epr", 0.02, True),
-                                           MaxDrop("bar", 0.02, True), MaxDrop("kappa", 0.0), MaxDrop("va_sim", 1)])
+    comparison = {
+        "metrics": {
+            "bar": {"diff": -0.05, "p_value": 0.01},
+            "epr": {"diff": -0.05, "p_value": 0.4},
+            "kappa": {"diff": 0.2, "p_value": 0.001},
+            "va_sim": {"diff": None, "reason": "run a: needs the paper profile"},
+        }
+    }
+    results = check_max_drops(
+        comparison,
+        [
+            MaxDrop("bar", 0.02),
+            MaxDrop("bar", 0.1),
+            MaxDrop("epr", 0.02, True),
+            MaxDrop("bar", 0.02, True),
+            MaxDrop("kappa", 0.0),
+            MaxDrop("va_sim", 1),
+        ],
+    )
     assert [r.passed for r in results] == [False, True, True, False, True, False]
     assert "dropped 0.0500" in results[0].reason and "paper profile" in results[5].reason
     assert not check_max_drops(None, [MaxDrop("bar", 0.1)])[0].passed
@@ -88,20 +134,32 @@ def test_upload_names_fields_by_manifest_path_and_retries_with_one_key(tmp_path)
         body = request.read()
         seen.append((request.headers.get("Idempotency-Key"), request.headers.get("Authorization"), body))
         if len(seen) == 1:
-            return httpx.Response(503, headers={"Retry-After": "0"},
-                                  json={"error": {"code": "service_unavailable", "message": "busy", "details": {}}})
+            return httpx.Response(
+                503,
+                headers={"Retry-After": "0"},
+                json={"error": {"code": "service_unavailable", "message": "busy", "details": {}}},
+            )
         return httpx.Response(202, json={"id": "j1", "status": "queued"})
 
     progress = []
     with Client("http://emopres.test", "tok", transport=httpx.MockTransport(handler), sleep=lambda s: None) as client:
-        created = client.submit(manifest, name="sys@abc", metadata={"commit": "abc"},
-                                on_upload=lambda sent, total: progress.append((sent, total)))
+        created = client.submit(
+            manifest,
+            name="sys@abc",
+            metadata={"commit": "abc"},
+            on_upload=lambda sent, total: progress.append((sent, total)),
+        )
     assert created == {"id": "j1", "status": "queued"}
     assert len(seen) == 2 and seen[0][0] == seen[1][0] and len(seen[0][0]) == 36  # one key for both tries
     assert seen[1][1] == "Bearer tok"
     body = seen[1][2]
-    for field in ('name="manifest"', 'name="audio/src0.wav"', 'name="audio/tgt1.wav"', 'name="name"',
-                  'name="metadata"'):
+    for field in (
+        'name="manifest"',
+        'name="audio/src0.wav"',
+        'name="audio/tgt1.wav"',
+        'name="name"',
+        'name="metadata"',
+    ):
         assert field.encode() in body
     assert body.count(b"RIFF") == 4
     total = manifest.stat().st_size + sum(f.stat().st_size for f in (tmp_path / "audio").iterdir())
@@ -112,13 +170,16 @@ def test_errors_carry_the_service_error_body(tmp_path):
     manifest = write_dataset(tmp_path, n_pairs=1, seconds=0.5)
 
     def handler(request):
-        return httpx.Response(422, json={"error": {"code": "invalid_manifest", "message": "manifest: bad",
-                                                   "details": {"x": 1}}})
+        return httpx.Response(
+            422, json={"error": {"code": "invalid_manifest", "message": "manifest: bad", "details": {"x": 1}}}
+        )
 
     with Client("http://emopres.test", transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(ClientError) as caught:
             client.submit(manifest)
-    assert caught.value.status == 422 and caught.value.code == "invalid_manifest" and "manifest: bad" in str(caught.value)
+    assert (
+        caught.value.status == 422 and caught.value.code == "invalid_manifest" and "manifest: bad" in str(caught.value)
+    )
     (tmp_path / "audio" / "src0.wav").unlink()
     with Client("http://emopres.test", transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(ClientError, match="not found under"):
@@ -138,8 +199,11 @@ def test_wait_polls_until_finished_and_times_out():
     def tick(seconds):
         now[0] += seconds
 
-    with Client("http://x", transport=httpx.MockTransport(
-            lambda r: httpx.Response(200, json={"id": "j", "status": "running"})), sleep=tick) as client:
+    with Client(
+        "http://x",
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"id": "j", "status": "running"})),
+        sleep=tick,
+    ) as client:
         with pytest.raises(ClientError, match="still running after 5 s"):
             client.wait("j", poll=1, timeout=5, clock=lambda: now[0])
 
@@ -152,13 +216,15 @@ def server(tmp_path_factory, random_lite_head):
     data = tmp_path_factory.mktemp("service")
     env = service_env(data_dir=data, head=random_lite_head, bootstrap=100, chunk_size=4)
     command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "cli.main"]
-    made = subprocess.run(command + ["tokens", "create", "ci"], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    made = subprocess.run(
+        command + ["tokens", "create", "ci"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip().splitlines()[-1]
     port = free_port()
-    process = ServiceProcess(["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env,
-                             data / "serve.log").start()
+    process = ServiceProcess(
+        ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], env, data / "serve.log"
+    ).start()
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", process)
@@ -186,8 +252,14 @@ def submit(server, pairs: Path, *extra: str, token: str | None = "default") -> s
     """`emopres submit` as CI runs it: its own process, the token in the environment."""
     command = [str(EMOPRES)] if EMOPRES.exists() else [sys.executable, "-m", "cli.main"]
     env = dict(server["env"], EMOPRES_TOKEN=server["token"] if token == "default" else (token or ""))
-    return subprocess.run(command + ["submit", str(pairs), "--server", server["url"], "--poll", "0.3", "--quiet",
-                                     *extra], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command + ["submit", str(pairs), "--server", server["url"], "--poll", "0.3", "--quiet", *extra],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +267,18 @@ def baseline(server, datasets, tmp_path_factory):
     """`emopres submit` of the baseline run, named system@base, with gates and --out: (its process, its report).
     Made once for the tests that need it, whichever of them runs first (or alone)."""
     out = tmp_path_factory.mktemp("baseline") / "report.json"
-    done = submit(server, datasets["baseline"], "--name", "system@base", "--gate", "epr>=0",
-                  "--gate", "acoustic_sim.ci_low>=0.99", "--out", str(out))
+    done = submit(
+        server,
+        datasets["baseline"],
+        "--name",
+        "system@base",
+        "--gate",
+        "epr>=0",
+        "--gate",
+        "acoustic_sim.ci_low>=0.99",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return done, json.loads(out.read_text())
 
@@ -219,8 +301,18 @@ def test_submit_exits_1_naming_the_failing_gates(server, datasets):
 def test_max_drop_against_a_baseline(server, datasets, baseline, tmp_path):
     baseline_id = baseline[1]["job"]["id"]
     comparison_out = tmp_path / "comparison.json"
-    dropped = submit(server, datasets["system"], "--baseline", baseline_id, "--max-drop",
-                     "acoustic_sim=0.05", "--max-drop", "epr=1", "--comparison-out", str(comparison_out))
+    dropped = submit(
+        server,
+        datasets["system"],
+        "--baseline",
+        baseline_id,
+        "--max-drop",
+        "acoustic_sim=0.05",
+        "--max-drop",
+        "epr=1",
+        "--comparison-out",
+        str(comparison_out),
+    )
     assert dropped.returncode == 1, dropped.stdout + dropped.stderr
     assert "max-drop acoustic_sim=0.05" in dropped.stderr and "max-drop epr" not in dropped.stderr
     comparison = json.loads(comparison_out.read_text())

@@ -7,6 +7,7 @@
   local wheels first; skipped when no index can serve httpx), runs `submit` against the server, and
   that venv has no torch, numpy or service package.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,8 @@ from app.auth import create_token
 from app.main import create_app
 from emopres_client import cli as client_cli
 from emopres_client.progress import Progress
-from tests.service_support import REPO, serving, write_dataset
 from tests.service.test_service_api import service_settings
+from tests.service_support import REPO, serving, write_dataset
 
 ALLOWED_THIRD_PARTY = {"httpx"}
 
@@ -38,9 +39,13 @@ def test_the_client_package_imports_only_the_standard_library_and_httpx():
     stdlib, problems = _stdlib(), []
     for path in sorted((REPO / "emopres_client").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
-                     else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
             for name in names:
                 top = name.split(".")[0]
                 if top not in stdlib and top not in ALLOWED_THIRD_PARTY and top != "emopres_client":
@@ -120,8 +125,19 @@ def test_submit_first_pull_request_skips_or_fails_the_missing_baseline(server, m
     url, token = server
     monkeypatch.setenv("EMOPRES_SERVER", url)
     monkeypatch.setenv("EMOPRES_TOKEN", token)
-    common = [str(manifest), "--gate", "epr>=0", "--max-drop", "epr=0.05", "--baseline-name", "sys@main",
-              "--progress-interval", "0.5", "--poll", "0.2"]
+    common = [
+        str(manifest),
+        "--gate",
+        "epr>=0",
+        "--max-drop",
+        "epr=0.05",
+        "--baseline-name",
+        "sys@main",
+        "--progress-interval",
+        "0.5",
+        "--poll",
+        "0.2",
+    ]
     assert client_cli.main(["submit", *common]) == 2  # the default: fail (as before)
     failed = capsys.readouterr()
     assert "no succeeded job named 'sys@main'" in failed.err and "--baseline-missing skip" in failed.err
@@ -155,18 +171,50 @@ def test_an_unknown_gate_metric_is_refused_before_the_upload(server, manifest, c
 
 def _light_venv(tmp_path: Path) -> Path:
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(REPO / "client")], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(REPO / "client"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
     python = target / "bin" / "python"
     wheel = next(wheels.glob("emopres_client-*.whl"))
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              "--timeout", "20", "--retries", "1", str(wheel)], capture_output=True, text=True,
-                             timeout=600)
-    if install.returncode != 0 and any(s in install.stderr for s in ("No matching distribution", "Could not find",
-                                                                      "NewConnectionError", "Temporary failure")):
+    install = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--timeout",
+            "20",
+            "--retries",
+            "1",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if install.returncode != 0 and any(
+        s in install.stderr
+        for s in ("No matching distribution", "Could not find", "NewConnectionError", "Temporary failure")
+    ):
         pytest.skip(f"no package index or local wheel can serve httpx here: {install.stderr.strip()[-300:]}")
     assert install.returncode == 0, install.stderr
     return target
@@ -182,22 +230,55 @@ def test_light_install_in_a_fresh_venv_submits_against_the_service(server, manif
     assert not installed & {"torch", "numpy", "scipy", "fastapi", "sqlalchemy", "emopres", "celery", "tqdm"}
     # the venv's own site-packages only: nothing of this checkout or the project's environment is importable,
     # and neither is on its sys.path
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u, json, sys; print(json.dumps({"
-                            "'found': [m for m in ('app', 'worker', 'models', 'torch', 'numpy') if u.find_spec(m)], "
-                            "'path': sys.path}))"], capture_output=True, text=True, cwd=tmp_path, env=_env(server))
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u, json, sys; print(json.dumps({"
+            "'found': [m for m in ('app', 'worker', 'models', 'torch', 'numpy') if u.find_spec(m)], "
+            "'path': sys.path}))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(server),
+    )
     assert probe.returncode == 0, probe
     seen = json.loads(probe.stdout)
     assert seen["found"] == [], seen
     outside = {Path(sysconfig.get_paths()["purelib"]).resolve(), REPO.resolve()}
     assert not outside & {Path(entry).resolve() for entry in seen["path"] if entry}, seen["path"]
     emopres = target / "bin" / "emopres"
-    result = subprocess.run([str(emopres), "submit", str(manifest), "--name", "light@1", "--gate", "epr>=0",
-                             "--poll", "0.2", "--progress-interval", "1"], capture_output=True, text=True,
-                            cwd=tmp_path, env=_env(server), timeout=600)
+    result = subprocess.run(
+        [
+            str(emopres),
+            "submit",
+            str(manifest),
+            "--name",
+            "light@1",
+            "--gate",
+            "epr>=0",
+            "--poll",
+            "0.2",
+            "--progress-interval",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(server),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "PASS  epr>=0" in result.stdout and "evaluating: 2/2 pairs (100%)" in result.stderr
-    jobs = subprocess.run([str(emopres), "jobs", "list", "--name-prefix", "light@"], capture_output=True, text=True,
-                          cwd=tmp_path, env=_env(server), timeout=120)
+    jobs = subprocess.run(
+        [str(emopres), "jobs", "list", "--name-prefix", "light@"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(server),
+        timeout=120,
+    )
     assert jobs.returncode == 0 and "light@1\tsucceeded" in jobs.stdout, jobs
 
 

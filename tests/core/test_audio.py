@@ -41,11 +41,14 @@ def test_channels_are_mixed_to_mono():
     assert np.allclose(decode_audio(encode(six, 16_000, "WAV")), tone(0.5, 16_000), atol=1e-4)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"this is not audio at all" * 10, "not decodable"),
-    (encode(tone(1.0, 16_000), 16_000, "WAV")[:30], "not decodable"),  # truncated header
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"this is not audio at all" * 10, "not decodable"),
+        (encode(tone(1.0, 16_000), 16_000, "WAV")[:30], "not decodable"),  # truncated header
+    ],
+)
 def test_bad_bytes_are_refused_with_a_reason(data, message):
     with pytest.raises(AudioError, match=message) as refused:
         decode_audio(data)

@@ -1,5 +1,6 @@
 """core.batch_thread: everything put meanwhile goes to one call, at most max_batch items, in order; stop drains;
 with a settle wait, a batch waits for items that keep coming."""
+
 import threading
 import time
 
@@ -29,8 +30,9 @@ HOUR = 3600.0  # a settle wait no test waits out: a batch that ends, ends for th
 
 def test_a_settling_batch_waits_while_items_keep_coming_and_stop_ends_the_wait():
     batches, handled = [], threading.Event()
-    worker = BatchThread("test-settle", lambda items: (batches.append(items), handled.set()), max_batch=5,
-                         settle=(HOUR, HOUR)).start()
+    worker = BatchThread(
+        "test-settle", lambda items: (batches.append(items), handled.set()), max_batch=5, settle=(HOUR, HOUR)
+    ).start()
     for item in range(5):  # gaps a thread without a settle wait would see: it would hand each item on alone
         worker.put(item)
         time.sleep(0.05)
@@ -43,8 +45,9 @@ def test_a_settling_batch_waits_while_items_keep_coming_and_stop_ends_the_wait()
 
 def test_a_settling_batch_ends_after_its_quiet_wait():
     batches, handled = [], threading.Event()
-    worker = BatchThread("test-quiet", lambda items: (batches.append(items), handled.set()), max_batch=100,
-                         settle=(0.2, HOUR)).start()
+    worker = BatchThread(
+        "test-quiet", lambda items: (batches.append(items), handled.set()), max_batch=100, settle=(0.2, HOUR)
+    ).start()
     worker.put(0)
     assert handled.wait(60)  # nothing more came: handed on after the quiet wait, not the longest one
     assert batches == [[0]]
@@ -54,8 +57,9 @@ def test_a_settling_batch_ends_after_its_quiet_wait():
 
 def test_a_settling_batch_waits_no_longer_than_its_longest_wait():
     batches, first = [], threading.Event()
-    worker = BatchThread("test-longest", lambda items: (batches.append(items), first.set()), max_batch=10_000,
-                         settle=(HOUR, 0.3)).start()
+    worker = BatchThread(
+        "test-longest", lambda items: (batches.append(items), first.set()), max_batch=10_000, settle=(HOUR, 0.3)
+    ).start()
     put = 0
     while not first.is_set():  # items keep coming, never a quiet hour: only the longest wait ends the batch
         assert put < 6000, "no batch handed on while items kept coming"  # 60 s of items

@@ -59,9 +59,7 @@ def test_bootstrap_ci_skips_undefined_resamples():
         return float(x[idx].mean())
 
     rng = np.random.default_rng(1)
-    expected_valid = sum(
-        np.count_nonzero(rng.integers(0, 50, size=50) == 0) < 3 for _ in range(400)
-    )
+    expected_valid = sum(np.count_nonzero(rng.integers(0, 50, size=50) == 0) < 3 for _ in range(400))
     assert expected_valid < 400
     assert B.bootstrap_ci(stat2, x.size, n_resamples=400, seed=1)[2] == expected_valid
     with pytest.raises(MetricUndefined):

@@ -1,5 +1,6 @@
 """The metric catalogue: every entry reaches the report, its schema, the tables and the gates; the
 expected agreement metric (added through the catalogue alone) against a direct numpy computation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,9 +22,17 @@ def _rows(n: int, seed: int, keep: float) -> list[dict]:
         ps = rng.dirichlet(np.ones(len(CLASSES)) * 0.5)
         pt = ps if rng.random() < keep else rng.dirichlet(np.ones(len(CLASSES)) * 0.5)
         pt = 0.7 * pt + 0.3 * rng.dirichlet(np.ones(len(CLASSES)))
-        side = lambda p: {"pred": CLASSES[int(np.argmax(p))], "probs": dict(zip(CLASSES, p.tolist()))}  # noqa: E731
-        rows.append({"pair_id": f"p{i}", "label": CLASSES[i % 4], "source": side(ps), "target": side(pt),
-                     "expected_agreement": expected_agreement(ps, pt), "bhattacharyya": bhattacharyya(ps, pt)})
+        side = lambda p: {"pred": CLASSES[int(np.argmax(p))], "probs": dict(zip(CLASSES, p.tolist(), strict=True))}  # noqa: E731
+        rows.append(
+            {
+                "pair_id": f"p{i}",
+                "label": CLASSES[i % 4],
+                "source": side(ps),
+                "target": side(pt),
+                "expected_agreement": expected_agreement(ps, pt),
+                "bhattacharyya": bhattacharyya(ps, pt),
+            }
+        )
     return rows
 
 
@@ -37,7 +46,9 @@ def test_expected_agreement_is_the_dot_product_of_the_probabilities(seed):
     rng = np.random.default_rng(seed)
     ps, pt = rng.dirichlet(np.ones(7), size=50), rng.dirichlet(np.ones(7), size=50)
     reference = np.einsum("ik,ik->i", ps, pt)
-    assert [expected_agreement(a, b) for a, b in zip(ps, pt)] == pytest.approx(reference.tolist(), abs=1e-12)
+    assert [expected_agreement(a, b) for a, b in zip(ps, pt, strict=True)] == pytest.approx(
+        reference.tolist(), abs=1e-12
+    )
     one_hot = np.eye(7)
     assert expected_agreement(one_hot[2], one_hot[2]) == 1.0 and expected_agreement(one_hot[2], one_hot[3]) == 0.0
 
@@ -48,8 +59,10 @@ def test_bhattacharyya_is_one_minus_the_squared_hellinger_distance(seed):
 
     rng = np.random.default_rng(seed)
     ps, pt = rng.dirichlet(np.ones(7) * 0.5, size=40), rng.dirichlet(np.ones(7) * 0.5, size=40)
-    hellinger = np.array([euclidean(np.sqrt(a), np.sqrt(b)) / np.sqrt(2) for a, b in zip(ps, pt)])
-    assert [bhattacharyya(a, b) for a, b in zip(ps, pt)] == pytest.approx((1 - hellinger ** 2).tolist(), abs=1e-12)
+    hellinger = np.array([euclidean(np.sqrt(a), np.sqrt(b)) / np.sqrt(2) for a, b in zip(ps, pt, strict=True)])
+    assert [bhattacharyya(a, b) for a, b in zip(ps, pt, strict=True)] == pytest.approx(
+        (1 - hellinger**2).tolist(), abs=1e-12
+    )
     one_hot = np.eye(7)
     assert bhattacharyya(ps[0], ps[0]) == pytest.approx(1.0) and bhattacharyya(one_hot[1], one_hot[4]) == 0.0
     with pytest.raises(ValueError):
@@ -63,8 +76,15 @@ def test_bhattacharyya_is_one_minus_the_squared_hellinger_distance(seed):
 def test_paired_comparison_of_bhattacharyya_is_the_mean_difference():
     preserving, swapping = _rows(80, seed=6, keep=0.9), _rows(80, seed=6, keep=0.1)
     entry = compare_runs(swapping, preserving, CLASSES, ["bhattacharyya"], n_bootstrap=300, seed=1)["bhattacharyya"]
-    direct = lambda rows: np.array([sum(np.sqrt(r["source"]["probs"][c] * r["target"]["probs"][c])  # noqa: E731
-                                        for c in CLASSES) for r in rows])
+    direct = lambda rows: np.array(
+        [
+            sum(
+                np.sqrt(r["source"]["probs"][c] * r["target"]["probs"][c])  # noqa: E731
+                for c in CLASSES
+            )
+            for r in rows
+        ]
+    )
     assert entry["diff"] == pytest.approx((direct(preserving) - direct(swapping)).mean(), abs=1e-12)
     assert entry["ci_low"] > 0 and entry["p_value"] < 0.05
     corpus = compute_corpus(preserving, CLASSES, n_bootstrap=200, seed=2)["bhattacharyya"]
@@ -106,8 +126,9 @@ def test_every_catalogue_metric_is_in_the_corpus_and_the_schema():
     pair_schema = schema["$defs"]["pair"]["properties"]
     for m in CATALOGUE:
         assert m.name in report_corpus, f"{m.name} missing from compute_corpus"
-        assert m.name in corpus_schema["required"] and m.name in corpus_schema["properties"], \
+        assert m.name in corpus_schema["required"] and m.name in corpus_schema["properties"], (
             f"{m.name} missing from the report schema's corpus"
+        )
         if m.kind == "pair":
             assert m.name in pair_schema, f"pair metric {m.name} missing from the schema's pair rows"
     assert set(METRICS) == set(BY_NAME) and set(HEADLINE_METRICS) <= set(METRICS)
@@ -126,14 +147,15 @@ def test_every_catalogue_metric_has_a_table_row_and_a_gate():
 
 
 def test_the_pipeline_writes_every_pair_metric(files_and_head):
-    from models.registry import ProfileSpec
     from emopres_client.pairs import PairSpec
+    from models.registry import ProfileSpec
     from worker.engine.pipeline import Evaluator
 
     root, head = files_and_head
     with Evaluator(ProfileSpec(), head, n_jobs=1) as evaluator:
-        rows, failures = evaluator.evaluate_pairs([PairSpec("p1", "a.wav", "b.wav"), PairSpec("p2", "a.wav", "a.wav")],
-                                                  lambda relative: str(root / relative))
+        rows, failures = evaluator.evaluate_pairs(
+            [PairSpec("p1", "a.wav", "b.wav"), PairSpec("p2", "a.wav", "a.wav")], lambda relative: str(root / relative)
+        )
     assert not failures
     for row in rows:
         per_file = [name for name in PAIR_METRICS if name not in SIDE_READING_METRICS]

@@ -214,9 +214,7 @@ def test_per_emotion_by_gold_matches_sklearn_recall(seed):
         sel = np.array(y) == c
         assert g["agreement"] == pytest.approx(np.mean(np.array(s)[sel] == np.array(t)[sel]))
         ms = np.array(s) == c
-        assert res["by_source_prediction"][c]["value"] == pytest.approx(
-            np.mean(np.array(t)[ms] == c)
-        )
+        assert res["by_source_prediction"][c]["value"] == pytest.approx(np.mean(np.array(t)[ms] == c))
 
 
 # ------------------------------------------------------------------------------------ spearman

@@ -18,15 +18,18 @@ def test_jsonl_and_default_group_column():
     assert parse_pairs(text) == [PairSpec("1", "a", "b", None, "g")]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("pair_id,source,target\n", "no pairs"),
-    ("pair_id,source\np,a\n", "missing column.*target"),
-    ("pair_id,source,target\np,a,b\np,c,d\n", "duplicate pair_id 'p'"),
-    ("pair_id,source,target\np,,b\n", "must not be empty"),
-    ('{"pair_id": "p", "source": "a"\n', "line 1 is not valid JSON"),
-    ('[1, 2]\n', "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("pair_id,source,target\n", "no pairs"),
+        ("pair_id,source\np,a\n", "missing column.*target"),
+        ("pair_id,source,target\np,a,b\np,c,d\n", "duplicate pair_id 'p'"),
+        ("pair_id,source,target\np,,b\n", "must not be empty"),
+        ('{"pair_id": "p", "source": "a"\n', "line 1 is not valid JSON"),
+        ("[1, 2]\n", "not a JSON object"),
+    ],
+)
 def test_unusable_files_give_one_clear_message(text, message):
     with pytest.raises(ManifestError, match=message):
         parse_pairs(text)
@@ -56,7 +59,11 @@ def test_relative_paths_are_normalised():
     assert check_relative_path("a\\b.wav") == "a/b.wav"
 
 
-identifier = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=12).map(str.strip).filter(bool)
+identifier = (
+    st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=12)
+    .map(str.strip)
+    .filter(bool)
+)
 
 
 @settings(max_examples=60, deadline=None)

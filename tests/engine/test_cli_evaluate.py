@@ -1,4 +1,5 @@
 """`emopres evaluate` as a user runs it, on synthetic audio."""
+
 import json
 
 import pytest
@@ -12,7 +13,9 @@ def corpus(write_wav, tmp_path):
         write_wav(f"audio/src{i}.wav", seconds=1.5 + 0.2 * i, seed=i, pitch=100 + 20 * i)
         write_wav(f"audio/tgt{i}.flac", seconds=1.8 + 0.1 * i, seed=10 + i, pitch=120 + 15 * i, rate=22_050, channels=2)
     lines = ["pair_id,source,target,label,speaker"]
-    lines += [f"p{i},audio/src{i}.wav,audio/tgt{i}.flac,{['joy', 'anger', 'sadness'][i % 3]},s{i % 3}" for i in range(6)]
+    lines += [
+        f"p{i},audio/src{i}.wav,audio/tgt{i}.flac,{['joy', 'anger', 'sadness'][i % 3]},s{i % 3}" for i in range(6)
+    ]
     (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
 
@@ -25,15 +28,34 @@ def run(args, capsys):
 
 def test_report_has_the_designed_shape(corpus, random_lite_head, capsys):
     out = corpus / "report.json"
-    status, stdout, _ = run([
-        "evaluate", str(corpus / "pairs.csv"), "--out", str(out), "--head", str(random_lite_head),
-        "--bootstrap", "200", "--jobs", "1", "--no-cache", "--group-column", "speaker"], capsys)
+    status, stdout, _ = run(
+        [
+            "evaluate",
+            str(corpus / "pairs.csv"),
+            "--out",
+            str(out),
+            "--head",
+            str(random_lite_head),
+            "--bootstrap",
+            "200",
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--group-column",
+            "speaker",
+        ],
+        capsys,
+    )
     assert status == 0
     report = json.loads(out.read_text())
     assert report["schema_version"] == "1"
     assert set(report) == {"schema_version", "job", "signature", "models", "corpus", "pairs", "failures"}
     assert report["job"]["n_pairs"] == 6 and report["job"]["n_failed"] == 0
-    assert "profile:lite" in report["signature"] and "bs:200" in report["signature"] and "unit:group" in report["signature"]
+    assert (
+        "profile:lite" in report["signature"]
+        and "bs:200" in report["signature"]
+        and "unit:group" in report["signature"]
+    )
     assert [p["pair_id"] for p in report["pairs"]] == [f"p{i}" for i in range(6)]
     corpus_metrics = report["corpus"]
     for metric in ("bar", "epr", "kappa", "emo_sim", "va_sim", "vsim", "autopcp", "acoustic_sim", "pause", "rate"):
@@ -51,18 +73,35 @@ def test_report_has_the_designed_shape(corpus, random_lite_head, capsys):
 def test_bad_audio_is_listed_and_the_rest_evaluated(corpus, random_lite_head, capsys):
     (corpus / "audio" / "src0.wav").write_bytes(b"RIFF....garbage")
     out = corpus / "report.json"
-    status, _, stderr = run(["evaluate", str(corpus / "pairs.csv"), "--out", str(out), "--head",
-                             str(random_lite_head), "--bootstrap", "0", "--jobs", "1", "--no-cache"], capsys)
+    status, _, stderr = run(
+        [
+            "evaluate",
+            str(corpus / "pairs.csv"),
+            "--out",
+            str(out),
+            "--head",
+            str(random_lite_head),
+            "--bootstrap",
+            "0",
+            "--jobs",
+            "1",
+            "--no-cache",
+        ],
+        capsys,
+    )
     report = json.loads(out.read_text())
     assert status == 0 and report["job"]["n_failed"] == 1 and len(report["pairs"]) == 5
     assert report["failures"][0]["pair_id"] == "p0" and report["failures"][0]["side"] == "source"
     assert "1 pair(s) failed" in stderr
 
 
-@pytest.mark.parametrize("content, message", [
-    ("pair_id,source\np0,a.wav\n", "missing column"),
-    ("pair_id,source,target\np0,a,b\np0,c,d\n", "duplicate pair_id"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("pair_id,source\np0,a.wav\n", "missing column"),
+        ("pair_id,source,target\np0,a,b\np0,c,d\n", "duplicate pair_id"),
+    ],
+)
 def test_unusable_pairs_file_exits_2_with_one_message(tmp_path, content, message, capsys):
     (tmp_path / "pairs.csv").write_text(content)
     status, stdout, stderr = run(["evaluate", str(tmp_path / "pairs.csv")], capsys)
@@ -76,8 +115,9 @@ def test_missing_head_is_a_clear_error(corpus, tmp_path, capsys):
 
 def test_every_pair_failing_exits_1(tmp_path, random_lite_head, capsys):
     (tmp_path / "pairs.csv").write_text("pair_id,source,target\np0,missing.wav,missing2.wav\n")
-    status, stdout, _ = run(["evaluate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head),
-                             "--jobs", "1", "--no-cache"], capsys)
+    status, stdout, _ = run(
+        ["evaluate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1", "--no-cache"], capsys
+    )
     assert status == 1 and "failed: 1" in stdout
 
 
@@ -85,8 +125,20 @@ def test_validate_refuses_when_no_audio_can_be_read(tmp_path, random_lite_head, 
     rows = ["pair_id,source,target_preserved,target_swapped,emotion"]
     rows += [f"p{i},s{i}.wav,tp{i}.wav,ts{i}.wav,joy" for i in range(4)]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
-    status, stdout, stderr = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head),
-                                  "--jobs", "1", "--no-cache", "--bootstrap", "0"], capsys)
+    status, stdout, stderr = run(
+        [
+            "validate",
+            str(tmp_path / "pairs.csv"),
+            "--head",
+            str(random_lite_head),
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--bootstrap",
+            "0",
+        ],
+        capsys,
+    )
     assert status == 2 and "no audio file could be analysed" in stderr and "--audio-root" in stderr
 
 
@@ -99,8 +151,22 @@ def test_validate_ranks_simulated_systems(write_wav, tmp_path, random_lite_head,
     rows += [f"p{i},s{i}.wav,tp{i}.wav,ts{i}.wav,{['joy', 'anger'][i % 2]}" for i in range(8)]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "validate.json"
-    status, stdout, _ = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1",
-                             "--no-cache", "--bootstrap", "0", "--out", str(out)], capsys)
+    status, stdout, _ = run(
+        [
+            "validate",
+            str(tmp_path / "pairs.csv"),
+            "--head",
+            str(random_lite_head),
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--bootstrap",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     result = json.loads(out.read_text())
     assert status == 0 and result["n_failed"] == [0, 0, 0, 0, 0]
     assert result["metrics"]["acoustic_sim"]["values"][-1] == pytest.approx(1.0)  # rate 1: identical targets
@@ -108,7 +174,10 @@ def test_validate_ranks_simulated_systems(write_wav, tmp_path, random_lite_head,
     assert "spearman" in stdout and "diff(1-0)" in stdout and "95% CI" in stdout
     # sensitivity: rate 1 (identical targets) against rate 0, over the same sources
     acoustic = result["metrics"]["acoustic_sim"]["sensitivity"]
-    assert acoustic["preserved"] == pytest.approx(1.0) and acoustic["preserved"] == result["metrics"]["acoustic_sim"]["values"][-1]
+    assert (
+        acoustic["preserved"] == pytest.approx(1.0)
+        and acoustic["preserved"] == result["metrics"]["acoustic_sim"]["values"][-1]
+    )
     assert acoustic["swapped"] == pytest.approx(result["metrics"]["acoustic_sim"]["values"][0])
     assert acoustic["diff"] == pytest.approx(acoustic["preserved"] - acoustic["swapped"])
     assert "--bootstrap 0" in acoustic["reason"] and acoustic["z"] is None
@@ -126,8 +195,24 @@ def test_validate_reports_the_side_reading_next_to_the_absolute_one(write_wav, t
     rows += [f"p{i},s{i}.wav,tp{i}.wav,ts{i}.wav,{['joy', 'anger', 'sadness'][i % 3]}" for i in range(n)]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "validate.json"
-    status, stdout, _ = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1",
-                             "--no-cache", "--bootstrap", "200", "--rates", "0,0.5,1", "--out", str(out)], capsys)
+    status, stdout, _ = run(
+        [
+            "validate",
+            str(tmp_path / "pairs.csv"),
+            "--head",
+            str(random_lite_head),
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--bootstrap",
+            "200",
+            "--rates",
+            "0,0.5,1",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     assert status == 0
     result = json.loads(out.read_text())
     assert "ser_side:" in result["signature"] and "ser_side:none" not in result["signature"]
@@ -136,9 +221,26 @@ def test_validate_reports_the_side_reading_next_to_the_absolute_one(write_wav, t
     assert epr_side["sensitivity"]["diff"] == pytest.approx(1.0 - epr_side["values"][0])
     assert epr_side["sensitivity"]["z"] is not None
     assert any(line.startswith("epr_side ") for line in stdout.splitlines())
-    status, stdout, _ = run(["validate", str(tmp_path / "pairs.csv"), "--head", str(random_lite_head), "--jobs", "1",
-                             "--no-cache", "--bootstrap", "0", "--rates", "0,0.5,1", "--side-head", "none",
-                             "--out", str(out)], capsys)
+    status, stdout, _ = run(
+        [
+            "validate",
+            str(tmp_path / "pairs.csv"),
+            "--head",
+            str(random_lite_head),
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--bootstrap",
+            "0",
+            "--rates",
+            "0,0.5,1",
+            "--side-head",
+            "none",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     result = json.loads(out.read_text())
     assert "ser_side:none" in result["signature"]
     assert "no side-normalised SER head" in result["metrics"]["epr_side"]["reason"]
@@ -156,8 +258,24 @@ def test_a_speaker_group_column_normalises_each_speaker_on_its_own(write_wav, tm
     reports = {}
     for name, extra in (("grouped", ["--group-column", "speaker"]), ("whole", [])):
         out = tmp_path / f"{name}.json"
-        status, _, _ = run(["evaluate", str(tmp_path / "pairs.csv"), "--out", str(out), "--head", str(random_lite_head),
-                            "--bootstrap", "0", "--jobs", "1", "--cache-dir", str(tmp_path / "cache"), *extra], capsys)
+        status, _, _ = run(
+            [
+                "evaluate",
+                str(tmp_path / "pairs.csv"),
+                "--out",
+                str(out),
+                "--head",
+                str(random_lite_head),
+                "--bootstrap",
+                "0",
+                "--jobs",
+                "1",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                *extra,
+            ],
+            capsys,
+        )
         assert status == 0
         reports[name] = json.loads(out.read_text())
     grouped, whole = reports["grouped"], reports["whole"]

@@ -1,4 +1,5 @@
 """Comparing two runs: paired bootstrap p-values on constructed cases whose answer is known."""
+
 from __future__ import annotations
 
 import copy
@@ -39,7 +40,7 @@ def test_one_pair_gained_known_p_value_and_ci(rows):
     epr = result["metrics"]["epr"]
     assert epr["baseline"] == pytest.approx(0.9) and epr["job"] == pytest.approx(1.0)
     assert epr["diff"] == pytest.approx(0.1)
-    assert epr["p_value"] == pytest.approx(2 * 0.9 ** 10, abs=0.07)
+    assert epr["p_value"] == pytest.approx(2 * 0.9**10, abs=0.07)
     assert epr["ci_low"] == pytest.approx(0.0) and epr["ci_high"] == pytest.approx(0.3)
     assert result["flipped"] == {"agree_to_disagree": [], "disagree_to_agree": [ids[0]]}
     assert result["n_shared"] == 10 and result["diff"] == "job - baseline"
@@ -51,8 +52,7 @@ def test_a_shift_in_every_pair_has_the_smallest_p_value(rows):
     shifted = copy.deepcopy(rows)
     for row in shifted:
         row["acoustic_sim"] += 0.05
-    result = compare_reports(make_report(shifted), make_report(rows), n_bootstrap=B, seed=1,
-                             metrics=("acoustic_sim",))
+    result = compare_reports(make_report(shifted), make_report(rows), n_bootstrap=B, seed=1, metrics=("acoustic_sim",))
     sim = result["metrics"]["acoustic_sim"]
     assert sim["diff"] == pytest.approx(0.05)
     assert sim["p_value"] == pytest.approx(2 / (B + 1))

@@ -151,9 +151,7 @@ def test_nan_similarity_treated_as_null_and_partial_labels():
     y = [p["label"] for p in lab]
     assert c["ua_source"]["n"] == len(lab) == 34
     assert c["ua_source"]["value"] == pytest.approx(_ba(y, col(lab, "source", "pred")))
-    assert c["bar"]["value"] == pytest.approx(
-        _ba(y, col(lab, "target", "pred")) / _ba(y, col(lab, "source", "pred"))
-    )
+    assert c["bar"]["value"] == pytest.approx(_ba(y, col(lab, "target", "pred")) / _ba(y, col(lab, "source", "pred")))
     assert c["epr"]["n"] == 60  # label-free metrics keep every pair
     assert c["ser"]["n_labelled"] == 34
     assert sum(map(sum, c["ser"]["source"]["confusion"])) == 34
@@ -259,7 +257,7 @@ def test_ci_null_with_reason_when_most_resamples_undefined():
     # 3 pairs: a resample has a constant side with probability 17/27, so the value is defined
     # but fewer than half of the resamples are
     pairs = make_pairs(3)
-    for p, xs, xt in zip(pairs, [0.0, 0.0, 1.0], [0.0, 1.0, 1.0]):
+    for p, xs, xt in zip(pairs, [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], strict=True):
         p["source"]["pause_rate"], p["target"]["pause_rate"] = xs, xt
     c = compute_corpus(pairs, CLASSES, n_bootstrap=FAST)
     assert c["pause"]["value"] == pytest.approx(spearmanr([0, 0, 1], [0, 1, 1]).statistic)
@@ -411,8 +409,9 @@ def test_compare_better_run_alignment_and_flips():
             p["target"]["pred"] = p["source"]["pred"]
             flipped_up.append(p["pair_id"])
     # one pair gets worse, some pairs exist only in one run, order is shuffled
-    worse_id = next(p["pair_id"] for p in better if p["source"]["pred"] == p["target"]["pred"]
-                    and p["pair_id"] not in flipped_up)
+    worse_id = next(
+        p["pair_id"] for p in better if p["source"]["pred"] == p["target"]["pred"] and p["pair_id"] not in flipped_up
+    )
     w = next(p for p in better if p["pair_id"] == worse_id)
     w["target"]["pred"] = next(c for c in CLASSES if c != w["source"]["pred"])
     extra_b = make_pairs(3, 99)

@@ -1,12 +1,13 @@
 """Issue acceptance on real speech: en-ja test split, a preserving and a swapping system."""
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
 
+from emopres_client.pairs import PairSpec
 from models.registry import ProfileSpec, load_head, load_side_head
 from tests.conftest import read_csv
-from emopres_client.pairs import PairSpec
 from worker.engine.pipeline import Evaluator
 from worker.engine.report import report_for_evaluator
 
@@ -22,14 +23,20 @@ def two_systems(shared_data, cache):
     resolve = lambda relative: str(shared_data / relative)  # noqa: E731
     reports = {}
     lite = ProfileSpec("lite")
-    with Evaluator(lite, load_head(lite), n_jobs=2, cache_dir=cache,
-                   side_head=load_side_head(lite)) as evaluator:
+    with Evaluator(lite, load_head(lite), n_jobs=2, cache_dir=cache, side_head=load_side_head(lite)) as evaluator:
         for column in ("target_preserved", "target_swapped"):
             pairs = [PairSpec(r["pair_id"], r["source"], r[column], r["emotion"], r["speaker"]) for r in rows]
             rows_out, failures = evaluator.evaluate_pairs(pairs, resolve)
             reports[column] = report_for_evaluator(
-                evaluator, rows=rows_out, failures=failures, pair_order=[p.pair_id for p in pairs],
-                job={"id": column}, n_bootstrap=300, seed=1, use_groups=True)
+                evaluator,
+                rows=rows_out,
+                failures=failures,
+                pair_order=[p.pair_id for p in pairs],
+                job={"id": column},
+                n_bootstrap=300,
+                seed=1,
+                use_groups=True,
+            )
     return reports
 
 
@@ -56,12 +63,15 @@ def test_corpus_numbers_equal_sklearn_on_the_reports_own_rows(two_systems, colum
     assert corpus["ua_source"]["value"] == pytest.approx(ua_s)
     assert corpus["wa_target"]["value"] == pytest.approx(accuracy_score(gold, target))
     assert corpus["bar"]["value"] == pytest.approx(ua_t / ua_s)
-    assert corpus["epr"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source, target)]))
+    assert corpus["epr"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source, target, strict=True)]))
     assert corpus["kappa"]["value"] == pytest.approx(cohen_kappa_score(source, target))
     assert corpus["acoustic_sim"]["value"] == pytest.approx(np.mean([p["acoustic_sim"] for p in pairs]))
-    both = [(p["source"]["speech_rate"], p["target"]["speech_rate"]) for p in pairs
-            if p["source"]["speech_rate"] is not None and p["target"]["speech_rate"] is not None]
-    assert corpus["rate"]["value"] == pytest.approx(spearmanr(*zip(*both)).statistic)
+    both = [
+        (p["source"]["speech_rate"], p["target"]["speech_rate"])
+        for p in pairs
+        if p["source"]["speech_rate"] is not None and p["target"]["speech_rate"] is not None
+    ]
+    assert corpus["rate"]["value"] == pytest.approx(spearmanr(*zip(*both, strict=True)).statistic)
     assert corpus["rate"]["n"] == len(both)
     for metric in ("bar", "epr", "kappa"):
         entry = corpus[metric]
@@ -69,10 +79,13 @@ def test_corpus_numbers_equal_sklearn_on_the_reports_own_rows(two_systems, colum
     # the side reading (144 pairs: enough utterances per side), from the same rows' side predictions
     source_side = [p["source"]["pred_side"] for p in pairs]
     target_side = [p["target"]["pred_side"] for p in pairs]
-    assert corpus["epr_side"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source_side, target_side)]))
+    assert corpus["epr_side"]["value"] == pytest.approx(
+        np.mean([s == t for s, t in zip(source_side, target_side, strict=True)])
+    )
     assert corpus["kappa_side"]["value"] == pytest.approx(cohen_kappa_score(source_side, target_side))
     assert corpus["bar_side"]["value"] == pytest.approx(
-        balanced_accuracy_score(gold, target_side) / balanced_accuracy_score(gold, source_side))
+        balanced_accuracy_score(gold, target_side) / balanced_accuracy_score(gold, source_side)
+    )
 
 
 def _identity_report(shared_data, cache, head) -> dict:
@@ -82,9 +95,16 @@ def _identity_report(shared_data, cache, head) -> dict:
     pairs = [PairSpec(r["pair_id"], r["source"], r["source"], r["emotion"], r["speaker"]) for r in rows]
     with Evaluator(lite, head, n_jobs=2, cache_dir=cache, side_head=load_side_head(lite)) as evaluator:
         rows_out, failures = evaluator.evaluate_pairs(pairs, lambda relative: str(shared_data / relative))
-        return report_for_evaluator(evaluator, rows=rows_out, failures=failures,
-                                    pair_order=[p.pair_id for p in pairs], job={"id": "identity"},
-                                    n_bootstrap=200, seed=1, use_groups=False)
+        return report_for_evaluator(
+            evaluator,
+            rows=rows_out,
+            failures=failures,
+            pair_order=[p.pair_id for p in pairs],
+            job={"id": "identity"},
+            n_bootstrap=200,
+            seed=1,
+            use_groups=False,
+        )
 
 
 def test_a_well_read_identity_job_gives_no_warning(shared_data, cache):

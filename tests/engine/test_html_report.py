@@ -1,4 +1,5 @@
 """The HTML report: self-contained, escaped, worst pairs with audio; rendered in headless Chromium."""
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,9 @@ def hostile_report():
     rows[shown[0]]["pair_id"] = EVIL
     rows[shown[1]]["label"] = '"><img src=x onerror=alert(1)>'
     rows[shown[2]]["warnings"] = ["<b>bold</b> warning"]
-    report = make_report(rows, failures=[{"pair_id": "f<1>", "side": "target", "error": "cannot decode <x> & co"}],
-                         job_id="job-<1>")
+    report = make_report(
+        rows, failures=[{"pair_id": "f<1>", "side": "target", "error": "cannot decode <x> & co"}], job_id="job-<1>"
+    )
     return report
 
 
@@ -57,9 +59,36 @@ def test_page_is_self_contained_and_escapes_user_text(hostile_report):
     assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;bold&lt;/b&gt; warning" in page
     assert "onerror" not in [k for _, attrs in tags for k in attrs]
     assert "system &lt;b&gt;x&lt;/b&gt;" in page and "cannot decode &lt;x&gt; &amp; co" in page
-    assert {t for t, _ in tags} <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "table", "thead",
-                                    "tbody", "tr", "th", "td", "p", "div", "figure", "img", "figcaption", "details",
-                                    "summary", "ul", "li", "code", "br", "audio", "span", "strong"}
+    assert {t for t, _ in tags} <= {
+        "html",
+        "head",
+        "meta",
+        "title",
+        "style",
+        "body",
+        "h1",
+        "h2",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+        "p",
+        "div",
+        "figure",
+        "img",
+        "figcaption",
+        "details",
+        "summary",
+        "ul",
+        "li",
+        "code",
+        "br",
+        "audio",
+        "span",
+        "strong",
+    }
     for tag, attrs in tags:  # nothing is fetched from anywhere
         for key in ("src", "href"):
             assert not attrs.get(key) or attrs[key].startswith("data:"), (tag, attrs)
@@ -79,7 +108,10 @@ def test_page_has_metrics_plots_per_emotion_failures_and_signature(hostile_repor
     for name in skipped:
         assert f"<code>{name}</code>" in page
     corpus = hostile_report["corpus"]
-    assert f'{corpus["epr"]["value"]:.3f}' in page and f'[{corpus["epr"]["ci_low"]:.3f}, {corpus["epr"]["ci_high"]:.3f}]' in page
+    assert (
+        f"{corpus['epr']['value']:.3f}" in page
+        and f"[{corpus['epr']['ci_low']:.3f}, {corpus['epr']['ci_high']:.3f}]" in page
+    )
     assert "needs the paper profile (wav2vec2 valence-arousal)" in page  # a null metric shows its reason
     assert 'id="per-emotion"' in page and 'id="failures"' in page
     assert hostile_report["signature"] in page
@@ -94,7 +126,7 @@ def test_worst_pairs_disagree_first_then_lowest_similarity():
     disagreeing = [p["acoustic_sim"] for p in ranked if not p["agree"]]
     assert disagreeing == sorted(disagreeing)
     all_disagreeing = sorted(p["acoustic_sim"] for p in report["pairs"] if not p["agree"])
-    assert disagreeing == all_disagreeing[:len(disagreeing)]
+    assert disagreeing == all_disagreeing[: len(disagreeing)]
 
 
 def test_audio_players_only_for_the_worst_pairs_within_the_cap():
@@ -114,8 +146,9 @@ def test_audio_players_only_for_the_worst_pairs_within_the_cap():
     players = [a for t, a in parse(page) if t == "audio"]
     expected = 6 - (1 if report["pairs"][0]["pair_id"] in worst else 0)
     assert len(players) == expected and all(a["src"].startswith("data:audio/wav;base64,") for a in players)
-    small = render_html(report, audio=lambda *_: (b"fLaC" + b"\x00" * 4000, None), worst_n=2, max_audio_bytes=1000,
-                        plots={})
+    small = render_html(
+        report, audio=lambda *_: (b"fLaC" + b"\x00" * 4000, None), worst_n=2, max_audio_bytes=1000, plots={}
+    )
     assert "audio not embedded" in small and "<audio" not in small
     assert sniff_audio_mime(b"fLaC...") == "audio/flac" and sniff_audio_mime(b"OggS") == "audio/ogg"
 
@@ -128,8 +161,9 @@ def test_a_report_without_pairs_still_renders():
 
 # ------------------------------------------------------------------------------------------ in a real browser
 
-needs_browser = pytest.mark.skipif(find_browser() is None,
-                                   reason="no Chromium here (.ci/run installs Debian's chromium package)")
+needs_browser = pytest.mark.skipif(
+    find_browser() is None, reason="no Chromium here (.ci/run installs Debian's chromium package)"
+)
 
 
 def _screenshot_dir(tmp_path: Path) -> Path:
@@ -146,15 +180,24 @@ def test_real_report_page_in_chromium(shared_data, random_lite_head, tmp_path, t
     report, html_file = run["report"], run["html"]
     page = html_file.read_text(encoding="utf-8")
     assert len(page) < 3_000_000
-    assert page.count('<audio controls preload="none" src="data:audio/flac;base64,') == 2 * min(10, len(report["pairs"]))
+    assert page.count('<audio controls preload="none" src="data:audio/flac;base64,') == 2 * min(
+        10, len(report["pairs"])
+    )
     result = load_page(html_file)
     assert result["errors"] == []
     assert result["title"].startswith("emopres report")
     specs, _ = plan_plots(report)
     assert len(result["images"]) == len(specs) > 0
     assert all(i["complete"] and i["width"] > 100 and i["height"] > 100 for i in result["images"]), result["images"]
-    for text in ("Summary", report["summary"]["primary"]["label"], "Every metric", "Per emotion", "Worst pairs",
-                 "Signature", report["signature"]):
+    for text in (
+        "Summary",
+        report["summary"]["primary"]["label"],
+        "Every metric",
+        "Per emotion",
+        "Worst pairs",
+        "Signature",
+        report["signature"],
+    ):
         assert text in result["text"]
     # the summary comes first: before the folded table of every metric and the job
     assert result["text"].index("Summary") < result["text"].index("Every metric") < result["text"].index("Plots")
@@ -171,9 +214,11 @@ def test_real_report_page_in_chromium(shared_data, random_lite_head, tmp_path, t
 @needs_browser
 def test_the_browser_check_catches_broken_images_and_console_errors(tmp_path):
     """Control: the harness is not blind; a broken image and a script error are reported."""
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>control</title></head><body>"
-            "<img alt='broken' src='data:image/png;base64,AAAA'><img alt='missing' src='nope.png'>"
-            "<script>console.error('boom'); undefined_function();</script></body></html>")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>control</title></head><body>"
+        "<img alt='broken' src='data:image/png;base64,AAAA'><img alt='missing' src='nope.png'>"
+        "<script>console.error('boom'); undefined_function();</script></body></html>"
+    )
     html_file = tmp_path / "control.html"
     html_file.write_text(page)
     try:

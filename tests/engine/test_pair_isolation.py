@@ -1,4 +1,5 @@
 """A failure in any model step fails only the pair whose file caused it, with its reason (issue 26, 0b)."""
+
 import json
 
 import numpy as np
@@ -39,19 +40,24 @@ def _inject(monkeypatch, step: str) -> None:
         monkeypatch.setattr(pipeline, "decode_audio", decode)
     elif step == "features":
         original = LiteProfile.utterance_features
-        monkeypatch.setattr(LiteProfile, "utterance_features",
-                            lambda self, waves: fail() if any(map(_bad_wave, waves)) else original(self, waves))
+        monkeypatch.setattr(
+            LiteProfile,
+            "utterance_features",
+            lambda self, waves: fail() if any(map(_bad_wave, waves)) else original(self, waves),
+        )
     elif step == "vad":
         original = SileroVad.speech_segments
-        monkeypatch.setattr(SileroVad, "speech_segments",
-                            lambda self, wave: fail() if _bad_wave(wave) else original(self, wave))
+        monkeypatch.setattr(
+            SileroVad, "speech_segments", lambda self, wave: fail() if _bad_wave(wave) else original(self, wave)
+        )
     elif step == "syllables":
         original = pipeline.syllable_times
         monkeypatch.setattr(pipeline, "syllable_times", lambda wave: fail() if _bad_wave(wave) else original(wave))
     elif step == "ser":
         original = LiteProfile.ser_input
-        monkeypatch.setattr(LiteProfile, "ser_input",
-                            lambda self, feats: fail() if _bad_features(feats) else original(self, feats))
+        monkeypatch.setattr(
+            LiteProfile, "ser_input", lambda self, feats: fail() if _bad_features(feats) else original(self, feats)
+        )
     elif step == "ser_batch":  # the head itself fails on a batch holding the bad file
         original = SerHead.predict_proba
         bad_rows = []
@@ -72,8 +78,11 @@ def _inject(monkeypatch, step: str) -> None:
         monkeypatch.setattr(SerHead, "predict_proba", predict_proba)
     elif step == "pair_metrics":
         original = LiteProfile.pair_scores
-        monkeypatch.setattr(LiteProfile, "pair_scores",
-                            lambda self, src, tgt: fail() if _bad_features(tgt) else original(self, src, tgt))
+        monkeypatch.setattr(
+            LiteProfile,
+            "pair_scores",
+            lambda self, src, tgt: fail() if _bad_features(tgt) else original(self, src, tgt),
+        )
     else:
         raise AssertionError(step)
 
@@ -109,8 +118,21 @@ def test_a_very_short_file_fails_only_its_pair_end_to_end(write_wav, tmp_path, r
     lines.append("short,audio/s0.wav,audio/short.wav")
     (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "report.json"
-    status = main(["evaluate", str(tmp_path / "pairs.csv"), "--out", str(out), "--head", str(random_lite_head),
-                   "--bootstrap", "0", "--jobs", "1", "--no-cache"])
+    status = main(
+        [
+            "evaluate",
+            str(tmp_path / "pairs.csv"),
+            "--out",
+            str(out),
+            "--head",
+            str(random_lite_head),
+            "--bootstrap",
+            "0",
+            "--jobs",
+            "1",
+            "--no-cache",
+        ]
+    )
     capsys.readouterr()
     assert status == 0
     report = json.loads(out.read_text())

@@ -1,4 +1,5 @@
 """The lite pipeline on synthetic audio: plumbing, caching, failure isolation, parallelism."""
+
 import threading
 from pathlib import Path
 
@@ -6,17 +7,19 @@ import numpy as np
 import pytest
 import soundfile
 
+from emopres_client.pairs import PairSpec
 from models.lite.profile import LiteProfile
 from models.registry import ProfileSpec
 from models.ser.head import SerHead
-from emopres_client.pairs import PairSpec
 from worker.engine.pipeline import Evaluator
 
 
 @pytest.fixture
 def files(write_wav, tmp_path):
-    paths = {name: write_wav(f"{name}.wav", seconds=2.0 + i * 0.3, seed=i, pitch=110 + 30 * i)
-             for i, name in enumerate(["a", "b", "c", "d"])}
+    paths = {
+        name: write_wav(f"{name}.wav", seconds=2.0 + i * 0.3, seed=i, pitch=110 + 30 * i)
+        for i, name in enumerate(["a", "b", "c", "d"])
+    }
     soundfile.write(tmp_path / "silence.wav", np.zeros(16_000, np.float32), 16_000)
     (tmp_path / "garbage.wav").write_bytes(b"not audio" * 100)
     return tmp_path
@@ -45,8 +48,11 @@ def count_feature_calls(monkeypatch):
 
 def test_each_file_is_analysed_once_even_when_shared_by_pairs(files, head, monkeypatch):
     calls = count_feature_calls(monkeypatch)
-    pairs = [PairSpec("p1", "a.wav", "b.wav", "joy"), PairSpec("p2", "a.wav", "c.wav", "anger"),
-             PairSpec("p3", "b.wav", "a.wav", "joy")]
+    pairs = [
+        PairSpec("p1", "a.wav", "b.wav", "joy"),
+        PairSpec("p2", "a.wav", "c.wav", "anger"),
+        PairSpec("p3", "b.wav", "a.wav", "joy"),
+    ]
     with Evaluator(ProfileSpec(), head, n_jobs=1) as evaluator:
         rows, failures = evaluator.evaluate_pairs(pairs, resolver(files))
     assert failures == [] and [r["pair_id"] for r in rows] == ["p1", "p2", "p3"]
@@ -79,8 +85,11 @@ def test_cache_serves_the_second_run(files, head, monkeypatch, tmp_path):
 
 
 def test_bad_audio_fails_only_its_pair(files, head):
-    pairs = [PairSpec("ok", "a.wav", "b.wav"), PairSpec("bad", "a.wav", "garbage.wav"),
-             PairSpec("gone", "missing.wav", "b.wav")]
+    pairs = [
+        PairSpec("ok", "a.wav", "b.wav"),
+        PairSpec("bad", "a.wav", "garbage.wav"),
+        PairSpec("gone", "missing.wav", "b.wav"),
+    ]
     with Evaluator(ProfileSpec(), head, n_jobs=1) as evaluator:
         rows, failures = evaluator.evaluate_pairs(pairs, resolver(files))
     assert [r["pair_id"] for r in rows] == ["ok"]
@@ -104,8 +113,9 @@ def test_a_model_failing_on_one_utterance_fails_only_that_pair(files, head, monk
     with Evaluator(ProfileSpec(), head, n_jobs=1) as evaluator:
         rows, failures = evaluator.evaluate_pairs(pairs, resolver(files))
     assert [r["pair_id"] for r in rows] == ["p2"]
-    assert failures == [{"pair_id": "p1", "side": "target",
-                         "error": "feature extraction failed: RuntimeError: injected model fault"}]
+    assert failures == [
+        {"pair_id": "p1", "side": "target", "error": "feature extraction failed: RuntimeError: injected model fault"}
+    ]
 
 
 def test_silence_is_evaluated_with_warnings(files, head):
@@ -118,8 +128,10 @@ def test_silence_is_evaluated_with_warnings(files, head):
 
 
 def test_process_parallel_equals_in_process(files, head):
-    pairs = [PairSpec(f"p{i}", a, b) for i, (a, b) in enumerate([("a.wav", "b.wav"), ("c.wav", "d.wav"),
-                                                                  ("b.wav", "c.wav"), ("d.wav", "a.wav")])]
+    pairs = [
+        PairSpec(f"p{i}", a, b)
+        for i, (a, b) in enumerate([("a.wav", "b.wav"), ("c.wav", "d.wav"), ("b.wav", "c.wav"), ("d.wav", "a.wav")])
+    ]
     with Evaluator(ProfileSpec(), head, n_jobs=1) as serial:
         expected, _ = serial.evaluate_pairs(pairs, resolver(files))
     with Evaluator(ProfileSpec(), head, n_jobs=2, chunk_size=1) as parallel:
@@ -179,13 +191,14 @@ def test_decode_windows_overlap_inference_and_change_nothing(files, head, monkey
     assert windowed[1].error and windowed[4].error and windowed[0].error is None
     assert [u.features is None for u in windowed] == [u.features is None for u in whole]
     assert sum(u.features is not None for u in whole) >= 4  # a, b, c and d at least: the comparison below is real
-    for mine, reference in zip(windowed, whole):
+    for mine, reference in zip(windowed, whole, strict=True):
         if reference.features is not None:
             assert mine.features.keys() == reference.features.keys()
             for key, value in reference.features.items():
                 np.testing.assert_array_equal(mine.features[key], value)
     kinds = [kind for kind, *_ in events]
-    assert kinds.count("load") == 3 and all(thread.startswith("emopres-decode") for kind, _, thread in events
-                                            if kind == "load")
+    assert kinds.count("load") == 3 and all(
+        thread.startswith("emopres-decode") for kind, _, thread in events if kind == "load"
+    )
     # window 2 was being decoded before the models finished window 1
     assert kinds.index("load", 1) < kinds.index("features end")

@@ -1,4 +1,5 @@
 """Plots: valid PNG/SVG files whose content is the report's numbers (checked on the pixels, not only the data)."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,8 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
-from tests.report_fixtures import make_report, make_rows, real_run
 from core.confusion_plot import CMAP
+from tests.report_fixtures import make_report, make_rows, real_run
 from worker.render.plots import DPI, PlotUnavailable, get_spec, plan_plots, render, render_plot, write_plots
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -61,10 +62,19 @@ def expected_colours(normalised) -> np.ndarray:
 
 def test_every_plot_is_a_valid_png_and_svg_with_plots_json(report, tmp_path):
     index = write_plots(report, tmp_path)
-    assert set(index["plots"]) == {"confusion_source", "confusion_target", "source_vs_target", "uncertainty",
-                                   "per_emotion", "pause_rate", "speech_rate", "dist_acoustic_sim",
-                                   "dist_acoustic_sim_utterance", "dist_expected_agreement",
-                                   "dist_bhattacharyya"}
+    assert set(index["plots"]) == {
+        "confusion_source",
+        "confusion_target",
+        "source_vs_target",
+        "uncertainty",
+        "per_emotion",
+        "pause_rate",
+        "speech_rate",
+        "dist_acoustic_sim",
+        "dist_acoustic_sim_utterance",
+        "dist_expected_agreement",
+        "dist_bhattacharyya",
+    }
     for name, entry in index["plots"].items():
         assert entry["files"] == [f"{name}.png", f"{name}.svg"]
         image = png_image((tmp_path / f"{name}.png").read_bytes())
@@ -76,9 +86,11 @@ def test_every_plot_is_a_valid_png_and_svg_with_plots_json(report, tmp_path):
 
 def test_confusion_matrices_show_the_reports_counts(report):
     ser = report["corpus"]["ser"]
-    for name, matrix in (("confusion_source", ser["source"]["confusion"]),
-                         ("confusion_target", ser["target"]["confusion"]),
-                         ("source_vs_target", ser["source_vs_target"])):
+    for name, matrix in (
+        ("confusion_source", ser["source"]["confusion"]),
+        ("confusion_target", ser["target"]["confusion"]),
+        ("source_vs_target", ser["source_vs_target"]),
+    ):
         spec = get_spec(report, name)
         assert spec.data["counts"] == matrix and spec.data["classes"] == ser["classes"]
         fig = spec.figure()
@@ -104,8 +116,9 @@ def test_other_plots_carry_the_reports_numbers(report):
 
     per = get_spec(report, "per_emotion")
     by_pred = report["corpus"]["per_emotion"]["by_source_prediction"]
-    assert per.data["by_source_prediction"] == {c: {"value": e["value"], "n": e["n"]}
-                                                for c, e in by_pred.items() if e["value"] is not None}
+    assert per.data["by_source_prediction"] == {
+        c: {"value": e["value"], "n": e["n"]} for c, e in by_pred.items() if e["value"] is not None
+    }
     heights = [b.get_height() for b in per.figure().axes[0].containers[0]]
     assert heights == pytest.approx([e["value"] for e in by_pred.values() if e["value"] is not None])
 

@@ -1,6 +1,7 @@
 """The HTML report as a person reads it: the baseline comparison's rows and numbers, the tables' order,
 the plots' layout (no caption repeating a title, the wide plot across the row, legends clear of labels,
 markers at 0 whole) and the models table in a reader's words."""
+
 from __future__ import annotations
 
 import io
@@ -82,7 +83,7 @@ def test_comparison_table_rows_and_numbers_are_the_compare_json(two_runs):
     metrics = comparison["metrics"]
     shown = [name for _, names in METRIC_GROUPS for name in names if name in metrics]
     assert len(body) == len(shown) == len(metrics) > 10
-    for row, name in zip(body, shown):
+    for row, name in zip(body, shown, strict=True):
         entry = metrics[name]
         cells = [text for _, text, _ in row]
         assert cells[1] == _shown(entry["baseline"]), (name, cells)
@@ -104,8 +105,14 @@ def test_headline_table_groups_ser_then_similarities_then_prosody():
     groups = [r[0][1] for r in rows if r[0][2].get("colspan")]
     assert groups == ["SER", "similarity", "prosody"]
     order = [r[0][1] for r in rows]
-    labels = {"WA source": "SER", "UA target": "SER", "emo-sim (utterance)": "similarity",
-              "acoustic sim (frame)": "similarity", "Pause (Spearman)": "prosody", "Rate (Spearman)": "prosody"}
+    labels = {
+        "WA source": "SER",
+        "UA target": "SER",
+        "emo-sim (utterance)": "similarity",
+        "acoustic sim (frame)": "similarity",
+        "Pause (Spearman)": "prosody",
+        "Rate (Spearman)": "prosody",
+    }
     for label, group in labels.items():
         position = order.index(label)
         heading = max(i for i, r in enumerate(rows) if r[0][2].get("colspan") and i < position)
@@ -124,8 +131,9 @@ def test_plots_have_no_caption_repeating_their_title_and_the_wide_one_spans_the_
 
 def test_models_table_describes_the_ser_head_not_how_it_was_built():
     report = make_report(make_rows(n=8, seed=5))
-    report["models"]["ser_head"].update(source="bench/ser_quality.py --ship", feature_set="egemaps-v02",
-                                        classes=["anger", "joy"])
+    report["models"]["ser_head"].update(
+        source="bench/ser_quality.py --ship", feature_set="egemaps-v02", classes=["anger", "joy"]
+    )
     rows = parse(render_html(report)).tables["models"]
     head = next(r for r in rows if r[0][1] == "ser_head")
     assert "bench/" not in head[1][1] and ".py" not in head[1][1]
@@ -158,7 +166,7 @@ def test_rate_markers_at_zero_are_whole_inside_the_axes():
     report = make_report(rows)
     fig = _drawn(report, "pause_rate")
     ax = fig.axes[0]
-    radius_px = (16 ** 0.5) / 2 * fig.dpi / 72  # scatter s=16 points^2
+    radius_px = (16**0.5) / 2 * fig.dpi / 72  # scatter s=16 points^2
     origin = ax.transData.transform((0.0, 0.0))
     assert origin[0] - ax.bbox.x0 >= radius_px and origin[1] - ax.bbox.y0 >= radius_px
 
@@ -168,11 +176,13 @@ def test_report_page_in_chromium_wide_plot_full_width_comparison_filled(two_runs
     job, _, comparison = two_runs
     html_file = tmp_path / "report.html"
     html_file.write_text(render_html(job, comparison=comparison, baseline_label="base"), encoding="utf-8")
-    measure = ("JSON.stringify({grid: document.querySelector('.plots').getBoundingClientRect().width, "
-               "wide: document.querySelector('#plot-per_emotion').getBoundingClientRect().width, "
-               "other: document.querySelector('#plot-uncertainty, .plots figure:not(.wide)')"
-               ".getBoundingClientRect().width, "
-               "rows: document.querySelectorAll('#comparison tbody tr:not(.group)').length})")
+    measure = (
+        "JSON.stringify({grid: document.querySelector('.plots').getBoundingClientRect().width, "
+        "wide: document.querySelector('#plot-per_emotion').getBoundingClientRect().width, "
+        "other: document.querySelector('#plot-uncertainty, .plots figure:not(.wide)')"
+        ".getBoundingClientRect().width, "
+        "rows: document.querySelectorAll('#comparison tbody tr:not(.group)').length})"
+    )
     result = load_page(html_file, evaluate={"layout": measure})
     assert result["errors"] == []
     layout = json.loads(result["values"]["layout"])

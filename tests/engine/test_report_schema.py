@@ -1,4 +1,5 @@
 """The report's JSON Schema: real reports validate; the rules it pins catch what they should."""
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,13 @@ def test_the_schema_is_itself_valid_draft_2020_12():
 
 @pytest.mark.parametrize("kwargs", [{}, {"labels": False}, {"acoustic": False, "emo_sim": True}])
 def test_synthetic_reports_validate(kwargs):
-    validate_report(make_report(make_rows(n=10, **kwargs), n_bootstrap=50,
-                                failures=[{"pair_id": "x", "side": "source", "error": "empty file"}]))
+    validate_report(
+        make_report(
+            make_rows(n=10, **kwargs),
+            n_bootstrap=50,
+            failures=[{"pair_id": "x", "side": "source", "error": "empty file"}],
+        )
+    )
 
 
 def test_an_empty_report_validates():
@@ -41,14 +47,17 @@ def mutated(change):
     return report
 
 
-@pytest.mark.parametrize("change, where", [
-    (lambda r: r["corpus"]["bar"].update(value=None, reason=None, ci_low=None, ci_high=None), "corpus/bar/reason"),
-    (lambda r: r["corpus"].pop("epr"), "corpus"),
-    (lambda r: r["pairs"][0]["source"].update(uncertainty=1.5), "pairs/0/source/uncertainty"),
-    (lambda r: r["pairs"][0].update(agree="yes"), "pairs/0/agree"),
-    (lambda r: r.update(schema_version="1", signature="no profile here"), "signature"),
-    (lambda r: r["failures"].append({"pair_id": "a", "side": "left", "error": "x"}), "failures/0/side"),
-])
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        (lambda r: r["corpus"]["bar"].update(value=None, reason=None, ci_low=None, ci_high=None), "corpus/bar/reason"),
+        (lambda r: r["corpus"].pop("epr"), "corpus"),
+        (lambda r: r["pairs"][0]["source"].update(uncertainty=1.5), "pairs/0/source/uncertainty"),
+        (lambda r: r["pairs"][0].update(agree="yes"), "pairs/0/agree"),
+        (lambda r: r.update(schema_version="1", signature="no profile here"), "signature"),
+        (lambda r: r["failures"].append({"pair_id": "a", "side": "left", "error": "x"}), "failures/0/side"),
+    ],
+)
 def test_violations_are_named(change, where):
     with pytest.raises(ReportSchemaError) as caught:
         validate_report(mutated(change))

@@ -1,5 +1,6 @@
 """The side-normalised SER reading (worker/engine/side_reading.py): its probabilities against a hand computation, its
 corpus metrics against scikit-learn, and every case where it cannot be computed saying why."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
@@ -22,9 +23,17 @@ def _train(normalization: str, tmp_path, seed: int = 3) -> SerHead:
     targets = np.arange(160) % len(CLASSES)
     features = rng.normal(size=(160, N_FEATURES)).astype(np.float32) + targets[:, None] * 0.8
     splits = np.array(["train"] * 120 + ["dev"] * 40)
-    run = train_one(features, targets, splits, CLASSES, feature_set="egemaps-v02", balance="none",
-                    config=TrainConfig(max_epochs=3, seed=seed), normalization=normalization,
-                    sides=np.array(["a"] * 60 + ["b"] * 60 + ["dev"] * 40))
+    run = train_one(
+        features,
+        targets,
+        splits,
+        CLASSES,
+        feature_set="egemaps-v02",
+        balance="none",
+        config=TrainConfig(max_epochs=3, seed=seed),
+        normalization=normalization,
+        sides=np.array(["a"] * 60 + ["b"] * 60 + ["dev"] * 40),
+    )
     folder = tmp_path / normalization
     run.head.save(folder)
     return SerHead.load(folder)
@@ -43,12 +52,27 @@ def _rows(n_pairs: int, seed: int = 0, repeat_sources: int = 1) -> list[dict]:
     rows = []
     for i in range(n_pairs):
         source = sources[i - i % repeat_sources]
-        rows.append({"pair_id": f"p{i}", "label": CLASSES[i % len(CLASSES)], "group": None, "agree": True,
-                     "warnings": [],
-                     "source": {"pred": "joy", "probs": {c: 0.25 for c in CLASSES}, "uncertainty": 1.0,
-                                SER_INPUT: source.tolist()},
-                     "target": {"pred": "joy", "probs": {c: 0.25 for c in CLASSES}, "uncertainty": 1.0,
-                                SER_INPUT: targets[i].tolist()}})
+        rows.append(
+            {
+                "pair_id": f"p{i}",
+                "label": CLASSES[i % len(CLASSES)],
+                "group": None,
+                "agree": True,
+                "warnings": [],
+                "source": {
+                    "pred": "joy",
+                    "probs": {c: 0.25 for c in CLASSES},
+                    "uncertainty": 1.0,
+                    SER_INPUT: source.tolist(),
+                },
+                "target": {
+                    "pred": "joy",
+                    "probs": {c: 0.25 for c in CLASSES},
+                    "uncertainty": 1.0,
+                    SER_INPUT: targets[i].tolist(),
+                },
+            }
+        )
     return rows
 
 
@@ -86,11 +110,18 @@ def _grouped(rows: list[dict], sizes: list[int]) -> list[dict]:
     """The rows with groups g0, g1, ... of these sizes, in order; group g shifted by 5*g (a louder voice)."""
     names = [f"g{g}" for g, size in enumerate(sizes) for _ in range(size)]
     out = []
-    for row, name in zip(rows, names):
+    for row, name in zip(rows, names, strict=True):
         shift = 5.0 * int(name[1:])
-        out.append({**row, "group": name,
-                    **{side: {**row[side], SER_INPUT: (np.asarray(row[side][SER_INPUT]) + shift).tolist()}
-                       for side in ("source", "target")}})
+        out.append(
+            {
+                **row,
+                "group": name,
+                **{
+                    side: {**row[side], SER_INPUT: (np.asarray(row[side][SER_INPUT]) + shift).tolist()}
+                    for side in ("source", "target")
+                },
+            }
+        )
     return out
 
 
@@ -105,7 +136,7 @@ def test_each_group_is_normalised_on_its_own_when_every_group_is_large_enough(si
             expected = _by_hand(side_head, vectors, tmp_path / side / group)
             assert np.allclose(got[members], expected, atol=1e-5)
     whole_side = add_side_reading([{**r, "group": None} for r in rows], side_head)[0]
-    assert any(a["target"][SIDE_PRED] != b["target"][SIDE_PRED] for a, b in zip(read, whole_side))
+    assert any(a["target"][SIDE_PRED] != b["target"][SIDE_PRED] for a, b in zip(read, whole_side, strict=True))
 
 
 def test_a_small_group_or_a_missing_one_normalises_the_whole_side(side_head, tmp_path):
@@ -131,7 +162,7 @@ def test_side_corpus_metrics_equal_sklearn(side_head):
     gold = [r["label"] for r in read]
     source = [r["source"][SIDE_PRED] for r in read]
     target = [r["target"][SIDE_PRED] for r in read]
-    assert corpus["epr_side"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source, target)]))
+    assert corpus["epr_side"]["value"] == pytest.approx(np.mean([s == t for s, t in zip(source, target, strict=True)]))
     assert len(set(source)) > 1 and len(set(target)) > 1  # kappa is defined: the check below always runs
     assert corpus["kappa_side"]["value"] == pytest.approx(cohen_kappa_score(source, target))
     assert corpus["ua_target_side"]["value"] == pytest.approx(balanced_accuracy_score(gold, target))
@@ -139,7 +170,8 @@ def test_side_corpus_metrics_equal_sklearn(side_head):
     assert ua_source > 0  # BAR is defined: the check below always runs
     assert corpus["bar_side"]["value"] == pytest.approx(balanced_accuracy_score(gold, target) / ua_source)
     assert corpus["expected_agreement_side"]["value"] == pytest.approx(
-        np.mean([r["expected_agreement_side"] for r in read]))
+        np.mean([r["expected_agreement_side"] for r in read])
+    )
     # the absolute reading is still there, from the rows' own predictions
     assert corpus["epr"]["value"] == 1.0
 
@@ -192,9 +224,17 @@ def test_a_side_head_without_hidden_layers_is_softmax_of_one_linear_map(tmp_path
     rng = np.random.default_rng(5)
     targets = np.arange(160) % len(CLASSES)
     features = rng.normal(size=(160, N_FEATURES)).astype(np.float32) + targets[:, None] * 0.8
-    run = train_one(features, targets, np.array(["train"] * 120 + ["dev"] * 40), CLASSES, feature_set="egemaps-v02",
-                    balance="none", config=TrainConfig(hidden=(), max_epochs=3, seed=5, ensemble=2),
-                    normalization="per_side", sides=np.array(["a"] * 60 + ["b"] * 60 + ["dev"] * 40))
+    run = train_one(
+        features,
+        targets,
+        np.array(["train"] * 120 + ["dev"] * 40),
+        CLASSES,
+        feature_set="egemaps-v02",
+        balance="none",
+        config=TrainConfig(hidden=(), max_epochs=3, seed=5, ensemble=2),
+        normalization="per_side",
+        sides=np.array(["a"] * 60 + ["b"] * 60 + ["dev"] * 40),
+    )
     run.head.save(tmp_path)
     head = SerHead.load(tmp_path)
     assert head.hidden == () and head.normalization == "per_side"
@@ -202,8 +242,10 @@ def test_a_side_head_without_hidden_layers_is_softmax_of_one_linear_map(tmp_path
     side = rng.normal(2.0, 3.0, size=(25, N_FEATURES)).astype(np.float32)
     z = (side - side.mean(0)) / side.std(0)
     x = (z - tensors["scaler.mean"]) / tensors["scaler.scale"]
-    members = [softmax(x @ tensors[f"network.members.{m}.0.weight"].T + tensors[f"network.members.{m}.0.bias"], axis=1)
-               for m in range(2)]
+    members = [
+        softmax(x @ tensors[f"network.members.{m}.0.weight"].T + tensors[f"network.members.{m}.0.bias"], axis=1)
+        for m in range(2)
+    ]
     assert not any(name.startswith("network.members.0.1") for name in tensors)  # one Linear per member, nothing else
     assert np.allclose(head.predict_proba_side(side), np.mean(members, axis=0), atol=1e-5)
 

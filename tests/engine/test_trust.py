@@ -1,5 +1,6 @@
 """The report's summary (worker/engine/trust.py): chance levels against their definition and scikit-learn, the
 primary metric, SER reading health and the warnings a user reads before the numbers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,13 @@ import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score
 
 from core.catalogue import PRIMARY_FALLBACK, PRIMARY_METRIC
-from core.metrics import (bhattacharyya, chance_bhattacharyya, chance_expected_agreement, chance_prediction_agreement,
-                          expected_agreement)
+from core.metrics import (
+    bhattacharyya,
+    chance_bhattacharyya,
+    chance_expected_agreement,
+    chance_prediction_agreement,
+    expected_agreement,
+)
 from worker.engine.corpus import compute_corpus
 from worker.engine.report_schema import ReportSchemaError, validate_report
 from worker.engine.trust import COLLAPSED_TOP_SHARE, MIN_PAIRS, NEAR_CHANCE_RATIO, summarise
@@ -54,8 +60,15 @@ def _row(i: int, pred_s: str, pred_t: str, label: str | None, rng, side_reading:
         return out
 
     source, target = side(pred_s), side(pred_t)
-    row = {"pair_id": f"p{i}", "label": label, "group": None, "source": source, "target": target,
-           "agree": pred_s == pred_t, "warnings": []}
+    row = {
+        "pair_id": f"p{i}",
+        "label": label,
+        "group": None,
+        "source": source,
+        "target": target,
+        "agree": pred_s == pred_t,
+        "warnings": [],
+    }
     for reading, pred, probs in (("", "pred", "probs"), ("_side", "pred_side", "probs_side")):
         if pred in source:
             ps, pt = np.array(list(source[probs].values())), np.array(list(target[probs].values()))
@@ -78,7 +91,8 @@ def test_a_well_read_identity_job_does_not_warn():
     labels = [CLASSES[i % 4] for i in range(60)]
     reads = [label if i % 5 else CLASSES[(i + 1) % 4] for i, label in enumerate(labels)]  # UA 0.8
     summary = _report([_row(i, r, r, label, rng) for i, (r, label) in enumerate(zip(reads, labels, strict=True))])[
-        "summary"]
+        "summary"
+    ]
     assert summary["warnings"] == []
     assert summary["primary"]["metric"] == PRIMARY_METRIC and summary["primary"]["value"] is not None
     health = summary["ser_health"]["absolute"]["target"]
@@ -116,8 +130,9 @@ def test_unlabelled_jobs_read_collapse_from_the_predictions_alone():
 
 def test_few_pairs_warn_and_without_a_side_reading_the_primary_falls_back():
     rng = np.random.default_rng(4)
-    rows = [_row(i, CLASSES[i % 4], CLASSES[i % 4], CLASSES[i % 4], rng, side_reading=False)
-            for i in range(MIN_PAIRS - 5)]
+    rows = [
+        _row(i, CLASSES[i % 4], CLASSES[i % 4], CLASSES[i % 4], rng, side_reading=False) for i in range(MIN_PAIRS - 5)
+    ]
     report = _report(rows)
     summary = report["summary"]
     assert {"few_pairs", "primary_fallback"} <= {code for code, _ in _codes(summary)}
@@ -134,8 +149,10 @@ def test_chance_levels_in_the_summary_are_the_jobs_own():
     pt = np.array([list(r["target"]["probs"].values()) for r in rows])
     assert summary["metrics"]["bhattacharyya"]["chance"] == pytest.approx(chance_bhattacharyya(ps, pt))
     assert summary["metrics"]["kappa"]["chance"] == 0.0
-    assert summary["metrics"]["ua_target"] == {"direction": "higher = read better (not a preservation metric)",
-                                               "chance": None}
+    assert summary["metrics"]["ua_target"] == {
+        "direction": "higher = read better (not a preservation metric)",
+        "chance": None,
+    }
     assert summary["primary"]["chance"] == summary["metrics"][PRIMARY_METRIC]["chance"]
 
 
@@ -143,10 +160,23 @@ def test_the_schema_carries_the_summary():
     rng = np.random.default_rng(6)
     rows = [_row(i, CLASSES[i % 4], CLASSES[i % 4], CLASSES[i % 4], rng) for i in range(30)]
     report = _report(rows)
-    full = {"schema_version": "1", "job": {"id": None, "status": "succeeded", "created_at": None,
-                                           "finished_at": None, "n_pairs": 30, "n_failed": 0},
-            "signature": "profile:lite|ser:0123456789ab|x|emopres:0", "models": {},
-            "summary": report["summary"], "corpus": report["corpus"], "pairs": rows, "failures": []}
+    full = {
+        "schema_version": "1",
+        "job": {
+            "id": None,
+            "status": "succeeded",
+            "created_at": None,
+            "finished_at": None,
+            "n_pairs": 30,
+            "n_failed": 0,
+        },
+        "signature": "profile:lite|ser:0123456789ab|x|emopres:0",
+        "models": {},
+        "summary": report["summary"],
+        "corpus": report["corpus"],
+        "pairs": rows,
+        "failures": [],
+    }
     validate_report(full)
     full["summary"]["primary"].pop("chance")
     with pytest.raises(ReportSchemaError, match="chance"):

@@ -1,4 +1,5 @@
 """Fig. 2's uncertainty as nkululeko rescales it (issue 15, point 5), against scipy's entropy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,10 +14,17 @@ def _report(probabilities: np.ndarray) -> dict:
     """Pairs whose sides carry the report's default uncertainty (H / log K) of the given probabilities."""
     u = entropy_uncertainty(probabilities)
     n = len(probabilities) // 2
-    return {"pairs": [{"pair_id": f"p{i}", "agree": bool(i % 2),
-                       "source": {"uncertainty": float(u[i]), "pred": "a"},
-                       "target": {"uncertainty": float(u[n + i]), "pred": "a" if i % 2 else "b"}}
-                      for i in range(n)]}
+    return {
+        "pairs": [
+            {
+                "pair_id": f"p{i}",
+                "agree": bool(i % 2),
+                "source": {"uncertainty": float(u[i]), "pred": "a"},
+                "target": {"uncertainty": float(u[n + i]), "pred": "a" if i % 2 else "b"},
+            }
+            for i in range(n)
+        ]
+    }
 
 
 def test_rescaled_entropy_is_nkululekos_formula_within_the_test_set():

@@ -1,6 +1,7 @@
 """va-sim's utterance variant (issue 15, point 2): EmoCtrlTTS-Eval's ``arousal_valance_sim_utt``,
 the cosine of the two utterances' (arousal, valence) - 0.5 from the card's utterance-level output,
 reported beside the chunk-level va-sim as emo-sim's utterance variant is."""
+
 from __future__ import annotations
 
 import warnings
@@ -76,9 +77,9 @@ def test_the_report_carries_va_sim_utterance_per_pair_and_for_the_corpus(model_d
     corpus mean with a CI, and the line under reproduce's Table 1."""
     import soundfile
 
+    from emopres_client.pairs import PairSpec
     from models.registry import ProfileSpec
     from models.ser.head import SerHead
-    from emopres_client.pairs import PairSpec
     from worker.engine.pipeline import Evaluator
     from worker.engine.report import report_for_evaluator
     from worker.research.reproduce import format_table1, table1_rows
@@ -93,14 +94,28 @@ def test_the_report_carries_va_sim_utterance_per_pair_and_for_the_corpus(model_d
     pairs = [PairSpec(f"p{i}", str(paths[2 * i]), str(paths[2 * i + 1]), None, None) for i in range(3)]
     with Evaluator(ProfileSpec("paper", str(model_dir)), head, n_jobs=1) as evaluator:
         rows, failures = evaluator.evaluate_pairs(pairs, lambda path: path)
-        report = report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],
-                                      job={"id": "t"}, n_bootstrap=50, seed=1, use_groups=False)
+        report = report_for_evaluator(
+            evaluator,
+            rows=rows,
+            failures=failures,
+            pair_order=[p.pair_id for p in pairs],
+            job={"id": "t"},
+            n_bootstrap=50,
+            seed=1,
+            use_groups=False,
+        )
     assert not failures
     values = [row["va_sim_utterance"] for row in report["pairs"]]
     assert all(isinstance(v, float) and -1.0 <= v <= 1.0 for v in values)
     entry = report["corpus"]["va_sim_utterance"]
     assert entry["value"] == pytest.approx(np.mean(values)) and entry["n"] == 3 and entry["ci_low"] is not None
     assert values != [row["va_sim"] for row in report["pairs"]]
-    text = format_table1(table1_rows(report, "ENG_JPN"), pair="ENG_JPN", report=report, heads="shared",
-                         balance="clustercentroids", profile="paper")
+    text = format_table1(
+        table1_rows(report, "ENG_JPN"),
+        pair="ENG_JPN",
+        report=report,
+        heads="shared",
+        balance="clustercentroids",
+        profile="paper",
+    )
     assert f"va-sim {entry['value']:.3f} [" in text and "utterance-level variants" in text

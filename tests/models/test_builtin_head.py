@@ -4,6 +4,7 @@ Its probabilities equal funasr's ``AutoModel.generate`` scores mapped to MELD-ST
 holds only emotion2vec evaluates (SER and emo-sim numbers, the other metrics null with their reason); errors name
 the unset model directory, never a relative default.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,14 @@ def _funasr_scores(folder, waves) -> list[dict[str, float]]:
     root = logging.getLogger()
     saved = root.level, list(root.handlers), torch.get_num_threads(), torch.random.get_rng_state()
     try:  # funasr configures the root logger, reseeds torch and sets the thread count: undo it after
-        model = AutoModel(model=str(folder), device="cpu", disable_update=True, disable_pbar=True,
-                          ncpu=torch.get_num_threads(), log_level="ERROR")
+        model = AutoModel(
+            model=str(folder),
+            device="cpu",
+            disable_update=True,
+            disable_pbar=True,
+            ncpu=torch.get_num_threads(),
+            log_level="ERROR",
+        )
         results = model.generate(waves, granularity="utterance", extract_embedding=False)
     finally:
         root.setLevel(saved[0])
@@ -59,8 +66,11 @@ def _funasr_scores(folder, waves) -> list[dict[str, float]]:
 
 def _mapped(scores: dict[str, float]) -> dict[str, float]:
     """funasr's 9 scores mapped as the issue says: the 7 MELD classes kept, renormalised."""
-    kept = {E2V_TO_MELD[label.rsplit("/", 1)[-1]]: p for label, p in scores.items()
-            if label.rsplit("/", 1)[-1] in E2V_TO_MELD}
+    kept = {
+        E2V_TO_MELD[label.rsplit("/", 1)[-1]]: p
+        for label, p in scores.items()
+        if label.rsplit("/", 1)[-1] in E2V_TO_MELD
+    }
     total = sum(kept.values())
     return {name: p / total for name, p in kept.items()}
 
@@ -81,8 +91,23 @@ def test_builtin_probabilities_equal_funasrs_mapped_scores(e2v_folder):
 def test_a_folder_with_only_emotion2vec_evaluates(e2v_folder, tmp_path, capsys):
     manifest = write_dataset(tmp_path / "data", n_pairs=4)
     out = tmp_path / "report.json"
-    code = main(["evaluate", str(manifest), "--profile", "paper", "--model-dir", str(e2v_folder.parent),
-                 "--out", str(out), "--jobs", "1", "--no-cache", "--bootstrap", "50"])
+    code = main(
+        [
+            "evaluate",
+            str(manifest),
+            "--profile",
+            "paper",
+            "--model-dir",
+            str(e2v_folder.parent),
+            "--out",
+            str(out),
+            "--jobs",
+            "1",
+            "--no-cache",
+            "--bootstrap",
+            "50",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     corpus = report["corpus"]
@@ -102,8 +127,12 @@ def test_a_trained_head_wins_over_the_builtin_one(e2v_folder, tmp_path, random_l
 
     spec = ProfileSpec("paper", model_dir=str(e2v_folder.parent))
     assert load_head(spec).metadata["builtin"] == "emotion2vec_proj"
-    trained = SerHead.new(emotion2vec_head(e2v_folder).n_features, list(E2V_TO_MELD.values()),
-                          "emotion2vec_plus_large", metadata={"source": "trained here"})
+    trained = SerHead.new(
+        emotion2vec_head(e2v_folder).n_features,
+        list(E2V_TO_MELD.values()),
+        "emotion2vec_plus_large",
+        metadata={"source": "trained here"},
+    )
     trained.save(tmp_path / "models" / "ser_head")
     (tmp_path / "models" / "emotion2vec_plus_large").symlink_to(e2v_folder)
     spec = ProfileSpec("paper", model_dir=str(tmp_path / "models"))

@@ -1,5 +1,6 @@
 """bench/gpu.sh (issue 17) stays runnable: its steps parse their arguments (fast), and a whole CPU dry
 run at tiny size goes through the paper benchmarks and the service (slow)."""
+
 from __future__ import annotations
 
 import os
@@ -13,11 +14,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(mode: str, tmp_path: Path, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHON": sys.executable, "EMOPRES_BENCH_DIR": str(tmp_path / "bench"),
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "EMOPRES_BENCH_DIR": str(tmp_path / "bench"),
+        "PYTHONPATH": str(REPO),
+    }
     env = {k: v for k, v in env.items() if not k.startswith("EMOPRES_") or k == "EMOPRES_BENCH_DIR"}
-    return subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), mode], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", str(REPO / "bench" / "gpu.sh"), mode],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_gpu_script_steps_parse(tmp_path):
@@ -31,6 +42,12 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     done = _run("tiny", tmp_path, timeout=600)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     out = done.stdout
-    for expected in ("all paper models", "fast mode: timed each model", "max |ours exact - one at a time|",
-                     "service, one paper worker on cpu", "audio-s/s", "gpu.sh tiny done"):
+    for expected in (
+        "all paper models",
+        "fast mode: timed each model",
+        "max |ours exact - one at a time|",
+        "service, one paper worker on cpu",
+        "audio-s/s",
+        "gpu.sh tiny done",
+    ):
         assert expected in out, (expected, out[-3000:])

@@ -1,6 +1,7 @@
 """Which weights exactly: `emopres models fetch | lock | check`, the lock file, the licences, and the
 report signature carrying every model file's hash. Downloads go to a hub on loopback
 (tests/hub_server.py) that serves a tiny checkpoint in the Hugging Face hub's layout."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,6 +43,7 @@ def _check(capsys, folder, *extra) -> tuple[int, str]:
 
 # ----------------------------------------------------------------------------- licences (issue 15, point 6)
 
+
 def test_check_names_the_valence_arousal_licence(model_dir, capsys):
     status, out = _check(capsys, model_dir)
     assert status == 0
@@ -53,6 +55,7 @@ def test_check_names_the_valence_arousal_licence(model_dir, capsys):
 
 
 # ----------------------------------------------------------------------------- lock and check
+
 
 def test_lock_records_every_file_and_check_catches_any_change(model_dir, tmp_path, capsys):
     folder = tmp_path / "models"
@@ -69,8 +72,11 @@ def test_lock_records_every_file_and_check_catches_any_change(model_dir, tmp_pat
     assert set(va["files"]) == {p.name for p in va_dir.iterdir()}
     assert va["files"]["config.json"]["sha256"] == _sha(va_dir / "config.json")
     assert lock["models"]["speaker_wavlm_ecapa"]["files"] == {
-        "wavlm_large_finetune.pth": {"sha256": _sha(folder / "wavlm_large_finetune.pth"),
-                                     "size": (folder / "wavlm_large_finetune.pth").stat().st_size}}
+        "wavlm_large_finetune.pth": {
+            "sha256": _sha(folder / "wavlm_large_finetune.pth"),
+            "size": (folder / "wavlm_large_finetune.pth").stat().st_size,
+        }
+    }
     status, out = _check(capsys, folder)
     assert status == 0 and out.count("lock: matches (local)") == 5
 
@@ -105,14 +111,18 @@ def test_report_signature_carries_the_weights_hashes(model_dir, tmp_path):
     assert len(weights) == 1 and len(weights[0]) == len("weights:") + 12
 
     (folder / "wav2vec2-large-xlsr-53" / "preprocessor_config.json").write_text(
-        (folder / "wav2vec2-large-xlsr-53" / "preprocessor_config.json").read_text().replace("16000", "16000 "))
+        (folder / "wav2vec2-large-xlsr-53" / "preprocessor_config.json").read_text().replace("16000", "16000 ")
+    )
     after = PaperProfile.from_model_dir(folder)
-    assert [p for p in after.signature_parts() if p.startswith("weights:")] != weights  # same weights file, other folder
+    assert [
+        p for p in after.signature_parts() if p.startswith("weights:")
+    ] != weights  # same weights file, other folder
     assert after.models_info()["xlsr_53"]["lock"] == "differs"
     assert after.models_info()["emotion2vec_plus_large"] == info["emotion2vec_plus_large"]
 
 
 # ----------------------------------------------------------------------------- fetch from a hub on loopback
+
 
 @pytest.fixture
 def hub(model_dir, monkeypatch):
@@ -146,11 +156,16 @@ def test_fetch_downloads_resumes_and_locks(hub, tmp_path, capsys):
 
     lock = read_lock(folder)["models"]["emotion2vec_plus_large"]
     assert lock["revision"] == COMMIT  # the commit the hub resolved "main" to, recorded, not typed in
-    assert lock["source"] == {"kind": "huggingface", "repo_id": "emotion2vec/emotion2vec_plus_large",
-                              "endpoint": server.url, "requested_revision": "main"}
+    assert lock["source"] == {
+        "kind": "huggingface",
+        "repo_id": "emotion2vec/emotion2vec_plus_large",
+        "endpoint": server.url,
+        "requested_revision": "main",
+    }
     assert {name: e["sha256"] for name, e in lock["files"].items()} == {
-        name: hashlib.sha256(files[name]).hexdigest() for name in ("config.yaml", "model.pt", "tokens.txt",
-                                                                     "configuration.json")}
+        name: hashlib.sha256(files[name]).hexdigest()
+        for name in ("config.yaml", "model.pt", "tokens.txt", "configuration.json")
+    }
     assert f"fetched  huggingface emotion2vec/emotion2vec_plus_large @ {COMMIT}" in captured.out
 
     status, out = _check(capsys, folder, "--json")
@@ -165,8 +180,19 @@ def test_fetch_from_the_modelscope_mirror_resumes_and_locks_its_source(model_dir
     files["model.pt"] += bytes(3 << 20)  # room for a partial chunk before the cut (the client reads 1 MiB pieces)
     folder = tmp_path / "fetched"
     with LocalHub({"iic/emotion2vec_plus_large": Repo(COMMIT, files)}, cut_once={"model.pt"}) as server:
-        status = main(["models", "fetch", "emotion2vec_plus_large", "--source", "modelscope", "--model-dir",
-                       str(folder), "--endpoint", server.url])
+        status = main(
+            [
+                "models",
+                "fetch",
+                "emotion2vec_plus_large",
+                "--source",
+                "modelscope",
+                "--model-dir",
+                str(folder),
+                "--endpoint",
+                server.url,
+            ]
+        )
         requests = list(server.state.requests)
     captured = capsys.readouterr()
     assert status == 0, captured.err
@@ -174,8 +200,12 @@ def test_fetch_from_the_modelscope_mirror_resumes_and_locks_its_source(model_dir
     assert any(path.endswith("/repo") and r and int(r.split("=")[1].rstrip("-")) > 0 for _, path, r in requests)
     assert not any("/resolve/" in path for _, path, _ in requests)  # the mirror only, no Hugging Face
     lock = read_lock(folder)["models"]["emotion2vec_plus_large"]
-    assert lock["source"] == {"kind": "modelscope", "repo_id": "iic/emotion2vec_plus_large", "endpoint": server.url,
-                              "requested_revision": "master"}
+    assert lock["source"] == {
+        "kind": "modelscope",
+        "repo_id": "iic/emotion2vec_plus_large",
+        "endpoint": server.url,
+        "requested_revision": "master",
+    }
     assert lock["revision"] is None  # the ModelScope client does not say which commit it got: not invented
     assert lock["files"]["model.pt"]["sha256"] == hashlib.sha256(files["model.pt"]).hexdigest()
     status = main(["models", "fetch", "valence_arousal", "--source", "modelscope", "--model-dir", str(folder)])
@@ -187,20 +217,43 @@ def test_fetch_says_what_it_cannot_download(hub, tmp_path, capsys):
     folder = tmp_path / "fetched"
     status = main(["models", "fetch", "valence_arousal", "--model-dir", str(folder), "--endpoint", server.url])
     assert status == 2 and "valence_arousal: download from huggingface failed" in capsys.readouterr().err
-    status = main(["models", "fetch", "emotion2vec_plus_large", "--revision", "v9", "--model-dir", str(folder),
-                   "--endpoint", server.url])
+    status = main(
+        [
+            "models",
+            "fetch",
+            "emotion2vec_plus_large",
+            "--revision",
+            "v9",
+            "--model-dir",
+            str(folder),
+            "--endpoint",
+            server.url,
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "failed" in err and "--source modelscope" in err  # the mirror is offered, not used silently
     assert read_lock(folder) is None
-    status = main(["models", "fetch", "speaker_wavlm_ecapa", "autopcp_comparator", "--model-dir", str(folder),
-                   "--endpoint", server.url])
+    status = main(
+        [
+            "models",
+            "fetch",
+            "speaker_wavlm_ecapa",
+            "autopcp_comparator",
+            "--model-dir",
+            str(folder),
+            "--endpoint",
+            server.url,
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0 and "speaker_wavlm_ecapa: not on a model hub" in out and "emopres models lock" in out
 
 
 def test_nothing_the_service_runs_imports_the_downloader():
-    code = ("import sys, app.main, worker.queue.tasks, worker.engine.pipeline, models.paper.profile, models.registry, cli.models; "
-            "app.main.create_app; bad = [m for m in ('cli.fetch', 'modelscope') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, app.main, worker.queue.tasks, worker.engine.pipeline, models.paper.profile, models.registry, cli.models; "
+        "app.main.create_app; bad = [m for m in ('cli.fetch', 'modelscope') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

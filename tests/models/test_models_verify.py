@@ -1,6 +1,7 @@
 """`emopres models verify` on tiny random-weight checkpoints in the published formats (tests/paper_fixtures.py):
 every model agrees with its reference implementation; our path perturbed fails naming that model; a model
 missing from the folder, or whose reference library is not installed, is named as not checked."""
+
 from __future__ import annotations
 
 import json
@@ -121,8 +122,9 @@ def test_user_audio_and_errors(model_dir, tmp_path, capsys, write_wav):
     only = tmp_path / "only_xlsr"
     only.mkdir()
     shutil.copytree(model_dir / "wav2vec2-large-xlsr-53", only / "wav2vec2-large-xlsr-53")
-    code, out = run_cli(capsys, "--model-dir", str(only), "--audio", str(write_wav("a.wav", seconds=1.5, rate=22050)),
-                        "--json")
+    code, out = run_cli(
+        capsys, "--model-dir", str(only), "--audio", str(write_wav("a.wav", seconds=1.5, rate=22050)), "--json"
+    )
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)["models"]}
     assert rows["xlsr_53"]["status"] == "passed" and rows["xlsr_53"]["max_abs_diff"] <= 1e-4

@@ -44,6 +44,7 @@ def model_dir(tmp_path_factory):
 def batch_on_cpu(monkeypatch):
     """The CPU default runs each utterance alone (faster there); these tests must run real padded batches."""
     from models.runtime import batching
+
     monkeypatch.setitem(batching.DEFAULT_BATCH_SECONDS, "cpu", 40.0)
 
 
@@ -73,6 +74,7 @@ def test_plan_batches_covers_every_item_once_and_respects_budget():
 
 def test_cpu_default_runs_real_utterances_alone_and_gpu_batches(monkeypatch):
     from models.runtime import batching
+
     monkeypatch.undo()  # the shipped defaults, not this module's batching budget
     three_seconds = [48_000, 47_000, 49_000, 46_000]
     assert plan_batches(three_seconds, batching.default_batch_seconds("cpu")) == [[2], [0], [1], [3]]
@@ -109,14 +111,22 @@ def test_concurrent_cpu_streams_equal_one_stream(model_dir, waves, name):
     from models.paper.valence_arousal import ValenceArousal
 
     load, run = {
-        "emotion2vec": (lambda: Emotion2Vec.from_pretrained(model_dir / "emotion2vec_plus_large"),
-                        lambda m, ws: m.frame_features(ws)),
-        "valence-arousal": (lambda: ValenceArousal.from_pretrained(model_dir / "wav2vec2-large-robust-12-ft-emotion-msp-dim"),
-                            lambda m, ws: m.chunks(ws)),
-        "speaker": (lambda: SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth"),
-                    lambda m, ws: list(m.embeddings(ws))),
-        "xlsr": (lambda: XlsrEncoder.from_pretrained(model_dir / "wav2vec2-large-xlsr-53"),
-                 lambda m, ws: list(m.embeddings(ws))),
+        "emotion2vec": (
+            lambda: Emotion2Vec.from_pretrained(model_dir / "emotion2vec_plus_large"),
+            lambda m, ws: m.frame_features(ws),
+        ),
+        "valence-arousal": (
+            lambda: ValenceArousal.from_pretrained(model_dir / "wav2vec2-large-robust-12-ft-emotion-msp-dim"),
+            lambda m, ws: m.chunks(ws),
+        ),
+        "speaker": (
+            lambda: SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth"),
+            lambda m, ws: list(m.embeddings(ws)),
+        ),
+        "xlsr": (
+            lambda: XlsrEncoder.from_pretrained(model_dir / "wav2vec2-large-xlsr-53"),
+            lambda m, ws: list(m.embeddings(ws)),
+        ),
     }[name]
     model = load()
     model.max_batch_seconds = 0.5  # every utterance alone
@@ -129,7 +139,7 @@ def test_concurrent_cpu_streams_equal_one_stream(model_dir, waves, name):
     finally:
         torch.set_num_threads(threads)
     assert len(concurrent) == len(in_turn) == len(waves)
-    assert all(max_diff(a, b) <= TOL for a, b in zip(concurrent, in_turn))
+    assert all(max_diff(a, b) <= TOL for a, b in zip(concurrent, in_turn, strict=True))
 
 
 def test_checkpoints_with_python_objects_need_explicit_trust(tmp_path, monkeypatch):
@@ -175,9 +185,9 @@ def test_emotion2vec_batched_equals_one_at_a_time(model_dir, waves):
     # a tight budget forces several batches; results do not move
     m.max_batch_seconds = 2.5
     frames2 = m.frame_features(waves)
-    assert all(max_diff(a, b) <= TOL for a, b in zip(frames, frames2))
+    assert all(max_diff(a, b) <= TOL for a, b in zip(frames, frames2, strict=True))
     # 50 frames/s: conv stack of 320-sample hop, 400-sample receptive field
-    for w, f in zip(waves, frames):
+    for w, f in zip(waves, frames, strict=True):
         assert f.shape == ((len(w) - 400) // 320 + 1, 32) and f.dtype == np.float32
     assert m.utterance_features(waves).shape == (len(waves), 32)
 
@@ -209,7 +219,7 @@ def test_emotion2vec_bf16_mode_stays_close(model_dir, waves):
     exact = Emotion2Vec.from_pretrained(folder).frame_features(waves[:3])
     fast = Emotion2Vec.from_pretrained(folder, precision="bf16")
     assert fast.precision == "bf16"
-    for a, b in zip(exact, fast.frame_features(waves[:3])):
+    for a, b in zip(exact, fast.frame_features(waves[:3]), strict=True):
         cos = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         assert cos.mean() > 0.99
 
@@ -226,7 +236,7 @@ def test_valence_arousal_matches_card_recipe_and_batches_exactly(model_dir, wave
     va = ValenceArousal.from_pretrained(folder)
     batched = va.analyse(waves)
     fex = Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-    for w, r in zip(waves, batched):
+    for w, r in zip(waves, batched, strict=True):
         single = va.analyse([w])[0]
         assert max_diff(r.chunks, single.chunks) <= TOL and max_diff(r.utterance, single.utterance) <= TOL
         # EmoCtrlTTS-Eval recipe, one utterance, no padding, no mask
@@ -246,10 +256,20 @@ def test_speaker_checkpoint_mapping_round_trips():
 
     from models.paper.speaker import fairseq_wavlm_to_hf, hf_wavlm_to_fairseq, wavlm_config_from_state
 
-    config = WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                         conv_dim=(16,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
-                         conv_bias=False, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                         num_buckets=32, mask_time_prob=0.0)
+    config = WavLMConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=(16,) * 7,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=False,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        num_buckets=32,
+        mask_time_prob=0.0,
+    )
     state = WavLMModel(config).state_dict()
     fairseq = hf_wavlm_to_fairseq(state)
     assert "encoder.layers.0.self_attn.relative_attention_bias.weight" in fairseq
@@ -258,8 +278,17 @@ def test_speaker_checkpoint_mapping_round_trips():
     assert back.keys() == state.keys()
     assert all(torch.equal(back[k], state[k]) for k in state)
     inferred = wavlm_config_from_state(fairseq)
-    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "num_buckets",
-                "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "feat_extract_norm", "conv_bias"):
+    for key in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "num_buckets",
+        "num_conv_pos_embeddings",
+        "num_conv_pos_embedding_groups",
+        "feat_extract_norm",
+        "conv_bias",
+    ):
         assert getattr(inferred, key) == getattr(config, key), key
 
 
@@ -273,18 +302,21 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
     assert enc.normalize and enc.exact_batching
     emb = enc.embeddings(waves)
     assert emb.shape == (len(waves), 16) and emb.dtype == np.float32
-    for w, e in zip(waves, emb):
+    for w, e in zip(waves, emb, strict=True):
         assert max_diff(e, enc.embeddings([w])[0]) <= TOL
         # reference: s3prl hidden states (input of every layer + final output), weighted, ECAPA
         x = F.layer_norm(torch.from_numpy(w), (len(w),))[None]
         states = []
-        hooks = [layer.register_forward_pre_hook(lambda m, a: states.append(a[0])) for layer in enc.wavlm.encoder.layers]
+        hooks = [
+            layer.register_forward_pre_hook(lambda m, a: states.append(a[0])) for layer in enc.wavlm.encoder.layers
+        ]
         with torch.no_grad():
             last = enc.wavlm(x)[0]
             for h in hooks:
                 h.remove()
-            ref = verify.reference_speaker_embedding([h[0] for h in states + [last]], enc.ecapa.feature_weight,
-                                                     enc.ecapa)
+            ref = verify.reference_speaker_embedding(
+                [h[0] for h in states + [last]], enc.ecapa.feature_weight, enc.ecapa
+            )
         assert max_diff(e, ref) <= TOL
     assert enc.info()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -297,9 +329,11 @@ def test_speaker_attention_projects_contiguous_inputs(model_dir, waves):
 
     enc = SpeakerEncoder.from_pretrained(model_dir / "wavlm_large_finetune.pth")
     seen = []
-    hooks = [proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
-             for layer in enc.wavlm.encoder.layers
-             for proj in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj)]
+    hooks = [
+        proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+        for layer in enc.wavlm.encoder.layers
+        for proj in (layer.attention.q_proj, layer.attention.k_proj, layer.attention.v_proj)
+    ]
     try:
         fp32 = enc.embeddings(waves)
         enc.precision = "bf16"
@@ -327,7 +361,7 @@ def test_xlsr_layer9_masked_mean_batched_exact(model_dir, waves):
     emb = enc.embeddings(waves)
     full = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True).eval()
     fex = Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-    for w, e in zip(waves, emb):
+    for w, e in zip(waves, emb, strict=True):
         assert max_diff(e, enc.embeddings([w])[0]) <= TOL
         # stopes encode_audios on a batch of one (no padding): hidden_states[9].mean over frames
         ref = verify.stopes_xlsr_embedding(full, fex, w, 9)
@@ -361,7 +395,7 @@ def test_paper_profile_end_to_end(model_dir, waves):
     assert profile.name == "paper"
     feats = profile.utterance_features(waves)
     assert len(feats) == len(waves)
-    for f, w in zip(feats, waves):
+    for f, w in zip(feats, waves, strict=True):
         assert all(isinstance(v, np.ndarray) for v in f.values())
         assert f["ser_input"].shape == (32,) and f["e2v_frames"].shape[1] == 32
         assert f["va_chunks"].ndim == 2 and f["va_chunks"].shape[1] == 2
@@ -384,11 +418,23 @@ def test_paper_profile_end_to_end(model_dir, waves):
     assert any("va_sim" in w and "shorter" in w for w in short_warnings)
 
     parts = profile.signature_parts()
-    assert [p.split(":")[0] for p in parts] == ["e2v", "va", "spk", "xlsr", "pcp", "weights", "mode"] and parts[-1] == "mode:fp32"
+    assert [p.split(":")[0] for p in parts] == ["e2v", "va", "spk", "xlsr", "pcp", "weights", "mode"] and parts[
+        -1
+    ] == "mode:fp32"
     info = profile.models_info()
-    assert set(info) == {"emotion2vec_plus_large", "valence_arousal", "speaker_wavlm_ecapa", "xlsr_53", "autopcp_comparator"}
-    assert all(set(v) == {"source", "sha256", "version", "files_sha256", "lock", "revision", "lock_source"}
-               and len(v["sha256"]) == 64 and len(v["files_sha256"]) == 64 for v in info.values())
+    assert set(info) == {
+        "emotion2vec_plus_large",
+        "valence_arousal",
+        "speaker_wavlm_ecapa",
+        "xlsr_53",
+        "autopcp_comparator",
+    }
+    assert all(
+        set(v) == {"source", "sha256", "version", "files_sha256", "lock", "revision", "lock_source"}
+        and len(v["sha256"]) == 64
+        and len(v["files_sha256"]) == 64
+        for v in info.values()
+    )
     assert parts[0] == "e2v:" + info["emotion2vec_plus_large"]["sha256"][:12]
     assert set(profile.unavailable()) == {"acoustic_sim", "acoustic_sim_utterance"}
 

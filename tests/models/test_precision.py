@@ -3,6 +3,7 @@ choice recorded in the report signature and in `emopres models check --fast`.
 
 No test times anything: the timer is replaced by one that charges each mode a fixed cost, so the
 choice under test is known in advance."""
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import warnings
 import pytest
 
 from models.runtime import precision as P
+
 pytest.importorskip("transformers")
 pytest.importorskip("funasr")
 
@@ -50,14 +52,15 @@ class FakeModel:
 
 def charge(costs: dict[str, float]):
     """A stand-in for precision._timed: runs the model, returns the mode's fixed cost."""
+
     def timed(model, run, waves):
         run(waves)
         return costs[model.precision]
+
     return timed
 
 
-@pytest.mark.parametrize("costs,expected", [({"fp32": 1.0, "bf16": 0.5}, "bf16"),
-                                            ({"fp32": 1.0, "bf16": 1.5}, "fp32")])
+@pytest.mark.parametrize("costs,expected", [({"fp32": 1.0, "bf16": 0.5}, "bf16"), ({"fp32": 1.0, "bf16": 1.5}, "fp32")])
 def test_measuring_sets_the_faster_mode(monkeypatch, costs, expected):
     monkeypatch.setattr(P, "_timed", charge(costs))
     model = FakeModel()
@@ -86,6 +89,7 @@ def test_a_failing_run_leaves_the_model_exact(monkeypatch):
         if model.precision == "bf16":
             raise RuntimeError("no bf16 kernel")
         return 1.0
+
     monkeypatch.setattr(P, "_timed", broken)
     model = FakeModel()
     with pytest.raises(RuntimeError):
@@ -97,8 +101,10 @@ def test_signature_mode_names_choices_and_reasons():
     faster, slower = P.choose_precision(1.0, 0.4), P.choose_precision(1.0, 2.0)
     assert P.signature_mode({"e2v": None, "va": None}, {"e2v": "fp32", "va": "fp32"}) == "fp32"
     assert P.signature_mode({"e2v": slower, "va": slower}, {"e2v": "fp32", "va": "fp32"}) == "fp32(fast:bf16-slower)"
-    assert (P.signature_mode({"e2v": faster, "va": slower}, {"e2v": "bf16", "va": "fp32"})
-            == "e2v=bf16,va=fp32(fast:bf16-faster+bf16-slower)")
+    assert (
+        P.signature_mode({"e2v": faster, "va": slower}, {"e2v": "bf16", "va": "fp32"})
+        == "e2v=bf16,va=fp32(fast:bf16-faster+bf16-slower)"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """bench/ser_quality.py --loco (bench/ser_loco.py, pairs from bench/ser_pairs.py): the leave-one-corpus-out tables
 report the mean over every seed of a fold."""
+
 import sys
 from pathlib import Path
 
@@ -11,13 +12,18 @@ ser_pairs = pytest.importorskip("ser_pairs")
 
 
 def separation(preserved: float, swapped: float, z: float) -> dict:
-    return {"n": 132, "epr": {"preserved": preserved, "swapped": swapped, "z": z},
-            "expected_agreement": {"preserved": preserved / 2, "swapped": swapped / 2, "z": 2 * z},
-            "bhattacharyya": {"preserved": preserved / 3, "swapped": swapped / 3, "z": 3 * z}}
+    return {
+        "n": 132,
+        "epr": {"preserved": preserved, "swapped": swapped, "z": z},
+        "expected_agreement": {"preserved": preserved / 2, "swapped": swapped / 2, "z": 2 * z},
+        "bhattacharyya": {"preserved": preserved / 3, "swapped": swapped / 3, "z": 3 * z},
+    }
 
 
-FOLD = {1: {"emodb/select_ua": 0.20, "emodb/test_ua": 0.30, "kept_epoch": 10, "en-de/test": separation(0.4, 0.2, 1.0)},
-        2: {"emodb/select_ua": 0.30, "emodb/test_ua": 0.40, "kept_epoch": 20, "en-de/test": separation(0.2, 0.2, 3.0)}}
+FOLD = {
+    1: {"emodb/select_ua": 0.20, "emodb/test_ua": 0.30, "kept_epoch": 10, "en-de/test": separation(0.4, 0.2, 1.0)},
+    2: {"emodb/select_ua": 0.30, "emodb/test_ua": 0.40, "kept_epoch": 20, "en-de/test": separation(0.2, 0.2, 3.0)},
+}
 
 
 def test_seed_mean_averages_numbers_and_keeps_shared_counts():
@@ -32,7 +38,10 @@ def test_loco_table_shows_the_mean_over_seeds_not_the_first_seed():
     results = {"loco:none": {"folds": {"emodb": FOLD}}}
     table = ser_loco.loco_markdown(results, "test")
     row = next(line for line in table.splitlines() if line.startswith("| none | emodb"))
-    assert row == "| none | emodb | 0.350 | en-de (132) | 0.300 / 0.200 | 2.0 | 0.150 / 0.100 | 4.0 | 6.0 | - | - | - | - |"
+    assert (
+        row
+        == "| none | emodb | 0.350 | en-de (132) | 0.300 / 0.200 | 2.0 | 0.150 / 0.100 | 4.0 | 6.0 | - | - | - | - |"
+    )
 
 
 def test_loco_table_shows_the_one_voice_pairs_next_to_the_random_ones():
@@ -51,10 +60,22 @@ def test_one_voice_pairs_give_each_source_speaker_one_target_speaker():
     for speaker in speakers:
         for emotion in ("angry", "sad", "neutral", "happy"):
             for take in range(3):
-                split = ("test" if speaker in ("ravdess:18", "ravdess:19", "emodb:03", "emodb:08") else
-                         "dev" if speaker == "ravdess:15" else "train")
-                rows.append({"rel": f"{speaker}/{emotion}{take}", "corpus": speaker.split(":")[0],
-                             "speaker": speaker, "emotion": emotion, "split": split})
+                split = (
+                    "test"
+                    if speaker in ("ravdess:18", "ravdess:19", "emodb:03", "emodb:08")
+                    else "dev"
+                    if speaker == "ravdess:15"
+                    else "train"
+                )
+                rows.append(
+                    {
+                        "rel": f"{speaker}/{emotion}{take}",
+                        "corpus": speaker.split(":")[0],
+                        "speaker": speaker,
+                        "emotion": emotion,
+                        "split": split,
+                    }
+                )
     data = {key: np.array([r[key] for r in rows]) for key in rows[0]}
     pairs = ser_pairs.build_pairs(data, "emodb", voices="one-per-speaker")
     voices = {}

@@ -5,6 +5,7 @@ A small imbalanced RAVDESS subset is written to a manifest and trained through t
 (module fixture); the tests check what the optimiser saw, the kept epoch and the saved head.
 Features are cached under .cache/features in the repository (git-ignored).
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,16 +17,26 @@ import pytest
 import torch
 
 from models.ser.head import SHIPPED_LITE_HEAD, SerHead
+from models.ser.training import (
+    MELD_CLASSES,
+    EgemapsExtractor,
+    TrainConfig,
+    TrainingError,
+    balance_training_set,
+    classification_scores,
+    extract_features,
+    load_manifest,
+    train_one,
+)
 from tests.conftest import SHARED_DATA
-from models.ser.training import (MELD_CLASSES, EgemapsExtractor, TrainConfig, TrainingError, balance_training_set,
-                                 classification_scores, extract_features, load_manifest, speaker_independent_split,
-                                 train_one)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = SHARED_DATA
 CACHE = REPO / ".cache" / "features"
-needs_data = pytest.mark.skipif(not (DATA / "ravdess" / "manifest.csv").is_file(),
-                                reason=f"real speech corpora not found at {DATA} (set EMOPRES_SHARED_DATA)")
+needs_data = pytest.mark.skipif(
+    not (DATA / "ravdess" / "manifest.csv").is_file(),
+    reason=f"real speech corpora not found at {DATA} (set EMOPRES_SHARED_DATA)",
+)
 
 # actors 01-04 train, 05 dev, 06 test; four classes with unequal counts per actor:
 # neutral = neutral + calm (12), anger (8), sadness (8), joy normal intensity only (4)
@@ -43,8 +54,14 @@ def _subset_rows() -> list[dict]:
                 continue
             if row["emotion"] == "joy" and row["intensity"] != "normal":
                 continue
-            rows.append({"path": row["path"], "speaker": row["speaker"], "emotion": row["emotion"],
-                         "split": SUBSET_ACTORS[row["speaker"]]})
+            rows.append(
+                {
+                    "path": row["path"],
+                    "speaker": row["speaker"],
+                    "emotion": row["emotion"],
+                    "split": SUBSET_ACTORS[row["speaker"]],
+                }
+            )
     return rows
 
 
@@ -65,9 +82,28 @@ def trained(subset_manifest, tmp_path_factory):
     from cli.main import main
 
     out = tmp_path_factory.mktemp("head") / "head"
-    status = main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",
-                   "--out", str(out), "--balance", "both", "--label-map", "calm=neutral", "--seed", "7",
-                   "--max-epochs", str(SUBSET_EPOCHS), "--cache-dir", str(CACHE)])
+    status = main(
+        [
+            "train-ser",
+            str(subset_manifest),
+            "--audio-root",
+            str(DATA / "ravdess"),
+            "--features",
+            "egemaps",
+            "--out",
+            str(out),
+            "--balance",
+            "both",
+            "--label-map",
+            "calm=neutral",
+            "--seed",
+            "7",
+            "--max-epochs",
+            str(SUBSET_EPOCHS),
+            "--cache-dir",
+            str(CACHE),
+        ]
+    )
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
     return out, report, status
 
@@ -80,6 +116,7 @@ def subset_features(subset_manifest):
 
 
 # ------------------------------------------------------------------------------------------ real data
+
 
 @needs_data
 def test_cli_writes_a_complete_head_directory(trained):
@@ -172,10 +209,24 @@ def test_ensemble_averages_independent_runs_of_the_recipe(subset_features, tmp_p
     classes = sorted(set(dataset.labels.tolist()))
     targets = np.array([classes.index(v) for v in dataset.labels])
     config = dict(max_epochs=6, learning_rate=3e-3)
-    ensemble = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02",
-                         balance="clustercentroids", config=TrainConfig(seed=5, ensemble=3, **config))
-    single = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02",
-                       balance="clustercentroids", config=TrainConfig(seed=5, **config))
+    ensemble = train_one(
+        features,
+        targets,
+        dataset.splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance="clustercentroids",
+        config=TrainConfig(seed=5, ensemble=3, **config),
+    )
+    single = train_one(
+        features,
+        targets,
+        dataset.splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance="clustercentroids",
+        config=TrainConfig(seed=5, **config),
+    )
     assert ensemble.head.members == 3 and len(ensemble.member_fits) == 3
     for fit in ensemble.member_fits:
         dev_ua = [row["dev_ua"] for row in fit.history]
@@ -185,8 +236,12 @@ def test_ensemble_averages_independent_runs_of_the_recipe(subset_features, tmp_p
         assert torch.equal(first.state_dict()[name], tensor), name
     with torch.no_grad():
         standardised = torch.from_numpy(ensemble.head.standardise(features))
-        members = [np.concatenate([torch.softmax(m(standardised[i:i + 1]).double(), dim=1).numpy()
-                                   for i in range(len(standardised))]) for m in ensemble.head.network.members]
+        members = [
+            np.concatenate(
+                [torch.softmax(m(standardised[i : i + 1]).double(), dim=1).numpy() for i in range(len(standardised))]
+            )
+            for m in ensemble.head.network.members
+        ]
     probabilities = ensemble.head.predict_proba(features)
     np.testing.assert_allclose(probabilities, np.mean(members, axis=0), atol=1e-12)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-12)
@@ -207,9 +262,31 @@ def test_speed_perturbed_copies_train_but_are_never_scored(subset_manifest, trai
     from models.ser.training import speed_perturb
 
     out = tmp_path / "head"
-    status = main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",
-                   "--out", str(out), "--balance", "none", "--label-map", "calm=neutral", "--seed", "7",
-                   "--max-epochs", "3", "--cache-dir", str(CACHE), "--speed-perturb", "0.9,1.1", "--quiet"])
+    status = main(
+        [
+            "train-ser",
+            str(subset_manifest),
+            "--audio-root",
+            str(DATA / "ravdess"),
+            "--features",
+            "egemaps",
+            "--out",
+            str(out),
+            "--balance",
+            "none",
+            "--label-map",
+            "calm=neutral",
+            "--seed",
+            "7",
+            "--max-epochs",
+            "3",
+            "--cache-dir",
+            str(CACHE),
+            "--speed-perturb",
+            "0.9,1.1",
+            "--quiet",
+        ]
+    )
     assert status == 0
     report = json.loads((out / "report.json").read_text())
     run = report["runs"]["none"]
@@ -222,8 +299,21 @@ def test_speed_perturbed_copies_train_but_are_never_scored(subset_manifest, trai
     assert report["training_data_sha256"] != trained[1]["training_data_sha256"]  # the copies are part of the data
     wave = np.sin(np.arange(16_000) / 16_000 * 2 * np.pi * 220).astype(np.float32)
     assert len(speed_perturb(wave, 1.1)) == round(16_000 / 1.1) and len(speed_perturb(wave, 0.9)) == round(16_000 / 0.9)
-    assert main(["train-ser", str(subset_manifest), "--features", "egemaps", "--out", str(tmp_path / "x"),
-                 "--speed-perturb", "1.0"]) == 2
+    assert (
+        main(
+            [
+                "train-ser",
+                str(subset_manifest),
+                "--features",
+                "egemaps",
+                "--out",
+                str(tmp_path / "x"),
+                "--speed-perturb",
+                "1.0",
+            ]
+        )
+        == 2
+    )
 
 
 @needs_data
@@ -233,8 +323,16 @@ def test_dev_best_epoch_not_last_epoch(subset_features):
     classes = sorted(set(dataset.labels.tolist()))
     targets = np.array([classes.index(v) for v in dataset.labels])
     rows = []
-    run = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02", balance="none",
-                    config=TrainConfig(max_epochs=25, learning_rate=3e-3, seed=5), progress=rows.append)
+    run = train_one(
+        features,
+        targets,
+        dataset.splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance="none",
+        config=TrainConfig(max_epochs=25, learning_rate=3e-3, seed=5),
+        progress=rows.append,
+    )
     dev_ua = [r["dev_ua"] for r in rows]
     assert run.fit.kept_epoch == int(np.argmax(dev_ua)) + 1
     dev = dataset.splits == "dev"
@@ -247,9 +345,16 @@ def test_saved_head_reloads_bit_identically(subset_features, tmp_path):
     dataset, features = subset_features
     classes = sorted(set(dataset.labels.tolist()))
     targets = np.array([classes.index(v) for v in dataset.labels])
-    run = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02",
-                    balance="clustercentroids", config=TrainConfig(max_epochs=4, seed=11),
-                    metadata={"normalization": "per_utterance"})
+    run = train_one(
+        features,
+        targets,
+        dataset.splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance="clustercentroids",
+        config=TrainConfig(max_epochs=4, seed=11),
+        metadata={"normalization": "per_utterance"},
+    )
     original = run.head
     original.save(tmp_path / "a")
     loaded = SerHead.load(tmp_path / "a")
@@ -286,6 +391,7 @@ def test_speaker_independent_split_when_manifest_has_no_split_column(tmp_path):
 
 # ------------------------------------------------------------------------------------------ shipped head
 
+
 def test_shipped_head_is_a_per_utterance_meld_head():
     head = SerHead.load(SHIPPED_LITE_HEAD)
     assert head.classes == list(MELD_CLASSES)
@@ -299,8 +405,18 @@ def test_shipped_head_is_a_per_utterance_meld_head():
     assert "research use" in head.metadata["licences"]["ased"]
     assert head.sha256() in (SHIPPED_LITE_HEAD / "MODEL_CARD.md").read_text()
     card = (SHIPPED_LITE_HEAD / "MODEL_CARD.md").read_text()
-    for needle in ("CC BY-NC-SA 4.0", "CC BY-SA 4.0", "calm", "ASED", "no licence", "EmoDB", "leave-one-corpus-out", "Linear(in,32) -> ReLU -> Linear(32,64) -> Dropout(0.3)",
-                   "UA", "WA"):
+    for needle in (
+        "CC BY-NC-SA 4.0",
+        "CC BY-SA 4.0",
+        "calm",
+        "ASED",
+        "no licence",
+        "EmoDB",
+        "leave-one-corpus-out",
+        "Linear(in,32) -> ReLU -> Linear(32,64) -> Dropout(0.3)",
+        "UA",
+        "WA",
+    ):
         assert needle in card, needle
     probs = head.predict_proba(np.zeros((3, 88), np.float32) + head.scaler_mean)
     assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1.0)
@@ -310,11 +426,12 @@ def test_predictions_do_not_depend_on_the_batch():
     """The same features give bit-identical probabilities alone, in any batch, in any order (BLAS alone would
     round rows differently by batch size, and the CLI and the service's chunks batch files differently)."""
     head = SerHead.load(SHIPPED_LITE_HEAD)
-    features = (np.random.default_rng(3).standard_normal((37, 88)) * head.scaler_scale + head.scaler_mean)
+    features = np.random.default_rng(3).standard_normal((37, 88)) * head.scaler_scale + head.scaler_mean
     together = head.predict_proba(features.astype(np.float32))
-    alone = np.concatenate([head.predict_proba(features[i:i + 1].astype(np.float32)) for i in range(37)])
-    split = np.concatenate([head.predict_proba(features[:5].astype(np.float32)),
-                            head.predict_proba(features[5:].astype(np.float32))])
+    alone = np.concatenate([head.predict_proba(features[i : i + 1].astype(np.float32)) for i in range(37)])
+    split = np.concatenate(
+        [head.predict_proba(features[:5].astype(np.float32)), head.predict_proba(features[5:].astype(np.float32))]
+    )
     reversed_order = head.predict_proba(features[::-1].astype(np.float32))[::-1]
     assert np.array_equal(together, alone) and np.array_equal(together, split)
     assert np.array_equal(together, reversed_order)
@@ -324,10 +441,12 @@ def test_predictions_do_not_depend_on_the_batch():
 # measured 2026-12-01 (MODEL_CARD.md): RAVDESS 0.466, JVNV 0.764, EmoDB 0.418 (n=92), ASED 0.720 (n=324)
 RAVDESS_FLOOR, JVNV_FLOOR, EMODB_FLOOR, ASED_FLOOR = 0.42, 0.70, 0.36, 0.66
 EMODB_N, ASED_N = 92, 324
-FLOORS = (("ravdess", lambda r: int(r["speaker"]) >= 18, 180, RAVDESS_FLOOR),
-          ("jvnv", lambda r: int(r["number"]) % 5 == 4, 84, JVNV_FLOOR),
-          ("emodb", lambda r: r["speaker"] in ("03", "08"), EMODB_N, EMODB_FLOOR),
-          ("ased", lambda r: int(r["speaker"]) % 5 == 0, ASED_N, ASED_FLOOR))
+FLOORS = (
+    ("ravdess", lambda r: int(r["speaker"]) >= 18, 180, RAVDESS_FLOOR),
+    ("jvnv", lambda r: int(r["number"]) % 5 == 4, 84, JVNV_FLOOR),
+    ("emodb", lambda r: r["speaker"] in ("03", "08"), EMODB_N, EMODB_FLOOR),
+    ("ased", lambda r: int(r["speaker"]) % 5 == 0, ASED_N, ASED_FLOOR),
+)
 
 
 @needs_data
@@ -342,7 +461,9 @@ def test_shipped_head_on_unseen_speakers_and_unseen_utterances():
     head = SerHead.load(SHIPPED_LITE_HEAD)
     extractor = EgemapsExtractor()
     for corpus, keep, n, floor in FLOORS:
-        rows = [r for r in csv.DictReader(open(DATA / corpus / "manifest.csv")) if keep(r) and r["emotion"] != "boredom"]
+        rows = [
+            r for r in csv.DictReader(open(DATA / corpus / "manifest.csv")) if keep(r) and r["emotion"] != "boredom"
+        ]
         features, _ = extract_features([DATA / corpus / r["path"] for r in rows], extractor, CACHE)
         gold = np.array([head.classes.index("neutral" if r["emotion"] == "calm" else r["emotion"]) for r in rows])
         scores = classification_scores(gold, head.predict_proba(features).argmax(1), 7)
@@ -358,8 +479,16 @@ def test_per_side_head_needs_a_whole_side(subset_features, tmp_path):
     dataset, features = subset_features
     classes = sorted(set(dataset.labels.tolist()))
     targets = np.array([classes.index(v) for v in dataset.labels])
-    run = train_one(features, targets, dataset.splits, classes, feature_set="egemaps-v02", balance="none",
-                    config=TrainConfig(max_epochs=3, seed=2), normalization="per_side")
+    run = train_one(
+        features,
+        targets,
+        dataset.splits,
+        classes,
+        feature_set="egemaps-v02",
+        balance="none",
+        config=TrainConfig(max_epochs=3, seed=2),
+        normalization="per_side",
+    )
     run.head.save(tmp_path)
     head = SerHead.load(tmp_path)
     assert head.normalization == "per_side"
@@ -408,9 +537,25 @@ def test_train_ser_on_emotion2vec_features_from_a_tiny_checkpoint(subset_manifes
         writer.writeheader()
         writer.writerows(few)
     out = tmp_path / "head"
-    status = main(["train-ser", str(manifest), "--audio-root", str(DATA / "ravdess"), "--features", "emotion2vec",
-                   "--model-dir", str(model_dir), "--out", str(out), "--max-epochs", "2", "--quiet",
-                   "--cache-dir", str(tmp_path / "cache")])
+    status = main(
+        [
+            "train-ser",
+            str(manifest),
+            "--audio-root",
+            str(DATA / "ravdess"),
+            "--features",
+            "emotion2vec",
+            "--model-dir",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--max-epochs",
+            "2",
+            "--quiet",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert status == 0
     head = SerHead.load(out)
     assert head.feature_set == "emotion2vec_plus_large"
@@ -427,15 +572,27 @@ def test_nkululeko_architecture_is_exactly_its_layer_sequence():
     from models.ser.head import HeadError, build_network
 
     def layout(network):
-        return [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None),
-                 getattr(m, "p", None)) for m in network]
+        return [
+            (type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None), getattr(m, "p", None))
+            for m in network
+        ]
 
     assert layout(build_network(88, 7, (64, 32), 0.3, "nkululeko")) == [
-        ("Linear", 88, 32, None), ("ReLU", None, None, None), ("Linear", 32, 64, None),
-        ("Dropout", None, None, 0.3), ("Linear", 64, 7, None)]
+        ("Linear", 88, 32, None),
+        ("ReLU", None, None, None),
+        ("Linear", 32, 64, None),
+        ("Dropout", None, None, 0.3),
+        ("Linear", 64, 7, None),
+    ]
     assert layout(build_network(88, 7, (64, 32), 0.3, "paper")) == [
-        ("Linear", 88, 64, None), ("ReLU", None, None, None), ("Dropout", None, None, 0.3),
-        ("Linear", 64, 32, None), ("ReLU", None, None, None), ("Dropout", None, None, 0.3), ("Linear", 32, 7, None)]
+        ("Linear", 88, 64, None),
+        ("ReLU", None, None, None),
+        ("Dropout", None, None, 0.3),
+        ("Linear", 64, 32, None),
+        ("ReLU", None, None, None),
+        ("Dropout", None, None, 0.3),
+        ("Linear", 32, 7, None),
+    ]
     assert isinstance(build_network(88, 7, (64, 32), 0.3), nn.Sequential)
     with pytest.raises(HeadError, match="unknown architecture"):
         build_network(88, 7, (64, 32), 0.3, "lstm")
@@ -446,9 +603,34 @@ def test_nkululeko_head_trains_saves_and_reloads(subset_manifest, tmp_path):
     from cli.main import main
 
     out = tmp_path / "head"
-    assert main(["train-ser", str(subset_manifest), "--audio-root", str(DATA / "ravdess"), "--features", "egemaps",
-                 "--out", str(out), "--balance", "none", "--label-map", "calm=neutral", "--seed", "3",
-                 "--max-epochs", "2", "--cache-dir", str(CACHE), "--architecture", "nkululeko", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train-ser",
+                str(subset_manifest),
+                "--audio-root",
+                str(DATA / "ravdess"),
+                "--features",
+                "egemaps",
+                "--out",
+                str(out),
+                "--balance",
+                "none",
+                "--label-map",
+                "calm=neutral",
+                "--seed",
+                "3",
+                "--max-epochs",
+                "2",
+                "--cache-dir",
+                str(CACHE),
+                "--architecture",
+                "nkululeko",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "head.json").read_text())
     assert meta["architecture"] == "nkululeko" and meta["recipe"]["architecture"] == "nkululeko"
     head = SerHead.load(out)

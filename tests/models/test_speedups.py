@@ -3,6 +3,7 @@
 References are independent of the code under test: ``F.conv1d`` for one convolution, and a
 second, unpatched load of the same checkpoint (transformers' own forward) for whole models.
 """
+
 from __future__ import annotations
 
 import copy

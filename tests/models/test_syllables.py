@@ -5,12 +5,13 @@ The reference is a Praat script run by Praat's own interpreter (parselmouth.praa
 published algorithm's steps written in Praat's language from the script's description
 (models/prosody/syllables.py lists them), so the Python port's loop, threshold and peak picking are
 checked against an execution that shares none of its Python."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.prosody.syllables import MIN_DIP_DB, SILENCE_DB, SAMPLE_RATE, syllable_times
+from models.prosody.syllables import MIN_DIP_DB, SAMPLE_RATE, SILENCE_DB, syllable_times
 
 # The published steps in Praat's own language. It prints one line per voiced nucleus.
 REFERENCE_SCRIPT = """
@@ -95,13 +96,13 @@ def test_the_last_intensity_peak_is_never_a_nucleus():
 
 
 def test_nuclei_equal_the_praat_script_on_real_speech(shared_data):
-    from tests.conftest import read_csv
     from core.audio import load_audio_file
+    from tests.conftest import read_csv
 
     rows = read_csv(shared_data / "ravdess" / "manifest.csv")[:4] + read_csv(shared_data / "jvnv" / "manifest.csv")[:4]
     folders = ["ravdess"] * 4 + ["jvnv"] * 4
     total = 0
-    for folder, row in zip(folders, rows):
+    for folder, row in zip(folders, rows, strict=True):
         wave = load_audio_file(shared_data / folder / row["path"])[0]
         ours, reference = syllable_times(wave), praat_reference(wave)
         assert len(ours) == len(reference), row["path"]
@@ -123,9 +124,9 @@ def test_nuclei_equal_the_praat_script_on_speechlike_signals(seed):
 def test_vad_drops_speech_shorter_than_its_minimum_and_merges_short_silences(shared_data):
     """Pause is defined on silero-vad's segments: every segment lasts at least MIN_SPEECH_S (silero's
     min_speech_duration_ms, 250 ms, passed explicitly) and every gap at least MIN_PAUSE_S."""
+    from core.audio import load_audio_file
     from models.prosody.vad import MIN_PAUSE_S, MIN_SPEECH_S, SileroVad
     from tests.conftest import read_csv
-    from core.audio import load_audio_file
 
     assert MIN_SPEECH_S == 0.25
     vad = SileroVad()
@@ -135,7 +136,9 @@ def test_vad_drops_speech_shorter_than_its_minimum_and_merges_short_silences(sha
     assert len(segments) >= 1
     # a 120 ms slice of speech alone between silences is shorter than the minimum: no segment
     start = int(segments[0, 0] * SAMPLE_RATE)
-    blip = np.concatenate([np.zeros(SAMPLE_RATE), speech[start:start + int(0.12 * SAMPLE_RATE)], np.zeros(SAMPLE_RATE)])
+    blip = np.concatenate(
+        [np.zeros(SAMPLE_RATE), speech[start : start + int(0.12 * SAMPLE_RATE)], np.zeros(SAMPLE_RATE)]
+    )
     assert len(vad.speech_segments(blip)) == 0
     both = np.concatenate([speech, np.zeros(SAMPLE_RATE // 2), speech])
     found = vad.speech_segments(both)

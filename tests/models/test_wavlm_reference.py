@@ -11,14 +11,16 @@ s3prl is installed without its dependencies (``pip install --no-deps s3prl==0.4.
 requires torchaudio, whose PyPI build here is the CUDA one and does not load on this CPU-only
 torch; its WavLM module needs only torch and numpy.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
-wavlm_module = pytest.importorskip("s3prl.upstream.wavlm.WavLM",
-                                   reason="s3prl not installed (pip install --no-deps s3prl==0.4.18)")
+wavlm_module = pytest.importorskip(
+    "s3prl.upstream.wavlm.WavLM", reason="s3prl not installed (pip install --no-deps s3prl==0.4.18)"
+)
 
 from models.paper import verify  # noqa: E402
 from tests import paper_fixtures as fx  # noqa: E402
@@ -30,15 +32,33 @@ LAYERS = 3
 def s3prl_wavlm(seed: int = 5) -> torch.nn.Module:
     """A tiny WavLM-Large-shaped model (layer-norm conv encoder, pre-norm layers, gated relative
     position bias, waveform normalisation) with random weights, built by s3prl."""
-    config = wavlm_module.WavLMConfig({
-        "extractor_mode": "layer_norm", "encoder_layers": LAYERS, "encoder_embed_dim": 32,
-        "encoder_ffn_embed_dim": 64, "encoder_attention_heads": 4, "activation_fn": "gelu",
-        "layer_norm_first": True, "conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2",
-        "conv_bias": False, "normalize": True, "dropout": 0.0, "attention_dropout": 0.0,
-        "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0, "dropout_features": 0.0,
-        "conv_pos": 16, "conv_pos_groups": 4, "relative_position_embedding": True, "num_buckets": 32,
-        "max_distance": 800, "gru_rel_pos": True, "mask_prob": 0.0,
-    })
+    config = wavlm_module.WavLMConfig(
+        {
+            "extractor_mode": "layer_norm",
+            "encoder_layers": LAYERS,
+            "encoder_embed_dim": 32,
+            "encoder_ffn_embed_dim": 64,
+            "encoder_attention_heads": 4,
+            "activation_fn": "gelu",
+            "layer_norm_first": True,
+            "conv_feature_layers": "[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2",
+            "conv_bias": False,
+            "normalize": True,
+            "dropout": 0.0,
+            "attention_dropout": 0.0,
+            "activation_dropout": 0.0,
+            "encoder_layerdrop": 0.0,
+            "dropout_input": 0.0,
+            "dropout_features": 0.0,
+            "conv_pos": 16,
+            "conv_pos_groups": 4,
+            "relative_position_embedding": True,
+            "num_buckets": 32,
+            "max_distance": 800,
+            "gru_rel_pos": True,
+            "mask_prob": 0.0,
+        }
+    )
     torch.manual_seed(seed)
     model = wavlm_module.WavLM(config)
     fx._randomise(model, seed, scale=0.1)
@@ -51,8 +71,16 @@ def checkpoint(tmp_path_factory):
     from models.paper.speaker import EcapaTdnn
 
     model = s3prl_wavlm()
-    ecapa = EcapaTdnn(feat_dim=32, n_states=LAYERS + 1, channels=32, last_channels=48, emb_dim=16,
-                      scale=8, se_bottleneck=8, attention_channels=8)
+    ecapa = EcapaTdnn(
+        feat_dim=32,
+        n_states=LAYERS + 1,
+        channels=32,
+        last_channels=48,
+        emb_dim=16,
+        scale=8,
+        se_bottleneck=8,
+        attention_channels=8,
+    )
     fx._randomise(ecapa, 6, scale=0.1)
     state = {"feature_extract.model." + k: v for k, v in model.state_dict().items()}
     state.update(ecapa.state_dict())
@@ -79,7 +107,7 @@ def test_converted_wavlm_equals_s3prl_frame_by_frame(checkpoint):
         # layer norm; s3prl (and so UniSpeech) exposes the normed output: last_hidden_state
         ours = list(out.hidden_states[:LAYERS]) + [out.last_hidden_state]
         assert len(out.hidden_states) == len(reference) == LAYERS + 1
-        for i, (a, b) in enumerate(zip(ours, reference)):
+        for i, (a, b) in enumerate(zip(ours, reference, strict=True)):
             assert a[0].shape == b.shape, i
             assert float((a[0] - b).abs().max()) < TOL, f"hidden state {i}"
             compared += b.numel()
@@ -96,7 +124,7 @@ def test_speaker_features_equal_s3prl_weighted_states(checkpoint):
     encoder = SpeakerEncoder.from_pretrained(path)
     weights = torch.softmax(encoder.ecapa.feature_weight.float(), dim=0)
     for wave in fx.random_waves([0.8, 1.7], seed=12):
-        reference = sum(w * h for w, h in zip(weights, verify.s3prl_states(model, wave)))
+        reference = sum(w * h for w, h in zip(weights, verify.s3prl_states(model, wave), strict=True))
         wav = torch.nn.functional.layer_norm(torch.from_numpy(wave)[None], (len(wave),))
         with torch.no_grad():
             ours = encoder._weighted_states(wav, torch.ones_like(wav, dtype=torch.long))

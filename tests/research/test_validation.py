@@ -1,5 +1,6 @@
 """`emopres validate`'s sensitivity: the preserved-vs-swapped paired difference of every metric, its CI, z
 and p, checked against direct computations (scipy's paired bootstrap and paired t-test)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,14 @@ B = 4000
 
 
 def _side(pred):
-    return {"pred": pred, "probs": {c: 0.25 for c in CLASSES}, "uncertainty": 1.0, "duration_s": 2.0,
-            "pause_rate": None, "speech_rate": None}
+    return {
+        "pred": pred,
+        "probs": {c: 0.25 for c in CLASSES},
+        "uncertainty": 1.0,
+        "duration_s": 2.0,
+        "pause_rate": None,
+        "speech_rate": None,
+    }
 
 
 def systems(n, keep_preserved, keep_swapped, seed=0):
@@ -27,9 +34,18 @@ def systems(n, keep_preserved, keep_swapped, seed=0):
         source = label if rng.random() < 0.7 else CLASSES[rng.integers(4)]
         for rows, keep, agree in ((preserved, keep_preserved, agree_p), (swapped, keep_swapped, agree_s)):
             target = source if rng.random() < keep else CLASSES[(CLASSES.index(source) + 1 + rng.integers(3)) % 4]
-            rows.append({"pair_id": f"p{i:03d}", "label": label, "group": None, "source": _side(source),
-                         "target": _side(target), "agree": source == target, "warnings": [],
-                         "emo_sim": float(rng.normal(0.5 if keep == keep_preserved else 0.4, 0.3))})
+            rows.append(
+                {
+                    "pair_id": f"p{i:03d}",
+                    "label": label,
+                    "group": None,
+                    "source": _side(source),
+                    "target": _side(target),
+                    "agree": source == target,
+                    "warnings": [],
+                    "emo_sim": float(rng.normal(0.5 if keep == keep_preserved else 0.4, 0.3)),
+                }
+            )
             agree.append(float(source == target))
     return preserved, swapped, np.array(agree_p), np.array(agree_s)
 
@@ -43,8 +59,15 @@ def test_epr_difference_ci_z_and_p_match_direct_computations(seed):
     d = agree_p - agree_s
     assert row["preserved"] == pytest.approx(agree_p.mean()) and row["swapped"] == pytest.approx(agree_s.mean())
     assert row["diff"] == pytest.approx(d.mean(), abs=1e-12)
-    reference = stats.bootstrap((agree_p, agree_s), lambda a, b: np.mean(a - b), paired=True, vectorized=False,
-                                n_resamples=B, method="percentile", random_state=seed)
+    reference = stats.bootstrap(
+        (agree_p, agree_s),
+        lambda a, b: np.mean(a - b),
+        paired=True,
+        vectorized=False,
+        n_resamples=B,
+        method="percentile",
+        random_state=seed,
+    )
     assert row["ci_low"] == pytest.approx(reference.confidence_interval.low, abs=0.02)
     assert row["ci_high"] == pytest.approx(reference.confidence_interval.high, abs=0.02)
     t = stats.ttest_rel(agree_p, agree_s)

@@ -7,6 +7,7 @@ or zero-channel WAV (infinite samples, which only decoding shows, fail their pai
 or malformed multipart, over-long headers and names. Another project's job is a 404 on every
 route (including as a comparison baseline), saying nothing about it.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,8 +22,8 @@ from fastapi.testclient import TestClient
 from app.auth import create_token
 from app.main import create_app
 from tests.conftest import synthetic_speechlike
-from tests.service_support import wait_job, wav_bytes
 from tests.service.test_service_api import GOOD, assert_error, counts, job_fields, service_settings
+from tests.service_support import wait_job, wav_bytes
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,12 @@ def test_any_rate_channel_count_and_format_is_evaluated(service):
         "six.wav": encoded(speech(1.2, 16_000, seed=6, channels=6), 16_000, subtype="FLOAT"),
         "mono24.wav": encoded(speech(1.2, 11_025, seed=7), 11_025, subtype="PCM_24"),
     }
-    pairs = [("low-high", "r8k.wav", "r96k.wav"), ("flac-ogg", "r22k.flac", "r44k.ogg"),
-             ("channels", "stereo.wav", "six.wav"), ("pcm24", "mono24.wav", "r8k.wav")]
+    pairs = [
+        ("low-high", "r8k.wav", "r96k.wav"),
+        ("flac-ogg", "r22k.flac", "r44k.ogg"),
+        ("channels", "stereo.wav", "six.wav"),
+        ("pcm24", "mono24.wav", "r8k.wav"),
+    ]
     report = finished_report(service, submit(service, pairs, audio))
     assert report["failures"] == [] and [p["pair_id"] for p in report["pairs"]] == [p for p, *_ in pairs]
     for pair in report["pairs"]:
@@ -98,10 +103,17 @@ def test_any_rate_channel_count_and_format_is_evaluated(service):
 
 
 def test_silence_is_evaluated_with_a_warning_and_too_short_audio_fails_only_its_pair(service):
-    audio = {"speech.wav": wav_bytes(1.5, seed=11), "silence.wav": encoded(np.zeros(24_000, np.float32), 16_000),
-             "blip.wav": encoded(speech(0.02, seed=12), 16_000), "other.wav": wav_bytes(1.4, seed=13)}
-    pairs = [("silent", "speech.wav", "silence.wav"), ("blip", "blip.wav", "other.wav"),
-             ("fine", "speech.wav", "other.wav")]
+    audio = {
+        "speech.wav": wav_bytes(1.5, seed=11),
+        "silence.wav": encoded(np.zeros(24_000, np.float32), 16_000),
+        "blip.wav": encoded(speech(0.02, seed=12), 16_000),
+        "other.wav": wav_bytes(1.4, seed=13),
+    }
+    pairs = [
+        ("silent", "speech.wav", "silence.wav"),
+        ("blip", "blip.wav", "other.wav"),
+        ("fine", "speech.wav", "other.wav"),
+    ]
     report = finished_report(service, submit(service, pairs, audio))
     assert report["job"]["status"] == "succeeded" and report["job"]["n_failed"] == 1
     assert [p["pair_id"] for p in report["pairs"]] == ["silent", "fine"]
@@ -121,33 +133,72 @@ REFUSED = {
     "zero-frame wav": (job_fields(source=encoded(np.zeros((0, 1), np.float32), 16_000)), 422, "invalid_audio"),
     "zero-channel wav": (job_fields(source=wav_header_only(0, frames=100)), 422, "invalid_audio"),
     "header-only wav": (job_fields(target=wav_header_only(1)), 422, "invalid_audio"),
-    "http url as path": (job_fields("pair_id,source,target\na,http://127.0.0.1:9/s.wav,t.wav\n"), 422,
-                         "invalid_manifest"),
+    "http url as path": (
+        job_fields("pair_id,source,target\na,http://127.0.0.1:9/s.wav,t.wav\n"),
+        422,
+        "invalid_manifest",
+    ),
     "file url as path": (job_fields("pair_id,source,target\na,s.wav,file:///etc/passwd\n"), 422, "invalid_manifest"),
-    "url as a form field": ({"files": [("manifest", ("m.csv", GOOD.encode())), ("t.wav", ("t.wav", wav_bytes(1.0))),
-                                       ("https://example.com/s.wav", ("s.wav", wav_bytes(1.0)))]}, 422,
-                            "invalid_manifest"),
-    "url in a jsonl manifest": ({"files": [("manifest", ("m.jsonl", json.dumps(
-        {"pair_id": "a", "source": "https://example.com/s.wav", "target": "t.wav"}).encode())),
-        ("t.wav", ("t.wav", wav_bytes(1.0)))]}, 422, "invalid_manifest"),
+    "url as a form field": (
+        {
+            "files": [
+                ("manifest", ("m.csv", GOOD.encode())),
+                ("t.wav", ("t.wav", wav_bytes(1.0))),
+                ("https://example.com/s.wav", ("s.wav", wav_bytes(1.0))),
+            ]
+        },
+        422,
+        "invalid_manifest",
+    ),
+    "url in a jsonl manifest": (
+        {
+            "files": [
+                (
+                    "manifest",
+                    (
+                        "m.jsonl",
+                        json.dumps({"pair_id": "a", "source": "https://example.com/s.wav", "target": "t.wav"}).encode(),
+                    ),
+                ),
+                ("t.wav", ("t.wav", wav_bytes(1.0))),
+            ]
+        },
+        422,
+        "invalid_manifest",
+    ),
     "relative path never uploaded": (job_fields("pair_id,source,target\na,s.wav,sub/t.wav\n"), 422, "missing_audio"),
     "nan in metadata": (job_fields(metadata='{"score": NaN}'), 422, "invalid_metadata"),
     "infinity in metadata": (job_fields(metadata='{"x": [1, -Infinity]}'), 422, "invalid_metadata"),
     "metadata over its cap": (job_fields(metadata=json.dumps({"x": "y" * 20_000})), 413, "payload_too_large"),
-    "metadata sent as a file": ({"files": job_fields()["files"] + [("metadata", ("m.json", b"{}"))]}, 422,
-                                "invalid_field"),
-    "manifest not utf-8": ({"files": [("manifest", ("m.csv", b"pair_id,source,target\na,s\xe9.wav,t.wav\n"))]
-                                     + job_fields()["files"][1:]}, 422, "invalid_manifest"),
-    "manifest given twice": ({"files": job_fields()["files"] + [("manifest", ("n.csv", GOOD.encode()))]}, 422,
-                             "duplicate_field"),
-    "audio given twice": ({"files": job_fields()["files"] + [("s.wav", ("s.wav", wav_bytes(1.0, seed=9)))]}, 422,
-                          "duplicate_field"),
+    "metadata sent as a file": (
+        {"files": job_fields()["files"] + [("metadata", ("m.json", b"{}"))]},
+        422,
+        "invalid_field",
+    ),
+    "manifest not utf-8": (
+        {"files": [("manifest", ("m.csv", b"pair_id,source,target\na,s\xe9.wav,t.wav\n"))] + job_fields()["files"][1:]},
+        422,
+        "invalid_manifest",
+    ),
+    "manifest given twice": (
+        {"files": job_fields()["files"] + [("manifest", ("n.csv", GOOD.encode()))]},
+        422,
+        "duplicate_field",
+    ),
+    "audio given twice": (
+        {"files": job_fields()["files"] + [("s.wav", ("s.wav", wav_bytes(1.0, seed=9)))]},
+        422,
+        "duplicate_field",
+    ),
     "manifest and archive": ({"files": job_fields()["files"] + [("archive", ("a.zip", b"PK"))]}, 422, "invalid_field"),
     "group column missing": (job_fields(group_column="speaker"), 422, "invalid_manifest"),
     "name too long": (job_fields(name="n" * 201), 422, "invalid_name"),
     "text part over 1 MiB": (job_fields(name="n" * (1024 * 1024 + 1)), 400, "bad_request"),
-    "too many form fields": ({"files": job_fields()["files"], "data": {f"f{i}": "x" for i in range(70)}}, 400,
-                             "bad_request"),
+    "too many form fields": (
+        {"files": job_fields()["files"], "data": {f"f{i}": "x" for i in range(70)}},
+        400,
+        "bad_request",
+    ),
 }
 
 
@@ -163,17 +214,34 @@ def test_malformed_requests_are_4xx_and_store_nothing(service):
     before = counts(service.services)
     multipart = {"Content-Type": "multipart/form-data; boundary=b"}
     assert_error(service.post("/v1/jobs", content=b"--b\r\nbroken", headers=multipart), 422, "missing_manifest")
-    assert_error(service.post("/v1/jobs", content=b"x", headers={"Content-Type": "multipart/form-data"}), 400,
-                 "bad_request")
-    assert_error(service.post("/v1/jobs", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}),
-                 415, "unsupported_media_type")
+    assert_error(
+        service.post("/v1/jobs", content=b"x", headers={"Content-Type": "multipart/form-data"}), 400, "bad_request"
+    )
+    assert_error(
+        service.post("/v1/jobs", content=b"a=b", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        415,
+        "unsupported_media_type",
+    )
     long_key = service.post("/v1/jobs", **job_fields(), headers={"Idempotency-Key": "k" * 256})
     assert_error(long_key, 422, "validation_error")
     assert_error(service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0))}), 422, "missing_audio")
-    assert_error(service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0)), "target": ("b.wav", b"")}),
-                 422, "invalid_audio")
-    assert_error(service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0)), "target": ("b.wav", wav_bytes(1.0)),
-                                                  "extra": ("c.wav", wav_bytes(1.0))}), 422, "unknown_field")
+    assert_error(
+        service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0)), "target": ("b.wav", b"")}),
+        422,
+        "invalid_audio",
+    )
+    assert_error(
+        service.post(
+            "/v1/pairs",
+            files={
+                "source": ("a.wav", wav_bytes(1.0)),
+                "target": ("b.wav", wav_bytes(1.0)),
+                "extra": ("c.wav", wav_bytes(1.0)),
+            },
+        ),
+        422,
+        "unknown_field",
+    )
     assert counts(service.services) == before
 
 
@@ -181,12 +249,21 @@ def test_malformed_requests_are_4xx_and_store_nothing(service):
 
 
 def test_another_projects_job_is_404_everywhere_and_leaks_nothing(service):
-    mine = finished_report(service, submit(service, [("x", "s.wav", "t.wav")],
-                                           {"s.wav": wav_bytes(1.0, seed=51), "t.wav": wav_bytes(1.1, seed=52)},
-                                           name="secret-system"))["job"]["id"]
+    mine = finished_report(
+        service,
+        submit(
+            service,
+            [("x", "s.wav", "t.wav")],
+            {"s.wav": wav_bytes(1.0, seed=51), "t.wav": wav_bytes(1.1, seed=52)},
+            name="secret-system",
+        ),
+    )["job"]["id"]
     intruder = service.other_headers
-    theirs = service.post("/v1/pairs", headers=intruder, files={"source": ("a.wav", wav_bytes(1.0, seed=53)),
-                                                                "target": ("b.wav", wav_bytes(1.0, seed=54))})
+    theirs = service.post(
+        "/v1/pairs",
+        headers=intruder,
+        files={"source": ("a.wav", wav_bytes(1.0, seed=53)), "target": ("b.wav", wav_bytes(1.0, seed=54))},
+    )
     theirs = wait_job(service, theirs.json()["id"], headers=intruder)["id"]
     missing = "00000000-0000-4000-8000-000000000000"
     paths = ["", "/report", "/pairs.csv", "/plots", "/plots/confusion?format=svg", "/report.html"]
@@ -198,8 +275,11 @@ def test_another_projects_job_is_404_everywhere_and_leaks_nothing(service):
         bodies.append(assert_error(service.delete(f"/v1/jobs/{job_id}", headers=intruder), 404))
         # as a comparison baseline, or compared against their own job
         bodies.append(assert_error(service.get(f"/v1/jobs/{theirs}/compare/{job_id}", headers=intruder), 404))
-        bodies.append(assert_error(service.get(f"/v1/jobs/{theirs}/report.html", params={"baseline": job_id},
-                                               headers=intruder), 404))
+        bodies.append(
+            assert_error(
+                service.get(f"/v1/jobs/{theirs}/report.html", params={"baseline": job_id}, headers=intruder), 404
+            )
+        )
         text = json.dumps(bodies)
         assert "secret-system" not in text and "team-a" not in text and "succeeded" not in text
         if job_id == mine:

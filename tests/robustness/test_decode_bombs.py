@@ -6,6 +6,7 @@ nothing at all (it checks headers and hashes); the worker decodes block by block
 caps, and what only decoding shows (NaN samples) fails that pair with its reason, exactly as in
 `emopres evaluate`.
 """
+
 from __future__ import annotations
 
 import io
@@ -18,13 +19,22 @@ import soxr
 from fastapi.testclient import TestClient
 
 from app.auth import create_token
-from cli.main import main
 from app.main import create_app
+from cli.main import main
+from core.audio import (
+    DECODED_RATE_BUDGET,
+    AudioError,
+    AudioHeader,
+    _libsndfile_header,
+    _read_mono,
+    decode_audio,
+    flac_streaminfo,
+    read_header,
+    sample_budget,
+)
 from tests.conftest import synthetic_speechlike
-from tests.service_support import comparable, wait_job, wav_bytes
 from tests.service.test_service_api import assert_error, counts, service_settings
-from core.audio import (DECODED_RATE_BUDGET, AudioError, AudioHeader, _libsndfile_header, _read_mono, decode_audio,
-                        flac_streaminfo, read_header, sample_budget)
+from tests.service_support import comparable, wait_job, wav_bytes
 
 
 def flac(seconds: float, rate: int, channels: int) -> bytearray:
@@ -37,8 +47,8 @@ def declaring(data: bytearray, total_frames: int) -> bytes:
     """The FLAC with STREAMINFO's 36-bit total-samples field set to `total_frames` (what a bomb's header says;
     libsndfile decodes what the header declares)."""
     assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # the first metadata block is STREAMINFO
-    field = int.from_bytes(data[8 + 13:8 + 18], "big")
-    data[8 + 13:8 + 18] = ((field & ~((1 << 36) - 1)) | total_frames).to_bytes(5, "big")
+    field = int.from_bytes(data[8 + 13 : 8 + 18], "big")
+    data[8 + 13 : 8 + 18] = ((field & ~((1 << 36) - 1)) | total_frames).to_bytes(5, "big")
     return bytes(data)
 
 
@@ -49,8 +59,11 @@ HOUR = declaring(flac(0.05, 16_000, 1), 3600 * 16_000)  # one hour of 16 kHz mon
 def test_the_header_rules_out_a_bomb_before_decoding():
     assert len(BOMB) < 1000
     for cap in (600, None):  # no duration cap given: the sample budget of the default one
-        with pytest.raises(AudioError, match=r"holds 920064000 samples \(599.0 s x 192000 Hz x 8 channels\), "
-                                             r"over the cap of 57600000"):
+        with pytest.raises(
+            AudioError,
+            match=r"holds 920064000 samples \(599.0 s x 192000 Hz x 8 channels\), "
+            r"over the cap of 57600000",
+        ):
             read_header(BOMB, max_seconds=cap)
     with pytest.raises(AudioError, match=r"3600.0 s long, over the 600 s cap"):
         read_header(HOUR, max_seconds=600)
@@ -59,8 +72,10 @@ def test_the_header_rules_out_a_bomb_before_decoding():
     assert read_header(declaring(flac(0.05, 48_000, 2), 600 * 48_000), max_seconds=600).seconds == 600
 
 
-@pytest.mark.parametrize("seconds, rate, channels", [(0.3, 16_000, 1), (1.7, 44_100, 2), (0.05, 192_000, 8),
-                                                      (2.0, 8_000, 3), (0.01, 96_000, 1)])
+@pytest.mark.parametrize(
+    "seconds, rate, channels",
+    [(0.3, 16_000, 1), (1.7, 44_100, 2), (0.05, 192_000, 8), (2.0, 8_000, 3), (0.01, 96_000, 1)],
+)
 def test_a_flac_header_read_from_streaminfo_equals_libsndfiles(seconds, rate, channels):
     data = bytes(flac(seconds, rate, channels))
     assert flac_streaminfo(data) == _libsndfile_header(data) == AudioHeader(int(seconds * rate), rate, channels)
@@ -126,6 +141,7 @@ def test_bombs_are_refused_at_the_door_from_their_header(service, bomb, reason):
 
 def test_the_gateway_decodes_nothing(service, monkeypatch):
     """Uploads are checked from headers and hashed; no sample is decoded in the request."""
+
     def no_decoding(*args, **kwargs):
         raise AssertionError("the gateway decoded audio")
 
@@ -149,23 +165,46 @@ def wav_with(value: float) -> bytes:
 
 
 def test_what_only_decoding_shows_fails_the_pair_with_its_reason_as_in_the_cli(service, tmp_path, random_lite_head):
-    files = {"nan.wav": wav_with(np.nan), "inf.wav": wav_with(np.inf), "s.wav": wav_bytes(1.3, seed=5),
-             "t.wav": wav_bytes(1.4, seed=6)}
+    files = {
+        "nan.wav": wav_with(np.nan),
+        "inf.wav": wav_with(np.inf),
+        "s.wav": wav_bytes(1.3, seed=5),
+        "t.wav": wav_bytes(1.4, seed=6),
+    }
     manifest = "pair_id,source,target\nok,s.wav,t.wav\nnan,nan.wav,t.wav\ninf,s.wav,inf.wav\n"
-    response = service.post("/v1/jobs", files=[("manifest", ("m.csv", manifest.encode()))]
-                            + [(k, (k, v)) for k, v in files.items()])
+    response = service.post(
+        "/v1/jobs", files=[("manifest", ("m.csv", manifest.encode()))] + [(k, (k, v)) for k, v in files.items()]
+    )
     assert response.status_code == 202, response.text
     assert wait_job(service, response.json()["id"])["status"] == "succeeded"
     report = service.get(f"/v1/jobs/{response.json()['id']}/report").json()
     assert [p["pair_id"] for p in report["pairs"]] == ["ok"]
     reason = "audio contains NaN or infinite samples"
-    assert report["failures"] == [{"pair_id": "nan", "side": "source", "error": reason},
-                                  {"pair_id": "inf", "side": "target", "error": reason}]
+    assert report["failures"] == [
+        {"pair_id": "nan", "side": "source", "error": reason},
+        {"pair_id": "inf", "side": "target", "error": reason},
+    ]
 
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "m.csv").write_text(manifest)
-    assert main(["evaluate", str(tmp_path / "m.csv"), "--out", str(tmp_path / "r.json"), "--head",
-                 str(random_lite_head), "--bootstrap", "50", "--no-cache", "--jobs", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "m.csv"),
+                "--out",
+                str(tmp_path / "r.json"),
+                "--head",
+                str(random_lite_head),
+                "--bootstrap",
+                "50",
+                "--no-cache",
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "r.json").read_text())
     assert comparable(cli) == comparable(report)

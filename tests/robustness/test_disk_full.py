@@ -1,5 +1,6 @@
 """A full disk (ENOSPC) is a 507 insufficient_storage, not a 500, and leaves what is stored intact; a feature
 cache that cannot be written is a cache miss (issue 26, item 7). ENOSPC is injected, the real disk is not filled."""
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,16 @@ def service(request, tmp_path, random_lite_head):
     if request.param.startswith("postgres"):
         schema = f"disk_full_{blob_store}"
         database_url = new_postgres_schema(request.getfixturevalue("postgres_url"), schema)
-    settings = Settings(data_dir=tmp_path / "data", head=str(random_lite_head), bootstrap=0, database_url=database_url,
-                        broker_url=None, auth_disabled=True, blob_store=blob_store, auto_migrate=True)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        head=str(random_lite_head),
+        bootstrap=0,
+        database_url=database_url,
+        broker_url=None,
+        auth_disabled=True,
+        blob_store=blob_store,
+        auto_migrate=True,
+    )
     app = create_app(settings, start_worker=False)
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
@@ -82,8 +91,10 @@ def test_a_feature_cache_that_cannot_be_written_is_a_miss(write_wav, tmp_path, r
     monkeypatch.setattr(core.feature_cache.np, "savez", _disk_full)
     pairs = [PairSpec("p1", "a.wav", "b.wav"), PairSpec("p2", "b.wav", "c.wav")]
     head = SerHead.load(random_lite_head)
-    with caplog.at_level(logging.WARNING), \
-            Evaluator(ProfileSpec(), head, n_jobs=1, cache_dir=tmp_path / "cache") as evaluator:
+    with (
+        caplog.at_level(logging.WARNING),
+        Evaluator(ProfileSpec(), head, n_jobs=1, cache_dir=tmp_path / "cache") as evaluator,
+    ):
         rows, failures = evaluator.evaluate_pairs(pairs, lambda name: str(tmp_path / name))
     assert failures == [] and [r["pair_id"] for r in rows] == ["p1", "p2"]
     assert "feature cache" in caplog.text

@@ -21,6 +21,7 @@ checked on its own: the reconciler logs the broker's restart, the killed chunk r
 
 In every case every accepted pair ends exactly once in the report or in `failures`.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,19 @@ from sqlalchemy import create_engine, func, select, text
 
 from core.db import Chunk, PairResult
 from tests.conftest import require
-from tests.service_support import (BOOTSTRAP, EMOPRES, REPO, ServiceProcess, free_port, service_env, upload_fields,
-                                   wait_http, wait_job, wav_bytes, write_dataset)
+from tests.service_support import (
+    BOOTSTRAP,
+    EMOPRES,
+    REPO,
+    ServiceProcess,
+    free_port,
+    service_env,
+    upload_fields,
+    wait_http,
+    wait_job,
+    wav_bytes,
+    write_dataset,
+)
 
 pytestmark = pytest.mark.services
 
@@ -161,12 +173,28 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def start(self) -> "PrivateRedis":
+    def start(self) -> PrivateRedis:
         log = open(self.root / "redis.log", "ab")
-        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(self.root),
-                                         "--requirepass", self.password],
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.root),
+                "--requirepass",
+                self.password,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -204,14 +232,21 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     pg_password = f"pg-pw-{uuid.uuid4().hex}"  # PostgreSQL here trusts localhost: the password is never checked
     proxied = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}").replace(
-        "postgres@", f"postgres:{pg_password}@", 1)
+        "postgres@", f"postgres:{pg_password}@", 1
+    )
     assert pg_password in proxied
     app_name = f"emopres-faults-{os.getpid()}"  # to end this test's own connections at the end, and no others
-    settings = dict(database_url=f"{proxied}?options=-csearch_path%3D{schema}&application_name={app_name}",
-                    broker_url=redis.url,
-                    data_dir=root / "data", blob_store="database", head=random_lite_head, bootstrap=BOOTSTRAP,
-                    chunk_size=1, queue=f"emopres-faults-{uuid.uuid4().hex[:8]}",
-                    readiness_cache_seconds=0)  # each /readyz here checks after the fault it follows
+    settings = dict(
+        database_url=f"{proxied}?options=-csearch_path%3D{schema}&application_name={app_name}",
+        broker_url=redis.url,
+        data_dir=root / "data",
+        blob_store="database",
+        head=random_lite_head,
+        bootstrap=BOOTSTRAP,
+        chunk_size=1,
+        queue=f"emopres-faults-{uuid.uuid4().hex[:8]}",
+        readiness_cache_seconds=0,
+    )  # each /readyz here checks after the fault it follows
     env = service_env(**settings)
     (root / "inject").mkdir()
     (root / "inject" / "emopres_fault_injection.py").write_text(FAULT_INJECTION)
@@ -232,11 +267,16 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
 
     stack = Stack()
     stack.root, stack.env, stack.redis, stack.proxy, stack.api, stack.worker = root, env, redis, proxy, api, worker
-    stack.secrets = {"redis password": redis.password, "postgres password": pg_password, "token": token,
-                     "token secret": token.split("_", 2)[2]}
+    stack.secrets = {
+        "redis password": redis.password,
+        "postgres password": pg_password,
+        "token": token,
+        "token secret": token.split("_", 2)[2],
+    }
     stack.engine = create_engine(f"{postgres_url}?options=-csearch_path%3D{schema}")  # direct, never cut
-    stack.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                headers={"Authorization": f"Bearer {token}"})
+    stack.client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"Authorization": f"Bearer {token}"}
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", api)
         yield stack
@@ -248,8 +288,10 @@ def stack(postgres_url, random_lite_head, tmp_path_factory):
         proxy.close()
         redis.kill()
         with admin.begin() as connection:
-            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE application_name = :name"), {"name": app_name})
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": app_name},
+            )
             connection.execute(text("SET LOCAL lock_timeout = '30s'"))
             connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
@@ -259,14 +301,21 @@ class InjectedWorker(ServiceProcess):
     """`emopres worker` with the fault injection imported first."""
 
     def __init__(self, env: dict, root: Path) -> None:
-        super().__init__(["worker"], {**env, "PYTHONPATH": os.pathsep.join([str(root / "inject"), str(REPO)])},
-                         root / "worker.log")
+        super().__init__(
+            ["worker"], {**env, "PYTHONPATH": os.pathsep.join([str(root / "inject"), str(REPO)])}, root / "worker.log"
+        )
 
-    def start(self) -> "InjectedWorker":
+    def start(self) -> InjectedWorker:
         handle = open(self.log, "ab")
         code = "import emopres_fault_injection, sys; from cli.main import main; sys.exit(main(['worker']))"
-        self.process = subprocess.Popen([sys.executable, "-c", code], env=self.env, stdout=handle,
-                                        stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
         handle.close()
         return self
 
@@ -301,8 +350,9 @@ def assert_each_pair_once(stack, job_id: str, pair_ids: list[str]) -> dict:
     assert len(ok) == len(set(ok)) and report["job"]["n_pairs"] == len(pair_ids)
     assert report["job"]["n_failed"] == len(failed)
     with stack.engine.connect() as connection:
-        assert connection.execute(select(func.count()).select_from(PairResult)
-                                  .where(PairResult.job_id == job_id)).scalar() == len(pair_ids)
+        assert connection.execute(
+            select(func.count()).select_from(PairResult).where(PairResult.job_id == job_id)
+        ).scalar() == len(pair_ids)
     return report
 
 
@@ -320,9 +370,15 @@ def progress_at_least(stack, job_id: str, done: int, timeout: float = 180) -> di
 
 
 def test_a_model_failing_on_one_utterance_fails_only_that_pair(stack):
-    audio = {"a.wav": wav_bytes(1.5, seed=1), "b.wav": wav_bytes(1.4, seed=2),
-             "crash.wav": wav_bytes(FAULT_SECONDS, seed=3), "blip.wav": wav_bytes(0.02, seed=4)}
-    manifest = "pair_id,source,target\nfine,a.wav,b.wav\ncrash,a.wav,crash.wav\nblip,blip.wav,b.wav\nboth,crash.wav,blip.wav\n"
+    audio = {
+        "a.wav": wav_bytes(1.5, seed=1),
+        "b.wav": wav_bytes(1.4, seed=2),
+        "crash.wav": wav_bytes(FAULT_SECONDS, seed=3),
+        "blip.wav": wav_bytes(0.02, seed=4),
+    }
+    manifest = (
+        "pair_id,source,target\nfine,a.wav,b.wav\ncrash,a.wav,crash.wav\nblip,blip.wav,b.wav\nboth,crash.wav,blip.wav\n"
+    )
     files = [("manifest", ("m.csv", manifest.encode()))] + [(k, (k, v)) for k, v in audio.items()]
     response = stack.client.post("/v1/jobs", files=files)
     assert response.status_code == 202, response.text
@@ -346,8 +402,11 @@ def test_redis_restarted_mid_job(stack):
     stack.redis.kill()  # every queued message (and the unacked one) is gone with it
 
     # accepted while the broker is away: stored, sent later by the reconciler
-    late = stack.client.post("/v1/pairs", files={"source": ("s.wav", wav_bytes(1.2, seed=301)),
-                                                 "target": ("t.wav", wav_bytes(1.3, seed=302))}, data={"pair_id": "late"})
+    late = stack.client.post(
+        "/v1/pairs",
+        files={"source": ("s.wav", wav_bytes(1.2, seed=301)), "target": ("t.wav", wav_bytes(1.3, seed=302))},
+        data={"pair_id": "late"},
+    )
     assert late.status_code == 202, late.text
     assert stack.client.get("/readyz").status_code == 503
     time.sleep(2)
@@ -371,9 +430,14 @@ def test_postgres_unavailable_mid_job(stack):
     progress_at_least(stack, job_id, 1)
     stack.proxy.cut()
     try:
-        for request in (lambda: stack.client.get(f"/v1/jobs/{job_id}"), lambda: stack.client.get("/v1/jobs"),
-                        lambda: stack.client.post("/v1/pairs", files={"source": ("s.wav", wav_bytes(1.0, seed=5)),
-                                                                      "target": ("t.wav", wav_bytes(1.0, seed=6))})):
+        for request in (
+            lambda: stack.client.get(f"/v1/jobs/{job_id}"),
+            lambda: stack.client.get("/v1/jobs"),
+            lambda: stack.client.post(
+                "/v1/pairs",
+                files={"source": ("s.wav", wav_bytes(1.0, seed=5)), "target": ("t.wav", wav_bytes(1.0, seed=6))},
+            ),
+        ):
             response = request()
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"].isdigit()
@@ -394,8 +458,12 @@ def test_postgres_unavailable_mid_job(stack):
     assert job["status"] == "succeeded" and job["progress"] == {"done": 8, "total": 8, "failed": 0}, logs(stack)
     assert_each_pair_once(stack, job_id, [f"p{i}" for i in range(8)])
     with stack.engine.connect() as connection:
-        assert connection.execute(select(func.count()).select_from(Chunk)
-                                  .where(Chunk.job_id == job_id, Chunk.status != "done")).scalar() == 0
+        assert (
+            connection.execute(
+                select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status != "done")
+            ).scalar()
+            == 0
+        )
     assert stack.worker.alive() and stack.api.alive()
 
 
@@ -406,15 +474,18 @@ def test_worker_killed_mid_chunk(stack):
     deadline = time.monotonic() + 60
     while True:  # wait until the worker holds a lease (a chunk running), then kill it in the middle of it
         with stack.engine.connect() as connection:
-            running = connection.execute(select(func.count()).select_from(Chunk).where(
-                Chunk.job_id == job_id, Chunk.status == "running")).scalar()
+            running = connection.execute(
+                select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id, Chunk.status == "running")
+            ).scalar()
         if running or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert running, logs(stack)
     with stack.engine.connect() as connection:
-        cut_short = [idx for (idx,) in connection.execute(select(Chunk.idx).where(
-            Chunk.job_id == job_id, Chunk.status == "running"))]
+        cut_short = [
+            idx
+            for (idx,) in connection.execute(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "running"))
+        ]
     stack.worker.kill()
     stack.worker = InjectedWorker(stack.env, stack.root).start()  # as a supervisor would restart it
 
@@ -423,7 +494,10 @@ def test_worker_killed_mid_chunk(stack):
     assert_each_pair_once(stack, job_id, [f"p{i}" for i in range(6)])
     with stack.engine.connect() as connection:
         attempts = dict(connection.execute(select(Chunk.idx, Chunk.attempts).where(Chunk.job_id == job_id)).all())
-    assert cut_short and all(attempts[idx] >= 2 for idx in cut_short), (cut_short, attempts)  # its lease lapsed: run again
+    assert cut_short and all(attempts[idx] >= 2 for idx in cut_short), (
+        cut_short,
+        attempts,
+    )  # its lease lapsed: run again
     assert stack.worker.alive() and stack.api.alive()
 
 

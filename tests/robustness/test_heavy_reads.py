@@ -1,5 +1,6 @@
 """CPU-heavy reads (compare, report.html, pairs.csv) are bounded per token and overall (issue 26, item 9):
 one over the token's bound is a 429, one over the process's a 503, both with Retry-After; cheap routes answer."""
+
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,15 @@ HEAVY = ["/v1/jobs/{id}/compare/{id}", "/v1/jobs/{id}/report.html", "/v1/jobs/{i
 
 @pytest.fixture
 def service(tmp_path, random_lite_head):
-    settings = Settings(data_dir=tmp_path / "data", head=str(random_lite_head), database_url=None, broker_url=None,
-                        auth_disabled=False, heavy_reads_per_token=1, heavy_reads_total=2)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        head=str(random_lite_head),
+        database_url=None,
+        broker_url=None,
+        auth_disabled=False,
+        heavy_reads_per_token=1,
+        heavy_reads_total=2,
+    )
     application = create_app(settings, start_worker=False)
     with TestClient(application) as client:
         with application.state.services.sessions() as session:

@@ -4,6 +4,7 @@ Each case runs against the embedded SQLite service and against a service on a re
 schema: both refuse it with the same 4xx, store nothing, and the project's listings keep working.
 The CLI refuses the same manifests with exit status 2 and one line.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.auth import create_token
-from cli.main import main
 from app.main import create_app
-from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
+from cli.main import main
 from tests.service.test_service_api import GOOD, assert_error, counts, service_settings
+from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 
 
 def nested(depth: int) -> str:
@@ -31,8 +32,10 @@ def service(request, tmp_path_factory, random_lite_head):
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"emopres_input_safety_{os.getpid()}"
         overrides = dict(database_url=new_postgres_schema(postgres_url, schema), auto_migrate=True)
-    app = create_app(service_settings(tmp_path_factory.mktemp(f"safety-{request.param}"), random_lite_head,
-                                      **overrides), start_worker=False)
+    app = create_app(
+        service_settings(tmp_path_factory.mktemp(f"safety-{request.param}"), random_lite_head, **overrides),
+        start_worker=False,
+    )
     try:
         with TestClient(app) as client:
             with app.state.services.sessions() as session:
@@ -65,8 +68,12 @@ REFUSED = {
     "metadata with a lone surrogate": (dict(metadata='{"a": "\\ud800"}'), GOOD, "m.csv", "invalid_metadata"),
     "metadata key with a lone surrogate": (dict(metadata='{"\\udfff": 1}'), GOOD, "m.csv", "invalid_metadata"),
     "metadata with NUL": (dict(metadata='{"a": "x\\u0000y"}'), GOOD, "m.csv", "invalid_metadata"),
-    "jsonl nested 50000 deep": ({}, '{"pair_id": "a", "source": "s.wav", "target": "t.wav", "x": '
-                                + nested(50_000) + "}\n", "m.jsonl", "invalid_manifest"),
+    "jsonl nested 50000 deep": (
+        {},
+        '{"pair_id": "a", "source": "s.wav", "target": "t.wav", "x": ' + nested(50_000) + "}\n",
+        "m.jsonl",
+        "invalid_manifest",
+    ),
     "jsonl pair_id lone surrogate": ({}, jsonl(pair_id="a\ud800"), "m.jsonl", "invalid_manifest"),
     "jsonl label lone surrogate": ({}, jsonl(label="\ud800"), "m.jsonl", "invalid_manifest"),
     "jsonl group lone surrogate": ({}, jsonl(group="\udc80"), "m.jsonl", "invalid_manifest"),
@@ -78,12 +85,24 @@ REFUSED = {
     "NUL in group": ({}, "pair_id,source,target,group\na,s.wav,t.wav,g\0\n", "m.csv", "invalid_manifest"),
     "NUL in path": ({}, "pair_id,source,target\na,s.wav\0,t.wav\n", "m.csv", "invalid_manifest"),
     "NUL in name": (dict(name="a\0b"), GOOD, "m.csv", "invalid_field"),
-    "label over 255 characters": ({}, f"pair_id,source,target,label\na,s.wav,t.wav,{'x' * 256}\n", "m.csv",
-                                  "invalid_manifest"),
-    "group over 255 characters": ({}, f"pair_id,source,target,group\na,s.wav,t.wav,{'g' * 256}\n", "m.csv",
-                                  "invalid_manifest"),
-    "pair_id over 255 characters": ({}, f"pair_id,source,target\n{'p' * 256},s.wav,t.wav\n", "m.csv",
-                                    "invalid_manifest"),
+    "label over 255 characters": (
+        {},
+        f"pair_id,source,target,label\na,s.wav,t.wav,{'x' * 256}\n",
+        "m.csv",
+        "invalid_manifest",
+    ),
+    "group over 255 characters": (
+        {},
+        f"pair_id,source,target,group\na,s.wav,t.wav,{'g' * 256}\n",
+        "m.csv",
+        "invalid_manifest",
+    ),
+    "pair_id over 255 characters": (
+        {},
+        f"pair_id,source,target\n{'p' * 256},s.wav,t.wav\n",
+        "m.csv",
+        "invalid_manifest",
+    ),
 }
 
 
@@ -100,8 +119,9 @@ def test_refused_at_the_door_and_reads_keep_working(service, case):
 
 def test_the_same_values_just_inside_the_limits_are_accepted(service):
     fine = f"pair_id,source,target,label,group\n{'p' * 255},s.wav,t.wav,{'x' * 255},{'g' * 255}\n"
-    response = service.post("/v1/jobs", files=files(fine), data={"metadata": '{"a": ' + nested(30) + "}",
-                                                                 "name": "ÿþ naïve 名前"})
+    response = service.post(
+        "/v1/jobs", files=files(fine), data={"metadata": '{"a": ' + nested(30) + "}", "name": "ÿþ naïve 名前"}
+    )
     assert response.status_code == 202, response.text
     job = service.get(f"/v1/jobs/{response.json()['id']}").json()
     assert job["name"] == "ÿþ naïve 名前"  # UTF-8 form text is kept as sent
@@ -113,12 +133,22 @@ def test_form_text_that_is_not_utf8_is_refused(service):
     """Point 8: b"\\xff\\xfe" was decoded as Latin-1 and stored as "ÿþ"."""
     before = counts(service.services)
     for field in ("name", "metadata"):
-        error = assert_error(service.post("/v1/jobs", files=files(GOOD) + [(field, (None, b"\xff\xfe"))]),
-                             422, "invalid_encoding")
+        error = assert_error(
+            service.post("/v1/jobs", files=files(GOOD) + [(field, (None, b"\xff\xfe"))]), 422, "invalid_encoding"
+        )
         assert field in error["message"] and "UTF-8" in error["message"]
-    error = assert_error(service.post("/v1/pairs", files={"source": ("s.wav", wav_bytes(1.0)),
-                                                          "target": ("t.wav", wav_bytes(1.0)),
-                                                          "label": (None, b"joy\xe9")}), 422, "invalid_encoding")
+    error = assert_error(
+        service.post(
+            "/v1/pairs",
+            files={
+                "source": ("s.wav", wav_bytes(1.0)),
+                "target": ("t.wav", wav_bytes(1.0)),
+                "label": (None, b"joy\xe9"),
+            },
+        ),
+        422,
+        "invalid_encoding",
+    )
     assert "label" in error["message"]
     assert counts(service.services) == before
 
@@ -127,14 +157,17 @@ def cursor_of(value) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("query", [
-    {"name": "a\0b"},
-    {"cursor": "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwgIngiXQ"},  # point 6: ["0001-01-01T00:00:00+01:00","x"]
-    {"cursor": cursor_of(["0001-01-01T00:00:00+01:00", "6f1c1d5e-8a63-4a2a-9a2e-0d1e6f0b8a11"])},
-    {"cursor": cursor_of(["2026-01-01T00:00:00+00:00", "6f1c1d5e-8a63-4a2a-9a2e-0d1e6f0b8a1\u0000"])},
-    {"cursor": cursor_of(["2026-01-01T00:00:00", "6f1c1d5e-8a63-4a2a-9a2e-0d1e6f0b8a11"])},  # no time zone
-    {"cursor": cursor_of(["2026-01-01T00:00:00+00:00", 5])},
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"name": "a\0b"},
+        {"cursor": "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzAxOjAwIiwgIngiXQ"},  # point 6: ["0001-01-01T00:00:00+01:00","x"]
+        {"cursor": cursor_of(["0001-01-01T00:00:00+01:00", "6f1c1d5e-8a63-4a2a-9a2e-0d1e6f0b8a11"])},
+        {"cursor": cursor_of(["2026-01-01T00:00:00+00:00", "6f1c1d5e-8a63-4a2a-9a2e-0d1e6f0b8a1\u0000"])},
+        {"cursor": cursor_of(["2026-01-01T00:00:00", "6f1c1d5e-8a63-4a2a-9a2e-0d1e6f0b8a11"])},  # no time zone
+        {"cursor": cursor_of(["2026-01-01T00:00:00+00:00", 5])},
+    ],
+)
 def test_listing_filters_and_cursors_are_checked(service, query):
     code = "invalid_cursor" if "cursor" in query else "invalid_field"
     assert_error(service.get("/v1/jobs", params=query), 422, code)
@@ -151,11 +184,14 @@ def test_a_real_cursor_still_pages(service):
     assert len(ids) == len(set(ids)) and service.job_id in ids and second.json()["id"] in ids
 
 
-@pytest.mark.parametrize("content", [
-    '{"pair_id": "a", "source": "s.wav", "target": "t.wav", "x": ' + nested(50_000) + "}\n",
-    jsonl(pair_id="a\ud800"),
-    "pair_id,source,target\na\0b,s.wav,t.wav\n",
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"pair_id": "a", "source": "s.wav", "target": "t.wav", "x": ' + nested(50_000) + "}\n",
+        jsonl(pair_id="a\ud800"),
+        "pair_id,source,target\na\0b,s.wav,t.wav\n",
+    ],
+)
 def test_cli_refuses_the_same_manifests_with_exit_2(tmp_path, capsys, content):
     suffix = "csv" if content.startswith("pair_id") else "jsonl"
     manifest = tmp_path / f"pairs.{suffix}"
@@ -178,8 +214,10 @@ def test_pairs_csv_escapes_formulas(service):
     response = service.post("/v1/jobs", files=files(manifest))
     assert response.status_code == 202, response.text
     rows = list(csv.DictReader(io.StringIO(service.get(f"/v1/jobs/{response.json()['id']}/pairs.csv").text)))
-    assert [(r["pair_id"], r["label"], r["group"]) for r in rows] == [("'=HYPERLINK(1)", "'+cmd", "'@sum"),
-                                                                       ("'-p", "plain", "g")]
+    assert [(r["pair_id"], r["label"], r["group"]) for r in rows] == [
+        ("'=HYPERLINK(1)", "'+cmd", "'@sum"),
+        ("'-p", "plain", "g"),
+    ]
     # the report keeps the values as sent: only the spreadsheet export is escaped
     job = service.get(f"/v1/jobs/{response.json()['id']}").json()
     assert job["progress"]["total"] == 2
@@ -198,8 +236,9 @@ def test_compare_bootstrap_is_capped(service):
 def test_metrics_are_opt_in(tmp_path, random_lite_head):
     """Point 8: /metrics (no token, service-wide counts) is served only where the deployment turns it on."""
     for enabled, status in ((False, 404), (True, 200)):
-        app = create_app(service_settings(tmp_path / str(enabled), random_lite_head, metrics_enabled=enabled),
-                         start_worker=False)
+        app = create_app(
+            service_settings(tmp_path / str(enabled), random_lite_head, metrics_enabled=enabled), start_worker=False
+        )
         with TestClient(app) as client:
             response = client.get("/metrics")
             assert response.status_code == status, response.text

@@ -8,6 +8,7 @@ Point 5: a manifest was capped after parsing all of it (a 1M-row CSV: 413 after 
 shared parser now stops at the row limit (max_rows; EMOPRES_MAX_PAIRS in the service) while reading.
 Memory is measured in-process (tracemalloc: the peak of Python allocations during the request).
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,8 @@ from app.main import create_app
 from cli.main import main
 from emopres_client.pairs import ManifestError, TooManyRows, parse_pairs
 from emopres_client.safe_text import MAX_JSON_INT_DIGITS, UnsafeText, loads_checked
-from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 from tests.service.test_service_api import GOOD, assert_error, counts, service_settings
+from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 
 MiB = 1024 * 1024
 BIG_INT = "1" * (MAX_JSON_INT_DIGITS + 1)
@@ -38,8 +39,10 @@ def service(request, tmp_path_factory, random_lite_head):
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"emopres_manifest_limits_{os.getpid()}"
         overrides = dict(database_url=new_postgres_schema(postgres_url, schema), auto_migrate=True)
-    app = create_app(service_settings(tmp_path_factory.mktemp(f"limits-{request.param}"), random_lite_head,
-                                      **overrides), start_worker=False)
+    app = create_app(
+        service_settings(tmp_path_factory.mktemp(f"limits-{request.param}"), random_lite_head, **overrides),
+        start_worker=False,
+    )
     try:
         with TestClient(app) as client:
             with app.state.services.sessions() as session:
@@ -52,8 +55,9 @@ def service(request, tmp_path_factory, random_lite_head):
 
 
 def files(manifest: str, name: str = "m.csv") -> list:
-    return [("manifest", (name, manifest.encode()))] + [(p, (p, wav_bytes(1.0, seed=60 + i)))
-                                                        for i, p in enumerate(("s.wav", "t.wav"))]
+    return [("manifest", (name, manifest.encode()))] + [
+        (p, (p, wav_bytes(1.0, seed=60 + i))) for i, p in enumerate(("s.wav", "t.wav"))
+    ]
 
 
 def jsonl_line(pair_id: str) -> str:
@@ -64,14 +68,29 @@ def jsonl_line(pair_id: str) -> str:
 
 
 REFUSED = {
-    "metadata integer over the digit limit": (dict(metadata='{"a": ' + BIG_INT + "}"), GOOD, "m.csv",
-                                              "invalid_metadata", "digits"),
-    "metadata negative integer over the limit": (dict(metadata='{"a": [-' + BIG_INT + "]}"), GOOD, "m.csv",
-                                                 "invalid_metadata", "digits"),
+    "metadata integer over the digit limit": (
+        dict(metadata='{"a": ' + BIG_INT + "}"),
+        GOOD,
+        "m.csv",
+        "invalid_metadata",
+        "digits",
+    ),
+    "metadata negative integer over the limit": (
+        dict(metadata='{"a": [-' + BIG_INT + "]}"),
+        GOOD,
+        "m.csv",
+        "invalid_metadata",
+        "digits",
+    ),
     "metadata 1e400": (dict(metadata='{"a": 1e400}'), GOOD, "m.csv", "invalid_metadata", "finite"),
     "metadata -1e400": (dict(metadata='{"a": {"b": -1e400}}'), GOOD, "m.csv", "invalid_metadata", "finite"),
-    "metadata a float of 400 digits": (dict(metadata='{"a": ' + "9" * 400 + ".5}"), GOOD, "m.csv",
-                                       "invalid_metadata", "finite"),
+    "metadata a float of 400 digits": (
+        dict(metadata='{"a": ' + "9" * 400 + ".5}"),
+        GOOD,
+        "m.csv",
+        "invalid_metadata",
+        "finite",
+    ),
     "jsonl pair_id integer over the limit": ({}, jsonl_line(BIG_INT), "m.jsonl", "invalid_manifest", "digits"),
     "jsonl pair_id 1e400": ({}, jsonl_line("1e400"), "m.jsonl", "invalid_manifest", "finite"),
 }
@@ -131,8 +150,10 @@ def csv_manifest(rows: int) -> str:
 
 def test_a_million_row_manifest_is_refused_while_it_is_read(service):
     limit = service.services.settings.max_pairs
-    for manifest, name in ((csv_manifest(1_000_000), "m.csv"),
-                           ("".join(jsonl_line(f'"p{i}"') for i in range(300_000)), "m.jsonl")):
+    for manifest, name in (
+        (csv_manifest(1_000_000), "m.csv"),
+        ("".join(jsonl_line(f'"p{i}"') for i in range(300_000)), "m.jsonl"),
+    ):
         body = files(manifest, name)
         del manifest
         before = counts(service.services)
@@ -169,18 +190,22 @@ def test_the_parser_stops_at_max_rows():
         parse_pairs(csv_manifest(3) + "p1,s.wav,t.wav\n", max_rows=None)
 
 
-@pytest.mark.parametrize("text", [
-    "pair_id,source,target\r\na,s.wav,t.wav\r\nb,s2.wav,t2.wav\r\n",
-    "pair_id,source,target\ra,s.wav,t.wav\rb,s2.wav,t2.wav",
-    'pair_id,source,target,label\na,s.wav,t.wav,"two\nlines"\nb,"s\r\n2.wav",t.wav,x\n',
-    "pair_id,source,target\n\na,s.wav,t.wav\n\n\nb,s2.wav,t2.wav",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pair_id,source,target\r\na,s.wav,t.wav\r\nb,s2.wav,t2.wav\r\n",
+        "pair_id,source,target\ra,s.wav,t.wav\rb,s2.wav,t2.wav",
+        'pair_id,source,target,label\na,s.wav,t.wav,"two\nlines"\nb,"s\r\n2.wav",t.wav,x\n',
+        "pair_id,source,target\n\na,s.wav,t.wav\n\n\nb,s2.wav,t2.wav",
+    ],
+)
 def test_csv_is_read_as_before(text):
     expected = [row for row in csv.DictReader(io.StringIO(text, newline=""))]
     pairs = parse_pairs(text)
     assert [(p.pair_id, p.source, p.target, p.label) for p in pairs] == [
         (r["pair_id"].strip(), r["source"].strip(), r["target"].strip(), (r.get("label") or "").strip() or None)
-        for r in expected]
+        for r in expected
+    ]
 
 
 @pytest.mark.parametrize("separator", ["\n", "\r\n", "\r", "\u2028", "\x0c"])

@@ -3,6 +3,7 @@
 A job's pairs all point at one 99 MB file: the page used to read it once per worst pair and side
 (?worst=15: +2.8 GB). The resolver now reads the size first and skips a clip over the cap, with a note.
 """
+
 from __future__ import annotations
 
 import tracemalloc
@@ -27,9 +28,17 @@ def service(request, tmp_path, random_lite_head):
         postgres_url = request.getfixturevalue("postgres_url")
         schema = "report_audio_memory"
         database_url, blob_store = new_postgres_schema(postgres_url, schema), "database"
-    settings = Settings(data_dir=tmp_path / "data", head=str(random_lite_head), bootstrap=0, chunk_size=8,
-                        database_url=database_url, broker_url=None, auth_disabled=True, blob_store=blob_store,
-                        auto_migrate=True)
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        head=str(random_lite_head),
+        bootstrap=0,
+        chunk_size=8,
+        database_url=database_url,
+        broker_url=None,
+        auth_disabled=True,
+        blob_store=blob_store,
+        auto_migrate=True,
+    )
     app = create_app(settings)
     try:
         with TestClient(app) as client:

@@ -6,6 +6,7 @@ of a real finished job (so the report, plot, page and comparison code runs on ar
 parameters). Examples are bounded and derandomized: the run takes seconds and never flakes.
 A second test fuzzes the multipart form of POST /v1/jobs (field names, manifests, text fields).
 """
+
 from __future__ import annotations
 
 import time
@@ -21,18 +22,23 @@ from schemathesis.generation.modes import GenerationMode  # noqa: E402
 
 from app.auth import create_token  # noqa: E402
 from app.main import create_app  # noqa: E402
-from tests.service_support import wav_bytes  # noqa: E402
 from tests.service.test_service_api import service_settings  # noqa: E402
+from tests.service_support import wav_bytes  # noqa: E402
 
 EXAMPLES = 20
 EXPENSIVE = {"/v1/jobs/{job_id}/report.html": 4, "/v1/jobs/{job_id}/compare/{baseline_id}": 6}
 # The only operations (method, path, with the real job's id) that have no negative form: nothing in their request
 # can be made invalid (no query, header or body parameter; a job id is any string), so hypothesis finds no
 # schema-violating example and raises Unsatisfiable. Any other operation that cannot be fuzzed fails the test.
-NO_NEGATIVE_FORM = {("get", path, False) for path in ("/healthz", "/readyz", "/metrics", "/v1")} | {
-    (method, "/v1/jobs/{job_id}", fixed) for method, fixed in (("get", False), ("get", True), ("delete", False))} | {
-    ("get", f"/v1/jobs/{{job_id}}/{tail}", fixed) for tail in ("report", "pairs.csv", "plots", "deliveries")
-    for fixed in (False, True)}
+NO_NEGATIVE_FORM = (
+    {("get", path, False) for path in ("/healthz", "/readyz", "/metrics", "/v1")}
+    | {(method, "/v1/jobs/{job_id}", fixed) for method, fixed in (("get", False), ("get", True), ("delete", False))}
+    | {
+        ("get", f"/v1/jobs/{{job_id}}/{tail}", fixed)
+        for tail in ("report", "pairs.csv", "plots", "deliveries")
+        for fixed in (False, True)
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +53,15 @@ def api(tmp_path_factory, random_lite_head):
             headers = {"Authorization": f"Bearer {create_token(session, 'fuzz', 'fuzz')}"}
         with asgi.get_client(app) as client:
             manifest = "pair_id,source,target,label\na,s.wav,t.wav,joy\nb,t.wav,s.wav,anger\n"
-            response = client.post("/v1/jobs", headers=headers, files=[
-                ("manifest", ("m.csv", manifest.encode())), ("s.wav", ("s.wav", wav_bytes(1.0, seed=1))),
-                ("t.wav", ("t.wav", wav_bytes(1.2, seed=2)))])
+            response = client.post(
+                "/v1/jobs",
+                headers=headers,
+                files=[
+                    ("manifest", ("m.csv", manifest.encode())),
+                    ("s.wav", ("s.wav", wav_bytes(1.0, seed=1))),
+                    ("t.wav", ("t.wav", wav_bytes(1.2, seed=2))),
+                ],
+            )
             assert response.status_code == 202, response.text
             job_id = response.json()["id"]
             deadline = time.monotonic() + 120
@@ -72,8 +84,9 @@ def problems_of(response, path: str) -> str | None:
             body = response.json()
         except ValueError:
             body = None
-        if not (isinstance(body, dict) and set(body) == {"error"}
-                and {"code", "message", "details"} <= set(body["error"])):
+        if not (
+            isinstance(body, dict) and set(body) == {"error"} and {"code", "message", "details"} <= set(body["error"])
+        ):
             return f"{response.status_code} outside the error shape: {response.text[:300]}"
     return None
 
@@ -93,20 +106,27 @@ def test_openapi_fuzzing_finds_no_server_error(api):
                 strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
                 @given(case=strategy)
-                @settings(max_examples=EXPENSIVE.get(operation.path, EXAMPLES), deadline=None, derandomize=True,
-                          database=None, suppress_health_check=list(HealthCheck))
+                @settings(
+                    max_examples=EXPENSIVE.get(operation.path, EXAMPLES),
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 def check(case):
                     ran[key, mode] = ran.get((key, mode), 0) + 1
                     try:
                         response = case.call(headers=headers)
                     except Exception as error:  # the app raised: a 500 to a real client
-                        found.setdefault((operation.method, operation.path, type(error).__name__),
-                                         f"{error!r} on {case!r}")
+                        found.setdefault(
+                            (operation.method, operation.path, type(error).__name__), f"{error!r} on {case!r}"
+                        )
                         return
                     problem = problems_of(response, operation.path)
                     if problem:
-                        found.setdefault((operation.method, operation.path, response.status_code),
-                                         f"{problem} on {case!r}")
+                        found.setdefault(
+                            (operation.method, operation.path, response.status_code), f"{problem} on {case!r}"
+                        )
 
                 try:
                     check()
@@ -115,10 +135,12 @@ def test_openapi_fuzzing_finds_no_server_error(api):
                         raise
                     unsatisfiable.add(key)
     assert not found, "\n".join(f"{key}: {value[:800]}" for key, value in found.items())
-    assert unsatisfiable == NO_NEGATIVE_FORM, (f"without a negative form, not documented: "
-                                               f"{sorted(unsatisfiable - NO_NEGATIVE_FORM)}; documented, but fuzzed "
-                                               f"after all (update NO_NEGATIVE_FORM): "
-                                               f"{sorted(NO_NEGATIVE_FORM - unsatisfiable)}")
+    assert unsatisfiable == NO_NEGATIVE_FORM, (
+        f"without a negative form, not documented: "
+        f"{sorted(unsatisfiable - NO_NEGATIVE_FORM)}; documented, but fuzzed "
+        f"after all (update NO_NEGATIVE_FORM): "
+        f"{sorted(NO_NEGATIVE_FORM - unsatisfiable)}"
+    )
     operations = {(r.ok().method, r.ok().path) for r in schema.get_all_operations()}
     positive = {(method, path) for (method, path, _), mode in ran if mode is GenerationMode.POSITIVE}
     assert positive == operations, f"never called with a valid request: {sorted(operations - positive)}"
@@ -135,13 +157,17 @@ def test_multipart_fuzzing_of_job_submission(api):
     found: dict = {}
 
     with asgi.get_client(app) as client:
-        @given(fields=st.lists(st.tuples(names, st.booleans(), st.binary(max_size=32) | st.just(audio)), max_size=4),
-               manifest=st.text(max_size=120) | st.builds("pair_id,source,target\n{},{},{}\n".format,
-                                                           names, names, names),
-               texts=st.dictionaries(st.sampled_from(["name", "profile", "metadata", "group_column"]),
-                                     st.text(max_size=40), max_size=3))
-        @settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+
+        @given(
+            fields=st.lists(st.tuples(names, st.booleans(), st.binary(max_size=32) | st.just(audio)), max_size=4),
+            manifest=st.text(max_size=120) | st.builds("pair_id,source,target\n{},{},{}\n".format, names, names, names),
+            texts=st.dictionaries(
+                st.sampled_from(["name", "profile", "metadata", "group_column"]), st.text(max_size=40), max_size=3
+            ),
+        )
+        @settings(
+            max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(fields, manifest, texts):
             files = [("manifest", ("m.csv", manifest.encode("utf-8", "surrogatepass")))]
             data = dict(texts)

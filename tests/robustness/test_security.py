@@ -2,6 +2,7 @@
 environment, no network fetching of any kind, models only from safe formats, request ids in logs,
 no secrets in logs.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,11 +20,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 
 from app.auth import create_token, verify_token
-from core.db import Token
 from app.main import create_app
+from core.db import Token
 from core.settings import Settings
-from tests.service_support import EMOPRES, REPO, free_port, service_env, wait_job, wav_bytes
 from tests.service.test_service_api import assert_error, job_fields, service_settings
+from tests.service_support import EMOPRES, REPO, free_port, service_env, wait_job, wav_bytes
 
 SERVICE_PACKAGES = ("app", "worker", "models", "core")
 # app/webhooks/delivery.py: POSTs job summaries to callback URLs on the operator's allow-list (its only request out);
@@ -73,14 +74,16 @@ def test_tokens_from_the_cli_work_and_revocation_takes_effect_at_once(tmp_path, 
         assert missing.returncode != 0 and "no token named" in missing.stderr
 
 
-def test_a_token_is_checked_in_a_worker_thread_and_no_thread_is_taken_without_one(tmp_path, random_lite_head,
-                                                                                 monkeypatch):
+def test_a_token_is_checked_in_a_worker_thread_and_no_thread_is_taken_without_one(
+    tmp_path, random_lite_head, monkeypatch
+):
     """The principal and services dependencies are async (FastAPI would run a plain def in a worker thread: a
     thread hop per request); the token's database lookup still runs in a worker thread, never in the event loop."""
     import asyncio
     import inspect
 
     from app.plumbing import deps
+
     assert inspect.iscoroutinefunction(deps.get_principal) and inspect.iscoroutinefunction(deps.get_services)
     in_event_loop = []
 
@@ -118,8 +121,12 @@ def test_tokens_are_compared_in_constant_time(tmp_path, monkeypatch):
     real = auth.hmac.compare_digest
     monkeypatch.setattr(auth.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
     key_id, secret = token.split("_")[1], token.split("_", 2)[2]
-    presented = {"valid": token, "wrong secret": f"emopres_{key_id}_{'x' * 43}",
-                 "unknown key": f"emopres_{'0' * 16}_{secret}", "malformed": "not-a-token"}
+    presented = {
+        "valid": token,
+        "wrong secret": f"emopres_{key_id}_{'x' * 43}",
+        "unknown key": f"emopres_{'0' * 16}_{secret}",
+        "malformed": "not-a-token",
+    }
     with sessions() as session:
         results = {name: verify_token(session, raw) for name, raw in presented.items()}
     assert results["valid"] is not None and results["valid"].project == "p"
@@ -136,8 +143,14 @@ def test_upload_caps_come_from_the_environment(tmp_path, random_lite_head, monke
     for name in list(os.environ):
         if name.startswith("EMOPRES_"):
             monkeypatch.delenv(name)
-    caps = {"MAX_UPLOAD_BYTES": 300_000, "MAX_FILE_BYTES": 50_000, "MAX_AUDIO_SECONDS": 1.5, "MAX_PAIRS": 2,
-            "MAX_FILES": 5, "MAX_METADATA_BYTES": 100}
+    caps = {
+        "MAX_UPLOAD_BYTES": 300_000,
+        "MAX_FILE_BYTES": 50_000,
+        "MAX_AUDIO_SECONDS": 1.5,
+        "MAX_PAIRS": 2,
+        "MAX_FILES": 5,
+        "MAX_METADATA_BYTES": 100,
+    }
     for name, value in {**caps, "DATA_DIR": tmp_path, "HEAD": random_lite_head, "AUTH_DISABLED": 1}.items():
         monkeypatch.setenv(f"EMOPRES_{name}", str(value))
     with TestClient(create_app(Settings(), start_worker=False)) as client:
@@ -164,8 +177,20 @@ def service_sources():
                 yield relative, path.read_text()
 
 
-NETWORK_MODULES = {"urllib.request", "urllib3", "requests", "httpx", "aiohttp", "http.client", "ftplib",
-                   "huggingface_hub", "modelscope", "torch.hub", "pycurl", "wget"}
+NETWORK_MODULES = {
+    "urllib.request",
+    "urllib3",
+    "requests",
+    "httpx",
+    "aiohttp",
+    "http.client",
+    "ftplib",
+    "huggingface_hub",
+    "modelscope",
+    "torch.hub",
+    "pycurl",
+    "wget",
+}
 
 
 def test_the_service_code_fetches_nothing_from_the_network():
@@ -179,13 +204,17 @@ def test_the_service_code_fetches_nothing_from_the_network():
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-            offenders += [f"{relative}:{node.lineno} imports {n}" for n in names
-                          if any(n == m or n.startswith(m + ".") for m in NETWORK_MODULES)]
+            offenders += [
+                f"{relative}:{node.lineno} imports {n}"
+                for n in names
+                if any(n == m or n.startswith(m + ".") for m in NETWORK_MODULES)
+            ]
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
                 keywords = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
                 owner = getattr(node.func.value, "id", "")
-                if owner not in ("cls",) and not owner.startswith(("Emotion2Vec", "ValenceArousal", "SpeakerEncoder",
-                                                                   "AutoPCP", "XlsrEncoder")):
+                if owner not in ("cls",) and not owner.startswith(
+                    ("Emotion2Vec", "ValenceArousal", "SpeakerEncoder", "AutoPCP", "XlsrEncoder")
+                ):
                     if keywords.get("local_files_only") is not True:
                         offenders.append(f"{relative}:{node.lineno} from_pretrained without local_files_only=True")
     assert not offenders, offenders
@@ -255,8 +284,10 @@ def test_no_outbound_connection_while_a_job_is_evaluated(tmp_path, random_lite_h
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     app = create_app(service_settings(tmp_path, random_lite_head, auth_disabled=True, bootstrap=20))
     with TestClient(app) as client:
-        for manifest in ("pair_id,source,target\na,http://203.0.113.7/s.wav,t.wav\n",
-                         "pair_id,source,target\na,s.wav,https://example.com/t.wav\n"):
+        for manifest in (
+            "pair_id,source,target\na,http://203.0.113.7/s.wav,t.wav\n",
+            "pair_id,source,target\na,s.wav,https://example.com/t.wav\n",
+        ):
             assert_error(client.post("/v1/jobs", **job_fields(manifest)), 422, "invalid_manifest")
         job = wait_job(client, client.post("/v1/jobs", **job_fields()).json()["id"])
         assert job["status"] == "succeeded"
@@ -268,8 +299,9 @@ def test_no_outbound_connection_while_a_job_is_evaluated(tmp_path, random_lite_h
 
 def test_request_ids_are_echoed_and_logged(tmp_path, random_lite_head, caplog):
     caplog.set_level(logging.INFO, logger="emopres")
-    with TestClient(create_app(service_settings(tmp_path, random_lite_head, auth_disabled=True),
-                               start_worker=False)) as client:
+    with TestClient(
+        create_app(service_settings(tmp_path, random_lite_head, auth_disabled=True), start_worker=False)
+    ) as client:
         given = "ci-run-42.step:7"
         response = client.post("/v1/jobs", **job_fields(), headers={"X-Request-ID": given})
         assert response.status_code == 202 and response.headers["x-request-id"] == given
@@ -316,8 +348,13 @@ def test_no_tokens_or_database_passwords_in_logs(postgres_url, tmp_path, random_
     assert password in secret_url
     caplog.set_level(logging.DEBUG)
     try:
-        settings = service_settings(tmp_path, random_lite_head, bootstrap=20, auto_migrate=True,
-                                    database_url=f"{secret_url}?options=-csearch_path%3D{schema}")
+        settings = service_settings(
+            tmp_path,
+            random_lite_head,
+            bootstrap=20,
+            auto_migrate=True,
+            database_url=f"{secret_url}?options=-csearch_path%3D{schema}",
+        )
         app = create_app(settings)
         with TestClient(app) as client:
             with app.state.services.sessions() as session:
@@ -332,8 +369,9 @@ def test_no_tokens_or_database_passwords_in_logs(postgres_url, tmp_path, random_
             assert client.get("/readyz").status_code in (200, 503)
         # and with the database away: its errors are logged, the URL's password is not
         away = secret_url.replace("127.0.0.1:5432", f"127.0.0.1:{free_port()}")
-        with TestClient(create_app(service_settings(tmp_path / "away", random_lite_head, database_url=away),
-                                   start_worker=False)) as client:
+        with TestClient(
+            create_app(service_settings(tmp_path / "away", random_lite_head, database_url=away), start_worker=False)
+        ) as client:
             assert client.get("/v1/jobs", headers=headers).status_code == 503
             assert client.get("/readyz").status_code == 503
     finally:

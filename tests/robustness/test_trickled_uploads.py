@@ -5,6 +5,7 @@ connection limit and every probe failed until they ended. Now probes have connec
 (probe_connections beyond max_connections, for /healthz and /readyz only) and a request body must
 arrive whole within body_deadline_seconds. No wall-clock bound is asserted: what answers and what is cut.
 """
+
 from __future__ import annotations
 
 import socket
@@ -23,8 +24,15 @@ DEADLINE = 4.0
 @pytest.fixture
 def server(tmp_path, random_lite_head):
     port = free_port()
-    env = service_env(data_dir=tmp_path / "data", head=random_lite_head, auth_disabled=1, max_connections=LIMIT,
-                      header_timeout_seconds=10, body_timeout_seconds=3, body_deadline_seconds=DEADLINE)
+    env = service_env(
+        data_dir=tmp_path / "data",
+        head=random_lite_head,
+        auth_disabled=1,
+        max_connections=LIMIT,
+        header_timeout_seconds=10,
+        body_timeout_seconds=3,
+        body_deadline_seconds=DEADLINE,
+    )
     process = ServiceProcess(["serve", "--port", str(port)], env, tmp_path / "serve.log").start()
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
@@ -39,9 +47,11 @@ def server(tmp_path, random_lite_head):
 
 
 def upload_head(length: int) -> bytes:
-    return (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
-            f"Content-Length: {length}\r\n\r\n--xyz\r\nContent-Disposition: form-data; name=\"manifest\"; "
-            f"filename=\"m.csv\"\r\n\r\npair_id,source,target\r\n").encode()
+    return (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        f'Content-Length: {length}\r\n\r\n--xyz\r\nContent-Disposition: form-data; name="manifest"; '
+        f'filename="m.csv"\r\n\r\npair_id,source,target\r\n'
+    ).encode()
 
 
 def trickle(port: int, outcome: dict, stop: threading.Event) -> None:

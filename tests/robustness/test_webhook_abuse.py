@@ -11,6 +11,7 @@ the attempt: no delivery row, retried every lease forever, and 160 of them starv
 callbacks. Now such URLs are refused at submission (parsed as the sender parses them), any client error is a
 recorded failed attempt, and due callbacks are taken fairly across tokens.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -29,15 +30,20 @@ from app.main import create_app
 from app.webhooks.callbacks import allowed, new_secret
 from app.webhooks.delivery import Dispatcher
 from core.db import Job, Token, Webhook, WebhookDelivery, utcnow
-from tests.service_support import drop_postgres_schema, new_postgres_schema
 from tests.service.test_service_api import assert_error, counts, job_fields, service_settings
+from tests.service_support import drop_postgres_schema, new_postgres_schema
 from tests.webhook_receiver import Receiver
 
 MiB = 1024 * 1024
 BOMB_BYTES = 256 * MiB
 MAX_GROWTH = 100 * MiB
-FAST = dict(webhook_allowed_hosts="127.0.0.1", webhook_poll_seconds=0.1, webhook_backoff_seconds=0.2,
-            webhook_timeout_seconds=1.0, webhook_max_attempts=1)
+FAST = dict(
+    webhook_allowed_hosts="127.0.0.1",
+    webhook_poll_seconds=0.1,
+    webhook_backoff_seconds=0.2,
+    webhook_timeout_seconds=1.0,
+    webhook_max_attempts=1,
+)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -48,8 +54,10 @@ def service(request, tmp_path_factory, random_lite_head):
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"emopres_webhook_abuse_{os.getpid()}"
         overrides = dict(database_url=new_postgres_schema(postgres_url, schema), auto_migrate=True)
-    app = create_app(service_settings(tmp_path_factory.mktemp(f"abuse-{request.param}"), random_lite_head,
-                                      **FAST, **overrides), start_worker=False)
+    app = create_app(
+        service_settings(tmp_path_factory.mktemp(f"abuse-{request.param}"), random_lite_head, **FAST, **overrides),
+        start_worker=False,
+    )
     try:
         with TestClient(app) as client:
             services = app.state.services
@@ -70,8 +78,15 @@ def finished_job(service, url: str, token: str = "a", finished_seconds_ago: floa
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     with service.services.sessions() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(
-            status="failed", error="all 1 pair(s) failed", finished_at=utcnow() - timedelta(seconds=finished_seconds_ago)))
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status="failed",
+                error="all 1 pair(s) failed",
+                finished_at=utcnow() - timedelta(seconds=finished_seconds_ago),
+            )
+        )
         session.commit()
     return job_id
 
@@ -82,8 +97,11 @@ def dispatcher(service, **settings) -> Dispatcher:
 
 def attempts(service, job_id: str) -> list[WebhookDelivery]:
     with service.services.sessions() as session:
-        return list(session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)
-                                    .order_by(WebhookDelivery.attempt)))
+        return list(
+            session.scalars(
+                select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).order_by(WebhookDelivery.attempt)
+            )
+        )
 
 
 def state(service, job_id: str) -> str:
@@ -217,8 +235,7 @@ def test_a_poisoned_callback_is_a_failed_attempt_and_other_tokens_go_first(servi
     with Receiver() as receiver:
         poisoned = [finished_job(service, receiver.url, "a", finished_seconds_ago=60 - i) for i in range(12)]
         with service.services.sessions() as session:
-            session.execute(update(Webhook).where(Webhook.job_id.in_(poisoned))
-                            .values(url="http://127.0.0.1:1/ho\tok"))
+            session.execute(update(Webhook).where(Webhook.job_id.in_(poisoned)).values(url="http://127.0.0.1:1/ho\tok"))
             session.commit()
         good = finished_job(service, receiver.url, "b")  # finished last
         sender = dispatcher(service, webhook_concurrency=4, webhook_max_attempts=3)
@@ -278,6 +295,9 @@ def test_the_dispatcher_logs_an_unexpected_error_with_its_traceback_and_goes_on(
             time.sleep(0.02)
         sender.stop()
     assert len(calls) >= 3
-    records = [r for r in caplog.records if "something unexpected" in r.getMessage() or
-               (r.exc_info and "something unexpected" in str(r.exc_info[1]))]
+    records = [
+        r
+        for r in caplog.records
+        if "something unexpected" in r.getMessage() or (r.exc_info and "something unexpected" in str(r.exc_info[1]))
+    ]
     assert records and records[0].exc_info is not None and records[0].levelno >= logging.ERROR

@@ -1,5 +1,6 @@
 """worker.queue's background loops: a round that raises (a bug, or the database away) is logged with its traceback,
 so a bug does not read as an outage, and the loop goes on."""
+
 from __future__ import annotations
 
 import logging

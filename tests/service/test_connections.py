@@ -8,6 +8,7 @@ however slowly it sends; a stalled or abandoned upload is counted as a client di
 /metrics, not from how long it took; every wait is bounded (GUARD, far past the deadlines) so
 that a server that never closes fails the test instead of hanging it.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,9 +28,16 @@ TIMEOUT = 1.0
 def server(tmp_path_factory, random_lite_head):
     root = tmp_path_factory.mktemp("connections")
     port = free_port()
-    env = service_env(data_dir=root / "data", head=random_lite_head, auth_disabled=1, metrics_enabled=1,
-                      max_connections=LIMIT, header_timeout_seconds=TIMEOUT, body_timeout_seconds=TIMEOUT,
-                      keep_alive_seconds=1)
+    env = service_env(
+        data_dir=root / "data",
+        head=random_lite_head,
+        auth_disabled=1,
+        metrics_enabled=1,
+        max_connections=LIMIT,
+        header_timeout_seconds=TIMEOUT,
+        body_timeout_seconds=TIMEOUT,
+        keep_alive_seconds=1,
+    )
     process = ServiceProcess(["serve", "--port", str(port)], env, root / "serve.log").start()
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process)
@@ -49,13 +57,13 @@ def connect(port: int) -> socket.socket:
 
 
 def how_closed(sock: socket.socket, deadline: float) -> str:
-    """"reset" or "closed" (FIN) by the server, "answered" if it sent data, "open" if it did neither by `deadline`."""
+    """ "reset" or "closed" (FIN) by the server, "answered" if it sent data, "open" if it did neither by `deadline`."""
     sock.settimeout(max(deadline - time.monotonic(), 0.01))
     try:
         return "closed" if sock.recv(1024) == b"" else "answered"
     except ConnectionResetError:
         return "reset"
-    except socket.timeout:
+    except TimeoutError:
         return "open"
 
 
@@ -65,7 +73,7 @@ def closed_by_server(sock: socket.socket) -> bool:
         return sock.recv(1024) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -80,8 +88,10 @@ def metric(port: int, name: str, **labels) -> float:
 
 
 def closes(port: int) -> dict[str, float]:
-    return {reason: metric(port, "emopres_connections_closed_total", reason=reason)
-            for reason in ("refused_over_limit", "header_timeout", "body_timeout")}
+    return {
+        reason: metric(port, "emopres_connections_closed_total", reason=reason)
+        for reason in ("refused_over_limit", "header_timeout", "body_timeout")
+    }
 
 
 def healthz(port: int) -> int:
@@ -133,15 +143,19 @@ def test_headers_trickled_byte_by_byte_are_cut_at_the_deadline(server):
 
 
 def upload_head(length: int) -> bytes:
-    return (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
-            f"Content-Length: {length}\r\n\r\n--xyz\r\nContent-Disposition: form-data; name=\"manifest\"; "
-            f"filename=\"m.csv\"\r\n\r\npair_id,source,target\r\n").encode()
+    return (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=xyz\r\n"
+        f'Content-Length: {length}\r\n\r\n--xyz\r\nContent-Disposition: form-data; name="manifest"; '
+        f'filename="m.csv"\r\n\r\npair_id,source,target\r\n'
+    ).encode()
 
 
 def test_stalled_and_abandoned_uploads_are_disconnects_not_500s(server):
     def counts():
-        return (metric(server.port, "emopres_client_disconnects_total", route="/v1/jobs"),
-                metric(server.port, "emopres_http_requests_total", route="/v1/jobs", status="500"))
+        return (
+            metric(server.port, "emopres_client_disconnects_total", route="/v1/jobs"),
+            metric(server.port, "emopres_http_requests_total", route="/v1/jobs", status="500"),
+        )
 
     disconnects, errors = counts()
     body_timeouts = closes(server.port)["body_timeout"]

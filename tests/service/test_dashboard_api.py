@@ -1,6 +1,7 @@
 """What a dashboard reads from the service: which system a report belongs to (name, metadata, profile in the
 report's job block), a job's headline metrics and every link, listing a system's versions by name prefix in
 either order; and an upload whose files match no manifest path says which ones."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from app.auth import create_token
 from app.main import create_app
-from tests.service_support import upload_fields, wait_job, write_dataset
 from tests.service.test_service_api import assert_error, job_fields, service_settings
+from tests.service_support import upload_fields, wait_job, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,9 @@ def versions(service, tmp_path_factory):
     manifest = write_dataset(tmp_path_factory.mktemp("data"), n_pairs=2)
     ids = []
     for name in ("my-s2st@v1", "my-s2st@v2", "other@v1", "my-s2st@v3"):
-        response = service.post("/v1/jobs", files=upload_fields(manifest),
-                                data={"name": name, "metadata": '{"commit": "%s"}' % name[-2:]})
+        response = service.post(
+            "/v1/jobs", files=upload_fields(manifest), data={"name": name, "metadata": '{"commit": "%s"}' % name[-2:]}
+        )
         assert response.status_code == 202, response.text
         ids.append((name, response.json()["id"]))
         wait_job(service, ids[-1][1], timeout=300)
@@ -71,8 +73,10 @@ def test_listing_by_name_prefix_in_both_orders(service, versions):
     assert all(j["headline"]["epr"]["value"] is not None for j in oldest)  # one request: a metric per version
     # pages in ascending order continue where the last one stopped
     first = service.get("/v1/jobs", params={"name_prefix": "my-s2st@", "order": "created_at", "limit": 2}).json()
-    rest = service.get("/v1/jobs", params={"name_prefix": "my-s2st@", "order": "created_at", "limit": 2,
-                                           "cursor": first["next_cursor"]}).json()
+    rest = service.get(
+        "/v1/jobs",
+        params={"name_prefix": "my-s2st@", "order": "created_at", "limit": 2, "cursor": first["next_cursor"]},
+    ).json()
     assert [j["id"] for j in first["items"] + rest["items"]] == mine and rest["next_cursor"] is None
     # a prefix is literal: SQL wildcards in it match only themselves
     assert service.get("/v1/jobs", params={"name_prefix": "my%"}).json()["items"] == []

@@ -4,6 +4,7 @@
 broker pool connection while its publisher waited for another: 50 concurrent probes left every request thread
 blocked for good, and the API (health probes and authenticated routes alike) stopped answering.
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,8 +14,8 @@ import httpx
 import pytest
 
 from app.readiness import ReadinessProbe
-from tests.service_support import ServiceProcess, free_port, service_env, wait_http
 from tests.service.test_service_processes import run_cli
+from tests.service_support import ServiceProcess, free_port, service_env, wait_http
 
 
 def test_one_check_at_a_time_and_cached():
@@ -63,8 +64,9 @@ def test_a_stale_answer_is_checked_again_and_a_failing_check_says_why():
 def test_a_flood_of_readiness_probes_leaves_the_production_api_answering(redis_url, tmp_path):
     """50 clients probe /readyz for 20 s (Celery on real Redis, no worker); then /healthz and an authenticated
     route answer within 1 s, and so does /readyz itself."""
-    env = service_env(broker_url=redis_url, data_dir=tmp_path / "data", queue=f"emopres-ready-{free_port()}",
-                      auto_migrate=1)
+    env = service_env(
+        broker_url=redis_url, data_dir=tmp_path / "data", queue=f"emopres-ready-{free_port()}", auto_migrate=1
+    )
     run_cli(["db", "upgrade"], env)
     token = run_cli(["tokens", "create", "ci"], env).strip()
     port = free_port()

@@ -1,9 +1,9 @@
 """Plots, HTML report, comparison and schema routes of the service (embedded mode, in-process)."""
+
 from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,14 +14,22 @@ from app.main import create_app
 from core.settings import Settings
 from tests.browser import find_browser, load_page
 from tests.service_support import upload_fields, wait_job, write_dataset
-from worker.render.plots import get_spec, plan_plots, render
 from worker.engine.report_schema import report_schema, validate_report
+from worker.render.plots import get_spec, plan_plots, render
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, random_lite_head):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("service"), head=str(random_lite_head), bootstrap=100,
-                        chunk_size=4, database_url=None, broker_url=None, cache_dir=None, auth_disabled=False)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("service"),
+        head=str(random_lite_head),
+        bootstrap=100,
+        chunk_size=4,
+        database_url=None,
+        broker_url=None,
+        cache_dir=None,
+        auth_disabled=False,
+    )
     app = create_app(settings)
     with TestClient(app) as client:
         with app.state.services.sessions() as session:
@@ -106,8 +114,12 @@ def test_report_page_embeds_the_worst_pairs_audio(service, jobs):
     assert "emopres report: sys &lt;b&gt;&amp;&lt;/b&gt;" in page  # the job name is the title, escaped
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "<audio" not in service.get(f"/v1/jobs/{job_id}/report.html?audio=false").text
-    assert service.get(f"/v1/jobs/{job_id}/report.html?worst=2",
-                       headers={"If-None-Match": response.headers["etag"]}).status_code == 304
+    assert (
+        service.get(
+            f"/v1/jobs/{job_id}/report.html?worst=2", headers={"If-None-Match": response.headers["etag"]}
+        ).status_code
+        == 304
+    )
 
 
 @pytest.mark.skipif(find_browser() is None, reason="no Chromium installed (apt-get install chromium; .ci/run does)")
@@ -131,7 +143,6 @@ def test_compare_jobs_over_the_shared_pairs(service, jobs):
     assert set(result["flipped"]) == {"agree_to_disagree", "disagree_to_agree"}
     itself = service.get(f"/v1/jobs/{job_id}/compare/{job_id}?bootstrap=50").json()
     assert itself["metrics"]["epr"]["diff"] == 0 and itself["metrics"]["epr"]["p_value"] == 1.0
-    assert service.get(f"/v1/jobs/{job_id}/compare/{baseline_id}",
-                       headers=service.other_headers).status_code == 404
+    assert service.get(f"/v1/jobs/{job_id}/compare/{baseline_id}", headers=service.other_headers).status_code == 404
     page = service.get(f"/v1/jobs/{job_id}/report.html?baseline={baseline_id}&audio=false").text
     assert 'id="comparison"' in page and baseline_id in page

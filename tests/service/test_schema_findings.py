@@ -1,4 +1,5 @@
 """The OpenAPI document and OPTIONS answers say what the service does (issue 26, item 10)."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,9 @@ from core.settings import Settings
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("schema"), auth_disabled=True, database_url=None,
-                        broker_url=None)
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("schema"), auth_disabled=True, database_url=None, broker_url=None
+    )
     with TestClient(create_app(settings, start_worker=False)) as client:
         client.openapi = client.get("/openapi.json").json()
         yield client

@@ -1,4 +1,5 @@
 """`emopres serve --workers N`: the schema is migrated once, before the API processes start, not by each."""
+
 from sqlalchemy import create_engine, inspect
 
 from cli.service import migrate_once_for_workers

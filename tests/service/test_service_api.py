@@ -3,6 +3,7 @@
 One app (models loaded once) serves most tests; the report must equal `emopres evaluate`'s on the
 same input. Bad input gets a 4xx in the one error shape and stores nothing.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,19 +14,25 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.auth import create_token, revoke_token
-from core.db import Blob, Chunk, Job, Pair, Token
 from app.main import create_app
 from app.submission.uploads import submit
+from core.db import Blob, Chunk, Job, Pair, Token
 from core.settings import Settings
-from tests.service_support import (BOOTSTRAP, cli_report, comparable, shared_reference, upload_fields, wait_job,
-                                   wav_bytes, write_dataset)
+from tests.service_support import (
+    BOOTSTRAP,
+    cli_report,
+    comparable,
+    shared_reference,
+    upload_fields,
+    wait_job,
+    wav_bytes,
+    write_dataset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +47,18 @@ def reference(tmp_path_factory, random_lite_head) -> dict:
 
 
 def service_settings(data_dir: Path, head: Path, **overrides) -> Settings:
-    values = dict(data_dir=data_dir, head=str(head), bootstrap=BOOTSTRAP, chunk_size=2, reconcile_seconds=0.5,
-                  database_url=None, broker_url=None, cache_dir=None, auth_disabled=False, metrics_enabled=True)
+    values = dict(
+        data_dir=data_dir,
+        head=str(head),
+        bootstrap=BOOTSTRAP,
+        chunk_size=2,
+        reconcile_seconds=0.5,
+        database_url=None,
+        broker_url=None,
+        cache_dir=None,
+        auth_disabled=False,
+        metrics_enabled=True,
+    )
     values.update(overrides)
     return Settings(**values)
 
@@ -63,8 +80,9 @@ def service(tmp_path_factory, random_lite_head):
 
 def counts(services) -> dict:
     with services.sessions() as session:
-        tables = {t.__name__: session.scalar(select(func.count()).select_from(t))
-                  for t in (Job, Pair, Chunk, Blob)}  # the worker adds results meanwhile
+        tables = {
+            t.__name__: session.scalar(select(func.count()).select_from(t)) for t in (Job, Pair, Chunk, Blob)
+        }  # the worker adds results meanwhile
     root = services.blobs.files.root
     tables["files"] = sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
     return tables
@@ -84,8 +102,11 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 
 def test_job_report_equals_the_cli_report(service, dataset, reference):
-    response = service.post("/v1/jobs", files=upload_fields(dataset),
-                            data={"name": "sys-a", "metadata": json.dumps({"system": "a", "commit": "abc"})})
+    response = service.post(
+        "/v1/jobs",
+        files=upload_fields(dataset),
+        data={"name": "sys-a", "metadata": json.dumps({"system": "a", "commit": "abc"})},
+    )
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     assert response.json()["status"] == "queued" and response.headers["location"] == f"/v1/jobs/{job_id}"
@@ -145,9 +166,11 @@ def test_archive_upload_gives_the_same_report(service, dataset, reference):
 
 
 def test_one_pair_endpoint(service):
-    response = service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.2, seed=5)),
-                                                "target": ("b.flac", wav_bytes(1.3, seed=6))},
-                            data={"label": "joy", "pair_id": "utt-42"})
+    response = service.post(
+        "/v1/pairs",
+        files={"source": ("a.wav", wav_bytes(1.2, seed=5)), "target": ("b.flac", wav_bytes(1.3, seed=6))},
+        data={"label": "joy", "pair_id": "utt-42"},
+    )
     assert response.status_code == 202, response.text
     job = wait_job(service, response.json()["id"])
     report = service.get(f"/v1/jobs/{job['id']}/report").json()
@@ -167,8 +190,9 @@ def test_idempotency_key_never_creates_a_second_job(service, dataset):
     other = service.post("/v1/jobs", files=upload_fields(dataset), data={"name": "changed"}, headers=headers)
     assert assert_error(other, 409, "idempotency_conflict")["details"]["job_id"] == first.json()["id"]
     # another project may use the same key for its own job
-    theirs = service.post("/v1/jobs", files=upload_fields(dataset), data={"name": "idem"},
-                          headers={**headers, **service.other_headers})
+    theirs = service.post(
+        "/v1/jobs", files=upload_fields(dataset), data={"name": "idem"}, headers={**headers, **service.other_headers}
+    )
     assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
 
 
@@ -185,8 +209,15 @@ def test_concurrent_retries_with_one_key_create_one_job(service, dataset):
 
     def post():
         try:
-            job, _ = submit(services, Principal("team-race", None), "race-key", manifest_name="manifest.csv",
-                            manifest_bytes=manifest, files=dict(files), texts={})
+            job, _ = submit(
+                services,
+                Principal("team-race", None),
+                "race-key",
+                manifest_name="manifest.csv",
+                manifest_bytes=manifest,
+                files=dict(files),
+                texts={},
+            )
             results.append(job.id)
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
@@ -230,8 +261,9 @@ def test_tokens_are_required_and_projects_isolate_jobs(service, dataset):
 
 
 def test_listing_filters_and_pages(service, dataset):
-    ids = [service.post("/v1/jobs", files=upload_fields(dataset), data={"name": "paged"}).json()["id"]
-           for _ in range(3)]
+    ids = [
+        service.post("/v1/jobs", files=upload_fields(dataset), data={"name": "paged"}).json()["id"] for _ in range(3)
+    ]
     seen, cursor = [], None
     while True:
         page = service.get("/v1/jobs", params={"name": "paged", "limit": 2, **({"cursor": cursor} if cursor else {})})
@@ -257,10 +289,17 @@ def test_listing_filters_and_pages(service, dataset):
 def test_delete_removes_the_job_and_audio_no_one_else_uses(service):
     shared, own = wav_bytes(1.0, seed=21), wav_bytes(1.0, seed=22)
     manifest = "pair_id,source,target\nx,s.wav,t.wav\n"
-    keep = service.post("/v1/jobs", files=[("manifest", ("m.csv", manifest)), ("s.wav", ("s.wav", shared)),
-                                           ("t.wav", ("t.wav", wav_bytes(1.0, seed=23)))]).json()["id"]
-    gone = service.post("/v1/jobs", files=[("manifest", ("m.csv", manifest)), ("s.wav", ("s.wav", shared)),
-                                           ("t.wav", ("t.wav", own))]).json()["id"]
+    keep = service.post(
+        "/v1/jobs",
+        files=[
+            ("manifest", ("m.csv", manifest)),
+            ("s.wav", ("s.wav", shared)),
+            ("t.wav", ("t.wav", wav_bytes(1.0, seed=23))),
+        ],
+    ).json()["id"]
+    gone = service.post(
+        "/v1/jobs", files=[("manifest", ("m.csv", manifest)), ("s.wav", ("s.wav", shared)), ("t.wav", ("t.wav", own))]
+    ).json()["id"]
     wait_job(service, gone)
     blobs = service.services.blobs
     sha = {name: blobs.sha256(data) for name, data in (("shared", shared), ("own", own))}
@@ -293,8 +332,10 @@ def test_error_shape_everywhere(service, monkeypatch):
 
     monkeypatch.setattr(worker.queue.embedded, "run_chunk", held_back)
     try:
-        response = service.post("/v1/pairs", files={"source": ("a.wav", wav_bytes(1.0, seed=31)),
-                                                    "target": ("b.wav", wav_bytes(1.0, seed=32))})
+        response = service.post(
+            "/v1/pairs",
+            files={"source": ("a.wav", wav_bytes(1.0, seed=31)), "target": ("b.wav", wav_bytes(1.0, seed=32))},
+        )
         assert response.status_code == 202, response.text
         queued = response.json()["id"]
         error = assert_error(service.get(f"/v1/jobs/{queued}/report"), 409, "report_not_ready")
@@ -323,7 +364,7 @@ def zip_bytes(members: dict[str, bytes], symlink: str | None = None) -> bytes:
             archive.writestr(name, data)
         if symlink:
             info = zipfile.ZipInfo(symlink)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             archive.writestr(info, "/etc/passwd")
     return buffer.getvalue()
 
@@ -346,8 +387,10 @@ GOOD = "pair_id,source,target\na,s.wav,t.wav\n"
 
 def job_fields(manifest: str = GOOD, source: bytes | None = None, target: bytes | None = None, **extra):
     fields = [("manifest", ("m.csv", manifest.encode()))]
-    fields += [("s.wav", ("s.wav", source if source is not None else wav_bytes(1.0, seed=41))),
-               ("t.wav", ("t.wav", target if target is not None else wav_bytes(1.0, seed=42)))]
+    fields += [
+        ("s.wav", ("s.wav", source if source is not None else wav_bytes(1.0, seed=41))),
+        ("t.wav", ("t.wav", target if target is not None else wav_bytes(1.0, seed=42))),
+    ]
     return {"files": fields, "data": extra}
 
 
@@ -367,17 +410,27 @@ BAD_INPUT = {
     "profile this service lacks": (job_fields(profile="paper"), 422, "unsupported_profile"),
     "no manifest": ({"files": [("s.wav", ("s.wav", b"x"))]}, 422, "missing_manifest"),
     "unknown text field": (job_fields(colour="blue"), 422, "unknown_field"),
-    "archive with traversal": ({"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode(),
-                                                                          "../s.wav": b"x"}))}},
-                               422, "invalid_archive"),
-    "archive with absolute member": ({"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode(),
-                                                                               "/tmp/s.wav": b"x"}))}},
-                                     422, "invalid_archive"),
-    "zip with symlink": ({"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode()},
-                                                                   symlink="s.wav"))}}, 422, "invalid_archive"),
+    "archive with traversal": (
+        {"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode(), "../s.wav": b"x"}))}},
+        422,
+        "invalid_archive",
+    ),
+    "archive with absolute member": (
+        {"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode(), "/tmp/s.wav": b"x"}))}},
+        422,
+        "invalid_archive",
+    ),
+    "zip with symlink": (
+        {"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode()}, symlink="s.wav"))}},
+        422,
+        "invalid_archive",
+    ),
     "tar with symlink": ({"files": {"archive": ("a.tar", tar_with_symlink())}}, 422, "invalid_archive"),
-    "archive without manifest": ({"files": {"archive": ("a.zip", zip_bytes({"s.wav": b"x"}))}}, 422,
-                                 "missing_manifest"),
+    "archive without manifest": (
+        {"files": {"archive": ("a.zip", zip_bytes({"s.wav": b"x"}))}},
+        422,
+        "missing_manifest",
+    ),
     "not an archive": ({"files": {"archive": ("a.zip", b"garbage" * 100)}}, 422, "invalid_archive"),
 }
 
@@ -393,8 +446,15 @@ def test_bad_input_is_refused_and_nothing_is_stored(service, case):
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory, random_lite_head):
     """A service with tiny caps (no worker: nothing here is evaluated)."""
-    settings = service_settings(tmp_path_factory.mktemp("capped"), random_lite_head, auth_disabled=True,
-                                max_upload_bytes=400_000, max_file_bytes=100_000, max_audio_seconds=2.0, max_pairs=3)
+    settings = service_settings(
+        tmp_path_factory.mktemp("capped"),
+        random_lite_head,
+        auth_disabled=True,
+        max_upload_bytes=400_000,
+        max_file_bytes=100_000,
+        max_audio_seconds=2.0,
+        max_pairs=3,
+    )
     app = create_app(settings, start_worker=False)
     with TestClient(app) as client:
         client.services = app.state.services
@@ -402,14 +462,19 @@ def capped(tmp_path_factory, random_lite_head):
 
 
 CAPPED = {
-    "body over the cap": ({"files": [("manifest", ("m.csv", GOOD.encode())), ("s.wav", ("s.wav", b"\0" * 500_000))]},
-                          413, "payload_too_large"),
+    "body over the cap": (
+        {"files": [("manifest", ("m.csv", GOOD.encode())), ("s.wav", ("s.wav", b"\0" * 500_000))]},
+        413,
+        "payload_too_large",
+    ),
     "file over the cap": (job_fields(source=wav_bytes(3.5)), 413, "file_too_large"),
     "audio over the duration cap": (job_fields(source=wav_bytes(2.5, rate=8000)), 422, "invalid_audio"),
     "too many pairs": (job_fields(GOOD + "b,s.wav,t.wav\nc,s.wav,t.wav\nd,s.wav,t.wav\n"), 413, "too_many_pairs"),
-    "decompression bomb": ({"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode(),
-                                                                      "s.wav": b"\0" * 50_000_000}))}},
-                           413, "file_too_large"),
+    "decompression bomb": (
+        {"files": {"archive": ("a.zip", zip_bytes({"manifest.csv": GOOD.encode(), "s.wav": b"\0" * 50_000_000}))}},
+        413,
+        "file_too_large",
+    ),
 }
 
 
@@ -423,8 +488,9 @@ def test_caps_are_enforced_and_nothing_is_stored(capped, case):
 
 def test_body_cap_holds_without_content_length(capped):
     """A chunked upload (no Content-Length) is cut off at the cap too."""
+
     def body():
-        yield b"--xyz\r\nContent-Disposition: form-data; name=\"s.wav\"; filename=\"s.wav\"\r\n\r\n"
+        yield b'--xyz\r\nContent-Disposition: form-data; name="s.wav"; filename="s.wav"\r\n\r\n'
         for _ in range(100):
             yield b"\0" * 10_000
         yield b"\r\n--xyz--\r\n"
@@ -449,8 +515,9 @@ def test_jobs_accepted_before_a_restart_are_finished_after_it(tmp_path, random_l
         job_id = client.post("/v1/jobs", files=upload_fields(dataset)).json()["id"]
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     with first.state.services.sessions() as session:  # as if it died in the middle of a chunk
-        session.execute(Chunk.__table__.update().where(Chunk.job_id == job_id, Chunk.idx == 0)
-                        .values(status="running", attempts=1))
+        session.execute(
+            Chunk.__table__.update().where(Chunk.job_id == job_id, Chunk.idx == 0).values(status="running", attempts=1)
+        )
         session.commit()
     with first.state.services.sessions() as session:
         assert all(blob.content for blob in session.scalars(select(Blob)))
@@ -465,8 +532,12 @@ def test_jobs_accepted_before_a_restart_are_finished_after_it(tmp_path, random_l
 def test_database_away_is_a_503_with_retry_after(tmp_path, random_lite_head):
     from tests.service_support import free_port
 
-    settings = service_settings(tmp_path, random_lite_head, auth_disabled=True,
-                                database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    settings = service_settings(
+        tmp_path,
+        random_lite_head,
+        auth_disabled=True,
+        database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+    )
     with TestClient(create_app(settings, start_worker=False)) as client:
         response = client.get("/v1/jobs")
         assert assert_error(response, 503, "service_unavailable") and response.headers["retry-after"] == "5"

@@ -4,6 +4,7 @@ Every `emopres ...` command they name parses with the real CLI, every EMOPRES_* 
 setting, every copied path and Dockerfile exists, every extra is in pyproject, every URL path
 they probe is a route, every service/volume they reference is declared.
 """
+
 from __future__ import annotations
 
 import json
@@ -166,5 +167,7 @@ def test_compose_is_consistent_with_the_code(compose):
     assert environment["EMOPRES_BROKER_URL"].startswith("redis://")
     # api and workers must see the same audio: a shared volume, or blobs in the database
     if environment.get("EMOPRES_BLOB_STORE", "fs") == "fs":
-        data_volume = {v.split(":")[0] for v in services["api"]["volumes"] if v.split(":")[1] == environment["EMOPRES_DATA_DIR"]}
+        data_volume = {
+            v.split(":")[0] for v in services["api"]["volumes"] if v.split(":")[1] == environment["EMOPRES_DATA_DIR"]
+        }
         assert data_volume and data_volume <= {v.split(":")[0] for v in services["worker"]["volumes"]}

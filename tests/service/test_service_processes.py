@@ -6,6 +6,7 @@
   restarts with every pair exactly once; an API restart loses no job (even one accepted while
   the broker was away).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,19 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from core.db import Chunk, PairResult
-from tests.service_support import (BOOTSTRAP, EMOPRES, ServiceProcess, comparable, free_port, service_env,
-                                   shared_reference, upload_fields, wait_http, wait_job, write_dataset)
+from tests.service_support import (
+    BOOTSTRAP,
+    EMOPRES,
+    ServiceProcess,
+    comparable,
+    free_port,
+    service_env,
+    shared_reference,
+    upload_fields,
+    wait_http,
+    wait_job,
+    write_dataset,
+)
 
 FAST_RECOVERY = dict(lease_seconds=3, heartbeat_seconds=0.5, reconcile_seconds=0.5, requeue_after_seconds=6)
 
@@ -54,8 +66,14 @@ def run_cli(args: list[str], env: dict) -> str:
 def test_embedded_server_killed_mid_job_finishes_it_after_restart(tmp_path, random_lite_head):
     manifest = write_dataset(tmp_path / "data", n_pairs=8, seconds=2.0, seed=100)
     port = free_port()
-    env = service_env(data_dir=tmp_path / "service", head=random_lite_head, bootstrap=BOOTSTRAP, chunk_size=1,
-                      auth_disabled=1, **FAST_RECOVERY)
+    env = service_env(
+        data_dir=tmp_path / "service",
+        head=random_lite_head,
+        bootstrap=BOOTSTRAP,
+        chunk_size=1,
+        auth_disabled=1,
+        **FAST_RECOVERY,
+    )
     server = ServiceProcess(["serve", "--port", str(port)], env, tmp_path / "serve.log").start()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
@@ -95,8 +113,16 @@ def stack(postgres_url, redis_url, random_lite_head, tmp_path_factory):
     broker = redis.Redis.from_url(redis_url)
     root = tmp_path_factory.mktemp("stack")
     queue = f"emopres-test-{uuid.uuid4().hex[:8]}"
-    settings = dict(database_url=database_url, broker_url=redis_url, data_dir=root / "data", head=random_lite_head,
-                    bootstrap=BOOTSTRAP, chunk_size=1, queue=queue, **FAST_RECOVERY)
+    settings = dict(
+        database_url=database_url,
+        broker_url=redis_url,
+        data_dir=root / "data",
+        head=random_lite_head,
+        bootstrap=BOOTSTRAP,
+        chunk_size=1,
+        queue=queue,
+        **FAST_RECOVERY,
+    )
     env = service_env(**settings)
     run_cli(["db", "upgrade"], env)
     token = run_cli(["tokens", "create", "ci", "--project", "team-a"], env).strip()
@@ -182,8 +208,9 @@ def test_worker_killed_mid_job_completes_after_restart_exactly_once(stack):
     assert job["status"] == "succeeded" and job["progress"] == {"done": 8, "total": 8, "failed": 0}, stack.worker.tail()
     assert_exactly_once(stack.client.get(f"/v1/jobs/{job_id}/report").json(), [f"p{i}" for i in range(8)])
     with stack.engine.connect() as connection:
-        results = connection.execute(select(func.count()).select_from(PairResult)
-                                     .where(PairResult.job_id == job_id)).scalar()
+        results = connection.execute(
+            select(func.count()).select_from(PairResult).where(PairResult.job_id == job_id)
+        ).scalar()
         attempts = dict(connection.execute(select(Chunk.idx, Chunk.attempts).where(Chunk.job_id == job_id)).all())
     assert results == 8
     for (idx,) in running:  # the chunk cut short was evaluated again

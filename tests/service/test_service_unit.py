@@ -1,4 +1,5 @@
 """Service parts without HTTP: settings, migrations, tokens, blob store, leases and the reconciler."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,23 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.auth import create_token, list_tokens, revoke_token, TokenError, verify_token
+from app.auth import TokenError, create_token, list_tokens, revoke_token, verify_token
+from app.jobs import JobWriter, create_job, new_job, store_jobs
+from app.submission.intake import AudioFile, build_request
 from core.blobstore import BlobStore, Hashed
 from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
-from app.submission.intake import AudioFile, build_request
-from app.jobs import JobWriter, create_job, new_job, store_jobs
 from core.settings import Settings
-from worker.queue.tasks import (NEW_JOB_SECONDS, Enqueuer, TaskQueue, WorkerContext, claim_chunk, enqueue_job, reconcile,
-                          run_chunk)
 from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
+from worker.queue.tasks import (
+    NEW_JOB_SECONDS,
+    Enqueuer,
+    TaskQueue,
+    WorkerContext,
+    claim_chunk,
+    enqueue_job,
+    reconcile,
+    run_chunk,
+)
 
 
 class FakeQueue(TaskQueue):
@@ -62,8 +71,7 @@ def _compare(url: str) -> list:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            return compare_metadata(MigrationContext.configure(connection, opts={"compare_type": False}),
-                                    Base.metadata)
+            return compare_metadata(MigrationContext.configure(connection, opts={"compare_type": False}), Base.metadata)
     finally:
         engine.dispose()
 
@@ -166,7 +174,9 @@ def test_a_request_keeps_the_bytes_it_hashed_up_to_its_budget_and_the_rest_is_ha
     hash); a file beyond it is read again when stored, and hashed again, so content that changed is refused."""
     import app.submission.intake
 
-    monkeypatch.setattr(app.submission.intake, "KEEP_HASHED_BYTES", 1)  # nothing fits: every file is read and hashed again
+    monkeypatch.setattr(
+        app.submission.intake, "KEEP_HASHED_BYTES", 1
+    )  # nothing fits: every file is read and hashed again
     request = job_request(context.settings, seed=300, n_pairs=1)
     assert not any(isinstance(audio.read, Hashed) for audio in request.files.values())
     audio = next(iter(request.blobs.values()))
@@ -191,10 +201,19 @@ def make_job(sessions, store, settings, n_pairs: int = 2, project: str = "p") ->
             data = wav_bytes(0.6, seed=10 * i + (side == "t"))
             files[f"{side}{i}.wav"] = AudioFile(f"{side}{i}.wav", len(data), lambda d=data: d)
         lines.append(f"q{i},s{i}.wav,t{i}.wav")
-    request = build_request(manifest_text="\n".join(lines) + "\n", manifest_name="m.csv", files=files, name=None,
-                            profile="lite", metadata=None, group_column=None, settings=settings)
-    job, _ = create_job(sessions, store, request, project=project, idempotency_key=None, chunk_size=1,
-                        bootstrap=50, seed=1)
+    request = build_request(
+        manifest_text="\n".join(lines) + "\n",
+        manifest_name="m.csv",
+        files=files,
+        name=None,
+        profile="lite",
+        metadata=None,
+        group_column=None,
+        settings=settings,
+    )
+    job, _ = create_job(
+        sessions, store, request, project=project, idempotency_key=None, chunk_size=1, bootstrap=50, seed=1
+    )
     return job.id
 
 
@@ -205,8 +224,16 @@ def job_request(settings, seed: int, n_pairs: int = 2):
             data = wav_bytes(0.6, seed=seed + 10 * i + (side == "t"))
             files[f"{side}{i}.wav"] = AudioFile(f"{side}{i}.wav", len(data), lambda d=data: d)
         lines.append(f"q{i},s{i}.wav,t{i}.wav")
-    return build_request(manifest_text="\n".join(lines) + "\n", manifest_name="m.csv", files=files, name=None,
-                         profile="lite", metadata=None, group_column=None, settings=settings)
+    return build_request(
+        manifest_text="\n".join(lines) + "\n",
+        manifest_name="m.csv",
+        files=files,
+        name=None,
+        profile="lite",
+        metadata=None,
+        group_column=None,
+        settings=settings,
+    )
 
 
 def test_a_stored_job_is_on_disk_and_in_the_database_when_create_job_returns(context):
@@ -216,8 +243,17 @@ def test_a_stored_job_is_on_disk_and_in_the_database_when_create_job_returns(con
     try:
         for seed, via in ((100, None), (200, writer)):
             request = job_request(context.settings, seed)
-            job, created = create_job(context.sessions, context.blobs, request, project="p", idempotency_key=None,
-                                      chunk_size=1, bootstrap=50, seed=1, writer=via)
+            job, created = create_job(
+                context.sessions,
+                context.blobs,
+                request,
+                project="p",
+                idempotency_key=None,
+                chunk_size=1,
+                bootstrap=50,
+                seed=1,
+                writer=via,
+            )
             assert created
             shas = sorted(request.blobs)
             assert all(context.blobs.files.path(sha).read_bytes() == request.blobs[sha].read() for sha in shas)
@@ -237,8 +273,9 @@ def database(request, tmp_path):
     if request.param == "postgresql":
         postgres_url = request.getfixturevalue("postgres_url")
         schema = f"emopres_unit_{os.getpid()}"
-        settings = Settings(data_dir=tmp_path, database_url=new_postgres_schema(postgres_url, schema),
-                            broker_url=None, cache_dir=None)
+        settings = Settings(
+            data_dir=tmp_path, database_url=new_postgres_schema(postgres_url, schema), broker_url=None, cache_dir=None
+        )
     upgrade(settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     yield make_session_factory(engine), settings
@@ -255,8 +292,9 @@ def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(databa
     store = BlobStore.from_settings(settings)
 
     def job(seed, key=None):
-        return new_job(store, job_request(settings, seed), project="p", idempotency_key=key, chunk_size=1,
-                       bootstrap=50, seed=1)
+        return new_job(
+            store, job_request(settings, seed), project="p", idempotency_key=key, chunk_size=1, bootstrap=50, seed=1
+        )
 
     items = [job(300, "k1"), job(400, "k1"), job(500), job(600, "k2")]
     store_jobs(sessions, store, items)
@@ -279,26 +317,39 @@ def test_one_transaction_stores_many_jobs_and_one_refused_job_fails_alone(databa
 def test_an_idempotency_key_finds_its_job_as_a_row_that_a_replay_answers_with(database):
     """The lookup (a Core row, not an ORM entity) gives what a replay answers with: the job's id, status, pair
     count and request fingerprint; create_job replays a key that another job holds with that row."""
-    from app.plumbing.errors import Conflict
     from app.jobs import check_replay, find_by_idempotency_key
+    from app.plumbing.errors import Conflict
     from core.db import begin_read_only
 
     sessions, settings = database
     store = BlobStore.from_settings(settings)
     request = job_request(settings, 1000)
-    job, created = create_job(sessions, store, request, project="p", idempotency_key="k", chunk_size=1,
-                              bootstrap=50, seed=1)
+    job, created = create_job(
+        sessions, store, request, project="p", idempotency_key="k", chunk_size=1, bootstrap=50, seed=1
+    )
     with begin_read_only(sessions()) as session:
         found = find_by_idempotency_key(session, "p", "k")
         assert find_by_idempotency_key(session, "other", "k") is None
         assert find_by_idempotency_key(session, "p", "other") is None
-    assert created and (found.id, found.status, found.n_pairs, found.request_sha256) == \
-        (job.id, "queued", job.n_pairs, request.fingerprint)
+    assert created and (found.id, found.status, found.n_pairs, found.request_sha256) == (
+        job.id,
+        "queued",
+        job.n_pairs,
+        request.fingerprint,
+    )
     assert check_replay(found, request.fingerprint) is found
     with pytest.raises(Conflict):
         check_replay(found, "another request")
-    replayed, created = create_job(sessions, store, job_request(settings, 1000), project="p", idempotency_key="k",
-                                   chunk_size=1, bootstrap=50, seed=1)
+    replayed, created = create_job(
+        sessions,
+        store,
+        job_request(settings, 1000),
+        project="p",
+        idempotency_key="k",
+        chunk_size=1,
+        bootstrap=50,
+        seed=1,
+    )
     assert not created and (replayed.id, replayed.status, replayed.n_pairs) == (job.id, "queued", job.n_pairs)
 
 
@@ -311,8 +362,9 @@ def test_an_idempotency_lookup_never_waits_for_the_sqlite_writer(context):
     found = []
     with context.sessions() as writer:
         writer.execute(update(Chunk).values(attempts=0))  # BEGIN IMMEDIATE: the write lock, held
-        reader = threading.Thread(target=lambda: found.append(
-            find_by_idempotency_key(begin_read_only(context.sessions()), "p", "nope")))
+        reader = threading.Thread(
+            target=lambda: found.append(find_by_idempotency_key(begin_read_only(context.sessions()), "p", "nope"))
+        )
         reader.start()
         reader.join(timeout=20)  # it would wait for the busy timeout (60 s) if it took the lock
         assert not reader.is_alive() and found == [None]
@@ -331,15 +383,25 @@ def test_chunks_group_pairs_of_similar_length_longest_first(context):
             data = wav_bytes(length, seed=10 * i + (side == "t"))
             files[f"{side}{pair_id}.wav"] = AudioFile(f"{side}{pair_id}.wav", len(data), lambda d=data: d)
         lines.append(f"{pair_id},s{pair_id}.wav,t{pair_id}.wav")
-    request = build_request(manifest_text="\n".join(lines) + "\n", manifest_name="m.csv", files=files, name=None,
-                            profile="lite", metadata=None, group_column=None, settings=context.settings)
+    request = build_request(
+        manifest_text="\n".join(lines) + "\n",
+        manifest_name="m.csv",
+        files=files,
+        name=None,
+        profile="lite",
+        metadata=None,
+        group_column=None,
+        settings=context.settings,
+    )
     validate_audio(request, max_seconds=60)
     assert sorted(round(v, 2) for v in request.seconds.values()) == sorted([v for v in seconds.values()] * 2)
-    job, _ = create_job(context.sessions, context.blobs, request, project="p", idempotency_key=None, chunk_size=2,
-                        bootstrap=50, seed=1)
+    job, _ = create_job(
+        context.sessions, context.blobs, request, project="p", idempotency_key=None, chunk_size=2, bootstrap=50, seed=1
+    )
     with context.sessions() as session:
-        pairs = session.execute(select(Pair.pair_id, Pair.idx, Pair.chunk).where(Pair.job_id == job.id)
-                                .order_by(Pair.idx)).all()
+        pairs = session.execute(
+            select(Pair.pair_id, Pair.idx, Pair.chunk).where(Pair.job_id == job.id).order_by(Pair.idx)
+        ).all()
         assert session.get(Job, job.id).n_chunks == 3
     assert [(p, i) for p, i, _ in pairs] == [(p, i) for i, p in enumerate(seconds)]  # manifest order kept
     assert {p: c for p, _, c in pairs} == {"d": 0, "b": 0, "c": 1, "e": 1, "a": 2}
@@ -347,8 +409,16 @@ def test_chunks_group_pairs_of_similar_length_longest_first(context):
 
 @pytest.fixture
 def context(tmp_path, random_lite_head):
-    settings = Settings(data_dir=tmp_path, head=str(random_lite_head), database_url=None, broker_url=None,
-                        cache_dir=None, lease_seconds=30, requeue_after_seconds=60, max_attempts=2)
+    settings = Settings(
+        data_dir=tmp_path,
+        head=str(random_lite_head),
+        database_url=None,
+        broker_url=None,
+        cache_dir=None,
+        lease_seconds=30,
+        requeue_after_seconds=60,
+        max_attempts=2,
+    )
     upgrade(settings.sqlalchemy_url)
     ctx = WorkerContext(settings, queue=FakeQueue())
     yield ctx
@@ -399,7 +469,6 @@ def test_chunks_the_enqueuer_cannot_send_are_left_to_the_reconciler(context):
     assert reconcile(context)["sent"] == 2
 
 
-
 def test_a_lost_worker_lease_is_taken_over_and_each_pair_stored_once(context):
     job_id = make_job(context.sessions, context.blobs, context.settings)
     assert claim_chunk(context, job_id, 0) == 1
@@ -437,8 +506,9 @@ def test_a_chunk_that_keeps_killing_workers_fails_its_pairs_not_the_queue(contex
 
 
 def test_models_that_cannot_load_fail_the_job_with_the_reason(tmp_path):
-    settings = Settings(data_dir=tmp_path, head=str(tmp_path / "no-head"), database_url=None, broker_url=None,
-                        max_attempts=1)
+    settings = Settings(
+        data_dir=tmp_path, head=str(tmp_path / "no-head"), database_url=None, broker_url=None, max_attempts=1
+    )
     upgrade(settings.sqlalchemy_url)
     ctx = WorkerContext(settings, queue=FakeQueue())
     try:

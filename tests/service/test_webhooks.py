@@ -1,46 +1,56 @@
 """Webhooks: a job's callback URL gets the signed job summary when it finishes, retried with backoff, every
 attempt visible at GET /v1/jobs/{id}/deliveries; callback hosts off the operator's allow-list are refused
 at submission. Against a real HTTP receiver on loopback (tests/webhook_receiver.py)."""
+
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
 import time
+from itertools import pairwise
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from app.auth import create_token
-from core.db import Job, Token, Webhook, WebhookDelivery
 from app.main import create_app
-from app.webhooks.delivery import Dispatcher
 from app.webhooks.callbacks import allowed, new_secret
+from app.webhooks.delivery import Dispatcher
+from core.db import Job, Token, Webhook, WebhookDelivery
 from emopres_client.webhooks import InvalidSignature, sign, verify
-from tests.service_support import upload_fields, wait_job, write_dataset
 from tests.service.test_service_api import assert_error, service_settings
+from tests.service_support import upload_fields, wait_job, write_dataset
 from tests.webhook_receiver import Receiver
 
-FAST = dict(webhook_allowed_hosts="127.0.0.1, *.ci.example", webhook_poll_seconds=0.1, webhook_backoff_seconds=0.2,
-            webhook_timeout_seconds=1.0, webhook_max_attempts=4)
+FAST = dict(
+    webhook_allowed_hosts="127.0.0.1, *.ci.example",
+    webhook_poll_seconds=0.1,
+    webhook_backoff_seconds=0.2,
+    webhook_timeout_seconds=1.0,
+    webhook_max_attempts=4,
+)
 
 
 # ---------------------------------------------------------------- pure parts
 
 
-@pytest.mark.parametrize("url, entries, expected", [
-    ("https://hooks.ci.example/x", ("*.ci.example",), True),
-    ("https://ci.example/x", ("*.ci.example",), False),  # the wildcard needs a subdomain
-    ("https://evil-ci.example/x", ("*.ci.example",), False),
-    ("http://127.0.0.1:9000/x", ("127.0.0.1",), True),
-    ("http://127.0.0.1:9000/x", ("127.0.0.1:8000",), False),
-    ("http://10.2.3.4/x", ("10.0.0.0/8",), True),
-    ("http://10.2.3.4.nip.io/x", ("10.0.0.0/8",), False),  # an IP rule matches IP literals, not names
-    ("http://[::1]:81/x", ("[::1]:81",), True),
-    ("https://Hooks.CI.example/x", ("hooks.ci.example",), True),
-    ("https://hooks.ci.example/x", (), False),
-])
+@pytest.mark.parametrize(
+    "url, entries, expected",
+    [
+        ("https://hooks.ci.example/x", ("*.ci.example",), True),
+        ("https://ci.example/x", ("*.ci.example",), False),  # the wildcard needs a subdomain
+        ("https://evil-ci.example/x", ("*.ci.example",), False),
+        ("http://127.0.0.1:9000/x", ("127.0.0.1",), True),
+        ("http://127.0.0.1:9000/x", ("127.0.0.1:8000",), False),
+        ("http://10.2.3.4/x", ("10.0.0.0/8",), True),
+        ("http://10.2.3.4.nip.io/x", ("10.0.0.0/8",), False),  # an IP rule matches IP literals, not names
+        ("http://[::1]:81/x", ("[::1]:81",), True),
+        ("https://Hooks.CI.example/x", ("hooks.ci.example",), True),
+        ("https://hooks.ci.example/x", (), False),
+    ],
+)
 def test_allow_list(url, entries, expected):
     assert allowed(url, entries) is expected
 
@@ -51,8 +61,11 @@ def test_signature_is_hmac_sha256_of_timestamp_and_body():
     expected = hmac.new(secret.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
     assert headers["X-Emopres-Signature"] == f"sha256={expected}"
     verify(secret, body, headers, now=1_700_000_010)
-    for bad_secret, bad_body, now in (("whsec_other", body, 1_700_000_010), (secret, body + b" ", 1_700_000_010),
-                                      (secret, body, 1_700_001_000)):  # wrong secret, altered body, replayed late
+    for bad_secret, bad_body, now in (
+        ("whsec_other", body, 1_700_000_010),
+        (secret, body + b" ", 1_700_000_010),
+        (secret, body, 1_700_001_000),
+    ):  # wrong secret, altered body, replayed late
         with pytest.raises(InvalidSignature):
             verify(bad_secret, bad_body, headers, now=now)
 
@@ -121,11 +134,14 @@ def test_a_receiver_returning_500_gets_retries_with_backoff(service, dataset):
         wait_job(service, job_id, timeout=300)
         deliveries = _deliveries(service, job_id)
         requests = receiver.wait_for(3)
-    assert [(d["status_code"], d["outcome"]) for d in deliveries["items"]] == [(500, "retry"), (503, "retry"),
-                                                                               (200, "delivered")]
+    assert [(d["status_code"], d["outcome"]) for d in deliveries["items"]] == [
+        (500, "retry"),
+        (503, "retry"),
+        (200, "delivered"),
+    ]
     assert deliveries["items"][0]["error"].startswith("HTTP 500")
     assert len({r["headers"]["X-Emopres-Delivery"] for r in requests}) == 1  # one delivery, three attempts
-    gaps = [b["at"] - a["at"] for a, b in zip(requests, requests[1:])]
+    gaps = [b["at"] - a["at"] for a, b in pairwise(requests)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # backoff 0.2 s, then doubled
     for request in requests:
         verify(service.secret, request["body"], request["headers"])
@@ -135,13 +151,21 @@ def test_callbacks_off_the_allow_list_are_refused_and_nothing_is_stored(service,
     services = service.services
     with services.sessions() as session:
         before = session.scalar(select(func.count()).select_from(Job))
-    for url, code in (("http://10.1.2.3/hook", "callback_not_allowed"), ("https://ci.example/hook", "callback_not_allowed"),
-                      ("ftp://127.0.0.1/hook", "invalid_callback_url"), ("http://u:p@127.0.0.1/x", "invalid_callback_url"),
-                      ("http://127.0.0.1:99999/x", "invalid_callback_url")):
+    for url, code in (
+        ("http://10.1.2.3/hook", "callback_not_allowed"),
+        ("https://ci.example/hook", "callback_not_allowed"),
+        ("ftp://127.0.0.1/hook", "invalid_callback_url"),
+        ("http://u:p@127.0.0.1/x", "invalid_callback_url"),
+        ("http://127.0.0.1:99999/x", "invalid_callback_url"),
+    ):
         response = service.post("/v1/jobs", files=upload_fields(dataset), data={"callback_url": url})
         assert_error(response, 422, code)
-    other = service.post("/v1/jobs", files=upload_fields(dataset), data={"callback_url": "http://127.0.0.1/x"},
-                         headers={"Authorization": "Bearer " + _token(services, "no-secret2")})
+    other = service.post(
+        "/v1/jobs",
+        files=upload_fields(dataset),
+        data={"callback_url": "http://127.0.0.1/x"},
+        headers={"Authorization": "Bearer " + _token(services, "no-secret2")},
+    )
     assert_error(other, 422, "no_webhook_secret")
     with services.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Job)) == before
@@ -260,9 +284,16 @@ def test_celery_mode_delivers_from_the_api_process(postgres_url, redis_url, rand
         connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     port = free_port()
-    env = service_env(database_url=f"{postgres_url}?options=-csearch_path%3D{schema}", broker_url=redis_url,
-                      data_dir=tmp_path / "data", head=random_lite_head, bootstrap=100, chunk_size=1,
-                      queue=f"emopres-hooks-{uuid.uuid4().hex[:8]}", **FAST)
+    env = service_env(
+        database_url=f"{postgres_url}?options=-csearch_path%3D{schema}",
+        broker_url=redis_url,
+        data_dir=tmp_path / "data",
+        head=random_lite_head,
+        bootstrap=100,
+        chunk_size=1,
+        queue=f"emopres-hooks-{uuid.uuid4().hex[:8]}",
+        **FAST,
+    )
     api = worker = None
     try:
         import subprocess
@@ -275,10 +306,13 @@ def test_celery_mode_delivers_from_the_api_process(postgres_url, redis_url, rand
         worker = ServiceProcess(["worker"], env, tmp_path / "worker.log").start()
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", api)
-        with Receiver(plan=[500]) as receiver, httpx.Client(base_url=url, timeout=30,
-                                                            headers={"Authorization": f"Bearer {token}"}) as client:
-            response = client.post("/v1/jobs", files=upload_fields(dataset),
-                                   data={"name": "prod@1", "callback_url": receiver.url})
+        with (
+            Receiver(plan=[500]) as receiver,
+            httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}) as client,
+        ):
+            response = client.post(
+                "/v1/jobs", files=upload_fields(dataset), data={"name": "prod@1", "callback_url": receiver.url}
+            )
             assert response.status_code == 202, response.text
             job_id = response.json()["id"]
             requests = receiver.wait_for(2, timeout=240)

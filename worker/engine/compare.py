@@ -6,6 +6,7 @@ over the shared pairs): it takes two report dicts, names the sides ``baseline`` 
 when the two reports were not produced with the same models (their signatures differ in more
 than the emopres version).
 """
+
 from __future__ import annotations
 
 from core.catalogue import METRICS
@@ -24,8 +25,9 @@ def _signature_parts(signature: str | None) -> dict[str, str]:
     return parts
 
 
-def compare_reports(report: dict, baseline: dict, *, n_bootstrap: int | None = None, seed: int | None = None,
-                    metrics=METRICS) -> dict:
+def compare_reports(
+    report: dict, baseline: dict, *, n_bootstrap: int | None = None, seed: int | None = None, metrics=METRICS
+) -> dict:
     """Paired comparison of ``report`` against ``baseline`` (both report dicts, schema_version 1)."""
     boot = (report.get("corpus") or {}).get("bootstrap") or {}
     n_bootstrap = int(boot.get("n_resamples", 1000) if n_bootstrap is None else n_bootstrap)
@@ -42,8 +44,16 @@ def compare_reports(report: dict, baseline: dict, *, n_bootstrap: int | None = N
             if entry.get("value") is None and entry.get("n") == 0 and entry.get("reason"):
                 unavailable.setdefault(name, entry["reason"])
 
-    result = compare_runs(baseline.get("pairs") or [], report.get("pairs") or [], classes, metrics,
-                          n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups, unavailable=unavailable)
+    result = compare_runs(
+        baseline.get("pairs") or [],
+        report.get("pairs") or [],
+        classes,
+        metrics,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        use_groups=use_groups,
+        unavailable=unavailable,
+    )
     out = {
         "job_id": (report.get("job") or {}).get("id"),
         "baseline_id": (baseline.get("job") or {}).get("id"),
@@ -58,11 +68,17 @@ def compare_reports(report: dict, baseline: dict, *, n_bootstrap: int | None = N
         "warnings": list(result.get("warnings") or []),
     }
     mine, theirs = _signature_parts(report.get("signature")), _signature_parts(baseline.get("signature"))
-    differing = sorted(k for k in set(mine) | set(theirs)
-                       if k not in ("emopres", "bs", "seed", "unit") and mine.get(k) != theirs.get(k))
+    differing = sorted(
+        k
+        for k in set(mine) | set(theirs)
+        if k not in ("emopres", "bs", "seed", "unit") and mine.get(k) != theirs.get(k)
+    )
     if differing:
-        out["warnings"].append("the two reports were made with different settings or models ("
-                               + ", ".join(differing) + "): differences mix the systems with the evaluators")
+        out["warnings"].append(
+            "the two reports were made with different settings or models ("
+            + ", ".join(differing)
+            + "): differences mix the systems with the evaluators"
+        )
     if result["n_shared"] == 0:
         out["warnings"].append("the two jobs share no pair ids: nothing to compare")
     return out

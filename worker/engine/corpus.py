@@ -32,8 +32,8 @@ import numpy as np
 from core.bootstrap import bootstrap_ci, paired_bootstrap
 from core.catalogue import CATALOGUE, METRICS, SIDE_PRED, Columns, Metric
 from core.catalogue import metric as catalogue_entry
-from emopres_client.numbers import finite_or_none
 from core.metrics import MetricUndefined, confusion, per_emotion_preservation, ua_codes, wa_codes
+from emopres_client.numbers import finite_or_none
 
 __all__ = ["NO_PAIRS_REASON", "compute_corpus", "compare_runs"]
 
@@ -106,8 +106,10 @@ def _encode(pairs: Sequence[dict], classes_ext: list) -> _Encoded:
     n = len(pairs)
     pred_s = np.fromiter((lookup[_side(p, "source")["pred"]] for p in pairs), np.int64, n)
     pred_t = np.fromiter((lookup[_side(p, "target")["pred"]] for p in pairs), np.int64, n)
-    side_codes = [np.fromiter((lookup.get(_side(p, side).get(SIDE_PRED), -1) for p in pairs), np.int64, n)
-                  for side in ("source", "target")]
+    side_codes = [
+        np.fromiter((lookup.get(_side(p, side).get(SIDE_PRED), -1) for p in pairs), np.int64, n)
+        for side in ("source", "target")
+    ]
     gold = np.fromiter(
         (-1 if _missing_label(p.get("label")) else lookup[p["label"]] for p in pairs),
         np.int64,
@@ -164,10 +166,15 @@ def _spec(enc: _Encoded, name: str, unavailable: dict[str, str]) -> _Spec:
     pred_s, pred_t = (enc.pred_s_side, enc.pred_t_side) if m.reading == "side" else (enc.pred_s, enc.pred_t)
 
     def make(sub: np.ndarray) -> Stat:
-        columns = Columns(enc.n_classes, enc.gold[sub], pred_s[sub], pred_t[sub],
-                          value=enc.values[m.name][sub] if m.kind == "pair" else None,
-                          source=enc.values[f"source.{m.utterance_field}"][sub] if m.kind == "rank" else None,
-                          target=enc.values[f"target.{m.utterance_field}"][sub] if m.kind == "rank" else None)
+        columns = Columns(
+            enc.n_classes,
+            enc.gold[sub],
+            pred_s[sub],
+            pred_t[sub],
+            value=enc.values[m.name][sub] if m.kind == "pair" else None,
+            source=enc.values[f"source.{m.utterance_field}"][sub] if m.kind == "rank" else None,
+            target=enc.values[f"target.{m.utterance_field}"][sub] if m.kind == "rank" else None,
+        )
         return m.statistic(columns)
 
     return _Spec(mask, make, empty_reason)
@@ -281,9 +288,7 @@ def compute_corpus(
     labelled = enc.gold >= 0
     n_lab = int(labelled.sum())
     gold_or_none = [classes_ext[c] if c >= 0 else None for c in enc.gold.tolist()]
-    out["per_emotion"] = per_emotion_preservation(
-        pred_s, pred_t, classes_ext, labels=gold_or_none if n_lab else None
-    )
+    out["per_emotion"] = per_emotion_preservation(pred_s, pred_t, classes_ext, labels=gold_or_none if n_lab else None)
 
     ser: dict[str, Any] = {"classes": classes_ext, "n_labelled": n_lab}
     for side, codes in (("source", enc.pred_s), ("target", enc.pred_t)):
@@ -292,9 +297,7 @@ def compute_corpus(
             ser[side] = {
                 "ua": ua_codes(y, p, enc.n_classes),
                 "wa": wa_codes(y, p),
-                "confusion": confusion(
-                    _codes_to_labels(y, classes_ext), _codes_to_labels(p, classes_ext), classes_ext
-                ),
+                "confusion": confusion(_codes_to_labels(y, classes_ext), _codes_to_labels(p, classes_ext), classes_ext),
             }
         else:
             ser[side] = {
@@ -428,9 +431,7 @@ def compare_runs(
         except MetricUndefined as exc:
             entry["reason"] = CI_REASON_PREFIX + exc.reason
             continue
-        entry.update(
-            diff=res["diff"], ci_low=res["ci_low"], ci_high=res["ci_high"], p_value=res["p_value"]
-        )
+        entry.update(diff=res["diff"], ci_low=res["ci_low"], ci_high=res["ci_high"], p_value=res["p_value"])
 
     agree_a = enc_a.pred_s == enc_a.pred_t
     agree_b = enc_b.pred_s == enc_b.pred_t

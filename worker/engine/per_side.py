@@ -1,5 +1,6 @@
 """Evaluation with one SER head per side (source utterances through one head, target utterances through
 another), as the paper's per-language heads need; the report records both heads."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ class PerSideEvaluator(Evaluator):
 
     def __init__(self, spec: ProfileSpec, source_head: SerHead, target_head: SerHead, **kwargs):
         if list(source_head.classes) != list(target_head.classes):
-            raise PerSideError(f"the source head's classes {source_head.classes} differ from the target head's "
-                                 f"{target_head.classes}")
+            raise PerSideError(
+                f"the source head's classes {source_head.classes} differ from the target head's {target_head.classes}"
+            )
         super().__init__(spec, source_head, **kwargs)
         self.target_head = target_head
         self._target_paths: set[str] = set()
@@ -30,18 +32,22 @@ class PerSideEvaluator(Evaluator):
         targets = {resolve(p.target) for p in pairs}
         shared = sources & targets
         if shared:
-            raise PerSideError(f"{len(shared)} file(s) are both a source and a target (e.g. {sorted(shared)[0]}); "
-                                 "per-language heads need distinct files per side")
+            raise PerSideError(
+                f"{len(shared)} file(s) are both a source and a target (e.g. {sorted(shared)[0]}); "
+                "per-language heads need distinct files per side"
+            )
         self._target_paths = targets
         return super().evaluate_pairs(pairs, resolve, progress, utterances)
 
     def predict(self, utterances):
         out = {}
         for head, is_target in ((self.head, False), (self.target_head, True)):
-            keys = [k for k, u in utterances.items() if u.features is not None and (k in self._target_paths) == is_target]
+            keys = [
+                k for k, u in utterances.items() if u.features is not None and (k in self._target_paths) == is_target
+            ]
             if keys:
                 inputs = np.stack([self.profile.ser_input(utterances[k].features) for k in keys])
-                out.update(zip(keys, head.predict_proba(inputs)))
+                out.update(zip(keys, head.predict_proba(inputs), strict=True))
         return out
 
 

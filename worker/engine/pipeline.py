@@ -3,28 +3,29 @@
 decode once per file -> features once per file (cached by audio sha256 + feature signature,
 process-parallel on CPU) -> SER probabilities -> per-pair rows (the report's `pairs` entries).
 """
+
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
 
-from models.registry import ProfileSpec, create_profile
-from models.ser.head import HeadError, SerHead, entropy_uncertainty
-from models.prosody.syllables import METHOD as SYLLABLE_METHOD
-from models.prosody.syllables import count_in_segments, syllable_times
-from models.prosody.vad import SileroVad, pause_rate, speech_seconds
 from core.audio import DEFAULT_MAX_SECONDS, SAMPLE_RATE, AudioError, decode_audio, sha256_bytes
 from core.catalogue import CATALOGUE
 from core.feature_cache import FeatureCache
 from emopres_client.pairs import PairSpec
-from worker.engine.side_reading import SER_INPUT
+from models.prosody.syllables import METHOD as SYLLABLE_METHOD
+from models.prosody.syllables import count_in_segments, syllable_times
+from models.prosody.vad import SileroVad, pause_rate, speech_seconds
+from models.registry import ProfileSpec, create_profile
 from models.runtime.threads import machine_cores, pin_threads, threads_per_worker
+from models.ser.head import HeadError, SerHead, entropy_uncertainty
+from worker.engine.side_reading import SER_INPUT
 
 log = logging.getLogger("emopres.worker")
 
@@ -66,15 +67,22 @@ def _prosody_features(vad: SileroVad, wave: np.ndarray) -> dict[str, np.ndarray]
 class UtteranceAnalyzer:
     """A profile's models plus the prosody models, loaded once per process and kept resident."""
 
-    def __init__(self, spec: ProfileSpec, cache_dir=None, max_seconds: float | None = DEFAULT_MAX_SECONDS,
-                 decode_window: int = DECODE_WINDOW):
+    def __init__(
+        self,
+        spec: ProfileSpec,
+        cache_dir=None,
+        max_seconds: float | None = DEFAULT_MAX_SECONDS,
+        decode_window: int = DECODE_WINDOW,
+    ):
         self.spec = spec
         self.decode_window = max(1, decode_window)
         self.profile = create_profile(spec)
         self.vad = SileroVad()
         self.cache = FeatureCache(cache_dir) if cache_dir else None
         self.max_seconds = max_seconds
-        self.feature_signature = "|".join([f"profile:{spec.name}", *self.profile.signature_parts(), prosody_signature()])
+        self.feature_signature = "|".join(
+            [f"profile:{spec.name}", *self.profile.signature_parts(), prosody_signature()]
+        )
 
     def _features_batch(self, waves: list[np.ndarray]) -> list[dict | str]:
         """Profile features for a batch; if the batch fails, retry one by one to isolate the culprit."""
@@ -116,7 +124,7 @@ class UtteranceAnalyzer:
         except Exception as error:
             batch = [_failed("feature extraction", error)] * len(loaded)
         out = []
-        for (sha, wave), features in zip(loaded, batch):
+        for (sha, wave), features in zip(loaded, batch, strict=True):
             if isinstance(features, str):
                 out.append(Utterance(sha, error=features))
                 continue
@@ -153,7 +161,7 @@ class UtteranceAnalyzer:
         pending = [i for i, item in enumerate(loaded) if not isinstance(item, Utterance)]
         computed = self._compute([loaded[i] for i in pending]) if pending else []
         results = list(loaded)
-        for i, utterance in zip(pending, computed):
+        for i, utterance in zip(pending, computed, strict=True):
             results[i] = utterance
         return results
 
@@ -178,7 +186,7 @@ def _started() -> None:
 
 def _chunks(items: list, size: int) -> Iterable[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _file_size(path: str) -> int:
@@ -205,17 +213,30 @@ def default_jobs(spec: ProfileSpec) -> int:
 class Evaluator:
     """Evaluates pairs with one resident profile, SER head and (optionally) a process pool."""
 
-    def __init__(self, spec: ProfileSpec, head: SerHead, *, n_jobs: int | None = None, cache_dir=None,
-                 max_seconds: float | None = DEFAULT_MAX_SECONDS, chunk_size: int = 4, side_head: SerHead | None = None):
+    def __init__(
+        self,
+        spec: ProfileSpec,
+        head: SerHead,
+        *,
+        n_jobs: int | None = None,
+        cache_dir=None,
+        max_seconds: float | None = DEFAULT_MAX_SECONDS,
+        chunk_size: int = 4,
+        side_head: SerHead | None = None,
+    ):
         check_side_head(head, side_head)
         self.spec, self.head, self.side_head, self.chunk_size = spec, head, side_head, chunk_size
         self.n_jobs = default_jobs(spec) if n_jobs is None else max(1, n_jobs)
         self._pool = None
         if self.n_jobs > 1:
             context = multiprocessing.get_context("spawn")  # fork after torch has run threads can deadlock
-            self._pool = ProcessPoolExecutor(self.n_jobs, mp_context=context, initializer=_init_process,
-                                             initargs=(spec, cache_dir, max_seconds, threads_per_worker(self.n_jobs)))
-        # n_jobs == 1: this process evaluates with every library's default, the whole machine (its share)
+            self._pool = ProcessPoolExecutor(
+                self.n_jobs,
+                mp_context=context,
+                initializer=_init_process,
+                initargs=(spec, cache_dir, max_seconds, threads_per_worker(self.n_jobs)),
+            )
+            # n_jobs == 1: this process evaluates with every library's default, the whole machine (its share)
             for _ in range(self.n_jobs):  # start every worker now: they load their models while we load ours
                 self._pool.submit(_started)
         try:
@@ -234,7 +255,7 @@ class Evaluator:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "Evaluator":
+    def __enter__(self) -> Evaluator:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -249,8 +270,8 @@ class Evaluator:
             chunks = [sorted(unique, key=_file_size, reverse=True)]  # similar lengths share decode windows
         results: dict[str, Utterance] = {}
         mapped = self._pool.map(_analyze_in_process, chunks) if self._pool else map(self._local.analyze, chunks)
-        for chunk, analysed in zip(chunks, mapped):
-            results.update(zip(chunk, analysed))
+        for chunk, analysed in zip(chunks, mapped, strict=True):
+            results.update(zip(chunk, analysed, strict=True))
             if progress:
                 progress(len(chunk))
         return {path: results[path] for path in unique}  # the SER batch keeps the files' order
@@ -270,7 +291,7 @@ class Evaluator:
             return {}, errors
         keys = list(inputs)
         try:
-            return dict(zip(keys, self.head.predict_proba(np.stack([inputs[k] for k in keys])))), errors
+            return dict(zip(keys, self.head.predict_proba(np.stack([inputs[k] for k in keys])), strict=True)), errors
         except Exception as error:
             if len(keys) == 1:
                 errors[keys[0]] = _failed("SER", error)
@@ -283,9 +304,13 @@ class Evaluator:
                 errors[key] = _failed("SER", error)
         return probabilities, errors
 
-    def evaluate_pairs(self, pairs: list[PairSpec], resolve: Callable[[str], str],
-                       progress: Callable[[int], None] | None = None,
-                       utterances: dict[str, Utterance] | None = None) -> tuple[list[dict], list[dict]]:
+    def evaluate_pairs(
+        self,
+        pairs: list[PairSpec],
+        resolve: Callable[[str], str],
+        progress: Callable[[int], None] | None = None,
+        utterances: dict[str, Utterance] | None = None,
+    ) -> tuple[list[dict], list[dict]]:
         """Per-pair report rows and failures, in the pairs' order (`utterances`: already analysed files)."""
         paths = {p.pair_id: (resolve(p.source), resolve(p.target)) for p in pairs}
         if utterances is None:
@@ -295,22 +320,24 @@ class Evaluator:
         for pair in pairs:
             source_path, target_path = paths[pair.pair_id]
             source, target = utterances[source_path], utterances[target_path]
-            failed = [(side, u.error or ser_errors.get(path)) for side, u, path in
-                      (("source", source, source_path), ("target", target, target_path))]
+            failed = [
+                (side, u.error or ser_errors.get(path))
+                for side, u, path in (("source", source, source_path), ("target", target, target_path))
+            ]
             failed = [(side, error) for side, error in failed if error]
             if failed:
                 failures += [{"pair_id": pair.pair_id, "side": side, "error": error} for side, error in failed]
                 continue
             try:
-                rows.append(self.pair_row(pair, source, target, probabilities[source_path],
-                                          probabilities[target_path]))
+                rows.append(self.pair_row(pair, source, target, probabilities[source_path], probabilities[target_path]))
             except Exception as error:  # a metric failing on one pair fails only that pair
                 log.warning("pair %s: %s", pair.pair_id, _failed("pair metrics", error))
                 failures.append({"pair_id": pair.pair_id, "side": "pair", "error": _failed("pair metrics", error)})
         return rows, failures
 
-    def pair_row(self, pair: PairSpec, source: Utterance, target: Utterance,
-                 source_probs: np.ndarray, target_probs: np.ndarray) -> dict:
+    def pair_row(
+        self, pair: PairSpec, source: Utterance, target: Utterance, source_probs: np.ndarray, target_probs: np.ndarray
+    ) -> dict:
         warnings: list[str] = []
         sides = {}
         for side, utterance, probs in (("source", source, source_probs), ("target", target, target_probs)):
@@ -320,12 +347,18 @@ class Evaluator:
             warnings += [f"{side}: {w}" for w in side_warnings]
         scores, score_warnings = self.profile.pair_scores(source.features, target.features)
         warnings += score_warnings
-        row = {"pair_id": pair.pair_id, "label": pair.label, "group": pair.group,
-               "source": sides["source"], "target": sides["target"],
-               "agree": sides["source"]["pred"] == sides["target"]["pred"]}
+        row = {
+            "pair_id": pair.pair_id,
+            "label": pair.label,
+            "group": pair.group,
+            "source": sides["source"],
+            "target": sides["target"],
+            "agree": sides["source"]["pred"] == sides["target"]["pred"],
+        }
         for m in PAIR_CATALOGUE:  # the profile's model scores, or values from the two sides' SER probabilities
-            value = scores.get(m.name) if m.from_probabilities is None else m.from_probabilities(source_probs,
-                                                                                                target_probs)
+            value = (
+                scores.get(m.name) if m.from_probabilities is None else m.from_probabilities(source_probs, target_probs)
+            )
             row[m.name] = None if value is None else float(value)
         row["warnings"] = warnings
         return row
@@ -338,8 +371,10 @@ def check_side_head(head: SerHead, side_head: SerHead | None) -> None:
     if side_head.normalization != "per_side":
         raise HeadError(f"the side head was trained with {side_head.normalization} normalisation; it needs per_side")
     if set(side_head.classes) != set(head.classes) or side_head.feature_set != head.feature_set:
-        raise HeadError(f"the side head ({side_head.feature_set}, {sorted(side_head.classes)}) does not read what the "
-                        f"SER head reads ({head.feature_set}, {sorted(head.classes)}): pass a matching --side-head")
+        raise HeadError(
+            f"the side head ({side_head.feature_set}, {sorted(side_head.classes)}) does not read what the "
+            f"SER head reads ({head.feature_set}, {sorted(head.classes)}): pass a matching --side-head"
+        )
 
 
 def utterance_summary(features: dict, probs: np.ndarray, classes: list[str]) -> tuple[dict, list[str]]:
@@ -349,7 +384,7 @@ def utterance_summary(features: dict, probs: np.ndarray, classes: list[str]) -> 
     warnings = [] if len(segments) else ["no speech found: pause rate and speech rate are undefined"]
     summary = {
         "pred": classes[int(np.argmax(probs))],
-        "probs": {c: float(p) for c, p in zip(classes, probs)},
+        "probs": {c: float(p) for c, p in zip(classes, probs, strict=True)},
         "uncertainty": float(entropy_uncertainty(probs[None, :])[0]),
         "duration_s": float(features["duration_s"]),
         "pause_rate": pause_rate(segments),

@@ -7,6 +7,7 @@ open); renaming or removing a field, or changing a type, means a new ``schema_ve
 The schema pins the rule "a metric that cannot be computed is ``{"value": null, "reason": ...}``,
 never a silent zero": an entry with a null value must carry a non-empty reason.
 """
+
 from __future__ import annotations
 
 import copy
@@ -24,7 +25,7 @@ _UNIT = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 _METRIC = {
     "type": "object",
     "description": "A corpus metric. value null -> reason says why; value set with null CIs -> reason "
-                   "says why the interval is undefined (or the bootstrap was switched off).",
+    "says why the interval is undefined (or the bootstrap was switched off).",
     "required": ["value", "ci_low", "ci_high", "n", "reason"],
     "properties": {
         "value": _NUMBER_OR_NULL,
@@ -34,8 +35,13 @@ _METRIC = {
         "reason": _STRING_OR_NULL,
     },
     "if": {"properties": {"value": {"type": "null"}}},
-    "then": {"properties": {"reason": {"type": "string", "minLength": 1},
-                            "ci_low": {"type": "null"}, "ci_high": {"type": "null"}}},
+    "then": {
+        "properties": {
+            "reason": {"type": "string", "minLength": 1},
+            "ci_low": {"type": "null"},
+            "ci_high": {"type": "null"},
+        }
+    },
 }
 
 _SIDE = {
@@ -80,23 +86,43 @@ _PER_EMOTION = {
     "type": "object",
     "required": ["by_source_prediction"],
     "properties": {
-        "by_source_prediction": {"type": "object", "additionalProperties": {
-            "type": "object", "required": ["n", "value"],
-            "properties": {"n": _COUNT, "value": _UNIT, "reason": _STRING_OR_NULL}}},
-        "by_gold": {"type": "object", "additionalProperties": {
-            "type": "object", "required": ["n", "source_recall", "target_recall", "agreement"],
-            "properties": {"n": _COUNT, "source_recall": _UNIT, "target_recall": _UNIT, "agreement": _UNIT,
-                           "reason": _STRING_OR_NULL}}},
+        "by_source_prediction": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["n", "value"],
+                "properties": {"n": _COUNT, "value": _UNIT, "reason": _STRING_OR_NULL},
+            },
+        },
+        "by_gold": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["n", "source_recall", "target_recall", "agreement"],
+                "properties": {
+                    "n": _COUNT,
+                    "source_recall": _UNIT,
+                    "target_recall": _UNIT,
+                    "agreement": _UNIT,
+                    "reason": _STRING_OR_NULL,
+                },
+            },
+        },
     },
 }
 
 _HEALTH = {
     "type": "object",
     "required": ["n", "top_class", "top_class_share", "entropy", "ua", "ua_chance"],
-    "properties": {"n": _COUNT, "top_class": {"type": "string"}, "top_class_share": _UNIT,
-                   "entropy": {**_UNIT, "description": "of the predicted classes, / log K (1 = every class alike)"},
-                   "ua": _UNIT, "ua_chance": {**_UNIT, "description": "1 / the number of gold classes"},
-                   "gold_top_class_share": _UNIT},
+    "properties": {
+        "n": _COUNT,
+        "top_class": {"type": "string"},
+        "top_class_share": _UNIT,
+        "entropy": {**_UNIT, "description": "of the predicted classes, / log K (1 = every class alike)"},
+        "ua": _UNIT,
+        "ua_chance": {**_UNIT, "description": "1 / the number of gold classes"},
+        "gold_top_class_share": _UNIT,
+    },
 }
 
 _SUMMARY = {
@@ -104,22 +130,51 @@ _SUMMARY = {
     "description": "How far to trust the report (added within version 1: reports made before it lack it).",
     "required": ["primary", "ser_health", "metrics", "warnings"],
     "properties": {
-        "primary": {"allOf": [{"$ref": "#/$defs/metric"}, {
-            "type": "object", "required": ["metric", "label", "direction", "chance"],
-            "properties": {"metric": {"enum": list(METRICS)}, "label": {"type": "string"},
-                           "direction": {"type": "string"}, "chance": _NUMBER_OR_NULL}}],
-            "description": "the preservation metric a CI gate should use, with its chance level"},
-        "ser_health": {"type": "object", "additionalProperties": {
-            "type": ["object", "null"], "required": ["source", "target"],
-            "properties": {"source": _HEALTH, "target": _HEALTH}},
-            "description": "per SER reading (absolute, side; null where the job has none)"},
-        "metrics": {"type": "object", "additionalProperties": {
-            "type": "object", "required": ["direction", "chance"],
-            "properties": {"direction": {"type": "string"}, "chance": _NUMBER_OR_NULL}}},
-        "warnings": {"type": "array", "items": {
-            "type": "object", "required": ["code", "side", "message"],
-            "properties": {"code": {"type": "string"}, "side": {"enum": ["source", "target", None]},
-                           "message": {"type": "string", "minLength": 1}}}},
+        "primary": {
+            "allOf": [
+                {"$ref": "#/$defs/metric"},
+                {
+                    "type": "object",
+                    "required": ["metric", "label", "direction", "chance"],
+                    "properties": {
+                        "metric": {"enum": list(METRICS)},
+                        "label": {"type": "string"},
+                        "direction": {"type": "string"},
+                        "chance": _NUMBER_OR_NULL,
+                    },
+                },
+            ],
+            "description": "the preservation metric a CI gate should use, with its chance level",
+        },
+        "ser_health": {
+            "type": "object",
+            "additionalProperties": {
+                "type": ["object", "null"],
+                "required": ["source", "target"],
+                "properties": {"source": _HEALTH, "target": _HEALTH},
+            },
+            "description": "per SER reading (absolute, side; null where the job has none)",
+        },
+        "metrics": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["direction", "chance"],
+                "properties": {"direction": {"type": "string"}, "chance": _NUMBER_OR_NULL},
+            },
+        },
+        "warnings": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "side", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "side": {"enum": ["source", "target", None]},
+                    "message": {"type": "string", "minLength": 1},
+                },
+            },
+        },
     },
 }
 
@@ -147,21 +202,38 @@ _V1 = {
                 "n_failed": _COUNT,
             },
         },
-        "signature": {"type": "string", "pattern": r"^profile:[^|]+\|ser:[0-9a-f]{12}\|.*\|emopres:[^|]+$",
-                      "description": "every setting that changes a number: profile, model hashes, bootstrap, seed"},
-        "models": {"type": "object", "additionalProperties": {
-            "type": "object", "required": ["source"],
-            "properties": {"source": {"type": "string"}, "sha256": _STRING_OR_NULL,
-                           "version": {"type": ["string", "null"]},
-                           "files_sha256": {"type": ["string", "null"],
-                                            "description": "paper models: sha256 over every file of the model "
-                                                           "(as in the model folder's lock file)"},
-                           "revision": {"type": ["string", "null"],
-                                        "description": "the hub revision from the lock file, when the files match it"},
-                           "normalised_per": {"type": "object",
-                                              "additionalProperties": {"enum": ["group", "side"]},
-                                              "description": "ser_head_side: what each side was z-scored over "
-                                                             "(each group on its own, or the whole side)"}}}},
+        "signature": {
+            "type": "string",
+            "pattern": r"^profile:[^|]+\|ser:[0-9a-f]{12}\|.*\|emopres:[^|]+$",
+            "description": "every setting that changes a number: profile, model hashes, bootstrap, seed",
+        },
+        "models": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["source"],
+                "properties": {
+                    "source": {"type": "string"},
+                    "sha256": _STRING_OR_NULL,
+                    "version": {"type": ["string", "null"]},
+                    "files_sha256": {
+                        "type": ["string", "null"],
+                        "description": "paper models: sha256 over every file of the model "
+                        "(as in the model folder's lock file)",
+                    },
+                    "revision": {
+                        "type": ["string", "null"],
+                        "description": "the hub revision from the lock file, when the files match it",
+                    },
+                    "normalised_per": {
+                        "type": "object",
+                        "additionalProperties": {"enum": ["group", "side"]},
+                        "description": "ser_head_side: what each side was z-scored over "
+                        "(each group on its own, or the whole side)",
+                    },
+                },
+            },
+        },
         "summary": _SUMMARY,
         "corpus": {
             "type": "object",
@@ -184,18 +256,30 @@ _V1 = {
                 "bootstrap": {
                     "type": "object",
                     "required": ["n_resamples", "seed", "unit"],
-                    "properties": {"n_resamples": _COUNT, "seed": {"type": "integer"},
-                                   "unit": {"enum": ["pair", "group"]},
-                                   "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                                   "note": _STRING_OR_NULL, "n_groups": _COUNT},
+                    "properties": {
+                        "n_resamples": _COUNT,
+                        "seed": {"type": "integer"},
+                        "unit": {"enum": ["pair", "group"]},
+                        "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                        "note": _STRING_OR_NULL,
+                        "n_groups": _COUNT,
+                    },
                 },
             },
         },
         "pairs": {"type": "array", "items": {"$ref": "#/$defs/pair"}},
-        "failures": {"type": "array", "items": {
-            "type": "object", "required": ["pair_id", "side", "error"],
-            "properties": {"pair_id": {"type": "string"}, "side": {"enum": ["source", "target", "pair"]},
-                           "error": {"type": "string"}}}},
+        "failures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["pair_id", "side", "error"],
+                "properties": {
+                    "pair_id": {"type": "string"},
+                    "side": {"enum": ["source", "target", "pair"]},
+                    "error": {"type": "string"},
+                },
+            },
+        },
     },
     "$defs": {"metric": _METRIC, "side": _SIDE, "pair": _PAIR},
 }

@@ -16,6 +16,7 @@ one voice's level and range no longer read as emotion either (chosen on selectio
 ser_lite_side). A target is grouped with its source's group: a system speaks each source speaker's
 translations in one voice, its own or the speaker's.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,10 @@ SIDE_PAIR_METRICS = tuple(m for m in CATALOGUE if m.reading == "side" and m.kind
 
 def strip_ser_inputs(rows: list[dict]) -> list[dict]:
     """The rows without the SER inputs (copies): reports carry predictions, not feature vectors."""
-    return [{**row, **{side: {k: v for k, v in row[side].items() if k != SER_INPUT} for side in ("source", "target")}}
-            for row in rows]
+    return [
+        {**row, **{side: {k: v for k, v in row[side].items() if k != SER_INPUT} for side in ("source", "target")}}
+        for row in rows
+    ]
 
 
 def _distinct(vectors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +44,7 @@ def _distinct(vectors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     keys: dict[bytes, int] = {}
     index = np.array([keys.setdefault(v.tobytes(), len(keys)) for v in vectors], dtype=np.int64)
     unique = np.empty((len(keys), len(vectors[0])), np.float32)
-    for vector, i in zip(vectors, index):
+    for vector, i in zip(vectors, index, strict=True):
         unique[i] = vector
     return unique, index
 
@@ -61,8 +64,9 @@ def _group_members(rows: list[dict]) -> dict | None:
     return members if len(members) > 1 else None
 
 
-def _read_side(head, vectors: list[np.ndarray], whole: tuple[np.ndarray, np.ndarray],
-               members: dict | None) -> tuple[np.ndarray, str]:
+def _read_side(
+    head, vectors: list[np.ndarray], whole: tuple[np.ndarray, np.ndarray], members: dict | None
+) -> tuple[np.ndarray, str]:
     """Probabilities of one side's rows and what they were normalised over: each group on its own when every
     group has MIN_SIDE_UTTERANCES distinct utterances, else the whole side (`whole`: its distinct vectors)."""
     if members is not None:
@@ -83,13 +87,24 @@ def add_side_reading(rows: list[dict], head) -> tuple[list[dict], dict[str, str]
     per side-reading metric when there is no side reading; and what each side was normalised over
     ({"source": "group" or "side", "target": ...}; empty without a reading)."""
     if head is None:
-        return strip_ser_inputs(rows), {}, _unavailable("no side-normalised SER head is loaded (the profile has none, "
-                                                    "or not for this SER head's classes; pass one with --side-head)")
+        return (
+            strip_ser_inputs(rows),
+            {},
+            _unavailable(
+                "no side-normalised SER head is loaded (the profile has none, "
+                "or not for this SER head's classes; pass one with --side-head)"
+            ),
+        )
     if not rows:
         return [], {}, {}
     if any(SER_INPUT not in row[side] for row in rows for side in ("source", "target")):
-        return strip_ser_inputs(rows), {}, _unavailable("some pairs were evaluated without their SER inputs (before "
-                                                    "the side reading existed): re-run the job")
+        return (
+            strip_ser_inputs(rows),
+            {},
+            _unavailable(
+                "some pairs were evaluated without their SER inputs (before the side reading existed): re-run the job"
+            ),
+        )
     read: dict[str, np.ndarray] = {}
     normalised_per: dict[str, str] = {}
     members = _group_members(rows)
@@ -97,16 +112,21 @@ def add_side_reading(rows: list[dict], head) -> tuple[list[dict], dict[str, str]
         vectors = [np.asarray(row[side][SER_INPUT], np.float32) for row in rows]
         whole = _distinct(vectors)
         if len(whole[0]) < MIN_SIDE_UTTERANCES:
-            return strip_ser_inputs(rows), {}, _unavailable(
-                f"the side-normalised reading needs at least {MIN_SIDE_UTTERANCES} distinct {side} utterances; "
-                f"this job has {len(whole[0])}")
+            return (
+                strip_ser_inputs(rows),
+                {},
+                _unavailable(
+                    f"the side-normalised reading needs at least {MIN_SIDE_UTTERANCES} distinct {side} utterances; "
+                    f"this job has {len(whole[0])}"
+                ),
+            )
         read[side], normalised_per[side] = _read_side(head, vectors, whole, members)
     out = []
     for i, row in enumerate(strip_ser_inputs(rows)):
         probs = {side: read[side][i] for side in ("source", "target")}
         for side in ("source", "target"):
             row[side][SIDE_PRED] = head.classes[int(np.argmax(probs[side]))]
-            row[side][SIDE_PROBS] = {c: float(p) for c, p in zip(head.classes, probs[side])}
+            row[side][SIDE_PROBS] = {c: float(p) for c, p in zip(head.classes, probs[side], strict=True)}
         for m in SIDE_PAIR_METRICS:
             row[m.name] = float(m.from_probabilities(probs["source"], probs["target"]))
         out.append(row)

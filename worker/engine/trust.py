@@ -9,6 +9,7 @@
   under independent readings of the two sides, from the job's own readings).
 * ``warnings``: ``{"code", "side", "message"}`` for what makes the numbers weak (thresholds below).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from core.catalogue import (BY_NAME, CATALOGUE, PRIMARY_FALLBACK, PRIMARY_METRIC, SIDE_PRED, SIDE_PROBS, READINGS,
-                            Readings)
+from core.catalogue import (
+    BY_NAME,
+    CATALOGUE,
+    PRIMARY_FALLBACK,
+    PRIMARY_METRIC,
+    READINGS,
+    SIDE_PRED,
+    SIDE_PROBS,
+    Readings,
+)
 from core.metrics import MetricUndefined
 
 SIDES = ("source", "target")
@@ -71,8 +80,15 @@ def side_health(pred: np.ndarray, gold: np.ndarray | None, classes: list[str]) -
     top = int(np.argmax(shares))
     nonzero = shares[shares > 0]
     entropy = float(-(nonzero * np.log(nonzero)).sum() / math.log(len(classes))) if len(classes) > 1 else 0.0
-    health: dict[str, Any] = {"n": int(pred.size), "top_class": classes[top], "top_class_share": float(shares[top]),
-                              "entropy": entropy, "ua": None, "ua_chance": None, "gold_top_class_share": None}
+    health: dict[str, Any] = {
+        "n": int(pred.size),
+        "top_class": classes[top],
+        "top_class_share": float(shares[top]),
+        "entropy": entropy,
+        "ua": None,
+        "ua_chance": None,
+        "gold_top_class_share": None,
+    }
     if gold is not None and (gold >= 0).any():
         labelled = gold >= 0
         y, p = gold[labelled], pred[labelled]
@@ -89,17 +105,33 @@ def _health_warnings(reading: str, side: str, health: dict) -> list[dict]:
     warnings = []
     where = f"the {side} side ({reading} SER reading)"
     if health["ua"] is not None and health["ua"] < NEAR_CHANCE_RATIO * health["ua_chance"]:
-        warnings.append({"code": "near_chance", "side": side, "message": (
-            f"{where} is read near chance: UA {health['ua']:.3f} against a chance level of "
-            f"{health['ua_chance']:.3f} (below {NEAR_CHANCE_RATIO:g}x); a low agreement here may be the SER head "
-            "failing on this speech, not lost emotion")})
+        warnings.append(
+            {
+                "code": "near_chance",
+                "side": side,
+                "message": (
+                    f"{where} is read near chance: UA {health['ua']:.3f} against a chance level of "
+                    f"{health['ua_chance']:.3f} (below {NEAR_CHANCE_RATIO:g}x); a low agreement here may be the SER head "
+                    "failing on this speech, not lost emotion"
+                ),
+            }
+        )
     gold_share = health["gold_top_class_share"]
-    if health["top_class_share"] > COLLAPSED_TOP_SHARE and (gold_share is None
-                                                            or health["top_class_share"] > 2 * gold_share):
-        warnings.append({"code": "collapsed", "side": side, "message": (
-            f"{where} collapsed onto one class: {health['top_class_share']:.0%} of its utterances read as "
-            f"'{health['top_class']}'" + (f" ({gold_share:.0%} of the gold labels)" if gold_share is not None else "")
-            + "; agreement metrics then measure how often the other side says the same")})
+    if health["top_class_share"] > COLLAPSED_TOP_SHARE and (
+        gold_share is None or health["top_class_share"] > 2 * gold_share
+    ):
+        warnings.append(
+            {
+                "code": "collapsed",
+                "side": side,
+                "message": (
+                    f"{where} collapsed onto one class: {health['top_class_share']:.0%} of its utterances read as "
+                    f"'{health['top_class']}'"
+                    + (f" ({gold_share:.0%} of the gold labels)" if gold_share is not None else "")
+                    + "; agreement metrics then measure how often the other side says the same"
+                ),
+            }
+        )
     return warnings
 
 
@@ -119,17 +151,34 @@ def _primary(corpus: dict, chances: dict) -> tuple[dict, list[dict]]:
     name, warnings = PRIMARY_METRIC, []
     entry = corpus.get(name) or {}
     if entry.get("value") is None:
-        warnings.append({"code": "primary_fallback", "side": None, "message": (
-            f"the primary metric {name} is not available ({entry.get('reason') or 'not computed'}); "
-            f"the summary reads {PRIMARY_FALLBACK} instead (the absolute SER reading)")})
+        warnings.append(
+            {
+                "code": "primary_fallback",
+                "side": None,
+                "message": (
+                    f"the primary metric {name} is not available ({entry.get('reason') or 'not computed'}); "
+                    f"the summary reads {PRIMARY_FALLBACK} instead (the absolute SER reading)"
+                ),
+            }
+        )
         name = PRIMARY_FALLBACK
         entry = corpus.get(name) or {}
     m = BY_NAME[name]
-    primary = {"metric": name, "label": m.label, "direction": m.direction, "chance": chances.get(name),
-               **{key: entry.get(key) for key in ("value", "ci_low", "ci_high", "n", "reason")}}
+    primary = {
+        "metric": name,
+        "label": m.label,
+        "direction": m.direction,
+        "chance": chances.get(name),
+        **{key: entry.get(key) for key in ("value", "ci_low", "ci_high", "n", "reason")},
+    }
     if primary["value"] is None:
-        warnings.append({"code": "no_primary", "side": None,
-                         "message": f"no primary preservation number: {entry.get('reason') or 'not computed'}"})
+        warnings.append(
+            {
+                "code": "no_primary",
+                "side": None,
+                "message": f"no primary preservation number: {entry.get('reason') or 'not computed'}",
+            }
+        )
     return primary, warnings
 
 
@@ -137,14 +186,26 @@ def _size_warnings(corpus: dict) -> list[dict]:
     warnings = []
     n = int(corpus.get("n_pairs") or 0)
     if 0 < n < MIN_PAIRS:
-        warnings.append({"code": "few_pairs", "side": None, "message": (
-            f"only {n} pairs were evaluated: intervals are wide (at least {MIN_PAIRS} are needed for them to "
-            "separate systems that keep emotion from systems that lose it)")})
+        warnings.append(
+            {
+                "code": "few_pairs",
+                "side": None,
+                "message": (
+                    f"only {n} pairs were evaluated: intervals are wide (at least {MIN_PAIRS} are needed for them to "
+                    "separate systems that keep emotion from systems that lose it)"
+                ),
+            }
+        )
     boot = corpus.get("bootstrap") or {}
     groups = boot.get("n_groups")
     if boot.get("unit") == "group" and groups is not None and groups < MIN_GROUPS:
-        warnings.append({"code": "few_groups", "side": None, "message": (
-            f"the intervals resample {groups} groups: with fewer than {MIN_GROUPS} they are coarse")})
+        warnings.append(
+            {
+                "code": "few_groups",
+                "side": None,
+                "message": (f"the intervals resample {groups} groups: with fewer than {MIN_GROUPS} they are coarse"),
+            }
+        )
     return warnings
 
 
@@ -161,8 +222,9 @@ def summarise(corpus: dict, pairs: list[dict]) -> dict:
             continue
         pairs_read = [p for p in pairs if READING_FIELDS[reading][0] in p["source"]]
         reading_gold = _gold(pairs_read, classes) if gold is not None else None
-        health[reading] = {side: side_health(read.pred_s if side == "source" else read.pred_t, reading_gold, classes)
-                           for side in SIDES}
+        health[reading] = {
+            side: side_health(read.pred_s if side == "source" else read.pred_t, reading_gold, classes) for side in SIDES
+        }
         for side in SIDES:
             warnings += _health_warnings(reading, side, health[reading][side])
     chances = _chances(readings)
@@ -170,7 +232,8 @@ def summarise(corpus: dict, pairs: list[dict]) -> dict:
     return {
         "primary": primary,
         "ser_health": health,
-        "metrics": {m.name: {"direction": m.direction, "chance": chances.get(m.name)}
-                    for m in CATALOGUE if m.name in corpus},
+        "metrics": {
+            m.name: {"direction": m.direction, "chance": chances.get(m.name)} for m in CATALOGUE if m.name in corpus
+        },
         "warnings": primary_warnings + warnings + _size_warnings(corpus),
     }

@@ -5,6 +5,7 @@ when done), reject on worker loss, JSON only, one queue per profile (``<EMOPRES_
 Models are loaded lazily in each pool process (after the fork), once, and stay resident. The
 main process runs the reconciler, which re-sends what the broker lost.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,15 @@ import logging
 from celery import Celery, signals
 
 from core.settings import Settings, get_settings
-from worker.queue.tasks import (DATABASE_AWAY, Reconciler, TaskQueue, WorkerContext, finalize_job, retry_while_database_away,
-                          run_chunk)
+from worker.queue.tasks import (
+    DATABASE_AWAY,
+    Reconciler,
+    TaskQueue,
+    WorkerContext,
+    finalize_job,
+    retry_while_database_away,
+    run_chunk,
+)
 
 log = logging.getLogger("emopres.worker")
 
@@ -111,8 +119,9 @@ def evaluate_chunk(self, job_id: str, idx: int) -> str:
 @app.task(name=FINALIZE_TASK, acks_late=True, ignore_result=True, bind=True)
 def finalize(self, job_id: str) -> str:
     try:
-        return retry_while_database_away(process_context(), f"job {job_id}: report", finalize_job,
-                                         process_context(), job_id)
+        return retry_while_database_away(
+            process_context(), f"job {job_id}: report", finalize_job, process_context(), job_id
+        )
     except DATABASE_AWAY as error:
         raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None)
 

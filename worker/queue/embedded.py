@@ -4,6 +4,7 @@ One evaluation thread takes messages from an in-memory queue. The database stays
 truth: at start every unfinished chunk is queued again (this process is the only worker), so a
 restarted server finishes what it had accepted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,7 @@ class EmbeddedQueue(TaskQueue):
     def ping(self) -> bool:
         return self._thread.is_alive()
 
-    def start(self, preload: bool = True) -> "EmbeddedQueue":
+    def start(self, preload: bool = True) -> EmbeddedQueue:
         if preload:
             self._queue.put(("preload",))
         self._thread.start()

@@ -8,6 +8,7 @@ mid-chunk, a broker restarted, an API that died before enqueueing) and sends it 
 
 The models are loaded once per process, lazily, on first use (never in a parent before fork).
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,8 +55,14 @@ def build_evaluator(settings, n_jobs: int = 1):
 
     spec = ProfileSpec(settings.profile, settings.model_dir, settings.device, settings.fast)
     head = load_head(spec, settings.head)
-    return Evaluator(spec, head, n_jobs=n_jobs, cache_dir=settings.feature_cache_path,
-                     max_seconds=settings.max_audio_seconds, side_head=load_side_head(spec, settings.side_head, head))
+    return Evaluator(
+        spec,
+        head,
+        n_jobs=n_jobs,
+        cache_dir=settings.feature_cache_path,
+        max_seconds=settings.max_audio_seconds,
+        side_head=load_side_head(spec, settings.side_head, head),
+    )
 
 
 class WorkerContext:
@@ -109,8 +116,9 @@ def retry_while_database_away(ctx: WorkerContext, what: str, action, *args):
         except DATABASE_AWAY as error:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("%s: database unavailable (%s); retrying in %.1f s", what,
-                        str(error).splitlines()[0][:200], delay)
+            log.warning(
+                "%s: database unavailable (%s); retrying in %.1f s", what, str(error).splitlines()[0][:200], delay
+            )
             time.sleep(delay)
             delay = min(2 * delay, RETRY_DELAY_MAX)
 
@@ -130,14 +138,21 @@ class Heartbeat:
         while not self._stop.wait(self.ctx.settings.heartbeat_seconds):
             try:
                 with self.ctx.sessions() as session:
-                    session.execute(update(Chunk).where(Chunk.job_id == self.job_id, Chunk.idx == self.idx,
-                                                        Chunk.worker == self.ctx.name, Chunk.status == "running")
-                                    .values(heartbeat_at=utcnow()))
+                    session.execute(
+                        update(Chunk)
+                        .where(
+                            Chunk.job_id == self.job_id,
+                            Chunk.idx == self.idx,
+                            Chunk.worker == self.ctx.name,
+                            Chunk.status == "running",
+                        )
+                        .values(heartbeat_at=utcnow())
+                    )
                     session.commit()
             except Exception as error:  # the database is away: the lease may lapse, the work stays idempotent
                 log.warning("heartbeat of chunk %s/%s failed: %s", self.job_id, self.idx, error, exc_info=True)
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 
@@ -152,20 +167,29 @@ def claim_chunk(ctx: WorkerContext, job_id: str, idx: int) -> int | None:
     stale = now - timedelta(seconds=ctx.settings.lease_seconds)
     with ctx.sessions() as session:
         claimed = session.execute(
-            update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx,
-                                or_(Chunk.status == "pending",
-                                    and_(Chunk.status == "running",
-                                         # this process's own lease: a claim whose commit reached the database
-                                         # but whose answer was lost to a dropped connection, retried
-                                         or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < stale,
-                                             Chunk.worker == ctx.name))))
-            .values(status="running", attempts=Chunk.attempts + 1, heartbeat_at=now, worker=ctx.name)).rowcount
+            update(Chunk)
+            .where(
+                Chunk.job_id == job_id,
+                Chunk.idx == idx,
+                or_(
+                    Chunk.status == "pending",
+                    and_(
+                        Chunk.status == "running",
+                        # this process's own lease: a claim whose commit reached the database
+                        # but whose answer was lost to a dropped connection, retried
+                        or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < stale, Chunk.worker == ctx.name),
+                    ),
+                ),
+            )
+            .values(status="running", attempts=Chunk.attempts + 1, heartbeat_at=now, worker=ctx.name)
+        ).rowcount
         if claimed != 1:
             session.rollback()
             return None
         attempts = session.scalar(select(Chunk.attempts).where(Chunk.job_id == job_id, Chunk.idx == idx))
-        session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                        .values(status="running", started_at=now))
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued").values(status="running", started_at=now)
+        )
         session.commit()
         return attempts
 
@@ -173,8 +197,9 @@ def claim_chunk(ctx: WorkerContext, job_id: str, idx: int) -> int | None:
 def pending_pairs(ctx: WorkerContext, job_id: str, idx: int) -> list[Pair]:
     with ctx.sessions() as session:
         done = exists().where(PairResult.job_id == Pair.job_id, PairResult.pair_id == Pair.pair_id)
-        return list(session.scalars(select(Pair).where(Pair.job_id == job_id, Pair.chunk == idx, ~done)
-                                    .order_by(Pair.idx)))
+        return list(
+            session.scalars(select(Pair).where(Pair.job_id == job_id, Pair.chunk == idx, ~done).order_by(Pair.idx))
+        )
 
 
 def evaluate(ctx: WorkerContext, pairs: list[Pair]) -> tuple[list[dict], list[dict]]:
@@ -194,8 +219,9 @@ def evaluate(ctx: WorkerContext, pairs: list[Pair]) -> tuple[list[dict], list[di
         return ctx.evaluator().evaluate_pairs(specs, local.__getitem__)
 
 
-def store_results(ctx: WorkerContext, job_id: str, idx: int, pairs: list[Pair], rows: list[dict],
-                  failures: list[dict]) -> bool:
+def store_results(
+    ctx: WorkerContext, job_id: str, idx: int, pairs: list[Pair], rows: list[dict], failures: list[dict]
+) -> bool:
     """Upsert one result per pair and mark the chunk done, in one transaction; False if the job is gone."""
     by_pair = {row["pair_id"]: row for row in rows}
     failed: dict[str, list[dict]] = {}
@@ -208,13 +234,20 @@ def store_results(ctx: WorkerContext, job_id: str, idx: int, pairs: list[Pair], 
                 row = by_pair.get(pair.pair_id)
                 # SQL NULL, not the JSON value null (what None becomes in a JSON column): readers ask `row IS NULL`
                 statement = insert_for(session, PairResult.__table__).values(
-                    job_id=job_id, pair_id=pair.pair_id, row=row if row is not None else null(),
-                    failures=null() if row is not None else failed.get(pair.pair_id) or
-                    [{"pair_id": pair.pair_id, "side": "pair", "error": "no result"}],
-                    finished_at=now)
+                    job_id=job_id,
+                    pair_id=pair.pair_id,
+                    row=row if row is not None else null(),
+                    failures=null()
+                    if row is not None
+                    else failed.get(pair.pair_id) or [{"pair_id": pair.pair_id, "side": "pair", "error": "no result"}],
+                    finished_at=now,
+                )
                 session.execute(statement.on_conflict_do_nothing(index_elements=["job_id", "pair_id"]))
-            session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx)
-                            .values(status="done", heartbeat_at=now, last_error=None))
+            session.execute(
+                update(Chunk)
+                .where(Chunk.job_id == job_id, Chunk.idx == idx)
+                .values(status="done", heartbeat_at=now, last_error=None)
+            )
             session.commit()
         except IntegrityError:  # the job was deleted meanwhile
             session.rollback()
@@ -226,8 +259,11 @@ def release_chunk(ctx: WorkerContext, job_id: str, idx: int, error: str) -> None
     """Give the chunk back after an error; the reconciler sends it again (attempts are capped)."""
     try:
         with ctx.sessions() as session:
-            session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx, Chunk.status == "running")
-                            .values(status="pending", enqueued_at=None, heartbeat_at=None, last_error=error[:2000]))
+            session.execute(
+                update(Chunk)
+                .where(Chunk.job_id == job_id, Chunk.idx == idx, Chunk.status == "running")
+                .values(status="pending", enqueued_at=None, heartbeat_at=None, last_error=error[:2000])
+            )
             session.commit()
     except Exception as db_error:  # the lease lapses instead
         log.warning("cannot release chunk %s/%s: %s", job_id, idx, db_error)
@@ -244,8 +280,9 @@ def run_chunk(ctx: WorkerContext, job_id: str, idx: int) -> str:
     if attempts > ctx.settings.max_attempts:
         with ctx.sessions() as session:
             last = session.scalar(select(Chunk.last_error).where(Chunk.job_id == job_id, Chunk.idx == idx))
-        reason = (f"not evaluated after {attempts - 1} attempts"
-                  + (f" (last error: {last})" if last else " (the worker was lost each time)"))
+        reason = f"not evaluated after {attempts - 1} attempts" + (
+            f" (last error: {last})" if last else " (the worker was lost each time)"
+        )
         failures = [{"pair_id": p.pair_id, "side": "pair", "error": reason} for p in pairs]
         store_results(ctx, job_id, idx, pairs, [], failures)
         log.error("job %s chunk %s: %s", job_id, idx, reason)
@@ -259,8 +296,9 @@ def run_chunk(ctx: WorkerContext, job_id: str, idx: int) -> str:
             log.exception("job %s chunk %s failed", job_id, idx)
             release_chunk(ctx, job_id, idx, message)
             raise
-        if not retry_while_database_away(ctx, f"{where}: results", store_results, ctx, job_id, idx, pairs, rows,
-                                         failures):
+        if not retry_while_database_away(
+            ctx, f"{where}: results", store_results, ctx, job_id, idx, pairs, rows, failures
+        ):
             return "job deleted"
         log.info("job %s chunk %s: %d pairs in %.1f s", job_id, idx, len(pairs), time.monotonic() - started)
     else:
@@ -290,7 +328,9 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
         results = session.execute(
             select(Pair.pair_id, PairResult.row, PairResult.failures)
             .join(PairResult, and_(PairResult.job_id == Pair.job_id, PairResult.pair_id == Pair.pair_id))
-            .where(Pair.job_id == job_id).order_by(Pair.idx)).all()
+            .where(Pair.job_id == job_id)
+            .order_by(Pair.idx)
+        ).all()
     rows = [row for _, row, _ in results if row is not None]
     failures = [f for _, row, fails in results if row is None for f in (fails or [])]
     status = "succeeded" if rows else "failed"
@@ -299,10 +339,22 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
     try:
         with ctx.lock:
             report = report_for_evaluator(
-                ctx.evaluator(), rows=rows, failures=failures, pair_order=[pair_id for pair_id, *_ in results],
-                job={"id": job.id, "name": job.name, "metadata": job.metadata_json, "status": status,
-                     "created_at": _report_time(job.created_at), "finished_at": _report_time(finished)},
-                n_bootstrap=job.bootstrap, seed=job.seed, use_groups=job.use_groups)
+                ctx.evaluator(),
+                rows=rows,
+                failures=failures,
+                pair_order=[pair_id for pair_id, *_ in results],
+                job={
+                    "id": job.id,
+                    "name": job.name,
+                    "metadata": job.metadata_json,
+                    "status": status,
+                    "created_at": _report_time(job.created_at),
+                    "finished_at": _report_time(finished),
+                },
+                n_bootstrap=job.bootstrap,
+                seed=job.seed,
+                use_groups=job.use_groups,
+            )
         content = dumps(report)
     except Exception as build_error:  # a report that cannot be built will not be built on retry either
         log.exception("job %s: report failed", job_id)
@@ -312,8 +364,15 @@ def finalize_job(ctx: WorkerContext, job_id: str) -> str:
         if job is None or job.status in FINISHED:
             return "skipped"
         if content is not None:
-            session.add(Report(job_id=job_id, content=content, headline=headline(report),
-                               summary=report.get("summary"), created_at=finished))
+            session.add(
+                Report(
+                    job_id=job_id,
+                    content=content,
+                    headline=headline(report),
+                    summary=report.get("summary"),
+                    created_at=finished,
+                )
+            )
         job.status, job.finished_at, job.error = status, finished, error
         session.commit()
     log.info("job %s %s (%d pairs, %d failed)", job_id, status, job.n_pairs, len({f["pair_id"] for f in failures}))
@@ -339,27 +398,40 @@ def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
     with ctx.sessions() as session:
         if broker_lost_all:  # every message it held is gone: send each pending chunk again now, not after the timer
             counts["broker_restarted"] = 1
-            counts["lost"] += session.execute(update(Chunk).where(Chunk.status == "pending",
-                                                                  Chunk.enqueued_at.is_not(None))
-                                              .values(enqueued_at=None)).rowcount
+            counts["lost"] += session.execute(
+                update(Chunk).where(Chunk.status == "pending", Chunk.enqueued_at.is_not(None)).values(enqueued_at=None)
+            ).rowcount
         if restart:
             counts["lost"] += session.execute(
-                update(Chunk).where(Chunk.status.in_(("pending", "running")))
-                .values(status="pending", enqueued_at=None)).rowcount
+                update(Chunk).where(Chunk.status.in_(("pending", "running"))).values(status="pending", enqueued_at=None)
+            ).rowcount
         counts["lost"] += session.execute(
-            update(Chunk).where(Chunk.status == "running", or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < lease))
-            .values(status="pending", enqueued_at=None)).rowcount
+            update(Chunk)
+            .where(Chunk.status == "running", or_(Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at < lease))
+            .values(status="pending", enqueued_at=None)
+        ).rowcount
         session.commit()
         unsent = Chunk.enqueued_at.is_(None)
         if not (restart or broker_lost_all):  # a new job's unclaimed chunks are its Enqueuer's (after its SETTLE wait)
-            unsent = and_(unsent, or_(Chunk.attempts > 0, exists().where(
-                Job.id == Chunk.job_id, Job.created_at < now - timedelta(seconds=NEW_JOB_SECONDS))))
+            unsent = and_(
+                unsent,
+                or_(
+                    Chunk.attempts > 0,
+                    exists().where(Job.id == Chunk.job_id, Job.created_at < now - timedelta(seconds=NEW_JOB_SECONDS)),
+                ),
+            )
         due = or_(unsent, Chunk.enqueued_at < resend)
-        candidates = session.execute(select(Chunk.job_id, Chunk.idx).where(Chunk.status == "pending", due)
-                                     .order_by(Chunk.job_id, Chunk.idx).limit(10_000)).all()
+        candidates = session.execute(
+            select(Chunk.job_id, Chunk.idx)
+            .where(Chunk.status == "pending", due)
+            .order_by(Chunk.job_id, Chunk.idx)
+            .limit(10_000)
+        ).all()
         # every chunk done, the last one a lease ago, and still no report: the finisher died before writing it
-        unfinished = exists().where(Chunk.job_id == Job.id,
-                                    or_(Chunk.status != "done", Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at > lease))
+        unfinished = exists().where(
+            Chunk.job_id == Job.id,
+            or_(Chunk.status != "done", Chunk.heartbeat_at.is_(None), Chunk.heartbeat_at > lease),
+        )
         to_finalize = list(session.scalars(select(Job.id).where(Job.status.in_(("queued", "running")), ~unfinished)))
     for job_id, idx in candidates:
         # send, then record: a crash in between costs at worst a duplicate message (a no-op), never a delay
@@ -370,8 +442,11 @@ def reconcile(ctx: WorkerContext, *, restart: bool = False) -> dict[str, int]:
             break  # the broker is away; try again next round
         counts["sent"] += 1
         with ctx.sessions() as session:
-            session.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.idx == idx, Chunk.status == "pending")
-                            .values(enqueued_at=now))
+            session.execute(
+                update(Chunk)
+                .where(Chunk.job_id == job_id, Chunk.idx == idx, Chunk.status == "pending")
+                .values(enqueued_at=now)
+            )
             session.commit()
     for job_id in to_finalize:
         try:
@@ -409,8 +484,13 @@ def enqueue_job(ctx_or_sessions, queue: TaskQueue, job_id: str, n_chunks: int | 
         indexes = list(range(n_chunks))
     else:
         with sessions() as session:
-            indexes = list(session.scalars(select(Chunk.idx).where(Chunk.job_id == job_id, Chunk.status == "pending",
-                                                                   Chunk.enqueued_at.is_(None)).order_by(Chunk.idx)))
+            indexes = list(
+                session.scalars(
+                    select(Chunk.idx)
+                    .where(Chunk.job_id == job_id, Chunk.status == "pending", Chunk.enqueued_at.is_(None))
+                    .order_by(Chunk.idx)
+                )
+            )
     send_chunks(sessions, queue, [(job_id, idx) for idx in indexes])
 
 
@@ -443,7 +523,7 @@ class Enqueuer:
         self.sessions, self.queue = sessions, queue
         self._thread = BatchThread("emopres-enqueuer", self._send, self.MAX_BATCH, self.SETTLE)
 
-    def start(self) -> "Enqueuer":
+    def start(self) -> Enqueuer:
         self._thread.start()
         return self
 
@@ -459,8 +539,12 @@ class Enqueuer:
         try:
             send_chunks(self.sessions, self.queue, chunks)
         except Exception as error:  # the database is away: the reconciler sends them again later
-            log.warning("cannot record %d chunks as enqueued (the reconciler will resend them): %s",
-                        len(chunks), error, exc_info=True)
+            log.warning(
+                "cannot record %d chunks as enqueued (the reconciler will resend them): %s",
+                len(chunks),
+                error,
+                exc_info=True,
+            )
 
 
 class Reconciler:
@@ -472,7 +556,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emopres-reconciler", daemon=True)
 
-    def start(self) -> "Reconciler":
+    def start(self) -> Reconciler:
         self._thread.start()
         return self
 

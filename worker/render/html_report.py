@@ -14,6 +14,7 @@ bytes (or ``(bytes, mime)``), and only for the worst ``worst_n`` pairs, each cli
 reading it returns ``AudioSkipped(reason)`` instead (the page shows the reason): see
 ``audio_from_file``, and app.routes.reports for the blob store's.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,6 +54,8 @@ def audio_from_file(path, max_bytes: int):
     if size > max_bytes:
         return over_cap(size, max_bytes)
     return Path(path).read_bytes()
+
+
 SIMILARITY_ORDER = ("emo_sim", "va_sim", "autopcp", "vsim", "acoustic_sim")
 # the metric tables' rows, grouped by catalogue section (SER agreement, similarities, prosody), each in
 # catalogue order
@@ -116,12 +119,19 @@ def worst_pairs(report: dict, n: int = 10) -> tuple[list[dict], str]:
         index, pair = item
         sim = finite_or_none(pair.get(metric)) if metric else None
         uncertainty = finite_or_none((pair.get("target") or {}).get("uncertainty"))
-        return (bool(pair.get("agree")), math.inf if sim is None else sim,
-                -(uncertainty if uncertainty is not None else 0.0), index)
+        return (
+            bool(pair.get("agree")),
+            math.inf if sim is None else sim,
+            -(uncertainty if uncertainty is not None else 0.0),
+            index,
+        )
 
-    ranked = [pair for _, pair in sorted(enumerate(pairs), key=key)][:max(0, n)]
-    rule = "disagreeing predictions first, then " + (
-        f"lowest {metric}" if metric else "(no similarity metric in this report)") + ", then highest target uncertainty"
+    ranked = [pair for _, pair in sorted(enumerate(pairs), key=key)][: max(0, n)]
+    rule = (
+        "disagreeing predictions first, then "
+        + (f"lowest {metric}" if metric else "(no similarity metric in this report)")
+        + ", then highest target uncertainty"
+    )
     return ranked, rule
 
 
@@ -148,30 +158,43 @@ def _summary_section(summary: dict | None) -> str:
     primary = summary["primary"]
     value, chance = finite_or_none(primary.get("value")), finite_or_none(primary.get("chance"))
     low, high = finite_or_none(primary.get("ci_low")), finite_or_none(primary.get("ci_high"))
-    number = (f'<span class="primary">{value:.3f}</span>' if value is not None
-              else f'<span class="primary null">null</span> {_e(primary.get("reason"))}')
+    number = (
+        f'<span class="primary">{value:.3f}</span>'
+        if value is not None
+        else f'<span class="primary null">null</span> {_e(primary.get("reason"))}'
+    )
     ci = f" 95% CI [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-    lines = [f'<p id="primary"><strong>{_e(primary["label"])}</strong> (<code>{_e(primary["metric"])}</code>): '
-             f'{number}{_e(ci)}, n={_e(primary.get("n"))}. '
-             + (f"Chance level (sides read independently): {chance:.3f}. " if chance is not None else "")
-             + f'{_e(primary["direction"]).capitalize()}.</p>']
+    lines = [
+        f'<p id="primary"><strong>{_e(primary["label"])}</strong> (<code>{_e(primary["metric"])}</code>): '
+        f"{number}{_e(ci)}, n={_e(primary.get('n'))}. "
+        + (f"Chance level (sides read independently): {chance:.3f}. " if chance is not None else "")
+        + f"{_e(primary['direction']).capitalize()}.</p>"
+    ]
     warnings = summary.get("warnings") or []
-    lines.append('<ul id="warnings">' + "".join(f'<li class="bad"><code>{_e(w["code"])}</code> {_e(w["message"])}'
-                                                 "</li>" for w in warnings) + "</ul>" if warnings
-                 else '<p id="warnings" class="good">No warnings: both sides were read well and there are enough '
-                      "pairs for the intervals.</p>")
+    lines.append(
+        '<ul id="warnings">'
+        + "".join(f'<li class="bad"><code>{_e(w["code"])}</code> {_e(w["message"])}</li>' for w in warnings)
+        + "</ul>"
+        if warnings
+        else '<p id="warnings" class="good">No warnings: both sides were read well and there are enough '
+        "pairs for the intervals.</p>"
+    )
     rows = []
     for reading, sides in (summary.get("ser_health") or {}).items():
         for side, health in (sides or {}).items():
             ua, ua_chance = finite_or_none(health.get("ua")), finite_or_none(health.get("ua_chance"))
-            rows.append(f"<tr><td>{_e(reading)}</td><td>{_e(side)}</td>"
-                        f'<td class="num">{_fmt(ua)}</td><td class="num">{_fmt(ua_chance)}</td>'
-                        f'<td>{_e(health.get("top_class"))} ({_fmt(health.get("top_class_share"), 2)})</td>'
-                        f'<td class="num">{_fmt(health.get("entropy"), 2)}</td></tr>')
+            rows.append(
+                f"<tr><td>{_e(reading)}</td><td>{_e(side)}</td>"
+                f'<td class="num">{_fmt(ua)}</td><td class="num">{_fmt(ua_chance)}</td>'
+                f"<td>{_e(health.get('top_class'))} ({_fmt(health.get('top_class_share'), 2)})</td>"
+                f'<td class="num">{_fmt(health.get("entropy"), 2)}</td></tr>'
+            )
     if rows:
-        lines.append('<table id="ser-health"><thead><tr><th>SER reading</th><th>side</th><th>UA</th>'
-                     "<th>chance UA</th><th>most predicted (share)</th><th>entropy of predictions</th></tr></thead>"
-                     f'<tbody>{"".join(rows)}</tbody></table>')
+        lines.append(
+            '<table id="ser-health"><thead><tr><th>SER reading</th><th>side</th><th>UA</th>'
+            "<th>chance UA</th><th>most predicted (share)</th><th>entropy of predictions</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
     return "".join(lines)
 
 
@@ -183,16 +206,20 @@ def _metric_rows(corpus: dict, summary: dict | None = None) -> str:
         low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
         ci = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "&ndash;"
         reason = entry.get("reason")
-        value_cell = (f'<td class="num">{value:.3f}</td>' if value is not None
-                      else '<td class="num null">null</td>')
-        return (f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
-                f'<td class="num">{ci}</td><td class="num">{_fmt((described.get(name) or {}).get("chance"))}</td>'
-                f'<td class="muted">{_e(BY_NAME[name].direction)}</td><td class="num">{_e(entry.get("n"))}</td>'
-                f'<td class="muted">{_e(reason) if reason else ""}</td></tr>')
+        value_cell = f'<td class="num">{value:.3f}</td>' if value is not None else '<td class="num null">null</td>'
+        return (
+            f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
+            f'<td class="num">{ci}</td><td class="num">{_fmt((described.get(name) or {}).get("chance"))}</td>'
+            f'<td class="muted">{_e(BY_NAME[name].direction)}</td><td class="num">{_e(entry.get("n"))}</td>'
+            f'<td class="muted">{_e(reason) if reason else ""}</td></tr>'
+        )
 
-    return ("<table id=\"metrics\"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>chance</th>"
-            "<th>direction</th><th>n</th><th>note</th></tr></thead><tbody>"
-            + "".join(_grouped_rows(corpus, row, 7)) + "</tbody></table>")
+    return (
+        '<table id="metrics"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>chance</th>'
+        "<th>direction</th><th>n</th><th>note</th></tr></thead><tbody>"
+        + "".join(_grouped_rows(corpus, row, 7))
+        + "</tbody></table>"
+    )
 
 
 def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
@@ -204,13 +231,20 @@ def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
             continue
         # the title is drawn in the image already: no caption repeating it
         wide = ' class="wide"' if spec.size[0] / spec.size[1] > WIDE_ASPECT else ""
-        figures.append(f'<figure id="plot-{_e(spec.name)}"{wide}><img alt="{_e(spec.title)}" '
-                       f'src="{_data_uri("image/png", png)}"></figure>')
-    out = (f'<div class="plots">{"".join(figures)}</div>' if figures
-           else '<p class="muted">No plot could be drawn from this report.</p>')
+        figures.append(
+            f'<figure id="plot-{_e(spec.name)}"{wide}><img alt="{_e(spec.title)}" '
+            f'src="{_data_uri("image/png", png)}"></figure>'
+        )
+    out = (
+        f'<div class="plots">{"".join(figures)}</div>'
+        if figures
+        else '<p class="muted">No plot could be drawn from this report.</p>'
+    )
     if skipped:
         items = "".join(f"<li><code>{_e(name)}</code>: {_e(reason)}</li>" for name, reason in skipped.items())
-        out += f'<details id="skipped-plots"><summary>{len(skipped)} plot(s) not drawn</summary><ul>{items}</ul></details>'
+        out += (
+            f'<details id="skipped-plots"><summary>{len(skipped)} plot(s) not drawn</summary><ul>{items}</ul></details>'
+        )
     return out
 
 
@@ -230,11 +264,15 @@ def _per_emotion_table(corpus: dict) -> str:
         cells = f'<th scope="row">{_e(cls)}</th><td class="num">{_e(p.get("n", 0))}</td><td class="num">{_fmt(p.get("value"))}</td>'
         if by_gold is not None:
             g = by_gold.get(cls) or {}
-            cells += (f'<td class="num">{_e(g.get("n", 0))}</td><td class="num">{_fmt(g.get("source_recall"))}</td>'
-                      f'<td class="num">{_fmt(g.get("target_recall"))}</td><td class="num">{_fmt(g.get("agreement"))}</td>')
+            cells += (
+                f'<td class="num">{_e(g.get("n", 0))}</td><td class="num">{_fmt(g.get("source_recall"))}</td>'
+                f'<td class="num">{_fmt(g.get("target_recall"))}</td><td class="num">{_fmt(g.get("agreement"))}</td>'
+            )
         rows.append(f"<tr>{cells}</tr>")
-    note = ('<p class="muted">preserved = P(target prediction = k | source prediction = k); '
-            "recall = P(prediction = k | gold k); agreement = P(source prediction = target prediction | gold k).</p>")
+    note = (
+        '<p class="muted">preserved = P(target prediction = k | source prediction = k); '
+        "recall = P(prediction = k | gold k); agreement = P(source prediction = target prediction | gold k).</p>"
+    )
     return f'<table id="per-emotion"><thead>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}'
 
 
@@ -251,8 +289,9 @@ def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes:
         return f'<div class="muted">audio not embedded: {_e(got.reason)}</div>'
     data, mime = got if isinstance(got, tuple) else (got, None)
     if len(data) > max_bytes:
-        return (f'<div class="muted">audio not embedded: {len(data) / MiB:.1f} MiB &gt; '
-                f'{max_bytes / MiB:.1f} MiB cap</div>')
+        return (
+            f'<div class="muted">audio not embedded: {len(data) / MiB:.1f} MiB &gt; {max_bytes / MiB:.1f} MiB cap</div>'
+        )
     mime = mime or sniff_audio_mime(data)
     return f'<audio controls preload="none" src="{_data_uri(mime, data)}" title="{_e(side)} {_e(pair_id)}"></audio>'
 
@@ -262,8 +301,11 @@ def _worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_
     if not ranked:
         return '<p class="muted">No successfully evaluated pairs.</p>'
     sims = [m for m in SIMILARITY_ORDER if any(finite_or_none(p.get(m)) is not None for p in ranked)]
-    head = ("<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
-            + "".join(f"<th>{_e(m)}</th>" for m in sims) + "<th>warnings</th></tr>")
+    head = (
+        "<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
+        + "".join(f"<th>{_e(m)}</th>" for m in sims)
+        + "<th>warnings</th></tr>"
+    )
     rows = []
     for pair in ranked:
         pid = str(pair.get("pair_id"))
@@ -271,26 +313,35 @@ def _worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_
         agree = pair.get("agree")
         warnings = "<br>".join(_e(w) for w in pair.get("warnings") or [])
         rows.append(
-            f'<tr><td><code>{_e(pid)}</code></td><td>{_e(pair.get("label") or "")}</td>'
-            f'<td>{_e(s.get("pred"))} ({_fmt(s.get("uncertainty"), 2)}){_audio_cell(audio, pid, "source", max_audio_bytes)}</td>'
-            f'<td>{_e(t.get("pred"))} ({_fmt(t.get("uncertainty"), 2)}){_audio_cell(audio, pid, "target", max_audio_bytes)}</td>'
+            f"<tr><td><code>{_e(pid)}</code></td><td>{_e(pair.get('label') or '')}</td>"
+            f"<td>{_e(s.get('pred'))} ({_fmt(s.get('uncertainty'), 2)}){_audio_cell(audio, pid, 'source', max_audio_bytes)}</td>"
+            f"<td>{_e(t.get('pred'))} ({_fmt(t.get('uncertainty'), 2)}){_audio_cell(audio, pid, 'target', max_audio_bytes)}</td>"
             f'<td class="{"good" if agree else "bad"}">{"yes" if agree else "no"}</td>'
             + "".join(f'<td class="num">{_fmt(pair.get(m))}</td>' for m in sims)
-            + f'<td class="muted">{warnings}</td></tr>')
+            + f'<td class="muted">{warnings}</td></tr>'
+        )
     total = len(report.get("pairs") or [])
-    return (f'<p class="muted">{len(ranked)} of {total} pairs, ranked by {_e(rule)}. '
-            "Uncertainty: entropy / log K.</p>"
-            f'<table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+    return (
+        f'<p class="muted">{len(ranked)} of {total} pairs, ranked by {_e(rule)}. '
+        "Uncertainty: entropy / log K.</p>"
+        f'<table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _failures_section(report: dict) -> str:
     failures = report.get("failures") or []
     if not failures:
         return '<p class="muted" id="no-failures">No failures.</p>'
-    rows = "".join(f'<tr><td><code>{_e(f.get("pair_id"))}</code></td><td>{_e(f.get("side"))}</td>'
-                   f'<td>{_e(f.get("error"))}</td></tr>' for f in failures if isinstance(f, dict))
-    return ('<table id="failures"><thead><tr><th>pair</th><th>side</th><th>error</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td><code>{_e(f.get('pair_id'))}</code></td><td>{_e(f.get('side'))}</td>"
+        f"<td>{_e(f.get('error'))}</td></tr>"
+        for f in failures
+        if isinstance(f, dict)
+    )
+    return (
+        '<table id="failures"><thead><tr><th>pair</th><th>side</th><th>error</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _models_section(report: dict) -> str:
@@ -300,18 +351,25 @@ def _models_section(report: dict) -> str:
         info = info if isinstance(info, dict) else {}
         sha = info.get("sha256")
         sha_cell = f"<td><code>{_e(str(sha)[:16])}</code></td>" if sha else "<td>&ndash;</td>"
-        rows.append(f"<tr><td>{_e(name)}</td><td>{_e(_model_description(name, info))}</td>{sha_cell}"
-                    f"<td>{_e(info.get('version'))}</td></tr>")
+        rows.append(
+            f"<tr><td>{_e(name)}</td><td>{_e(_model_description(name, info))}</td>{sha_cell}"
+            f"<td>{_e(info.get('version'))}</td></tr>"
+        )
     rows = "".join(rows)
     bootstrap = (report.get("corpus") or {}).get("bootstrap") or {}
     boot = ""
     if bootstrap:
-        boot = (f'<p class="muted">Bootstrap: {_e(bootstrap.get("n_resamples"))} resamples of '
-                f'{_e(bootstrap.get("unit"))}s, seed {_e(bootstrap.get("seed"))}'
-                + (f"; {_e(bootstrap.get('note'))}" if bootstrap.get("note") else "") + ".</p>")
-    return (f'<p>Signature: <code id="signature">{_e(report.get("signature"))}</code></p>{boot}'
-            '<table id="models"><thead><tr><th>model</th><th>what</th><th>sha256</th><th>version</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>")
+        boot = (
+            f'<p class="muted">Bootstrap: {_e(bootstrap.get("n_resamples"))} resamples of '
+            f"{_e(bootstrap.get('unit'))}s, seed {_e(bootstrap.get('seed'))}"
+            + (f"; {_e(bootstrap.get('note'))}" if bootstrap.get("note") else "")
+            + ".</p>"
+        )
+    return (
+        f'<p>Signature: <code id="signature">{_e(report.get("signature"))}</code></p>{boot}'
+        '<table id="models"><thead><tr><th>model</th><th>what</th><th>sha256</th><th>version</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def _model_description(name: str, info: dict) -> str:
@@ -319,8 +377,9 @@ def _model_description(name: str, info: dict) -> str:
     was built, which is provenance for the JSON report, not for this page); the others by their source."""
     if name == "ser_head":
         classes = info.get("classes") or []
-        return (f"SER head on {info.get('feature_set') or 'its'} features, {len(classes)} classes"
-                + (f" ({', '.join(map(str, classes))})" if classes else ""))
+        return f"SER head on {info.get('feature_set') or 'its'} features, {len(classes)} classes" + (
+            f" ({', '.join(map(str, classes))})" if classes else ""
+        )
     return str(info.get("source") or "")
 
 
@@ -334,28 +393,44 @@ def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
         worse = diff is not None and high is not None and high < 0
         better = diff is not None and low is not None and low > 0
         diff_class = "num bad" if worse else "num good" if better else "num"
-        return (f'<tr id="compare-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>'
-                f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
-                f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
-                f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{_e(entry.get("n"))}</td>'
-                f'<td class="muted">{_e(entry.get("reason") or "")}</td></tr>')
+        return (
+            f'<tr id="compare-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>'
+            f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
+            f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
+            f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{_e(entry.get("n"))}</td>'
+            f'<td class="muted">{_e(entry.get("reason") or "")}</td></tr>'
+        )
 
     rows = _grouped_rows(comparison.get("metrics") or {}, row, 8)
     warnings = "".join(f'<p class="bad">{_e(w)}</p>' for w in comparison.get("warnings") or [])
     flipped = comparison.get("flipped") or {}
     lost = flipped.get("agree_to_disagree") or []
-    return (f'<p class="muted">Against baseline {_e(baseline_label or "")}: paired bootstrap over '
-            f'{_e(comparison.get("n_shared"))} shared pairs (diff = this run - baseline).</p>{warnings}'
-            '<table id="comparison"><thead><tr><th>metric</th><th>baseline</th><th>this run</th><th>diff</th>'
-            "<th>95% CI</th><th>p</th><th>n</th><th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-            f"<p>{len(lost)} pair(s) flipped from agree to disagree"
-            + (": " + ", ".join(f"<code>{_e(p)}</code>" for p in lost[:50]) + (" &hellip;" if len(lost) > 50 else "")
-               if lost else "") + "</p>")
+    return (
+        f'<p class="muted">Against baseline {_e(baseline_label or "")}: paired bootstrap over '
+        f"{_e(comparison.get('n_shared'))} shared pairs (diff = this run - baseline).</p>{warnings}"
+        '<table id="comparison"><thead><tr><th>metric</th><th>baseline</th><th>this run</th><th>diff</th>'
+        "<th>95% CI</th><th>p</th><th>n</th><th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        f"<p>{len(lost)} pair(s) flipped from agree to disagree"
+        + (
+            ": " + ", ".join(f"<code>{_e(p)}</code>" for p in lost[:50]) + (" &hellip;" if len(lost) > 50 else "")
+            if lost
+            else ""
+        )
+        + "</p>"
+    )
 
 
-def render_html(report: dict, *, title: str | None = None, plots: dict[str, bytes] | None = None,
-                audio: AudioResolver | None = None, worst_n: int = 10, max_audio_bytes: int = 2 * MiB,
-                comparison: dict | None = None, baseline_label: str | None = None) -> str:
+def render_html(
+    report: dict,
+    *,
+    title: str | None = None,
+    plots: dict[str, bytes] | None = None,
+    audio: AudioResolver | None = None,
+    worst_n: int = 10,
+    max_audio_bytes: int = 2 * MiB,
+    comparison: dict | None = None,
+    baseline_label: str | None = None,
+) -> str:
     """The report as one HTML page (a str).
 
     ``plots``: PNG bytes by plot name, when the caller has them already (default: drawn here).
@@ -365,40 +440,61 @@ def render_html(report: dict, *, title: str | None = None, plots: dict[str, byte
     job = report.get("job") or {}
     corpus = report.get("corpus") or {}
     heading = title or (f"emopres report {job.get('id')}" if job.get("id") else "emopres report")
-    meta_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in (
-        ("job", job.get("id") or "(offline run)"), ("name", job.get("name")), ("profile", job.get("profile")),
-        ("metadata", json.dumps(job["metadata"], ensure_ascii=False) if job.get("metadata") else None),
-        ("status", job.get("status")), ("created", job.get("created_at")),
-        ("finished", job.get("finished_at")), ("pairs", job.get("n_pairs")), ("failed", job.get("n_failed")),
-        ("schema version", report.get("schema_version"))))
+    meta_rows = "".join(
+        f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+        for k, v in (
+            ("job", job.get("id") or "(offline run)"),
+            ("name", job.get("name")),
+            ("profile", job.get("profile")),
+            ("metadata", json.dumps(job["metadata"], ensure_ascii=False) if job.get("metadata") else None),
+            ("status", job.get("status")),
+            ("created", job.get("created_at")),
+            ("finished", job.get("finished_at")),
+            ("pairs", job.get("n_pairs")),
+            ("failed", job.get("n_failed")),
+            ("schema version", report.get("schema_version")),
+        )
+    )
     sections = [
         f"<h1>{_e(heading)}</h1>",
-        "<h2>Summary</h2>", _summary_section(report.get("summary")),
+        "<h2>Summary</h2>",
+        _summary_section(report.get("summary")),
         '<details id="all-metrics"><summary>Every metric (the paper\'s BAR, EPR and kappa among them), with its '
-        "95% CI, chance level and direction</summary>", _metric_rows(corpus, report.get("summary")), "</details>",
+        "95% CI, chance level and direction</summary>",
+        _metric_rows(corpus, report.get("summary")),
+        "</details>",
         f'<table class="meta" id="job">{meta_rows}</table>',
     ]
     if comparison is not None:
         sections += ["<h2>Comparison with the baseline</h2>", _comparison_section(comparison, baseline_label)]
     sections += [
-        "<h2>Plots</h2>", _plots_section(report, plots),
-        "<h2>Per emotion</h2>", _per_emotion_table(corpus),
-        "<h2>Worst pairs</h2>", _worst_section(report, worst_n, audio, max_audio_bytes),
-        "<h2>Failures</h2>", _failures_section(report),
-        "<h2>Signature and models</h2>", _models_section(report),
+        "<h2>Plots</h2>",
+        _plots_section(report, plots),
+        "<h2>Per emotion</h2>",
+        _per_emotion_table(corpus),
+        "<h2>Worst pairs</h2>",
+        _worst_section(report, worst_n, audio, max_audio_bytes),
+        "<h2>Failures</h2>",
+        _failures_section(report),
+        "<h2>Signature and models</h2>",
+        _models_section(report),
     ]
     style_hash = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
-    csp = (f"default-src 'none'; img-src data:; media-src data:; style-src 'sha256-{style_hash}'; "
-           "base-uri 'none'; form-action 'none'")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(heading)}</title><style>{STYLE}</style></head><body>"
-            + "\n".join(sections) + "\n</body></html>\n")
+    csp = (
+        f"default-src 'none'; img-src data:; media-src data:; style-src 'sha256-{style_hash}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(heading)}</title><style>{STYLE}</style></head><body>" + "\n".join(sections) + "\n</body></html>\n"
+    )
 
 
-def write_outputs(report: dict, *, plots_dir=None, html_file=None, audio: AudioResolver | None = None,
-                  worst_n: int = 10) -> None:
+def write_outputs(
+    report: dict, *, plots_dir=None, html_file=None, audio: AudioResolver | None = None, worst_n: int = 10
+) -> None:
     """`emopres evaluate --plots DIR --html FILE`: the plots (PNG, SVG, plots.json) and/or the page.
 
     With both, the page embeds the PNGs just written instead of drawing them again.

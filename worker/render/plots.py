@@ -19,6 +19,7 @@ global backend); one lock serialises drawing, which matplotlib does not make thr
 SVG text stays text (``svg.fonttype: none``) and carries no date, so the same report gives the
 same SVG.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,17 +39,39 @@ from core.catalogue import BY_NAME, PAIR_METRICS
 from core.confusion_plot import draw_confusion, literal_text, row_normalised
 from emopres_client.numbers import finite_or_none
 
-__all__ = ["FORMATS", "MIME", "PlotSpec", "PlotUnavailable", "plan_plots", "render", "render_plot", "write_plots",
-           "plot_names"]
+__all__ = [
+    "FORMATS",
+    "MIME",
+    "PlotSpec",
+    "PlotUnavailable",
+    "plan_plots",
+    "render",
+    "render_plot",
+    "write_plots",
+    "plot_names",
+]
 
 FORMATS = ("png", "svg")
 MIME = {"png": "image/png", "svg": "image/svg+xml"}
 RATE_PLOTS = {"pause_rate": ("pause", "pause rate (pauses/s)"), "speech_rate": ("rate", "speech rate (syllables/s)")}
-BASE_PLOTS = ("confusion_source", "confusion_target", "source_vs_target", "uncertainty", "per_emotion",
-              "pause_rate", "speech_rate")
+BASE_PLOTS = (
+    "confusion_source",
+    "confusion_target",
+    "source_vs_target",
+    "uncertainty",
+    "per_emotion",
+    "pause_rate",
+    "speech_rate",
+)
 DPI = 100
-RC = {"svg.fonttype": "none", "svg.hashsalt": "emopres", "font.size": 9, "axes.titlesize": 10,
-      "figure.dpi": DPI, "savefig.dpi": DPI}
+RC = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "emopres",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+}
 AGREE_COLOUR, DISAGREE_COLOUR = "#1b9e77", "#d95f02"
 LEGEND_HEADROOM, UNIT_TICKS = 1.32, (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # shares in [0, 1], room above for labels
 RATE_MARGIN = 0.04
@@ -112,11 +135,17 @@ def _side(pair: dict, side: str) -> dict:
 # ------------------------------------------------------------------------------------------ plot specs
 
 
-def _confusion_spec(name: str, title: str, classes: list[str], matrix: list[list[int]], row_label: str,
-                    col_label: str) -> PlotSpec:
+def _confusion_spec(
+    name: str, title: str, classes: list[str], matrix: list[list[int]], row_label: str, col_label: str
+) -> PlotSpec:
     counts = [[int(c) for c in row] for row in matrix]
-    data = {"classes": list(classes), "counts": counts, "row_normalised": row_normalised(counts),
-            "rows": row_label, "columns": col_label}
+    data = {
+        "classes": list(classes),
+        "counts": counts,
+        "row_normalised": row_normalised(counts),
+        "rows": row_label,
+        "columns": col_label,
+    }
 
     def draw(fig: Figure) -> None:
         draw_confusion(fig, classes, counts, title, row_label, col_label)
@@ -137,23 +166,42 @@ def _confusions(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) ->
         else:
             ua = finite_or_none(entry.get("ua"))
             title = f"SER on the {side} side: gold vs predicted" + (f" (UA {ua:.3f})" if ua is not None else "")
-            specs.append(_confusion_spec(name, title, classes, entry["confusion"], "gold emotion",
-                                         f"predicted emotion ({side})"))
+            specs.append(
+                _confusion_spec(name, title, classes, entry["confusion"], "gold emotion", f"predicted emotion ({side})")
+            )
     name = "source_vs_target"
     if not classes or ser.get("source_vs_target") is None or not _pairs(report):
         skipped[name] = "no successfully evaluated pairs"
     else:
         epr = _metric(report, "epr")
-        specs.append(_confusion_spec(name, f"Source vs target prediction (EPR {_metric_text(epr)})", classes,
-                                     ser["source_vs_target"], "source prediction", "target prediction"))
+        specs.append(
+            _confusion_spec(
+                name,
+                f"Source vs target prediction (EPR {_metric_text(epr)})",
+                classes,
+                ser["source_vs_target"],
+                "source prediction",
+                "target prediction",
+            )
+        )
 
 
-def uncertainty_plot(report: dict, specs: list[PlotSpec], skipped: dict[str, str], *, name: str = "uncertainty",
-                     scale: str = "entropy / log K", subtitle: str = "") -> None:
+def uncertainty_plot(
+    report: dict,
+    specs: list[PlotSpec],
+    skipped: dict[str, str],
+    *,
+    name: str = "uncertainty",
+    scale: str = "entropy / log K",
+    subtitle: str = "",
+) -> None:
     """Fig. 2: source vs target uncertainty per pair, as the report's ``uncertainty`` values are scaled."""
     points = []
     for pair in _pairs(report):
-        us, ut = finite_or_none(_side(pair, "source").get("uncertainty")), finite_or_none(_side(pair, "target").get("uncertainty"))
+        us, ut = (
+            finite_or_none(_side(pair, "source").get("uncertainty")),
+            finite_or_none(_side(pair, "target").get("uncertainty")),
+        )
         agree = pair.get("agree")
         if agree is None and _side(pair, "source").get("pred") is not None:
             agree = _side(pair, "source").get("pred") == _side(pair, "target").get("pred")
@@ -162,20 +210,27 @@ def uncertainty_plot(report: dict, specs: list[PlotSpec], skipped: dict[str, str
     if not points:
         skipped[name] = "no pair has source and target uncertainties"
         return
-    data = {"pair_ids": [p[0] for p in points], "source_uncertainty": [p[1] for p in points],
-            "target_uncertainty": [p[2] for p in points], "agree": [p[3] for p in points]}
+    data = {
+        "pair_ids": [p[0] for p in points],
+        "source_uncertainty": [p[1] for p in points],
+        "target_uncertainty": [p[2] for p in points],
+        "agree": [p[3] for p in points],
+    }
     n_agree = sum(data["agree"])
     title = f"SER uncertainty per pair ({n_agree} of {len(points)} agree){subtitle}"
 
     def draw(fig: Figure) -> None:
         ax = fig.add_subplot()
-        for flag, colour, marker, label in ((True, AGREE_COLOUR, "o", "agree"),
-                                            (False, DISAGREE_COLOUR, "x", "disagree")):
+        for flag, colour, marker, label in (
+            (True, AGREE_COLOUR, "o", "agree"),
+            (False, DISAGREE_COLOUR, "x", "disagree"),
+        ):
             xs = [p[1] for p in points if p[3] is flag]
             ys = [p[2] for p in points if p[3] is flag]
             if xs:
-                ax.scatter(xs, ys, s=18, c=colour, marker=marker, alpha=0.75, label=f"{label} ({len(xs)})",
-                           linewidths=1.0)
+                ax.scatter(
+                    xs, ys, s=18, c=colour, marker=marker, alpha=0.75, label=f"{label} ({len(xs)})", linewidths=1.0
+                )
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
@@ -193,16 +248,24 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
     per = (report.get("corpus") or {}).get("per_emotion") or {}
     by_pred = per.get("by_source_prediction") or {}
     by_gold = per.get("by_gold") or {}
-    pred_rows = [(str(c), finite_or_none(e.get("value")), int(e.get("n") or 0)) for c, e in by_pred.items()
-                 if isinstance(e, dict) and finite_or_none(e.get("value")) is not None]
-    gold_rows = [(str(c), finite_or_none(e.get("source_recall")), finite_or_none(e.get("target_recall")), int(e.get("n") or 0))
-                 for c, e in by_gold.items() if isinstance(e, dict) and int(e.get("n") or 0) > 0]
+    pred_rows = [
+        (str(c), finite_or_none(e.get("value")), int(e.get("n") or 0))
+        for c, e in by_pred.items()
+        if isinstance(e, dict) and finite_or_none(e.get("value")) is not None
+    ]
+    gold_rows = [
+        (str(c), finite_or_none(e.get("source_recall")), finite_or_none(e.get("target_recall")), int(e.get("n") or 0))
+        for c, e in by_gold.items()
+        if isinstance(e, dict) and int(e.get("n") or 0) > 0
+    ]
     if not pred_rows and not gold_rows:
         skipped[name] = "no class has a pair (no successfully evaluated pairs)"
         return
-    data = {"by_source_prediction": {c: {"value": v, "n": n} for c, v, n in pred_rows},
-            "by_gold": {c: {"source_recall": s, "target_recall": t, "n": n} for c, s, t, n in gold_rows},
-            "omitted": sorted(set(map(str, by_pred)) - {c for c, _, _ in pred_rows})}
+    data = {
+        "by_source_prediction": {c: {"value": v, "n": n} for c, v, n in pred_rows},
+        "by_gold": {c: {"source_recall": s, "target_recall": t, "n": n} for c, s, t, n in gold_rows},
+        "omitted": sorted(set(map(str, by_pred)) - {c for c, _, _ in pred_rows}),
+    }
     title = "Per-emotion preservation"
 
     def draw(fig: Figure) -> None:
@@ -221,10 +284,20 @@ def _per_emotion(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) -
             ax = axes[1]
             xs = list(range(len(gold_rows)))
             width = 0.4
-            src = ax.bar([x - width / 2 for x in xs], [s or 0.0 for _, s, _, _ in gold_rows], width,
-                         label="source recall", color="#55a868")
-            tgt = ax.bar([x + width / 2 for x in xs], [t or 0.0 for _, _, t, _ in gold_rows], width,
-                         label="target recall", color="#c44e52")
+            src = ax.bar(
+                [x - width / 2 for x in xs],
+                [s or 0.0 for _, s, _, _ in gold_rows],
+                width,
+                label="source recall",
+                color="#55a868",
+            )
+            tgt = ax.bar(
+                [x + width / 2 for x in xs],
+                [t or 0.0 for _, _, t, _ in gold_rows],
+                width,
+                label="target recall",
+                color="#c44e52",
+            )
             ax.bar_label(tgt, labels=[f"n={n}" for *_, n in gold_rows], fontsize=8, padding=2)
             del src
             ax.set_xticks(xs, labels=[literal_text(c) for c, *_ in gold_rows], rotation=45, ha="right")
@@ -289,8 +362,13 @@ def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) 
             continue
         label = BY_NAME[metric_name].title
         title = f"{label}: mean {_metric_text(metric)}, n={len(values)}"
-        data = {"metric": metric_name, "values": values, "mean": finite_or_none(metric.get("value")),
-                "ci_low": finite_or_none(metric.get("ci_low")), "ci_high": finite_or_none(metric.get("ci_high"))}
+        data = {
+            "metric": metric_name,
+            "values": values,
+            "mean": finite_or_none(metric.get("value")),
+            "ci_low": finite_or_none(metric.get("ci_low")),
+            "ci_high": finite_or_none(metric.get("ci_high")),
+        }
 
         def draw(fig: Figure, values=values, data=data, label=label, title=title) -> None:
             ax = fig.add_subplot()

@@ -7,6 +7,7 @@ utterance of the set sits at 0. With u = H / log K that is (u - min u) / (1 - mi
 is taken over every utterance of the test set, source and target sides together, so both axes
 share one scale (the diagonal still means "as uncertain as the source").
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,8 +62,14 @@ def rescaled_figure(report: dict):
         return None, str(error)
     specs: list[PlotSpec] = []
     skipped: dict[str, str] = {}
-    uncertainty_plot(rescaled, specs, skipped, name="uncertainty_rescaled", scale="entropy rescaled in the test set",
-                     subtitle="\nas nkululeko: (H - min H) / (log K - min H)")
+    uncertainty_plot(
+        rescaled,
+        specs,
+        skipped,
+        name="uncertainty_rescaled",
+        scale="entropy rescaled in the test set",
+        subtitle="\nas nkululeko: (H - min H) / (log K - min H)",
+    )
     if not specs:
         return None, skipped.get("uncertainty_rescaled", "nothing to draw")
     spec = specs[0]

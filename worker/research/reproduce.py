@@ -19,6 +19,7 @@ German dubbing keeps. :func:`reproduce_meld_st` runs that protocol end to end:
    entropy rescaled within the test set, as nkululeko plots it) as PNG, the
    report JSON and ``reproduce.json`` (everything above, machine-readable).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,26 +33,50 @@ from pathlib import Path
 
 import numpy as np
 
+from emopres_client.pairs import PairSpec
 from models.registry import ProfileSpec
 from models.ser.head import SerHead
-from worker.research.datasets.meld_st import SOURCE_LANGUAGE, MeldSt, format_counts, manifest_name, read_meld_st, write_dataset
-from emopres_client.pairs import PairSpec
 from worker.engine.per_side import PerSideEvaluator, mark_per_side_heads
 from worker.engine.pipeline import DEFAULT_MAX_SECONDS, Evaluator
 from worker.engine.report import report_for_evaluator, utc_now
+from worker.research.datasets.meld_st import (
+    SOURCE_LANGUAGE,
+    MeldSt,
+    format_counts,
+    manifest_name,
+    read_meld_st,
+    write_dataset,
+)
 
 # Table 1: (printed name, corpus metric in the report)
 TABLE1_ROWS: tuple[tuple[str, str], ...] = (
-    ("BAR", "bar"), ("EPR", "epr"), ("kappa", "kappa"), ("emo-sim", "emo_sim"), ("va-sim", "va_sim"),
-    ("autoPCP", "autopcp"), ("Vsim", "vsim"), ("Pause", "pause"), ("Rate", "rate"),
+    ("BAR", "bar"),
+    ("EPR", "epr"),
+    ("kappa", "kappa"),
+    ("emo-sim", "emo_sim"),
+    ("va-sim", "va_sim"),
+    ("autoPCP", "autopcp"),
+    ("Vsim", "vsim"),
+    ("Pause", "pause"),
+    ("Rate", "rate"),
 )
 # the utterance-level variants printed under Table 1: (printed name, corpus metric)
 UTTERANCE_VARIANTS = (("emo-sim", "emo_sim_utterance"), ("va-sim", "va_sim_utterance"))
 TABLE1_COLUMNS = ("metric", "this run", "95% CI", "n", "paper", "difference")
 # Table 2: balancing setting -> printed name
 BALANCINGS: dict[str, str] = {"clustercentroids": "ClusterCentroids", "none": "none"}
-TABLE2_COLUMNS = ("language", "balancing", "dev UA", "dev WA", "test UA", "test WA", "paper test UA", "paper test WA",
-                  "difference UA", "difference WA")
+TABLE2_COLUMNS = (
+    "language",
+    "balancing",
+    "dev UA",
+    "dev WA",
+    "test UA",
+    "test WA",
+    "paper test UA",
+    "paper test WA",
+    "difference UA",
+    "difference WA",
+)
 PROFILE_FEATURES = {"lite": "egemaps", "paper": "emotion2vec"}
 LANGUAGE_NAMES = {"ENG": "English", "JPN": "Japanese", "DEU": "German"}
 NOT_FOUND = "not found"
@@ -66,23 +91,48 @@ NOT_FOUND = "not found"
 # autoPCP, Vsim, Pause and Rate in Table 1 are quoted by the paper from the MELD-ST paper
 # (Chen et al., 2024), not computed by it (PUBLISHED_TABLE1_QUOTED).
 # ------------------------------------------------------------------------------------------------
-PUBLISHED_SOURCE = ("Atmaja, Shirai, Sakti, 'Measuring Emotion Preservation in Expressive Speech-to-Speech "
-                    "Translation', Tables 1 and 2")
+PUBLISHED_SOURCE = (
+    "Atmaja, Shirai, Sakti, 'Measuring Emotion Preservation in Expressive Speech-to-Speech Translation', Tables 1 and 2"
+)
 PUBLISHED_TABLE1: dict[str, dict[str, str]] = {
-    "ENG_JPN": {"bar": "0.577", "epr": "0.216", "kappa": "0.086", "emo_sim": "0.890", "va_sim": "0.544",
-                "autopcp": "1.75", "vsim": "0.0034", "pause": "0.501", "rate": "-0.09"},
-    "ENG_DEU": {"bar": "0.568", "epr": "0.255", "kappa": "0.074", "emo_sim": "0.939", "va_sim": "0.559",
-                "autopcp": "2.00", "vsim": "0.0091", "pause": "0.501", "rate": "0.09"},
+    "ENG_JPN": {
+        "bar": "0.577",
+        "epr": "0.216",
+        "kappa": "0.086",
+        "emo_sim": "0.890",
+        "va_sim": "0.544",
+        "autopcp": "1.75",
+        "vsim": "0.0034",
+        "pause": "0.501",
+        "rate": "-0.09",
+    },
+    "ENG_DEU": {
+        "bar": "0.568",
+        "epr": "0.255",
+        "kappa": "0.074",
+        "emo_sim": "0.939",
+        "va_sim": "0.559",
+        "autopcp": "2.00",
+        "vsim": "0.0091",
+        "pause": "0.501",
+        "rate": "0.09",
+    },
 }
 PUBLISHED_TABLE1_QUOTED = frozenset({"autopcp", "vsim", "pause", "rate"})  # from the MELD-ST paper
-QUOTED_NOTE = ("paper: autoPCP, Vsim, Pause and Rate are quoted by the paper from the MELD-ST paper "
-               "(Chen et al., 2024), not computed by it.")
+QUOTED_NOTE = (
+    "paper: autoPCP, Vsim, Pause and Rate are quoted by the paper from the MELD-ST paper "
+    "(Chen et al., 2024), not computed by it."
+)
 # pair -> language -> balancing -> {"ua", "wa"} on the test split (Table 2)
 PUBLISHED_TABLE2: dict[str, dict[str, dict[str, dict[str, str]]]] = {
-    "ENG_JPN": {"ENG": {"clustercentroids": {"ua": "0.483", "wa": "0.452"}, "none": {"ua": "0.454", "wa": "0.627"}},
-                "JPN": {"clustercentroids": {"ua": "0.277", "wa": "0.182"}, "none": {"ua": "0.176", "wa": "0.481"}}},
-    "ENG_DEU": {"ENG": {"clustercentroids": {"ua": "0.477", "wa": "0.437"}, "none": {"ua": "0.414", "wa": "0.623"}},
-                "DEU": {"clustercentroids": {"ua": "0.271", "wa": "0.197"}, "none": {"ua": "0.190", "wa": "0.480"}}},
+    "ENG_JPN": {
+        "ENG": {"clustercentroids": {"ua": "0.483", "wa": "0.452"}, "none": {"ua": "0.454", "wa": "0.627"}},
+        "JPN": {"clustercentroids": {"ua": "0.277", "wa": "0.182"}, "none": {"ua": "0.176", "wa": "0.481"}},
+    },
+    "ENG_DEU": {
+        "ENG": {"clustercentroids": {"ua": "0.477", "wa": "0.437"}, "none": {"ua": "0.414", "wa": "0.623"}},
+        "DEU": {"clustercentroids": {"ua": "0.271", "wa": "0.197"}, "none": {"ua": "0.190", "wa": "0.480"}},
+    },
 }
 
 
@@ -116,28 +166,38 @@ class ReproduceConfig:
     device: str = "cpu"
     fast: bool = False
     ser_per_language: bool = False
-    balance: str = "clustercentroids"         # the head that Table 1 uses
+    balance: str = "clustercentroids"  # the head that Table 1 uses
     n_bootstrap: int = 1000
     seed: int = 12345
     jobs: int | None = None
-    cache_dir: Path | None = None             # None: a temporary folder, removed at the end
+    cache_dir: Path | None = None  # None: a temporary folder, removed at the end
     max_seconds: float | None = DEFAULT_MAX_SECONDS
-    min_bytes: int | None = None              # None: meld_st.MIN_BYTES
-    train_config: object | None = None        # models.ser.training.TrainConfig (None: the paper's recipe)
-    verbose: bool = False                     # every training epoch on the log
+    min_bytes: int | None = None  # None: meld_st.MIN_BYTES
+    train_config: object | None = None  # models.ser.training.TrainConfig (None: the paper's recipe)
+    verbose: bool = False  # every training epoch on the log
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
 
 
-def default_evaluate(evaluator: Evaluator, pairs: list[PairSpec], resolve, *, n_bootstrap: int, seed: int,
-                     use_groups: bool, job: dict) -> dict:
+def default_evaluate(
+    evaluator: Evaluator, pairs: list[PairSpec], resolve, *, n_bootstrap: int, seed: int, use_groups: bool, job: dict
+) -> dict:
     rows, failures = evaluator.evaluate_pairs(pairs, resolve)
-    return report_for_evaluator(evaluator, rows=rows, failures=failures, pair_order=[p.pair_id for p in pairs],
-                                job=job, n_bootstrap=n_bootstrap, seed=seed, use_groups=use_groups)
+    return report_for_evaluator(
+        evaluator,
+        rows=rows,
+        failures=failures,
+        pair_order=[p.pair_id for p in pairs],
+        job=job,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        use_groups=use_groups,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # Tables
 # ------------------------------------------------------------------------------------------------
+
 
 def _num(value, places: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{places}f}"
@@ -163,12 +223,21 @@ def table1_rows(report: dict, pair: str) -> list[dict]:
     rows = []
     for name, metric in TABLE1_ROWS:
         entry = corpus.get(metric) or {"value": None, "reason": "not in the report"}
-        rows.append({"metric": name, "key": metric, "value": entry.get("value"), "ci_low": entry.get("ci_low"),
-                     "ci_high": entry.get("ci_high"), "n": entry.get("n"), "reason": entry.get("reason"),
-                     "paper": published_value(PUBLISHED_TABLE1.get(pair, {}).get(metric)),
-                     "paper_text": PUBLISHED_TABLE1.get(pair, {}).get(metric),
-                     "paper_quoted_from_meld_st": metric in PUBLISHED_TABLE1_QUOTED,
-                     "difference": difference(entry.get("value"), PUBLISHED_TABLE1.get(pair, {}).get(metric))})
+        rows.append(
+            {
+                "metric": name,
+                "key": metric,
+                "value": entry.get("value"),
+                "ci_low": entry.get("ci_low"),
+                "ci_high": entry.get("ci_high"),
+                "n": entry.get("n"),
+                "reason": entry.get("reason"),
+                "paper": published_value(PUBLISHED_TABLE1.get(pair, {}).get(metric)),
+                "paper_text": PUBLISHED_TABLE1.get(pair, {}).get(metric),
+                "paper_quoted_from_meld_st": metric in PUBLISHED_TABLE1_QUOTED,
+                "difference": difference(entry.get("value"), PUBLISHED_TABLE1.get(pair, {}).get(metric)),
+            }
+        )
     return rows
 
 
@@ -184,9 +253,11 @@ def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, bala
     unit = bootstrap.get("unit", "pair")
     unit_text = f"{bootstrap.get('n_groups')} dialogues" if unit == "group" else "pairs"
     n_pairs = report["corpus"].get("n_pairs", len(report["pairs"]))
-    title = (f"Table 1. Emotion preservation, MELD-ST {pair} test split: {n_pairs} pairs; 95% CIs from "
-             f"{bootstrap.get('n_resamples')} bootstrap resamples of {unit_text}; profile {profile}; "
-             f"SER {heads}, balancing {BALANCINGS[balance]}")
+    title = (
+        f"Table 1. Emotion preservation, MELD-ST {pair} test split: {n_pairs} pairs; 95% CIs from "
+        f"{bootstrap.get('n_resamples')} bootstrap resamples of {unit_text}; profile {profile}; "
+        f"SER {heads}, balancing {BALANCINGS[balance]}"
+    )
     cells, notes = [], []
     for row in rows:
         if row["value"] is None:
@@ -198,25 +269,49 @@ def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, bala
             ci = f"[{row['ci_low']:.{places}f}, {row['ci_high']:.{places}f}]" if row["ci_low"] is not None else "n/a"
             if row["reason"]:
                 notes.append(f"{row['metric']}: {row['reason']}")
-        cells.append((row["metric"], value, ci, "" if row["n"] is None else row["n"], _paper(row["paper_text"]),
-                      _diff(row["value"], row["paper_text"])))
+        cells.append(
+            (
+                row["metric"],
+                value,
+                ci,
+                "" if row["n"] is None else row["n"],
+                _paper(row["paper_text"]),
+                _diff(row["value"], row["paper_text"]),
+            )
+        )
     lines = [title, "", markdown_table(TABLE1_COLUMNS, cells)]
     corpus = report["corpus"]
-    ser = [f"{name} {corpus[key]['value']:.3f}" for name, key in
-           (("UA source", "ua_source"), ("UA target", "ua_target"), ("WA source", "wa_source"), ("WA target", "wa_target"))
-           if (corpus.get(key) or {}).get("value") is not None]
+    ser = [
+        f"{name} {corpus[key]['value']:.3f}"
+        for name, key in (
+            ("UA source", "ua_source"),
+            ("UA target", "ua_target"),
+            ("WA source", "wa_source"),
+            ("WA target", "wa_target"),
+        )
+        if (corpus.get(key) or {}).get("value") is not None
+    ]
     if ser:
         lines += ["", "SER on these pairs: " + ", ".join(ser) + "."]
-    variants = [f"{name} {_with_ci(corpus[key])}" for name, key in UTTERANCE_VARIANTS
-                if (corpus.get(key) or {}).get("value") is not None]
+    variants = [
+        f"{name} {_with_ci(corpus[key])}"
+        for name, key in UTTERANCE_VARIANTS
+        if (corpus.get(key) or {}).get("value") is not None
+    ]
     if variants:
-        lines.append("utterance-level variants (EmoCtrlTTS-Eval's *_sim_utt; not in the paper's Table 1): "
-                     + ", ".join(variants) + ".")
+        lines.append(
+            "utterance-level variants (EmoCtrlTTS-Eval's *_sim_utt; not in the paper's Table 1): "
+            + ", ".join(variants)
+            + "."
+        )
     acoustic = corpus.get("acoustic_sim") or {}
     if profile == "lite" and acoustic.get("value") is not None:
-        lines.append(f"acoustic-sim (the lite profile's eGeMAPS stand-in for emo-sim, not in the paper): "
-                     f"{acoustic['value']:.3f} [{acoustic['ci_low']:.3f}, {acoustic['ci_high']:.3f}]"
-                     if acoustic.get("ci_low") is not None else f"acoustic-sim: {acoustic['value']:.3f}")
+        lines.append(
+            f"acoustic-sim (the lite profile's eGeMAPS stand-in for emo-sim, not in the paper): "
+            f"{acoustic['value']:.3f} [{acoustic['ci_low']:.3f}, {acoustic['ci_high']:.3f}]"
+            if acoustic.get("ci_low") is not None
+            else f"acoustic-sim: {acoustic['value']:.3f}"
+        )
     if notes:
         lines += ["", "n/a: " + "; ".join(notes) + "."]
     if any(row["paper_quoted_from_meld_st"] and row["paper_text"] is not None for row in rows):
@@ -225,12 +320,25 @@ def format_table1(rows: list[dict], *, pair: str, report: dict, heads: str, bala
 
 
 def format_table2(rows: list[dict], *, pair: str, heads: str, feature_set: str) -> str:
-    title = (f"Table 2. SER unweighted (UA) and weighted accuracy (WA), MELD-ST {pair}, with (ClusterCentroids) "
-             f"and without balancing; {feature_set} features; {heads}")
-    cells = [(LANGUAGE_NAMES.get(r["language"], r["language"]), BALANCINGS[r["balance"]], _num(r["dev_ua"]),
-              _num(r["dev_wa"]), _num(r["test_ua"]), _num(r["test_wa"]), _paper(r["paper_test_ua_text"]),
-              _paper(r["paper_test_wa_text"]), _diff(r["test_ua"], r["paper_test_ua_text"]),
-              _diff(r["test_wa"], r["paper_test_wa_text"])) for r in rows]
+    title = (
+        f"Table 2. SER unweighted (UA) and weighted accuracy (WA), MELD-ST {pair}, with (ClusterCentroids) "
+        f"and without balancing; {feature_set} features; {heads}"
+    )
+    cells = [
+        (
+            LANGUAGE_NAMES.get(r["language"], r["language"]),
+            BALANCINGS[r["balance"]],
+            _num(r["dev_ua"]),
+            _num(r["dev_wa"]),
+            _num(r["test_ua"]),
+            _num(r["test_wa"]),
+            _paper(r["paper_test_ua_text"]),
+            _paper(r["paper_test_wa_text"]),
+            _diff(r["test_ua"], r["paper_test_ua_text"]),
+            _diff(r["test_wa"], r["paper_test_wa_text"]),
+        )
+        for r in rows
+    ]
     lines = [title, "", markdown_table(TABLE2_COLUMNS, cells), "", "difference: this run's test minus the paper's."]
     return "\n".join(lines)
 
@@ -238,6 +346,7 @@ def format_table2(rows: list[dict], *, pair: str, heads: str, feature_set: str) 
 # ------------------------------------------------------------------------------------------------
 # The protocol
 # ------------------------------------------------------------------------------------------------
+
 
 def _training_log(config: ReproduceConfig) -> Callable[[str], None]:
     epoch_line = re.compile(r"^\[\w+\] epoch ")
@@ -281,9 +390,11 @@ def _write_figures(report: dict, out: Path, log) -> dict:
 
     index = write_plots(report, out / "plots", formats=("png",))
     figures = {}
-    for figure, name in (("fig1_confusion_source.png", "confusion_source"),
-                         ("fig1_confusion_target.png", "confusion_target"),
-                         ("fig2_uncertainty.png", "uncertainty")):
+    for figure, name in (
+        ("fig1_confusion_source.png", "confusion_source"),
+        ("fig1_confusion_target.png", "confusion_target"),
+        ("fig2_uncertainty.png", "uncertainty"),
+    ):
         if name in index["plots"]:
             shutil.copyfile(out / "plots" / f"{name}.png", out / figure)
             figures[figure] = name
@@ -308,7 +419,14 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
     """
     import json
 
-    from models.ser.training import TrainConfig, TrainingError, extract_features, load_manifest, make_extractor, train_ser
+    from models.ser.training import (
+        TrainConfig,
+        TrainingError,
+        extract_features,
+        load_manifest,
+        make_extractor,
+        train_ser,
+    )
 
     if config.profile not in PROFILE_FEATURES:
         raise ReproduceError(f"unknown profile {config.profile!r} (choose {' or '.join(PROFILE_FEATURES)})")
@@ -330,12 +448,18 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
         raise ReproduceError(f"MELD-ST {corpus.pair}: no usable test pairs")
 
     with ExitStack() as stack:
-        cache_dir = Path(config.cache_dir) if config.cache_dir else Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="emopres-reproduce-")))
+        cache_dir = (
+            Path(config.cache_dir)
+            if config.cache_dir
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emopres-reproduce-")))
+        )
         # 2. SER heads
-        datasets = {language: load_manifest(out / "data" / manifest_name(language), corpus.pair_dir,
-                                            split_column="split", corpus=language)
-                    for language in corpus.languages}
+        datasets = {
+            language: load_manifest(
+                out / "data" / manifest_name(language), corpus.pair_dir, split_column="split", corpus=language
+            )
+            for language in corpus.languages
+        }
         classes = _classes(datasets.values())
         features = PROFILE_FEATURES[config.profile]
         try:
@@ -357,16 +481,30 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
         for scope, dataset in scopes.items():
             for balance in BALANCINGS:
                 folder = out / "ser" / scope.lower() / balance
-                log(f"SER head ({scope}, balancing {BALANCINGS[balance]}): training on "
-                    f"{int((dataset.splits == 'train').sum())} utterances")
-                report = train_ser(dataset, folder, features=features, balance=balance, config=train_config,
-                                   classes=classes, cache_dir=cache_dir, extractor=extractor, log=training_log,
-                                   extra_metadata={"source": f"emopres reproduce meld-st {corpus.pair} ({scope})"})
+                log(
+                    f"SER head ({scope}, balancing {BALANCINGS[balance]}): training on "
+                    f"{int((dataset.splits == 'train').sum())} utterances"
+                )
+                report = train_ser(
+                    dataset,
+                    folder,
+                    features=features,
+                    balance=balance,
+                    config=train_config,
+                    classes=classes,
+                    cache_dir=cache_dir,
+                    extractor=extractor,
+                    log=training_log,
+                    extra_metadata={"source": f"emopres reproduce meld-st {corpus.pair} ({scope})"},
+                )
                 heads[(scope, balance)] = SerHead.load(folder)
                 run = report["runs"][balance]
-                training[f"{scope}/{balance}"] = {"folder": str(folder.relative_to(out)), "kept_epoch": run["kept_epoch"],
-                                                  "dev_ua_at_kept_epoch": run["dev_ua_at_kept_epoch"],
-                                                  "head_sha256": report.get("head_sha256")}
+                training[f"{scope}/{balance}"] = {
+                    "folder": str(folder.relative_to(out)),
+                    "kept_epoch": run["kept_epoch"],
+                    "dev_ua_at_kept_epoch": run["dev_ua_at_kept_epoch"],
+                    "head_sha256": report.get("head_sha256"),
+                }
 
         # 3. Table 2: every head on its language(s)
         table2 = []
@@ -377,13 +515,23 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
             for balance in BALANCINGS:
                 scores = _scores(heads[(scope, balance)], matrix, dataset.labels, dataset.splits)
                 published = PUBLISHED_TABLE2.get(corpus.pair, {}).get(language, {}).get(balance, {})
-                table2.append({"language": language, "balance": balance, "head": f"{scope}/{balance}",
-                               **{f"{split}_{k}": (scores.get(split) or {}).get(k)
-                                  for split in ("train", "dev", "test") for k in ("ua", "wa", "n")},
-                               "confusion_test": (scores.get("test") or {}).get("confusion"),
-                               "paper_test_ua": published_value(published.get("ua")),
-                               "paper_test_wa": published_value(published.get("wa")),
-                               "paper_test_ua_text": published.get("ua"), "paper_test_wa_text": published.get("wa")})
+                table2.append(
+                    {
+                        "language": language,
+                        "balance": balance,
+                        "head": f"{scope}/{balance}",
+                        **{
+                            f"{split}_{k}": (scores.get(split) or {}).get(k)
+                            for split in ("train", "dev", "test")
+                            for k in ("ua", "wa", "n")
+                        },
+                        "confusion_test": (scores.get("test") or {}).get("confusion"),
+                        "paper_test_ua": published_value(published.get("ua")),
+                        "paper_test_wa": published_value(published.get("wa")),
+                        "paper_test_ua_text": published.get("ua"),
+                        "paper_test_wa_text": published.get("wa"),
+                    }
+                )
         del extractor  # the paper profile's models: free them before the evaluator loads its own
 
         # 4. the test pairs
@@ -391,36 +539,58 @@ def reproduce_meld_st(config: ReproduceConfig, evaluate: Callable | None = None)
         engine = {"n_jobs": config.jobs, "cache_dir": cache_dir, "max_seconds": config.max_seconds}
         target_language = corpus.target_language
         if config.ser_per_language:
-            evaluator = PerSideEvaluator(spec, heads[(SOURCE_LANGUAGE, config.balance)],
-                                         heads[(target_language, config.balance)], **engine)
+            evaluator = PerSideEvaluator(
+                spec, heads[(SOURCE_LANGUAGE, config.balance)], heads[(target_language, config.balance)], **engine
+            )
         else:
             evaluator = Evaluator(spec, heads[("shared", config.balance)], **engine)
-        job = {"id": f"reproduce-meld-st-{corpus.pair}-test", "status": "succeeded", "created_at": started,
-               "finished_at": None}
+        job = {
+            "id": f"reproduce-meld-st-{corpus.pair}-test",
+            "status": "succeeded",
+            "created_at": started,
+            "finished_at": None,
+        }
         with evaluator:
             log(f"evaluating {len(test_pairs)} test pairs ({config.profile} profile)")
-            report = evaluate(evaluator, test_pairs, lambda relative: str(corpus.pair_dir / relative),
-                              n_bootstrap=config.n_bootstrap, seed=config.seed, use_groups=True, job=job)
+            report = evaluate(
+                evaluator,
+                test_pairs,
+                lambda relative: str(corpus.pair_dir / relative),
+                n_bootstrap=config.n_bootstrap,
+                seed=config.seed,
+                use_groups=True,
+                job=job,
+            )
         if config.ser_per_language:
-            mark_per_side_heads(report, heads[(SOURCE_LANGUAGE, config.balance)],
-                                heads[(target_language, config.balance)])
+            mark_per_side_heads(
+                report, heads[(SOURCE_LANGUAGE, config.balance)], heads[(target_language, config.balance)]
+            )
         report["job"]["finished_at"] = utc_now()
 
     # 5. tables, figures, files
     (out / "report.json").write_text(json.dumps(report, indent=1))
     rows1 = table1_rows(report, corpus.pair)
-    text1 = format_table1(rows1, pair=corpus.pair, report=report, heads=heads_text, balance=config.balance,
-                          profile=config.profile)
+    text1 = format_table1(
+        rows1, pair=corpus.pair, report=report, heads=heads_text, balance=config.balance, profile=config.profile
+    )
     feature_set = next(iter(heads.values())).feature_set
     text2 = format_table2(table2, pair=corpus.pair, heads=heads_text, feature_set=feature_set)
     (out / "tables.md").write_text(text1 + "\n\n" + text2 + "\n")
     figures = _write_figures(report, out, log)
     result = {
-        "pair": corpus.pair, "profile": config.profile, "heads": "per-language" if config.ser_per_language else "shared",
-        "balance_for_table1": config.balance, "signature": report["signature"], "dataset": dataset_summary,
-        "classes": classes, "ser_training": training, "table1": rows1, "table2": table2,
+        "pair": corpus.pair,
+        "profile": config.profile,
+        "heads": "per-language" if config.ser_per_language else "shared",
+        "balance_for_table1": config.balance,
+        "signature": report["signature"],
+        "dataset": dataset_summary,
+        "classes": classes,
+        "ser_training": training,
+        "table1": rows1,
+        "table2": table2,
         "published_source": PUBLISHED_SOURCE,
-        "n_failed": report["job"]["n_failed"], "figures": figures,
+        "n_failed": report["job"]["n_failed"],
+        "figures": figures,
         "files": {"report": "report.json", "tables": "tables.md", "plots": "plots/", "data": "data/", "ser": "ser/"},
         "text": {"table1": text1, "table2": text2},
     }

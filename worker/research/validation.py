@@ -12,6 +12,7 @@ metric:
   rank five systems in order and still not separate 0% from 100% preservation beyond noise: its z
   says so.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,8 @@ import numpy as np
 
 from core.catalogue import METRICS, VALIDATED_METRICS
 from core.metrics import MetricUndefined, spearman
-from worker.engine.corpus import compare_runs
 from emopres_client.pairs import PairSpec
+from worker.engine.corpus import compare_runs
 
 REQUIRED = ("source", "target_preserved", "target_swapped", "emotion")
 EXTREME_RATES = (0.0, 1.0)  # the swapping and the preserving system: what the sensitivity compares
@@ -70,10 +71,16 @@ def parse_rates(text: str) -> list[float]:
 def simulated_system(rows: list[dict], rate: float, order: np.ndarray) -> list[PairSpec]:
     """Pairs whose first round(rate * n) positions of `order` keep the emotion: nested across rates."""
     preserved = set(order[: int(round(rate * len(rows)))].tolist())
-    return [PairSpec(row["pair_id"], row["source"],
-                     row["target_preserved"] if index in preserved else row["target_swapped"],
-                     row["emotion"], row.get("speaker"))
-            for index, row in enumerate(rows)]
+    return [
+        PairSpec(
+            row["pair_id"],
+            row["source"],
+            row["target_preserved"] if index in preserved else row["target_swapped"],
+            row["emotion"],
+            row.get("speaker"),
+        )
+        for index, row in enumerate(rows)
+    ]
 
 
 def correlation_table(rates: list[float], reports: list[dict]) -> dict[str, dict]:
@@ -101,24 +108,47 @@ def z_from_interval(diff: float, ci_low: float, ci_high: float) -> float:
     return diff / se
 
 
-def sensitivity(preserved_pairs: list[dict], swapped_pairs: list[dict], classes: list[str], metrics,
-                *, n_bootstrap: int, seed: int, unavailable: dict | None = None) -> dict[str, dict]:
+def sensitivity(
+    preserved_pairs: list[dict],
+    swapped_pairs: list[dict],
+    classes: list[str],
+    metrics,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    unavailable: dict | None = None,
+) -> dict[str, dict]:
     """Per metric: preserved and swapped values, their paired difference with 95% CI, z and p.
 
     Both lists are report rows with the same pair ids (the same sources); the difference is
     preserved - swapped, bootstrapped over pairs (worker.engine.corpus.compare_runs). With n_bootstrap 0 there
     is no CI, z or p (reason says so).
     """
-    compared = compare_runs(swapped_pairs, preserved_pairs, classes, [m for m in metrics if m in METRICS],
-                            n_bootstrap=n_bootstrap, seed=seed, unavailable=unavailable)
+    compared = compare_runs(
+        swapped_pairs,
+        preserved_pairs,
+        classes,
+        [m for m in metrics if m in METRICS],
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        unavailable=unavailable,
+    )
     out = {}
     for metric in metrics:
         if metric not in METRICS:
             continue
         entry = compared[metric]
-        row = {"preserved": entry["b"], "swapped": entry["a"], "diff": entry["diff"], "ci_low": entry["ci_low"],
-               "ci_high": entry["ci_high"], "z": None, "p_value": entry["p_value"], "n": entry["n"],
-               "reason": entry["reason"]}
+        row = {
+            "preserved": entry["b"],
+            "swapped": entry["a"],
+            "diff": entry["diff"],
+            "ci_low": entry["ci_low"],
+            "ci_high": entry["ci_high"],
+            "z": None,
+            "p_value": entry["p_value"],
+            "n": entry["n"],
+            "reason": entry["reason"],
+        }
         if row["diff"] is not None and row["reason"] is None:
             if n_bootstrap <= 0:
                 row["reason"] = "--bootstrap 0: no CI, z or p"
@@ -131,15 +161,28 @@ def sensitivity(preserved_pairs: list[dict], swapped_pairs: list[dict], classes:
     return out
 
 
-def add_sensitivity(table: dict[str, dict], preserved_report: dict, swapped_report: dict, *,
-                    n_bootstrap: int, seed: int) -> None:
+def add_sensitivity(
+    table: dict[str, dict], preserved_report: dict, swapped_report: dict, *, n_bootstrap: int, seed: int
+) -> None:
     """Put each tracked metric's preserved-vs-swapped sensitivity into its table entry ("sensitivity")."""
     classes = list(preserved_report["corpus"].get("ser", {}).get("classes") or [])
-    unavailable = {m: preserved_report["corpus"][m]["reason"] for m in table
-                   if m in preserved_report["corpus"] and preserved_report["corpus"][m].get("n") == 0
-                   and preserved_report["corpus"][m].get("value") is None and preserved_report["corpus"][m].get("reason")}
-    rows = sensitivity(preserved_report["pairs"], swapped_report["pairs"], classes, list(table),
-                       n_bootstrap=n_bootstrap, seed=seed, unavailable=unavailable)
+    unavailable = {
+        m: preserved_report["corpus"][m]["reason"]
+        for m in table
+        if m in preserved_report["corpus"]
+        and preserved_report["corpus"][m].get("n") == 0
+        and preserved_report["corpus"][m].get("value") is None
+        and preserved_report["corpus"][m].get("reason")
+    }
+    rows = sensitivity(
+        preserved_report["pairs"],
+        swapped_report["pairs"],
+        classes,
+        list(table),
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        unavailable=unavailable,
+    )
     for metric, entry in table.items():
         entry["sensitivity"] = rows.get(metric)
 
@@ -148,11 +191,15 @@ def check_analysed(utterances: dict, root: Path) -> None:
     """Refuse to report correlations of nothing: say why the audio could not be analysed."""
     errors = [u.error for u in utterances.values() if u.error]
     if errors and len(errors) == len(utterances):
-        raise ValidationError(f"no audio file could be analysed (first: {errors[0]}); "
-                              f"paths are resolved under {root}: check --audio-root")
+        raise ValidationError(
+            f"no audio file could be analysed (first: {errors[0]}); paths are resolved under {root}: check --audio-root"
+        )
     if errors:
-        print(f"warning: {len(errors)} of {len(utterances)} audio files failed (first: {errors[0]}); "
-              "their pairs are listed as failures", file=sys.stderr)
+        print(
+            f"warning: {len(errors)} of {len(utterances)} audio files failed (first: {errors[0]}); "
+            "their pairs are listed as failures",
+            file=sys.stderr,
+        )
 
 
 def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> dict:
@@ -169,26 +216,49 @@ def run_validation(args, make_evaluator, evaluate_to_report, progress_bar) -> di
         with progress_bar(len(set(files)), "analysing") as bar:
             utterances = evaluator.analyze_files(files, progress=bar.advance)
         check_analysed(utterances, root)
-        reports = [evaluate_to_report(evaluator, pairs, resolve, n_bootstrap=args.bootstrap, seed=args.seed,
-                                      use_groups=False, job={"id": f"rate={rate:g}"}, utterances=utterances)
-                   for rate, pairs in zip(evaluated, systems)]
-    by_rate = dict(zip(evaluated, reports))
+        reports = [
+            evaluate_to_report(
+                evaluator,
+                pairs,
+                resolve,
+                n_bootstrap=args.bootstrap,
+                seed=args.seed,
+                use_groups=False,
+                job={"id": f"rate={rate:g}"},
+                utterances=utterances,
+            )
+            for rate, pairs in zip(evaluated, systems, strict=True)
+        ]
+    by_rate = dict(zip(evaluated, reports, strict=True))
     reports = [by_rate[rate] for rate in rates]
     table = correlation_table(rates, reports)
     add_sensitivity(table, by_rate[1.0], by_rate[0.0], n_bootstrap=args.bootstrap, seed=args.seed)
     print(format_table(rates, table))
-    return {"rates": rates, "n_pairs": len(rows), "n_failed": [r["job"]["n_failed"] for r in reports],
-            "signature": reports[0]["signature"], "metrics": table,
-            "sensitivity": {"preserved": "rate 1 (every pair keeps the emotion)",
-                            "swapped": "rate 0 (every pair swaps it)", "diff": "preserved - swapped",
-                            "z": "diff / SE, SE = (ci_high - ci_low) / (2 * 1.96) of the paired bootstrap",
-                            "n_bootstrap": args.bootstrap, "seed": args.seed}}
+    return {
+        "rates": rates,
+        "n_pairs": len(rows),
+        "n_failed": [r["job"]["n_failed"] for r in reports],
+        "signature": reports[0]["signature"],
+        "metrics": table,
+        "sensitivity": {
+            "preserved": "rate 1 (every pair keeps the emotion)",
+            "swapped": "rate 0 (every pair swaps it)",
+            "diff": "preserved - swapped",
+            "z": "diff / SE, SE = (ci_high - ci_low) / (2 * 1.96) of the paired bootstrap",
+            "n_bootstrap": args.bootstrap,
+            "seed": args.seed,
+        },
+    }
 
 
 def format_table(rates: list[float], table: dict[str, dict]) -> str:
     """Values per rate, Spearman, then the preserved-vs-swapped difference with its 95% CI, z and p."""
-    header = (f"{'metric':<24}" + "".join(f"{'r=' + format(r, 'g'):>9}" for r in rates) + f"{'spearman':>10}"
-              + f"{'diff(1-0)':>11}{'95% CI':>20}{'z':>8}{'p':>8}")
+    header = (
+        f"{'metric':<24}"
+        + "".join(f"{'r=' + format(r, 'g'):>9}" for r in rates)
+        + f"{'spearman':>10}"
+        + f"{'diff(1-0)':>11}{'95% CI':>20}{'z':>8}{'p':>8}"
+    )
     lines = [header]
     for metric, entry in table.items():
         cells = "".join(f"{'null':>9}" if v is None else f"{v:9.3f}" for v in entry["values"])
@@ -201,7 +271,12 @@ def format_table(rates: list[float], table: dict[str, dict]) -> str:
             z = f"{sens['z']:8.2f}" if sens["z"] is not None else f"{'null':>8}"
             p = f"{sens['p_value']:8.4f}" if sens["p_value"] is not None else f"{'null':>8}"
             tail = f"{sens['diff']:11.3f}{interval:>20}{z}{p}"
-        reasons = [r for r in (entry["reason"], sens.get("reason")) if r and not (entry["reason"] and entry["reason"] in r
-                                                                                and r != entry["reason"])]
-        lines.append(f"{metric:<24}{cells}{rho}{tail}" + (f"  ({'; '.join(dict.fromkeys(reasons))})" if reasons else ""))
+        reasons = [
+            r
+            for r in (entry["reason"], sens.get("reason"))
+            if r and not (entry["reason"] and entry["reason"] in r and r != entry["reason"])
+        ]
+        lines.append(
+            f"{metric:<24}{cells}{rho}{tail}" + (f"  ({'; '.join(dict.fromkeys(reasons))})" if reasons else "")
+        )
     return "\n".join(lines)

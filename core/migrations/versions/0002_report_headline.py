@@ -4,21 +4,21 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-25
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('reports') as batch:
-        batch.add_column(sa.Column('headline', sa.JSON(), nullable=True))
+    with op.batch_alter_table("reports") as batch:
+        batch.add_column(sa.Column("headline", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('reports') as batch:
-        batch.drop_column('headline')
+    with op.batch_alter_table("reports") as batch:
+        batch.drop_column("headline")

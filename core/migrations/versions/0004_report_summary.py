@@ -4,21 +4,21 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-06
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0004'
-down_revision = '0003'
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('reports') as batch:
-        batch.add_column(sa.Column('summary', sa.JSON(), nullable=True))
+    with op.batch_alter_table("reports") as batch:
+        batch.add_column(sa.Column("summary", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('reports') as batch:
-        batch.drop_column('summary')
+    with op.batch_alter_table("reports") as batch:
+        batch.drop_column("summary")

@@ -27,6 +27,7 @@ Outputs (paths relative to the pair folder, which is recorded as ``audio_root``)
   dev = the `valid` CSV), speaker, sentiment, dia_id, utt_id, id, language;
 - ``dataset.json``: the counts, the skipped and missing files, the files written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,25 +58,38 @@ class MeldStError(ValueError):
 
 def distributed_columns(pair: str) -> tuple[str, ...]:
     target_text = PAIRS[pair][2]
-    return ("id", "dia_id", "utt_id", "emotion", "sentiment", SOURCE_TEXT_COLUMN, target_text, "season", "episode",
-            "speaker", f"{SOURCE_TEXT_COLUMN}_begin_time", f"{SOURCE_TEXT_COLUMN}_end_time",
-            f"{target_text}_begin_time", f"{target_text}_end_time")
+    return (
+        "id",
+        "dia_id",
+        "utt_id",
+        "emotion",
+        "sentiment",
+        SOURCE_TEXT_COLUMN,
+        target_text,
+        "season",
+        "episode",
+        "speaker",
+        f"{SOURCE_TEXT_COLUMN}_begin_time",
+        f"{SOURCE_TEXT_COLUMN}_end_time",
+        f"{target_text}_begin_time",
+        f"{target_text}_end_time",
+    )
 
 
 @dataclass(frozen=True)
 class Row:
     """One CSV row: an English utterance and its dubbed counterpart, with the state of both files."""
 
-    split: str            # train / dev / test
+    split: str  # train / dev / test
     id: str
     dia_id: str
     utt_id: str
     emotion: str
     sentiment: str
     speaker: str
-    source: str           # relative to the pair folder
+    source: str  # relative to the pair folder
     target: str
-    source_status: str    # ok / missing / small
+    source_status: str  # ok / missing / small
     target_status: str
 
     @property
@@ -99,7 +113,7 @@ class MeldSt:
     pair_dir: Path
     min_bytes: int
     rows: list[Row]
-    csv_files: dict[str, str] = field(default_factory=dict)   # split -> CSV file name
+    csv_files: dict[str, str] = field(default_factory=dict)  # split -> CSV file name
     missing_columns: list[str] = field(default_factory=list)  # distributed columns the CSVs lack (not needed)
 
     @property
@@ -133,26 +147,39 @@ class MeldSt:
             entry: dict = {"rows": len(rows)}
             for language in self.languages:
                 statuses = [self.status(r, language) for r in rows]
-                entry[language] = {"ok": statuses.count(OK), "small": statuses.count(SMALL),
-                                   "missing": statuses.count(MISSING)}
+                entry[language] = {
+                    "ok": statuses.count(OK),
+                    "small": statuses.count(SMALL),
+                    "missing": statuses.count(MISSING),
+                }
             entry["pairs"] = sum(r.usable for r in rows)
             out[split] = entry
         return out
 
     def skipped(self, status: str) -> dict[str, list[str]]:
         """Relative paths with this status (SMALL or MISSING), per language, in CSV order."""
-        return {language: [self.path(r, language) for r in self.rows if self.status(r, language) == status]
-                for language in self.languages}
+        return {
+            language: [self.path(r, language) for r in self.rows if self.status(r, language) == status]
+            for language in self.languages
+        }
 
     def summary(self) -> dict:
-        return {"pair": self.pair, "audio_root": str(self.pair_dir), "min_bytes": self.min_bytes,
-                "csv_files": self.csv_files, "missing_columns": self.missing_columns,
-                "counts": self.counts(), "skipped_small": self.skipped(SMALL), "missing": self.skipped(MISSING)}
+        return {
+            "pair": self.pair,
+            "audio_root": str(self.pair_dir),
+            "min_bytes": self.min_bytes,
+            "csv_files": self.csv_files,
+            "missing_columns": self.missing_columns,
+            "counts": self.counts(),
+            "skipped_small": self.skipped(SMALL),
+            "missing": self.skipped(MISSING),
+        }
 
 
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
+
 
 def check_pair(pair: str) -> str:
     name = pair.strip().upper().replace("-", "_")
@@ -170,8 +197,10 @@ def find_pair_dir(root, pair: str) -> Path:
     for candidate in (root / pair, root):
         if candidate.is_dir() and ((candidate / f"{prefix}_train.csv").is_file() or candidate.name == pair):
             return candidate
-    raise MeldStError(f"{root} holds neither {pair}/ nor {prefix}_train.csv (expected the MELD-ST folder "
-                      f"with {pair}/{prefix}_{{train,valid,test}}.csv)")
+    raise MeldStError(
+        f"{root} holds neither {pair}/ nor {prefix}_train.csv (expected the MELD-ST folder "
+        f"with {pair}/{prefix}_{{train,valid,test}}.csv)"
+    )
 
 
 def _file_status(path: Path, min_bytes: int) -> str:
@@ -203,8 +232,10 @@ def read_meld_st(root, pair: str, *, min_bytes: int = MIN_BYTES) -> MeldSt:
     for csv_split, folder in CSV_SPLITS:
         path = pair_dir / f"{prefix}_{csv_split}.csv"
         if not path.is_file():
-            raise MeldStError(f"{path} not found (a MELD-ST pair folder has {prefix}_train.csv, "
-                              f"{prefix}_valid.csv and {prefix}_test.csv)")
+            raise MeldStError(
+                f"{path} not found (a MELD-ST pair folder has {prefix}_train.csv, "
+                f"{prefix}_valid.csv and {prefix}_test.csv)"
+            )
         csv_files[folder] = path.name
         columns, records = _read_csv(path)
         lacking = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -225,20 +256,35 @@ def read_meld_st(root, pair: str, *, min_bytes: int = MIN_BYTES) -> MeldSt:
                 raise MeldStError(f"{path}:{line}: empty emotion")
             name = f"{folder}/{folder}_{utterance_id}.wav"
             source, target = f"{SOURCE_LANGUAGE}/{name}", f"{target_language}/{name}"
-            rows.append(Row(folder, utterance_id, record["dia_id"], record["utt_id"], emotion,
-                            record.get("sentiment", "").lower(), record.get("speaker", ""), source, target,
-                            _file_status(pair_dir / source, min_bytes), _file_status(pair_dir / target, min_bytes)))
+            rows.append(
+                Row(
+                    folder,
+                    utterance_id,
+                    record["dia_id"],
+                    record["utt_id"],
+                    emotion,
+                    record.get("sentiment", "").lower(),
+                    record.get("speaker", ""),
+                    source,
+                    target,
+                    _file_status(pair_dir / source, min_bytes),
+                    _file_status(pair_dir / target, min_bytes),
+                )
+            )
     corpus = MeldSt(pair, pair_dir, min_bytes, rows, csv_files, sorted(missing_columns))
     for language in corpus.languages:
         if rows and all(corpus.status(r, language) == MISSING for r in rows):
-            raise MeldStError(f"no {language} audio found under {pair_dir / language} (expected e.g. "
-                              f"{pair_dir / corpus.path(rows[0], language)})")
+            raise MeldStError(
+                f"no {language} audio found under {pair_dir / language} (expected e.g. "
+                f"{pair_dir / corpus.path(rows[0], language)})"
+            )
     return corpus
 
 
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
+
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -249,8 +295,17 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> Path:
 
 
 def _pair_record(row: Row) -> dict:
-    return {"pair_id": row.pair_id, "source": row.source, "target": row.target, "label": row.emotion,
-            "group": row.group, "split": row.split, "dia_id": row.dia_id, "utt_id": row.utt_id, "speaker": row.speaker}
+    return {
+        "pair_id": row.pair_id,
+        "source": row.source,
+        "target": row.target,
+        "label": row.emotion,
+        "group": row.group,
+        "split": row.split,
+        "dia_id": row.dia_id,
+        "utt_id": row.utt_id,
+        "speaker": row.speaker,
+    }
 
 
 def manifest_name(language: str) -> str:
@@ -263,12 +318,24 @@ def write_dataset(corpus: MeldSt, out_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     files = {"pairs": _write_csv(out / "pairs.csv", PAIR_COLUMNS, [_pair_record(r) for r in corpus.pairs()]).name}
     for split in SPLITS:
-        files[f"pairs_{split}"] = _write_csv(out / f"pairs_{split}.csv", PAIR_COLUMNS,
-                                             [_pair_record(r) for r in corpus.pairs(split)]).name
+        files[f"pairs_{split}"] = _write_csv(
+            out / f"pairs_{split}.csv", PAIR_COLUMNS, [_pair_record(r) for r in corpus.pairs(split)]
+        ).name
     for language in corpus.languages:
-        records = [{"path": corpus.path(r, language), "emotion": r.emotion, "split": r.split, "speaker": r.speaker,
-                    "sentiment": r.sentiment, "dia_id": r.dia_id, "utt_id": r.utt_id, "id": r.id,
-                    "language": language} for r in corpus.utterances(language)]
+        records = [
+            {
+                "path": corpus.path(r, language),
+                "emotion": r.emotion,
+                "split": r.split,
+                "speaker": r.speaker,
+                "sentiment": r.sentiment,
+                "dia_id": r.dia_id,
+                "utt_id": r.utt_id,
+                "id": r.id,
+                "language": language,
+            }
+            for r in corpus.utterances(language)
+        ]
         files[f"ser_{language.lower()}"] = _write_csv(out / manifest_name(language), SER_COLUMNS, records).name
     summary = {**corpus.summary(), "files": files}
     (out / "dataset.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -292,11 +359,15 @@ def format_counts(corpus: MeldSt) -> str:
         cells.append(str(entry["pairs"]))
         lines.append(cells)
     widths = [max(len(header[i]), *(len(c[i]) for c in lines)) for i in range(len(header))]
-    render = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                     for i, (c, w) in enumerate(zip(cells, widths)))
+    render = lambda cells: "  ".join(
+        c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
     total = counts["total"]
     skipped = sum(total[lang]["small"] for lang in corpus.languages)
     missing = sum(total[lang]["missing"] for lang in corpus.languages)
-    title = (f"MELD-ST {corpus.pair} ({corpus.pair_dir}): {skipped} file(s) under {corpus.min_bytes} bytes skipped "
-             f"(as the paper did), {missing} file(s) missing")
+    title = (
+        f"MELD-ST {corpus.pair} ({corpus.pair_dir}): {skipped} file(s) under {corpus.min_bytes} bytes skipped "
+        f"(as the paper did), {missing} file(s) missing"
+    )
     return "\n".join([title, render(header), *(render(c) for c in lines)])
