@@ -138,7 +138,8 @@ def main() -> None:
     print("\ncold end to end (no feature cache, worker start-up included):")
     print(f"  start-up (models, {args.jobs} processes)  {started - start:7.2f} s")
     print(
-        f"  decode + features + prosody    {analysed - started:7.2f} s  ({len(files) / (analysed - started):.1f} files/s)"
+        f"  decode + features + prosody    {analysed - started:7.2f} s  "
+        f"({len(files) / (analysed - started):.1f} files/s)"
     )
     print(f"  SER + pair metrics             {paired - analysed:7.2f} s")
     print(f"  corpus metrics + 1000 bootstrap{done - paired:7.2f} s  (of which the side reading {side_seconds:.2f} s)")

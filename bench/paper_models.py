@@ -406,8 +406,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     load = (
-        ", load average %.1f (other processes share these cores: timings are noisy when it is high)"
-        % os.getloadavg()[0]
+        f", load average {os.getloadavg()[0]:.1f} "
+        "(other processes share these cores: timings are noisy when it is high)"
         if hasattr(os, "getloadavg")
         else ""
     )

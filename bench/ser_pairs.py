@@ -123,7 +123,11 @@ def separation(p_source, p_preserved, p_swapped, *, n_bootstrap: int = 2000, see
     for name, (kept, swapped) in per_pair.items():
         kept, swapped = np.asarray(kept, np.float64), np.asarray(swapped, np.float64)
         res = paired_bootstrap(
-            lambda idx: swapped[idx].mean(), lambda idx: kept[idx].mean(), len(kept), n_resamples=n_bootstrap, seed=seed
+            lambda idx, swapped=swapped: swapped[idx].mean(),
+            lambda idx, kept=kept: kept[idx].mean(),
+            len(kept),
+            n_resamples=n_bootstrap,
+            seed=seed,
         )
         out[name] = {
             "preserved": float(kept.mean()),

@@ -5,7 +5,8 @@
     python bench/ser_quality.py --loco [VARIANT ...] [--seeds N]        # bench/ser_loco.py: leave one corpus out
     python bench/ser_quality.py --tables .cache/ser_quality.json        # bench/ser_loco.py: its markdown tables
     python bench/ser_quality.py --write-pairs [DIR]                     # bench/ser_pairs.py
-    python bench/ser_quality.py --ship --ensemble 5 --speed-perturb 0.9 1.1   # bench/ser_ship.py: writes models/artifacts/ser_lite
+    python bench/ser_quality.py --ship --ensemble 5 --speed-perturb 0.9 1.1   # bench/ser_ship.py: writes
+                                                                              # models/artifacts/ser_lite
     python bench/ser_quality.py --ship-multi VARIANT --ensemble 5       # bench/ser_ship.py: all four corpora
     python bench/ser_quality.py --rescore DIR [--by-speaker]            # bench/ser_ship.py: score a saved head again
 

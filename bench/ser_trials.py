@@ -10,7 +10,8 @@ bench/ser_quality.py --loco calls the selection data) for feature sets `kinds` (
 functionals; "+lld" LLD mean/std/percentiles; "+mfcc" 20 MFCC mean/std/mean |delta|). allfold: the head trained on
 all four corpora, dev UA of RAVDESS / JVNV / ASED and EmoDB with one training speaker held out in turn (EmoDB has
 no dev speaker). linear: the loco selection data for scikit-learn classifiers (logistic regression "lr:C", shrinkage
-LDA "lda:" or "lda:SHRINKAGE"), each with and without per-side z-scoring. No test speaker or utterance is read. Results are appended to .cache/ser_trials.jsonl.
+LDA "lda:" or "lda:SHRINKAGE"), each with and without per-side z-scoring. No test speaker or utterance is read.
+Results are appended to .cache/ser_trials.jsonl.
 """
 
 import argparse

@@ -4,7 +4,8 @@
     python bench/throughput.py --pairs 0                # sections 2 and 4 on the whole en-ja test split too
     python bench/throughput.py --only paper --paper-n 16 --paper-max-seconds 8 --device cuda
     python bench/throughput.py --only cache,workers,service
-    python bench/throughput.py --only paper,workers --paper-n 8 --repeat 3   # issue 17: fast mode, exact ratios, 2 vs 1 workers
+    python bench/throughput.py --only paper,workers --paper-n 8 --repeat 3   # issue 17: fast mode, exact ratios,
+                                                                             # 2 vs 1 workers
     bash bench/gpu.sh                                   # on a CUDA machine: steady-state GPU sizes + the service
 
 1 cache    lite pairs/s, cold vs warm *source* cache, on the whole test split. One resident evaluator
@@ -204,7 +205,8 @@ def section_workers(args, spec, head, results: dict) -> None:
         print(
             f"  two / one = {ratio:.2f}x (goal >= 1.8x; rounds {min(spread):.2f}-{max(spread):.2f}x); CPU per file "
             f"two / one = {two.own_cpu / one.own_cpu:.2f} (above 1: the processes slow each other down); threads "
-            f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two (models/runtime/threads.py)"
+            f"per process: {threads_per_worker(1)} alone, {threads_per_worker(2)} each of two "
+            "(models/runtime/threads.py)"
         )
         results["workers_pairs"] = args.pairs
         results["workers"] = {

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train-ser",
         help="train a SER head (paper recipe) from a labelled manifest",
-        description="Train the paper's SER head (MLP 64-32 or nkululeko's 32-64, dropout 0.3, batch 2, <= 80 epochs, epoch kept by dev UA, "
+        description="Train the paper's SER head (MLP 64-32 or nkululeko's 32-64, dropout 0.3, batch 2, <= 80 epochs, "
+        "epoch kept by dev UA, "
         "ClusterCentroids on the training split) and write a head directory that `emopres evaluate --head` "
         "and the workers load. Per-epoch progress goes to stderr; Table 2 to stdout.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -1,7 +1,7 @@
 """The names of the evaluation profiles: what settings, the API and the CLI accept.
 
-Each name is implemented by a sub-package of models/ (its profile in models/<name>/profile.py) and registered in models.registry.REGISTRY (which
-checks it registers exactly these); the report's signature records the one used.
+Each name is implemented by a sub-package of models/ (its profile in models/<name>/profile.py) and registered in
+models.registry.REGISTRY (which checks it registers exactly these); the report's signature records the one used.
 """
 
 PROFILES = ("lite", "paper")

@@ -134,7 +134,8 @@ def parse_pairs(
         raise ManifestError(f"missing column(s): {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
     if group_column is not None and group_column not in columns:
         raise ManifestError(
-            f"group column {group_column!r} not found (columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})"
+            f"group column {group_column!r} not found "
+            f"(columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})"
         )
     group_key = group_column or ("group" if "group" in columns else None)
     pairs, seen = [], set()

@@ -1,1 +1,3 @@
-"""HTTP plumbing of the gateway: typed dependencies, errors and their handlers, middleware, connection limits, Prometheus metrics."""
+"""HTTP plumbing of the gateway: typed dependencies, errors and their handlers, middleware, connection limits,
+Prometheus metrics.
+"""

@@ -1,7 +1,8 @@
 """The lite profile: openSMILE eGeMAPS for SER and acoustic_sim; nothing to download.
 
 artifacts/egemaps_lld_stats.json: mean and std (floored at 1e-6) of the 25 LLDs of Egemaps().extract over all
-frames of the first 240 files of the RAVDESS + JVNV manifests (shared/data, in that order) after random.Random(0).shuffle.
+frames of the first 240 files of the RAVDESS + JVNV manifests (shared/data, in that order) after
+random.Random(0).shuffle.
 """
 
 from __future__ import annotations

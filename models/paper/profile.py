@@ -6,10 +6,13 @@ Model directory layout (each entry in the model's own published format)::
 
     $EMOPRES_MODEL_DIR/
       emotion2vec_plus_large/                        funasr: config.yaml, model.pt, tokens.txt
-      wav2vec2-large-robust-12-ft-emotion-msp-dim/   transformers: config.json, pytorch_model.bin, preprocessor_config.json
+      wav2vec2-large-robust-12-ft-emotion-msp-dim/   transformers: config.json, pytorch_model.bin,
+                                                     preprocessor_config.json
       wavlm_large_finetune.pth                       UniSpeech ECAPA-TDNN checkpoint (a file)
-      wav2vec2-large-xlsr-53/                        transformers: config.json, pytorch_model.bin, preprocessor_config.json
-      AutoPCP-multilingual-v2/                       the unzipped AutoPCP-multilingual-v2.zip (<name>.config + <name>.pt)
+      wav2vec2-large-xlsr-53/                        transformers: config.json, pytorch_model.bin,
+                                                     preprocessor_config.json
+      AutoPCP-multilingual-v2/                       the unzipped AutoPCP-multilingual-v2.zip
+                                                     (<name>.config + <name>.pt)
       ser_head/                                      the SER head trained on emotion2vec features (emopres train-ser)
 """
 
@@ -78,7 +81,8 @@ SLOTS: tuple[ModelSlot, ...] = (
         "xlsr_53",
         "wav2vec2-large-xlsr-53",
         "transformers",
-        "https://huggingface.co/facebook/wav2vec2-large-xlsr-53: config.json, pytorch_model.bin, preprocessor_config.json",
+        "https://huggingface.co/facebook/wav2vec2-large-xlsr-53: "
+        "config.json, pytorch_model.bin, preprocessor_config.json",
         ("autopcp",),
     ),
     ModelSlot(

@@ -1,1 +1,3 @@
-"""Runtime helpers of the model backends: batching, precision (fast mode), packed kernels, weight locks, thread pools."""
+"""Runtime helpers of the model backends: batching, precision (fast mode), packed kernels, weight locks, thread
+pools.
+"""

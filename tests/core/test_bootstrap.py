@@ -81,7 +81,7 @@ def test_bootstrap_groups_draw_whole_groups():
     lengths = set()
     for idx in seen:
         counts = np.bincount(idx, minlength=groups.size)
-        for g, size in sizes.items():
+        for g in sizes:
             c = counts[groups == g]
             assert np.all(c == c[0])  # every member of a drawn group taken equally often
         draws = {g: counts[groups == g][0] for g in sizes}

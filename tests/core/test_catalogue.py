@@ -76,15 +76,12 @@ def test_bhattacharyya_is_one_minus_the_squared_hellinger_distance(seed):
 def test_paired_comparison_of_bhattacharyya_is_the_mean_difference():
     preserving, swapping = _rows(80, seed=6, keep=0.9), _rows(80, seed=6, keep=0.1)
     entry = compare_runs(swapping, preserving, CLASSES, ["bhattacharyya"], n_bootstrap=300, seed=1)["bhattacharyya"]
-    direct = lambda rows: np.array(
-        [
-            sum(
-                np.sqrt(r["source"]["probs"][c] * r["target"]["probs"][c])  # noqa: E731
-                for c in CLASSES
-            )
-            for r in rows
-        ]
-    )
+
+    def direct(rows):
+        return np.array(
+            [sum(np.sqrt(r["source"]["probs"][c] * r["target"]["probs"][c]) for c in CLASSES) for r in rows]
+        )
+
     assert entry["diff"] == pytest.approx((direct(preserving) - direct(swapping)).mean(), abs=1e-12)
     assert entry["ci_low"] > 0 and entry["p_value"] < 0.05
     corpus = compute_corpus(preserving, CLASSES, n_bootstrap=200, seed=2)["bhattacharyya"]

@@ -16,10 +16,8 @@ from worker.engine.pipeline import Evaluator
 
 @pytest.fixture
 def files(write_wav, tmp_path):
-    paths = {
-        name: write_wav(f"{name}.wav", seconds=2.0 + i * 0.3, seed=i, pitch=110 + 30 * i)
-        for i, name in enumerate(["a", "b", "c", "d"])
-    }
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        write_wav(f"{name}.wav", seconds=2.0 + i * 0.3, seed=i, pitch=110 + 30 * i)
     soundfile.write(tmp_path / "silence.wav", np.zeros(16_000, np.float32), 16_000)
     (tmp_path / "garbage.wav").write_bytes(b"not audio" * 100)
     return tmp_path

@@ -20,9 +20,10 @@ from worker.engine.report_schema import ReportSchemaError, validate_report
 from worker.engine.trust import COLLAPSED_TOP_SHARE, MIN_PAIRS, NEAR_CHANCE_RATIO, summarise
 
 CLASSES = ["anger", "joy", "neutral", "sadness"]
+N_CLASSES = len(CLASSES)
 
 
-def _probs(rng, n, k=len(CLASSES)):
+def _probs(rng, n, k=N_CLASSES):
     return rng.dirichlet(np.ones(k) * 0.7, size=n)
 
 

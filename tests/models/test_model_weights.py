@@ -251,7 +251,8 @@ def test_fetch_says_what_it_cannot_download(hub, tmp_path, capsys):
 
 def test_nothing_the_service_runs_imports_the_downloader():
     code = (
-        "import sys, app.main, worker.queue.tasks, worker.engine.pipeline, models.paper.profile, models.registry, cli.models; "
+        "import sys, app.main, worker.queue.tasks, worker.engine.pipeline, models.paper.profile, models.registry, "
+        "cli.models; "
         "app.main.create_app; bad = [m for m in ('cli.fetch', 'modelscope') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

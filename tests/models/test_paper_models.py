@@ -308,7 +308,8 @@ def test_speaker_embeddings_batched_exact_and_match_reference(model_dir, waves):
         x = F.layer_norm(torch.from_numpy(w), (len(w),))[None]
         states = []
         hooks = [
-            layer.register_forward_pre_hook(lambda m, a: states.append(a[0])) for layer in enc.wavlm.encoder.layers
+            layer.register_forward_pre_hook(lambda m, a, states=states: states.append(a[0]))
+            for layer in enc.wavlm.encoder.layers
         ]
         with torch.no_grad():
             last = enc.wavlm(x)[0]
@@ -395,7 +396,7 @@ def test_paper_profile_end_to_end(model_dir, waves):
     assert profile.name == "paper"
     feats = profile.utterance_features(waves)
     assert len(feats) == len(waves)
-    for f, w in zip(feats, waves, strict=True):
+    for f, _ in zip(feats, waves, strict=True):
         assert all(isinstance(v, np.ndarray) for v in f.values())
         assert f["ser_input"].shape == (32,) and f["e2v_frames"].shape[1] == 32
         assert f["va_chunks"].ndim == 2 and f["va_chunks"].shape[1] == 2

@@ -3,9 +3,9 @@
 Odd but valid audio is evaluated: 8 kHz to 96 kHz, 1 to 6 channels, FLAC and OGG, all-silence
 audio (with a "no speech found" warning). Audio too short for the model fails only its pair, with
 the reason. Everything else gets a 4xx in the one JSON error shape and stores nothing: a zero-frame
-or zero-channel WAV (infinite samples, which only decoding shows, fail their pair: test_decode_bombs), URLs instead of uploaded paths, NaN in metadata, oversized
-or malformed multipart, over-long headers and names. Another project's job is a 404 on every
-route (including as a comparison baseline), saying nothing about it.
+or zero-channel WAV (infinite samples, which only decoding shows, fail their pair: test_decode_bombs), URLs
+instead of uploaded paths, NaN in metadata, oversized or malformed multipart, over-long headers and names.
+Another project's job is a 404 on every route (including as a comparison baseline), saying nothing about it.
 """
 
 from __future__ import annotations

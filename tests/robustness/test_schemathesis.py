@@ -113,7 +113,7 @@ def test_openapi_fuzzing_finds_no_server_error(api):
                     database=None,
                     suppress_health_check=list(HealthCheck),
                 )
-                def check(case):
+                def check(case, key, mode, operation):
                     ran[key, mode] = ran.get((key, mode), 0) + 1
                     try:
                         response = case.call(headers=headers)
@@ -129,7 +129,7 @@ def test_openapi_fuzzing_finds_no_server_error(api):
                         )
 
                 try:
-                    check()
+                    check(key=key, mode=mode, operation=operation)
                 except Unsatisfiable:  # no schema-violating request exists: expected only where documented
                     if mode is not GenerationMode.NEGATIVE:
                         raise

@@ -261,7 +261,7 @@ def test_a_token_with_callbacks_in_flight_yields_the_next_slot(service):
         try:
             assert sender.dispatch_due() == 2  # a's two, hanging
             waiting = finished_job(service, hanging.url, "a", finished_seconds_ago=20)  # older than b's
-            other = finished_job(service, good.url, "b")
+            finished_job(service, good.url, "b")
             assert sender.dispatch_due() == 1
             assert waiting not in sender._busy
             good.wait_for(1)

@@ -29,7 +29,7 @@ def versions(service, tmp_path_factory):
     ids = []
     for name in ("my-s2st@v1", "my-s2st@v2", "other@v1", "my-s2st@v3"):
         response = service.post(
-            "/v1/jobs", files=upload_fields(manifest), data={"name": name, "metadata": '{"commit": "%s"}' % name[-2:]}
+            "/v1/jobs", files=upload_fields(manifest), data={"name": name, "metadata": f'{{"commit": "{name[-2:]}"}}'}
         )
         assert response.status_code == 202, response.text
         ids.append((name, response.json()["id"]))

@@ -131,8 +131,8 @@ def test_blobs_are_stored_once_by_content(tmp_path, sessions):
         data = wav_bytes(0.5, seed=1)
         sha = store.sha256(data)
         with sessions() as session:
-            store.put_many(session, {sha: lambda: data})
-            store.put_many(session, {sha: lambda: data})
+            store.put_many(session, {sha: lambda data=data: data})
+            store.put_many(session, {sha: lambda data=data: data})
             session.commit()
             assert session.scalar(select(func.count()).select_from(Blob).where(Blob.sha256 == sha)) == 1
             assert (session.get(Blob, sha).content is not None) == (kind == "database")

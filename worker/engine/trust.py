@@ -111,8 +111,8 @@ def _health_warnings(reading: str, side: str, health: dict) -> list[dict]:
                 "side": side,
                 "message": (
                     f"{where} is read near chance: UA {health['ua']:.3f} against a chance level of "
-                    f"{health['ua_chance']:.3f} (below {NEAR_CHANCE_RATIO:g}x); a low agreement here may be the SER head "
-                    "failing on this speech, not lost emotion"
+                    f"{health['ua_chance']:.3f} (below {NEAR_CHANCE_RATIO:g}x); a low agreement here may be the "
+                    "SER head failing on this speech, not lost emotion"
                 ),
             }
         )

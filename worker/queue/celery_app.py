@@ -113,7 +113,7 @@ def evaluate_chunk(self, job_id: str, idx: int) -> str:
     try:
         return run_chunk(process_context(), job_id, idx)
     except DATABASE_AWAY as error:  # away for longer than the retries: put the message back, never drop it
-        raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None)
+        raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None) from error
 
 
 @app.task(name=FINALIZE_TASK, acks_late=True, ignore_result=True, bind=True)
@@ -123,7 +123,7 @@ def finalize(self, job_id: str) -> str:
             process_context(), f"job {job_id}: report", finalize_job, process_context(), job_id
         )
     except DATABASE_AWAY as error:
-        raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None)
+        raise self.retry(exc=error, countdown=settings.heartbeat_seconds, max_retries=None) from error
 
 
 @signals.worker_process_init.connect

@@ -64,14 +64,18 @@ MiB = 1024 * 1024
 WIDE_ASPECT = 1.6  # a plot wider than this (several panels) takes the whole row, not half of it
 
 STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
-h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;\
+padding:1rem 1.5rem;color:#1d1d1f;background:#fff}
+h1{font-size:1.5rem;margin:.2rem 0}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd;\
+padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}\
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .null{color:#8a6d00}.muted{color:#666;font-size:.85rem}.bad{color:#b00020}.good{color:#1b7a3a}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:.75rem}
 figure{margin:0}figure.wide{grid-column:1/-1}figure img{width:100%;height:auto;border:1px solid #eee}
-tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
+tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}\
+code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
 audio{display:block;width:240px;height:32px;margin-top:.25rem}.meta td:first-child{font-weight:600}
 #models code{word-break:normal;white-space:nowrap}
 .primary{font-size:1.6rem;font-weight:700}details{margin:.5rem 0}summary{cursor:pointer;font-weight:600}
@@ -261,7 +265,10 @@ def _per_emotion_table(corpus: dict) -> str:
     rows = []
     for cls in classes:
         p = by_pred.get(cls) or {}
-        cells = f'<th scope="row">{_e(cls)}</th><td class="num">{_e(p.get("n", 0))}</td><td class="num">{_fmt(p.get("value"))}</td>'
+        cells = (
+            f'<th scope="row">{_e(cls)}</th><td class="num">{_e(p.get("n", 0))}</td>'
+            f'<td class="num">{_fmt(p.get("value"))}</td>'
+        )
         if by_gold is not None:
             g = by_gold.get(cls) or {}
             cells += (
@@ -314,8 +321,10 @@ def _worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_
         warnings = "<br>".join(_e(w) for w in pair.get("warnings") or [])
         rows.append(
             f"<tr><td><code>{_e(pid)}</code></td><td>{_e(pair.get('label') or '')}</td>"
-            f"<td>{_e(s.get('pred'))} ({_fmt(s.get('uncertainty'), 2)}){_audio_cell(audio, pid, 'source', max_audio_bytes)}</td>"
-            f"<td>{_e(t.get('pred'))} ({_fmt(t.get('uncertainty'), 2)}){_audio_cell(audio, pid, 'target', max_audio_bytes)}</td>"
+            f"<td>{_e(s.get('pred'))} ({_fmt(s.get('uncertainty'), 2)})"
+            f"{_audio_cell(audio, pid, 'source', max_audio_bytes)}</td>"
+            f"<td>{_e(t.get('pred'))} ({_fmt(t.get('uncertainty'), 2)})"
+            f"{_audio_cell(audio, pid, 'target', max_audio_bytes)}</td>"
             f'<td class="{"good" if agree else "bad"}">{"yes" if agree else "no"}</td>'
             + "".join(f'<td class="num">{_fmt(pair.get(m))}</td>' for m in sims)
             + f'<td class="muted">{warnings}</td></tr>'
@@ -384,7 +393,8 @@ def _model_description(name: str, info: dict) -> str:
 
 
 def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
-    """The table of worker.engine.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p, n."""
+    """The table of worker.engine.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p,
+    n."""
 
     def row(name: str, entry: dict) -> str:
         low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))

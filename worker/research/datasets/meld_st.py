@@ -359,10 +359,12 @@ def format_counts(corpus: MeldSt) -> str:
         cells.append(str(entry["pairs"]))
         lines.append(cells)
     widths = [max(len(header[i]), *(len(c[i]) for c in lines)) for i in range(len(header))]
-    render = lambda cells: "  ".join(
-        c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    )
+
+    def render(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
     total = counts["total"]
     skipped = sum(total[lang]["small"] for lang in corpus.languages)
     missing = sum(total[lang]["missing"] for lang in corpus.languages)
