@@ -3,8 +3,6 @@ another), as the paper's per-language heads need; the report records both heads.
 
 from __future__ import annotations
 
-import numpy as np
-
 from models.registry import ProfileSpec
 from models.ser.head import SerHead
 from worker.engine.pipeline import Evaluator
@@ -40,15 +38,15 @@ class PerSideEvaluator(Evaluator):
         return super().evaluate_pairs(pairs, resolve, progress, utterances)
 
     def predict(self, utterances):
-        out = {}
+        """Source files through the source head, target files through the target head (each as Evaluator.predict:
+        probabilities, and why the files that could not be read failed)."""
+        probabilities, errors = {}, {}
         for head, is_target in ((self.head, False), (self.target_head, True)):
-            keys = [
-                k for k, u in utterances.items() if u.features is not None and (k in self._target_paths) == is_target
-            ]
-            if keys:
-                inputs = np.stack([self.profile.ser_input(utterances[k].features) for k in keys])
-                out.update(zip(keys, head.predict_proba(inputs), strict=True))
-        return out
+            side = {k: u for k, u in utterances.items() if (k in self._target_paths) == is_target}
+            read, failed = self.predict_with(head, side)
+            probabilities.update(read)
+            errors.update(failed)
+        return probabilities, errors
 
 
 def mark_per_side_heads(report: dict, source_head: SerHead, target_head: SerHead) -> dict:

@@ -279,6 +279,12 @@ class Evaluator:
     def predict(self, utterances: dict[str, Utterance]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """SER probabilities per analysed file, in one batch, and why the files that could not be read failed
         (a batch that fails is retried file by file: one bad file fails only its pairs)."""
+        return self.predict_with(self.head, utterances)
+
+    def predict_with(
+        self, head: SerHead, utterances: dict[str, Utterance]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """:meth:`predict` with the SER head ``head``."""
         inputs, errors = {}, {}
         for key, utterance in utterances.items():
             if utterance.features is None:
@@ -291,7 +297,7 @@ class Evaluator:
             return {}, errors
         keys = list(inputs)
         try:
-            return dict(zip(keys, self.head.predict_proba(np.stack([inputs[k] for k in keys])), strict=True)), errors
+            return dict(zip(keys, head.predict_proba(np.stack([inputs[k] for k in keys])), strict=True)), errors
         except Exception as error:
             if len(keys) == 1:
                 errors[keys[0]] = _failed("SER", error)
@@ -299,7 +305,7 @@ class Evaluator:
         probabilities = {}
         for key in keys:
             try:
-                probabilities[key] = self.head.predict_proba(inputs[key][None, :])[0]
+                probabilities[key] = head.predict_proba(inputs[key][None, :])[0]
             except Exception as error:
                 errors[key] = _failed("SER", error)
         return probabilities, errors
