@@ -24,23 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import ipaddress
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
-from proc_accounting import session_cpu_seconds, system_busy_seconds
+from service_bench import Server, check_loopback, cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16_000
@@ -145,123 +140,6 @@ def _real_jobs(pairs: list[tuple[str, bytes, str, bytes]], per_job: int) -> list
         manifest = ("\n".join(rows) + "\n").encode()
         jobs.append(JobSpec(index, ids, [("manifest", ("manifest.csv", manifest, "text/csv"))] + fields))
     return jobs
-
-
-# ---------------------------------------------------------------- the server
-
-
-def check_loopback(url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise SystemExit(f"refusing {url}: only loopback addresses (127.0.0.0/8, ::1, localhost)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def random_head(folder: Path) -> Path:
-    """A random-weight lite head, when the shipped one is absent (throughput is the same; predictions are noise)."""
-    import torch
-
-    from models.ser.head import SerHead
-
-    torch.manual_seed(0)
-    classes = ["neutral", "joy", "sadness", "anger", "fear", "disgust", "surprise"]
-    return SerHead.new(88, classes, "egemaps-v02", metadata={"source": "bench/load.py random head"}).save(folder)
-
-
-class Server:
-    """`emopres serve` on a free loopback port with a temporary data folder (auth disabled)."""
-
-    def __init__(self, workdir: Path, head: str | None, env_overrides: dict[str, str], workers: int = 1) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "serve.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EMOPRES_")}
-        env.update({"EMOPRES_DATA_DIR": str(workdir / "data"), "EMOPRES_AUTH_DISABLED": "1", "PYTHONUNBUFFERED": "1"})
-        if head:
-            env["EMOPRES_HEAD"] = head
-        else:
-            sys.path.insert(0, str(REPO))
-            from models.registry import ProfileSpec, default_head_path
-
-            if not (default_head_path(ProfileSpec("lite")) / "head.json").is_file():
-                env["EMOPRES_HEAD"] = str(random_head(workdir / "head"))
-                print("note: no shipped lite head; a random head is used (same cost, meaningless predictions)")
-        env.update({f"EMOPRES_{k.upper()}": v for k, v in env_overrides.items()})
-        self.env = env
-        emopres = Path(sys.executable).parent / "emopres"
-        command = [str(emopres)] if emopres.exists() else [sys.executable, "-m", "cli.main"]
-        with open(self.log, "ab") as handle:
-            self.process = subprocess.Popen(
-                command
-                + [
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--log-level",
-                    "warning",
-                    "--workers",
-                    str(workers),
-                ],
-                env=env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = 180, path: str = "/readyz") -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"emopres serve exited:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}{path}", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"emopres serve not ready after {timeout} s:\n{self.tail()}")
-
-    def cpu_seconds(self) -> dict[str, float]:
-        return session_cpu_seconds(self.process.pid)
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def cpu_seconds(server: Server | None) -> dict[str, float]:
-    """CPU used so far: by this process (the clients), by the server started here, and by the whole machine (busy
-    time of all cores, /proc/stat: the server, its database, the clients and anything else running)."""
-    used = {"client_cpu_seconds": time.process_time()}
-    if server is not None:
-        used.update(server.cpu_seconds())
-    try:
-        used["machine_busy_cpu_seconds"] = system_busy_seconds()
-    except OSError:
-        pass
-    return used
 
 
 # ---------------------------------------------------------------- clients
