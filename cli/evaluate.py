@@ -132,7 +132,8 @@ def run_evaluate(args) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     if args.plots or args.html:
-        from worker.render.html_report import MiB, audio_from_file, write_outputs
+        from worker.render.html_report import audio_from_file, write_outputs
+        from worker.render.html_sections import MiB
 
         files = {p.pair_id: {"source": root / p.source, "target": root / p.target} for p in pairs}
         write_outputs(

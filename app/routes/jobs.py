@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from app import job_views
 from app import jobs as crud
 from app.plumbing.deps import ERRORS, IdempotencyKey, PrincipalDep, ServicesDep, SessionDep
 from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
@@ -97,7 +98,7 @@ def list_jobs(
         check_field(name, "name")
     if name_prefix is not None:  # a NUL reached psycopg: a 500 on PostgreSQL
         check_field(name_prefix, "name_prefix")
-    items, next_cursor = crud.list_jobs(
+    items, next_cursor = job_views.list_jobs(
         session,
         principal.project,
         status=status,
@@ -112,7 +113,7 @@ def list_jobs(
 
 @router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=ERRORS)
 def get_job(job_id: str, principal: PrincipalDep, session: SessionDep):
-    return crud.job_view(session, crud.get_job(session, principal.project, job_id))
+    return job_views.job_view(session, crud.get_job(session, principal.project, job_id))
 
 
 @router.get(

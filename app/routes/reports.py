@@ -3,7 +3,8 @@
 * ``GET /v1/jobs/{id}/plots``: which plots this report has, and why the others were skipped.
 * ``GET /v1/jobs/{id}/plots/{name}?format=png|svg``: one plot (worker.render.plots).
 * ``GET /v1/jobs/{id}/report.html[?worst=10&audio=true&baseline=JOB_ID]``: the self-contained page
-  (worker.render.html_report), the worst pairs' audio embedded from the blob store.
+  (worker.render.html_report, its sections in worker.render.html_sections), the worst pairs' audio embedded
+  from the blob store.
 * ``GET /v1/jobs/{id}/compare/{baseline_id}``: paired bootstrap of every metric over the shared
   pair ids (worker.engine.compare), with the pairs that flipped from agree to disagree.
 * ``GET /v1/schema/report[?version=1]``: the report's JSON Schema (public: it holds no data).
@@ -178,7 +179,7 @@ def _audio_resolver(services, session: Session, job_id: str, max_clip_bytes: int
     through the request's own session: a second session would wait on the first one's SQLite write lock (the
     embedded database begins every transaction IMMEDIATE).
     """
-    from worker.render.html_report import AudioSkipped, over_cap
+    from worker.render.html_sections import AudioSkipped, over_cap
 
     read: dict[str, bytes] = {}
 
@@ -245,7 +246,7 @@ def get_report_html(
     title = f"emopres report: {job.name}" if job.name else None
     clips: dict[tuple[str, str], object] = {}
     if audio:  # only the worst pairs' audio, read now, before the transaction ends
-        from worker.render.html_report import worst_pairs
+        from worker.render.html_sections import worst_pairs
 
         resolve = _audio_resolver(
             services,

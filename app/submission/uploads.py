@@ -16,10 +16,10 @@ from app import jobs as crud
 from app.auth import Principal
 from app.plumbing.errors import InvalidRequest
 from app.services import Services
+from app.submission.archives import archive_contents
 from app.submission.forms import read_multipart
 from app.submission.intake import (
     AudioFile,
-    archive_contents,
     build_request,
     check_field,
     check_manifest_size,

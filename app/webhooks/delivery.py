@@ -33,6 +33,7 @@ import httpx
 from sqlalchemy import and_, func, or_, select, update
 
 from app import jobs as crud
+from app.job_views import job_view
 from app.webhooks.callbacks import allow_list, allowed, parse_url, secret_for
 from core.db import Job, Webhook, WebhookDelivery, dumps, utcnow
 from emopres_client.webhooks import DELIVERY_HEADER, EVENT_HEADER, sign
@@ -51,7 +52,7 @@ def printable(text: str) -> str:
 
 def summary(session, job: Job, public_url: str | None) -> dict:
     """The job summary a webhook carries: id, name, status, metadata, progress, headline metrics with CIs, links."""
-    view = crud.job_view(session, job, detail=False)
+    view = job_view(session, job, detail=False)
     if public_url:
         view["links"] = {k: public_url.rstrip("/") + v for k, v in view["links"].items()}
     return view

@@ -15,7 +15,8 @@ from PIL import Image
 
 from tests.browser import BrowserError, find_browser, load_page
 from tests.report_fixtures import make_report, make_rows, real_run
-from worker.render.html_report import render_html, sniff_audio_mime, worst_pairs
+from worker.render.html_report import render_html
+from worker.render.html_sections import sniff_audio_mime, worst_pairs
 from worker.render.plots import plan_plots
 
 EVIL = '<script>alert("x")</script>'

@@ -15,7 +15,8 @@ import pytest
 from tests.browser import find_browser, load_page
 from tests.report_fixtures import make_report, make_rows
 from worker.engine.compare import compare_reports
-from worker.render.html_report import METRIC_GROUPS, render_html
+from worker.render.html_report import render_html
+from worker.render.html_sections import METRIC_GROUPS
 from worker.render.plots import plan_plots
 
 needs_browser = pytest.mark.skipif(find_browser() is None, reason="no Chromium installed (apt-get install chromium)")

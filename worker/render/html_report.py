@@ -13,39 +13,34 @@ bytes (or ``(bytes, mime)``), and only for the worst ``worst_n`` pairs, each cli
 ``max_audio_bytes``, to keep the page small. A resolver that finds a file over the cap before
 reading it returns ``AudioSkipped(reason)`` instead (the page shows the reason): see
 ``audio_from_file``, and app.routes.reports for the blob store's.
+
+This module assembles the page (its style, CSP and job table); the sections themselves, the worst-pair ranking
+and ``AudioSkipped`` are in worker.render.html_sections.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from core.catalogue import BY_NAME, CATALOGUE, SECTIONS
-from emopres_client.numbers import finite_or_none
-from worker.render.plots import plan_plots, render
+from worker.render.html_sections import (
+    AudioResolver,
+    MiB,
+    comparison_section,
+    esc,
+    failures_section,
+    metric_rows,
+    models_section,
+    over_cap,
+    per_emotion_table,
+    plots_section,
+    summary_section,
+    worst_section,
+)
 
-__all__ = ["render_html", "worst_pairs", "sniff_audio_mime", "SIMILARITY_ORDER", "AudioSkipped", "audio_from_file"]
-
-
-@dataclass(frozen=True)
-class AudioSkipped:
-    """A clip left out unread (over the per-clip cap, or the page's audio budget spent): why, shown on the page."""
-
-    reason: str
-
-
-AudioResolver = Callable[[str, str], "bytes | tuple[bytes, str | None] | AudioSkipped | None"]
-
-
-def over_cap(size: int, max_bytes: int) -> AudioSkipped:
-    return AudioSkipped(f"{size / (1024 * 1024):.1f} MiB > {max_bytes / (1024 * 1024):.1f} MiB cap")
+__all__ = ["render_html", "write_outputs", "audio_from_file"]
 
 
 def audio_from_file(path, max_bytes: int):
@@ -55,13 +50,6 @@ def audio_from_file(path, max_bytes: int):
         return over_cap(size, max_bytes)
     return Path(path).read_bytes()
 
-
-SIMILARITY_ORDER = ("emo_sim", "va_sim", "autopcp", "vsim", "acoustic_sim")
-# the metric tables' rows, grouped by catalogue section (SER agreement, similarities, prosody), each in
-# catalogue order
-METRIC_GROUPS = tuple((section, tuple(m.name for m in CATALOGUE if m.section == section)) for section in SECTIONS)
-MiB = 1024 * 1024
-WIDE_ASPECT = 1.6  # a plot wider than this (several panels) takes the whole row, not half of it
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;\
@@ -80,354 +68,6 @@ audio{display:block;width:240px;height:32px;margin-top:.25rem}.meta td:first-chi
 #models code{word-break:normal;white-space:nowrap}
 .primary{font-size:1.6rem;font-weight:700}details{margin:.5rem 0}summary{cursor:pointer;font-weight:600}
 """.strip()
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    number = finite_or_none(value)
-    return "&ndash;" if number is None else f"{number:.{digits}f}"
-
-
-def sniff_audio_mime(data: bytes) -> str:
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "audio/wav"
-    if data[:4] == b"fLaC":
-        return "audio/flac"
-    if data[:4] == b"OggS":
-        return "audio/ogg"
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
-        return "audio/mpeg"
-    return "application/octet-stream"
-
-
-def _primary_similarity(report: dict) -> str | None:
-    corpus = report.get("corpus") or {}
-    for name in SIMILARITY_ORDER:
-        if finite_or_none((corpus.get(name) or {}).get("value")) is not None:
-            return name
-    return None
-
-
-def worst_pairs(report: dict, n: int = 10) -> tuple[list[dict], str]:
-    """The ``n`` worst pairs: disagreeing first, then by lowest similarity, then highest target uncertainty.
-
-    Returns the pairs and a sentence saying how they were ranked.
-    """
-    metric = _primary_similarity(report)
-    pairs = [p for p in report.get("pairs") or [] if isinstance(p, dict)]
-
-    def key(item):
-        index, pair = item
-        sim = finite_or_none(pair.get(metric)) if metric else None
-        uncertainty = finite_or_none((pair.get("target") or {}).get("uncertainty"))
-        return (
-            bool(pair.get("agree")),
-            math.inf if sim is None else sim,
-            -(uncertainty if uncertainty is not None else 0.0),
-            index,
-        )
-
-    ranked = [pair for _, pair in sorted(enumerate(pairs), key=key)][: max(0, n)]
-    rule = (
-        "disagreeing predictions first, then "
-        + (f"lowest {metric}" if metric else "(no similarity metric in this report)")
-        + ", then highest target uncertainty"
-    )
-    return ranked, rule
-
-
-def _data_uri(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _grouped_rows(entries: dict, row, columns: int) -> list[str]:
-    """Table rows of the metrics in `entries`, a heading row before each group; row(name, entry) -> <tr>."""
-    rows = []
-    for group, names in METRIC_GROUPS:
-        present = [n for n in names if isinstance(entries.get(n), dict)]
-        if present:
-            rows.append(f'<tr class="group"><th colspan="{columns}">{_e(group)}</th></tr>')
-            rows += [row(name, entries[name]) for name in present]
-    return rows
-
-
-def _summary_section(summary: dict | None) -> str:
-    """The report's summary first: the primary metric with its CI and chance level, the warnings, and how well
-    the SER head read each side."""
-    if not summary:
-        return '<p class="muted">This report was made before reports carried a summary: read the table below.</p>'
-    primary = summary["primary"]
-    value, chance = finite_or_none(primary.get("value")), finite_or_none(primary.get("chance"))
-    low, high = finite_or_none(primary.get("ci_low")), finite_or_none(primary.get("ci_high"))
-    number = (
-        f'<span class="primary">{value:.3f}</span>'
-        if value is not None
-        else f'<span class="primary null">null</span> {_e(primary.get("reason"))}'
-    )
-    ci = f" 95% CI [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-    lines = [
-        f'<p id="primary"><strong>{_e(primary["label"])}</strong> (<code>{_e(primary["metric"])}</code>): '
-        f"{number}{_e(ci)}, n={_e(primary.get('n'))}. "
-        + (f"Chance level (sides read independently): {chance:.3f}. " if chance is not None else "")
-        + f"{_e(primary['direction']).capitalize()}.</p>"
-    ]
-    warnings = summary.get("warnings") or []
-    lines.append(
-        '<ul id="warnings">'
-        + "".join(f'<li class="bad"><code>{_e(w["code"])}</code> {_e(w["message"])}</li>' for w in warnings)
-        + "</ul>"
-        if warnings
-        else '<p id="warnings" class="good">No warnings: both sides were read well and there are enough '
-        "pairs for the intervals.</p>"
-    )
-    rows = []
-    for reading, sides in (summary.get("ser_health") or {}).items():
-        for side, health in (sides or {}).items():
-            ua, ua_chance = finite_or_none(health.get("ua")), finite_or_none(health.get("ua_chance"))
-            rows.append(
-                f"<tr><td>{_e(reading)}</td><td>{_e(side)}</td>"
-                f'<td class="num">{_fmt(ua)}</td><td class="num">{_fmt(ua_chance)}</td>'
-                f"<td>{_e(health.get('top_class'))} ({_fmt(health.get('top_class_share'), 2)})</td>"
-                f'<td class="num">{_fmt(health.get("entropy"), 2)}</td></tr>'
-            )
-    if rows:
-        lines.append(
-            '<table id="ser-health"><thead><tr><th>SER reading</th><th>side</th><th>UA</th>'
-            "<th>chance UA</th><th>most predicted (share)</th><th>entropy of predictions</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>"
-        )
-    return "".join(lines)
-
-
-def _metric_rows(corpus: dict, summary: dict | None = None) -> str:
-    described = (summary or {}).get("metrics") or {}
-
-    def row(name: str, entry: dict) -> str:
-        value = finite_or_none(entry.get("value"))
-        low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
-        ci = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else "&ndash;"
-        reason = entry.get("reason")
-        value_cell = f'<td class="num">{value:.3f}</td>' if value is not None else '<td class="num null">null</td>'
-        return (
-            f'<tr id="metric-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>{value_cell}'
-            f'<td class="num">{ci}</td><td class="num">{_fmt((described.get(name) or {}).get("chance"))}</td>'
-            f'<td class="muted">{_e(BY_NAME[name].direction)}</td><td class="num">{_e(entry.get("n"))}</td>'
-            f'<td class="muted">{_e(reason) if reason else ""}</td></tr>'
-        )
-
-    return (
-        '<table id="metrics"><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>chance</th>'
-        "<th>direction</th><th>n</th><th>note</th></tr></thead><tbody>"
-        + "".join(_grouped_rows(corpus, row, 7))
-        + "</tbody></table>"
-    )
-
-
-def _plots_section(report: dict, plots: dict[str, bytes] | None) -> str:
-    specs, skipped = plan_plots(report)
-    figures = []
-    for spec in specs:
-        png = plots.get(spec.name) if plots is not None else render(spec, "png")
-        if png is None:
-            continue
-        # the title is drawn in the image already: no caption repeating it
-        wide = ' class="wide"' if spec.size[0] / spec.size[1] > WIDE_ASPECT else ""
-        figures.append(
-            f'<figure id="plot-{_e(spec.name)}"{wide}><img alt="{_e(spec.title)}" '
-            f'src="{_data_uri("image/png", png)}"></figure>'
-        )
-    out = (
-        f'<div class="plots">{"".join(figures)}</div>'
-        if figures
-        else '<p class="muted">No plot could be drawn from this report.</p>'
-    )
-    if skipped:
-        items = "".join(f"<li><code>{_e(name)}</code>: {_e(reason)}</li>" for name, reason in skipped.items())
-        out += (
-            f'<details id="skipped-plots"><summary>{len(skipped)} plot(s) not drawn</summary><ul>{items}</ul></details>'
-        )
-    return out
-
-
-def _per_emotion_table(corpus: dict) -> str:
-    per = corpus.get("per_emotion") or {}
-    by_pred = per.get("by_source_prediction") or {}
-    by_gold = per.get("by_gold")
-    if not by_pred and not by_gold:
-        return '<p class="muted">No per-emotion results.</p>'
-    classes = list(dict.fromkeys([*by_pred, *(by_gold or {})]))
-    head = "<tr><th>emotion</th><th>pairs (source pred)</th><th>preserved</th>"
-    if by_gold is not None:
-        head += "<th>pairs (gold)</th><th>source recall</th><th>target recall</th><th>agreement</th>"
-    rows = []
-    for cls in classes:
-        p = by_pred.get(cls) or {}
-        cells = (
-            f'<th scope="row">{_e(cls)}</th><td class="num">{_e(p.get("n", 0))}</td>'
-            f'<td class="num">{_fmt(p.get("value"))}</td>'
-        )
-        if by_gold is not None:
-            g = by_gold.get(cls) or {}
-            cells += (
-                f'<td class="num">{_e(g.get("n", 0))}</td><td class="num">{_fmt(g.get("source_recall"))}</td>'
-                f'<td class="num">{_fmt(g.get("target_recall"))}</td><td class="num">{_fmt(g.get("agreement"))}</td>'
-            )
-        rows.append(f"<tr>{cells}</tr>")
-    note = (
-        '<p class="muted">preserved = P(target prediction = k | source prediction = k); '
-        "recall = P(prediction = k | gold k); agreement = P(source prediction = target prediction | gold k).</p>"
-    )
-    return f'<table id="per-emotion"><thead>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}'
-
-
-def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes: int) -> str:
-    if audio is None:
-        return ""
-    try:
-        got = audio(pair_id, side)
-    except Exception as error:  # a missing blob must not cost the whole page
-        return f'<div class="muted">audio unavailable: {_e(type(error).__name__)}: {_e(error)}</div>'
-    if got is None:
-        return '<div class="muted">audio unavailable</div>'
-    if isinstance(got, AudioSkipped):
-        return f'<div class="muted">audio not embedded: {_e(got.reason)}</div>'
-    data, mime = got if isinstance(got, tuple) else (got, None)
-    if len(data) > max_bytes:
-        return (
-            f'<div class="muted">audio not embedded: {len(data) / MiB:.1f} MiB &gt; {max_bytes / MiB:.1f} MiB cap</div>'
-        )
-    mime = mime or sniff_audio_mime(data)
-    return f'<audio controls preload="none" src="{_data_uri(mime, data)}" title="{_e(side)} {_e(pair_id)}"></audio>'
-
-
-def _worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_bytes: int) -> str:
-    ranked, rule = worst_pairs(report, n)
-    if not ranked:
-        return '<p class="muted">No successfully evaluated pairs.</p>'
-    sims = [m for m in SIMILARITY_ORDER if any(finite_or_none(p.get(m)) is not None for p in ranked)]
-    head = (
-        "<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
-        + "".join(f"<th>{_e(m)}</th>" for m in sims)
-        + "<th>warnings</th></tr>"
-    )
-    rows = []
-    for pair in ranked:
-        pid = str(pair.get("pair_id"))
-        s, t = pair.get("source") or {}, pair.get("target") or {}
-        agree = pair.get("agree")
-        warnings = "<br>".join(_e(w) for w in pair.get("warnings") or [])
-        rows.append(
-            f"<tr><td><code>{_e(pid)}</code></td><td>{_e(pair.get('label') or '')}</td>"
-            f"<td>{_e(s.get('pred'))} ({_fmt(s.get('uncertainty'), 2)})"
-            f"{_audio_cell(audio, pid, 'source', max_audio_bytes)}</td>"
-            f"<td>{_e(t.get('pred'))} ({_fmt(t.get('uncertainty'), 2)})"
-            f"{_audio_cell(audio, pid, 'target', max_audio_bytes)}</td>"
-            f'<td class="{"good" if agree else "bad"}">{"yes" if agree else "no"}</td>'
-            + "".join(f'<td class="num">{_fmt(pair.get(m))}</td>' for m in sims)
-            + f'<td class="muted">{warnings}</td></tr>'
-        )
-    total = len(report.get("pairs") or [])
-    return (
-        f'<p class="muted">{len(ranked)} of {total} pairs, ranked by {_e(rule)}. '
-        "Uncertainty: entropy / log K.</p>"
-        f'<table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
-    )
-
-
-def _failures_section(report: dict) -> str:
-    failures = report.get("failures") or []
-    if not failures:
-        return '<p class="muted" id="no-failures">No failures.</p>'
-    rows = "".join(
-        f"<tr><td><code>{_e(f.get('pair_id'))}</code></td><td>{_e(f.get('side'))}</td>"
-        f"<td>{_e(f.get('error'))}</td></tr>"
-        for f in failures
-        if isinstance(f, dict)
-    )
-    return (
-        '<table id="failures"><thead><tr><th>pair</th><th>side</th><th>error</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>"
-    )
-
-
-def _models_section(report: dict) -> str:
-    models = report.get("models") or {}
-    rows = []
-    for name, info in models.items():
-        info = info if isinstance(info, dict) else {}
-        sha = info.get("sha256")
-        sha_cell = f"<td><code>{_e(str(sha)[:16])}</code></td>" if sha else "<td>&ndash;</td>"
-        rows.append(
-            f"<tr><td>{_e(name)}</td><td>{_e(_model_description(name, info))}</td>{sha_cell}"
-            f"<td>{_e(info.get('version'))}</td></tr>"
-        )
-    rows = "".join(rows)
-    bootstrap = (report.get("corpus") or {}).get("bootstrap") or {}
-    boot = ""
-    if bootstrap:
-        boot = (
-            f'<p class="muted">Bootstrap: {_e(bootstrap.get("n_resamples"))} resamples of '
-            f"{_e(bootstrap.get('unit'))}s, seed {_e(bootstrap.get('seed'))}"
-            + (f"; {_e(bootstrap.get('note'))}" if bootstrap.get("note") else "")
-            + ".</p>"
-        )
-    return (
-        f'<p>Signature: <code id="signature">{_e(report.get("signature"))}</code></p>{boot}'
-        '<table id="models"><thead><tr><th>model</th><th>what</th><th>sha256</th><th>version</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>"
-    )
-
-
-def _model_description(name: str, info: dict) -> str:
-    """What a model is, for a reader: the SER head by its features and classes (its `source` records how it
-    was built, which is provenance for the JSON report, not for this page); the others by their source."""
-    if name == "ser_head":
-        classes = info.get("classes") or []
-        return f"SER head on {info.get('feature_set') or 'its'} features, {len(classes)} classes" + (
-            f" ({', '.join(map(str, classes))})" if classes else ""
-        )
-    return str(info.get("source") or "")
-
-
-def _comparison_section(comparison: dict, baseline_label: str | None) -> str:
-    """The table of worker.engine.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p,
-    n."""
-
-    def row(name: str, entry: dict) -> str:
-        low, high = finite_or_none(entry.get("ci_low")), finite_or_none(entry.get("ci_high"))
-        ci = f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "&ndash;"
-        diff = finite_or_none(entry.get("diff"))
-        worse = diff is not None and high is not None and high < 0
-        better = diff is not None and low is not None and low > 0
-        diff_class = "num bad" if worse else "num good" if better else "num"
-        return (
-            f'<tr id="compare-{_e(name)}"><th scope="row">{_e(BY_NAME[name].label)}</th>'
-            f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
-            f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
-            f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{_e(entry.get("n"))}</td>'
-            f'<td class="muted">{_e(entry.get("reason") or "")}</td></tr>'
-        )
-
-    rows = _grouped_rows(comparison.get("metrics") or {}, row, 8)
-    warnings = "".join(f'<p class="bad">{_e(w)}</p>' for w in comparison.get("warnings") or [])
-    flipped = comparison.get("flipped") or {}
-    lost = flipped.get("agree_to_disagree") or []
-    return (
-        f'<p class="muted">Against baseline {_e(baseline_label or "")}: paired bootstrap over '
-        f"{_e(comparison.get('n_shared'))} shared pairs (diff = this run - baseline).</p>{warnings}"
-        '<table id="comparison"><thead><tr><th>metric</th><th>baseline</th><th>this run</th><th>diff</th>'
-        "<th>95% CI</th><th>p</th><th>n</th><th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        f"<p>{len(lost)} pair(s) flipped from agree to disagree"
-        + (
-            ": " + ", ".join(f"<code>{_e(p)}</code>" for p in lost[:50]) + (" &hellip;" if len(lost) > 50 else "")
-            if lost
-            else ""
-        )
-        + "</p>"
-    )
 
 
 def render_html(
@@ -451,7 +91,7 @@ def render_html(
     corpus = report.get("corpus") or {}
     heading = title or (f"emopres report {job.get('id')}" if job.get("id") else "emopres report")
     meta_rows = "".join(
-        f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>"
+        f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>"
         for k, v in (
             ("job", job.get("id") or "(offline run)"),
             ("name", job.get("name")),
@@ -466,28 +106,28 @@ def render_html(
         )
     )
     sections = [
-        f"<h1>{_e(heading)}</h1>",
+        f"<h1>{esc(heading)}</h1>",
         "<h2>Summary</h2>",
-        _summary_section(report.get("summary")),
+        summary_section(report.get("summary")),
         '<details id="all-metrics"><summary>Every metric (the paper\'s BAR, EPR and kappa among them), with its '
         "95% CI, chance level and direction</summary>",
-        _metric_rows(corpus, report.get("summary")),
+        metric_rows(corpus, report.get("summary")),
         "</details>",
         f'<table class="meta" id="job">{meta_rows}</table>',
     ]
     if comparison is not None:
-        sections += ["<h2>Comparison with the baseline</h2>", _comparison_section(comparison, baseline_label)]
+        sections += ["<h2>Comparison with the baseline</h2>", comparison_section(comparison, baseline_label)]
     sections += [
         "<h2>Plots</h2>",
-        _plots_section(report, plots),
+        plots_section(report, plots),
         "<h2>Per emotion</h2>",
-        _per_emotion_table(corpus),
+        per_emotion_table(corpus),
         "<h2>Worst pairs</h2>",
-        _worst_section(report, worst_n, audio, max_audio_bytes),
+        worst_section(report, worst_n, audio, max_audio_bytes),
         "<h2>Failures</h2>",
-        _failures_section(report),
+        failures_section(report),
         "<h2>Signature and models</h2>",
-        _models_section(report),
+        models_section(report),
     ]
     style_hash = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
     csp = (
@@ -498,7 +138,7 @@ def render_html(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(heading)}</title><style>{STYLE}</style></head><body>" + "\n".join(sections) + "\n</body></html>\n"
+        f"<title>{esc(heading)}</title><style>{STYLE}</style></head><body>" + "\n".join(sections) + "\n</body></html>\n"
     )
 
 
