@@ -59,7 +59,8 @@ def start_services(services: Services, *, start_worker: bool = True) -> None:
             services.embedded.start()
     else:
         from worker.queue.celery_app import CeleryQueue, make_celery
-        from worker.queue.tasks import Reconciler, WorkerContext
+        from worker.queue.reconciler import Reconciler
+        from worker.queue.tasks import WorkerContext
 
         services.queue = CeleryQueue(make_celery(settings), settings.queue_name)
         if start_worker:

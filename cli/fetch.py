@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.paper.profile import SLOT, SLOTS
+from models.paper.inventory import SLOT, SLOTS
 from models.runtime.weights_lock import lock_entry, write_lock
 
 SOURCES = ("huggingface", "modelscope")

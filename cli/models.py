@@ -70,7 +70,7 @@ def register(subparsers) -> None:
 
 
 def run_check(args) -> int:
-    from models.paper.profile import check_models
+    from models.paper.inventory import check_models
 
     model_dir = model_dir_from_env(args.model_dir)
     if not model_dir:
@@ -78,7 +78,7 @@ def run_check(args) -> int:
             "no model directory: set EMOPRES_MODEL_DIR or pass --model-dir "
             "(docs/paper-models.md says what to put there)"
         )
-    from models.paper.profile import lock_verified
+    from models.paper.inventory import lock_verified
     from models.runtime.weights_lock import LOCK_NAME
 
     entries = check_models(model_dir)

@@ -1,6 +1,6 @@
 """The emopres client: what a CI runner needs to evaluate on an emopres service (httpx, nothing heavier).
 
-* ``emopres_client.client``: the API v1 client and the CI gates;
+* ``emopres_client.client``: the API v1 client (re-exporting the CI gates of ``emopres_client.gates``);
 * ``emopres_client.cli``: `emopres submit` and `emopres jobs ...` (the light distribution's `emopres`
   command, and the same commands in the full one);
 * ``emopres_client.webhooks``: signing and verifying job webhooks (a receiver imports ``verify``);

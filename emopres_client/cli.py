@@ -155,7 +155,7 @@ def _client(args):
 
 
 def _parse_submit(args, metrics: tuple[str, ...]):
-    from emopres_client.client import parse_gate, parse_max_drop
+    from emopres_client.gates import parse_gate, parse_max_drop
 
     metadata = None
     if args.metadata:
@@ -251,7 +251,8 @@ def _baseline(client, args) -> str | None:
 
 
 def run_submit(args) -> int:
-    from emopres_client.client import ClientError, GateResult, check_gates, check_max_drops
+    from emopres_client.client import ClientError
+    from emopres_client.gates import GateResult, check_gates, check_max_drops
     from emopres_client.pairs import ManifestError
     from emopres_client.progress import Progress
     from emopres_client.summary import format_summary

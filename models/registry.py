@@ -105,7 +105,7 @@ def _paper_side_head(spec: ProfileSpec) -> Path:
 
 def _builtin_paper_head(spec: ProfileSpec):
     """emotion2vec+'s own classifier (models.ser.builtin), when the model folder has no trained head."""
-    from models.paper.profile import SLOT
+    from models.paper.inventory import SLOT
     from models.ser.builtin import emotion2vec_head
 
     return emotion2vec_head(_paper_model_dir(spec) / SLOT["emotion2vec_plus_large"].entry)

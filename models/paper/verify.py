@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.paper.profile import SLOT
+from models.paper.inventory import SLOT
 from models.runtime.batching import load_torch_file, quiet_transformers
 
 # Tolerances on the largest absolute difference, one per model. The four networks: 1e-4, the bound every
@@ -389,7 +389,7 @@ def verify_models(
     """One row per paper-profile model: ``name``, ``status`` (passed | failed | error | not checked),
     ``max_abs_diff``, ``tolerance``, ``reference`` and ``reason`` (why not checked, or the error)."""
     from models.paper.autopcp import AutoPCP
-    from models.paper.profile import check_models
+    from models.paper.inventory import check_models
 
     waves = [np.asarray(w, np.float32) for w in (waves if waves is not None else speechlike_waves())]
     base = Path(model_dir)

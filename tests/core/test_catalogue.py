@@ -134,7 +134,7 @@ def test_every_catalogue_metric_is_in_the_corpus_and_the_schema():
 
 
 def test_every_catalogue_metric_has_a_table_row_and_a_gate():
-    from emopres_client.client import parse_gate
+    from emopres_client.gates import parse_gate
     from worker.render.html_sections import METRIC_GROUPS
 
     shown = [name for _, names in METRIC_GROUPS for name in names]

@@ -82,7 +82,7 @@ def test_the_report_carries_va_sim_utterance_per_pair_and_for_the_corpus(model_d
     from models.ser.head import SerHead
     from worker.engine.pipeline import Evaluator
     from worker.engine.report import report_for_evaluator
-    from worker.research.reproduce import format_table1, table1_rows
+    from worker.research.tables import format_table1, table1_rows
 
     torch.manual_seed(0)
     head = SerHead.new(32, ["anger", "joy", "sadness"], "emotion2vec_plus_large", metadata={"source": "random"})

@@ -441,7 +441,8 @@ def test_paper_profile_end_to_end(model_dir, waves):
 
 
 def test_paper_profile_missing_models_are_named(model_dir, tmp_path):
-    from models.paper.profile import PaperProfile, check_models
+    from models.paper.inventory import check_models
+    from models.paper.profile import PaperProfile
 
     partial = tmp_path / "partial"
     shutil.copytree(model_dir, partial)

@@ -20,7 +20,7 @@ import soundfile
 from cli.main import main
 from tests.conftest import read_csv
 from worker.research.datasets.meld_st import MIN_BYTES, MeldStError, read_meld_st
-from worker.research.reproduce import BALANCINGS, PUBLISHED_TABLE1, TABLE1_COLUMNS, TABLE1_ROWS, TABLE2_COLUMNS
+from worker.research.tables import BALANCINGS, PUBLISHED_TABLE1, TABLE1_COLUMNS, TABLE1_ROWS, TABLE2_COLUMNS
 
 EMOTIONS = ("joy", "anger", "sadness")
 PER_CLASS = {"train": 4, "valid": 2, "test": 3}  # rows per emotion in each CSV

@@ -8,7 +8,7 @@ import threading
 
 from core.db import upgrade
 from core.settings import Settings
-from worker.queue import embedded, tasks
+from worker.queue import embedded, reconciler
 
 
 def _failures(caplog, error: type) -> list[logging.LogRecord]:
@@ -25,12 +25,12 @@ def test_a_raising_reconciler_round_is_logged_with_its_traceback_and_the_next_ro
         again.set()
         return {}
 
-    monkeypatch.setattr(tasks, "reconcile", reconcile)
-    reconciler = tasks.Reconciler(object(), interval=0.01, restart_first=True).start()
+    monkeypatch.setattr(reconciler, "reconcile", reconcile)
+    loop = reconciler.Reconciler(object(), interval=0.01, restart_first=True).start()
     try:
         assert again.wait(10)
     finally:
-        reconciler.stop()
+        loop.stop()
     assert len(_failures(caplog, KeyError)) == 1 and "Traceback" in caplog.text and "a bug" in caplog.text
     assert rounds[:2] == [True, True]  # the restart round that failed is run again
 

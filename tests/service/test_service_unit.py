@@ -17,14 +17,13 @@ from core.blobstore import BlobStore, Hashed
 from core.db import Blob, Chunk, Job, Pair, PairResult, Token, make_engine, make_session_factory, upgrade, utcnow
 from core.settings import Settings
 from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
+from worker.queue.reconciler import NEW_JOB_SECONDS, reconcile
 from worker.queue.tasks import (
-    NEW_JOB_SECONDS,
     Enqueuer,
     TaskQueue,
     WorkerContext,
     claim_chunk,
     enqueue_job,
-    reconcile,
     run_chunk,
 )
 

@@ -13,9 +13,9 @@ import logging
 from celery import Celery, signals
 
 from core.settings import Settings, get_settings
+from worker.queue.reconciler import Reconciler
 from worker.queue.tasks import (
     DATABASE_AWAY,
-    Reconciler,
     TaskQueue,
     WorkerContext,
     finalize_job,

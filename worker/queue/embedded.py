@@ -12,7 +12,8 @@ import os
 import queue as queue_module
 import threading
 
-from worker.queue.tasks import Reconciler, TaskQueue, WorkerContext, finalize_job, run_chunk
+from worker.queue.reconciler import Reconciler
+from worker.queue.tasks import TaskQueue, WorkerContext, finalize_job, run_chunk
 
 log = logging.getLogger("emopres.worker")
 _STOP = object()
