@@ -49,7 +49,12 @@ def test_report_has_the_designed_shape(corpus, random_lite_head, capsys):
     assert status == 0
     report = json.loads(out.read_text())
     assert report["schema_version"] == "1"
-    assert set(report) == {"schema_version", "job", "signature", "models", "corpus", "pairs", "failures"}
+    assert set(report) == {"schema_version", "job", "signature", "models", "summary", "corpus", "pairs", "failures"}
+    # 6 pairs: no side reading, so the summary reads the absolute Bhattacharyya coefficient and says why
+    summary = report["summary"]
+    assert summary["primary"]["metric"] == "bhattacharyya"
+    assert {"primary_fallback", "few_pairs"} <= {w["code"] for w in summary["warnings"]}
+    assert "primary: bhattacharyya" in stdout and "warning [few_pairs]" in stdout
     assert report["job"]["n_pairs"] == 6 and report["job"]["n_failed"] == 0
     assert (
         "profile:lite" in report["signature"]
