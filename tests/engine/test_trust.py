@@ -17,7 +17,7 @@ from core.metrics import (
 )
 from worker.engine.corpus import compute_corpus
 from worker.engine.report_schema import ReportSchemaError, validate_report
-from worker.engine.trust import COLLAPSED_TOP_SHARE, MIN_PAIRS, NEAR_CHANCE_RATIO, summarise
+from worker.engine.trust import COLLAPSED_TOP_SHARE, MIN_PAIRS, near_chance_bound, summarise
 
 CLASSES = ["anger", "joy", "neutral", "sadness"]
 N_CLASSES = len(CLASSES)
@@ -109,7 +109,7 @@ def test_a_target_read_near_chance_and_collapsed_warns_with_its_side():
     assert ("near_chance", "target") in codes and ("collapsed", "target") in codes
     assert not any(side == "source" for _, side in codes)
     target = summary["ser_health"]["absolute"]["target"]
-    assert target["ua"] < NEAR_CHANCE_RATIO * target["ua_chance"]
+    assert target["ua"] < near_chance_bound(target["ua_chance"])
     assert target["top_class"] == "sadness" and target["top_class_share"] > COLLAPSED_TOP_SHARE
     assert target["entropy"] < summary["ser_health"]["absolute"]["source"]["entropy"]
 
@@ -182,3 +182,17 @@ def test_the_schema_carries_the_summary():
     full["summary"]["primary"].pop("chance")
     with pytest.raises(ReportSchemaError, match="chance"):
         validate_report(full)
+
+
+def test_a_job_with_two_emotions_read_well_does_not_warn_near_chance():
+    """Chance is 0.5 with two gold classes: a reading at UA 0.8 is far from it (a multiple of chance would warn)."""
+    rng = np.random.default_rng(7)
+    labels = ["joy" if i % 2 else "sadness" for i in range(40)]
+    reads = [label if i % 5 else ("sadness" if label == "joy" else "joy") for i, label in enumerate(labels)]
+    summary = _report([_row(i, r, r, label, rng) for i, (r, label) in enumerate(zip(reads, labels, strict=True))])[
+        "summary"
+    ]
+    assert summary["ser_health"]["absolute"]["target"]["ua_chance"] == 0.5
+    assert "near_chance" not in {code for code, _ in _codes(summary)}
+    below = [_row(i, label, "joy", label, rng) for i, label in enumerate(labels)]  # target UA 0.5: at chance
+    assert ("near_chance", "target") in _codes(_report(below)["summary"])
