@@ -46,6 +46,10 @@ class JobLinks(BaseModel):
     plots: str
     compare: str = Field(description="a template: replace {baseline_id} with the baseline job's id")
     deliveries: str = Field(description="the job's webhook deliveries")
+    share: str | None = Field(
+        None, description="a share link to the report (EMOPRES_SHARE_LINKS_IN_VIEWS, succeeded jobs): no token needed"
+    )
+    share_expires_at: str | None = Field(None, description="when the share link stops working")
 
 
 class HeadlineMetric(BaseModel):
