@@ -9,8 +9,9 @@
   pair ids (worker.engine.compare), with the pairs that flipped from agree to disagree.
 * ``GET /v1/schema/report[?version=1]``: the report's JSON Schema (public: it holds no data).
 
-A report never changes once written, so responses carry an ETag (304 on If-None-Match) and
-rendered plots are kept in a small in-process cache.
+A report never changes once written, so responses carry an ETag (304 on If-None-Match, checked after the
+caller's credentials), report pages are kept in the database once drawn, and rendered plots in a small
+in-process cache.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _not_modified(request: Request, etag: str) -> Response | None:
 
 
 def _cache_headers(etag: str) -> dict:
-    return {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+    # no-cache: the browser asks again each time (a 304 when unchanged), so access ends when a session or token does
+    return {"ETag": etag, "Cache-Control": "private, no-cache"}
 
 
 @router.get("/v1/jobs/{job_id}/plots", responses=ERRORS)

@@ -27,6 +27,11 @@ class System:
         return self.versions[-1]
 
     @property
+    def latest_result(self) -> dict | None:
+        """The newest version that finished with a report."""
+        return next((v for v in reversed(self.versions) if v["status"] == "succeeded"), None)
+
+    @property
     def metric(self) -> str:
         """The metric the trend draws: the primary metric most versions report (a fallback stays visible as
         such in each version's summary)."""

@@ -47,7 +47,9 @@ def ui_jobs(ui_service, tmp_path_factory):
     manifest = write_dataset(tmp_path_factory.mktemp("ui-data"), n_pairs=3, seconds=1.0)
     ids = {}
     for key, who, name in (("v1", "a", "my-s2st@v1"), ("v2", "a", "my-s2st@v2"), ("b", "b", "their@v1")):
-        response = client.post("/v1/jobs", files=upload_fields(manifest), data={"name": name}, headers=bearer(client, who))
+        response = client.post(
+            "/v1/jobs", files=upload_fields(manifest), data={"name": name}, headers=bearer(client, who)
+        )
         assert response.status_code == 202, response.text
         ids[key] = response.json()["id"]
         assert wait_job(client, ids[key], timeout=300, headers=bearer(client, who))["status"] == "succeeded"

@@ -139,6 +139,9 @@ def test_job_views_and_webhook_summaries_carry_a_share_link_when_enabled(ui_serv
 def test_the_report_page_is_drawn_once_and_kept_within_its_bound(ui_service, ui_jobs):
     services = ui_service.app.state.services
     job_id = ui_jobs["v2"]
+    with services.sessions() as session:
+        session.execute(delete(RenderedPage).where(RenderedPage.job_id == job_id))
+        session.commit()
     first = ui_service.get(f"/v1/jobs/{job_id}/report.html", headers=bearer(ui_service, "a"))
     with services.sessions() as session:
         stored = session.scalars(select(RenderedPage).where(RenderedPage.job_id == job_id)).all()
@@ -146,7 +149,9 @@ def test_the_report_page_is_drawn_once_and_kept_within_its_bound(ui_service, ui_
     again = ui_service.get(f"/v1/jobs/{job_id}/report.html", headers=bearer(ui_service, "a"))
     assert again.text == first.text
     for worst in range(1, 8):
-        assert ui_service.get(f"/v1/jobs/{job_id}/report.html?worst={worst}", headers=bearer(ui_service, "a")).is_success
+        assert ui_service.get(
+            f"/v1/jobs/{job_id}/report.html?worst={worst}", headers=bearer(ui_service, "a")
+        ).is_success
     with services.sessions() as session:
         kept = session.scalars(select(RenderedPage.key).where(RenderedPage.job_id == job_id)).all()
     assert len(kept) == services.settings.rendered_pages_per_job
@@ -165,7 +170,10 @@ def test_the_stored_page_is_what_is_served(ui_service, ui_jobs):
         marked = re.sub(rb"</body>", b"<!-- kept --></body>", bytes(page.content))
         page.content = marked
         session.commit()
-    assert "<!-- kept -->" in ui_service.get(f"/v1/jobs/{job_id}/report.html?worst=2", headers=bearer(ui_service, "a")).text
+    assert (
+        "<!-- kept -->"
+        in ui_service.get(f"/v1/jobs/{job_id}/report.html?worst=2", headers=bearer(ui_service, "a")).text
+    )
 
 
 def test_a_link_made_without_auth_is_refused_once_auth_is_on(ui_service, ui_jobs):
