@@ -47,9 +47,13 @@ class JobLinks(BaseModel):
     compare: str = Field(description="a template: replace {baseline_id} with the baseline job's id")
     deliveries: str = Field(description="the job's webhook deliveries")
     share: str | None = Field(
-        None, description="a share link to the report (EMOPRES_SHARE_LINKS_IN_VIEWS, succeeded jobs): no token needed"
+        None,
+        exclude_if=lambda value: value is None,
+        description="a share link to the report (EMOPRES_SHARE_LINKS_IN_VIEWS, succeeded jobs): no token needed",
     )
-    share_expires_at: str | None = Field(None, description="when the share link stops working")
+    share_expires_at: str | None = Field(
+        None, exclude_if=lambda value: value is None, description="when the share link stops working"
+    )
 
 
 class HeadlineMetric(BaseModel):

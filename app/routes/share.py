@@ -17,7 +17,7 @@ from app.plumbing.errors import APIError
 from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, heavy_reads
 from app.routes.reports import plot_response, report_page
 
-router = APIRouter(tags=["share"])
+router = APIRouter()
 SHARE_ERRORS = {
     401: ERRORS[401],
     403: {**ERRORS[401], "description": "share_link_expired"},
@@ -74,7 +74,9 @@ async def _bounded(request: Request, services, shared: SharedJob, work):
 SHARE_HEADERS = {"Cache-Control": "private, no-store"}  # a link may be revoked: never kept by caches
 
 
-@router.get("/share/{link}/report.html", responses={200: {"content": {"text/html": {}}}, **SHARE_ERRORS})
+@router.get(
+    "/share/{link}/report.html", tags=["share"], responses={200: {"content": {"text/html": {}}}, **SHARE_ERRORS}
+)
 async def shared_report(
     link: str,
     request: Request,
@@ -96,6 +98,7 @@ async def shared_report(
 
 @router.get(
     "/share/{link}/plots/{name}",
+    tags=["share"],
     responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}, **SHARE_ERRORS},
 )
 async def shared_plot(
