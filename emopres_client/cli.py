@@ -59,7 +59,11 @@ def register(subparsers) -> None:
     submit.add_argument("--name", help="job name, e.g. system@commit (dashboards list jobs by name)")
     submit.add_argument("--profile", help="evaluation profile (default: the service's)")
     submit.add_argument("--metadata", help='JSON object stored with the job, e.g. \'{"commit": "abc123"}\'')
-    submit.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
+    submit.add_argument(
+        "--group-column",
+        help="column with speaker/dialogue ids: CIs resample groups (default: a 'group', else a 'speaker' column; "
+        "'none': resample pairs)",
+    )
     submit.add_argument(
         "--callback-url",
         metavar="URL",
