@@ -381,7 +381,7 @@ def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) 
             ax.axvline(data["mean"], color="#dd8452", lw=1.5, label="corpus mean")
             ax.set_xlabel(BY_NAME[data["metric"]].label)  # the title names it in full
             ax.set_ylabel("pairs")
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title.replace(": mean ", "\nmean ", 1), fontsize=9)  # the numbers on a line of their own
             ax.legend(loc="best", fontsize=7)
 
         specs.append(PlotSpec(name, title, data, draw, size=(6.0, 4.0)))
