@@ -1,6 +1,6 @@
 """Groups through `POST /v1/jobs`: the manifest's `speaker` column groups the pairs with no form field, as
 `emopres evaluate` reads it; `group_column=none` resamples pairs; intervals resampled from fewer than 10 groups are
-warned about in the report, the job view and the HTML page."""
+warned about in the report, the job view, the client's printout and the HTML page."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from emopres_client.summary import format_summary
 from tests.service.test_service_api import assert_error, service_settings
 from tests.service_support import BOOTSTRAP, cli_report, comparable, upload_fields, wait_job, write_dataset
 
@@ -74,6 +75,8 @@ def test_fewer_than_10_groups_are_warned_about_in_the_report_the_job_view_and_th
     warning = next(w for w in report["summary"]["warnings"] if w["code"] == "few_groups")
     assert f"resample {N_SPEAKERS} groups" in warning["message"]
     assert "few_groups" in codes(job["summary"])
+    printed = format_summary(report, job["headline"] or ["epr"])  # what `emopres submit` prints
+    assert f"warning [few_groups]: the intervals resample {N_SPEAKERS} groups" in printed
     page = service.get(f"/v1/jobs/{job['id']}/report.html")
     assert page.status_code == 200
     assert "few_groups" in page.text and f"resample {N_SPEAKERS} groups" in page.text

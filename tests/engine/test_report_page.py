@@ -158,7 +158,7 @@ def test_models_table_describes_each_model_and_where_its_weights_came_from_with_
     assert "side-normalised reading" in rows["ser_head_side"][0]
     assert "source: each speaker, target: the whole side" in rows["ser_head_side"][0]
     assert rows["ser_head_side"][1] == (
-        "trained by emopres on 2026-12-03 on the training speakers of RAVDESS, JVNV, EmoDB and ASED, "
+        "trained by emopres (2026-12-03) on the training speakers of RAVDESS, JVNV, EmoDB and ASED, "
         "5 networks averaged (research use: the corpora's licences)"
     )
     assert "openSMILE" in rows["egemaps"][1] and "RAVDESS and JVNV" in rows["egemaps_lld_stats"][1]

@@ -111,7 +111,7 @@ def head_info(head) -> dict:
         "feature_set": head.feature_set,
         "trained_on": head.metadata.get("corpora"),  # where its weights came from, for the report page
         "trained": head.metadata.get("date"),
-        "members": head.metadata.get("members"),
+        "members": getattr(head, "members", None),
     }
 
 

@@ -68,7 +68,7 @@ def _head_origin(info: dict) -> str:
     if corpora:
         members = info.get("members")
         return (
-            f"trained by emopres{' on ' + str(info['trained']) if info.get('trained') else ''} on the training "
+            f"trained by emopres{' (' + str(info['trained']) + ')' if info.get('trained') else ''} on the training "
             f"speakers of {', '.join(corpora[:-1]) + ' and ' + corpora[-1] if len(corpora) > 1 else corpora[0]}"
             + (f", {members} networks averaged" if isinstance(members, int) and members > 1 else "")
             + " (research use: the corpora's licences)"
