@@ -66,7 +66,7 @@ tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-s
 code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
 .clip{display:flex;align-items:center;gap:.4rem;margin-top:.25rem}audio{display:block;width:240px;height:32px}\
 .length{color:#444;font-size:.8rem;font-variant-numeric:tabular-nums;white-space:nowrap}
-#models code{word-break:normal;white-space:nowrap}
+#models code,#worst-pairs code{word-break:normal;white-space:nowrap}.scroll{overflow-x:auto;max-width:100%}
 .primary{font-size:1.6rem;font-weight:700}details{margin:.5rem 0}summary{cursor:pointer;font-weight:600}
 """.strip()
 

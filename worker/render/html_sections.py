@@ -296,7 +296,8 @@ def worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_b
     head = (
         "<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
         + "".join(f"<th>{esc(m)}</th>" for m in sims)
-        + "<th>warnings</th></tr>"
+        + ("<th>warnings</th>" if any(p.get("warnings") for p in ranked) else "")  # no column of empty cells
+        + "</tr>"
     )
     rows = []
     for pair in ranked:
@@ -312,13 +313,14 @@ def worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_b
             f"{_audio_cell(audio, pid, 'target', max_audio_bytes, t.get('duration_s'))}</td>"
             f'<td class="{"good" if agree else "bad"}">{"yes" if agree else "no"}</td>'
             + "".join(f'<td class="num">{_fmt(pair.get(m))}</td>' for m in sims)
-            + f'<td class="muted">{warnings}</td></tr>'
+            + (f'<td class="muted">{warnings}</td>' if "warnings</th>" in head else "")
+            + "</tr>"
         )
     total = len(report.get("pairs") or [])
     return (
         f'<p class="muted">{len(ranked)} of {total} pairs, ranked by {esc(rule)}. '
         "Uncertainty: entropy / log K.</p>"
-        f'<table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<div class="scroll"><table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
     )
 
 
