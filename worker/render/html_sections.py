@@ -43,7 +43,7 @@ def esc(value: Any) -> str:
 
 def _fmt(value: Any, digits: int = 3) -> str:
     number = finite_or_none(value)
-    return "&ndash;" if number is None else f"{number:.{digits}f}"
+    return "&ndash;" if number is None else f"{number + 0.0:.{digits}f}"  # + 0.0: no "-0.00" for a negative zero
 
 
 def sniff_audio_mime(data: bytes) -> str:
