@@ -140,6 +140,7 @@ def register(subparsers) -> None:
         ("show", "one job: status, progress, headline metrics, links", run_jobs_show),
         ("report", "the job's report JSON", run_jobs_report),
         ("deliveries", "the job's webhook deliveries", run_jobs_deliveries),
+        ("share", "a link to the job's report page that opens with no token, until it expires", run_jobs_share),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("job_id")
@@ -419,6 +420,10 @@ def run_jobs_report(args) -> int:
 
 def run_jobs_deliveries(args) -> int:
     return _print_json(args, lambda client: client.deliveries(args.job_id))
+
+
+def run_jobs_share(args) -> int:
+    return _print_json(args, lambda client: client.share(args.job_id))
 
 
 # ---------------------------------------------------------------- the light distribution's `emopres`
