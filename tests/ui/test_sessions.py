@@ -182,3 +182,12 @@ def test_openapi_declares_the_bearer_scheme(ui_service):
     assert schemes["token"] == {**schemes["token"], "type": "http", "scheme": "bearer"}
     assert spec["paths"]["/v1/jobs"]["get"]["security"] == [{"token": []}]
     assert "security" not in spec["paths"]["/share/{link}/report.html"]["get"]
+
+
+def test_an_altered_session_cookie_opens_nothing(ui_service, ui_jobs):
+    value = sign_in(ui_service).cookies.get(SESSION_COOKIE)
+    for forged in (value[:-1] + ("A" if value[-1] != "A" else "B"), value + "x", "", "x" * 500):
+        client = browser(ui_service)
+        client.cookies.set(SESSION_COOKIE, forged)
+        assert client.get(f"/v1/jobs/{ui_jobs['v1']}").status_code == 401
+        assert client.get("/ui/", headers=HTML).status_code == 303
