@@ -158,8 +158,8 @@ class _Absent(Exception):
 
 
 def _status(error: BaseException) -> int | None:
-    return getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return (getattr(error, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def _code(error: BaseException) -> str | None:
-    return getattr(error, "response", {}).get("Error", {}).get("Code")
+    return (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
