@@ -88,8 +88,10 @@ def new_job(
     bootstrap: int,
     seed: int,
     callback: dict | None = None,
+    sessions=None,
 ) -> NewJob:
-    """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it)."""
+    """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it;
+    s3: each uploaded unless `sessions`' database lists it already)."""
     n_pairs = len(request.pairs)
     job = Job(
         id=str(uuid.uuid4()),
@@ -107,7 +109,7 @@ def new_job(
         request_sha256=request.fingerprint,
         created_at=utcnow(),
     )
-    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
+    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()}, sessions)
     return NewJob(job, request, chunk_of_pairs(request, chunk_size), callback)
 
 
@@ -136,6 +138,7 @@ def create_job(
         bootstrap=bootstrap,
         seed=seed,
         callback=callback,
+        sessions=session_factory,
     )
     if writer is not None:
         writer.submit(item)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy import delete, exists, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from core.blobstore_s3 import BlobStoreUnavailable, S3Blobs
@@ -240,34 +240,65 @@ class BlobStore:
             return {"ok": True, "kind": self.kind, "bucket": self.files.bucket}
         return {"ok": True, "kind": self.kind}
 
-    def prepare(self, blobs: dict[str, Callable[[], bytes]]) -> None:
+    def prepare(self, blobs: dict[str, Callable[[], bytes]], sessions=None) -> None:
         """fs and s3: write the files (objects) before the transaction, so their fsyncs (uploads) happen outside
         the database's lock (SQLite has one writer at a time); put_many then finds them (or writes again one that a
-        concurrent deletion removed meanwhile). An orphan left by a failed transaction is harmless and reused;
-        one already stored (same size) is not written (sent) again."""
-        if self.kind != "database" and blobs:
-            # in parallel: concurrent fsyncs share the file system's journal commits (8 small files: ~8x faster
-            # than one after the other on ext4), uploads overlap their round trips, and each is stored before the
-            # job is committed; the content is checked against its name here, in these threads, not in the
-            # transaction (a Hashed reader's was, where it was hashed)
-            items = [(_valid_sha(sha), read) for sha, read in blobs.items()]
-            list(_writers().map(lambda item: self._write_checked(*item), items))
+        concurrent deletion removed meanwhile). An orphan left by a failed transaction is harmless (whole).
+
+        Not written again: fs, a file of that size on disk (a stat each); s3, with `sessions`, a blob the database
+        lists (a committed blob row's object is always there: one query, no request to the bucket); without, an
+        object of that size (a HEAD each)."""
+        if self.kind == "database" or not blobs:
+            return
+        items = [(_valid_sha(sha), read) for sha, read in blobs.items()]
+        if self.kind == "s3" and sessions is not None:
+            with sessions() as session:
+                listed = self._listed(session, [sha for sha, _ in items])
+            items = [(sha, read) for sha, read in items if sha not in listed]
+            write = self._put_checked
+        else:
+            write = self._write_checked
+        # in parallel: concurrent fsyncs share the file system's journal commits (8 small files: ~8x faster than one
+        # after the other on ext4), uploads overlap their round trips, and each is stored before the job is
+        # committed; the content is checked against its name here, in these threads, not in the transaction (a
+        # Hashed reader's was, where it was hashed)
+        list(_writers().map(lambda item: write(*item), items))
 
     def _write_checked(self, sha: str, read: Callable[[], bytes]) -> None:
         data = read()
         if self.files.size(sha) != len(data):  # not stored yet (or damaged): hashed only when written
             self.files.replace(sha, _checked(sha, data, read))
 
+    def _put_checked(self, sha: str, read: Callable[[], bytes]) -> None:
+        data = read()
+        self.files.replace(sha, _checked(sha, data, read))
+
+    @staticmethod
+    def _listed(session: Session, shas: list[str]) -> set[str]:
+        """Those of `shas` that have a blob row."""
+        listed: set[str] = set()
+        for start in range(0, len(shas), INSERT_ROWS):
+            listed.update(
+                session.scalars(select(Blob.sha256).where(Blob.sha256.in_(shas[start : start + INSERT_ROWS])))
+            )
+        return listed
+
     def put_many(self, session: Session, blobs: dict[str, Callable[[], bytes]]) -> None:
         """Record blobs (sha256 -> reader of its bytes) in this transaction; fs and s3: then write the files
-        (objects) not stored already (prepare wrote and checked them; one is only ever written after its content
-        is checked).
+        (objects) not stored (prepare wrote and checked them; one is only ever written after its content is checked).
 
         The row insert takes a row lock (ON CONFLICT DO UPDATE), so a concurrent job deletion cannot remove a blob
         that this transaction is about to reference; what a deletion committed before it removed is seen by the
-        check that follows the insert, and written again.
+        check that follows the insert, and written again. fs checks every file (a stat); s3 only the objects of the
+        rows this insert created (a HEAD each): a row that was there already is a committed one, now locked, whose
+        object is there.
         """
         rows, held = [], 0
+        created: set[str] | None = None
+        if self.kind == "s3":
+            postgres = session.get_bind().dialect.name == "postgresql"
+            # PostgreSQL: the insert says which rows it created; SQLite: one writer, so the rows not listed now
+            created = set() if postgres else set(blobs) - self._listed(session, sorted(blobs))
         for sha, read in sorted(blobs.items()):  # one order for every transaction: concurrent jobs never deadlock
             data = read()
             if self.kind == "database":
@@ -277,24 +308,30 @@ class BlobStore:
             )
             held += len(data) if self.kind == "database" else 0
             if len(rows) >= INSERT_ROWS or held >= INSERT_BYTES:
-                self._insert(session, rows)
+                self._insert(session, rows, created if self.kind == "s3" and postgres else None)
                 rows, held = [], 0
-        self._insert(session, rows)
-        if self.kind == "s3":  # one round trip each: overlapped
-            list(_writers().map(lambda item: self._write_checked(*item), sorted(blobs.items())))
+        self._insert(session, rows, created if self.kind == "s3" and postgres else None)
+        if created is not None:  # one round trip each: overlapped
+            list(_writers().map(lambda sha: self._write_checked(sha, blobs[sha]), sorted(created)))
         elif self.kind == "fs":  # a stat each
             for sha, read in sorted(blobs.items()):
                 self._write_checked(sha, read)
 
     @staticmethod
-    def _insert(session: Session, rows: list[dict]) -> None:
-        """One executemany of one statement (compiled once, whatever the number of rows; PostgreSQL: pipelined)."""
+    def _insert(session: Session, rows: list[dict], created: set[str] | None = None) -> None:
+        """One executemany of one statement (compiled once, whatever the number of rows; PostgreSQL: pipelined).
+        With `created` (PostgreSQL): the rows it created, not found there, are added to it."""
         if rows:
             statement = insert_for(session, Blob.__table__)
             statement = statement.on_conflict_do_update(
                 index_elements=["sha256"], set_={"size": statement.excluded.size}
             )
-            session.execute(statement, rows)
+            if created is None:
+                session.execute(statement, rows)
+                return
+            # xmax = 0: a row version this statement inserted (an updated one carries this transaction's id)
+            statement = statement.returning(Blob.__table__.c.sha256, literal_column("xmax = 0"))
+            created.update(sha for sha, new in session.execute(statement, rows) if new)
 
     def local_path(self, session_factory, sha256: str) -> Path:
         """A local file holding the blob (database and s3 stores: fetched once, then kept while the cache holds

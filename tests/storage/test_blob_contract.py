@@ -1,10 +1,12 @@
-"""The storage contract, the same tests on all three audio stores (fs, database, s3 on moto's real S3 server):
+"""The storage contract, the same tests on all three audio stores (fs, database, s3 on moto's real S3 server; s3
+also on PostgreSQL, whose row insert says which blob rows it created):
 what a submission stores is readable by a worker elsewhere; audio already stored is not written (sent) again;
 content is checked against its name before anything is written; deleting a job removes the audio no other job
 uses, also after a deletion raced a submission; a worker's local copies stay within their bound."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -17,7 +19,7 @@ from core.db import Blob, make_engine, make_session_factory, upgrade
 from core.settings import Settings
 from tests.api.test_job_storage import job_request
 from tests.service.test_service_unit import make_job
-from tests.service_support import wav_bytes
+from tests.service_support import drop_postgres_schema, new_postgres_schema, wav_bytes
 
 
 @dataclass
@@ -49,17 +51,24 @@ class Backend:
 
 
 def backend(request, tmp_path, **settings) -> Backend:
-    kind = request.param
+    """The store named by request.param ("s3-postgresql": on a PostgreSQL schema of its own, else on SQLite)."""
+    kind, _, database = request.param.partition("-")
     store = request.getfixturevalue("s3_bucket") if kind == "s3" else {"blob_store": kind}
     if kind == "s3":
         store["s3_prefix"] = "team/audio"
-    values = dict(data_dir=tmp_path / "api", database_url=None, broker_url=None, cache_dir=None)
+    database_url = None
+    if database == "postgresql":
+        postgres_url = request.getfixturevalue("postgres_url")
+        schema = f"emopres_blob_contract_{os.getpid()}"
+        database_url = new_postgres_schema(postgres_url, schema)
+        request.addfinalizer(lambda: drop_postgres_schema(postgres_url, schema))
+    values = dict(data_dir=tmp_path / "api", database_url=database_url, broker_url=None, cache_dir=None)
     config = Settings(**{**values, **store, **settings})
     upgrade(config.sqlalchemy_url)
     return Backend(config, make_session_factory(make_engine(config.sqlalchemy_url)), BlobStore.from_settings(config))
 
 
-@pytest.fixture(params=["fs", "database", "s3"])
+@pytest.fixture(params=["fs", "database", "s3", "s3-postgresql"])
 def store(request, tmp_path):
     yield (made := backend(request, tmp_path))
     made.sessions.kw["bind"].dispose()
@@ -97,15 +106,18 @@ def test_a_stored_job_is_readable_by_a_worker_elsewhere(store, tmp_path):
 
 
 def test_audio_already_stored_is_not_written_again(store, monkeypatch):
-    """A second job with the same audio: no file written, no object sent (only asked for its size), one row."""
+    """A second job with the same audio: no file written, no object sent (nor asked for: the database lists
+    them), one row each."""
     request = job_request(store.settings, seed=10)
-    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1)
+    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1, sessions=store.sessions)
     store_jobs(store.sessions, store.blobs, [first := new_job(store.blobs, request, **make)])
     assert first.stored.result()
     written = []
     if store.blobs.kind != "database":
         real = store.blobs.files.replace
         monkeypatch.setattr(store.blobs.files, "replace", lambda sha, data: (written.append(sha), real(sha, data)))
+    if store.blobs.kind == "s3":
+        monkeypatch.setattr(store.blobs.files, "size", lambda sha: written.append(f"HEAD {sha}"))
     store_jobs(store.sessions, store.blobs, [second := new_job(store.blobs, job_request(store.settings, 10), **make)])
     assert second.stored.result() and written == []
     assert store.rows() == store.stored() == shas_of(request)
@@ -142,7 +154,7 @@ def test_audio_a_deletion_removed_while_a_job_was_submitted_is_stored_again(stor
     """A deletion that commits between a submission's upload (prepare) and its transaction: the submission's check
     after its row insert finds the file (object) gone and writes it again, so its job's audio is all there."""
     first = make_job(store.sessions, store.blobs, store.settings, n_pairs=1)
-    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1)
+    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1, sessions=store.sessions)
     request = job_request(store.settings, seed=0, n_pairs=1)  # make_job's audio: the same content
     item = new_job(store.blobs, request, **make)  # uploaded (found there already), not yet committed
     with store.sessions() as session:

@@ -5,6 +5,7 @@ test can cut, as when the object store goes away):
   leaves no object of it;
 * the object store down during a submission: 503 with Retry-After, no row stored and no partial object; the
   retry is accepted and sends only what the first attempt had not;
+* down while a job is deleted: 503, the job and its audio kept whole, deleted once the store is back;
 * down while a worker reads a chunk's audio: the chunk waits and retries, its lease renewed (no other worker takes
   it), and finishes once the store is back, each pair stored once;
 * /readyz and `emopres serve` / `emopres worker` say what is wrong: no bucket, no credentials, endpoint down.
@@ -97,8 +98,8 @@ def test_the_object_store_down_during_a_submission_is_a_503_and_nothing_is_half_
     tmp_path, s3_server, s3_bucket, proxy, random_lite_head, monkeypatch
 ):
     """The store goes away after the first object of the upload is sent: 503 with Retry-After, no job, pair or
-    blob row, and what the bucket holds is whole objects only; once it is back the same upload is accepted, and
-    the object already there is not sent again."""
+    blob row, and what the bucket holds is whole objects only; once it is back the same upload is accepted (the
+    orphan object, which no row names, sent again whole)."""
     settings = settings_for(tmp_path, s3_bucket, random_lite_head, proxy)
     manifest = write_dataset(tmp_path / "in", n_pairs=2, seconds=0.5)
     sent, cut, lock = [], [], threading.Lock()
@@ -126,8 +127,27 @@ def test_the_object_store_down_during_a_submission_is_a_503_and_nothing_is_half_
         proxy.restore()
         sent.clear()
         assert client.post("/v1/jobs", files=upload_fields(manifest)).status_code == 202
-        assert len(sent) == 3  # the object already there is not sent again
+        assert len(sent) == 4
         assert len(objects(s3_server, s3_bucket["s3_bucket"])) == 4
+
+
+def test_a_job_deleted_while_the_object_store_is_down_stays_whole_until_it_can_be_deleted(
+    tmp_path, s3_server, s3_bucket, proxy, random_lite_head
+):
+    """The deletion removes the objects before its commit: with the store away it is a 503 and the job keeps its
+    rows and its audio; once the store is back the deletion leaves no object of it."""
+    settings = settings_for(tmp_path, s3_bucket, random_lite_head, proxy)
+    manifest = write_dataset(tmp_path / "in", n_pairs=1, seconds=0.5)
+    with TestClient(create_app(settings, start_worker=False), raise_server_exceptions=False) as client:
+        job_id = client.post("/v1/jobs", files=upload_fields(manifest)).json()["id"]
+        proxy.cut()
+        response = client.delete(f"/v1/jobs/{job_id}")
+        assert response.status_code == 503 and "Retry-After" in response.headers
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 200
+        assert len(objects(s3_server, s3_bucket["s3_bucket"])) == 2
+        proxy.restore()
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert objects(s3_server, s3_bucket["s3_bucket"]) == {}
 
 
 def test_the_object_store_down_while_a_worker_reads_is_waited_out_under_the_lease(
