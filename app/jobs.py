@@ -88,10 +88,9 @@ def new_job(
     bootstrap: int,
     seed: int,
     callback: dict | None = None,
-    sessions=None,
 ) -> NewJob:
     """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it;
-    s3: each uploaded unless `sessions`' database lists it already)."""
+    s3: checked, uploaded in the transaction before its commit)."""
     n_pairs = len(request.pairs)
     job = Job(
         id=str(uuid.uuid4()),
@@ -109,7 +108,7 @@ def new_job(
         request_sha256=request.fingerprint,
         created_at=utcnow(),
     )
-    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()}, sessions)
+    blobs.prepare({sha: audio.read for sha, audio in request.blobs.items()})
     return NewJob(job, request, chunk_of_pairs(request, chunk_size), callback)
 
 
@@ -138,7 +137,6 @@ def create_job(
         bootstrap=bootstrap,
         seed=seed,
         callback=callback,
-        sessions=session_factory,
     )
     if writer is not None:
         writer.submit(item)

@@ -240,34 +240,30 @@ class BlobStore:
             return {"ok": True, "kind": self.kind, "bucket": self.files.bucket}
         return {"ok": True, "kind": self.kind}
 
-    def prepare(self, blobs: dict[str, Callable[[], bytes]], sessions=None) -> None:
-        """fs and s3: write the files (objects) before the transaction, so their fsyncs (uploads) happen outside
-        the database's lock (SQLite has one writer at a time); put_many then finds them (or writes again one that a
-        concurrent deletion removed meanwhile). An orphan left by a failed transaction is harmless (whole).
-
-        Not written again: fs, a file of that size on disk (a stat each); s3, with `sessions`, a blob the database
-        lists (a committed blob row's object is always there: one query, no request to the bucket); without, an
-        object of that size (a HEAD each)."""
+    def prepare(self, blobs: dict[str, Callable[[], bytes]]) -> None:
+        """Before the transaction. fs: write the files, so their fsyncs happen outside the database's lock (SQLite
+        has one writer at a time); put_many then finds them (or writes again one that a concurrent deletion removed
+        meanwhile); one of that size on disk is not written again. s3: check each content against its name (a
+        Hashed reader's was, where it was hashed), so that a bad one fails its own request, not the transaction
+        that uploads it. An orphan file (object) left by a failed transaction is harmless (whole)."""
         if self.kind == "database" or not blobs:
             return
         items = [(_valid_sha(sha), read) for sha, read in blobs.items()]
-        if self.kind == "s3" and sessions is not None:
-            with sessions() as session:
-                listed = self._listed(session, [sha for sha, _ in items])
-            items = [(sha, read) for sha, read in items if sha not in listed]
-            write = self._put_checked
-        else:
-            write = self._write_checked
         # in parallel: concurrent fsyncs share the file system's journal commits (8 small files: ~8x faster than one
-        # after the other on ext4), uploads overlap their round trips, and each is stored before the job is
-        # committed; the content is checked against its name here, in these threads, not in the transaction (a
-        # Hashed reader's was, where it was hashed)
+        # after the other on ext4), and each is on disk before the job is committed; the content is checked against
+        # its name here, in these threads, not in the transaction
+        write = self._write_checked if self.kind == "fs" else self._check
         list(_writers().map(lambda item: write(*item), items))
 
     def _write_checked(self, sha: str, read: Callable[[], bytes]) -> None:
         data = read()
         if self.files.size(sha) != len(data):  # not stored yet (or damaged): hashed only when written
             self.files.replace(sha, _checked(sha, data, read))
+
+    @staticmethod
+    def _check(sha: str, read: Callable[[], bytes]) -> None:
+        if not isinstance(read, Hashed):
+            _checked(sha, read(), read)
 
     def _put_checked(self, sha: str, read: Callable[[], bytes]) -> None:
         data = read()
@@ -284,14 +280,14 @@ class BlobStore:
         return listed
 
     def put_many(self, session: Session, blobs: dict[str, Callable[[], bytes]]) -> None:
-        """Record blobs (sha256 -> reader of its bytes) in this transaction; fs and s3: then write the files
-        (objects) not stored (prepare wrote and checked them; one is only ever written after its content is checked).
+        """Record blobs (sha256 -> reader of its bytes) in this transaction; then, fs: write the files not on disk
+        (prepare wrote and checked them); s3: upload the objects of the rows this insert created (a row that was
+        there already is a committed one, now locked, whose object is there: not sent again, not even asked for).
+        A file or object is only ever written after its content is checked, and before the commit.
 
         The row insert takes a row lock (ON CONFLICT DO UPDATE), so a concurrent job deletion cannot remove a blob
         that this transaction is about to reference; what a deletion committed before it removed is seen by the
-        check that follows the insert, and written again. fs checks every file (a stat); s3 only the objects of the
-        rows this insert created (a HEAD each): a row that was there already is a committed one, now locked, whose
-        object is there.
+        check that follows the insert (fs: a stat each; s3: the row is created again, so its object is uploaded).
         """
         rows, held = [], 0
         created: set[str] | None = None
@@ -312,7 +308,7 @@ class BlobStore:
                 rows, held = [], 0
         self._insert(session, rows, created if self.kind == "s3" and postgres else None)
         if created is not None:  # one round trip each: overlapped
-            list(_writers().map(lambda sha: self._write_checked(sha, blobs[sha]), sorted(created)))
+            list(_writers().map(lambda sha: self._put_checked(sha, blobs[sha]), sorted(created)))
         elif self.kind == "fs":  # a stat each
             for sha, read in sorted(blobs.items()):
                 self._write_checked(sha, read)

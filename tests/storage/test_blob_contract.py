@@ -109,7 +109,7 @@ def test_audio_already_stored_is_not_written_again(store, monkeypatch):
     """A second job with the same audio: no file written, no object sent (nor asked for: the database lists
     them), one row each."""
     request = job_request(store.settings, seed=10)
-    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1, sessions=store.sessions)
+    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1)
     store_jobs(store.sessions, store.blobs, [first := new_job(store.blobs, request, **make)])
     assert first.stored.result()
     written = []
@@ -151,12 +151,13 @@ def test_deleting_a_job_removes_the_audio_no_other_job_uses(store, tmp_path):
 
 
 def test_audio_a_deletion_removed_while_a_job_was_submitted_is_stored_again(store):
-    """A deletion that commits between a submission's upload (prepare) and its transaction: the submission's check
-    after its row insert finds the file (object) gone and writes it again, so its job's audio is all there."""
+    """A deletion that commits between a submission's prepare (fs: the file written, or found there) and its
+    transaction: the submission writes the file again (fs: its check after the row insert finds it gone; s3: the
+    row is created again, so its object is uploaded), so its job's audio is all there."""
     first = make_job(store.sessions, store.blobs, store.settings, n_pairs=1)
-    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1, sessions=store.sessions)
+    make = dict(project="p", idempotency_key=None, chunk_size=1, bootstrap=50, seed=1)
     request = job_request(store.settings, seed=0, n_pairs=1)  # make_job's audio: the same content
-    item = new_job(store.blobs, request, **make)  # uploaded (found there already), not yet committed
+    item = new_job(store.blobs, request, **make)  # prepared, not yet committed
     with store.sessions() as session:
         delete_job(session, store.blobs, "p", first)
     assert store.stored() == set()
