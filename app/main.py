@@ -15,8 +15,9 @@ from app.plumbing.error_handlers import install_error_handlers
 from app.plumbing.middleware import RequestMiddleware
 from app.plumbing.prometheus_metrics import Metrics
 from app.readiness import ReadinessProbe, readiness
-from app.routes import jobs, ops, reports, webhooks
+from app.routes import jobs, ops, reports, share, webhooks
 from app.services import build_services, start_services, stop_services
+from app.ui import pages
 from core import __version__
 from core.settings import Settings, get_settings
 
@@ -52,12 +53,13 @@ def create_app(settings: Settings | None = None, *, start_worker: bool = True) -
         lifespan=lifespan,
         static_url="/docs-assets",
         description="Emotion preservation evaluation for expressive speech-to-speech translation. "
-        "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`). "
+        "Every v1 route needs `Authorization: Bearer <token>` (`emopres tokens create NAME`; Authorize, above, "
+        "takes one). People in browsers sign in at /ui/login and read reports with the session cookie. "
         'Errors: `{"error": {"code", "message", "details"}}`.',
     )
     app.state.services = services
     app.add_middleware(RequestMiddleware, services_getter=lambda: services)
     install_error_handlers(app)
-    for router in (ops.router, jobs.router, reports.router, webhooks.router):
+    for router in (ops.router, jobs.router, reports.router, share.router, webhooks.router, pages.router):
         app.include_router(router)
     return app

@@ -46,6 +46,14 @@ class JobLinks(BaseModel):
     plots: str
     compare: str = Field(description="a template: replace {baseline_id} with the baseline job's id")
     deliveries: str = Field(description="the job's webhook deliveries")
+    share: str | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="a share link to the report (EMOPRES_SHARE_LINKS_IN_VIEWS, succeeded jobs): no token needed",
+    )
+    share_expires_at: str | None = Field(
+        None, exclude_if=lambda value: value is None, description="when the share link stops working"
+    )
 
 
 class HeadlineMetric(BaseModel):
@@ -131,7 +139,7 @@ JOB_FORM_SCHEMA = {
         "manifest": {
             "type": "string",
             "format": "binary",
-            "description": "CSV or JSONL pairs file (pair_id, source, target[, label][, group])",
+            "description": "CSV or JSONL pairs file (pair_id, source, target[, label][, group or speaker])",
         },
         "archive": {
             "type": "string",
@@ -141,7 +149,13 @@ JOB_FORM_SCHEMA = {
         "name": {"type": "string", "maxLength": 200},
         "profile": {"type": "string", "enum": list(PROFILES)},
         "metadata": {"type": "string", "description": 'a JSON object, e.g. {"system": "...", "commit": "..."}'},
-        "group_column": {"type": "string", "description": "manifest column with speaker/dialogue ids"},
+        "group_column": {
+            "type": "string",
+            "description": "manifest column with speaker/dialogue ids: confidence intervals then resample whole "
+            "groups (and the side-normalised SER reading standardises each speaker of 20+ utterances on its own). "
+            "Default: the manifest's `group` column, else its `speaker` column, as `emopres evaluate` does; "
+            "`none` resamples pairs. A named column the manifest lacks is a 422.",
+        },
         "callback_url": {
             "type": "string",
             "description": "webhook: the signed job summary is POSTed here when the "

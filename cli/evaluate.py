@@ -10,7 +10,7 @@ from pathlib import Path
 from cli.engine_options import add_engine_arguments, cache_dir_from_args
 from core.profiles import NO_SIDE_HEAD
 from emopres_client.cli import CommandError
-from emopres_client.pairs import ManifestError, read_pairs_file
+from emopres_client.pairs import ManifestError, read_pairs_file, uses_groups
 from models.registry import ProfileError, ProfileSpec, load_head, load_side_head
 
 # The engine (torch, openSMILE, the pipeline) is imported inside the handlers: building the parser for
@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     evaluate.add_argument("--out", help="write the JSON report here")
     evaluate.add_argument("--plots", metavar="DIR", help="write the plots (PNG, SVG, plots.json) in this folder")
     evaluate.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page")
-    evaluate.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
+    evaluate.add_argument(
+        "--group-column",
+        help="column with speaker/dialogue ids: CIs resample groups (default: a 'group', else a 'speaker' column; "
+        "'none': resample pairs)",
+    )
     add_evaluation_arguments(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
@@ -125,7 +129,7 @@ def run_evaluate(args) -> int:
             path_resolver(root),
             n_bootstrap=args.bootstrap,
             seed=args.seed,
-            use_groups=args.group_column is not None or any(p.group for p in pairs),
+            use_groups=uses_groups(pairs, args.group_column),
             job={"id": None, "status": "succeeded", "created_at": created, "finished_at": None},
         )
     report["job"]["finished_at"] = utc_now()

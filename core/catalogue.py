@@ -114,6 +114,7 @@ class Readings:
 
 Chance = Callable[[Readings], float]
 PRESERVED = "higher = more preserved"
+NEEDS_PAPER = "needs the paper profile ({model})"  # why a lite report has no value for a metric of `model`
 READ_BETTER = "higher = read better (not a preservation metric)"
 
 

@@ -13,9 +13,15 @@ from matplotlib.figure import Figure
 CMAP = "Blues"
 
 
-def literal_text(value: Any) -> str:
-    """A user-supplied string (a gold label) drawn literally: no mathtext."""
-    return str(value).replace("$", r"\$")
+MAX_TICK_CHARS = 24  # a longer class name is cut (with an ellipsis) where it labels a tick: the axes keep their room
+
+
+def literal_text(value: Any, limit: int = MAX_TICK_CHARS) -> str:
+    """A user-supplied string (a gold label) drawn literally (no mathtext), at most `limit` characters."""
+    text = str(value)
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "\u2026"
+    return text.replace("$", r"\$")
 
 
 def row_normalised(counts: Sequence[Sequence[int]]) -> list[list[float]]:

@@ -164,6 +164,35 @@ class Settings(BaseSettings):
         gt=0,
         description="report.html: all embedded audio of one page; clips past it are left out with a note",
     )
+    rendered_pages_per_job: int = Field(
+        4,
+        ge=0,
+        description="report.html variants (worst, audio, baseline) kept rendered per job in the database, so a "
+        "page is drawn once; the oldest goes first (0: render on every view)",
+    )
+    rendered_page_bytes: int = Field(
+        40 * MiB, ge=0, description="report.html: a rendered page larger than this is served but not kept"
+    )
+
+    # people in browsers (app.browser_auth, app.ui)
+    session_seconds: int = Field(
+        12 * 3600, ge=60, description="a browser's sign-in (/ui/login) lasts this long; revoking the token ends it"
+    )
+    sessions_per_token: int = Field(
+        20, ge=1, description="signed-in browsers kept per token; signing in once more ends the oldest"
+    )
+    share_link_seconds: int = Field(
+        7 * 86400,
+        ge=60,
+        le=366 * 86400,
+        description="a share link (POST /v1/jobs/{id}/share) opens the job's report for this long",
+    )
+    share_links_in_views: bool = Field(
+        False, description="job views and webhook summaries carry a share link to the report (links.share)"
+    )
+    ui_jobs: int = Field(
+        500, ge=1, le=10_000, description="the dashboard (/ui/) reads at most this many of the newest jobs"
+    )
     keep_alive_seconds: int = Field(5, ge=1, description="an idle connection between requests is closed after this")
     submit_concurrency: int | None = Field(
         None,

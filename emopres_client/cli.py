@@ -59,7 +59,11 @@ def register(subparsers) -> None:
     submit.add_argument("--name", help="job name, e.g. system@commit (dashboards list jobs by name)")
     submit.add_argument("--profile", help="evaluation profile (default: the service's)")
     submit.add_argument("--metadata", help='JSON object stored with the job, e.g. \'{"commit": "abc123"}\'')
-    submit.add_argument("--group-column", help="column with speaker/dialogue ids: CIs resample groups")
+    submit.add_argument(
+        "--group-column",
+        help="column with speaker/dialogue ids: CIs resample groups (default: a 'group', else a 'speaker' column; "
+        "'none': resample pairs)",
+    )
     submit.add_argument(
         "--callback-url",
         metavar="URL",
@@ -136,6 +140,7 @@ def register(subparsers) -> None:
         ("show", "one job: status, progress, headline metrics, links", run_jobs_show),
         ("report", "the job's report JSON", run_jobs_report),
         ("deliveries", "the job's webhook deliveries", run_jobs_deliveries),
+        ("share", "a link to the job's report page that opens with no token, until it expires", run_jobs_share),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("job_id")
@@ -194,26 +199,44 @@ def format_gate_table(results) -> str:
     return "\n".join(lines)
 
 
+def _number(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def aligned(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Rows of cells as lines whose columns line up whatever their widths; the last cell is never padded."""
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
+    return [
+        indent + "  ".join(cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+
+
 def format_comparison(comparison: dict, metrics) -> str:
     entries = comparison.get("metrics") or {}
     lines = [
         f"compared with baseline {comparison.get('baseline_id')}: {comparison.get('n_shared')} shared pairs "
         "(diff = job - baseline, paired bootstrap)"
     ]
+    rows = [["metric", "baseline", "job", "diff", "95% CI", "p", "note"]]
     for name in metrics:
         entry = entries.get(name)
         if not isinstance(entry, dict):
             continue
-        if entry.get("diff") is None:
-            lines.append(f"  {name:<12}  null ({entry.get('reason')})")
-            continue
-        ci = (
-            f"[{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
-            if entry.get("ci_low") is not None and entry.get("ci_high") is not None
-            else ""
+        low, high = entry.get("ci_low"), entry.get("ci_high")
+        rows.append(
+            [
+                name,
+                _number(entry.get("baseline"), ".3f"),
+                _number(entry.get("job"), ".3f"),
+                "null" if entry.get("diff") is None else f"{entry['diff']:+.3f}",
+                f"[{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "-",
+                _number(entry.get("p_value"), ".3g"),
+                str(entry.get("reason") or ""),
+            ]
         )
-        p = f"p={entry['p_value']:.3g}" if entry.get("p_value") is not None else ""
-        lines.append(f"  {name:<12}  {entry['diff']:+.3f}  {ci}  {p}".rstrip())
+    if len(rows) > 1:
+        lines += aligned(rows)
     flipped = (comparison.get("flipped") or {}).get("agree_to_disagree") or []
     lines.append(f"  {len(flipped)} pair(s) flipped from agree to disagree")
     for warning in comparison.get("warnings") or []:
@@ -397,6 +420,10 @@ def run_jobs_report(args) -> int:
 
 def run_jobs_deliveries(args) -> int:
     return _print_json(args, lambda client: client.deliveries(args.job_id))
+
+
+def run_jobs_share(args) -> int:
+    return _print_json(args, lambda client: client.share(args.job_id))
 
 
 # ---------------------------------------------------------------- the light distribution's `emopres`

@@ -297,6 +297,10 @@ class Client:
         """The job's webhook deliveries (every attempt, with its outcome)."""
         return self._json("GET", f"/v1/jobs/{job_id}/deliveries")
 
+    def share(self, job_id: str) -> dict:
+        """A signed read-only link to the job's report page that needs no token: {"url", "expires_at"}."""
+        return self._json("POST", f"/v1/jobs/{job_id}/share")
+
     def metric_names(self) -> tuple[str, ...]:
         """The corpus metrics this service's reports have (from its published report schema)."""
         schema = self._json("GET", "/v1/schema/report")

@@ -11,6 +11,9 @@ from pathlib import Path, PurePosixPath
 from emopres_client.safe_text import MAX_FIELD_CHARS, MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
 
 REQUIRED_COLUMNS = ("pair_id", "source", "target")
+# the group column used when none is named: the first of these the file has (CIs then resample whole groups)
+DEFAULT_GROUP_COLUMNS = ("group", "speaker")
+NO_GROUPS = "none"  # as the group column: ignore any group column (CIs resample pairs)
 
 
 class ManifestError(ValueError):
@@ -116,11 +119,32 @@ def _text(value, field: str, number: int) -> str | None:
     return value or None
 
 
+def group_key_of(columns: set, group_column: str | None) -> str | None:
+    """The column holding each pair's group: `group_column` when named (an error when the file lacks it), none for
+    NO_GROUPS, else the first of DEFAULT_GROUP_COLUMNS the file has."""
+    if group_column == NO_GROUPS:
+        return None
+    if group_column is not None and group_column not in columns:
+        raise ManifestError(
+            f"group column {group_column!r} not found "
+            f"(columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))}; "
+            f"{NO_GROUPS!r} resamples pairs, ignoring groups)"
+        )
+    return group_column or next((c for c in DEFAULT_GROUP_COLUMNS if c in columns), None)
+
+
+def uses_groups(pairs: list[PairSpec], group_column: str | None) -> bool:
+    """Whether CIs resample groups: a group column was named (a pair without a group then falls back to pairs, with a
+    note in the report), or the default one gave some pair a group."""
+    return group_column not in (None, NO_GROUPS) or any(p.group for p in pairs)
+
+
 def parse_pairs(
     text: str, *, name: str | None = None, group_column: str | None = None, max_rows: int | None = None
 ) -> list[PairSpec]:
     """Parse and validate pairs; raise ManifestError on the first problem, TooManyRows (one) as soon as a row
-    beyond `max_rows` is read: the rest of the file is never parsed."""
+    beyond `max_rows` is read: the rest of the file is never parsed. Each pair's group comes from
+    `group_column` (see group_key_of: by default a `group`, else a `speaker` column)."""
     text = text.lstrip("\ufeff")
     if not text.strip():
         raise ManifestError("pairs file is empty")
@@ -132,12 +156,7 @@ def parse_pairs(
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise ManifestError(f"missing column(s): {', '.join(missing)} (need {', '.join(REQUIRED_COLUMNS)})")
-    if group_column is not None and group_column not in columns:
-        raise ManifestError(
-            f"group column {group_column!r} not found "
-            f"(columns: {', '.join(sorted(c for c in columns if isinstance(c, str)))})"
-        )
-    group_key = group_column or ("group" if "group" in columns else None)
+    group_key = group_key_of(columns, group_column)
     pairs, seen = [], set()
     for number, record in enumerate(records, start=1):
         pair_id, source, target = (_text(record.get(c), c, number) for c in REQUIRED_COLUMNS)

@@ -23,7 +23,7 @@ RANK = {name: rank for rank, name in enumerate(LAYERS)}
 SUBLAYERS = {
     "models": ("runtime", "prosody", "lite", "paper", "ser"),
     "worker": ("engine", "render", "queue", "research"),
-    "app": ("plumbing", "webhooks", "submission", "routes"),
+    "app": ("plumbing", "webhooks", "submission", "routes", "ui"),
 }
 MAX_MODULES_PER_FOLDER = 15
 MAX_MODULE_LINES = 500

@@ -9,10 +9,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.auth import DEFAULT_PROJECT, Principal, verify_token
+from app.browser_auth import SESSION_COOKIE, session_login
 from app.plumbing.errors import Unauthorized
 from app.schemas import ErrorResponse
 from app.services import Services
@@ -50,23 +52,44 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="an API token (`emopres tokens create NAME`); a browser signed in at /ui/login may read with its "
+    "session cookie instead",
+)
+SAFE_METHODS = ("GET", "HEAD")
+
+
 async def get_principal(
-    services: ServicesDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None,
 ) -> Principal:
+    """The caller: the bearer token's, or (for GET and HEAD only) the signed-in browser's session."""
     if services.settings.auth_disabled:
         return Principal(DEFAULT_PROJECT, None)
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
-    principal = await run_in_threadpool(_verify, services, token)  # the database only here, in a thread
-    if principal is None:
-        raise Unauthorized("invalid or revoked token")
-    return principal
+    if credentials is not None and credentials.credentials.strip():
+        principal = await run_in_threadpool(_verify, services, credentials.credentials)  # the database, in a thread
+        if principal is None:
+            raise Unauthorized("invalid or revoked token")
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and request.method in SAFE_METHODS and "authorization" not in request.headers:
+        login = await run_in_threadpool(_session_login, services, cookie)
+        if login is not None:
+            return login.principal
+    raise Unauthorized()
 
 
 def _verify(services: Services, token: str) -> Principal | None:
     with services.sessions() as session:  # its own short transaction (SQLite: one writer at a time)
         return verify_token(session, token)
+
+
+def _session_login(services: Services, cookie: str):
+    with services.sessions() as session:
+        return session_login(session, cookie)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -69,9 +70,22 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def wants_page(request: Request) -> bool:
+    """A person's browser opening a page (a link clicked), not a program: it is sent to sign in instead of a 401."""
+    accept = request.headers.get("accept", "")
+    return request.method == "GET" and "text/html" in accept and "authorization" not in request.headers
+
+
+def login_url(request: Request) -> str:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return "/ui/login?" + urlencode({"next": target})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
+        if error.status == 401 and wants_page(request):
+            return RedirectResponse(login_url(request), status_code=303)
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(StarletteHTTPException)

@@ -56,13 +56,19 @@ class HeavyReads:
             del self.by_token[key]
 
 
-async def heavy_read(request: Request, principal: PrincipalDep, services: ServicesDep) -> AsyncIterator[None]:
+def heavy_reads(request: Request, services) -> HeavyReads:
+    """The process's bounds on heavy reads (made on first use)."""
     state = request.app.state
     reads = getattr(state, "heavy_reads", None)
     if reads is None:
         reads = state.heavy_reads = HeavyReads(
             services.settings.heavy_reads_per_token, services.settings.heavy_reads_total
         )
+    return reads
+
+
+async def heavy_read(request: Request, principal: PrincipalDep, services: ServicesDep) -> AsyncIterator[None]:
+    reads = heavy_reads(request, services)
     key = (principal.project, principal.token_name)
     reads.acquire(key)
     try:

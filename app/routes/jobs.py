@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from app import job_views
 from app import jobs as crud
+from app.browser_auth import share_link_url
 from app.plumbing.deps import ERRORS, IdempotencyKey, PrincipalDep, ServicesDep, SessionDep
 from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
 from app.schemas import JOB_FORM_SCHEMA, PAIR_FORM_SCHEMA, ErrorResponse, JobCreated, JobDetail, JobList
@@ -112,8 +113,14 @@ def list_jobs(
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=ERRORS)
-def get_job(job_id: str, principal: PrincipalDep, session: SessionDep):
-    return job_views.job_view(session, crud.get_job(session, principal.project, job_id))
+def get_job(job_id: str, request: Request, principal: PrincipalDep, session: SessionDep, services: ServicesDep):
+    job = crud.get_job(session, principal.project, job_id)
+    view = job_views.job_view(session, job)
+    if services.settings.share_links_in_views and job.status == "succeeded":
+        view["links"]["share"], view["links"]["share_expires_at"] = share_link_url(
+            session, services.settings, principal, job.id, str(request.base_url)
+        )
+    return view
 
 
 @router.get(

@@ -9,8 +9,9 @@
   pair ids (worker.engine.compare), with the pairs that flipped from agree to disagree.
 * ``GET /v1/schema/report[?version=1]``: the report's JSON Schema (public: it holds no data).
 
-A report never changes once written, so responses carry an ETag (304 on If-None-Match) and
-rendered plots are kept in a small in-process cache.
+A report never changes once written, so responses carry an ETag (304 on If-None-Match, checked after the
+caller's credentials), report pages are kept in the database once drawn, and rendered plots in a small
+in-process cache.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import jobs as crud
 from app.plumbing.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
 from app.plumbing.errors import APIError, NotFound
 from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
-from core.db import Pair
+from core.db import Pair, RenderedPage
 
 router = APIRouter(tags=["reports"])
 
-RENDER_VERSION = "1"  # bump when plots or the page change, so ETags change with them
+RENDER_VERSION = "2"  # bump when plots or the page change, so ETags change with them
 AUDIO_MIME = {
     ".wav": "audio/wav",
     ".flac": "audio/flac",
@@ -106,7 +109,8 @@ def _not_modified(request: Request, etag: str) -> Response | None:
 
 
 def _cache_headers(etag: str) -> dict:
-    return {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+    # no-cache: the browser asks again each time (a 304 when unchanged), so access ends when a session or token does
+    return {"ETag": etag, "Cache-Control": "private, no-cache"}
 
 
 @router.get("/v1/jobs/{job_id}/plots", responses=ERRORS)
@@ -143,9 +147,13 @@ def get_plot(
     format: Annotated[str, Query(pattern="^(png|svg)$", description="png or svg")] = "png",
 ):
     """One plot of the job's report. 404 plot_unavailable (with the reason) for a plot this report cannot have."""
+    return plot_response(request, session, principal.project, job_id, name, format)
+
+
+def plot_response(request: Request, session: Session, project: str, job_id: str, name: str, format: str) -> Response:
     from worker.render.plots import MIME, PlotUnavailable, get_spec, plot_names, render
 
-    report, digest = _report(session, principal.project, job_id)
+    report, digest = _report(session, project, job_id)
     _end_transaction(session)
     etag = _etag(digest, name, format)
     cached = _not_modified(request, etag)
@@ -222,38 +230,69 @@ def get_report_html(
     audio: Annotated[bool, Query(description="embed the worst pairs' audio")] = True,
     baseline: Annotated[str | None, Query(max_length=64, description="job id to compare with")] = None,
 ):
-    """The report as one self-contained HTML page."""
-    from worker.render.html_report import render_html
+    """The report as one self-contained HTML page (drawn once, then served from the database)."""
+    return report_page(
+        request, services, session, principal.project, job_id, worst=worst, audio=audio, baseline=baseline
+    )
 
-    report, digest = _report(session, principal.project, job_id)
-    comparison, baseline_label, parts = None, None, [digest, str(worst), str(audio)]
+
+def report_page(
+    request: Request,
+    services,
+    session: Session,
+    project: str,
+    job_id: str,
+    *,
+    worst: int = 10,
+    audio: bool = True,
+    baseline: str | None = None,
+) -> Response:
+    """The report page of ``project``'s job ``job_id``: 304 when the browser has it, the stored page when it was
+    drawn before (rendered_pages, deleted with the job), else drawn now and kept."""
+    report, digest = _report(session, project, job_id)
+    parts = [digest, str(worst), str(audio)]
     if baseline:
-        baseline_report, baseline_digest = _report(session, principal.project, baseline)
+        baseline_report, baseline_digest = _report(session, project, baseline)
         parts.append(baseline_digest)
     etag = _etag("html", *parts)
+    headers = {**HTML_HEADERS, **_cache_headers(etag)}
     cached = _not_modified(request, etag)
     if cached is not None:
         return cached
-    job = crud.get_job(session, principal.project, job_id)
-    title = f"emopres report: {job.name}" if job.name else None
-    clips: dict[tuple[str, str], object] = {}
-    if audio:  # only the worst pairs' audio, read now, before the transaction ends
-        from worker.render.html_sections import worst_pairs
-
-        resolve = _audio_resolver(
-            services,
-            session,
-            job.id,
-            services.settings.report_audio_clip_bytes,
-            services.settings.report_audio_page_bytes,
-        )
-        for pair in worst_pairs(report, worst)[0]:
-            for side in ("source", "target"):
-                try:
-                    clips[(pair["pair_id"], side)] = resolve(pair["pair_id"], side)
-                except Exception as error:  # shown on the page for that pair, not a failed page
-                    clips[(pair["pair_id"], side)] = error
+    key = etag.strip('"')
+    job = crud.get_job(session, project, job_id)
+    stored = session.scalar(select(RenderedPage.content).where(RenderedPage.job_id == job.id, RenderedPage.key == key))
+    if stored is not None:
+        _end_transaction(session)
+        return Response(bytes(stored), media_type="text/html; charset=utf-8", headers=headers)
+    clips = _worst_clips(services, session, report, job.id, worst) if audio else {}
     _end_transaction(session)
+    page = _draw_page(
+        services, report, job.name, clips if audio else None, worst, baseline_report if baseline else None, baseline
+    )
+    _keep_page(services, session, job.id, key, page)
+    return Response(page, media_type="text/html; charset=utf-8", headers=headers)
+
+
+def _worst_clips(services, session: Session, report: dict, job_id: str, worst: int) -> dict:
+    """The worst pairs' audio (or why a clip is left out), read now, inside the request's transaction."""
+    from worker.render.html_sections import worst_pairs
+
+    resolve = _audio_resolver(
+        services, session, job_id, services.settings.report_audio_clip_bytes, services.settings.report_audio_page_bytes
+    )
+    clips: dict[tuple[str, str], object] = {}
+    for pair in worst_pairs(report, worst)[0]:
+        for side in ("source", "target"):
+            try:
+                clips[(pair["pair_id"], side)] = resolve(pair["pair_id"], side)
+            except Exception as error:  # shown on the page for that pair, not a failed page
+                clips[(pair["pair_id"], side)] = error
+    return clips
+
+
+def _draw_page(services, report, name, clips, worst, baseline_report, baseline_label) -> str:
+    from worker.render.html_report import render_html
 
     def clip(pair_id: str, side: str):
         value = clips.get((pair_id, side))
@@ -261,21 +300,44 @@ def get_report_html(
             raise value
         return value
 
-    if baseline:
+    comparison = None
+    if baseline_report is not None:
         from worker.engine.compare import compare_reports
 
         comparison = compare_reports(report, baseline_report)
-        baseline_label = baseline
-    page = render_html(
+    return render_html(
         report,
-        title=title,
-        audio=clip if audio else None,
+        title=f"emopres report: {name}" if name else None,
+        audio=clip if clips is not None else None,
         worst_n=worst,
         comparison=comparison,
         baseline_label=baseline_label,
         max_audio_bytes=services.settings.report_audio_clip_bytes,
     )
-    return Response(page, media_type="text/html; charset=utf-8", headers={**HTML_HEADERS, **_cache_headers(etag)})
+
+
+def _keep_page(services, session: Session, job_id: str, key: str, page: str) -> None:
+    """Store the drawn page (at most rendered_pages_per_job per job, the oldest dropped; none over
+    rendered_page_bytes). A job deleted meanwhile, or the same page stored by another request: nothing kept."""
+    settings = services.settings
+    content = page.encode()
+    if settings.rendered_pages_per_job == 0 or len(content) > settings.rendered_page_bytes:
+        return
+    try:
+        older = list(
+            session.scalars(
+                select(RenderedPage.key)
+                .where(RenderedPage.job_id == job_id)
+                .order_by(RenderedPage.created_at.desc())
+                .offset(settings.rendered_pages_per_job - 1)
+            )
+        )
+        if older:
+            session.execute(delete(RenderedPage).where(RenderedPage.job_id == job_id, RenderedPage.key.in_(older)))
+        session.add(RenderedPage(job_id=job_id, key=key, content=content))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
 
 
 MAX_COMPARE_BOOTSTRAP = 2_000  # resamples run in the request: 20,000 took 12.5 s of a worker thread (issue 16)

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from app.plumbing.errors import InvalidAudio, InvalidManifest, InvalidRequest, TooLarge
 from core.blobstore import Hashed
 from core.profiles import PROFILES
-from emopres_client.pairs import ManifestError, PairSpec, TooManyRows, check_relative_path, parse_pairs
+from emopres_client.pairs import (
+    ManifestError,
+    PairSpec,
+    TooManyRows,
+    check_relative_path,
+    parse_pairs,
+    uses_groups,
+)
 from emopres_client.safe_text import MAX_PATH_CHARS, UnsafeText, check_text, loads_checked
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
@@ -185,7 +192,7 @@ def build_request(
                 details={"path": audio.path, "limit": settings.max_file_bytes},
             )
     request = JobRequest(
-        normalised, chosen, name, profile, metadata, use_groups=bool(group_column) or any(p.group for p in normalised)
+        normalised, chosen, name, profile, metadata, use_groups=uses_groups(normalised, group_column or None)
     )
     request.blobs = _hash(chosen.values())
     request.fingerprint = hashlib.sha256(

@@ -33,6 +33,8 @@ import httpx
 from sqlalchemy import and_, func, or_, select, update
 
 from app import jobs as crud
+from app.auth import Principal
+from app.browser_auth import share_link_url
 from app.job_views import job_view
 from app.webhooks.callbacks import allow_list, allowed, parse_url, secret_for
 from core.db import Job, Webhook, WebhookDelivery, dumps, utcnow
@@ -50,11 +52,15 @@ def printable(text: str) -> str:
     return "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
 
 
-def summary(session, job: Job, public_url: str | None) -> dict:
-    """The job summary a webhook carries: id, name, status, metadata, progress, headline metrics with CIs, links."""
+def summary(session, job: Job, settings, token_name: str | None = None) -> dict:
+    """The job summary a webhook carries: id, name, status, metadata, progress, headline metrics with CIs, links
+    (with a share link to the report when EMOPRES_SHARE_LINKS_IN_VIEWS is on)."""
     view = job_view(session, job, detail=False)
-    if public_url:
-        view["links"] = {k: public_url.rstrip("/") + v for k, v in view["links"].items()}
+    if settings.public_url:
+        view["links"] = {k: settings.public_url.rstrip("/") + v for k, v in view["links"].items()}
+    if settings.share_links_in_views and job.status == "succeeded":
+        principal = Principal(job.project, token_name)
+        view["links"]["share"], view["links"]["share_expires_at"] = share_link_url(session, settings, principal, job.id)
     return view
 
 
@@ -186,7 +192,7 @@ class Dispatcher:
             payload = {
                 "event": EVENT,
                 "delivery_id": hook.delivery_id,
-                "job": summary(session, job, settings.public_url),
+                "job": summary(session, job, settings, hook.token_name),
             }
             secret = secret_for(session, hook.token_name, settings.webhook_secret)
             url, attempt = hook.url, hook.attempts + 1

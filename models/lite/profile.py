@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from core.catalogue import NEEDS_PAPER
 from models import ARTIFACTS_DIR
 from models.lite.egemaps import FEATURE_SET, Egemaps
 from models.profile import Profile
 
 LLD_STATS_FILE = ARTIFACTS_DIR / "egemaps_lld_stats.json"
-NEEDS_PAPER = "needs the paper profile ({model})"
 
 
 def load_lld_stats(path: Path = LLD_STATS_FILE) -> tuple[np.ndarray, np.ndarray]:

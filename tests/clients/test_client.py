@@ -123,6 +123,33 @@ def test_check_max_drops():
     assert not check_max_drops(None, [MaxDrop("bar", 0.1)])[0].passed
 
 
+def test_the_comparison_table_lines_up_for_any_metric_name_length():
+    """Columns start at the same place on every row, for names far longer than the old fixed 12 characters; a null
+    row keeps its reason in the last column."""
+    from emopres_client.cli import format_comparison
+
+    long_name = "expected_agreement_side_with_a_very_long_name_indeed"
+    comparison = {
+        "baseline_id": "b1",
+        "n_shared": 10,
+        "metrics": {
+            "epr": {"baseline": 0.5, "job": 0.6, "diff": 0.1, "ci_low": -0.05, "ci_high": 0.25, "p_value": 0.2},
+            long_name: {"baseline": 0.41, "job": 0.4, "diff": -0.01, "ci_low": -0.1, "ci_high": 0.08, "p_value": 0.8},
+            "va_sim": {"diff": None, "reason": "not computed: both runs ran the lite profile"},
+        },
+    }
+    text = format_comparison(comparison, ["epr", long_name, "va_sim"])
+    rows = text.splitlines()[1:5]
+    header, epr, long_row, va = rows
+    assert header.split()[0] == "metric" and long_name in long_row
+    for column in ("baseline", "job", "diff", "95% CI", "p"):
+        start = header.index(column)
+        for row in (epr, long_row):
+            assert row[start - 1] == " " and row[start] != " ", (column, row)
+    assert epr.index("+0.100") == long_row.index("-0.010") == header.index("diff")
+    assert va.index("null") == header.index("diff") and va.endswith("not computed: both runs ran the lite profile")
+
+
 # ------------------------------------------------------------------------------------------ client, mock transport
 
 

@@ -19,6 +19,7 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.auth import create_token
@@ -159,6 +160,13 @@ def test_submit_first_pull_request_skips_or_fails_the_missing_baseline(server, m
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].split("\t")[:3] == ["id", "name", "status"]
     assert [r.split("\t")[1] for r in rows[1:]] == ["sys@pr-1", "sys@main"]
+    # a link for the pull request's comment: it opens the report page with no token
+    job_id = rows[1].split("\t")[0]
+    assert client_cli.main(["jobs", "share", job_id]) == 0
+    link = json.loads(capsys.readouterr().out)
+    assert set(link) == {"url", "expires_at"}
+    page = httpx.get(link["url"], timeout=300)  # drawn on first view (seconds on a busy machine)
+    assert page.status_code == 200 and "sys@pr-1" in page.text
 
 
 def test_an_unknown_gate_metric_is_refused_before_the_upload(server, manifest, capsys, monkeypatch):

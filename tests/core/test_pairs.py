@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emopres_client.pairs import ManifestError, PairSpec, check_relative_path, parse_pairs, read_pairs_file
+from emopres_client.pairs import (
+    ManifestError,
+    PairSpec,
+    check_relative_path,
+    parse_pairs,
+    read_pairs_file,
+    uses_groups,
+)
 
 
 def test_csv_with_labels_and_groups():
@@ -33,6 +40,17 @@ def test_jsonl_and_default_group_column():
 def test_unusable_files_give_one_clear_message(text, message):
     with pytest.raises(ManifestError, match=message):
         parse_pairs(text)
+
+
+def test_the_default_group_column_is_group_else_speaker_and_none_ignores_both():
+    text = "pair_id,source,target,speaker\np1,a.wav,b.wav,s1\n"
+    assert parse_pairs(text, name="x.csv") == [PairSpec("p1", "a.wav", "b.wav", None, "s1")]
+    both = "pair_id,source,target,speaker,group\np1,a.wav,b.wav,s1,g1\n"
+    assert parse_pairs(both, name="x.csv")[0].group == "g1"
+    assert parse_pairs(both, name="x.csv", group_column="speaker")[0].group == "s1"
+    assert parse_pairs(both, name="x.csv", group_column="none")[0].group is None
+    pairs = parse_pairs(text, name="x.csv")
+    assert uses_groups(pairs, None) and not uses_groups(parse_pairs(text, group_column="none"), "none")
 
 
 def test_missing_group_column_is_named():

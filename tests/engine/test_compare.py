@@ -78,7 +78,33 @@ def test_only_shared_pairs_count_and_null_metrics_say_why(rows):
     result = compare_reports(make_report(other), make_report(rows), n_bootstrap=100)
     assert result["n_shared"] == 10 and result["n_only_job"] == 4 and result["n_only_baseline"] == 0
     assert result["metrics"]["va_sim"]["diff"] is None
-    assert "paper profile" in result["metrics"]["va_sim"]["reason"]
+    assert result["metrics"]["va_sim"]["reason"] == (
+        "not computed: both runs ran the lite profile, which has no wav2vec2 valence-arousal"
+    )
+
+
+def test_a_metric_one_run_lacks_says_which_run_and_why_in_plain_words(rows):
+    """A paper-profile job against a lite baseline: autoPCP is missing because the baseline ran the lite profile,
+    said so (not "run a: needs the paper profile"); a reason both runs share is said once."""
+    scored = copy.deepcopy(rows)
+    for i, row in enumerate(scored):
+        row["autopcp"] = 2.0 + 0.2 * i
+    job = make_report(scored, job_id="paper-job")
+    job["job"]["profile"] = "paper"
+    baseline = make_report(rows, job_id="lite-base")
+    result = compare_reports(job, baseline, n_bootstrap=50, metrics=("autopcp", "epr"))
+    assert (
+        result["metrics"]["autopcp"]["reason"]
+        == "not computed: the baseline ran the lite profile, which has no AutoPCP"
+    )
+    assert result["metrics"]["epr"]["diff"] is not None
+    reversed_ = compare_reports(baseline, job, n_bootstrap=50, metrics=("autopcp",))
+    assert (
+        reversed_["metrics"]["autopcp"]["reason"] == "not computed: this run ran the lite profile, which has no AutoPCP"
+    )
+    unlabelled = make_report(make_rows(n=10, seed=7, labels=False))
+    no_labels = compare_reports(unlabelled, unlabelled, n_bootstrap=50, metrics=("bar",))
+    assert no_labels["metrics"]["bar"]["reason"] == "not computed in either run: no gold labels"
 
 
 def test_different_evaluators_are_warned_about(rows):

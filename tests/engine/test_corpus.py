@@ -447,7 +447,7 @@ def test_compare_undefined_metrics_and_label_merge():
     res = compare_runs(a, b, CLASSES, metrics=("bar", "va_sim", "epr"), n_bootstrap=FAST)
     assert set(res) >= {"bar", "va_sim", "epr", "flipped", "bootstrap", "warnings"}
     assert "kappa" not in res
-    assert res["va_sim"]["diff"] is None and res["va_sim"]["reason"] == "run a: no pair had a value"
+    assert res["va_sim"]["diff"] is None and res["va_sim"]["reason"] == "not computed for run a: no pair had a value"
     y = [p["label"] for p in a]
     ua = lambda run: _ba(y, col(run, "source", "pred"))  # noqa: E731
     uat = lambda run: _ba(y, col(run, "target", "pred"))  # noqa: E731

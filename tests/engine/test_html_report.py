@@ -15,8 +15,9 @@ from PIL import Image
 
 from tests.browser import BrowserError, find_browser, load_page
 from tests.report_fixtures import make_report, make_rows, real_run
+from tests.service_support import wav_bytes
 from worker.render.html_report import render_html
-from worker.render.html_sections import sniff_audio_mime, worst_pairs
+from worker.render.html_sections import clip_length, sniff_audio_mime, worst_pairs
 from worker.render.plots import plan_plots
 
 EVIL = '<script>alert("x")</script>'
@@ -154,6 +155,21 @@ def test_audio_players_only_for_the_worst_pairs_within_the_cap():
     assert sniff_audio_mime(b"fLaC...") == "audio/flac" and sniff_audio_mime(b"OggS") == "audio/ogg"
 
 
+def test_each_clip_shows_its_length_as_text_beside_a_player_that_preloads_its_metadata():
+    """A data: URI player may show 0:00 until played: the length is written next to it, from the report's measured
+    duration, else from the clip's header; the player preloads its metadata."""
+    report = make_report(n=6, seed=4)
+    worst = worst_pairs(report, 2)[0]
+    worst[0]["source"]["duration_s"], worst[0]["target"]["duration_s"] = 3.4, 75.0
+    worst[1]["source"]["duration_s"] = worst[1]["target"]["duration_s"] = None  # read from the header: 2.5 s
+    page = render_html(report, audio=lambda *_: wav_bytes(2.5, seed=1), worst_n=2, plots={})
+    players = [a for t, a in parse(page) if t == "audio"]
+    assert len(players) == 4 and all(a["preload"] == "metadata" for a in players)
+    lengths = re.findall(r'</audio><span class="length"[^>]*>([^<]*)</span>', page)
+    assert lengths == ["3.4 s", "1:15", "2.5 s", "2.5 s"]
+    assert clip_length(59.99) == "1:00" and clip_length(None) == ""
+
+
 def test_a_report_without_pairs_still_renders():
     report = make_report([], failures=[{"pair_id": "a", "side": "source", "error": "empty file"}], n_bootstrap=0)
     page = render_html(report)
@@ -181,11 +197,14 @@ def test_real_report_page_in_chromium(shared_data, random_lite_head, tmp_path, t
     report, html_file = run["report"], run["html"]
     page = html_file.read_text(encoding="utf-8")
     assert len(page) < 3_000_000
-    assert page.count('<audio controls preload="none" src="data:audio/flac;base64,') == 2 * min(
+    assert page.count('<audio controls preload="metadata" src="data:audio/flac;base64,') == 2 * min(
         10, len(report["pairs"])
     )
     result = load_page(html_file)
     assert result["errors"] == []
+    for pair in worst_pairs(report, 10)[0]:  # each clip's length is on the page as text, not 0:00
+        for side in ("source", "target"):
+            assert clip_length(pair[side]["duration_s"]) in result["text"]
     assert result["title"].startswith("emopres report")
     specs, _ = plan_plots(report)
     assert len(result["images"]) == len(specs) > 0

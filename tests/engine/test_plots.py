@@ -182,3 +182,64 @@ def test_plots_of_a_real_report_written_by_evaluate(shared_data, random_lite_hea
     assert index["plots"]["confusion_source"]["data"]["counts"] == report["corpus"]["ser"]["source"]["confusion"]
     colours = cell_colours(spec, (out / "confusion_source.png").read_bytes())
     assert np.abs(colours - expected_colours(spec.data["row_normalised"])).max() <= 3
+
+
+LONG = " and, to be sure nothing is cut, a metric title that goes on for far longer than any figure is wide"
+
+
+def drawn_texts(fig) -> list:
+    """(text, pixel extent) of every text the drawn figure shows: titles, labels, legends, the drawn tick labels."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    ticks = {
+        label
+        for ax in fig.axes
+        for axis in (ax.xaxis, ax.yaxis)
+        for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+        for label in (tick.label1, tick.label2)
+    }
+    shown = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = (high - low) * 1e-6
+            for where, label in zip(axis.get_ticklocs(), axis.get_ticklabels(), strict=True):
+                if low - slack <= where <= high + slack:  # an axis keeps undrawn labels for ticks off its limits
+                    shown.append(label)
+    texts = [t for t in fig.findobj(Text) if t not in ticks] + shown
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def test_no_plot_text_is_cut_at_any_title_or_class_name_length(monkeypatch):
+    """Every plot of a report whose metric titles and class names are very long: each text lies inside the figure
+    (the old figures cut a long title at both edges) and the titles say all they said, over several lines."""
+    import dataclasses
+
+    from matplotlib import rc_context
+
+    from core.catalogue import BY_NAME, PAIR_METRICS
+    from worker.render.plots import RC
+
+    for name in PAIR_METRICS:
+        monkeypatch.setitem(BY_NAME, name, dataclasses.replace(BY_NAME[name], title=BY_NAME[name].title + LONG))
+    text = json.dumps(make_report(n=24, seed=3))
+    text = text.replace('"sadness"', '"sadness, quietly and at great length, as the annotators put it"')
+    report = json.loads(text)
+    specs, _ = plan_plots(report)
+    assert {"confusion_source", "per_emotion", "dist_bhattacharyya", "dist_acoustic_sim"} <= {s.name for s in specs}
+    for spec in specs:
+        with rc_context(RC):
+            fig = spec.figure()
+            fig.canvas.draw()
+            width, height = fig.bbox.width, fig.bbox.height
+            for content, box in drawn_texts(fig):
+                assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, (spec.name, content)
+            tight = fig.get_tightbbox(fig.canvas.get_renderer())
+            assert tight.x0 >= 0 and tight.y0 >= 0, spec.name
+            assert tight.x1 <= fig.get_figwidth() and tight.y1 <= fig.get_figheight(), spec.name
+            shown = " ".join(" ".join(c.split()) for c, _ in drawn_texts(fig))
+            if spec.name.startswith("dist_"):
+                assert LONG.split(",")[-1].strip().split()[-1] in shown and "mean" in shown, spec.name
+            png = render(spec, "png")
+            assert png_image(png).size == (round(spec.size[0] * DPI), round(spec.size[1] * DPI))

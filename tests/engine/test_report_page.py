@@ -130,15 +130,38 @@ def test_plots_have_no_caption_repeating_their_title_and_the_wide_one_spans_the_
     assert wide == ["plot-per_emotion"]
 
 
-def test_models_table_describes_the_ser_head_not_how_it_was_built():
+def test_models_table_describes_each_model_and_where_its_weights_came_from_with_no_command_line():
+    """The heads' `source` is the command that built them (provenance in the JSON): the page says instead what each
+    model does here and where its weights came from (old reports, without training corpora, too)."""
     report = make_report(make_rows(n=8, seed=5))
-    report["models"]["ser_head"].update(
-        source="bench/ser_quality.py --ship", feature_set="egemaps-v02", classes=["anger", "joy"]
+    common = dict(feature_set="egemaps-v02", classes=["anger", "joy"], sha256="ab" * 32, version="1")
+    report["models"] = {
+        "ser_head": {**common, "source": "bench/ser_quality.py --ship-multi none --ensemble 5"},
+        "ser_head_side": {
+            **common,
+            "source": "bench/ser_quality.py --ship-multi linear|side|speaker --ensemble 5",
+            "trained_on": ["ravdess", "jvnv", "emodb", "ased"],
+            "trained": "2026-12-03",
+            "members": 5,
+            "normalised_per": {"source": "group", "target": "side"},
+        },
+        "egemaps": {"source": "openSMILE eGeMAPSv02 (opensmile package)", "sha256": None, "version": "2.6.0"},
+        "egemaps_lld_stats": {"source": "egemaps_lld_stats.json", "sha256": "cd" * 32, "version": "1"},
+    }
+    rows = {r[0][1]: [cell[1] for cell in r[1:]] for r in parse(render_html(report)).tables["models"][1:]}
+    assert set(rows) == set(report["models"])
+    for name, (what, origin, *_) in rows.items():
+        assert what and origin, name
+        assert "bench/" not in what + origin and "--" not in what + origin and ".py" not in what + origin, name
+    assert rows["ser_head"][0].startswith("Speech emotion recognition (SER) head of the absolute reading")
+    assert "egemaps-v02 features to 2 emotions (anger, joy)" in rows["ser_head"][0]
+    assert "side-normalised reading" in rows["ser_head_side"][0]
+    assert "source: each speaker, target: the whole side" in rows["ser_head_side"][0]
+    assert rows["ser_head_side"][1] == (
+        "trained by emopres (2026-12-03) on the training speakers of RAVDESS, JVNV, EmoDB and ASED, "
+        "5 networks averaged (research use: the corpora's licences)"
     )
-    rows = parse(render_html(report)).tables["models"]
-    head = next(r for r in rows if r[0][1] == "ser_head")
-    assert "bench/" not in head[1][1] and ".py" not in head[1][1]
-    assert head[1][1] == "SER head on egemaps-v02 features, 2 classes (anger, joy)"
+    assert "openSMILE" in rows["egemaps"][1] and "RAVDESS and JVNV" in rows["egemaps_lld_stats"][1]
 
 
 def _drawn(report, name):

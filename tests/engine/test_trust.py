@@ -3,6 +3,8 @@ primary metric, SER reading health and the warnings a user reads before the numb
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score
@@ -196,3 +198,13 @@ def test_a_job_with_two_emotions_read_well_does_not_warn_near_chance():
     assert "near_chance" not in {code for code, _ in _codes(summary)}
     below = [_row(i, label, "joy", label, rng) for i, label in enumerate(labels)]  # target UA 0.5: at chance
     assert ("near_chance", "target") in _codes(_report(below)["summary"])
+
+
+def test_a_side_read_as_one_class_has_entropy_zero_shown_without_a_sign():
+    from worker.render.html_sections import _fmt
+
+    rng = np.random.default_rng(4)
+    rows = [_row(i, CLASSES[i % 4], "joy", CLASSES[i % 4], rng) for i in range(40)]
+    entropy = _report(rows)["summary"]["ser_health"]["absolute"]["target"]["entropy"]
+    assert entropy == 0.0 and math.copysign(1.0, entropy) == 1.0
+    assert _fmt(-0.0, 2) == "0.00"

@@ -9,12 +9,29 @@ than the emopres version).
 
 from __future__ import annotations
 
-from core.catalogue import METRICS
-from worker.engine.corpus import compare_runs
+from core.catalogue import BY_NAME, METRICS, NEEDS_PAPER
+from worker.engine.corpus import RUN, compare_runs
 
 __all__ = ["compare_reports"]
 
 _RENAME = {"a": "baseline", "b": "job"}
+NAMES = ("the baseline", "this run")  # how the reasons name the two reports
+_NEEDS_PAPER_PREFIX = NEEDS_PAPER.split("{", 1)[0]
+
+
+def _missing(report: dict) -> dict[str, str]:
+    """Why each metric the report could not compute is missing, in words a comparison can name the run by: a metric
+    its profile has no model for says which profile it ran ("{run} ran the lite profile, which has no AutoPCP")."""
+    profile = (report.get("job") or {}).get("profile")
+    out = {}
+    for name in METRICS:
+        entry = (report.get("corpus") or {}).get(name) or {}
+        reason = entry.get("reason")
+        if entry.get("value") is None and entry.get("n") == 0 and reason:
+            if profile and str(reason).startswith(_NEEDS_PAPER_PREFIX):
+                reason = f"{RUN} ran the {profile} profile, which has no {BY_NAME[name].model}"
+            out[name] = str(reason)
+    return out
 
 
 def _signature_parts(signature: str | None) -> dict[str, str]:
@@ -37,12 +54,6 @@ def compare_reports(
     for extra in ((baseline.get("corpus") or {}).get("ser") or {}).get("classes") or []:
         if extra not in classes:
             classes.append(extra)
-    unavailable = {}
-    for source in (baseline, report):
-        for name in METRICS:
-            entry = (source.get("corpus") or {}).get(name) or {}
-            if entry.get("value") is None and entry.get("n") == 0 and entry.get("reason"):
-                unavailable.setdefault(name, entry["reason"])
 
     result = compare_runs(
         baseline.get("pairs") or [],
@@ -52,7 +63,9 @@ def compare_reports(
         n_bootstrap=n_bootstrap,
         seed=seed,
         use_groups=use_groups,
-        unavailable=unavailable,
+        unavailable=_missing(baseline),
+        unavailable_b=_missing(report),
+        names=NAMES,
     )
     out = {
         "job_id": (report.get("job") or {}).get("id"),

@@ -41,6 +41,7 @@ NO_PAIRS_REASON = "no successfully evaluated pairs"
 NO_LABELS_REASON = "no gold labels"
 NO_VALUE_REASON = "no pair had a value"
 NO_SIDE_READING_REASON = "no pair has a side-normalised SER reading"
+RUN = "{run}"  # in compare_runs' reasons: replaced by the name of the run the reason is about
 CI_REASON_PREFIX = "confidence interval undefined: "
 
 
@@ -312,6 +313,26 @@ def compute_corpus(
     return out
 
 
+def _lacking(reason: str, run: str) -> str:
+    """'not computed' and why, for one run (or both): a reason naming its run by RUN reads as a sentence."""
+    return f"not computed: {reason.replace(RUN, run)}" if RUN in reason else f"not computed for {run}: {reason}"
+
+
+def _missing_reason(spec_a: _Spec, spec_b: _Spec, name_a: str, name_b: str) -> str:
+    """Why a comparison has no pair to compute a metric from: which run lacks it, and that run's reason."""
+    empty_a, empty_b = not spec_a.mask.any(), not spec_b.mask.any()
+    if empty_a and empty_b:
+        if spec_a.empty_reason == spec_b.empty_reason:
+            reason = spec_a.empty_reason
+            return _lacking(reason, "both runs") if RUN in reason else f"not computed in either run: {reason}"
+        return f"{_lacking(spec_a.empty_reason, name_a)}; {_lacking(spec_b.empty_reason, name_b)}"
+    if empty_a:
+        return _lacking(spec_a.empty_reason, name_a)
+    if empty_b:
+        return _lacking(spec_b.empty_reason, name_b)
+    return f"no shared pair had a value in both {name_a} and {name_b}"
+
+
 def compare_runs(
     pairs_a: list[dict],
     pairs_b: list[dict],
@@ -323,6 +344,8 @@ def compare_runs(
     use_groups: bool = False,
     unavailable: dict[str, str] | None = None,
     confidence: float = 0.95,
+    unavailable_b: dict[str, str] | None = None,
+    names: tuple[str, str] = ("run a", "run b"),
 ) -> dict:
     """Paired comparison of run b (e.g. a new system) against run a (the baseline).
 
@@ -335,9 +358,12 @@ def compare_runs(
     Returns ``{metric: {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n", "reason"}, ...,
     "flipped": {"agree_to_disagree": [...], "disagree_to_agree": [...]}, "n_shared",
     "n_only_a", "n_only_b", "warnings", "bootstrap"}`` with diff = b - a and the p-value of
-    :func:`core.bootstrap.paired_bootstrap`.
+    :func:`core.bootstrap.paired_bootstrap`. ``unavailable``: why a metric is missing, for run a and, unless
+    ``unavailable_b`` says otherwise, for run b; ``names``: how the reasons name the two runs.
     """
     unavailable = dict(unavailable or {})
+    unavailable_b = unavailable if unavailable_b is None else dict(unavailable_b)
+    name_a, name_b = names
     for tag, ps in (("a", pairs_a), ("b", pairs_b)):
         ids = [p.get("pair_id") for p in ps]
         if len(set(ids)) != len(ids):
@@ -392,28 +418,23 @@ def compare_runs(
             entry["reason"] = "the runs share no pair ids"
             continue
         spec_a = _spec(enc_a, name, unavailable)
-        spec_b = _spec(enc_b, name, unavailable)
+        spec_b = _spec(enc_b, name, unavailable_b)
         sub = np.flatnonzero(spec_a.mask & spec_b.mask)
         entry["n"] = int(sub.size)
         if sub.size == 0:
-            if not spec_a.mask.any():
-                entry["reason"] = f"run a: {spec_a.empty_reason}"
-            elif not spec_b.mask.any():
-                entry["reason"] = f"run b: {spec_b.empty_reason}"
-            else:
-                entry["reason"] = "no shared pair had a value in both runs"
+            entry["reason"] = _missing_reason(spec_a, spec_b, name_a, name_b)
             continue
         stat_a, stat_b = spec_a.make(sub), spec_b.make(sub)
         full = np.arange(sub.size)
         try:
             entry["a"] = float(stat_a(full))
         except MetricUndefined as exc:
-            entry["reason"] = f"run a: {exc.reason}"
+            entry["reason"] = f"undefined for {name_a}: {exc.reason}"
             continue
         try:
             entry["b"] = float(stat_b(full))
         except MetricUndefined as exc:
-            entry["reason"] = f"run b: {exc.reason}"
+            entry["reason"] = f"undefined for {name_b}: {exc.reason}"
             continue
         entry["diff"] = entry["b"] - entry["a"]
         if n_bootstrap <= 0:

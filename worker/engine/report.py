@@ -109,6 +109,9 @@ def head_info(head) -> dict:
         "version": head.metadata.get("version", "1"),
         "classes": head.classes,
         "feature_set": head.feature_set,
+        "trained_on": head.metadata.get("corpora"),  # where its weights came from, for the report page
+        "trained": head.metadata.get("date"),
+        "members": getattr(head, "members", None),
     }
 
 

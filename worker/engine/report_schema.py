@@ -225,6 +225,13 @@ _V1 = {
                         "type": ["string", "null"],
                         "description": "the hub revision from the lock file, when the files match it",
                     },
+                    "trained_on": {
+                        "type": ["array", "null"],
+                        "items": {"type": "string"},
+                        "description": "SER heads: the corpora whose training speakers it was trained on",
+                    },
+                    "trained": {"type": ["string", "null"], "description": "SER heads: the date it was trained"},
+                    "members": {"type": ["integer", "null"], "description": "SER heads: networks averaged"},
                     "normalised_per": {
                         "type": "object",
                         "additionalProperties": {"enum": ["group", "side"]},

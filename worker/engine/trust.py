@@ -81,7 +81,7 @@ def side_health(pred: np.ndarray, gold: np.ndarray | None, classes: list[str]) -
     shares = np.bincount(pred, minlength=len(classes)) / pred.size
     top = int(np.argmax(shares))
     nonzero = shares[shares > 0]
-    entropy = float(-(nonzero * np.log(nonzero)).sum() / math.log(len(classes))) if len(classes) > 1 else 0.0
+    entropy = float((nonzero * -np.log(nonzero)).sum() / math.log(len(classes))) if len(classes) > 1 else 0.0
     health: dict[str, Any] = {
         "n": int(pred.size),
         "top_class": classes[top],

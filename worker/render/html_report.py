@@ -25,6 +25,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from worker.render.html_models import models_section
 from worker.render.html_sections import (
     AudioResolver,
     MiB,
@@ -32,7 +33,6 @@ from worker.render.html_sections import (
     esc,
     failures_section,
     metric_rows,
-    models_section,
     over_cap,
     per_emotion_table,
     plots_section,
@@ -64,8 +64,9 @@ th{background:#f4f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums;
 figure{margin:0}figure.wide{grid-column:1/-1}figure img{width:100%;height:auto;border:1px solid #eee}
 tr.group th{background:#e8e8ee;font-size:.8rem;text-transform:uppercase;letter-spacing:.04em}\
 code{font-size:.8rem;word-break:break-all;background:#f4f4f6;padding:.1rem .2rem}
-audio{display:block;width:240px;height:32px;margin-top:.25rem}.meta td:first-child{font-weight:600}
-#models code{word-break:normal;white-space:nowrap}
+.clip{display:flex;align-items:center;gap:.4rem;margin-top:.25rem}audio{display:block;width:240px;height:32px}\
+.length{color:#444;font-size:.8rem;font-variant-numeric:tabular-nums;white-space:nowrap}
+#models code,#worst-pairs code{word-break:normal;white-space:nowrap}.scroll{overflow-x:auto;max-width:100%}
 .primary{font-size:1.6rem;font-weight:700}details{margin:.5rem 0}summary{cursor:pointer;font-weight:600}
 """.strip()
 
@@ -91,7 +92,7 @@ def render_html(
     corpus = report.get("corpus") or {}
     heading = title or (f"emopres report {job.get('id')}" if job.get("id") else "emopres report")
     meta_rows = "".join(
-        f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>"
+        f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>'
         for k, v in (
             ("job", job.get("id") or "(offline run)"),
             ("name", job.get("name")),
@@ -104,6 +105,7 @@ def render_html(
             ("failed", job.get("n_failed")),
             ("schema version", report.get("schema_version")),
         )
+        if v not in (None, "")
     )
     sections = [
         f"<h1>{esc(heading)}</h1>",
@@ -113,6 +115,7 @@ def render_html(
         "95% CI, chance level and direction</summary>",
         metric_rows(corpus, report.get("summary")),
         "</details>",
+        "<h2>Job</h2>",
         f'<table class="meta" id="job">{meta_rows}</table>',
     ]
     if comparison is not None:

@@ -43,7 +43,7 @@ def esc(value: Any) -> str:
 
 def _fmt(value: Any, digits: int = 3) -> str:
     number = finite_or_none(value)
-    return "&ndash;" if number is None else f"{number:.{digits}f}"
+    return "&ndash;" if number is None else f"{number + 0.0:.{digits}f}"  # + 0.0: no "-0.00" for a negative zero
 
 
 def sniff_audio_mime(data: bytes) -> str:
@@ -238,7 +238,30 @@ def per_emotion_table(corpus: dict) -> str:
     return f'<table id="per-emotion"><thead>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>{note}'
 
 
-def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes: int) -> str:
+def clip_length(seconds: float | None) -> str:
+    """A clip's length as the page writes it beside its player ("2.4 s", "1:05")."""
+    if seconds is None:
+        return ""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _seconds(data: bytes, known: Any) -> float | None:
+    """The clip's length: the report's (measured on the decoded audio), else its header's."""
+    seconds = finite_or_none(known)
+    if seconds is None:
+        from core.audio import AudioError, read_header
+
+        try:
+            seconds = read_header(data).seconds
+        except AudioError:
+            return None
+    return seconds
+
+
+def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes: int, seconds: Any = None) -> str:
     if audio is None:
         return ""
     try:
@@ -255,7 +278,14 @@ def _audio_cell(audio: AudioResolver | None, pair_id: str, side: str, max_bytes:
             f'<div class="muted">audio not embedded: {len(data) / MiB:.1f} MiB &gt; {max_bytes / MiB:.1f} MiB cap</div>'
         )
     mime = mime or sniff_audio_mime(data)
-    return f'<audio controls preload="none" src="{_data_uri(mime, data)}" title="{esc(side)} {esc(pair_id)}"></audio>'
+    # the length is written as text: a player of a data: URI may show 0:00 until played, whatever its preload
+    length = clip_length(_seconds(data, seconds))
+    return (
+        f'<div class="clip"><audio controls preload="metadata" src="{_data_uri(mime, data)}" '
+        f'title="{esc(side)} {esc(pair_id)}"></audio>'
+        + (f'<span class="length" title="length of the clip">{esc(length)}</span>' if length else "")
+        + "</div>"
+    )
 
 
 def worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_bytes: int) -> str:
@@ -266,7 +296,8 @@ def worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_b
     head = (
         "<tr><th>pair</th><th>gold</th><th>source pred (unc.)</th><th>target pred (unc.)</th><th>agree</th>"
         + "".join(f"<th>{esc(m)}</th>" for m in sims)
-        + "<th>warnings</th></tr>"
+        + ("<th>warnings</th>" if any(p.get("warnings") for p in ranked) else "")  # no column of empty cells
+        + "</tr>"
     )
     rows = []
     for pair in ranked:
@@ -277,18 +308,19 @@ def worst_section(report: dict, n: int, audio: AudioResolver | None, max_audio_b
         rows.append(
             f"<tr><td><code>{esc(pid)}</code></td><td>{esc(pair.get('label') or '')}</td>"
             f"<td>{esc(s.get('pred'))} ({_fmt(s.get('uncertainty'), 2)})"
-            f"{_audio_cell(audio, pid, 'source', max_audio_bytes)}</td>"
+            f"{_audio_cell(audio, pid, 'source', max_audio_bytes, s.get('duration_s'))}</td>"
             f"<td>{esc(t.get('pred'))} ({_fmt(t.get('uncertainty'), 2)})"
-            f"{_audio_cell(audio, pid, 'target', max_audio_bytes)}</td>"
+            f"{_audio_cell(audio, pid, 'target', max_audio_bytes, t.get('duration_s'))}</td>"
             f'<td class="{"good" if agree else "bad"}">{"yes" if agree else "no"}</td>'
             + "".join(f'<td class="num">{_fmt(pair.get(m))}</td>' for m in sims)
-            + f'<td class="muted">{warnings}</td></tr>'
+            + (f'<td class="muted">{warnings}</td>' if "warnings</th>" in head else "")
+            + "</tr>"
         )
     total = len(report.get("pairs") or [])
     return (
         f'<p class="muted">{len(ranked)} of {total} pairs, ranked by {esc(rule)}. '
         "Uncertainty: entropy / log K.</p>"
-        f'<table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<div class="scroll"><table id="worst-pairs"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
     )
 
 
@@ -306,45 +338,6 @@ def failures_section(report: dict) -> str:
         '<table id="failures"><thead><tr><th>pair</th><th>side</th><th>error</th></tr></thead>'
         f"<tbody>{rows}</tbody></table>"
     )
-
-
-def models_section(report: dict) -> str:
-    models = report.get("models") or {}
-    rows = []
-    for name, info in models.items():
-        info = info if isinstance(info, dict) else {}
-        sha = info.get("sha256")
-        sha_cell = f"<td><code>{esc(str(sha)[:16])}</code></td>" if sha else "<td>&ndash;</td>"
-        rows.append(
-            f"<tr><td>{esc(name)}</td><td>{esc(_model_description(name, info))}</td>{sha_cell}"
-            f"<td>{esc(info.get('version'))}</td></tr>"
-        )
-    rows = "".join(rows)
-    bootstrap = (report.get("corpus") or {}).get("bootstrap") or {}
-    boot = ""
-    if bootstrap:
-        boot = (
-            f'<p class="muted">Bootstrap: {esc(bootstrap.get("n_resamples"))} resamples of '
-            f"{esc(bootstrap.get('unit'))}s, seed {esc(bootstrap.get('seed'))}"
-            + (f"; {esc(bootstrap.get('note'))}" if bootstrap.get("note") else "")
-            + ".</p>"
-        )
-    return (
-        f'<p>Signature: <code id="signature">{esc(report.get("signature"))}</code></p>{boot}'
-        '<table id="models"><thead><tr><th>model</th><th>what</th><th>sha256</th><th>version</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table>"
-    )
-
-
-def _model_description(name: str, info: dict) -> str:
-    """What a model is, for a reader: the SER head by its features and classes (its `source` records how it
-    was built, which is provenance for the JSON report, not for this page); the others by their source."""
-    if name == "ser_head":
-        classes = info.get("classes") or []
-        return f"SER head on {info.get('feature_set') or 'its'} features, {len(classes)} classes" + (
-            f" ({', '.join(map(str, classes))})" if classes else ""
-        )
-    return str(info.get("source") or "")
 
 
 def comparison_section(comparison: dict, baseline_label: str | None) -> str:

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 from core.catalogue import BY_NAME, PAIR_METRICS
 from core.confusion_plot import draw_confusion, literal_text, row_normalised
 from emopres_client.numbers import finite_or_none
+from worker.render.fit_text import fit_text
 
 __all__ = [
     "FORMATS",
@@ -101,6 +102,7 @@ class PlotSpec:
         fig = Figure(figsize=self.size, dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)  # the Agg canvas, whatever pyplot's backend is
         self.draw(fig)
+        fit_text(fig)  # a long title or label is wrapped, never cut at the image's edges
         return fig
 
 
@@ -377,9 +379,9 @@ def _similarities(report: dict, specs: list[PlotSpec], skipped: dict[str, str]) 
             if data["ci_low"] is not None and data["ci_high"] is not None:
                 ax.axvspan(data["ci_low"], data["ci_high"], color="#dd8452", alpha=0.25, label="95% CI of the mean")
             ax.axvline(data["mean"], color="#dd8452", lw=1.5, label="corpus mean")
-            ax.set_xlabel(label)
+            ax.set_xlabel(BY_NAME[data["metric"]].label)  # the title names it in full
             ax.set_ylabel("pairs")
-            ax.set_title(title, fontsize=9)
+            ax.set_title(title.replace(": mean ", "\nmean ", 1), fontsize=9)  # the numbers on a line of their own
             ax.legend(loc="best", fontsize=7)
 
         specs.append(PlotSpec(name, title, data, draw, size=(6.0, 4.0)))

@@ -1,0 +1,1 @@
+"""The browser side: sign-in sessions, share links, the dashboard, and a real Chromium driving them."""
