@@ -89,7 +89,8 @@ def new_job(
     seed: int,
     callback: dict | None = None,
 ) -> NewJob:
-    """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it)."""
+    """The job's rows, after writing its blob files (fs store: each on disk, fsynced, before any row refers to it;
+    s3: checked, uploaded in the transaction before its commit)."""
     n_pairs = len(request.pairs)
     job = Job(
         id=str(uuid.uuid4()),

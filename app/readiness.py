@@ -1,4 +1,5 @@
-"""Readiness (``GET /readyz``): the database at the code's schema revision, the broker, the models.
+"""Readiness (``GET /readyz``): the database at the code's schema revision, the broker, the models, the audio
+store (s3: its bucket answers, with these credentials).
 
 The probe needs no token, so any client may send it at any rate: one check runs at a time, in a thread of its
 own, and its answer serves every probe for a second or two (ReadinessProbe). A request thread never waits on the
@@ -58,6 +59,10 @@ def readiness(services: Services) -> dict:
         }
     except Exception as error:
         checks["database"] = {"ok": False, "error": _error_line(error)}
+    try:
+        checks["blob_store"] = services.blobs.check()
+    except Exception as error:
+        checks["blob_store"] = {"ok": False, "kind": services.blobs.kind, "error": str(error)[:300]}
     try:
         checks["broker"] = {"ok": bool(services.queue.ping()), "kind": "in-process" if services.embedded else "celery"}
     except Exception as error:

@@ -3,6 +3,7 @@
     python bench/load.py                       # starts `emopres serve` itself (127.0.0.1, temp data dir)
     python bench/load.py --clients 50 --pairs 1000 --pairs-per-job 4 --time-limit 3600
     python bench/load.py --server http://127.0.0.1:8000 --token emopres_...   # a service already running
+    python bench/load.py --mode burst --submit-only --s3-moto  # audio in a bucket of moto's S3 server (started here)
 
 Each client is a CI runner with its own connections and its share of the jobs (multipart: manifest
 + distinct synthetic audio, so the feature cache never helps; an Idempotency-Key per job, kept on
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from service_bench import Server, check_loopback, cpu_seconds
+from service_bench import MotoBucket, Server, check_loopback, cpu_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16_000
@@ -348,6 +349,7 @@ def summary(args, stats: Stats, load_before, load_after) -> dict:
         "pairs_per_job": args.pairs_per_job,
         "utterance_seconds": args.seconds,
         "audio": args.real_pairs or "synthetic",
+        "blob_store": "s3 (moto server)" if args.s3_moto else "as --set or the default",
         "jobs_accepted": len(stats.accepted),
         "pairs_accepted": accepted_pairs,
         "jobs_refused": len(stats.refused),
@@ -393,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         help="API processes of the started server (`serve --workers`; needs a broker: --set broker_url=...)",
     )
     parser.add_argument(
+        "--s3-moto",
+        action="store_true",
+        help="the started server stores audio in a bucket of moto's S3 server, started here on loopback",
+    )
+    parser.add_argument(
         "--mode",
         choices=("ci", "burst"),
         default="ci",
@@ -430,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.submit_only:
         args.mode = "burst"
 
-    server = None
+    server = bucket = None
     workdir = Path(tempfile.mkdtemp(prefix="emopres-load-"))
     try:
         if args.server:
@@ -438,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
             base_url = args.server.rstrip("/")
         else:
             overrides = dict(item.split("=", 1) for item in args.set)
+            if args.s3_moto:
+                bucket = MotoBucket(workdir)
+                overrides.update(bucket.overrides)
             server = Server(workdir, args.head, overrides, args.workers)
             base_url = server.url
             print(f"started emopres serve at {base_url} (data in {workdir}); waiting for its models ...", flush=True)
@@ -448,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
+        if bucket is not None:
+            bucket.stop()
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

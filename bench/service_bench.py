@@ -126,6 +126,47 @@ class Server:
                 self.process.wait()
 
 
+class MotoBucket:
+    """A bucket on moto's S3 server (`python -m moto.server`, pip install 'moto[server]') started on a free loopback
+    port: the started server's audio store with --s3-moto (EMOPRES_BLOB_STORE=s3). Its credentials are put in this
+    process's environment, which the started server inherits."""
+
+    CREDENTIALS = {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+    def __init__(self, workdir: Path) -> None:
+        import boto3
+
+        os.environ.update(self.CREDENTIALS)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        with open(workdir / "moto.log", "ab") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", self.url.rsplit(":", 1)[1]],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        client = boto3.client("s3", endpoint_url=self.url)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.create_bucket(Bucket="emopres-bench")
+                break
+            except Exception:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"moto server did not start (see {workdir / 'moto.log'})") from None
+                time.sleep(0.3)
+        self.overrides = {"blob_store": "s3", "s3_bucket": "emopres-bench", "s3_endpoint_url": self.url}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 def cpu_seconds(server: Server | None) -> dict[str, float]:
     """CPU used so far: by this process (the clients), by the server started here, and by the whole machine (busy
     time of all cores, /proc/stat: the server, its database, the clients and anything else running)."""

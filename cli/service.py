@@ -71,7 +71,9 @@ def _settings():
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(f"EMOPRES_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(
+            (f"EMOPRES_{'_'.join(map(str, e['loc'])).upper()}: " if e["loc"] else "") + e["msg"] for e in error.errors()
+        )
         raise CommandError(f"invalid settings: {problems}") from None
 
 
@@ -85,6 +87,19 @@ def _sessions(settings, migrate: bool | None = None):
     if settings.should_migrate if migrate is None else migrate:
         upgrade(settings.sqlalchemy_url)
     return make_session_factory(make_engine(settings.sqlalchemy_url))
+
+
+def check_blob_store(settings) -> None:
+    """Stop at start, saying what is wrong, when the audio store cannot be used (s3: no bucket, no or refused
+    credentials, endpoint down); the fs and database stores need no check here."""
+    if settings.blob_store != "s3":
+        return
+    from core.blobstore import BlobStore, BlobStoreUnavailable
+
+    try:
+        BlobStore.from_settings(settings).check()  # a client of its own: none is inherited by forked processes
+    except BlobStoreUnavailable as error:
+        raise CommandError(f"EMOPRES_BLOB_STORE=s3: {error}") from None
 
 
 def migrate_once_for_workers(settings) -> None:
@@ -106,6 +121,7 @@ def run_serve(args) -> int:
     _logging(args.log_level)
     if args.workers > 1 and settings.embedded:
         raise CommandError("--workers > 1 needs EMOPRES_BROKER_URL (the embedded queue lives in one process)")
+    check_blob_store(settings)
     from app.plumbing.connections import uvicorn_options
 
     if args.workers > 1:
@@ -141,6 +157,7 @@ def run_worker(args) -> int:
             "no broker configured: set EMOPRES_BROKER_URL (e.g. redis://localhost:6379/0); "
             "without one, `emopres serve` evaluates in-process"
         )
+    check_blob_store(settings)
     if settings.should_migrate:
         from core.db import upgrade
 

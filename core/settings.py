@@ -35,12 +35,33 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/emopres.db")
     broker_url: str | None = Field(None, description="Celery broker (redis://...); unset = in-process queue")
-    blob_store: Literal["fs", "database"] = Field(
+    blob_store: Literal["fs", "database", "s3"] = Field(
         "fs",
         description="fs: files under blob_dir (shared volume between api and workers); "
-        "database: audio bytes in the database (workers on any machine, no shared volume)",
+        "database: audio bytes in the database (workers on any machine, no shared volume); "
+        "s3: objects in an S3-compatible bucket (s3_bucket; workers on any machine, the database stays small)",
     )
     blob_dir: Path | None = Field(None, description="default <data_dir>/blobs")
+    blob_cache_bytes: int = Field(
+        2 * 1024 * MiB,
+        ge=0,
+        description="database and s3 stores: the local copies of audio a worker keeps under <cache_dir>/blobs, at "
+        "most this many bytes (the least recently used go first; the chunk in hand's are kept)",
+    )
+    s3_bucket: str | None = Field(None, description="s3 store: the bucket (it must exist)")
+    s3_endpoint_url: str | None = Field(
+        None, description="s3 store: the endpoint of an S3-compatible service (MinIO, Ceph, R2); default AWS S3"
+    )
+    s3_prefix: str = Field("", description="s3 store: a prefix for every object key (e.g. emopres/)")
+    s3_timeout_seconds: float = Field(
+        10.0, gt=0, description="s3 store: connecting to the endpoint, and waiting for its answer, each at most this"
+    )
+    blob_retry_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="a worker waits this long for an unreachable object store (retrying, its chunk's lease renewed) "
+        "before it gives the chunk back",
+    )
     cache_dir: Path | None = Field(None, description="feature cache; default <data_dir>/features")
     no_cache: bool = False
     auto_migrate: bool | None = Field(None, description="upgrade the schema at start; default: only for SQLite")
@@ -250,8 +271,23 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _bucket_for_s3(self):
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store s3 needs a bucket: set EMOPRES_S3_BUCKET")
+        return self
+
     @field_validator(
-        "broker_url", "database_url", "model_dir", "head", "side_head", "webhook_secret", "public_url", mode="before"
+        "broker_url",
+        "database_url",
+        "model_dir",
+        "head",
+        "side_head",
+        "webhook_secret",
+        "public_url",
+        "s3_bucket",
+        "s3_endpoint_url",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value):

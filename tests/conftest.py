@@ -116,3 +116,28 @@ def postgres_url() -> str:
 def redis_url() -> str:
     require(_reachable("127.0.0.1", 6379), "Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 API server (moto's server mode, a process of its own on a loopback port) for the whole session."""
+    from tests.s3_support import MotoServer
+
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        require(False, "moto[server] is not installed (pip install -e '.[dev]')")
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A new bucket on the session's S3 server, and its credentials in this process's environment: the settings
+    of the s3 store on it (blob_store, s3_bucket, s3_endpoint_url)."""
+    from tests.s3_support import CREDENTIALS, s3_settings
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return s3_settings(s3_server.new_bucket(), s3_server.url)

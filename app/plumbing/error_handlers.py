@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from app.plumbing.errors import APIError, error_body, storage_full
+from core.blobstore import BlobStoreUnavailable
 
 log = logging.getLogger("emopres.api")
 
@@ -36,6 +37,7 @@ HTTP_CODES = {
     507: "insufficient_storage",
 }
 STORAGE_RETRY_AFTER = "60"
+STORE_RETRY_AFTER = "10"
 
 
 def insufficient_storage(request: Request, error: BaseException) -> JSONResponse:
@@ -129,6 +131,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("service_unavailable", "the database is unavailable; retry shortly"),
             status_code=503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(BlobStoreUnavailable)
+    async def blob_store_unavailable(request: Request, error: BlobStoreUnavailable):
+        log.error("object store unavailable (%s %s): %s", request.method, request.url.path, error)
+        return JSONResponse(
+            error_body("service_unavailable", "the audio store is unavailable; nothing was stored: retry shortly"),
+            status_code=503,
+            headers={"Retry-After": STORE_RETRY_AFTER},
         )
 
     @app.exception_handler(OSError)

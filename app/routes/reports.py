@@ -25,7 +25,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,7 @@ from app import jobs as crud
 from app.plumbing.deps import ERRORS, PrincipalDep, ServicesDep, SessionDep
 from app.plumbing.errors import APIError, NotFound
 from app.plumbing.heavy_reads import HEAVY_READ_ERRORS, HeavyReadDep
-from core.db import Blob, Pair, RenderedPage
+from core.db import Pair, RenderedPage
 
 router = APIRouter(tags=["reports"])
 
@@ -200,23 +200,16 @@ def _audio_resolver(services, session: Session, job_id: str, max_clip_bytes: int
         mime = AUDIO_MIME.get(PurePosixPath(path).suffix.lower())
         if sha in read:
             return read[sha], mime
-        if services.blobs.kind == "fs":
-            file = services.blobs.files.path(sha)
-            size = file.stat().st_size if file.is_file() else None
-        else:
-            size = session.scalar(select(func.length(Blob.content)).where(Blob.sha256 == sha))
+        size = services.blobs.stored_size(session, sha)
         if size is None:
             return None
         if size > max_clip_bytes:
             return over_cap(size, max_clip_bytes)
         if sum(map(len, read.values())) + size > max_page_bytes:
             return AudioSkipped(f"the page's audio budget ({max_page_bytes / (1024 * 1024):.0f} MiB) is spent")
-        if services.blobs.kind == "fs":
-            content = file.read_bytes()
-        else:
-            content = session.scalar(select(Blob.content).where(Blob.sha256 == sha))
-            if content is None:
-                return None
+        content = services.blobs.read(session, sha)
+        if content is None:
+            return None
         read[sha] = bytes(content)
         return read[sha], mime
 

@@ -35,15 +35,18 @@ models.lite.profile.LiteProfile.utterance_features = utterance_features
 
 
 class PostgresProxy:
-    """A TCP proxy in threads: 127.0.0.1:<port> -> 127.0.0.1:5432, which the test can cut and restore.
+    """A TCP proxy in threads: 127.0.0.1:<port> -> 127.0.0.1:5432 (or `listen` -> `upstream`: any TCP service),
+    which the test can cut and restore.
 
     Cut: every open connection is reset and new ones are closed on accept, as when the database
     server goes away; restore: connections pass again.
     """
 
-    def __init__(self, upstream: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+    def __init__(
+        self, upstream: tuple[str, int] = ("127.0.0.1", 5432), listen: tuple[str, int] = ("127.0.0.1", 0)
+    ) -> None:
         self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(listen)
         self.port = self.listener.getsockname()[1]
         self.up = True
         self.closed = False

@@ -1,4 +1,5 @@
-"""docker-compose.yml and the Dockerfiles agree with the code (they cannot run here: no Docker engine).
+"""docker-compose.yml (and its S3 variant docker-compose.s3.yml) and the Dockerfiles agree with the code (they
+cannot run here: no Docker engine).
 
 Every `emopres ...` command they name parses with the real CLI, every EMOPRES_* variable is a
 setting, every copied path and Dockerfile exists, every extra is in pyproject, every URL path
@@ -21,6 +22,7 @@ from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
+COMPOSE_S3 = REPO / "docker-compose.s3.yml"  # layered on docker-compose.yml (docker compose -f ... -f ...)
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 
 
@@ -54,7 +56,7 @@ def exec_form(arguments: str) -> list[str]:
 
 
 # the commands of the third-party images (postgres, redis): nothing of this repository to check them against
-THIRD_PARTY_COMMANDS = {"pg_isready", "redis-server", "redis-cli"}
+THIRD_PARTY_COMMANDS = {"pg_isready", "redis-server", "redis-cli", "minio", "mc"}
 
 
 def check_command(argv: list[str]) -> None:
@@ -140,16 +142,15 @@ def test_compose_runs_api_worker_redis_postgres(compose):
     assert migrations, "no service runs the migrations"
 
 
-def test_compose_is_consistent_with_the_code(compose):
-    services = compose["services"]
-    declared_volumes = set(compose.get("volumes") or {})
+def check_services(services: dict, all_services: dict, declared_volumes: set[str]) -> None:
     for name, service in services.items():
         build = service.get("build")
         if build:
             assert (REPO / build.get("context", ".") / build["dockerfile"]).is_file(), f"{name}: no such Dockerfile"
         command = service.get("command")
         if command:
-            check_command(command if isinstance(command, list) else shlex.split(command))
+            command = command if isinstance(command, list) else shlex.split(command)
+            check_command((service.get("entrypoint") or []) + command)
         test = (service.get("healthcheck") or {}).get("test")
         if test:
             check_command(test)
@@ -157,11 +158,16 @@ def test_compose_is_consistent_with_the_code(compose):
             if variable.startswith("EMOPRES_"):
                 assert variable in setting_names(), f"{name}: {variable} is not a setting"
         for dependency in service.get("depends_on") or {}:
-            assert dependency in services, f"{name} depends on unknown service {dependency}"
+            assert dependency in all_services, f"{name} depends on unknown service {dependency}"
         for volume in service.get("volumes") or []:
             source = volume.split(":")[0]
             if not source.startswith((".", "/", "$")):
                 assert source in declared_volumes, f"{name}: volume {source} is not declared"
+
+
+def test_compose_is_consistent_with_the_code(compose):
+    services = compose["services"]
+    check_services(services, services, set(compose.get("volumes") or {}))
     environment = services["api"]["environment"]
     assert environment["EMOPRES_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert environment["EMOPRES_BROKER_URL"].startswith("redis://")
@@ -171,3 +177,18 @@ def test_compose_is_consistent_with_the_code(compose):
             v.split(":")[0] for v in services["api"]["volumes"] if v.split(":")[1] == environment["EMOPRES_DATA_DIR"]
         }
         assert data_volume and data_volume <= {v.split(":")[0] for v in services["worker"]["volumes"]}
+
+
+def test_compose_s3_variant_is_consistent_with_the_code(compose):
+    """docker-compose.s3.yml: a MinIO service and its bucket, the api and workers on EMOPRES_BLOB_STORE=s3 with
+    a bucket, an endpoint and credentials, and no volume shared between the api and the workers."""
+    s3 = yaml.safe_load(COMPOSE_S3.read_text())
+    services = {**compose["services"], **s3["services"]}
+    check_services(s3["services"], services, set(compose.get("volumes") or {}) | set(s3.get("volumes") or {}))
+    for name in ("migrate", "api", "worker"):
+        environment = s3["services"][name]["environment"]
+        assert environment["EMOPRES_BLOB_STORE"] == "s3" and environment["EMOPRES_S3_BUCKET"]
+        assert environment["EMOPRES_S3_ENDPOINT_URL"].endswith("//minio:9000}") and environment["AWS_ACCESS_KEY_ID"]
+    assert "minio-bucket" in s3["services"]["worker"]["depends_on"]
+    worker_data = {v.split(":")[0] for v in s3["services"]["worker"]["volumes"] if v.split(":")[1] == "/data"}
+    assert worker_data and not worker_data & {v.split(":")[0] for v in compose["services"]["api"]["volumes"]}

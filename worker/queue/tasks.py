@@ -23,7 +23,7 @@ from sqlalchemy import and_, exists, func, null, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from core.batch_thread import BatchThread
-from core.blobstore import BlobMissing, BlobStore
+from core.blobstore import BlobMissing, BlobStore, BlobStoreUnavailable
 from core.db import Chunk, Job, Pair, PairResult, Report, dumps, insert_for, make_engine, make_session_factory, utcnow
 
 log = logging.getLogger("emopres.worker")
@@ -110,15 +110,21 @@ def retry_while_database_away(ctx: WorkerContext, what: str, action, *args):
     """action(*args), retried with backoff (0.5 s doubling to RETRY_DELAY_MAX) while the database is unreachable,
     for up to settings.db_retry_seconds; then the error is raised. A task that took a message from the broker
     keeps it meanwhile, instead of failing (and acknowledging it) and leaving its chunk to the re-send timer."""
-    delay, deadline = 0.5, time.monotonic() + ctx.settings.db_retry_seconds
+    return retry_while_away(DATABASE_AWAY, "database", ctx.settings.db_retry_seconds, what, action, *args)
+
+
+def retry_while_away(errors: tuple, service: str, seconds: float, what: str, action, *args):
+    """action(*args), retried with backoff while it raises one of `errors` (`service` is away), for up to
+    `seconds`; then the error is raised."""
+    delay, deadline = 0.5, time.monotonic() + seconds
     while True:
         try:
             return action(*args)
-        except DATABASE_AWAY as error:
+        except errors as error:
             if time.monotonic() + delay > deadline:
                 raise
             log.warning(
-                "%s: database unavailable (%s); retrying in %.1f s", what, str(error).splitlines()[0][:200], delay
+                "%s: %s unavailable (%s); retrying in %.1f s", what, service, str(error).splitlines()[0][:200], delay
             )
             time.sleep(delay)
             delay = min(2 * delay, RETRY_DELAY_MAX)
@@ -204,20 +210,41 @@ def pending_pairs(ctx: WorkerContext, job_id: str, idx: int) -> list[Pair]:
 
 
 def evaluate(ctx: WorkerContext, pairs: list[Pair]) -> tuple[list[dict], list[dict]]:
+    """The chunk's pairs evaluated, their audio copied here first (database and s3 stores): an object store (or
+    database) that is away is waited out for up to blob_retry_seconds, the chunk's lease renewed meanwhile."""
     from emopres_client.pairs import PairSpec
 
-    local: dict[str, str] = {}
-    for pair in pairs:
-        for path, sha in ((pair.source_path, pair.source_sha256), (pair.target_path, pair.target_sha256)):
-            if path not in local:
-                try:
-                    local[path] = str(ctx.blobs.local_path(ctx.sessions, sha))
-                except BlobMissing as error:
-                    log.error("%s", error)
-                    local[path] = str(ctx.blobs.local.path(sha))  # unreadable: that pair fails with the reason
+    shas = {
+        path: sha for p in pairs for path, sha in ((p.source_path, p.source_sha256), (p.target_path, p.target_sha256))
+    }
+    found = retry_while_away(
+        (BlobStoreUnavailable, *DATABASE_AWAY),
+        "audio store",
+        ctx.settings.blob_retry_seconds,
+        f"job {pairs[0].job_id} chunk {pairs[0].chunk}: audio",
+        _local_copies,
+        ctx,
+        set(shas.values()),
+    )
+    local = {path: str(found.get(sha) or ctx.blobs.local.path(sha)) for path, sha in shas.items()}
     specs = [PairSpec(p.pair_id, p.source_path, p.target_path, p.label, p.group_id) for p in pairs]
     with ctx.lock:
         return ctx.evaluator().evaluate_pairs(specs, local.__getitem__)
+
+
+def _local_copies(ctx: WorkerContext, shas: set[str]) -> dict:
+    """sha256 -> local file, for those stored; one stored nowhere is logged and left out (its pairs fail with the
+    reason: no such file)."""
+    try:
+        return ctx.blobs.local_paths(ctx.sessions, sorted(shas))
+    except BlobMissing:  # one at least is gone: each alone, to keep the others
+        found = {}
+        for sha in sorted(shas):
+            try:
+                found[sha] = ctx.blobs.local_path(ctx.sessions, sha)
+            except BlobMissing as error:
+                log.error("%s", error)
+        return found
 
 
 def store_results(
