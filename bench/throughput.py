@@ -115,8 +115,8 @@ def paper_process(options: dict) -> dict:
             wrapper.max_batch_seconds = args.paper_batch_seconds
     print(
         f"  models built in {time.perf_counter() - started:.0f} s; {total:.1f} s of audio; torch threads "
-        f"{torch.get_num_threads()}; batches of <= {e2v.max_batch_seconds:g} s of padded audio in fp32, "
-        f"{args.paper_batch_seconds or default_batch_seconds(device, 'bf16'):g} s in bf16",
+        f"{torch.get_num_threads()}; batch size: " + batch_sizes(waves, e2v.max_batch_seconds) + " in fp32, "
+        f"{batch_sizes(waves, args.paper_batch_seconds or default_batch_seconds(device, 'bf16'))} in bf16",
         flush=True,
     )
     batched = {
@@ -271,6 +271,14 @@ def paper_process(options: dict) -> dict:
         "load": clock.result.load,
         "others": clock.result.others,
     }
+
+
+def batch_sizes(waves, budget: float) -> str:
+    """How the models batch ``waves`` under a padded-audio budget: batches and utterances in the largest."""
+    from models.runtime.batching import plan_batches
+
+    plan = plan_batches([len(w) for w in waves], budget)
+    return f"<= {budget:g} s of padded audio ({len(plan)} batches, up to {max(map(len, plan))} utterances)"
 
 
 def bf16_accuracy(our_out: dict, e2v) -> dict:
