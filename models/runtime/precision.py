@@ -134,11 +134,14 @@ def cpu_bf16_flags() -> dict[str, bool]:
 
 def cpu_native_bf16(flags: set[str] | None = None) -> bool | None:
     """Whether this CPU has bf16 arithmetic: AVX512-BF16 or AMX-BF16 (x86), BF16 (Arm) in its flags.
-    None where the flags cannot be read (not Linux): then fast mode times both precisions."""
+    Where the flags cannot be read (not Linux): False on an x86 CPU whose best kernels torch reports as
+    AVX2 or less (bf16 instructions come only with AVX-512), else None (unknown: fast mode times both)."""
     flags = _cpuinfo_flags() if flags is None else flags
-    if flags is None:
-        return None
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    if flags is not None:
+        return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    if torch.backends.cpu.get_cpu_capability() in ("NO AVX", "AVX2"):
+        return False
+    return None
 
 
 def probe_waves(seconds=None) -> list[np.ndarray]:

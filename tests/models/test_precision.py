@@ -121,8 +121,11 @@ def test_cpu_capability_from_flags(tmp_path, monkeypatch):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n\nprocessor\t: 1\n")
     assert P._cpuinfo_flags(str(info)) == {"fpu", "avx2", "amx_bf16"}
     assert P._cpuinfo_flags(str(tmp_path / "absent")) is None
-    monkeypatch.setattr(P, "_cpuinfo_flags", lambda path="/proc/cpuinfo": None)
-    assert P.cpu_native_bf16() is None  # unknown (not Linux): fast mode times both
+    monkeypatch.setattr(P, "_cpuinfo_flags", lambda path="/proc/cpuinfo": None)  # not Linux
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert P.cpu_native_bf16() is False  # no AVX-512 kernels in torch: no bf16 instructions either
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert P.cpu_native_bf16() is None  # unknown: fast mode times both
 
 
 def test_probe_is_a_job_shaped_batch():
