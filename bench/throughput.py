@@ -157,6 +157,7 @@ def paper_process(options: dict) -> dict:
         for name in ("valence-arousal", "WavLM+ECAPA", "XLS-R layer 9", "emotion2vec"):
             if name == "emotion2vec":
                 ours_peak = peak_rss_mib()
+                gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
                 funasr.append(load_funasr(folder, device))
             runs = {"loop": reference[name], "fp32": ours(name, "fp32")}
             if choices[name].mode == "bf16":
@@ -253,6 +254,12 @@ def paper_process(options: dict) -> dict:
     print(
         f"  peak RSS of the paper worker process (all five models resident, after our batched run): "
         f"{ours_peak:.0f} MiB; with the plain reference copies and funasr's emotion2vec: {peak_rss_mib():.0f} MiB"
+        + (
+            f"; GPU memory peak (torch's allocator, ours and the plain reference copies resident, before funasr): "
+            f"{gpu_peak:.0f} MiB"
+            if gpu_peak is not None
+            else ""
+        )
     )
     return {
         "audio_seconds": total,
@@ -267,6 +274,7 @@ def paper_process(options: dict) -> dict:
         "diffs": diffs,
         "bf16_accuracy": accuracy,
         "peak_mib": ours_peak,
+        "gpu_peak_mib": gpu_peak,
         "threads": torch.get_num_threads(),
         "load": clock.result.load,
         "others": clock.result.others,
