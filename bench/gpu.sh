@@ -6,7 +6,7 @@
 #      audio, every model against its one-at-a-time loop, exact, fast mode and forced bf16, twice
 #      alternating (bench/throughput.py section 3: audio-s/s, ratio to the loops, spread, batch size, peak
 #      memory, and fast mode's accuracy: bf16 vs exact per model);
-#   3. the service with one GPU worker on a 200-pair job (bench/gpu_service.py: audio-s/s, GPU memory
+#   3. the service with one GPU worker in fast mode on a 200-pair job (bench/gpu_service.py: audio-s/s, GPU memory
 #      peak and utilisation from nvidia-smi).
 # Everything printed also goes to $EMOPRES_BENCH_DIR/gpu-<mode>.txt (the tables), the paper numbers to
 # gpu-<mode>-paper.json beside it.
@@ -24,9 +24,9 @@ WORK=${EMOPRES_BENCH_DIR:-${TMPDIR:-/tmp}/emopres-bench}
 
 case "$MODE" in
   gpu)  DEVICE=cuda; PAPER=(--paper-n 120 --paper-max-seconds 8 --paper-batch-seconds 160 --repeat 2 --paper-bf16)
-        SERVICE=(--pairs 200 --device cuda); PAPER_LIMIT=300; SERVICE_LIMIT=240 ;;
+        SERVICE=(--pairs 200 --device cuda --fast); PAPER_LIMIT=300; SERVICE_LIMIT=240 ;;
   tiny) DEVICE=cpu; PAPER=(--paper-size tiny --paper-n 2 --paper-max-seconds 1.5 --paper-batch-seconds 4 --repeat 1 --paper-bf16)
-        SERVICE=(--pairs 2 --device cpu --tiny --bootstrap 20); PAPER_LIMIT=240; SERVICE_LIMIT=240 ;;
+        SERVICE=(--pairs 2 --device cpu --tiny --bootstrap 20 --fast); PAPER_LIMIT=240; SERVICE_LIMIT=240 ;;
   check) bash -n "$0"
         for script in bench/throughput.py bench/gpu_service.py; do "$PY" "$script" --help > /dev/null; done
         echo "gpu.sh check: ok"; exit 0 ;;
