@@ -235,10 +235,12 @@ class _Emotion2VecNet(nn.Module):
 
     def _positional(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Conv positional encoder; zeroes padded frames before every conv (the exactness fix). It runs in
-        fp32 under a bf16 autocast too: ~1% of the work, but in bf16 its five stacked grouped convolutions
-        about doubled bf16's error on full-size emotion2vec (max |bf16 - fp32| 2.9e-2 of the largest value,
-        1.5e-2 with it in fp32, frame cosine 0.99987 -> 0.99993; 4 RAVDESS utterances, random weights,
-        2026-12-07). The conv feature encoder stays in bf16: 35% of the work (fp32 there: 4.5e-3)."""
+        fp32 under a bf16 autocast too: in bf16 its five stacked grouped convolutions about doubled bf16's
+        error on full-size emotion2vec (max |bf16 - fp32| 2.9e-2 of the largest value, 1.5e-2 with them in
+        fp32, frame cosine 0.99987 -> 0.99993; 4 RAVDESS utterances, random weights, 2026-12-07). They take
+        4.9% of emotion2vec's fp32 time (one 4 s utterance, 1 thread, Zen 3), so where the rest runs ~4x
+        faster in bf16 this costs fast mode ~12% on emotion2vec (an estimate, not measured on AMX). The conv
+        feature encoder runs in bf16: ~35% of the time (in fp32 too: 4.5e-3)."""
         keep = None if bool(valid.all()) else valid[:, None, :].float()  # (B, 1, T) for (B, C, T)
 
         def run(mod: nn.Module, h: torch.Tensor) -> torch.Tensor:
