@@ -85,7 +85,8 @@ def paper_process(options: dict) -> dict:
 
     from models.paper.emotion2vec import Emotion2Vec
     from models.paper.profile import PaperProfile
-    from models.runtime.precision import cpu_bf16_flags, measure_fast_mode
+    from models.runtime.batching import default_batch_seconds
+    from models.runtime.precision import PROBE_TEXT, cpu_bf16_flags, measure_fast_mode
 
     args = argparse.Namespace(**options)
     device = args.device
@@ -114,7 +115,8 @@ def paper_process(options: dict) -> dict:
             wrapper.max_batch_seconds = args.paper_batch_seconds
     print(
         f"  models built in {time.perf_counter() - started:.0f} s; {total:.1f} s of audio; torch threads "
-        f"{torch.get_num_threads()}; batches of <= {e2v.max_batch_seconds:g} s of padded audio",
+        f"{torch.get_num_threads()}; batch size: " + batch_sizes(waves, e2v.max_batch_seconds) + " in fp32, "
+        f"{batch_sizes(waves, args.paper_batch_seconds or default_batch_seconds(device, 'bf16'))} in bf16",
         flush=True,
     )
     batched = {
@@ -155,6 +157,7 @@ def paper_process(options: dict) -> dict:
         for name in ("valence-arousal", "WavLM+ECAPA", "XLS-R layer 9", "emotion2vec"):
             if name == "emotion2vec":
                 ours_peak = peak_rss_mib()
+                gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
                 funasr.append(load_funasr(folder, device))
             runs = {"loop": reference[name], "fp32": ours(name, "fp32")}
             if choices[name].mode == "bf16":
@@ -213,7 +216,9 @@ def paper_process(options: dict) -> dict:
         loop_rate = total / min(times["loop"][name])
         line = (
             f"  {name:18s} {loop_rate:8.2f} a-s/s   {cell('fp32', [name]):>31s}   {cell('fast', [name]):>31s}  "
-            f"{choices[name].mode} (probe: bf16 {choices[name].speedup:.2f}x fp32)"
+            f"{choices[name].mode} ("
+            + (f"probe: bf16 {choices[name].speedup:.2f}x fp32" if choices[name].speedup else choices[name].reason)
+            + ")"
         )
         if args.paper_bf16:
             line += f"   {cell('bf16', [name])}"
@@ -234,11 +239,13 @@ def paper_process(options: dict) -> dict:
         "  max |ours exact - one at a time| (relative to the largest value): "
         + ", ".join(f"{k} {d:.1e} ({r:.1e})" for k, (d, r) in diffs.items())
     )
+    accuracy = bf16_accuracy(our_out, wrappers["emotion2vec"]) if args.paper_bf16 else {}
     flags = cpu_bf16_flags()
     predicted = "bf16" if device.startswith("cuda") or flags["avx512_bf16"] or flags["amx_bf16"] else "fp32"
     chosen = {c.mode for c in choices.values()}
     print(
-        f"  fast mode: timed each model in fp32 and bf16 on a probe ({probe_seconds:.0f} s for all four) and chose "
+        f"  fast mode: timed each model in fp32 and bf16 on a job-shaped probe ({PROBE_TEXT} of audio; "
+        f"{probe_seconds:.0f} s for all four; nothing is timed on a CPU without bf16 instructions) and chose "
         + ", ".join(f"{n} {c.mode}" for n, c in choices.items())
         + f"; the capability test (AVX512-BF16 {flags['avx512_bf16']}, AMX {flags['amx_bf16']}, oneDNN bf16 "
         f"{flags['onednn_bf16']}) predicts {predicted}: "
@@ -247,6 +254,12 @@ def paper_process(options: dict) -> dict:
     print(
         f"  peak RSS of the paper worker process (all five models resident, after our batched run): "
         f"{ours_peak:.0f} MiB; with the plain reference copies and funasr's emotion2vec: {peak_rss_mib():.0f} MiB"
+        + (
+            f"; GPU memory peak (torch's allocator, ours and the plain reference copies resident, before funasr): "
+            f"{gpu_peak:.0f} MiB"
+            if gpu_peak is not None
+            else ""
+        )
     )
     return {
         "audio_seconds": total,
@@ -259,11 +272,67 @@ def paper_process(options: dict) -> dict:
         },
         "predicted": predicted,
         "diffs": diffs,
+        "bf16_accuracy": accuracy,
         "peak_mib": ours_peak,
+        "gpu_peak_mib": gpu_peak,
         "threads": torch.get_num_threads(),
         "load": clock.result.load,
         "others": clock.result.others,
     }
+
+
+def batch_sizes(waves, budget: float) -> str:
+    """How the models batch ``waves`` under a padded-audio budget: batches and utterances in the largest."""
+    from models.runtime.batching import plan_batches
+
+    plan = plan_batches([len(w) for w in waves], budget)
+    return f"<= {budget:g} s of padded audio ({len(plan)} batches, up to {max(map(len, plan))} utterances)"
+
+
+def bf16_accuracy(our_out: dict, e2v) -> dict:
+    """Fast mode's accuracy: per model, max |bf16 - exact fp32| over every output value of the run (and that
+    over the largest |exact|); for emotion2vec also the worst utterance's mean frame cosine and the share of
+    utterances whose 9-class proj-head argmax (an SER proxy) flips. Prints them; returns them."""
+    import numpy as np
+    import torch
+
+    def flat(name: str, kind: str) -> list:
+        out = our_out[kind, name]
+        if name == "emotion2vec":
+            return list(out[0])
+        if name == "valence-arousal":
+            return [np.concatenate([r.chunks.ravel(), r.utterance]) for r in out]
+        return list(out)
+
+    result = {}
+    for name in ("emotion2vec", "valence-arousal", "WavLM+ECAPA", "XLS-R layer 9"):
+        fast, exact = flat(name, "bf16"), flat(name, "fp32")
+        diff = max(float(np.abs(np.asarray(a, np.float64) - b).max()) for a, b in zip(fast, exact, strict=True))
+        result[name] = {"max_abs": diff, "relative": diff / max(float(np.abs(b).max()) for b in exact)}
+    frames16, utt16 = our_out["bf16", "emotion2vec"]
+    frames32, utt32 = our_out["fp32", "emotion2vec"]
+    cosines = [
+        float(np.mean(np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+        for a, b in zip(frames16, frames32, strict=True)
+    ]
+    result["emotion2vec"]["worst_frame_cosine"] = min(cosines)
+    if e2v.net.proj is not None:
+        with torch.inference_mode():
+            head = e2v.net.proj.float()
+            flips = head(torch.from_numpy(utt16)).argmax(1) != head(torch.from_numpy(utt32)).argmax(1)
+        result["emotion2vec"]["proj_argmax_flips"] = float(flips.float().mean())
+    print(
+        "  fast mode's accuracy, bf16 vs exact fp32 (same utterances, bf16 in its CPU batches): max |diff| "
+        "(relative to the largest value): "
+        + ", ".join(f"{n} {r['max_abs']:.1e} ({r['relative']:.1e})" for n, r in result.items())
+        + f"; emotion2vec worst utterance frame cosine {min(cosines):.5f}"
+        + (
+            f", proj-head argmax flips {result['emotion2vec']['proj_argmax_flips'] * 100:.0f}% of utterances"
+            if "proj_argmax_flips" in result["emotion2vec"]
+            else ""
+        )
+    )
+    return result
 
 
 # ----------------------------------------------------------------------------- main
@@ -319,7 +388,8 @@ def main() -> None:
     parser.add_argument(
         "--paper-bf16",
         action="store_true",
-        help="section 3: also time every model in forced bf16 (whatever fast mode chose)",
+        help="section 3: also time every model in forced bf16 (whatever fast mode chose) and print fast mode's "
+        "accuracy (bf16 vs exact per model, emotion2vec proj-head argmax flips)",
     )
     parser.add_argument(
         "--paper-batch-seconds",

@@ -144,17 +144,20 @@ def _add_fast_choices(entries: list[dict], model_dir, device: str) -> None:
 
 
 def _bf16_line(device: str) -> str:
-    from models.runtime.precision import cpu_bf16_flags
+    from models.runtime.precision import cpu_bf16_flags, cpu_native_bf16
 
     if device.startswith("cuda"):
         return f"fast mode on {device}: each model is timed in fp32 and bf16 when it loads; the faster is kept"
     f = cpu_bf16_flags()
-    native = f["avx512_bf16"] or f["amx_bf16"]
+    native = cpu_native_bf16()
     return (
         f"bf16 on this CPU: AVX512-BF16 {'yes' if f['avx512_bf16'] else 'no'}, AMX {'yes' if f['amx_bf16'] else 'no'}, "
-        f"oneDNN bf16 kernels {'yes' if f['onednn_bf16'] else 'no'}"
-        f"{'' if native or not f['onednn_bf16'] else ' (emulated: expect bf16 slower than fp32)'}; fast mode times "
-        "each model in both when it loads and keeps the faster (--fast here shows it)"
+        f"oneDNN bf16 kernels {'yes' if f['onednn_bf16'] else 'no'}; "
+        + (
+            "fast mode keeps fp32 here without timing (bf16 would be emulated and slower)"
+            if native is False
+            else "fast mode times each model in both when it loads and keeps the faster (--fast here shows it)"
+        )
     )
 
 

@@ -18,6 +18,7 @@ from models.runtime.batching import (
     run_batched,
 )
 from models.runtime.precision import FastChoice, check_precision, measure_fast_mode
+from models.runtime.speedups import drop_packed
 
 
 class PaperBackend:
@@ -45,13 +46,25 @@ class PaperBackend:
         self.fast_choice: FastChoice | None = None  # set by from_pretrained(fast=True): what was timed, what was chosen
         self.source = source
         self.sha256 = sha256
-        self.max_batch_seconds = max_batch_seconds or default_batch_seconds(device)
+        self._batch_seconds = max_batch_seconds
+
+    @property
+    def max_batch_seconds(self) -> float:
+        """Padded audio per forward: as given, else the default of the device and precision (on CPU
+        fp32 each utterance alone, bf16 batched: models.runtime.batching)."""
+        return self._batch_seconds or default_batch_seconds(self.device, self.precision)
+
+    @max_batch_seconds.setter
+    def max_batch_seconds(self, seconds: float | None) -> None:
+        self._batch_seconds = seconds
 
     def _fast_mode(self, fast: bool, precision: str | None, run: Callable[[list[np.ndarray]], object]):
         """The end of ``from_pretrained``: fast mode (no precision forced) times ``run`` in fp32 and bf16 on
         this machine and keeps the faster. Returns the model."""
         if fast and precision is None:
             self.fast_choice = measure_fast_mode(self, run)
+            # the probe packed weights for both precisions: keep the chosen one's only
+            drop_packed(self._networks(), keep=torch.bfloat16 if self.precision == "bf16" else torch.float32)
         return self
 
     def _version(self) -> str:

@@ -16,8 +16,13 @@ Found by profiling one utterance through wav2vec2-large on CPU (1 thread, CPU ti
   oneDNN's matmul on a weight reordered once into its blocked layout (300x1024 @ 1024x4096, 2
   threads: 53 vs 29 ms). :func:`use_packed_linears` routes every ``nn.Linear`` of a model, and
   :func:`conv_time_major` its im2col GEMM, through ``torch.ops.mkldnn._linear_pointwise`` with a
-  weight packed on first use (fp32 in, fp32 out, same values up to float rounding). bf16
-  autocast, gradients, other devices and dtypes keep ``F.linear``.
+  weight packed on first use (fp32 in, fp32 out, same values up to float rounding). Gradients,
+  other devices and dtypes keep ``F.linear``.
+- Under CPU bf16 autocast (fast mode), ``F.linear`` casts every weight to bf16 again in every
+  forward. :func:`linear` computes what autocast would (bf16 input, weight and bias, bf16 out) on a
+  bf16 weight made once: reordered for oneDNN where it has bf16 kernels (AVX512-BF16 / AMX CPUs,
+  and AVX-512 ones that emulate them), else a plain bf16 copy through ``F.linear``
+  (:data:`ONEDNN_BF16`). :func:`drop_packed` frees the copies of the precision a model no longer runs.
 
 The grouped positional convolution stays on oneDNN (an im2col + bmm version was 2x slower).
 """
@@ -34,29 +39,62 @@ from torch import nn
 _PACKED_LINEAR = hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
 
 
-def _packed_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether oneDNN's packed fp32 linear computes what ``F.linear`` would here."""
-    return (
-        _PACKED_LINEAR
-        and x.device.type == "cpu"
+def _onednn_bf16() -> bool:
+    try:
+        return _PACKED_LINEAR and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - odd builds
+        return False
+
+
+#: Whether oneDNN runs bf16 linears on this CPU (it needs AVX-512 or AVX-NE-CONVERT); without it
+#: the bf16 weight is a plain bf16 tensor for ``F.linear``.
+ONEDNN_BF16 = _onednn_bf16()
+
+
+def _packed_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype :func:`linear` runs on a packed weight here (float32, or bfloat16 under CPU bf16
+    autocast), or None where only ``F.linear`` computes the same (gradients, other devices and dtypes)."""
+    if not (
+        x.device.type == "cpu"
         and weight.device.type == "cpu"
-        and x.dtype == torch.float32
         and weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
         and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
-    )
+    ):
+        return None
+    if not torch.is_autocast_enabled("cpu"):
+        return torch.float32 if _PACKED_LINEAR and x.dtype == torch.float32 else None
+    if torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16):
+        return torch.bfloat16
+    return None
 
 
-def _packed_weight(owner: nn.Module, weight: torch.Tensor, weight_2d: torch.Tensor) -> torch.Tensor:
-    """``weight_2d`` (out, in) reordered for oneDNN, cached on ``owner`` and keyed on the parameter
-    ``weight`` (its storage and version): repacked when the weight is replaced or changed in place."""
+def _packed_weight(owner: nn.Module, weight: torch.Tensor, weight_2d: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight_2d`` (out, in) in ``dtype``, reordered for oneDNN (fp32; bf16 where :data:`ONEDNN_BF16`),
+    cached on ``owner`` per dtype and keyed on the parameter ``weight`` (its storage and version):
+    made again when the weight is replaced or changed in place."""
     key = (weight.data_ptr(), weight._version, tuple(weight.shape))
-    cached = getattr(owner, "_emopres_packed", None)
-    if cached is None or cached[0] != key:
+    cache = owner.__dict__.setdefault("_emopres_packed", {})
+    hit = cache.get(dtype)
+    if hit is None or hit[0] != key:
         with torch.inference_mode(False), torch.no_grad():
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight_2d.detach().contiguous(), None)
-        cached = owner._emopres_packed = (key, packed)
-    return cached[1]
+            w = weight_2d.detach().to(dtype).contiguous()
+            if dtype == torch.float32 or ONEDNN_BF16:
+                w = torch.ops.mkldnn._reorder_linear_weight(w, None)
+        hit = cache[dtype] = (key, w)
+    return hit[1]
+
+
+def drop_packed(modules, keep: torch.dtype | None = None) -> int:
+    """Free the packed weights of every dtype but ``keep`` in ``modules`` (and their children);
+    returns how many. They are made again if that precision runs later."""
+    n = 0
+    for module in modules:
+        for sub in module.modules():
+            cache = sub.__dict__.get("_emopres_packed")
+            for dtype in [d for d in (cache or {}) if d != keep]:
+                del cache[dtype]
+                n += 1
+    return n
 
 
 def linear(
@@ -66,13 +104,21 @@ def linear(
     owner: nn.Module,
     weight_2d: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``F.linear(x, weight_2d, bias)``, through oneDNN with a packed weight cached on ``owner`` where
-    that is the same computation (CPU fp32, no autocast, no gradient). ``weight_2d`` defaults to
-    ``weight``; a conv passes its weight and that weight's (out, in * k) reshape."""
+    """``F.linear(x, weight_2d, bias)``, on a weight packed once and cached on ``owner`` where that is
+    the same computation: CPU fp32 (oneDNN), or CPU bf16 autocast (bf16 in, weight, bias and out, as
+    autocast computes it). ``weight_2d`` defaults to ``weight``; a conv passes its weight and that
+    weight's (out, in * k) reshape."""
     w = weight if weight_2d is None else weight_2d
-    if _packed_ok(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(owner, weight, w), bias, "none", [], "")
-    return F.linear(x, w, bias)
+    dtype = _packed_dtype(x, weight)
+    if dtype is None:
+        return F.linear(x, w, bias)
+    packed = _packed_weight(owner, weight, w, dtype)
+    if dtype == torch.bfloat16:
+        x = x.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+        if not ONEDNN_BF16:
+            return F.linear(x, packed, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 def _packed_linear_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:

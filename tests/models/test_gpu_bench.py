@@ -45,9 +45,13 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     for expected in (
         "all paper models",
         "fast mode: timed each model",
+        "fast mode's accuracy, bf16 vs exact fp32",
         "max |ours exact - one at a time|",
         "service, one paper worker on cpu",
         "audio-s/s",
         "gpu.sh tiny done",
     ):
         assert expected in out, (expected, out[-3000:])
+    table = (tmp_path / "bench" / "gpu-tiny.txt").read_text()
+    assert "all paper models" in table and "gpu.sh tiny done" in table  # the tables are also in a file
+    assert '"bf16_accuracy"' in (tmp_path / "bench" / "gpu-tiny-paper.json").read_text()
