@@ -8,22 +8,13 @@ from fastapi.testclient import TestClient
 from app.auth import create_token
 from app.main import create_app
 from core.db import Job
-from core.settings import Settings
+from tests.service.test_service_api import service_settings
 from tests.service_support import upload_fields, wait_job, write_dataset
 
 
 @pytest.fixture(scope="package")
 def ui_service(tmp_path_factory, random_lite_head):
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("ui-service"),
-        head=str(random_lite_head),
-        bootstrap=100,
-        chunk_size=4,
-        database_url=None,
-        broker_url=None,
-        cache_dir=None,
-        auth_disabled=False,
-    )
+    settings = service_settings(tmp_path_factory.mktemp("ui-service"), random_lite_head, bootstrap=100, chunk_size=4)
     app = create_app(settings)
     with TestClient(app, base_url="http://testserver") as client:
         with app.state.services.sessions() as session:
