@@ -193,6 +193,19 @@ def write_manifest(folder: Path, pairs) -> Path:
     return path
 
 
+def time_report_page(url: str, job_id: str, views: int = 4) -> list[float]:
+    """Seconds of each GET report.html of a job, in order: the first draws the page, the rest read it stored."""
+    import httpx
+
+    seconds = []
+    for _ in range(views):
+        started = time.perf_counter()
+        response = httpx.get(f"{url}/v1/jobs/{job_id}/report.html", timeout=600)
+        response.raise_for_status()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def section_service(args, head_path: str, results: dict) -> None:
     from lite_throughput import audio_root, load_pairs, mib
 
@@ -270,6 +283,7 @@ def section_service(args, head_path: str, results: dict) -> None:
                     if view["status"] != "succeeded" or report["failures"]:
                         raise RuntimeError(f"service job {view['status']}: {report.get('failures', [])[:3]}")
                     service = clock.result if service is None or clock.result.seconds < service.seconds else service
+                page_views = time_report_page(f"http://127.0.0.1:{port}", job["id"])
             workers = [pid for pid in descendants(server.process.pid) if b"resource_tracker" not in cmdline(pid)]
             peaks = [peak_rss_mib(pid) for pid in (server.process.pid, *workers)]
         except Exception:
@@ -299,6 +313,10 @@ def section_service(args, head_path: str, results: dict) -> None:
         )
     print(f"  service start to ready (models resident, not in the timing): {ready:.1f} s")
     print(
+        f"  report.html of the last job (worst 10 pairs with audio): first view {page_views[0]:.2f} s (drawn), "
+        f"then {', '.join(f'{t:.3f}' for t in page_views[1:])} s (the stored page)"
+    )
+    print(
         f"  peak RSS: server process {peaks[0]:.0f} MiB (API + embedded queue + parent evaluator), "
         f"evaluation processes {mib(peaks[1:])}"
     )
@@ -308,6 +326,7 @@ def section_service(args, head_path: str, results: dict) -> None:
         "slower": slower,
         "same_report": same,
         "ready_seconds": ready,
+        "report_page_seconds": page_views,
         "peaks_mib": peaks,
         "load": service.load,
         "others": service.others,

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+from html import escape
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.plumbing.errors import APIError, error_body, storage_full
+from app.plumbing.errors import APIError, Unauthorized, error_body, storage_full
 from core.blobstore import BlobStoreUnavailable
 
 log = logging.getLogger("emopres.api")
@@ -76,6 +77,16 @@ def wants_page(request: Request) -> bool:
     return request.method == "GET" and "text/html" in accept and "authorization" not in request.headers
 
 
+def error_page(error: APIError) -> str:
+    """A person's view of an error the API marks as a page's (a share link that no longer opens): the message."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>emopres</title></head>'
+        f'<body style="font-family: system-ui, sans-serif; margin: 3em"><h1>This link does not open</h1>'
+        f'<p>{escape(error.message)}</p><p>Ask whoever sent it for a new one, or <a href="/ui/login">sign in</a>.</p>'
+        "</body></html>"
+    )
+
+
 def login_url(request: Request) -> str:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return "/ui/login?" + urlencode({"next": target})
@@ -84,8 +95,10 @@ def login_url(request: Request) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
-        if error.status == 401 and wants_page(request):
+        if isinstance(error, Unauthorized) and wants_page(request):
             return RedirectResponse(login_url(request), status_code=303)
+        if error.page and wants_page(request):
+            return HTMLResponse(error_page(error), status_code=error.status, headers=error.headers)
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(StarletteHTTPException)

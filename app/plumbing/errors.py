@@ -10,6 +10,7 @@ FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 class APIError(Exception):
     status = 400
     code = "bad_request"
+    page = False  # True: a browser opening it gets the message as a page (error_handlers.error_page), not JSON
 
     def __init__(
         self,

@@ -33,11 +33,11 @@ class ShareLink(BaseModel):
 
 
 class ShareLinkRefused(APIError):
-    status, code = 401, "invalid_share_link"
+    status, code, page = 401, "invalid_share_link", True
 
 
 class ShareLinkExpired(APIError):
-    status, code = 403, "share_link_expired"
+    status, code, page = 403, "share_link_expired", True
 
 
 @router.post("/v1/jobs/{job_id}/share", response_model=ShareLink, responses=ERRORS, tags=["v1"])

@@ -191,3 +191,14 @@ def test_share_links_expire_within_the_setting(ui_service, ui_jobs):
 
     seconds = ui_service.app.state.services.settings.share_link_seconds
     assert utcnow() < expires <= utcnow() + timedelta(seconds=seconds)
+
+
+def test_a_person_opening_a_dead_link_reads_why_not_a_sign_in_form(ui_service, ui_jobs):
+    with ui_service.app.state.services.sessions() as session:
+        link, _ = make_share_link(session, Principal("team-a", "ci-a"), ui_jobs["v1"], seconds=-5)
+    html = {"Accept": "text/html"}
+    expired = anonymous(ui_service).get(f"/share/{link}/report.html", headers=html)
+    assert expired.status_code == 403 and expired.headers["content-type"].startswith("text/html")
+    assert "expired" in expired.text
+    altered = anonymous(ui_service).get("/share/x.1.y.<script>/report.html", headers=html)
+    assert altered.status_code == 401 and "<script>" not in altered.text
