@@ -59,7 +59,7 @@ class S3Blobs:
                 config = botocore.config.Config(
                     connect_timeout=self.timeout_seconds,
                     read_timeout=self.timeout_seconds,
-                    retries={"mode": "standard", "max_attempts": 2},  # an outage is answered (503, or waited out)
+                    retries={"mode": "standard", "total_max_attempts": 2},  # an outage is answered (503, or waited out)
                     max_pool_connections=POOL_CONNECTIONS,
                 )
                 self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)

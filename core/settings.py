@@ -54,7 +54,10 @@ class Settings(BaseSettings):
     )
     s3_prefix: str = Field("", description="s3 store: a prefix for every object key (e.g. emopres/)")
     s3_timeout_seconds: float = Field(
-        10.0, gt=0, description="s3 store: connecting to the endpoint, and waiting for its answer, each at most this"
+        10.0,
+        gt=0,
+        description="s3 store: connecting to the endpoint, and waiting for its answer, each at most this; a request "
+        "is tried at most twice, then the submission answers 503 (a worker waits, blob_retry_seconds)",
     )
     blob_retry_seconds: float = Field(
         300.0,

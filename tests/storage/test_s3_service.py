@@ -209,3 +209,40 @@ def test_serve_and_worker_say_what_is_wrong_with_the_bucket_at_start(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     assert "no credentials" in start()
+
+
+def test_an_endpoint_that_never_answers_is_given_up_within_the_timeout_setting(monkeypatch):
+    """EMOPRES_S3_TIMEOUT_SECONDS bounds a request to a store that accepts connections and then says nothing: the
+    call ends with BlobStoreUnavailable after at most two attempts (boto3's standard retry, total_max_attempts 2),
+    instead of holding a submission (or the SQLite write lock) forever."""
+    import socket
+    import threading
+
+    from core.blobstore_s3 import BlobStoreUnavailable, S3Blobs
+    from tests.s3_support import CREDENTIALS
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept_and_stay_silent():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    port = listener.getsockname()[1]
+    store = S3Blobs("silent", endpoint_url=f"http://127.0.0.1:{port}", timeout_seconds=0.5)
+    try:
+        with pytest.raises(BlobStoreUnavailable):
+            store.size("0" * 64)
+        assert 1 <= len(accepted) <= 2
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
