@@ -37,7 +37,7 @@ from core.db import Pair, RenderedPage
 
 router = APIRouter(tags=["reports"])
 
-RENDER_VERSION = "2"  # bump when plots or the page change, so ETags change with them
+RENDER_VERSION = "3"  # bump when plots or the page change, so ETags change with them
 AUDIO_MIME = {
     ".wav": "audio/wav",
     ".flac": "audio/flac",

@@ -249,3 +249,25 @@ def test_the_browser_check_catches_broken_images_and_console_errors(tmp_path):
     joined = "\n".join(result["errors"])
     assert "boom" in joined and re.search(r"undefined_function", joined)
     assert "nope.png" in joined  # the failed load is logged
+
+
+def test_a_comparison_marks_changes_whose_interval_excludes_zero_in_words_not_colour_alone():
+    from worker.render.html_sections import SIGNIFICANT_BETTER, SIGNIFICANT_WORSE, comparison_section
+
+    def entry(diff, low, high):
+        return {"baseline": 0.5, "job": 0.5 + diff, "diff": diff, "ci_low": low, "ci_high": high, "p_value": 0.01}
+
+    table = comparison_section(
+        {
+            "n_shared": 40,
+            "metrics": {
+                "epr": entry(0.1, 0.02, 0.18),
+                "kappa": entry(-0.1, -0.2, -0.03),
+                "bar": entry(0.01, -0.05, 0.07),
+            },
+        },
+        "base",
+    )
+    rows = {m: re.search(rf'<tr id="compare-{m}">.*?</tr>', table).group(0) for m in ("epr", "kappa", "bar")}
+    assert SIGNIFICANT_BETTER in rows["epr"] and SIGNIFICANT_WORSE in rows["kappa"]
+    assert SIGNIFICANT_BETTER not in rows["bar"] and SIGNIFICANT_WORSE not in rows["bar"]

@@ -340,6 +340,10 @@ def failures_section(report: dict) -> str:
     )
 
 
+SIGNIFICANT_BETTER = " &#9650;"  # in words too, not by colour alone
+SIGNIFICANT_WORSE = " &#9660;"
+
+
 def comparison_section(comparison: dict, baseline_label: str | None) -> str:
     """The table of worker.engine.compare.compare_reports: metrics[m] has baseline, job, diff (job - baseline), CI, p,
     n."""
@@ -351,10 +355,12 @@ def comparison_section(comparison: dict, baseline_label: str | None) -> str:
         worse = diff is not None and high is not None and high < 0
         better = diff is not None and low is not None and low > 0
         diff_class = "num bad" if worse else "num good" if better else "num"
+        mark = SIGNIFICANT_WORSE if worse else SIGNIFICANT_BETTER if better else ""
         return (
             f'<tr id="compare-{esc(name)}"><th scope="row">{esc(BY_NAME[name].label)}</th>'
             f'<td class="num">{_fmt(entry.get("baseline"))}</td><td class="num">{_fmt(entry.get("job"))}</td>'
-            f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}"}</td><td class="num">{ci}</td>'
+            f'<td class="{diff_class}">{"&ndash;" if diff is None else f"{diff:+.3f}{mark}"}</td>'
+            f'<td class="num">{ci}</td>'
             f'<td class="num">{_fmt(entry.get("p_value"), 4)}</td><td class="num">{esc(entry.get("n"))}</td>'
             f'<td class="muted">{esc(entry.get("reason") or "")}</td></tr>'
         )
@@ -365,7 +371,8 @@ def comparison_section(comparison: dict, baseline_label: str | None) -> str:
     lost = flipped.get("agree_to_disagree") or []
     return (
         f'<p class="muted">Against baseline {esc(baseline_label or "")}: paired bootstrap over '
-        f"{esc(comparison.get('n_shared'))} shared pairs (diff = this run - baseline).</p>{warnings}"
+        f"{esc(comparison.get('n_shared'))} shared pairs (diff = this run - baseline). A change whose 95% CI "
+        f"excludes zero is marked{SIGNIFICANT_BETTER} (better) or{SIGNIFICANT_WORSE} (worse).</p>{warnings}"
         '<table id="comparison"><thead><tr><th>metric</th><th>baseline</th><th>this run</th><th>diff</th>'
         "<th>95% CI</th><th>p</th><th>n</th><th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
         f"<p>{len(lost)} pair(s) flipped from agree to disagree"
