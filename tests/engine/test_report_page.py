@@ -89,7 +89,9 @@ def test_comparison_table_rows_and_numbers_are_the_compare_json(two_runs):
         cells = [text for _, text, _ in row]
         assert cells[1] == _shown(entry["baseline"]), (name, cells)
         assert cells[2] == _shown(entry["job"]), (name, cells)
-        assert cells[3] == _shown(entry["diff"], sign=True), (name, cells)
+        low, high = entry["ci_low"], entry["ci_high"]
+        mark = " \u25b2" if low is not None and low > 0 else " \u25bc" if high is not None and high < 0 else ""
+        assert cells[3] == _shown(entry["diff"], sign=True) + (mark if entry["diff"] is not None else ""), (name, cells)
         if entry["ci_low"] is not None:
             assert cells[4] == f"[{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
         assert cells[5] == _shown(entry["p_value"], 4)
