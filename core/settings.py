@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     share_links_in_views: bool = Field(
         False, description="job views and webhook summaries carry a share link to the report (links.share)"
     )
+    ui_form_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="a form of the UI (sign-in, sign-out, share): larger is a 413"
+    )
     ui_jobs: int = Field(
         500, ge=1, le=10_000, description="the dashboard (/ui/) reads at most this many of the newest jobs"
     )

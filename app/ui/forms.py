@@ -10,20 +10,20 @@ from fastapi import Request, Response
 from app.browser_auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE
 from app.plumbing.errors import APIError, TooLarge
 
-FORM_BYTES = 16 * 1024  # a UI form holds a token, a CSRF token and a path: anything larger is refused (413)
-
 
 class Forbidden(APIError):
     status, code = 403, "forbidden"
 
 
 async def small_form(request: Request) -> dict[str, str]:
-    """The url-encoded form of a UI POST, read up to FORM_BYTES; each field's first value."""
+    """The url-encoded form of a UI POST, read up to EMOPRES_UI_FORM_BYTES (a token, a CSRF token and a path fit
+    in far less); each field's first value."""
+    limit = request.app.state.services.settings.ui_form_bytes
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > FORM_BYTES:
-            raise TooLarge(f"a form of the UI holds at most {FORM_BYTES} bytes", details={"limit": FORM_BYTES})
+        if len(body) > limit:
+            raise TooLarge(f"a form of the UI holds at most {limit} bytes", details={"limit": limit})
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {name: values[0] for name, values in fields.items()}
 
